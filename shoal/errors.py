@@ -1,0 +1,117 @@
+"""Every error shoal raises on purpose, in one tree.
+
+    ShoalError
+    ├── InvalidInput            bad input from a user: 400 / INVALID_ARGUMENT
+    │   └── UnknownTaskType     no live node runs this type
+    ├── Unauthorized            missing or wrong token: 401 / UNAUTHENTICATED
+    ├── NotFound                404 / NOT_FOUND
+    │   ├── TaskNotFound
+    │   └── ResultNotFound
+    ├── IllegalTransition       the task's state forbids the change: 409 / FAILED_PRECONDITION
+    ├── StaleEpoch              a master write under an epoch that is no longer current
+    ├── StoreUnavailable        Redis cannot be reached: 503 / UNAVAILABLE
+    └── EmbeddedRedisError      the embedded redis-server could not be found or started
+
+The HTTP and gRPC status of each class is kept beside it (``http_status``, ``grpc_code``) so that the
+web and rpc adapters share one table. This module imports nothing from shoal.
+"""
+
+from __future__ import annotations
+
+
+class ShoalError(Exception):
+    """Base of every error shoal raises on purpose."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class InvalidInput(ShoalError):
+    """Raised when a request is malformed: a missing field, a bad URL, a body over a limit."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class UnknownTaskType(InvalidInput):
+    """Raised at submit when no live node has registered the task's type."""
+
+    def __init__(self, task_type: str, known: list[str]) -> None:
+        known_text = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown task type {task_type!r}; registered types: {known_text}")
+        self.task_type = task_type
+        self.known = known
+
+
+class Unauthorized(ShoalError):
+    """Raised when a call carries no token or a wrong one."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class NotFound(ShoalError):
+    """Raised when a thing asked for does not exist."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class TaskNotFound(NotFound):
+    """Raised when no task has the given id."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id!r}")
+        self.task_id = task_id
+
+
+class ResultNotFound(NotFound):
+    """Raised when a task exists but has no result yet."""
+
+    def __init__(self, task_id: str, state: str) -> None:
+        super().__init__(f"task {task_id!r} has no result (state {state})")
+        self.task_id = task_id
+        self.state = state
+
+
+class IllegalTransition(ShoalError):
+    """Raised when a task's current state does not allow the requested change."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
+
+    def __init__(self, task_id: str, current: str, wanted: str) -> None:
+        super().__init__(f"task {task_id!r} is {current}; it cannot become {wanted}")
+        self.task_id = task_id
+        self.current = current
+        self.wanted = wanted
+
+
+class StaleEpoch(ShoalError):
+    """Raised when a master write carries an epoch that another master has replaced."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, held: int, current: int) -> None:
+        super().__init__(f"epoch {held} is stale; the cluster is at epoch {current}")
+        self.held = held
+        self.current = current
+
+
+class StoreUnavailable(ShoalError):
+    """Raised when the Redis store cannot be reached."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class EmbeddedRedisError(ShoalError):
+    """Raised when the embedded redis-server cannot be found or started."""

@@ -1,0 +1,175 @@
+"""The nouns shoal moves around: tasks, their attempts and results, nodes, events.
+
+These are plain dataclasses with no I/O; the store turns them into Redis hashes, the web layer into JSON
+and the rpc layer into protobuf messages. Times are Unix seconds (float), taken from the Redis clock so
+that every node agrees on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class TaskState(enum.IntEnum):
+    """The seed's task states; the numbers are the protobuf enum values."""
+
+    WAITING = 0
+    INQUEUE = 1
+    RUNNING = 2
+    RUNTIME_ERROR = 3
+    SUCCEED = 4
+    KILLED = 5
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @classmethod
+    def parse(cls, text: str) -> TaskState:
+        """Read a state from its name (any case) or its number; raise ValueError otherwise."""
+        key = text.strip().upper()
+        if key.isdigit() and int(key) in cls._value2member_map_:
+            return cls(int(key))
+        try:
+            return cls[key]
+        except KeyError:
+            names = ", ".join(s.name for s in cls)
+            raise ValueError(f"unknown state {text!r}; states are {names}") from None
+
+
+TERMINAL_STATES = frozenset({TaskState.RUNTIME_ERROR, TaskState.SUCCEED, TaskState.KILLED})
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt at running a task ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed out"
+    NODE_LOST = "node lost"
+    KILLED = "killed"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a task on one node."""
+
+    number: int
+    node: str
+    started_at: float
+    finished_at: float | None = None
+    outcome: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a user asks for; already validated (see ``shoal.validation``)."""
+
+    name: str
+    type: str
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+    max_retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as stored, with the attempts made at it so far."""
+
+    id: str
+    name: str
+    type: str
+    target: str
+    params: dict[str, Any]
+    state: TaskState
+    node: str | None
+    attempts: int
+    max_retries: int
+    timeout_s: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    history: tuple[Attempt, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The task as the REST API shows it (``state`` by name)."""
+        data = asdict(self)
+        data["state"] = self.state.name
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What a finished attempt produced: the seed's ``code`` plus what the type reported beside it."""
+
+    task_id: str
+    code: str
+    node: str
+    attempt: int
+    finished_at: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    duplicates: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of a task listing; ``next_cursor`` is None on the last page."""
+
+    tasks: list[Task]
+    total: int
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A task changed state; carried on pub/sub, so it may be lost and is only a hint."""
+
+    id: str
+    state: TaskState
+    node: str | None
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "task", "id": self.id, "state": self.state.name, "node": self.node, "at": self.at}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node as the cluster sees it."""
+
+    name: str
+    host: str
+    http: str
+    grpc: str
+    state: str
+    role: str
+    slots: int
+    running: int
+    pid: int
+    last_beat: float
+    types: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["types"] = list(self.types)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The membership and the current master, as ``GET /api/v1/cluster`` shows it."""
+
+    master: str | None
+    epoch: int
+    nodes: list[NodeInfo]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"master": self.master, "epoch": self.epoch, "nodes": [n.to_json() for n in self.nodes]}

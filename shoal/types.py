@@ -1,0 +1,75 @@
+"""The seams between shoal's layers, as Protocols.
+
+The web and rpc adapters talk to the node only through ``TaskAPI`` and ``ClusterAPI``; that keeps them
+thin and lets the same calls be served over REST and gRPC with one set of rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from shoal.models import ClusterView, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+
+
+class TaskAPI(Protocol):
+    """What users may do with tasks. Safe to call concurrently from any number of requests."""
+
+    async def submit(self, spec: TaskSpec) -> Task:
+        """Store a new task as WAITING; raise UnknownTaskType if no live node runs its type."""
+        ...
+
+    async def get(self, task_id: str) -> Task:
+        """Return the task or raise TaskNotFound."""
+        ...
+
+    async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
+        """Newest first; ``cursor`` is the ``next_cursor`` of the page before."""
+        ...
+
+    async def kill(self, task_id: str) -> Task:
+        """Kill in any non-terminal state; raise IllegalTransition on a terminal one."""
+        ...
+
+    async def kill_many(self, task_ids: list[str]) -> dict[str, bool]:
+        """Kill each task; the map says which ones were killed (the seed's ``OptResult``)."""
+        ...
+
+    async def delete(self, task_id: str) -> None:
+        """Kill the task if it is not terminal, then remove it and its result."""
+        ...
+
+    async def delete_many(self, task_ids: list[str]) -> dict[str, bool]:
+        """Delete each task; the map says which ones were deleted."""
+        ...
+
+    async def result(self, task_id: str) -> TaskResult:
+        """Return the result, or raise ResultNotFound while there is none."""
+        ...
+
+    async def wait(self, task_id: str, timeout_s: float) -> Task:
+        """Return the task once it is terminal, or as it is when ``timeout_s`` runs out."""
+        ...
+
+    def watch(self) -> AsyncIterator[TaskEvent]:
+        """Every task state change from now on, until the caller stops iterating."""
+        ...
+
+    async def task_types(self) -> list[str]:
+        """The task types that live nodes have registered."""
+        ...
+
+
+class ClusterAPI(Protocol):
+    """What users may see of the cluster."""
+
+    async def view(self) -> ClusterView:
+        """Every known node, the master and the epoch."""
+        ...
+
+    async def ready(self) -> tuple[bool, str]:
+        """Whether this node can take work now, and why not."""
+        ...
+
+
+JSONDict = dict[str, Any]

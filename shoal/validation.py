@@ -1,0 +1,156 @@
+"""Checks on what strangers send, shared by the REST and gRPC adapters so both refuse the same things.
+
+Everything here is pure: it raises ``InvalidInput`` with a message a user can act on, or returns a clean
+value. Limits are module constants so that docs and tests can name them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from typing import Any
+
+import orjson
+
+from shoal.errors import InvalidInput
+from shoal.models import TaskSpec, TaskState
+
+#: Largest request body the REST API reads, in bytes.
+MAX_BODY_BYTES = 1024 * 1024
+#: Largest ``params`` object, as JSON, in bytes.
+MAX_PARAMS_BYTES = 64 * 1024
+MAX_NAME_CHARS = 200
+MAX_TARGET_CHARS = 8192
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_RETRIES = 100
+#: Most ids one bulk kill or delete may name.
+MAX_BULK_IDS = 1000
+MAX_PAGE = 1000
+
+_TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries"}
+
+
+def task_spec(data: Any) -> TaskSpec:
+    """Build a TaskSpec from a decoded JSON object, refusing anything malformed.
+
+    ``name`` defaults to nothing: a task needs a name and a target, as the seed's form said.
+    """
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object with name, type and target")
+    unknown = sorted(set(data) - _SPEC_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
+    missing = [f for f in ("name", "target") if not _present(data.get(f))]
+    if missing:
+        raise InvalidInput(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+    if not _present(data.get("type")):
+        raise InvalidInput("type is required")
+    name = _text(data["name"], "name", MAX_NAME_CHARS)
+    task_type = _text(data["type"], "type", 64)
+    if not _TYPE_RE.match(task_type):
+        raise InvalidInput("type may hold only letters, digits and _ . : - (at most 64)")
+    target = _text(data["target"], "target", MAX_TARGET_CHARS)
+    return TaskSpec(
+        name=name,
+        type=task_type,
+        target=target,
+        params=params(data.get("params")),
+        timeout_s=timeout(data.get("timeout_s")),
+        max_retries=retries(data.get("max_retries")),
+    )
+
+
+def params(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("params must be a JSON object")
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError as exc:
+        raise InvalidInput(f"params cannot be stored as JSON: {exc}") from None
+    if size > MAX_PARAMS_BYTES:
+        raise InvalidInput(f"params is {size} bytes as JSON; the limit is {MAX_PARAMS_BYTES}")
+    return value
+
+
+def timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput("timeout_s must be a number of seconds")
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout_s must be above 0 and at most {MAX_TIMEOUT_S:g}")
+    return float(value)
+
+
+def retries(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("max_retries must be a whole number")
+    if not 0 <= value <= MAX_RETRIES:
+        raise InvalidInput(f"max_retries must be between 0 and {MAX_RETRIES}")
+    return value
+
+
+def task_id(value: Any) -> str:
+    """Return the id in canonical form, or raise InvalidInput if it is not a UUID."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidInput("a task id must be a UUID string")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidInput(f"malformed task id {value[:64]!r}: a task id is a UUID") from None
+
+
+def task_ids(value: Any) -> list[str]:
+    """Validate the ``ids`` list of a bulk kill or delete."""
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("ids must be a non-empty list of task ids")
+    if len(value) > MAX_BULK_IDS:
+        raise InvalidInput(f"at most {MAX_BULK_IDS} ids per call")
+    return [task_id(v) for v in value]
+
+
+def state_filter(value: str | None) -> TaskState | None:
+    if value is None or value == "":
+        return None
+    try:
+        return TaskState.parse(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def page_limit(value: int | None, default: int = 50) -> int:
+    if value is None:
+        return default
+    if not 1 <= value <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    return value
+
+
+def cursor(value: str | None) -> str | None:
+    """A cursor is the decimal sequence number ``next_cursor`` gave; anything else is refused."""
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 20:
+        raise InvalidInput("malformed cursor: pass back the next_cursor of the page before")
+    return value
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string")
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is {len(value)} characters; the limit is {limit}")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidInput(f"{name} must not contain control characters")
+    return value
