@@ -1,0 +1,167 @@
+"""REST routes under ``/api/v1``: parse, check with ``shoal.validation``, call TaskAPI/ClusterAPI, render.
+
+No business logic lives here. Bodies are read and decoded by hand (not by FastAPI) so that malformed JSON
+and wrong types get shoal's 400 with the same words the gRPC adapter uses; the pydantic models in
+``schemas`` only describe the shapes in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from shoal import validation
+from shoal.errors import InvalidInput
+from shoal.types import ClusterAPI, TaskAPI
+from shoal.web import schemas
+from shoal.web.responses import JSONResponse
+from shoal.web.schemas import errors
+from shoal.web.security import require_token
+
+#: Longest long-poll a request may ask for with ``?wait=``, in seconds.
+MAX_WAIT_S = 60.0
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` that documents a JSON body the handler reads itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
+async def json_body(request: Request) -> Any:
+    """The decoded JSON body; ``BodyLimit`` has already capped its size."""
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidInput("the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
+
+
+def wait_seconds(value: float | None) -> float | None:
+    """The ``?wait=`` of a long poll: None (answer now) or 0 < S <= 60."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_S:
+        raise InvalidInput(f"wait must be above 0 and at most {MAX_WAIT_S:g} seconds")
+    return value
+
+
+_WAIT_DOC = f"long-poll: answer once the task is terminal or after this many seconds (at most {MAX_WAIT_S:g})"
+WaitQuery = Annotated[float | None, Query(description=_WAIT_DOC)]
+
+
+def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str) -> APIRouter:
+    """The ``/api/v1`` routes over ``tasks`` and ``cluster``, all behind the bearer token."""
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token(token))], responses=errors(401))
+
+    @api.post(
+        "/tasks",
+        status_code=201,
+        response_model=schemas.TaskOut,
+        responses=errors(400, 413),
+        openapi_extra=body_schema(schemas.TaskIn),
+        summary="Submit a task",
+    )
+    async def submit(request: Request, wait: WaitQuery = None) -> Response:
+        wait_s = wait_seconds(wait)
+        spec = validation.task_spec(await json_body(request))
+        task = await tasks.submit(spec)
+        if wait_s is not None and not task.state.terminal:
+            task = await tasks.wait(task.id, wait_s)
+        return JSONResponse(task.to_json(), status_code=201)
+
+    @api.get("/tasks", response_model=schemas.TaskPageOut, responses=errors(400), summary="List tasks, newest first")
+    async def list_tasks(
+        state: Annotated[str | None, Query(description=f"one of {', '.join(schemas.STATES)}")] = None,
+        limit: Annotated[int | None, Query(description=f"page size, 1..{validation.MAX_PAGE} (default 50)")] = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
+    ) -> Response:
+        page = await tasks.list(validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor))
+        body = {"tasks": [t.to_json() for t in page.tasks], "total": page.total, "next_cursor": page.next_cursor}
+        return JSONResponse(body)
+
+    @api.post(
+        "/tasks/kill",
+        response_model=schemas.OptResultOut,
+        responses=errors(400, 413),
+        openapi_extra=body_schema(schemas.IdsIn),
+        summary="Kill many tasks",
+    )
+    async def kill_many(request: Request) -> Response:
+        ids = validation.task_ids(_ids_field(await json_body(request)))
+        return JSONResponse({"succeed": await tasks.kill_many(ids)})
+
+    @api.post(
+        "/tasks/delete",
+        response_model=schemas.OptResultOut,
+        responses=errors(400, 413),
+        openapi_extra=body_schema(schemas.IdsIn),
+        summary="Delete many tasks",
+    )
+    async def delete_many(request: Request) -> Response:
+        ids = validation.task_ids(_ids_field(await json_body(request)))
+        return JSONResponse({"succeed": await tasks.delete_many(ids)})
+
+    @api.get("/tasks/{task_id}", response_model=schemas.TaskOut, responses=errors(400, 404), summary="Get a task")
+    async def get_task(task_id: str, wait: WaitQuery = None) -> Response:
+        tid = validation.task_id(task_id)
+        wait_s = wait_seconds(wait)
+        task = await tasks.wait(tid, wait_s) if wait_s is not None else await tasks.get(tid)
+        return JSONResponse(task.to_json())
+
+    @api.get(
+        "/tasks/{task_id}/result",
+        response_model=schemas.ResultOut,
+        responses=errors(400, 404),
+        summary="Get a task's result (404 until there is one)",
+    )
+    async def get_result(task_id: str, wait: WaitQuery = None) -> Response:
+        tid = validation.task_id(task_id)
+        wait_s = wait_seconds(wait)
+        if wait_s is not None:
+            await tasks.wait(tid, wait_s)
+        result = await tasks.result(tid)
+        return JSONResponse(result.to_json())
+
+    @api.post(
+        "/tasks/{task_id}/kill", response_model=schemas.TaskOut, responses=errors(400, 404, 409), summary="Kill a task"
+    )
+    async def kill(task_id: str) -> Response:
+        task = await tasks.kill(validation.task_id(task_id))
+        return JSONResponse(task.to_json())
+
+    @api.delete("/tasks/{task_id}", status_code=204, responses=errors(400, 404), summary="Delete a task and its result")
+    async def delete(task_id: str) -> Response:
+        await tasks.delete(validation.task_id(task_id))
+        return Response(status_code=204)
+
+    @api.get("/types", response_model=schemas.TypesOut, summary="Task types that live nodes run")
+    async def types() -> Response:
+        return JSONResponse({"types": sorted(await tasks.task_types())})
+
+    @api.get("/cluster", response_model=schemas.ClusterOut, responses=errors(503), summary="Nodes and master")
+    async def cluster_view() -> Response:
+        view = await cluster.view()
+        return JSONResponse(view.to_json())
+
+    return api
+
+
+def _ids_field(data: Any) -> Any:
+    if not isinstance(data, dict) or "ids" not in data:
+        raise InvalidInput('the body must be a JSON object {"ids": [task ids]}')
+    extra = sorted(set(data) - {"ids"})
+    if extra:
+        raise InvalidInput(f"unknown field(s): {', '.join(extra)}")
+    return data["ids"]

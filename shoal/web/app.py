@@ -1,0 +1,105 @@
+"""The node's HTTP application: REST ``/api/v1``, the event stream, probes and metrics.
+
+``create_app`` is the only entry point; the node builds it with its TaskAPI/ClusterAPI and serves it with
+uvicorn. Middleware, outermost first: ``HttpMetrics`` (counts every answer, 413s included), ``BodyLimit``
+(refuses big bodies before they are read), ``CatchAll`` (unexpected errors -> generic 500, traceback to the
+log), then FastAPI's exception handlers (``shoal.web.errors``: ShoalError -> its status).
+
+``/openapi.json`` is public, like the probes: it describes shapes, holds no data, and tools that render it
+(or generate clients) should not need the cluster token. Swagger UI and ReDoc are off because they load
+their scripts from a CDN, which a private cluster may not reach.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.responses import Response
+
+from shoal import validation
+from shoal.types import ClusterAPI, TaskAPI
+from shoal.version import __version__
+from shoal.web import api, errors, events, openapi, schemas
+from shoal.web.limits import BodyLimit
+from shoal.web.metrics import HttpMetrics
+from shoal.web.responses import JSONResponse
+from shoal.web.security import require_token
+
+DESCRIPTION = """\
+REST API of a shoal node. Every route but `/healthz`, `/readyz` and `/openapi.json` needs
+`Authorization: Bearer <token>` (the cluster token, `DATA_DIR/token`). Errors have the body
+`{"error": "<kind>", "message": "<text>"}`. Times are Unix seconds.
+"""
+
+
+def create_app(
+    *,
+    tasks: TaskAPI,
+    cluster: ClusterAPI,
+    token: str,
+    registry: CollectorRegistry,
+    keepalive_s: float = 15.0,
+    max_body_bytes: int = validation.MAX_BODY_BYTES,
+) -> FastAPI:
+    """Build the HTTP app over the node's APIs.
+
+    Parameters:
+        tasks: what users may do with tasks.
+        cluster: membership and readiness.
+        token: the cluster token every non-probe route requires.
+        registry: the node's Prometheus registry; served at ``/metrics`` and given the HTTP metrics.
+        keepalive_s: seconds between keep-alive comments on ``/api/v1/events``.
+        max_body_bytes: largest request body accepted (413 above it).
+
+    ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
+    the server does not wait on them.
+    """
+    app = FastAPI(
+        title="shoal",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        default_response_class=JSONResponse,
+    )
+    errors.install(app)
+    app.add_middleware(errors.CatchAll)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HttpMetrics, registry=registry)
+
+    streams = events.EventStreams(tasks, keepalive_s=keepalive_s)
+    app.state.event_streams = streams
+    app.include_router(api.build_router(tasks=tasks, cluster=cluster, token=token))
+    app.include_router(events.build_router(streams, token=token))
+    openapi.install(app, [schemas.TaskIn, schemas.IdsIn])
+
+    @app.get("/healthz", response_model=schemas.StatusOut, tags=["probes"], summary="Liveness: the process runs")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get(
+        "/readyz",
+        response_model=schemas.StatusOut,
+        responses=schemas.errors(503),
+        tags=["probes"],
+        summary="Readiness: the store answers and a master is known",
+    )
+    async def readyz() -> Response:
+        ready, reason = await cluster.ready()
+        if not ready:
+            return errors.error_response(503, "not_ready", reason or "not ready")
+        return JSONResponse({"status": "ready", "reason": reason or None})
+
+    @app.get(
+        "/metrics",
+        dependencies=[Depends(require_token(token))],
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}, **schemas.errors(401)},
+        response_class=Response,
+        tags=["probes"],
+        summary="Prometheus metrics",
+    )
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,118 @@
+"""Pydantic models that describe the REST API's bodies in the OpenAPI document.
+
+They are documentation only: requests are checked by ``shoal.validation`` (so REST and gRPC refuse the
+same things with the same words) and responses are the models' own ``to_json()``. Keep these in step
+with ``shoal.models``; ``tests/test_api.py`` compares the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shoal import validation
+from shoal.models import TaskState
+
+STATES = [s.name for s in TaskState]
+
+
+class TaskIn(BaseModel):
+    """A task to run: ``name`` and ``target`` are required, ``type`` names a registered task type."""
+
+    name: str = Field(max_length=validation.MAX_NAME_CHARS, examples=["front page"])
+    type: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", examples=["fetch"])
+    target: str = Field(max_length=validation.MAX_TARGET_CHARS, examples=["http://127.0.0.1:8000/"])
+    params: dict[str, Any] | None = Field(None, description=f"at most {validation.MAX_PARAMS_BYTES} bytes as JSON")
+    timeout_s: float | None = Field(None, gt=0, le=validation.MAX_TIMEOUT_S)
+    max_retries: int = Field(0, ge=0, le=validation.MAX_RETRIES)
+
+
+class AttemptOut(BaseModel):
+    number: int
+    node: str
+    started_at: float
+    finished_at: float | None
+    outcome: str | None
+    error: str | None
+
+
+class TaskOut(BaseModel):
+    id: str = Field(description="a UUID")
+    name: str
+    type: str
+    target: str
+    params: dict[str, Any]
+    state: str = Field(description=f"one of {', '.join(STATES)}")
+    node: str | None = Field(description="name of the node the task is on")
+    attempts: int
+    max_retries: int
+    timeout_s: float | None
+    created_at: float = Field(description="Unix seconds")
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    history: list[AttemptOut]
+
+
+class TaskPageOut(BaseModel):
+    tasks: list[TaskOut]
+    total: int = Field(description="tasks matching the filter, on every page")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+class ResultOut(BaseModel):
+    task_id: str
+    code: str = Field(description="what the task produced; for a fetch, the fetched source")
+    node: str
+    attempt: int
+    finished_at: float
+    meta: dict[str, Any]
+    duplicates: int = Field(description="later attempts that also finished and were not kept")
+
+
+class IdsIn(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=validation.MAX_BULK_IDS)
+
+
+class OptResultOut(BaseModel):
+    succeed: dict[str, bool] = Field(description="for each id, whether the change was made")
+
+
+class NodeOut(BaseModel):
+    name: str
+    host: str
+    http: str = Field(description="advertised host:port of the REST API")
+    grpc: str = Field(description="advertised host:port of the gRPC server")
+    state: str = Field(description="alive, suspect, dead or rejected")
+    role: str = Field(description="master or worker")
+    slots: int
+    running: int
+    pid: int
+    last_beat: float
+    types: list[str]
+
+
+class ClusterOut(BaseModel):
+    master: str | None
+    epoch: int
+    nodes: list[NodeOut]
+
+
+class TypesOut(BaseModel):
+    types: list[str]
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="snake_case kind, e.g. invalid_input, task_not_found, unauthorized")
+    message: str
+
+
+class StatusOut(BaseModel):
+    status: str
+    reason: str | None = None
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry that documents shoal's error body for each status."""
+    return {s: {"model": ErrorOut} for s in statuses}
