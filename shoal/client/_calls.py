@@ -1,0 +1,138 @@
+"""Each API call as data: method, path, query, body and how to read the answer.
+
+``Client`` and ``AsyncClient`` only send these, so the two cannot drift apart in what they ask or how they
+read the answer. Task ids are checked here with ``shoal.validation.task_id`` before they go into a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import httpx
+import orjson
+
+from shoal import validation
+from shoal.client import _decode
+from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskState
+
+T = TypeVar("T")
+
+#: Longest long-poll the server grants per request, in seconds.
+MAX_WAIT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    body: Any = None
+    #: Seconds the server may hold the request (long poll); added to the read timeout.
+    hold_s: float = 0.0
+    #: Statuses handed to ``read`` instead of raised as errors.
+    accept: tuple[int, ...] = ()
+
+    def content(self) -> bytes | None:
+        return None if self.body is None else orjson.dumps(self.body)
+
+
+def json_of(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise _decode.MalformedResponse(
+            f"the answer from {response.request.url} is not JSON (is this a shoal API?)"
+        ) from None
+
+
+def _wait_param(wait: float | None) -> tuple[dict[str, Any], float]:
+    if wait is None or wait <= 0:
+        return {}, 0.0
+    held = min(float(wait), MAX_WAIT_S)
+    return {"wait": f"{held:g}"}, held
+
+
+def submit(
+    type: str,
+    target: str,
+    *,
+    name: str | None,
+    params: dict[str, Any] | None,
+    timeout_s: float | None,
+    max_retries: int,
+    wait: float | None,
+) -> Call[Task]:
+    body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
+    if params:
+        body["params"] = params
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    if max_retries:
+        body["max_retries"] = max_retries
+    query, held = _wait_param(wait)
+    return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
+
+
+def get(task_id: str, wait: float | None = None) -> Call[Task]:
+    query, held = _wait_param(wait)
+    path = f"/api/v1/tasks/{validation.task_id(task_id)}"
+    return Call("GET", path, lambda r: _decode.task(json_of(r)), query, hold_s=held)
+
+
+def list_tasks(state: TaskState | str | None, limit: int | None, cursor: str | None) -> Call[TaskPage]:
+    query: dict[str, Any] = {}
+    if state is not None:
+        query["state"] = state.name if isinstance(state, TaskState) else state
+    if limit is not None:
+        query["limit"] = limit
+    if cursor:
+        query["cursor"] = cursor
+    return Call("GET", "/api/v1/tasks", lambda r: _decode.page(json_of(r)), query)
+
+
+def kill(task_id: str) -> Call[Task]:
+    path = f"/api/v1/tasks/{validation.task_id(task_id)}/kill"
+    return Call("POST", path, lambda r: _decode.task(json_of(r)))
+
+
+def delete(task_id: str) -> Call[None]:
+    return Call("DELETE", f"/api/v1/tasks/{validation.task_id(task_id)}", lambda r: None)
+
+
+def kill_many(task_ids: list[str]) -> Call[dict[str, bool]]:
+    return Call("POST", "/api/v1/tasks/kill", lambda r: _decode.ok_map(json_of(r)), body={"ids": list(task_ids)})
+
+
+def delete_many(task_ids: list[str]) -> Call[dict[str, bool]]:
+    return Call("POST", "/api/v1/tasks/delete", lambda r: _decode.ok_map(json_of(r)), body={"ids": list(task_ids)})
+
+
+def result(task_id: str, wait: float | None = None) -> Call[TaskResult]:
+    query, held = _wait_param(wait)
+    path = f"/api/v1/tasks/{validation.task_id(task_id)}/result"
+    return Call("GET", path, lambda r: _decode.result(json_of(r)), query, hold_s=held)
+
+
+def cluster() -> Call[ClusterView]:
+    return Call("GET", "/api/v1/cluster", lambda r: _decode.cluster(json_of(r)))
+
+
+def types() -> Call[list[str]]:
+    return Call("GET", "/api/v1/types", lambda r: _decode.types(json_of(r)))
+
+
+def health() -> Call[dict[str, Any]]:
+    return Call("GET", "/healthz", lambda r: dict(json_of(r)))
+
+
+def _read_ready(response: httpx.Response) -> tuple[bool, str]:
+    body = json_of(response)
+    reason = str(body.get("message") or body.get("reason") or "") if isinstance(body, dict) else ""
+    return response.status_code == 200, reason
+
+
+def ready() -> Call[tuple[bool, str]]:
+    return Call("GET", "/readyz", _read_ready, accept=(503,))

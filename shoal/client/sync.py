@@ -1,0 +1,181 @@
+"""``Client``: the blocking REST client (httpx.Client). Safe to share between threads, as httpx.Client is."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from shoal.client import _calls, _config
+from shoal.client._sse import Parser, StreamItem
+from shoal.client.errors import WaitTimeout, from_response, unreachable
+from shoal.errors import ResultNotFound
+from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskState
+from shoal.version import __version__
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 15.0
+
+
+class Client:
+    """Talks to one shoal node's REST API; any node answers any call.
+
+    Parameters:
+        api: base URL; default ``SHOAL_API``, then ``http://127.0.0.1:8080``.
+        token: cluster token; default ``SHOAL_TOKEN``, then ``./.shoal/token``.
+        timeout_s: per-request timeout; long polls add the time the server may hold them.
+        transport: an httpx transport, to talk to an app in-process.
+    """
+
+    def __init__(
+        self,
+        api: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        token_file: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = _config.base_url(api)
+        self.token = _config.token(token, token_file)
+        self.timeout_s = timeout_s
+        headers = {"User-Agent": f"shoal-client/{__version__}", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
+    def _send(self, call: _calls.Call[T]) -> T:
+        timeout = httpx.Timeout(self.timeout_s, read=self.timeout_s + call.hold_s)
+        headers = {"Content-Type": "application/json"} if call.body is not None else None
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, content=call.content(), headers=headers, timeout=timeout
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.base_url, exc) from None
+        if response.is_error and response.status_code not in call.accept:
+            raise from_response(response)
+        return call.read(response)
+
+    # tasks
+
+    def submit(
+        self,
+        type: str,
+        target: str,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_retries: int = 0,
+        wait: float | None = None,
+    ) -> Task:
+        """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s."""
+        return self._send(
+            _calls.submit(
+                type, target, name=name, params=params, timeout_s=timeout_s, max_retries=max_retries, wait=wait
+            )
+        )
+
+    def get(self, task_id: str, wait: float | None = None) -> Task:
+        return self._send(_calls.get(task_id, wait))
+
+    def list(
+        self, state: TaskState | str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> TaskPage:
+        """One page of tasks, newest first; pass the page's ``next_cursor`` for the next one."""
+        return self._send(_calls.list_tasks(state, limit, cursor))
+
+    def iter_tasks(self, state: TaskState | str | None = None, page_size: int = 200) -> Iterator[Task]:
+        """Every task matching ``state``, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.list(state, page_size, cursor)
+            yield from page.tasks
+            if not page.next_cursor or not page.tasks:
+                return
+            cursor = page.next_cursor
+
+    def kill(self, task_id: str) -> Task:
+        return self._send(_calls.kill(task_id))
+
+    def kill_many(self, task_ids: builtins.list[str]) -> dict[str, bool]:
+        return self._send(_calls.kill_many(task_ids))
+
+    def delete(self, task_id: str) -> None:
+        self._send(_calls.delete(task_id))
+
+    def delete_many(self, task_ids: builtins.list[str]) -> dict[str, bool]:
+        return self._send(_calls.delete_many(task_ids))
+
+    def result(self, task_id: str, wait: float | None = None) -> TaskResult:
+        """The result; with ``wait``, wait up to that long for it. Raises ResultNotFound if there is none."""
+        if wait is None:
+            return self._send(_calls.result(task_id))
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return self._send(_calls.result(task_id, max(remaining, 0.001)))
+            except ResultNotFound:
+                if remaining <= _calls.MAX_WAIT_S or self.get(task_id).state.terminal:
+                    raise
+
+    def wait(self, task_id: str, timeout: float) -> Task:
+        """The task once it is terminal; raises WaitTimeout (a TimeoutError) if it is not within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            task = self._send(_calls.get(task_id, max(remaining, 0.001)))
+            if task.state.terminal:
+                return task
+            if deadline - time.monotonic() <= 0:
+                raise WaitTimeout(task, timeout)
+
+    def events(self, read_timeout_s: float = 60.0) -> Iterator[StreamItem]:
+        """Task events as they happen (``TaskEvent``, or ``Lagged`` when some were dropped), until closed."""
+        timeout = httpx.Timeout(self.timeout_s, read=read_timeout_s)
+        try:
+            with self._http.stream("GET", "/api/v1/events", timeout=timeout) as response:
+                if response.is_error:
+                    response.read()
+                    raise from_response(response)
+                parser = Parser()
+                for line in response.iter_lines():
+                    item = parser.feed(line)
+                    if item is not None:
+                        yield item
+        except httpx.TransportError as exc:
+            raise unreachable(self.base_url, exc) from None
+
+    # cluster
+
+    def cluster(self) -> ClusterView:
+        return self._send(_calls.cluster())
+
+    def types(self) -> builtins.list[str]:
+        return self._send(_calls.types())
+
+    def health(self) -> dict[str, Any]:
+        return self._send(_calls.health())
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the node is ready (store reachable, master known), and why not."""
+        return self._send(_calls.ready())
