@@ -1,0 +1,155 @@
+"""Who may call the gRPC server: a server interceptor in front of every service.
+
+Every method needs a credential except those of the public services (the standard health service, so
+that load balancers and orchestrators can probe a node without the token). Server reflection is behind
+the check too: it answers token holders only.
+
+A credential is checked by an ``Authenticator``; a call passes when any of them accepts it. Users hold
+the cluster token (``BearerToken``); a later authenticator for node-to-node calls (an HMAC over the
+call, proving the token without sending it) is added beside it, and may refuse to vouch for methods it
+does not cover by returning a ``Refusal``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+import grpc
+import grpc.aio
+
+from shoal.auth import bearer, token_matches
+
+log = logging.getLogger("shoal.rpc.auth")
+
+#: Services anyone may call: the standard health service.
+PUBLIC_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+if TYPE_CHECKING:  # grpc's classes are generic only in their type stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    HandlerContinuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an authenticator did not accept a call. ``presented`` is true when the caller sent this
+    kind of credential (so its message, e.g. "wrong token", says more than "no credential")."""
+
+    message: str
+    presented: bool
+
+
+class Authenticator(Protocol):
+    """One way a caller may prove it belongs to the cluster. Called for every call, concurrently; must
+    not block (no I/O)."""
+
+    def authenticate(self, method: str, metadata: Mapping[str, str]) -> Refusal | None:
+        """None to accept the call, or a Refusal that says why not."""
+        ...
+
+
+class BearerToken:
+    """Accepts ``authorization: Bearer <cluster token>`` metadata, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("the cluster token must not be empty")
+        self._token = token
+
+    def authenticate(self, method: str, metadata: Mapping[str, str]) -> Refusal | None:
+        header = metadata.get("authorization")
+        if header is None:
+            return Refusal("missing credentials: send metadata 'authorization: Bearer <token>'", presented=False)
+        given = bearer(header)
+        if given is None:
+            return Refusal("malformed authorization metadata: expected 'Bearer <token>'", presented=True)
+        if not token_matches(given, self._token):
+            return Refusal("wrong token", presented=True)
+        return None
+
+    def __repr__(self) -> str:
+        return "BearerToken(<hidden>)"
+
+
+class AuthInterceptor(_ServerInterceptor):
+    """Refuses, with UNAUTHENTICATED and a message, every call that no authenticator accepts.
+
+    Parameters:
+        authenticators: tried in order; the first to accept lets the call through.
+        public_services: full service names (``package.Service``) that need no credential.
+    """
+
+    def __init__(
+        self,
+        authenticators: Sequence[Authenticator],
+        *,
+        public_services: Iterable[str] = PUBLIC_SERVICES,
+    ) -> None:
+        if not authenticators:
+            raise ValueError("at least one authenticator is required")
+        self._authenticators = tuple(authenticators)
+        self._public = frozenset(public_services)
+        self.refused = 0
+
+    async def intercept_service(
+        self,
+        continuation: HandlerContinuation,
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method: str = handler_call_details.method
+        if _service_of(method) in self._public:
+            return await continuation(handler_call_details)
+        refusal = self.check(method, _metadata(handler_call_details.invocation_metadata))
+        if refusal is None:
+            return await continuation(handler_call_details)
+        self.refused += 1
+        log.debug("refused %s: %s", method, refusal.message)
+        # Answer in the shape of the method the caller asked for, so streaming clients see the
+        # status cleanly too. An unknown method is refused the same way, revealing nothing.
+        handler: Handler | None = await continuation(handler_call_details)
+        return _deny(handler, refusal.message)
+
+    def check(self, method: str, metadata: Mapping[str, str]) -> Refusal | None:
+        """None if some authenticator accepts the call, else the most telling refusal."""
+        refusals: list[Refusal] = []
+        for authenticator in self._authenticators:
+            refusal = authenticator.authenticate(method, metadata)
+            if refusal is None:
+                return None
+            refusals.append(refusal)
+        return next((r for r in refusals if r.presented), refusals[0])
+
+    def __repr__(self) -> str:
+        return f"AuthInterceptor(authenticators={len(self._authenticators)}, refused={self.refused})"
+
+
+def _service_of(method: str) -> str:
+    """``/package.Service/Method`` -> ``package.Service``."""
+    return method.lstrip("/").partition("/")[0]
+
+
+def _metadata(items: Any) -> dict[str, str]:
+    """Text metadata as a dict (keys are lower case on the wire); binary ``-bin`` entries are left out."""
+    found: dict[str, str] = {}
+    for key, value in items or ():
+        if isinstance(value, str):
+            found.setdefault(key.lower(), value)
+    return found
+
+
+def _deny(handler: Handler | None, message: str) -> Handler:
+    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    if handler is not None and handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny)
+    if handler is not None and handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny)
+    if handler is not None and handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny)
+    return grpc.unary_unary_rpc_method_handler(deny)

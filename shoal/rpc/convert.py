@@ -1,0 +1,261 @@
+"""protobuf messages <-> shoal.models, and the checks on what a gRPC caller sends.
+
+This module and ``shoal.rpc.services`` are the only code that imports the generated ``_gen`` modules;
+everything else reaches them through ``pb`` and ``pb_grpc`` here. Requests are validated with
+``shoal.validation``, so a gRPC caller is refused exactly what a REST caller is, with the same message;
+the only rules added here are about the protobuf shape (one id where one is meant, JSON text fields).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from shoal import validation
+from shoal.errors import InvalidInput
+from shoal.models import Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.rpc._gen.shoal.v1 import tasks_pb2 as pb
+from shoal.rpc._gen.shoal.v1 import tasks_pb2_grpc as pb_grpc
+
+__all__ = [
+    "MAX_WAIT_S",
+    "event_from_proto",
+    "event_to_proto",
+    "one_id",
+    "page_from_proto",
+    "page_to_proto",
+    "pb",
+    "pb_grpc",
+    "query_from_proto",
+    "result_from_proto",
+    "result_to_proto",
+    "spec_from_proto",
+    "spec_to_proto",
+    "task_from_proto",
+    "task_to_proto",
+    "wait_from_proto",
+    "watch_ids",
+]
+
+#: Longest wait a GetTask or GetTaskResult may ask for, as REST's ``?wait=``.
+MAX_WAIT_S = 60.0
+
+
+# --- models -> messages (what the server sends) ---------------------------------------------------
+
+
+def task_to_proto(task: Task) -> pb.Task:
+    """The task as a Task message; unset optional fields stay unset rather than becoming 0 or ''."""
+    msg = pb.Task(
+        id=task.id,
+        name=task.name,
+        target=task.target,
+        type=task.type,
+        state=pb.Task.State.ValueType(task.state),
+        params_json=_json_text(task.params),
+        attempts=task.attempts,
+        max_retries=task.max_retries,
+        created_at=task.created_at,
+        history=[_attempt_to_proto(a) for a in task.history],
+    )
+    if task.node is not None:
+        msg.node = task.node
+    if task.timeout_s is not None:
+        msg.timeout_s = task.timeout_s
+    if task.started_at is not None:
+        msg.started_at = task.started_at
+    if task.finished_at is not None:
+        msg.finished_at = task.finished_at
+    if task.error is not None:
+        msg.error = _utf8(task.error)
+    return msg
+
+
+def _attempt_to_proto(attempt: Attempt) -> pb.Attempt:
+    msg = pb.Attempt(number=attempt.number, node=attempt.node, started_at=attempt.started_at)
+    if attempt.finished_at is not None:
+        msg.finished_at = attempt.finished_at
+    if attempt.outcome is not None:
+        msg.outcome = attempt.outcome
+    if attempt.error is not None:
+        msg.error = _utf8(attempt.error)
+    return msg
+
+
+def result_to_proto(result: TaskResult) -> pb.TaskResult:
+    return pb.TaskResult(
+        code=_utf8(result.code),
+        task_id=result.task_id,
+        node=result.node,
+        attempt=result.attempt,
+        finished_at=result.finished_at,
+        meta_json=_json_text(result.meta),
+        duplicates=result.duplicates,
+    )
+
+
+def page_to_proto(page: TaskPage) -> pb.TaskPage:
+    return pb.TaskPage(
+        tasks=[task_to_proto(t) for t in page.tasks],
+        total=page.total,
+        next_cursor=page.next_cursor or "",
+    )
+
+
+def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
+    msg = pb.TaskEvent(id=event.id, state=pb.Task.State.ValueType(event.state), at=event.at)
+    if event.node is not None:
+        msg.node = event.node
+    return msg
+
+
+# --- messages -> models (what the server reads, and what clients decode) --------------------------
+
+
+def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
+    """Validate a CreateTask request as REST validates its JSON body."""
+    data: dict[str, Any] = {"name": msg.name, "type": msg.type, "target": msg.target}
+    if msg.params_json.strip():
+        data["params"] = _json_object(msg.params_json, "params_json")
+    if msg.HasField("timeout_s"):
+        data["timeout_s"] = msg.timeout_s
+    if msg.HasField("max_retries"):
+        data["max_retries"] = msg.max_retries
+    return validation.task_spec(data)
+
+
+def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
+    msg = pb.TaskSpec(name=spec.name, type=spec.type, target=spec.target, max_retries=spec.max_retries)
+    if spec.params:
+        msg.params_json = _json_text(spec.params)
+    if spec.timeout_s is not None:
+        msg.timeout_s = spec.timeout_s
+    return msg
+
+
+def one_id(msg: pb.ID) -> str:
+    """The single id that GetTask and GetTaskResult take, in canonical form."""
+    if len(msg.id) != 1:
+        raise InvalidInput(f"exactly one task id is required, got {len(msg.id)}")
+    return validation.task_id(msg.id[0])
+
+
+def wait_from_proto(msg: pb.ID) -> float | None:
+    """``wait_s`` if the caller set it: 0 < wait_s <= MAX_WAIT_S, as REST's ``?wait=``."""
+    if not msg.HasField("wait_s"):
+        return None
+    value = msg.wait_s
+    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_S:
+        raise InvalidInput(f"wait_s must be above 0 and at most {MAX_WAIT_S:g} seconds")
+    return value
+
+
+def query_from_proto(msg: pb.Query) -> tuple[TaskState | None, int, str | None]:
+    """ListTask's (state, limit, cursor), refused as REST refuses ``?state=&limit=&cursor=``."""
+    if len(msg.state) > 1:
+        raise InvalidInput("filter by one state at a time")
+    state = _state(msg.state[0]) if msg.state else None
+    limit = validation.page_limit(msg.limit if msg.HasField("limit") else None)
+    return state, limit, validation.cursor(msg.cursor)
+
+
+def watch_ids(msg: pb.WatchRequest) -> frozenset[str]:
+    """The ids a WatchTasks caller wants events of; empty means all."""
+    if len(msg.id) > validation.MAX_BULK_IDS:
+        raise InvalidInput(f"at most {validation.MAX_BULK_IDS} ids per call")
+    return frozenset(validation.task_id(v) for v in msg.id)
+
+
+def task_from_proto(msg: pb.Task) -> Task:
+    return Task(
+        id=msg.id,
+        name=msg.name,
+        type=msg.type,
+        target=msg.target,
+        params=_json_object(msg.params_json, "params_json") if msg.params_json else {},
+        state=TaskState(msg.state),
+        node=msg.node if msg.HasField("node") else None,
+        attempts=msg.attempts,
+        max_retries=msg.max_retries,
+        timeout_s=msg.timeout_s if msg.HasField("timeout_s") else None,
+        created_at=msg.created_at,
+        started_at=msg.started_at if msg.HasField("started_at") else None,
+        finished_at=msg.finished_at if msg.HasField("finished_at") else None,
+        error=msg.error if msg.HasField("error") else None,
+        history=tuple(
+            Attempt(
+                number=a.number,
+                node=a.node,
+                started_at=a.started_at,
+                finished_at=a.finished_at if a.HasField("finished_at") else None,
+                outcome=a.outcome if a.HasField("outcome") else None,
+                error=a.error if a.HasField("error") else None,
+            )
+            for a in msg.history
+        ),
+    )
+
+
+def result_from_proto(msg: pb.TaskResult) -> TaskResult:
+    return TaskResult(
+        task_id=msg.task_id,
+        code=msg.code,
+        node=msg.node,
+        attempt=msg.attempt,
+        finished_at=msg.finished_at,
+        meta=_json_object(msg.meta_json, "meta_json") if msg.meta_json else {},
+        duplicates=msg.duplicates,
+    )
+
+
+def page_from_proto(msg: pb.TaskPage) -> TaskPage:
+    return TaskPage(
+        tasks=[task_from_proto(t) for t in msg.tasks],
+        total=msg.total,
+        next_cursor=msg.next_cursor or None,
+    )
+
+
+def event_from_proto(msg: pb.TaskEvent) -> TaskEvent:
+    return TaskEvent(
+        id=msg.id,
+        state=TaskState(msg.state),
+        node=msg.node if msg.HasField("node") else None,
+        at=msg.at,
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _state(value: int) -> TaskState:
+    try:
+        return TaskState(value)
+    except ValueError:
+        names = ", ".join(f"{s.name} ({s.value})" for s in TaskState)
+        raise InvalidInput(f"unknown state {value}; states are {names}") from None
+
+
+def _json_object(text: str, field: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{field} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be a JSON object")
+    return value
+
+
+def _json_text(value: dict[str, Any]) -> str:
+    return orjson.dumps(value).decode() if value else "{}"
+
+
+def _utf8(text: str) -> str:
+    """protobuf strings must be valid UTF-8; lone surrogates (left by undecodable bytes) become '?'."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

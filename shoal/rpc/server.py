@@ -1,0 +1,179 @@
+"""Assemble and run the node's gRPC server: auth interceptor, Tasks, health and reflection.
+
+``start_rpc_server`` binds (port 0 picks a free port), starts, and returns an ``RpcServer`` that knows
+its port. The standard health service reports SERVING for the whole server ("") and for each shoal
+service while the node serves, and NOT_SERVING from the moment shutdown begins, so a balancer drains the
+node before its port closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken
+from shoal.rpc.convert import pb_grpc
+from shoal.rpc.services.tasks import SERVICE_NAME as TASKS_SERVICE
+from shoal.rpc.services.tasks import TasksServicer
+from shoal.types import TaskAPI
+
+log = logging.getLogger("shoal.rpc.server")
+
+
+class _Health(Protocol):
+    """The asyncio health servicer (``grpc_health.v1.health.aio``), which the type stubs do not know."""
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
+def _health_servicer() -> _Health:
+    servicer: _Health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    return servicer
+
+MiB = 1024 * 1024
+#: Largest request a caller may send. A TaskSpec is at most ~80 KiB (validation's limits), so this
+#: leaves room for bulk calls (1000 ids) while refusing floods early, before they are parsed.
+MAX_RECEIVE_BYTES = 4 * MiB
+#: Largest answer the server sends: a fetch result may hold up to 10 MiB of source, plus its metadata.
+MAX_SEND_BYTES = 32 * MiB
+#: Calls served at once; beyond it callers get RESOURCE_EXHAUSTED instead of queueing without bound.
+MAX_CONCURRENT_RPCS = 1000
+
+#: Channel arguments. Keepalive pings find clients that vanished (a watcher whose machine died) within
+#: about a minute; clients may ping every 10 s without being cut off. SO_REUSEPORT is off so that a
+#: second node on the same port fails to bind instead of silently sharing it.
+SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ("grpc.max_send_message_length", MAX_SEND_BYTES),
+    ("grpc.max_metadata_size", 16 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 3),
+    ("grpc.so_reuseport", 0),
+)
+
+
+class RpcServer:
+    """A running gRPC server. ``stop()`` may be called once; the other methods at any time."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        *,
+        host: str,
+        port: int,
+        health_servicer: _Health,
+        tasks_servicer: TasksServicer,
+        services: Sequence[str],
+    ) -> None:
+        self.server = server
+        self.host = host
+        self.port = port
+        self.health = health_servicer
+        self.tasks = tasks_servicer
+        self._services = tuple(services)
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as bound (with the real port when 0 was asked for)."""
+        return f"{self.host}:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING for the whole server and each shoal service."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", *self._services):
+            await self.health.set(service, status)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Report NOT_SERVING for good, end watch streams, then let calls finish for ``grace`` seconds."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        self.tasks.close()
+        await self.server.stop(grace)
+        log.info("gRPC server on %s stopped", self.address)
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+    def __repr__(self) -> str:
+        return f"RpcServer({self.address}, stopped={self._stopped})"
+
+
+async def start_rpc_server(
+    *,
+    tasks: TaskAPI,
+    token: str,
+    bind: str,
+    authenticators: Sequence[Authenticator] = (),
+    maximum_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+) -> RpcServer:
+    """Build, bind and start the server.
+
+    Parameters:
+        tasks: what the Tasks service serves.
+        token: the cluster token that callers send as ``authorization: Bearer <token>``.
+        bind: ``host:port`` to listen on; port 0 picks a free one (see ``RpcServer.port``).
+        authenticators: accepted beside the token (e.g. node-to-node credentials).
+        maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED.
+    Raises:
+        OSError: when the address cannot be bound.
+    """
+    interceptor = AuthInterceptor([BearerToken(token), *authenticators])
+    server = grpc.aio.server(
+        interceptors=[interceptor],
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+    )
+    tasks_servicer = TasksServicer(tasks)
+    pb_grpc.add_TasksServicer_to_server(tasks_servicer, server)
+    health_servicer = _health_servicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    shoal_services = (TASKS_SERVICE,)
+    reflection.enable_server_reflection(
+        (*shoal_services, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
+    )
+    host = bind.rpartition(":")[0]
+    try:
+        port = _bind(server, bind)
+    except (OSError, ValueError):
+        await server.stop(None)
+        raise
+    await server.start()
+    rpc = RpcServer(
+        server,
+        host=host,
+        port=port,
+        health_servicer=health_servicer,
+        tasks_servicer=tasks_servicer,
+        services=shoal_services,
+    )
+    await rpc.set_serving(True)
+    log.info("gRPC server listening on %s", rpc.address)
+    return rpc
+
+
+def _bind(server: grpc.aio.Server, bind: str) -> int:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"gRPC bind address must be host:port, got {bind!r}")
+    try:
+        bound = server.add_insecure_port(bind)
+    except RuntimeError as exc:  # grpcio raises on a failed bind in newer releases, returns 0 in older
+        raise OSError(f"cannot listen for gRPC on {bind}: {exc}") from None
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {bind}: address in use or not available")
+    return bound
