@@ -1,0 +1,157 @@
+"""protobuf <-> models, and gRPC input refused exactly as REST refuses it (no node needed)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from shoal import validation
+from shoal.errors import InvalidInput
+from shoal.models import Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.rpc import convert
+from shoal.rpc.convert import pb
+
+TASK = Task(
+    id=str(uuid.uuid4()),
+    name="page",
+    type="fetch",
+    target="http://127.0.0.1:9/hello",
+    params={"n": 3, "ratio": 0.5, "tags": ["a"], "deep": {"x": None}},
+    state=TaskState.RUNNING,
+    node="node-1",
+    attempts=2,
+    max_retries=3,
+    timeout_s=12.5,
+    created_at=1700000000.25,
+    started_at=1700000001.5,
+    finished_at=None,
+    error=None,
+    history=(
+        Attempt(1, "node-2", 1700000000.5, 1700000001.0, "node lost", "node-2 stopped beating"),
+        Attempt(2, "node-1", 1700000001.5),
+    ),
+)
+
+
+def test_task_round_trips_with_unset_fields_kept_unset() -> None:
+    msg = convert.task_to_proto(TASK)
+    assert msg.state == pb.Task.RUNNING
+    assert not msg.HasField("finished_at") and not msg.HasField("error")
+    assert not msg.history[1].HasField("outcome")
+    wire = pb.Task.FromString(msg.SerializeToString())
+    assert convert.task_from_proto(wire) == TASK
+
+
+def test_fresh_task_has_no_node_or_times() -> None:
+    fresh = Task(
+        id=TASK.id, name="n", type="fetch", target="t", params={}, state=TaskState.WAITING, node=None,
+        attempts=0, max_retries=0, timeout_s=None, created_at=1.0, started_at=None, finished_at=None, error=None,
+    )  # fmt: skip
+    msg = convert.task_to_proto(fresh)
+    assert msg.params_json == "{}"
+    assert not any(msg.HasField(f) for f in ("node", "timeout_s", "started_at", "finished_at", "error"))
+    assert convert.task_from_proto(msg) == fresh
+
+
+def test_result_event_and_page_round_trip() -> None:
+    result = TaskResult(TASK.id, "<html>é</html>", "node-1", 2, 1700000002.0, {"status": 200}, duplicates=1)
+    wire = convert.result_to_proto(result).SerializeToString()
+    assert convert.result_from_proto(pb.TaskResult.FromString(wire)) == result
+    event = TaskEvent(TASK.id, TaskState.KILLED, None, 5.0)
+    assert convert.event_from_proto(convert.event_to_proto(event)) == event
+    page = TaskPage([TASK], total=7, next_cursor="42")
+    assert convert.page_from_proto(convert.page_to_proto(page)) == page
+    last = TaskPage([], total=0, next_cursor=None)
+    assert convert.page_from_proto(convert.page_to_proto(last)) == last
+
+
+def test_undecodable_text_is_sent_as_valid_utf8() -> None:
+    source = b"ok \xff\xfe end".decode("utf-8", "surrogateescape")
+    result = TaskResult(TASK.id, source, "node-1", 1, 1.0)
+    wire = convert.result_to_proto(result).SerializeToString()
+    assert pb.TaskResult.FromString(wire).code == "ok ?? end"
+
+
+def test_spec_round_trips() -> None:
+    spec = TaskSpec(name="page", type="fetch", target="http://127.0.0.1:9/", params={"n": 1}, timeout_s=5.0)
+    assert convert.spec_from_proto(convert.spec_to_proto(spec)) == spec
+    bare = pb.TaskSpec(name=" page ", type="fetch", target="http://127.0.0.1:9/")
+    assert convert.spec_from_proto(bare) == TaskSpec(name="page", type="fetch", target="http://127.0.0.1:9/")
+
+
+@pytest.mark.parametrize(
+    ("msg", "body"),
+    [
+        (pb.TaskSpec(type="fetch", target="t"), {"type": "fetch", "target": "t"}),
+        (pb.TaskSpec(name="n", type="fetch"), {"name": "n", "type": "fetch"}),
+        (pb.TaskSpec(name="n", target="t"), {"name": "n", "target": "t"}),
+        (pb.TaskSpec(name="n", type="bad type!", target="t"), {"name": "n", "type": "bad type!", "target": "t"}),
+        (pb.TaskSpec(name="n" * 201, type="f", target="t"), {"name": "n" * 201, "type": "f", "target": "t"}),
+        (
+            pb.TaskSpec(name="n", type="f", target="t", timeout_s=0),
+            {"name": "n", "type": "f", "target": "t", "timeout_s": 0},
+        ),
+        (
+            pb.TaskSpec(name="n", type="f", target="t", max_retries=-1),
+            {"name": "n", "type": "f", "target": "t", "max_retries": -1},
+        ),
+    ],
+)
+def test_spec_refusals_match_rest(msg: Any, body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput) as rest:
+        validation.task_spec(body)
+    with pytest.raises(InvalidInput) as rpc:
+        convert.spec_from_proto(msg)
+    assert rpc.value.message == rest.value.message
+
+
+@pytest.mark.parametrize(
+    ("params_json", "says"),
+    [("[1]", "params_json must be a JSON object"), ("{", "params_json is not valid JSON"), ('"x"', "JSON object")],
+)
+def test_params_must_be_a_json_object(params_json: str, says: str) -> None:
+    with pytest.raises(InvalidInput, match=says):
+        convert.spec_from_proto(pb.TaskSpec(name="n", type="fetch", target="t", params_json=params_json))
+
+
+def test_params_over_the_limit_are_refused() -> None:
+    big = '{"x": "' + "a" * (validation.MAX_PARAMS_BYTES + 1) + '"}'
+    with pytest.raises(InvalidInput, match="the limit is"):
+        convert.spec_from_proto(pb.TaskSpec(name="n", type="fetch", target="t", params_json=big))
+
+
+def test_ids_and_waits() -> None:
+    tid = str(uuid.uuid4())
+    assert convert.one_id(pb.ID(id=[tid.upper()])) == tid
+    for bad, says in ((pb.ID(), "exactly one"), (pb.ID(id=[tid, tid]), "exactly one"), (pb.ID(id=["x"]), "malformed")):
+        with pytest.raises(InvalidInput, match=says):
+            convert.one_id(bad)
+    assert convert.wait_from_proto(pb.ID(id=[tid])) is None
+    assert convert.wait_from_proto(pb.ID(id=[tid], wait_s=60)) == 60
+    for wait in (0.0, -1.0, 60.5, float("nan"), float("inf")):
+        with pytest.raises(InvalidInput, match="wait_s"):
+            convert.wait_from_proto(pb.ID(id=[tid], wait_s=wait))
+    assert convert.watch_ids(pb.WatchRequest()) == frozenset()
+    with pytest.raises(InvalidInput, match="malformed"):
+        convert.watch_ids(pb.WatchRequest(id=["nope"]))
+
+
+def test_query() -> None:
+    assert convert.query_from_proto(pb.Query()) == (None, 50, None)
+    query = pb.Query(state=[pb.Task.WAITING], limit=5, cursor="17")
+    assert convert.query_from_proto(query) == (TaskState.WAITING, 5, "17")
+    for query, says in (
+        (pb.Query(state=[1, 2]), "one state at a time"),
+        (pb.Query(state=[6]), "unknown state 6"),
+        (pb.Query(limit=0), "limit must be between"),
+        (pb.Query(limit=1001), "limit must be between"),
+        (pb.Query(cursor="-1"), "malformed cursor"),
+    ):
+        with pytest.raises(InvalidInput, match=says):
+            convert.query_from_proto(query)
+
+
+def test_state_enum_matches_the_models() -> None:
+    assert {s.name: s.value for s in TaskState} == dict(pb.Task.State.items())
