@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -96,9 +96,10 @@ class TasksServicer(pb_grpc.TasksServicer):
             await _abort(context, err)
         self.watchers += 1
         try:
-            async for event in self._until_closing(self._tasks.watch()):
-                if not wanted or event.id in wanted:
-                    yield convert.event_to_proto(event)
+            async with contextlib.aclosing(self._until_closing(self._tasks.watch())) as events:
+                async for event in events:
+                    if not wanted or event.id in wanted:
+                        yield convert.event_to_proto(event)
         except ShoalError as err:
             await _abort(context, err)
         except Exception:
@@ -107,7 +108,7 @@ class TasksServicer(pb_grpc.TasksServicer):
         finally:
             self.watchers -= 1
 
-    async def _until_closing(self, events: AsyncIterator[TaskEvent]) -> AsyncIterator[TaskEvent]:
+    async def _until_closing(self, events: AsyncIterator[TaskEvent]) -> AsyncGenerator[TaskEvent, None]:
         """The events until ``close()`` is called; always closes the source iterator."""
         closing = asyncio.ensure_future(self._closing.wait())
         following: asyncio.Future[TaskEvent] | None = None
