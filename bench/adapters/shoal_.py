@@ -1,0 +1,234 @@
+"""shoal: one node started by ``shoal up --nodes 1`` on its embedded Redis, driven over REST.
+
+``shoal up`` runs in its own process group; ready means ``GET /readyz`` answers 200 (store reachable,
+a master known). REST goes through one ``httpx.AsyncClient`` with HTTP/1.1 keep-alive and as many pooled
+connections as submissions in flight. Completion of a batch is read from the task index, not from each
+task: ``GET /api/v1/tasks?state=SUCCEED&limit=1`` answers ``total`` in one cheap call, polled every
+``Settings.poll_interval`` seconds (20 ms), which bounds the error on an end-to-end time to one interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.adapters.base import Batch, Settings
+from bench.procs import REAPER, free_ports, wait_until
+from bench.redis_server import redis_version
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = {"name": "echo", "type": "echo", "target": "x"}
+ECHO_BODY = orjson.dumps(ECHO)
+FAILED_STATES = ("RUNTIME_ERROR", "KILLED")
+
+
+@dataclass
+class Counts:
+    succeeded: int
+    failed: int
+
+
+async def wait_counts(read: Any, batch: Batch, poll: float, timeout: float, who: str) -> None:
+    """Poll ``read() -> Counts`` until the batch's tasks have all succeeded; raise if any failed.
+
+    Failed states are read on every 25th poll only: they should never move, and every read costs the
+    node a little of the time the batch is being measured on.
+    """
+    base: Counts = batch.baseline
+    target = base.succeeded + batch.accepted
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while True:
+        counts = await read(polls % 25 == 24)
+        if counts.succeeded >= target:
+            return
+        if counts.failed > base.failed:
+            raise RuntimeError(f"{who}: {counts.failed - base.failed} tasks failed or were killed")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{who}: {counts.succeeded - base.succeeded} of {batch.accepted} done "
+                               f"after {timeout:.0f} s")
+        polls += 1
+        await asyncio.sleep(poll)
+
+
+class ShoalSystem:
+    name = "shoal"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.workdir / "data"
+        self.http_port, self.grpc_port, self.proxy_port = free_ports(3)
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
+        self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
+        self.token = ""
+        self.proc: Any = None
+        self._clients: list[Any] = []
+
+    async def start(self) -> None:
+        argv = [sys.executable, "-m", "shoal", "up", "--nodes", "1", "--data-dir", str(self.data_dir),
+                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+                "--proxy-port", str(self.proxy_port)]
+        self.proc = REAPER.spawn("shoal up", argv, log=self.settings.workdir / "shoal-up.log", cwd=ROOT, grace=30.0)
+        wait_until(self._ready, 90.0, "shoal up", self.proc, interval=0.1)
+        self.token = (self.data_dir / "token").read_text().strip()
+        from bench.adapters.shoal_grpc import ShoalGrpc
+
+        self._clients = [ShoalRest(self, "wait"), ShoalRest(self, "result"), ShoalGrpc(self)]
+        for client in self._clients:
+            await client.connect()
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.http_url}/readyz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def stop(self) -> None:
+        for client in self._clients:
+            await client.close()
+        if self.proc is not None:
+            REAPER.stop(self.proc)
+            self.proc = None
+
+    def clients(self) -> list[Any]:
+        return list(self._clients)
+
+    def describe(self) -> dict[str, Any]:
+        from shoal.version import __version__
+
+        info: dict[str, Any] = {"version": __version__, "nodes": 1, "http": self.http_url, "grpc": self.grpc_addr}
+        info.update(embedded_redis(self.proc.pid if self.proc else None))
+        return info
+
+
+def embedded_redis(root_pid: int | None) -> dict[str, Any]:
+    """The redis-server among ``shoal up``'s descendants: its binary, version and command line."""
+    if root_pid is None:
+        return {}
+    for pid in _descendants(root_pid):
+        try:
+            if not Path(f"/proc/{pid}/comm").read_text().startswith("redis-server"):
+                continue
+            exe = Path(f"/proc/{pid}/exe").resolve()
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            return {"redis": redis_version(exe), "redis_binary": str(exe),
+                    "redis_args": " ".join(a.decode() for a in args[1:] if a)}
+        except OSError:
+            continue
+    return {}
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(text.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class ShoalRest:
+    """REST through httpx. ``mode`` is how a round trip learns its task is done:
+
+    - ``wait``: ``POST /api/v1/tasks?wait=10`` answers with the task once it is terminal (its result is
+      stored by then, but not sent: the task JSON has no result).
+    - ``result``: ``POST /api/v1/tasks`` then ``GET /api/v1/tasks/{id}/result?wait=10``, which sends
+      the result's ``code``: the same thing Celery's ``.get()`` hands back.
+    """
+
+    def __init__(self, system: ShoalSystem, mode: str) -> None:
+        self.system = system
+        self.mode = mode
+        if mode == "wait":
+            self.path = "REST"
+            self.workloads = frozenset({"accept", "throughput", "latency"})
+            self.note = "httpx, HTTP/1.1 keep-alive; latency: POST ?wait=10 returns the terminal task"
+        else:
+            self.path = "REST+result"
+            self.workloads = frozenset({"latency"})
+            self.note = "latency: POST, then GET /tasks/{id}/result?wait=10 returns the result code"
+        self.http: httpx.AsyncClient | None = None
+        self._baseline = Counts(0, 0)
+
+    async def connect(self) -> None:
+        n = self.system.settings.concurrency
+        self.http = httpx.AsyncClient(
+            base_url=self.system.http_url,
+            headers={"Authorization": f"Bearer {self.system.token}", "Content-Type": "application/json"},
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            timeout=httpx.Timeout(30.0),
+        )
+
+    async def _count(self, state: str) -> int:
+        assert self.http is not None
+        r = await self.http.get("/api/v1/tasks", params={"state": state, "limit": 1})
+        r.raise_for_status()
+        return int(orjson.loads(r.content)["total"])
+
+    async def counts(self, with_failed: bool = True) -> Counts:
+        failed = sum([await self._count(s) for s in FAILED_STATES]) if with_failed else 0
+        return Counts(await self._count("SUCCEED"), failed)
+
+    async def prepare(self) -> None:
+        self._baseline = await self.counts()
+
+    async def submit_many(self, n: int, concurrency: int) -> Batch:
+        assert self.http is not None
+        http = self.http
+        batch = Batch(accepted=0, baseline=self._baseline)
+        left = n
+
+        async def lane() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                r = await http.post("/api/v1/tasks", content=ECHO_BODY)
+                if r.status_code == 201:
+                    batch.accepted += 1
+                else:
+                    batch.failed += 1
+                    batch.errors.append(f"{r.status_code} {r.text[:200]}")
+
+        await asyncio.gather(*(lane() for _ in range(min(concurrency, n))))
+        return batch
+
+    async def wait_all(self, batch: Batch, timeout: float) -> None:
+        async def read(with_failed: bool) -> Counts:
+            return await self.counts(with_failed)
+
+        await wait_counts(read, batch, self.system.settings.poll_interval, timeout, "shoal REST")
+
+    async def roundtrip(self, timeout: float) -> None:
+        assert self.http is not None
+        if self.mode == "wait":
+            r = await self.http.post("/api/v1/tasks", params={"wait": timeout}, content=ECHO_BODY)
+            if r.status_code != 201 or orjson.loads(r.content)["state"] != "SUCCEED":
+                raise RuntimeError(f"shoal REST: {r.status_code} {r.text[:300]}")
+            return
+        r = await self.http.post("/api/v1/tasks", content=ECHO_BODY)
+        if r.status_code != 201:
+            raise RuntimeError(f"shoal REST: {r.status_code} {r.text[:300]}")
+        task_id = orjson.loads(r.content)["id"]
+        r = await self.http.get(f"/api/v1/tasks/{task_id}/result", params={"wait": timeout})
+        if r.status_code != 200 or orjson.loads(r.content)["code"] != "x":
+            raise RuntimeError(f"shoal REST result: {r.status_code} {r.text[:300]}")
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None

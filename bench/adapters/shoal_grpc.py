@@ -1,0 +1,89 @@
+"""shoal over gRPC: the generated ``shoal.v1.Tasks`` stub on one grpc.aio channel.
+
+The token goes as per-call metadata (``authorization: Bearer <token>``) rather than through the client
+interceptors of ``shoal.rpc.client``: plain gRPC, and no Python hop per call. Requests are built once and
+reused. Submissions share the one HTTP/2 connection, up to ``concurrency`` in flight. A round trip is
+``CreateTask`` then ``GetTaskResult(wait_s=10)``, which returns the result's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from bench.adapters.base import Batch
+from bench.adapters.shoal_ import ECHO, FAILED_STATES, Counts, wait_counts
+
+if TYPE_CHECKING:
+    from bench.adapters.shoal_ import ShoalSystem
+
+
+class ShoalGrpc:
+    path = "gRPC"
+    workloads = frozenset({"accept", "throughput", "latency"})
+    note = "grpc.aio, one channel; latency: CreateTask then GetTaskResult(wait_s=10)"
+
+    def __init__(self, system: ShoalSystem) -> None:
+        self.system = system
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: Any = None
+        self._baseline = Counts(0, 0)
+
+    async def connect(self) -> None:
+        from shoal.rpc.client import CHANNEL_OPTIONS, open_channel, pb, tasks_stub
+
+        self.pb = pb
+        self.channel = open_channel(self.system.grpc_addr, None, options=CHANNEL_OPTIONS)
+        self.stub = tasks_stub(self.channel)
+        self.md = (("authorization", f"Bearer {self.system.token}"),)
+        self.spec = pb.TaskSpec(name=ECHO["name"], type=ECHO["type"], target=ECHO["target"])
+        self.queries = {s: pb.Query(state=[pb.Task.State.Value(s)], limit=1) for s in ("SUCCEED", *FAILED_STATES)}
+        await asyncio.wait_for(self.channel.channel_ready(), 10.0)
+
+    async def _count(self, state: str) -> int:
+        page = await self.stub.ListTask(self.queries[state], metadata=self.md, timeout=30.0)
+        return int(page.total)
+
+    async def counts(self, with_failed: bool = True) -> Counts:
+        failed = sum([await self._count(s) for s in FAILED_STATES]) if with_failed else 0
+        return Counts(await self._count("SUCCEED"), failed)
+
+    async def prepare(self) -> None:
+        self._baseline = await self.counts()
+
+    async def submit_many(self, n: int, concurrency: int) -> Batch:
+        create, spec, md = self.stub.CreateTask, self.spec, self.md
+        batch = Batch(accepted=0, baseline=self._baseline)
+        left = n
+
+        async def lane() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                try:
+                    await create(spec, metadata=md, timeout=30.0)
+                    batch.accepted += 1
+                except grpc.aio.AioRpcError as exc:
+                    batch.failed += 1
+                    batch.errors.append(f"{exc.code().name} {exc.details()}")
+
+        await asyncio.gather(*(lane() for _ in range(min(concurrency, n))))
+        return batch
+
+    async def wait_all(self, batch: Batch, timeout: float) -> None:
+        await wait_counts(self.counts, batch, self.system.settings.poll_interval, timeout, "shoal gRPC")
+
+    async def roundtrip(self, timeout: float) -> None:
+        task = await self.stub.CreateTask(self.spec, metadata=self.md, timeout=30.0)
+        ask = self.pb.ID(id=[task.id], wait_s=timeout)
+        result = await self.stub.GetTaskResult(ask, metadata=self.md, timeout=timeout + 30.0)
+        if result.code != "x":
+            raise RuntimeError(f"shoal gRPC: echo returned {result.code!r}")
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close(None)
+            self.channel = None

@@ -1,0 +1,140 @@
+"""Child processes of the benchmark: start them in their own session, reap them all on any exit.
+
+Every process the benchmark starts is registered with one ``Reaper``. Each child leads its own process
+group, so a terminal's Ctrl-C reaches only the benchmark, which then stops its children itself, in
+reverse order of start: SIGTERM to the whole group, a grace period, then SIGKILL. ``main`` calls
+``REAPER.reap()`` in a ``finally`` and also registers it with ``atexit`` and for SIGTERM/SIGHUP, so a
+crash, Ctrl-C or a kill of the benchmark leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,
+               interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds; fail early if ``proc`` exits, and after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with code {proc.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not ready after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Reaper:
+    """Owns every child the benchmark started; ``reap()`` stops them all (safe to call more than once)."""
+
+    def __init__(self) -> None:
+        self._procs: list[tuple[str, subprocess.Popen[bytes], float]] = []
+        self._installed = False
+
+    def spawn(self, name: str, argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None,
+              cwd: Path | None = None, grace: float = 15.0) -> subprocess.Popen[bytes]:
+        """Start ``argv`` as the leader of a new session, output to ``log``, and register it."""
+        self.install()
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=cwd, start_new_session=True)
+        self._procs.append((name, proc, grace))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop one registered child (and its process group) now."""
+        for entry in list(self._procs):
+            if entry[1] is proc:
+                self._procs.remove(entry)
+                _stop_group(entry[1], entry[2])
+
+    def reap(self) -> None:
+        while self._procs:
+            _name, proc, grace = self._procs.pop()
+            _stop_group(proc, grace)
+
+    def install(self) -> None:
+        """Reap at interpreter exit and on SIGTERM/SIGHUP (Ctrl-C arrives as KeyboardInterrupt)."""
+        if self._installed:
+            return
+        self._installed = True
+        atexit.register(self.reap)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.reap()
+        raise SystemExit(128 + signum)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the child's process group, give it ``grace`` seconds to empty, then SIGKILL what is left."""
+    _signal_group(proc.pid, signal.SIGTERM)  # spawn() made the child a session (and group) leader
+    deadline = time.monotonic() + grace
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the leader is gone; let its children finish their own shutdown
+    _signal_group(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+REAPER = Reaper()

