@@ -103,9 +103,10 @@ class AsyncClient:
         """One page of tasks, newest first; pass the page's ``next_cursor`` for the next one."""
         return await self._send(_calls.list_tasks(state, limit, cursor))
 
-    async def iter_tasks(self, state: TaskState | str | None = None, page_size: int = 200) -> AsyncIterator[Task]:
-        """Every task matching ``state``, page after page."""
-        cursor: str | None = None
+    async def iter_tasks(
+        self, state: TaskState | str | None = None, page_size: int = 200, cursor: str | None = None
+    ) -> AsyncIterator[Task]:
+        """Every task matching ``state``, page after page (from ``cursor``, if given)."""
         while True:
             page = await self.list(state, page_size, cursor)
             for task in page.tasks:

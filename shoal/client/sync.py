@@ -103,9 +103,10 @@ class Client:
         """One page of tasks, newest first; pass the page's ``next_cursor`` for the next one."""
         return self._send(_calls.list_tasks(state, limit, cursor))
 
-    def iter_tasks(self, state: TaskState | str | None = None, page_size: int = 200) -> Iterator[Task]:
-        """Every task matching ``state``, page after page."""
-        cursor: str | None = None
+    def iter_tasks(
+        self, state: TaskState | str | None = None, page_size: int = 200, cursor: str | None = None
+    ) -> Iterator[Task]:
+        """Every task matching ``state``, page after page (from ``cursor``, if given)."""
         while True:
             page = self.list(state, page_size, cursor)
             yield from page.tasks

@@ -1,0 +1,171 @@
+"""How the user commands print: rich tables for people, ``--json`` for scripts.
+
+Data goes to stdout, progress and errors to stderr, so ``shoal task result ID > page.html`` keeps only the
+result. Colours are off when stdout is not a terminal (rich decides), and ``NO_COLOR`` is honoured.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from shoal.models import ClusterView, Task, TaskState
+
+#: Width when stdout is a pipe or file: wide enough that ids and targets are not cut.
+PIPE_WIDTH = 200
+
+out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True)
+
+STATE_STYLES = {
+    TaskState.WAITING: "yellow",
+    TaskState.INQUEUE: "yellow",
+    TaskState.RUNNING: "cyan",
+    TaskState.RUNTIME_ERROR: "red",
+    TaskState.SUCCEED: "green",
+    TaskState.KILLED: "magenta",
+}
+NODE_STYLES = {"alive": "green", "suspect": "yellow", "dead": "red", "rejected": "red"}
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout, indented, one document per call."""
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    sys.stdout.flush()
+
+
+def print_json_line(data: Any) -> None:
+    """One compact JSON document per line (for streams such as ``task watch --json``)."""
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    sys.stdout.flush()
+
+
+def state_text(state: TaskState) -> Text:
+    return Text(state.name, style=STATE_STYLES.get(state, ""))
+
+
+def ago(at: float | None, now: float | None = None) -> str:
+    """``4s ago``, ``3m ago``, ``2h ago``, ``5d ago``; ``-`` for no time."""
+    if at is None:
+        return "-"
+    delta = max(0.0, (now if now is not None else time.time()) - at)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{int(delta // size)}{unit} ago"
+    return f"{delta:.0f}s ago" if delta >= 1 else "just now"
+
+
+def when(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f" ({ago(at)})"
+
+
+def duration(task: Task) -> str:
+    if task.started_at is None:
+        return "-"
+    end = task.finished_at if task.finished_at is not None else time.time()
+    return f"{max(0.0, end - task.started_at):.2f}s"
+
+
+def short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def plain_table(title: str | None = None) -> Table:
+    """Columns without borders, like ``ps``/``kubectl``: dense, and greppable when piped."""
+    return Table(
+        title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
+
+
+def tasks_table(tasks: Iterable[Task], title: str | None = None) -> Table:
+    table = plain_table(title)
+    for column in ("ID", "NAME", "TYPE", "STATE", "NODE", "TRIES", "CREATED"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=36 if column == "ID" else None)
+    table.add_column("TARGET / ERROR", no_wrap=True, overflow="ellipsis", min_width=12)
+    now = time.time()
+    for t in tasks:
+        detail = Text(short(t.error), style="red") if t.error else Text(short(t.target))
+        table.add_row(
+            t.id, t.name, t.type, state_text(t.state), t.node or "-", str(t.attempts), ago(t.created_at, now), detail
+        )
+    return table
+
+
+def task_detail(task: Task) -> RenderableType:
+    """Every field of one task, then its attempts."""
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold")
+    fields.add_column()
+    rows: list[tuple[str, str | Text]] = [
+        ("id", task.id),
+        ("name", task.name),
+        ("type", task.type),
+        ("target", task.target),
+        ("state", state_text(task.state)),
+        ("node", task.node or "-"),
+        ("attempts", f"{task.attempts} (retries allowed: {task.max_retries})"),
+        ("timeout", f"{task.timeout_s:g}s" if task.timeout_s else "type default"),
+        ("created", when(task.created_at)),
+        ("started", when(task.started_at)),
+        ("finished", when(task.finished_at)),
+        ("ran for", duration(task)),
+    ]
+    if task.params:
+        rows.append(("params", orjson.dumps(task.params).decode()))
+    if task.error:
+        rows.append(("error", Text(task.error, style="red")))
+    for key, value in rows:
+        fields.add_row(key, value)
+    if not task.history:
+        return fields
+    history = plain_table("attempts")
+    for column in ("#", "NODE", "STARTED", "FINISHED", "OUTCOME", "ERROR"):
+        history.add_column(column)
+    for a in task.history:
+        history.add_row(str(a.number), a.node, ago(a.started_at), ago(a.finished_at), a.outcome or "-", short(a.error))
+    return Group(fields, Text(""), history)
+
+
+def cluster_table(view: ClusterView) -> RenderableType:
+    master = view.master or "none (election pending)"
+    header = Text.assemble(("master: ", "bold"), master, ("  epoch: ", "bold"), str(view.epoch))
+    table = plain_table()
+    for column in ("NAME", "STATE", "ROLE", "HTTP", "GRPC", "SLOTS", "RUNNING", "PID", "LAST BEAT", "TYPES"):
+        table.add_column(column, no_wrap=True)
+    now = time.time()
+    for n in sorted(view.nodes, key=lambda n: n.name):
+        table.add_row(
+            n.name,
+            Text(n.state, style=NODE_STYLES.get(n.state, "")),
+            Text(n.role, style="bold" if n.role == "master" else ""),
+            n.http,
+            n.grpc,
+            str(n.slots),
+            str(n.running),
+            str(n.pid),
+            ago(n.last_beat, now),
+            ", ".join(n.types) or "-",
+        )
+    return Group(header, table)
+
+
+def ok_table(results: dict[str, bool], verb: str) -> Table:
+    table = plain_table()
+    table.add_column("ID", no_wrap=True)
+    table.add_column(verb.upper())
+    for task_id, done in results.items():
+        table.add_row(task_id, Text("yes", style="green") if done else Text("no", style="red"))
+    return table

@@ -1,0 +1,246 @@
+"""``shoal task ...``: submit, list, show, kill, rm, result, watch and types, over the REST client only."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from shoal import validation
+from shoal.cli import _output as o
+from shoal.cli._api import BadInput, CommandError, api_options, client, handle_errors, json_option
+from shoal.cli._watch import wait_with_progress, watch_tasks
+from shoal.client import Client
+from shoal.errors import ResultNotFound
+from shoal.models import Task, TaskState
+
+
+@click.group("task")
+@api_options
+def task_group() -> None:
+    """Submit and manage tasks."""
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``K=V`` pairs; V is read as JSON when it parses (numbers, true, lists...), else kept as text."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--param wants KEY=VALUE, got {pair!r}")
+        try:
+            value: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = raw
+        params[key.strip()] = value
+    return params
+
+
+def _print_outcome(c: Client, task: Task, as_json: bool) -> None:
+    """The final state and, for a SUCCEED task, its result's code; exit 1 if the task did not succeed."""
+    result = None
+    if task.state == TaskState.SUCCEED:
+        try:
+            result = c.result(task.id)
+        except ResultNotFound:
+            result = None
+    if as_json:
+        o.print_json({"task": task.to_json(), "result": result.to_json() if result else None})
+    else:
+        line = f"task {task.id} {task.state.name}"
+        if task.error:
+            line += f": {task.error}"
+        click.echo(line)
+        if result is not None:
+            _write_code(result.code)
+    if task.state != TaskState.SUCCEED:
+        sys.exit(1)
+
+
+def _write_code(code: str) -> None:
+    sys.stdout.write(code)
+    if sys.stdout.isatty() and not code.endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+@task_group.command("submit")
+@click.argument("task_type", metavar="TYPE")
+@click.argument("target")
+@click.option("--name", help="Task name [default: the type].")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="A parameter; repeat for more. V may be JSON.")
+@click.option("--timeout", "timeout_s", type=float, metavar="S", help="Seconds the task may run in all.")
+@click.option("--retries", type=int, default=0, show_default=True, help="Times to retry after a failure.")
+@click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
+@api_options
+@json_option
+@handle_errors
+def submit(
+    task_type: str,
+    target: str,
+    name: str | None,
+    params: tuple[str, ...],
+    timeout_s: float | None,
+    retries: int,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Submit a task of TYPE (e.g. fetch) on TARGET (e.g. a URL)."""
+    with client() as c:
+        task = c.submit(
+            task_type, target, name=name, params=parse_params(params), timeout_s=timeout_s, max_retries=retries
+        )
+        if not wait:
+            if as_json:
+                o.print_json(task.to_json())
+            else:
+                o.out.print(o.task_detail(task))
+            return
+        if not as_json:
+            click.echo(f"submitted {task.id}", err=True)
+        final = wait_with_progress(c, task.id, show=not as_json)
+        _print_outcome(c, final, as_json)
+
+
+@task_group.command("list")
+@click.option("--state", help=f"Only tasks in this state ({', '.join(s.name for s in TaskState)}).")
+@click.option("--limit", type=click.IntRange(1, validation.MAX_PAGE), default=50, show_default=True)
+@click.option("--all", "all_pages", is_flag=True, help="Every matching task, not just the newest page.")
+@api_options
+@json_option
+@handle_errors
+def list_tasks(state: str | None, limit: int, all_pages: bool, as_json: bool) -> None:
+    """List tasks, newest first."""
+    wanted = validation.state_filter(state)
+    with client() as c:
+        page = c.list(wanted, limit)
+        tasks = list(page.tasks)
+        cursor = page.next_cursor
+        if all_pages:
+            tasks.extend(c.iter_tasks(wanted, page_size=validation.MAX_PAGE, cursor=cursor) if cursor else [])
+            cursor = None
+    if as_json:
+        o.print_json({"tasks": [t.to_json() for t in tasks], "total": page.total, "next_cursor": cursor})
+        return
+    filtered = f" {wanted.name}" if wanted else ""
+    o.out.print(o.tasks_table(tasks))
+    more = f"; next page: --all, or the API's ?cursor={cursor}" if cursor else ""
+    click.echo(f"{len(tasks)} of {page.total}{filtered} task(s){more}", err=True)
+
+
+@task_group.command("show")
+@click.argument("task_id", metavar="ID")
+@api_options
+@json_option
+@handle_errors
+def show(task_id: str, as_json: bool) -> None:
+    """Show one task and its attempts."""
+    with client() as c:
+        task = c.get(task_id)
+    if as_json:
+        o.print_json(task.to_json())
+    else:
+        o.out.print(o.task_detail(task))
+
+
+def _one(c: Client, verb: str, task_id: str) -> tuple[str, str]:
+    """Kill or delete one task; its canonical id and a line saying what happened."""
+    if verb == "kill":
+        task = c.kill(task_id)
+        return task.id, f"killed {task.id} (now {task.state.name})"
+    canonical = validation.task_id(task_id)
+    c.delete(canonical)
+    return canonical, f"deleted {canonical}"
+
+
+def _many(verb: str, ids: tuple[str, ...], as_json: bool) -> None:
+    """``kill``/``rm`` of one id (precise error) or many (one call, a table; exit 1 if any was refused)."""
+    done_word = "killed" if verb == "kill" else "deleted"
+    with client() as c:
+        if len(ids) == 1:
+            task_id, line = _one(c, verb, ids[0])
+            results = {task_id: True}
+        else:
+            results = c.kill_many(list(ids)) if verb == "kill" else c.delete_many(list(ids))
+    if as_json:
+        o.print_json({"succeed": results})
+    elif len(ids) == 1:
+        click.echo(line)
+    else:
+        o.out.print(o.ok_table(results, done_word))
+    refused = [i for i, ok in results.items() if not ok]
+    if refused:
+        raise CommandError(f"{len(refused)} of {len(results)} task(s) were not {done_word}")
+
+
+@task_group.command("kill")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@api_options
+@json_option
+@handle_errors
+def kill(task_ids: tuple[str, ...], as_json: bool) -> None:
+    """Kill tasks: at once if not yet running, on their node if running."""
+    _many("kill", task_ids, as_json)
+
+
+@task_group.command("rm")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@api_options
+@json_option
+@handle_errors
+def rm(task_ids: tuple[str, ...], as_json: bool) -> None:
+    """Delete tasks and their results (killing them first if they run)."""
+    _many("rm", task_ids, as_json)
+
+
+@task_group.command("result")
+@click.argument("task_id", metavar="ID")
+@click.option("--wait", is_flag=True, help="Wait (with a progress display) until the task ends.")
+@api_options
+@json_option
+@handle_errors
+def result(task_id: str, wait: bool, as_json: bool) -> None:
+    """Print a task's result (its code) on stdout."""
+    with client() as c:
+        if wait:
+            task = wait_with_progress(c, task_id, show=True)
+            if task.state != TaskState.SUCCEED:
+                detail = f": {task.error}" if task.error else ""
+                raise CommandError(f"task {task.id} ended {task.state.name}{detail}; it has no result")
+        res = c.result(task_id)
+    if as_json:
+        o.print_json(res.to_json())
+    else:
+        _write_code(res.code)
+
+
+@task_group.command("watch")
+@click.argument("task_ids", metavar="[ID...]", nargs=-1)
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="Rows without IDs.")
+@api_options
+@json_option
+@handle_errors
+def watch(task_ids: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Follow tasks live until they all end (or, with no IDs, the newest tasks until Ctrl-C).
+
+    With --json, prints one JSON line per state change.
+    """
+    ids = [validation.task_id(i) for i in task_ids]
+    watch_tasks(ids, limit=limit, as_json=as_json)
+
+
+@task_group.command("types")
+@api_options
+@json_option
+@handle_errors
+def types(as_json: bool) -> None:
+    """List the task types that live nodes run."""
+    with client() as c:
+        names = c.types()
+    if as_json:
+        o.print_json({"types": names})
+    else:
+        for name in names:
+            click.echo(name)
