@@ -3,8 +3,8 @@
 Every process the benchmark starts is registered with one ``Reaper``. Each child leads its own process
 group, so a terminal's Ctrl-C reaches only the benchmark, which then stops its children itself, in
 reverse order of start: SIGTERM to the whole group, a grace period, then SIGKILL. ``main`` calls
-``REAPER.reap()`` in a ``finally`` and also registers it with ``atexit`` and for SIGTERM/SIGHUP, so a
-crash, Ctrl-C or a kill of the benchmark leaves nothing running.
+``REAPER.reap()`` in a ``finally``; it also runs at exit and on SIGINT/SIGTERM/SIGHUP, so a crash, Ctrl-C
+or a kill of the benchmark leaves nothing running. A second signal while stopping SIGKILLs what is left.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,6 +71,7 @@ class Reaper:
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen[bytes], float]] = []
         self._installed = False
+        self._stopping = False
 
     def spawn(self, name: str, argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None,
               cwd: Path | None = None, grace: float = 15.0) -> subprocess.Popen[bytes]:
@@ -89,21 +92,45 @@ class Reaper:
 
     def reap(self) -> None:
         while self._procs:
-            _name, proc, grace = self._procs.pop()
-            _stop_group(proc, grace)
+            entry = self._procs[-1]  # stays listed while it stops, so a second signal can still kill it
+            _stop_group(entry[1], entry[2])
+            if entry in self._procs:
+                self._procs.remove(entry)
+
+    def kill_all(self) -> None:
+        for _name, proc, _grace in self._procs:
+            _signal_group(proc.pid, signal.SIGKILL)
 
     def install(self) -> None:
-        """Reap at interpreter exit and on SIGTERM/SIGHUP (Ctrl-C arrives as KeyboardInterrupt)."""
+        """Reap at interpreter exit and on SIGINT (Ctrl-C), SIGTERM and SIGHUP."""
         if self._installed:
             return
         self._installed = True
         atexit.register(self.reap)
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT even if started with it ignored
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """Stop the children first, then unwind; exit hard if the unwinding is swallowed.
+
+        The exception can land inside a ``__del__`` (Celery's AsyncResult has one), where Python
+        ignores it, or leave a client retrying a broker that is already gone, hence the watchdog.
+        """
+        if self._stopping:
+            self.kill_all()
+            os._exit(128 + signum)
+        self._stopping = True
+        print(f"\n{signal.Signals(signum).name}: stopping every process the benchmark started", file=sys.stderr)
         self.reap()
+        threading.Thread(target=_exit_soon, args=(128 + signum,), daemon=True).start()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
+
+
+def _exit_soon(code: int, delay: float = 5.0) -> None:
+    time.sleep(delay)
+    os._exit(code)
 
 
 def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:

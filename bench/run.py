@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run_loop(main_async(args, workdir))
     except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything the benchmark started", file=sys.stderr)
         return 130
     finally:
         REAPER.reap()
