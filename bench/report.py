@@ -27,7 +27,8 @@ def table_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]
                            for s in systems}
         longest = max(paths_by_system.values(), key=len, default=[])
         for i, _ in enumerate(longest):
-            cells, values = [], []
+            cells: list[str] = []
+            values: list[float | None] = []
             for s in systems:
                 paths = paths_by_system[s]
                 if not paths:

@@ -33,7 +33,7 @@ def configure(url: str) -> None:
 configure(os.environ.get("BENCH_CELERY_REDIS_URL", "redis://127.0.0.1:6379/0"))
 
 
-@app.task(name="bench.echo")
+@app.task(name="bench.echo")  # type: ignore[untyped-decorator]
 def echo(target: str, delay_s: float = 0.0) -> str:
     """The same work as shoal's ``echo`` type: wait ``delay_s`` (default none), return the target."""
     if delay_s:
