@@ -87,7 +87,8 @@ def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str) -> APIRoute
         limit: Annotated[int | None, Query(description=f"page size, 1..{validation.MAX_PAGE} (default 50)")] = None,
         cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
     ) -> Response:
-        page = await tasks.list(validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor))
+        wanted, size, after = validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor)
+        page = await tasks.list(wanted, size, after)
         body = {"tasks": [t.to_json() for t in page.tasks], "total": page.total, "next_cursor": page.next_cursor}
         return JSONResponse(body)
 
@@ -100,7 +101,8 @@ def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str) -> APIRoute
     )
     async def kill_many(request: Request) -> Response:
         ids = validation.task_ids(_ids_field(await json_body(request)))
-        return JSONResponse({"succeed": await tasks.kill_many(ids)})
+        succeed = await tasks.kill_many(ids)
+        return JSONResponse({"succeed": succeed})
 
     @api.post(
         "/tasks/delete",
@@ -111,7 +113,8 @@ def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str) -> APIRoute
     )
     async def delete_many(request: Request) -> Response:
         ids = validation.task_ids(_ids_field(await json_body(request)))
-        return JSONResponse({"succeed": await tasks.delete_many(ids)})
+        succeed = await tasks.delete_many(ids)
+        return JSONResponse({"succeed": succeed})
 
     @api.get("/tasks/{task_id}", response_model=schemas.TaskOut, responses=errors(400, 404), summary="Get a task")
     async def get_task(task_id: str, wait: WaitQuery = None) -> Response:
@@ -138,12 +141,14 @@ def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str) -> APIRoute
         "/tasks/{task_id}/kill", response_model=schemas.TaskOut, responses=errors(400, 404, 409), summary="Kill a task"
     )
     async def kill(task_id: str) -> Response:
-        task = await tasks.kill(validation.task_id(task_id))
+        tid = validation.task_id(task_id)
+        task = await tasks.kill(tid)
         return JSONResponse(task.to_json())
 
     @api.delete("/tasks/{task_id}", status_code=204, responses=errors(400, 404), summary="Delete a task and its result")
     async def delete(task_id: str) -> Response:
-        await tasks.delete(validation.task_id(task_id))
+        tid = validation.task_id(task_id)
+        await tasks.delete(tid)
         return Response(status_code=204)
 
     @api.get("/types", response_model=schemas.TypesOut, summary="Task types that live nodes run")

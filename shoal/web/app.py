@@ -68,7 +68,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(HttpMetrics, registry=registry)
 
-    streams = events.EventStreams(tasks, keepalive_s=keepalive_s)
+    streams = events.EventStreams(tasks, keepalive_s=keepalive_s, registry=registry)
     app.state.event_streams = streams
     app.include_router(api.build_router(tasks=tasks, cluster=cluster, token=token))
     app.include_router(events.build_router(streams, token=token))

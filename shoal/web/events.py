@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.responses import StreamingResponse
 
 from shoal.errors import ShoalError
@@ -88,12 +89,24 @@ class _Subscription:
 class EventStreams:
     """The open event streams of one app; ``close()`` ends them all (call it before the server stops)."""
 
-    def __init__(self, tasks: TaskAPI, *, keepalive_s: float, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        tasks: TaskAPI,
+        *,
+        keepalive_s: float,
+        registry: CollectorRegistry | None = None,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
         self.tasks = tasks
         self.keepalive_s = keepalive_s
         self.queue_size = queue_size
         self._closing = asyncio.Event()
         self.open = 0
+        self._open = Gauge("shoal_event_streams", "Clients connected to /api/v1/events.", registry=registry)
+        self._dropped = Counter(
+            "shoal_event_stream_dropped", "Events dropped for /api/v1/events clients that read too slowly.",
+            registry=registry,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._closing.set()
@@ -113,6 +126,7 @@ class EventStreams:
         sub = _Subscription(self.tasks, self.queue_size)
         closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
         self.open += 1
+        self._open.set(self.open)
         try:
             yield b"retry: 2000\n: connected\n\n"
             while True:
@@ -121,6 +135,7 @@ class EventStreams:
                     yield b": keep-alive\n\n"
                     continue
                 if sub.dropped:
+                    self._dropped.inc(sub.dropped)
                     yield frame("lagged", {"kind": "lagged", "dropped": sub.dropped})
                     sub.dropped = 0
                 if isinstance(item, _Closed):
@@ -131,6 +146,7 @@ class EventStreams:
                 yield frame("task", item.to_json())
         finally:
             self.open -= 1
+            self._open.set(self.open)
             closing.cancel()
             await sub.close()
 
