@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
 from shoal import validation
 from shoal.web.app import create_app
@@ -175,7 +176,7 @@ def test_documented_shapes_match_the_models() -> None:
     from shoal.models import Attempt, NodeInfo, Task, TaskResult
     from shoal.web import schemas
 
-    pairs = [
+    pairs: list[tuple[type[BaseModel], type]] = [
         (schemas.TaskOut, Task),
         (schemas.AttemptOut, Attempt),
         (schemas.ResultOut, TaskResult),

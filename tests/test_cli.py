@@ -1,0 +1,211 @@
+"""The ``shoal`` user commands as a person or a script runs them: real processes against a real node.
+
+Checked: exit codes (0 ok, 1 failed, 2 bad usage or input), stdout for data (``--json`` parses), one line
+on stderr for errors and never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = float(os.environ.get("SHOAL_TEST_MULTIPLIER", "1"))
+DONE_S = 20.0 * SCALE
+UNKNOWN_ID = str(uuid.UUID(int=0xC0FFEE))
+
+
+class Run:
+    """Runs ``python -m shoal`` in a scratch directory, talking to ``node`` unless told otherwise."""
+
+    def __init__(self, cwd: Path, node: Any | None) -> None:
+        self.cwd = cwd
+        self.node = node
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = DONE_S + 30) -> Any:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_") or k == "SHOAL_TEST_MULTIPLIER"}
+        base |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+        if self.node is not None:
+            base |= {"SHOAL_API": self.node.http_url, "SHOAL_TOKEN": self.node.token}
+        base |= env or {}
+        done = subprocess.run(
+            [sys.executable, "-m", "shoal", *args],
+            cwd=self.cwd,
+            env=base,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    def json(self, *args: str) -> Any:
+        done = self(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return orjson.loads(done.stdout)
+
+
+@pytest.fixture
+def shoal(shoal_node: Any, tmp_path: Path) -> Run:
+    return Run(tmp_path, shoal_node)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    run = Run(tmp_path, None)
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("shoal, version ")
+    helped = run("--help")
+    assert helped.returncode == 0
+    for command in ("task", "cluster", "node", "up"):
+        assert f"  {command} " in helped.stdout
+    assert run("task", "--help").returncode == 0
+
+
+def test_submit_wait_prints_the_final_state_and_the_code(shoal: Run, origin: Any) -> None:
+    done = shoal("task", "submit", "fetch", f"{origin.url}/hello", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "SUCCEED" in done.stdout and "hello shoal" in done.stdout
+
+    data = shoal.json("task", "submit", "fetch", f"{origin.url}/hello", "--name", "front", "--wait")
+    assert data["task"]["state"] == "SUCCEED" and data["task"]["name"] == "front"
+    assert data["result"]["code"] == "hello shoal"
+
+
+def test_task_commands_round_trip(shoal: Run, origin: Any) -> None:
+    created = shoal.json(
+        "task", "submit", "fetch", f"{origin.url}/slow?s=60", "--param", "n=3", "--param", "tag=x", "--retries", "1"
+    )
+    task_id = created["id"]
+    assert created["name"] == "fetch" and created["params"] == {"n": 3, "tag": "x"} and created["max_retries"] == 1
+
+    listed = shoal.json("task", "list")
+    assert listed["total"] == 1 and [t["id"] for t in listed["tasks"]] == [task_id]
+    table = shoal("task", "list")
+    assert table.returncode == 0 and task_id in table.stdout and "STATE" in table.stdout
+    assert shoal.json("task", "list", "--state", "succeed")["total"] == 0
+
+    shown = shoal("task", "show", task_id)
+    assert shown.returncode == 0 and task_id in shown.stdout and "fetch" in shown.stdout
+    assert shoal.json("task", "show", task_id)["id"] == task_id
+
+    killed = shoal("task", "kill", task_id)
+    assert killed.returncode == 0 and "killed" in killed.stdout
+    again = shoal("task", "kill", task_id)
+    assert again.returncode == 1 and "KILLED" in one_error_line(again.stderr)
+    no_result = shoal("task", "result", task_id)
+    assert no_result.returncode == 1 and "no result" in one_error_line(no_result.stderr)
+
+    removed = shoal("task", "rm", task_id)
+    assert removed.returncode == 0 and task_id in removed.stdout
+    gone = shoal("task", "show", task_id)
+    assert gone.returncode == 1 and "no task" in one_error_line(gone.stderr)
+
+
+def test_result_wait_and_watch_follow_tasks_to_the_end(shoal: Run, origin: Any) -> None:
+    first = shoal.json("task", "submit", "fetch", f"{origin.url}/slow?s=1")["id"]
+    result = shoal("task", "result", first, "--wait")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello shoal"  # exactly the code: safe to redirect to a file
+    assert shoal.json("task", "result", first)["code"] == "hello shoal"
+
+    second = shoal.json("task", "submit", "fetch", f"{origin.url}/slow?s=1")["id"]
+    watched = shoal("task", "watch", second, "--json")
+    assert watched.returncode == 0, watched.stderr
+    lines = [orjson.loads(line) for line in watched.stdout.splitlines()]
+    assert lines and all(line["id"] == second for line in lines)
+    assert lines[-1]["state"] == "SUCCEED"
+
+    third = shoal.json("task", "submit", "fetch", f"{origin.url}/slow?s=1")["id"]
+    table = shoal("task", "watch", third, first)
+    assert table.returncode == 0, table.stderr
+    assert third in table.stdout and "SUCCEED" in table.stdout and "2 ended" in table.stdout
+
+
+def test_kill_and_rm_many(shoal: Run, origin: Any) -> None:
+    a = shoal.json("task", "submit", "fetch", f"{origin.url}/slow?s=60")["id"]
+    b = shoal.json("task", "submit", "fetch", f"{origin.url}/slow?s=60")["id"]
+    partly = shoal("task", "kill", a, b, UNKNOWN_ID, "--json")
+    assert partly.returncode == 1  # one of them could not be killed
+    assert orjson.loads(partly.stdout) == {"succeed": {a: True, b: True, UNKNOWN_ID: False}}
+    assert "1 of 3" in one_error_line(partly.stderr)
+    removed = shoal("task", "rm", a, b)
+    assert removed.returncode == 0 and a in removed.stdout and b in removed.stdout
+    assert shoal.json("task", "list")["total"] == 0
+
+
+def test_bad_input_exits_2_and_changes_nothing(shoal: Run, origin: Any) -> None:
+    kept = shoal.json("task", "submit", "fetch", f"{origin.url}/hello", "--wait")["task"]["id"]
+    usage = shoal("task", "submit", "fetch")  # TARGET missing
+    assert usage.returncode == 2 and "TARGET" in usage.stderr
+    for args, says in [
+        (("task", "list", "--state", "bogus"), "unknown state"),
+        (("task", "submit", "fetch", f"{origin.url}/hello", "--param", "novalue"), "KEY=VALUE"),
+        (("task", "submit", "nosuchtype", f"{origin.url}/hello"), "unknown task type"),
+        (("task", "submit", "fetch", "  "), "is required"),
+        (("task", "show", "not-an-id"), "malformed task id"),
+        (("task", "kill", "not-an-id"), "malformed task id"),
+        (("task", "watch", "not-an-id"), "malformed task id"),
+    ]:
+        done = shoal(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert says in one_error_line(done.stderr), args
+    limit = shoal("task", "list", "--limit", "0")
+    assert limit.returncode == 2 and "--limit" in limit.stderr
+    after = shoal.json("task", "list")
+    assert after["total"] == 1 and after["tasks"][0]["id"] == kept and after["tasks"][0]["state"] == "SUCCEED"
+
+
+def test_failures_exit_1_with_one_clear_line(shoal: Run, tmp_path: Path) -> None:
+    port = free_port()
+    refused = shoal("task", "list", env={"SHOAL_API": f"http://127.0.0.1:{port}"})
+    assert refused.returncode == 1
+    assert f"http://127.0.0.1:{port}" in one_error_line(refused.stderr)
+    wrong = shoal("cluster", "status", "--token", "wrong")
+    assert wrong.returncode == 1 and "unauthorized" in one_error_line(wrong.stderr)
+    missing = shoal("task", "show", UNKNOWN_ID)
+    assert missing.returncode == 1 and UNKNOWN_ID in one_error_line(missing.stderr)
+
+
+def test_cluster_status(shoal: Run, shoal_node: Any) -> None:
+    table = shoal("cluster", "status")
+    assert table.returncode == 0, table.stderr
+    assert shoal_node.name in table.stdout and "master" in table.stdout and "alive" in table.stdout
+    data = shoal.json("cluster", "status")
+    assert data["master"] == shoal_node.name and data["ready"] is True
+    assert shoal_node.name in [n["name"] for n in data["nodes"]]
+
+
+def test_api_and_token_from_flags_and_token_file(shoal_node: Any, tmp_path: Path) -> None:
+    bare = Run(tmp_path, None)  # no SHOAL_API, no SHOAL_TOKEN
+    api, token = shoal_node.http_url, shoal_node.token
+    assert bare("--api", api, "--token", token, "task", "list", "--json").returncode == 0
+    assert bare("task", "list", "--api", api, "--token", token, "--json").returncode == 0
+    no_token = bare("task", "list", "--api", api)
+    assert no_token.returncode == 1 and "no token found" in one_error_line(no_token.stderr)
+    (tmp_path / ".shoal").mkdir()
+    (tmp_path / ".shoal" / "token").write_text(token + "\n")
+    from_file = bare("task", "list", "--api", api, "--json")
+    assert from_file.returncode == 0 and orjson.loads(from_file.stdout)["total"] == 0
