@@ -140,7 +140,7 @@ def _bool(raw: Any) -> bool:
     raise ValueError
 
 
-def _check(c: NodeConfig) -> None:
+def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
     def bad(key: str, why: str) -> InvalidInput:
         return InvalidInput(f"option {key!r}: {why}")
 

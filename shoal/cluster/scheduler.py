@@ -1,0 +1,175 @@
+"""The master's scheduler: places pending tasks on the nodes with the most free slots, in batches.
+
+It runs only while this node holds the master lease, and every placement carries the lease's epoch:
+place.lua refuses it once another master has taken over, and the scheduler stops (``StaleEpoch``).
+Tasks are read from the pending stream with a blocking XREADGROUP and acknowledged only once placed
+(or found gone), so a master that dies mid-batch leaves them for the next one, which claims them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from shoal.keys import SCHEDULER_GROUP
+from shoal.store.nodes import NodeRecord, NodeRegistry
+from shoal.store.tasks import TaskStore
+
+log = logging.getLogger("shoal.cluster.scheduler")
+
+#: Most tasks read from the pending stream at once, and most held unplaced in memory.
+READ_BATCH = 1000
+MAX_BACKLOG = 20_000
+
+
+@dataclass(slots=True)
+class _Pending:
+    task_id: str
+    type: str | None = None
+
+
+class Scheduler:
+    """Owns placement for one master term. Built per term with its epoch; ``run()`` until deposed."""
+
+    def __init__(self, *, store: TaskStore, registry: NodeRegistry, node: str, epoch: int, alive_within: float) -> None:
+        self.store = store
+        self.registry = registry
+        self.node = node
+        self.epoch = epoch
+        self.alive_within = alive_within
+        self.backlog: OrderedDict[str, _Pending] = OrderedDict()  # stream entry id -> task
+        self.placed = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._next_promote = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Scheduler epoch={self.epoch} backlog={len(self.backlog)} placed={self.placed}>"
+
+    def poke(self) -> None:
+        """Something changed (a slot freed, a node joined, a retry fell due): look again. Thread: loop only."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        await self.store.ensure_groups()
+        await self._claim_orphans()
+        reader = asyncio.create_task(self._read(), name="scheduler reader")
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self.tick()
+                if reader.done():
+                    reader.result()  # re-raise what stopped it
+        finally:
+            reader.cancel()
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_promote:
+            due = await self.store.promote_due()
+            self._next_promote = now + 0.25
+            if due is not None:
+                delay = max(0.0, due - await self.registry.now())
+                asyncio.get_running_loop().call_later(delay + 0.01, self.poke)
+        if self.backlog:
+            await self._place()
+
+    async def _claim_orphans(self) -> None:
+        """Take every entry read but not acknowledged by an earlier master (or an earlier life of this one)."""
+        start = "0-0"
+        while True:
+            reply = await self.store.redis.xautoclaim(
+                self.store.keys.pending, SCHEDULER_GROUP, self.node, min_idle_time=0, start_id=start, count=READ_BATCH
+            )
+            start, entries = reply[0], reply[1]
+            self._add(entries)
+            if start in (b"0-0", "0-0") or not entries:
+                break
+        if self.backlog:
+            log.info("took over %d unplaced task(s) from the previous master", len(self.backlog))
+            self.poke()
+
+    async def _read(self) -> None:
+        redis, stream = self.store.redis, self.store.keys.pending
+        while True:
+            while len(self.backlog) >= MAX_BACKLOG:
+                self._room.clear()
+                await self._room.wait()
+            reply = await redis.xreadgroup(SCHEDULER_GROUP, self.node, {stream: ">"}, count=READ_BATCH, block=5000)
+            if reply:
+                self._add(reply[0][1])
+                self.poke()
+
+    def _add(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        for msg_id, fields in entries:
+            if fields and b"id" in fields:
+                self.backlog[msg_id.decode()] = _Pending(fields[b"id"].decode())
+
+    async def _place(self) -> None:
+        nodes = await self._candidates()
+        if not nodes:
+            return
+        await self._learn_types()
+        free = {n.name: n.slots - n.assigned for n in nodes}
+        plan: dict[str, list[str]] = {}
+        room = sum(free.values())
+        for msg_id, pending in self.backlog.items():
+            if room <= 0:
+                break
+            best = max(
+                (n for n in nodes if free[n.name] > 0 and pending.type in n.types),
+                key=lambda n: free[n.name],
+                default=None,
+            )
+            if best is not None:
+                plan.setdefault(best.name, []).append(msg_id)
+                free[best.name] -= 1
+                room -= 1
+        done: list[str] = []
+        slots = {n.name: n.slots for n in nodes}
+        for name, msg_ids in plan.items():
+            outcome = await self.store.place(self.epoch, name, slots[name], [self.backlog[m].task_id for m in msg_ids])
+            for msg_id, verdict in zip(msg_ids, outcome, strict=True):
+                if verdict >= 0:
+                    done.append(msg_id)
+                    self.placed += verdict
+        if done:
+            await self._ack(done)
+
+    async def _candidates(self) -> list[NodeRecord]:
+        now = await self.registry.now()
+        return [
+            n
+            for n in await self.registry.all()
+            if n.run_tasks and now - n.last_beat <= self.alive_within and n.assigned < n.slots
+        ]
+
+    async def _learn_types(self) -> None:
+        unknown = [p for p in self.backlog.values() if p.type is None]
+        if not unknown:
+            return
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for p in unknown:
+                pipe.hget(self.store.keys.task(p.task_id), "type")
+            types = await pipe.execute()
+        gone = []
+        for p, t in zip(unknown, types, strict=True):
+            p.type = t.decode() if t else ""
+            if not t:
+                gone.append(p)
+        if gone:  # deleted before placement: nothing to place
+            await self._ack([m for m, p in self.backlog.items() if p in gone])
+
+    async def _ack(self, msg_ids: list[str]) -> None:
+        stream = self.store.keys.pending
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, SCHEDULER_GROUP, *msg_ids)
+            pipe.xdel(stream, *msg_ids)
+            await pipe.execute()
+        for msg_id in msg_ids:
+            self.backlog.pop(msg_id, None)
+        self._room.set()

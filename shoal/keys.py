@@ -1,0 +1,69 @@
+"""Every Redis key shoal uses, in one place. All live under ``shoal:{cluster}:``.
+
+    key                      type     writer              what
+    task:{id}                hash     Lua scripts only    the task (fields of models.Task, params as JSON)
+    attempts:{id}            list     Lua scripts only    one JSON object per attempt (models.Attempt)
+    result:{id}              string   finish.lua          JSON of models.TaskResult, at most result_max_bytes
+    dupes:{id}               list     finish.lua          late results of attempts that lost the race
+    seq                      string   submit.lua          counter; each task's sequence number (listing order)
+    index:all                zset     Lua scripts         every task id, score = sequence number
+    index:{STATE}            zset     Lua scripts         task ids in that state, score = sequence number
+    pending                  stream   submit/requeue      ids of WAITING tasks to place; group "scheduler"
+    delayed                  zset     finish.lua          WAITING tasks held back for retry, score = due time
+    inbox:{node}             stream   place/kill          run and kill orders for one node; group "worker"
+    assigned:{node}          set      Lua scripts         ids placed on the node and not yet terminal
+    node:{name}              hash     the node itself     advertised addresses, slots, pid, types, last beat
+    nodes                    zset     the node itself     node names, score = last beat (Redis time)
+    lease                    string   election            name of the master; expires unless renewed
+    epoch                    string   election            fencing counter, incremented by each new master
+    events                   pubsub   Lua scripts         task state changes (JSON); may be lost
+    public                   pubsub   every node          heartbeats (the seed's channel); may be lost
+
+Task state changes go through the scripts in ``store/scripts``, which keep the hash, the indexes, the
+assigned sets and the streams consistent in one atomic step.
+"""
+
+from __future__ import annotations
+
+SCHEDULER_GROUP = "scheduler"
+WORKER_GROUP = "worker"
+
+
+class Keys:
+    """Key names for one cluster. Cheap to build; holds no connection."""
+
+    def __init__(self, cluster: str) -> None:
+        self.prefix = f"shoal:{cluster}:"
+        self.seq = self.prefix + "seq"
+        self.all = self.prefix + "index:all"
+        self.pending = self.prefix + "pending"
+        self.delayed = self.prefix + "delayed"
+        self.nodes = self.prefix + "nodes"
+        self.lease = self.prefix + "lease"
+        self.epoch = self.prefix + "epoch"
+        self.events = self.prefix + "events"
+        self.public = self.prefix + "public"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def attempts(self, task_id: str) -> str:
+        return f"{self.prefix}attempts:{task_id}"
+
+    def result(self, task_id: str) -> str:
+        return f"{self.prefix}result:{task_id}"
+
+    def dupes(self, task_id: str) -> str:
+        return f"{self.prefix}dupes:{task_id}"
+
+    def state_index(self, state_name: str) -> str:
+        return f"{self.prefix}index:{state_name}"
+
+    def inbox(self, node: str) -> str:
+        return f"{self.prefix}inbox:{node}"
+
+    def assigned(self, node: str) -> str:
+        return f"{self.prefix}assigned:{node}"
+
+    def node(self, name: str) -> str:
+        return f"{self.prefix}node:{name}"

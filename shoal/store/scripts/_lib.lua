@@ -1,0 +1,65 @@
+-- Helpers shared by every shoal script; scripts.py puts this file in front of each one.
+-- ARGV[1] is always the cluster's key prefix ("shoal:{cluster}:"); keys are built from it because a
+-- task's keys (hash, indexes, node streams) are only known once the task has been read.
+local P = ARGV[1]
+
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function fmt(t)
+  return string.format('%.6f', t)
+end
+
+local function publish(id, state, node, t)
+  redis.call('PUBLISH', P .. 'events',
+    cjson.encode({kind = 'task', id = id, state = state, node = node or '', at = t}))
+end
+
+-- Move a task between state indexes and set its state field.
+local function set_state(id, from, to)
+  local seq = redis.call('HGET', P .. 'task:' .. id, 'seq')
+  redis.call('ZREM', P .. 'index:' .. from, id)
+  redis.call('ZADD', P .. 'index:' .. to, seq, id)
+  redis.call('HSET', P .. 'task:' .. id, 'state', to)
+end
+
+-- Close the open attempt (the last one, if it has no outcome yet).
+local function close_attempt(id, outcome, err, t)
+  local key = P .. 'attempts:' .. id
+  local raw = redis.call('LINDEX', key, -1)
+  if not raw then return end
+  local a = cjson.decode(raw)
+  if a.outcome == nil or a.outcome == cjson.null then
+    a.finished_at = t
+    a.outcome = outcome
+    a.error = err
+    redis.call('LSET', key, -1, cjson.encode(a))
+  end
+end
+
+-- nil when the caller's epoch is current (or no fencing was asked for), else the current epoch.
+local function stale(epoch)
+  if epoch == '' then return nil end
+  local cur = redis.call('GET', P .. 'epoch') or '0'
+  if cur ~= epoch then return cur end
+  return nil
+end
+
+-- Kill a task that is not terminal: state KILLED, slot freed, a kill order sent to its node if placed.
+local function kill_task(id, state, t, reason)
+  local tkey = P .. 'task:' .. id
+  local node = redis.call('HGET', tkey, 'node') or ''
+  if state == 'RUNNING' then
+    close_attempt(id, 'killed', reason, t)
+  end
+  if (state == 'INQUEUE' or state == 'RUNNING') and node ~= '' then
+    redis.call('SREM', P .. 'assigned:' .. node, id)
+    redis.call('XADD', P .. 'inbox:' .. node, '*', 'op', 'kill', 'id', id)
+  end
+  redis.call('ZREM', P .. 'delayed', id)
+  set_state(id, state, 'KILLED')
+  redis.call('HSET', tkey, 'finished_at', fmt(t), 'error', reason)
+  publish(id, 'KILLED', node, t)
+end

@@ -1,0 +1,16 @@
+-- Delete a task and everything kept about it, killing it first if it is not terminal.
+-- ARGV: prefix, id. Returns {'ok', previous_state} or {'gone'}.
+local id = ARGV[2]
+local tkey = P .. 'task:' .. id
+local state = redis.call('HGET', tkey, 'state')
+if not state then return {'gone'} end
+local t = now()
+if state ~= 'SUCCEED' and state ~= 'RUNTIME_ERROR' and state ~= 'KILLED' then
+  kill_task(id, state, t, 'deleted by user')
+  state = 'KILLED'
+end
+redis.call('ZREM', P .. 'index:' .. state, id)
+redis.call('ZREM', P .. 'index:all', id)
+redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id)
+redis.call('PUBLISH', P .. 'events', cjson.encode({kind = 'task', id = id, state = 'DELETED', node = '', at = t}))
+return {'ok', state}

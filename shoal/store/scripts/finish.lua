@@ -1,0 +1,37 @@
+-- A node reports how an attempt ended. The first terminal report wins; a report from an attempt that
+-- is no longer the task's current one is kept in dupes:{id}, never written over the task.
+-- ARGV: prefix, id, node, attempt, outcome ('succeeded' | 'failed' | 'timed out'), error, result JSON
+-- ('' when none), retry backoff base in seconds.
+-- Returns {'done', state}, {'retry', due}, {'duplicate', state} or {'gone'}.
+local id, node, attempt, outcome, err, result = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local tkey = P .. 'task:' .. id
+local task = redis.call('HMGET', tkey, 'state', 'node', 'attempts', 'max_retries')
+local state = task[1]
+if not state then return {'gone'} end
+local t = now()
+if state ~= 'RUNNING' or task[2] ~= node or tonumber(task[3]) ~= attempt then
+  redis.call('RPUSH', P .. 'dupes:' .. id, cjson.encode({node = node, attempt = attempt, outcome = outcome,
+    error = err, finished_at = t, result_bytes = string.len(result)}))
+  return {'duplicate', state}
+end
+close_attempt(id, outcome, err, t)
+redis.call('SREM', P .. 'assigned:' .. node, id)
+if outcome == 'succeeded' then
+  redis.call('SET', P .. 'result:' .. id, result)
+  set_state(id, 'RUNNING', 'SUCCEED')
+  redis.call('HSET', tkey, 'finished_at', fmt(t), 'error', '')
+  publish(id, 'SUCCEED', node, t)
+  return {'done', 'SUCCEED'}
+end
+if attempt <= tonumber(task[4]) then
+  local due = t + math.min(60, tonumber(ARGV[8]) * 2 ^ (attempt - 1))
+  set_state(id, 'RUNNING', 'WAITING')
+  redis.call('HSET', tkey, 'node', '', 'error', err)
+  redis.call('ZADD', P .. 'delayed', due, id)
+  publish(id, 'WAITING', '', t)
+  return {'retry', fmt(due)}
+end
+set_state(id, 'RUNNING', 'RUNTIME_ERROR')
+redis.call('HSET', tkey, 'finished_at', fmt(t), 'error', err)
+publish(id, 'RUNTIME_ERROR', node, t)
+return {'done', 'RUNTIME_ERROR'}

@@ -1,0 +1,13 @@
+-- Take or renew the master lease. ARGV: prefix, node, ttl in ms.
+-- Returns {'renewed', epoch}, {'won', new_epoch} or {'held', holder, epoch}.
+local node, ttl = ARGV[2], ARGV[3]
+local holder = redis.call('GET', P .. 'lease')
+if holder == node then
+  redis.call('PEXPIRE', P .. 'lease', ttl)
+  return {'renewed', redis.call('GET', P .. 'epoch') or '0'}
+end
+if holder then
+  return {'held', holder, redis.call('GET', P .. 'epoch') or '0'}
+end
+redis.call('SET', P .. 'lease', node, 'PX', ttl)
+return {'won', tostring(redis.call('INCR', P .. 'epoch'))}

@@ -1,0 +1,12 @@
+-- Queue the retries whose backoff has run out. ARGV: prefix, most to move.
+-- Returns {moved, next_due or ''}.
+local t = now()
+local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', t, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', P .. 'delayed', id)
+  if redis.call('HGET', P .. 'task:' .. id, 'state') == 'WAITING' then
+    redis.call('XADD', P .. 'pending', '*', 'id', id)
+  end
+end
+local nxt = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+return {#due, nxt[2] or ''}

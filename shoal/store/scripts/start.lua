@@ -1,0 +1,17 @@
+-- A node starts a task placed on it: INQUEUE -> RUNNING, opening a new attempt.
+-- ARGV: prefix, id, node. Returns {'ok', attempt, started_at} or {'gone', state} if the task is no
+-- longer INQUEUE on this node (killed, deleted, or re-placed elsewhere).
+local id, node = ARGV[2], ARGV[3]
+local tkey = P .. 'task:' .. id
+local state = redis.call('HGET', tkey, 'state')
+if state ~= 'INQUEUE' or redis.call('HGET', tkey, 'node') ~= node then
+  return {'gone', state or ''}
+end
+local t = now()
+local attempt = redis.call('HINCRBY', tkey, 'attempts', 1)
+set_state(id, 'INQUEUE', 'RUNNING')
+redis.call('HSET', tkey, 'started_at', fmt(t))
+redis.call('RPUSH', P .. 'attempts:' .. id,
+  cjson.encode({number = attempt, node = node, started_at = t}))
+publish(id, 'RUNNING', node, t)
+return {'ok', attempt, fmt(t)}

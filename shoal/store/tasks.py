@@ -1,0 +1,240 @@
+"""Tasks in Redis: create, read, list, and every state change through one Lua script each.
+
+Safe to share between all coroutines of a node: it holds only the connection pool and key names.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound
+from shoal.keys import SCHEDULER_GROUP, WORKER_GROUP, Keys
+from shoal.models import Attempt, Task, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.store.scripts import Scripts
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """What finish.lua decided: ``done`` (terminal), ``retry``, ``duplicate`` (a late report) or ``gone``."""
+
+    verdict: str
+    state: str | None = None
+
+
+class TaskStore:
+    """Reads and atomic writes of tasks for one cluster."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, result_max_bytes: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis)
+        self.result_max_bytes = result_max_bytes
+
+    async def _run(self, script: str, *args: Any) -> list[Any]:
+        reply: list[Any] = await self.scripts.run(script, self.keys.prefix, *args)
+        return [v.decode() if isinstance(v, bytes) else v for v in reply] if isinstance(reply, list) else reply
+
+    # -- users' writes ---------------------------------------------------------------------------
+
+    async def create(self, specs: Sequence[TaskSpec]) -> list[Task]:
+        """Store the tasks as WAITING and queue them, in one atomic call however many there are."""
+        ids = [str(uuid.uuid4()) for _ in specs]
+        args: list[Any] = [len(specs)]
+        for task_id, spec in zip(ids, specs, strict=True):
+            timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
+            params = orjson.dumps(spec.params).decode()
+            args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries]
+        reply = await self._run("submit", *args)
+        created = float(reply[0])
+        return [
+            Task(
+                id=task_id,
+                name=spec.name,
+                type=spec.type,
+                target=spec.target,
+                params=spec.params,
+                state=TaskState.WAITING,
+                node=None,
+                attempts=0,
+                max_retries=spec.max_retries,
+                timeout_s=spec.timeout_s,
+                created_at=created,
+                started_at=None,
+                finished_at=None,
+                error=None,
+            )
+            for task_id, spec in zip(ids, specs, strict=True)
+        ]
+
+    async def kill(self, task_id: str, reason: str = "killed by user") -> TaskState:
+        """Kill a non-terminal task; return the state it was in."""
+        reply = await self._run("kill", task_id, reason)
+        if reply[0] == "gone":
+            raise TaskNotFound(task_id)
+        if reply[0] == "illegal":
+            raise IllegalTransition(task_id, reply[1], "KILLED")
+        return TaskState[reply[1]]
+
+    async def delete(self, task_id: str) -> None:
+        reply = await self._run("delete", task_id)
+        if reply[0] == "gone":
+            raise TaskNotFound(task_id)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.task(task_id))
+            pipe.lrange(self.keys.attempts(task_id), 0, -1)
+            fields, attempts = await pipe.execute()
+        if not fields:
+            raise TaskNotFound(task_id)
+        return _task(fields, attempts)
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        """The tasks that still exist, in the order asked for."""
+        if not task_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+                pipe.lrange(self.keys.attempts(task_id), 0, -1)
+            replies = await pipe.execute()
+        return [_task(f, a) for f, a in zip(replies[::2], replies[1::2], strict=True) if f]
+
+    async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
+        """Newest first, from the state's index; the cursor is the last sequence number seen."""
+        index = self.keys.all if state is None else self.keys.state_index(state.name)
+        top = f"({cursor}" if cursor else "+inf"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrangebyscore(index, top, "-inf", start=0, num=limit + 1, withscores=True)
+            pipe.zcard(index)
+            rows, total = await pipe.execute()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        tasks = await self.get_many([r[0].decode() for r in rows])
+        next_cursor = str(int(rows[-1][1])) if more and rows else None
+        return TaskPage(tasks=tasks, total=total, next_cursor=next_cursor)
+
+    async def counts(self) -> dict[str, int]:
+        """How many tasks are in each state, and in all."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in TaskState:
+                pipe.zcard(self.keys.state_index(state.name))
+            pipe.zcard(self.keys.all)
+            replies = await pipe.execute()
+        counts = {state.name: n for state, n in zip(TaskState, replies, strict=False)}
+        counts["total"] = replies[-1]
+        return counts
+
+    async def result(self, task_id: str) -> TaskResult:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.result(task_id))
+            pipe.hget(self.keys.task(task_id), "state")
+            pipe.llen(self.keys.dupes(task_id))
+            raw, state, dupes = await pipe.execute()
+        if state is None:
+            raise TaskNotFound(task_id)
+        if raw is None:
+            raise ResultNotFound(task_id, state.decode())
+        data = orjson.loads(raw)
+        data["duplicates"] = dupes
+        return TaskResult(**data)
+
+    # -- the scheduler's writes (fenced by the master's epoch) -------------------------------------
+
+    async def place(self, epoch: int, node: str, slots: int, task_ids: Sequence[str]) -> list[int]:
+        """Place tasks on ``node``: per id 1 placed, 0 gone, -1 no room. Raise StaleEpoch if deposed."""
+        reply = await self._run("place", epoch, node, slots, *task_ids)
+        if reply[0] == "stale":
+            raise StaleEpoch(epoch, int(reply[1]))
+        return [int(v) for v in reply[1:]]
+
+    async def requeue(self, node: str, reason: str, epoch: int | None = None) -> list[str]:
+        """Send back to WAITING every task placed on ``node``; ``epoch`` fences a master doing it."""
+        reply = await self._run("requeue", "" if epoch is None else epoch, node, reason)
+        if reply[0] == "stale":
+            raise StaleEpoch(epoch or 0, int(reply[1]))
+        return list(reply[1:])
+
+    async def promote_due(self, most: int = 1000) -> float | None:
+        """Queue retries whose backoff is over; return when the next one is due (Redis time), if any."""
+        reply = await self._run("promote", most)
+        return float(reply[1]) if reply[1] else None
+
+    # -- a worker's writes -------------------------------------------------------------------------
+
+    async def start(self, task_id: str, node: str) -> int | None:
+        """INQUEUE -> RUNNING on ``node``; the attempt number, or None if the task is no longer ours."""
+        reply = await self._run("start", task_id, node)
+        return int(reply[1]) if reply[0] == "ok" else None
+
+    async def finish(
+        self,
+        task_id: str,
+        node: str,
+        attempt: int,
+        outcome: str,
+        *,
+        error: str = "",
+        result: TaskResult | None = None,
+        backoff: float = 1.0,
+    ) -> Finish:
+        payload = b""
+        if result is not None:
+            payload = orjson.dumps(result.to_json() | {"duplicates": 0})
+            if len(payload) > self.result_max_bytes:
+                outcome = "failed"
+                error = f"result is {len(payload)} bytes; the limit is {self.result_max_bytes}"
+                payload = b""
+        reply = await self._run("finish", task_id, node, attempt, outcome, error, payload, backoff)
+        return Finish(reply[0], reply[1] if len(reply) > 1 else None)
+
+    # -- streams ---------------------------------------------------------------------------------
+
+    async def ensure_groups(self, node: str | None = None) -> None:
+        """Create the consumer groups (and streams) if they are missing."""
+        streams = [(self.keys.pending, SCHEDULER_GROUP)]
+        if node is not None:
+            streams.append((self.keys.inbox(node), WORKER_GROUP))
+        for stream, group in streams:
+            try:
+                await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+            except Exception as exc:  # BUSYGROUP: it exists already
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+
+def _s(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def _f(value: bytes | None) -> float | None:
+    return float(value) if value else None
+
+
+def _task(fields: dict[bytes, bytes], attempts: list[bytes]) -> Task:
+    history = tuple(Attempt(**orjson.loads(a)) for a in attempts)
+    return Task(
+        id=fields[b"id"].decode(),
+        name=fields[b"name"].decode(),
+        type=fields[b"type"].decode(),
+        target=fields[b"target"].decode(),
+        params=orjson.loads(fields.get(b"params") or b"{}"),
+        state=TaskState[fields[b"state"].decode()],
+        node=_s(fields.get(b"node")),
+        attempts=int(fields.get(b"attempts", 0)),
+        max_retries=int(fields.get(b"max_retries", 0)),
+        timeout_s=_f(fields.get(b"timeout_s")),
+        created_at=float(fields[b"created_at"]),
+        started_at=_f(fields.get(b"started_at")),
+        finished_at=_f(fields.get(b"finished_at")),
+        error=_s(fields.get(b"error")),
+        history=history,
+    )

@@ -1,0 +1,161 @@
+"""The worker: runs the tasks placed on this node, at most ``slots`` at once, and obeys kill orders.
+
+It reads its inbox stream (run and kill orders) with a blocking XREADGROUP, so it wakes the moment the
+master places something. The durable record of what is placed here is the task's state and the node's
+assigned set, not the stream: on start, whatever an earlier life of this node left INQUEUE or RUNNING
+is handed back to WAITING, so nothing is lost and nothing runs twice here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from shoal.keys import WORKER_GROUP
+from shoal.models import AttemptOutcome, TaskResult
+from shoal.store.tasks import TaskStore
+from shoal.worker.handlers import TaskContext, TaskTypes
+
+log = logging.getLogger("shoal.worker.executor")
+
+MAX_ERROR_CHARS = 4000
+
+
+class Executor:
+    """Owns this node's running tasks. ``run()`` is its loop; ``close()`` stops it and hands back work."""
+
+    def __init__(self, *, store: TaskStore, types: TaskTypes, node: str, slots: int, retry_backoff: float) -> None:
+        self.store = store
+        self.types = types
+        self.node = node
+        self.slots = asyncio.Semaphore(slots)
+        self.retry_backoff = retry_backoff
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.killed: set[str] = set()
+        self.completed = 0
+        self.failed = 0
+        self.last_progress = time.monotonic()
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<Executor {self.node} running={len(self.running)} completed={self.completed} failed={self.failed}>"
+
+    async def recover(self) -> list[str]:
+        """Hand back what an earlier life of this node held, then open the inbox."""
+        handed_back = await self.store.requeue(self.node, "node restarted")
+        if handed_back:
+            log.warning("handed back %d task(s) left by this node's previous run", len(handed_back))
+        await self.store.ensure_groups(self.node)
+        return handed_back
+
+    async def run(self) -> None:
+        inbox = self.store.keys.inbox(self.node)
+        redis = self.store.redis
+        while not self._closing:
+            try:
+                reply = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: ">"}, count=256, block=2000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if "NOGROUP" in str(exc):
+                    await self.store.ensure_groups(self.node)
+                    continue
+                log.warning("reading the inbox failed: %s; retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            self.last_progress = time.monotonic()
+            if not reply:
+                continue
+            ids = []
+            for msg_id, fields in reply[0][1]:
+                ids.append(msg_id)
+                self._order(fields.get(b"op", b"").decode(), fields.get(b"id", b"").decode())
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.xack(inbox, WORKER_GROUP, *ids)
+                pipe.xdel(inbox, *ids)
+                await pipe.execute()
+
+    def _order(self, op: str, task_id: str) -> None:
+        if op == "run" and task_id not in self.running:
+            self.running[task_id] = asyncio.create_task(self._run(task_id), name=f"task {task_id}")
+        elif op == "kill":
+            task = self.running.get(task_id)
+            if task is not None:
+                self.killed.add(task_id)
+                task.cancel()
+
+    async def _run(self, task_id: str) -> None:
+        try:
+            async with self.slots:
+                await self._attempt(task_id)
+        except asyncio.CancelledError:
+            if task_id not in self.killed and not self._closing:
+                raise
+        except Exception:
+            log.exception("task %s: unexpected error in the worker", task_id)
+        finally:
+            self.running.pop(task_id, None)
+            self.killed.discard(task_id)
+            self.last_progress = time.monotonic()
+
+    async def _attempt(self, task_id: str) -> None:
+        attempt = await self.store.start(task_id, self.node)
+        if attempt is None:
+            return  # killed, deleted or re-placed before it could start
+        task = await self.store.get(task_id)
+        task_type = self.types.get(task.type)
+        ctx = TaskContext(
+            task_id=task.id,
+            name=task.name,
+            type=task.type,
+            target=task.target,
+            params=task.params,
+            attempt=attempt,
+            node=self.node,
+            cancelled=asyncio.Event(),
+        )
+        outcome, error, result = AttemptOutcome.SUCCEEDED, "", None
+        try:
+            if task_type is None:
+                raise LookupError(f"task type {task.type!r} is not registered on node {self.node}")
+            async with asyncio.timeout(task.timeout_s):
+                output = await task_type.run(ctx)
+            result = TaskResult(task.id, output.code, self.node, attempt, time.time(), output.meta)
+        except TimeoutError:
+            outcome, error = AttemptOutcome.TIMED_OUT, f"timed out after {task.timeout_s:g}s"
+        except asyncio.CancelledError:
+            ctx.cancelled.set()
+            raise
+        except Exception as exc:
+            outcome, error = AttemptOutcome.FAILED, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        finish = await self.store.finish(
+            task_id, self.node, attempt, outcome, error=error, result=result, backoff=self.retry_backoff
+        )
+        if outcome is AttemptOutcome.SUCCEEDED:
+            self.completed += 1
+        else:
+            self.failed += 1
+        if finish.verdict == "duplicate":
+            log.info(
+                "task %s: attempt %d finished after the task moved on (%s); kept as a duplicate",
+                task_id,
+                attempt,
+                finish.state,
+            )
+
+    async def close(self, grace: float) -> None:
+        """Stop taking orders, let running tasks finish for up to ``grace`` seconds, hand back the rest."""
+        self._closing = True
+        pending = list(self.running.values())
+        if pending:
+            log.info("waiting up to %gs for %d running task(s)", grace, len(pending))
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*still, return_exceptions=True)
+        handed_back = await self.store.requeue(self.node, "node stopped before the task finished")
+        if handed_back:
+            log.warning("handed back %d unfinished task(s) for other nodes", len(handed_back))
