@@ -41,8 +41,9 @@ class EventHub:
             try:
                 await pubsub.subscribe(self.channel)
                 self.subscribed.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
                         self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from shoal.keys import SCHEDULER_GROUP
 from shoal.store.nodes import NodeRecord, NodeRegistry
+from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
 
 log = logging.getLogger("shoal.cluster.scheduler")
@@ -99,7 +100,7 @@ class Scheduler:
             while len(self.backlog) >= MAX_BACKLOG:
                 self._room.clear()
                 await self._room.wait()
-            reply = await redis.xreadgroup(SCHEDULER_GROUP, self.node, {stream: ">"}, count=READ_BATCH, block=5000)
+            reply = await redis.xreadgroup(SCHEDULER_GROUP, self.node, {stream: ">"}, count=READ_BATCH, block=BLOCK_MS)
             if reply:
                 self._add(reply[0][1])
                 self.poke()

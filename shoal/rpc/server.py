@@ -38,6 +38,7 @@ def _health_servicer() -> _Health:
     servicer: _Health = health.aio.HealthServicer()  # type: ignore[attr-defined]
     return servicer
 
+
 MiB = 1024 * 1024
 #: Largest request a caller may send. A TaskSpec is at most ~80 KiB (validation's limits), so this
 #: leaves room for bulk calls (1000 ids) while refusing floods early, before they are parsed.

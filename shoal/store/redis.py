@@ -9,6 +9,11 @@ from redis.asyncio.sentinel import Sentinel
 
 from shoal.errors import InvalidInput
 
+#: Seconds a reply may take before the connection is dropped; blocking reads must block for less.
+SOCKET_TIMEOUT = 10.0
+#: Milliseconds that XREADGROUP calls block for.
+BLOCK_MS = 2000
+
 
 def connect(url: str, *, name: str = "shoal", max_connections: int = 64) -> Redis:
     """A client for ``url``. ``redis+sentinel://[:pw@]h1:p1,h2:p2/service[/db]`` follows Sentinel failovers.
@@ -28,6 +33,7 @@ def connect(url: str, *, name: str = "shoal", max_connections: int = 64) -> Redi
         max_connections=max_connections,
         health_check_interval=30,
         socket_connect_timeout=5,
+        socket_timeout=SOCKET_TIMEOUT,
         socket_keepalive=True,
     )
 
@@ -46,8 +52,12 @@ def _sentinel(url: str, name: str) -> Redis:
     password = parts.password
     sentinel = Sentinel(
         hosts,
-        socket_timeout=float(query.get("socket_timeout", ["1.0"])[0]),
-        sentinel_kwargs={"password": query.get("sentinel_password", [None])[0]},
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=float(query.get("socket_timeout", ["1.0"])[0]),
+        sentinel_kwargs={
+            "password": query.get("sentinel_password", [None])[0],
+            "socket_timeout": float(query.get("socket_timeout", ["1.0"])[0]),
+        },
         password=password,
         db=db,
         client_name=name,

@@ -15,6 +15,7 @@ import time
 
 from shoal.keys import WORKER_GROUP
 from shoal.models import AttemptOutcome, TaskResult
+from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
 from shoal.worker.handlers import TaskContext, TaskTypes
 
@@ -38,6 +39,7 @@ class Executor:
         self.failed = 0
         self.last_progress = time.monotonic()
         self._closing = False
+        self._hurry = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<Executor {self.node} running={len(self.running)} completed={self.completed} failed={self.failed}>"
@@ -55,7 +57,7 @@ class Executor:
         redis = self.store.redis
         while not self._closing:
             try:
-                reply = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: ">"}, count=256, block=2000)
+                reply = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: ">"}, count=256, block=BLOCK_MS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -145,13 +147,24 @@ class Executor:
                 finish.state,
             )
 
+    def hurry(self) -> None:
+        """End the grace period of ``close`` now."""
+        self._hurry.set()
+
     async def close(self, grace: float) -> None:
         """Stop taking orders, let running tasks finish for up to ``grace`` seconds, hand back the rest."""
         self._closing = True
         pending = list(self.running.values())
         if pending:
             log.info("waiting up to %gs for %d running task(s)", grace, len(pending))
-            _, still = await asyncio.wait(pending, timeout=grace)
+            hurry = asyncio.create_task(self._hurry.wait())
+            await asyncio.wait(
+                [asyncio.gather(*pending, return_exceptions=True), hurry],
+                timeout=grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            hurry.cancel()
+            still = [t for t in pending if not t.done()]
             for task in still:
                 task.cancel()
             with contextlib.suppress(Exception):

@@ -1,0 +1,297 @@
+"""The node: builds every part from a NodeConfig, runs them in one event loop, and stops them in order.
+
+Start-up order: store (embedded redis-server if no URL) -> hand back what an earlier life of this node
+held -> event subscription -> RPC and HTTP servers -> heartbeat, worker. Stopping reverses it: stop
+taking work, hand over the master role, let running tasks finish within the grace period, hand back
+the rest, close the servers, stop the embedded Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import uvicorn
+from prometheus_client import CollectorRegistry, Gauge
+from redis.asyncio import Redis
+
+from shoal.auth import load_or_create_token
+from shoal.cluster.membership import Membership
+from shoal.cluster.scheduler import Scheduler
+from shoal.config import NodeConfig, split_addr
+from shoal.errors import StaleEpoch, StoreUnavailable
+from shoal.events import EventHub
+from shoal.keys import Keys
+from shoal.rpc.server import RpcServer, start_rpc_server
+from shoal.service import ClusterService, TaskService
+from shoal.store.embedded import EmbeddedRedis
+from shoal.store.nodes import NodeRegistry
+from shoal.store.redis import connect, redacted
+from shoal.store.tasks import TaskStore
+from shoal.web.app import create_app
+from shoal.worker.executor import Executor
+from shoal.worker.handlers import TaskTypes, build, echo, fetch
+
+log = logging.getLogger("shoal.node")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the node owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Node:
+    """One shoal node. ``start()`` then ``serve()`` until ``stop()``; not reusable once stopped."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.token = config.token or load_or_create_token(config.data_dir)
+        self.alive_within = config.heartbeat_interval * config.dead_after
+        self.embedded: EmbeddedRedis | None = None
+        self.redis: Redis | None = None
+        self.rpc: RpcServer | None = None
+        self.http: _Server | None = None
+        self.scheduler: Scheduler | None = None
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._http_client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=config.fetch_timeout)
+        self.metrics = CollectorRegistry()
+        self.started = False
+
+    async def start(self) -> None:
+        c = self.config
+        url = c.redis
+        if url is None:
+            self.embedded = EmbeddedRedis(c.data_dir, fsync=c.redis_fsync)
+            await asyncio.to_thread(self.embedded.start)
+            url = self.embedded.url
+        self.redis = connect(url, name=f"shoal-{c.name}")
+        await self._wait_for_store(url)
+        keys = Keys(c.cluster)
+        self.store = TaskStore(self.redis, keys, result_max_bytes=c.result_max_bytes)
+        self.registry = NodeRegistry(self.redis, keys)
+        self.types = self._task_types()
+        self.hub = EventHub(self.redis, keys.events)
+        self.executor = Executor(
+            store=self.store, types=self.types, node=c.name, slots=c.slots, retry_backoff=c.retry_backoff
+        )
+        self.membership = Membership(
+            config=c,
+            registry=self.registry,
+            types=self.types.names(),
+            load=lambda: len(self.executor.running),
+            on_elected=self._become_master,
+            on_deposed=self._stop_master,
+            on_beat=self._poke_scheduler,
+        )
+        self.tasks = TaskService(
+            store=self.store,
+            registry=self.registry,
+            hub=self.hub,
+            local_types=self.types,
+            alive_within=self.alive_within,
+        )
+        self.cluster = ClusterService(registry=self.registry, alive_within=self.alive_within, ready=self._ready)
+        self.hub.hooks.append(self._on_task_event)
+        self._metrics()
+
+        if c.run_tasks:
+            await self.executor.recover()
+        self._loops.append(asyncio.create_task(self.hub.run(), name="events"))
+        await asyncio.wait_for(self.hub.subscribed.wait(), 10)
+        self.rpc = await start_rpc_server(tasks=self.tasks, token=self.token, bind=c.grpc)
+        await self._start_http()
+        await self.membership.tick()  # announce this node and stand for master before serving work
+        self._loops.append(asyncio.create_task(self.membership.run(), name="membership"))
+        if c.run_tasks:
+            self._loops.append(asyncio.create_task(self.executor.run(), name="worker"))
+        self.started = True
+        log.info(
+            "node %s ready: http %s, grpc %s, store %s",
+            c.name,
+            c.advertised(c.http),
+            c.advertised(c.grpc),
+            redacted(url),
+        )
+
+    async def _wait_for_store(self, url: str, timeout: float = 15.0) -> None:
+        assert self.redis is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(f"cannot reach Redis at {redacted(url)}: {exc}") from None
+                await asyncio.sleep(0.2)
+
+    def _task_types(self) -> TaskTypes:
+        c = self.config
+        fetcher = fetch.Fetcher(
+            self._http_client,
+            timeout_s=c.fetch_timeout,
+            max_bytes=c.fetch_max_bytes,
+            max_redirects=c.fetch_max_redirects,
+        )
+        builtins = [("echo", echo.echo, echo.validate), ("fetch", fetcher, fetch.validate)]
+        return build(builtins, c.task_modules)
+
+    async def _start_http(self) -> None:
+        app = create_app(tasks=self.tasks, cluster=self.cluster, token=self.token, registry=self.metrics)
+        host, port = split_addr(self.config.http, "http")
+        server_config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+            limit_concurrency=2000,
+            timeout_graceful_shutdown=5,
+        )
+        self.http = _Server(server_config)
+        self._loops.append(asyncio.create_task(self.http.serve(), name="http"))
+        deadline = time.monotonic() + 10
+        while not self.http.started:
+            if self._loops[-1].done() or time.monotonic() > deadline:
+                raise OSError(f"cannot serve HTTP on {self.config.http}")
+            await asyncio.sleep(0.01)
+
+    def _metrics(self) -> None:
+        running = Gauge("shoal_tasks_running", "Tasks running on this node.", registry=self.metrics)
+        running.set_function(lambda: len(self.executor.running))
+        completed = Gauge("shoal_tasks_completed", "Attempts that succeeded on this node.", registry=self.metrics)
+        completed.set_function(lambda: self.executor.completed)
+        failed = Gauge("shoal_tasks_failed", "Attempts that failed or timed out on this node.", registry=self.metrics)
+        failed.set_function(lambda: self.executor.failed)
+        master = Gauge("shoal_is_master", "1 while this node is the master.", registry=self.metrics)
+        master.set_function(lambda: int(self.membership.is_master))
+
+    def _ready(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "starting"
+        for loop in self._loops:
+            if loop.done():
+                return False, f"the {loop.get_name()} loop has stopped"
+        return True, "ready"
+
+    # -- master duties ---------------------------------------------------------------------------
+
+    async def _become_master(self, epoch: int) -> None:
+        await self._stop_master()
+        self.scheduler = Scheduler(
+            store=self.store, registry=self.registry, node=self.config.name, epoch=epoch, alive_within=self.alive_within
+        )
+        self._scheduler_task = asyncio.create_task(self._run_scheduler(self.scheduler), name="scheduler")
+
+    async def _run_scheduler(self, scheduler: Scheduler) -> None:
+        while True:
+            try:
+                await scheduler.run()
+            except StaleEpoch as exc:
+                log.warning("deposed: %s; the scheduler stops", exc)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler failed; restarting it")
+                await asyncio.sleep(0.5)
+
+    async def _stop_master(self) -> None:
+        task, self._scheduler_task, self.scheduler = self._scheduler_task, None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _poke_scheduler(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.poke()
+
+    def _on_task_event(self, event: object) -> None:
+        self._poke_scheduler()
+
+    def hurry(self) -> None:
+        """Cut the grace period short: running tasks are stopped and handed back now."""
+        if hasattr(self, "executor"):
+            self.executor.hurry()
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set or a loop dies."""
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *self._loops], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception() is not None:
+                stopper.cancel()
+                raise task.exception()  # type: ignore[misc]
+        stopper.cancel()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking work, hand over mastership, finish or hand back tasks, then close everything."""
+        grace = self.config.shutdown_grace if grace is None else grace
+        log.info("node %s stopping (grace %gs)", self.config.name, grace)
+        self.started = False
+        for task in self._loops:
+            if task.get_name() in ("membership", "worker"):
+                task.cancel()
+        if self.redis is not None and hasattr(self, "membership"):
+            with contextlib.suppress(Exception):
+                await self.membership.leave()
+            if self.config.run_tasks:
+                try:
+                    await self.executor.close(grace)
+                except Exception as exc:
+                    log.warning("could not hand back unfinished tasks: %s", exc)
+            with contextlib.suppress(Exception):
+                await self.registry.forget(self.config.name)
+            self.tasks.close()
+        if self.http is not None:
+            self.http.should_exit = True
+        if self.rpc is not None:
+            await self.rpc.stop(1.0)
+        for task in self._loops:
+            if task.get_name() != "http":
+                task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._http_client.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("node %s stopped", self.config.name)
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run a node until SIGTERM or SIGINT; a second signal cuts the grace period short."""
+    node = Node(config)
+    stop = asyncio.Event()
+    hard = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (hard if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await node.start()
+        await node.serve(stop)
+    finally:
+        hurry = asyncio.create_task(hard.wait())
+        hurry.add_done_callback(lambda _: node.hurry())
+        try:
+            await node.stop()
+        finally:
+            hurry.cancel()

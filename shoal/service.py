@@ -1,0 +1,176 @@
+"""What users may do, as the REST and gRPC adapters call it: ``TaskService`` and ``ClusterService``.
+
+Both are thin over the store; the rules that belong to no single Redis call live here: which task types
+exist in the cluster, batching of concurrent submits into one Lua call, and waiting for a task to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+from shoal.errors import IllegalTransition, NotFound, UnknownTaskType
+from shoal.events import EventHub
+from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.store.nodes import NodeRegistry
+from shoal.store.tasks import TaskStore
+from shoal.worker.handlers import TaskTypes
+
+#: Most submits folded into one store call.
+SUBMIT_BATCH = 500
+#: How long the list of the cluster's task types is trusted before it is read again, in seconds.
+TYPES_TTL = 1.0
+
+
+class TaskService:
+    """The TaskAPI of one node. Safe for any number of concurrent requests."""
+
+    def __init__(
+        self, *, store: TaskStore, registry: NodeRegistry, hub: EventHub, local_types: TaskTypes, alive_within: float
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.hub = hub
+        self.local_types = local_types
+        self.alive_within = alive_within
+        self._queue: list[tuple[TaskSpec, asyncio.Future[Task]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._types: set[str] = set()
+        self._types_read = 0.0
+
+    async def task_types(self) -> list[str]:
+        if time.monotonic() - self._types_read > TYPES_TTL:
+            now = await self.registry.now()
+            types = set()
+            for node in await self.registry.all():
+                if now - node.last_beat <= self.alive_within:
+                    types.update(node.types)
+            self._types, self._types_read = types, time.monotonic()
+        return sorted(self._types)
+
+    async def submit(self, spec: TaskSpec) -> Task:
+        if spec.type not in await self.task_types():
+            self._types_read = 0.0  # a node may have just joined with it: look again before refusing
+            known = await self.task_types()
+            if spec.type not in known:
+                raise UnknownTaskType(spec.type, known)
+        self.local_types.validate(spec.type, spec.target, spec.params)
+        future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        self._queue.append((spec, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        """Store every queued submit, many per Lua call; each caller gets its own task or error."""
+        while self._queue:
+            batch, self._queue = self._queue[:SUBMIT_BATCH], self._queue[SUBMIT_BATCH:]
+            try:
+                tasks = await self.store.create([spec for spec, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), task in zip(batch, tasks, strict=True):
+                if not future.done():
+                    future.set_result(task)
+
+    async def get(self, task_id: str) -> Task:
+        return await self.store.get(task_id)
+
+    async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
+        return await self.store.list(state, limit, cursor)
+
+    async def kill(self, task_id: str) -> Task:
+        await self.store.kill(task_id)
+        return await self.store.get(task_id)
+
+    async def kill_many(self, task_ids: list[str]) -> dict[str, bool]:
+        return await self._each(task_ids, self.store.kill)
+
+    async def delete(self, task_id: str) -> None:
+        await self.store.delete(task_id)
+
+    async def delete_many(self, task_ids: list[str]) -> dict[str, bool]:
+        return await self._each(task_ids, self.store.delete)
+
+    async def _each(self, task_ids: list[str], action: Callable[[str], object]) -> dict[str, bool]:
+        outcome: dict[str, bool] = {}
+        for task_id in task_ids:
+            try:
+                await action(task_id)  # type: ignore[misc]
+                outcome[task_id] = True
+            except (NotFound, IllegalTransition):
+                outcome[task_id] = False
+        return outcome
+
+    async def result(self, task_id: str) -> TaskResult:
+        return await self.store.result(task_id)
+
+    async def wait(self, task_id: str, timeout_s: float) -> Task:
+        deadline = time.monotonic() + timeout_s
+        with self.hub.waiter(task_id) as changed:
+            while True:
+                changed.clear()
+                task = await self.store.get(task_id)
+                remaining = deadline - time.monotonic()
+                if task.state.terminal or remaining <= 0:
+                    return task
+                try:  # events may be lost: look at the store again at least every second
+                    await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+                except TimeoutError:
+                    pass
+
+    def watch(self) -> AsyncIterator[TaskEvent]:
+        return self.hub.watch()
+
+    def close(self) -> None:
+        self.hub.close()
+
+
+class ClusterService:
+    """The ClusterAPI of one node: the membership as the store records it, and this node's readiness."""
+
+    def __init__(self, *, registry: NodeRegistry, alive_within: float, ready: Callable[[], tuple[bool, str]]) -> None:
+        self.registry = registry
+        self.alive_within = alive_within
+        self._ready = ready
+
+    async def view(self) -> ClusterView:
+        now = await self.registry.now()
+        master, epoch = await self.registry.master()
+        nodes = []
+        for n in await self.registry.all():
+            age = now - n.last_beat
+            state = "alive" if age <= self.alive_within else "suspect" if age <= 2 * self.alive_within else "dead"
+            nodes.append(
+                NodeInfo(
+                    name=n.name,
+                    host=n.host,
+                    http=n.http,
+                    grpc=n.grpc,
+                    state=state,
+                    role="master" if n.name == master else "worker",
+                    slots=n.slots,
+                    running=n.running,
+                    pid=n.pid,
+                    last_beat=n.last_beat,
+                    types=n.types,
+                )
+            )
+        return ClusterView(master=master, epoch=epoch, nodes=nodes)
+
+    async def ready(self) -> tuple[bool, str]:
+        ok, why = self._ready()
+        if not ok:
+            return ok, why
+        try:
+            await self.registry.redis.ping()
+            master, _ = await self.registry.master()
+        except Exception as exc:
+            return False, f"store unreachable: {exc}"
+        if master is None:
+            return False, "no master elected yet"
+        return True, "ready"
