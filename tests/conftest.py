@@ -1,0 +1,131 @@
+"""Fixtures that start real things: a redis-server, shoal node processes, and an HTTP origin to fetch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import redis
+
+from shoal.store.embedded import EmbeddedRedis
+from shoal.testing import TestNode
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server for the whole run (AOF on, so tests can restart it and keep the data)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The suite's Redis, emptied before the test."""
+    if server_down(redis_server):
+        redis_server.start()
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+def server_down(server: EmbeddedRedis) -> bool:
+    return server.process is None or server.process.poll() is not None
+
+
+@pytest.fixture
+def node_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., TestNode]]:
+    """Start nodes on the test's Redis: ``node_factory(name="node-2", args=[...])``; all stopped afterwards."""
+    started: list[TestNode] = []
+
+    def make(name: str = "node-1", args: list[str] | None = None, ready: bool = True) -> TestNode:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir(exist_ok=True)
+        node = TestNode(data_dir, redis_url, name=name, args=args)
+        started.append(node)
+        return node.start(ready=ready)
+
+    yield make
+    for node in started:
+        if node.proc.alive():
+            node.stop(timeout=15)
+
+
+@pytest.fixture
+def shoal_node(node_factory: Callable[..., TestNode]) -> TestNode:
+    """One ready node process on a fresh Redis."""
+    return node_factory()
+
+
+class Origin:
+    """A real HTTP server on loopback to fetch from, counting the hits on each path."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                with origin.lock:
+                    origin.counts[parts.path] += 1
+                if parts.path == "/hello":
+                    self._send(200, b"hello shoal")
+                elif parts.path == "/slow":
+                    time.sleep(float(query.get("s", "1")))
+                    self._send(200, b"slow done")
+                elif parts.path == "/big":
+                    self._send(200, b"x" * int(query.get("bytes", "1024")))
+                elif parts.path == "/redirect":
+                    n = int(query.get("n", "1"))
+                    location = "/hello" if n <= 1 else f"/redirect?n={n - 1}"
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif parts.path == "/status":
+                    self._send(int(query.get("code", "200")), b"status page")
+                else:
+                    self._send(404, b"not found")
+
+            def _send(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def hits(self, path: str) -> int:
+        with self.lock:
+            return self.counts[path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[Origin]:
+    server = Origin()
+    yield server
+    server.close()
