@@ -35,7 +35,7 @@ from shoal.store.redis import connect, redacted
 from shoal.store.tasks import TaskStore
 from shoal.web.app import create_app
 from shoal.worker.executor import Executor
-from shoal.worker.handlers import TaskTypes, build, echo, fetch
+from shoal.worker.handlers import Handler, TaskTypes, Validator, build, echo, fetch
 
 log = logging.getLogger("shoal.node")
 
@@ -142,7 +142,10 @@ class Node:
             max_bytes=c.fetch_max_bytes,
             max_redirects=c.fetch_max_redirects,
         )
-        builtins = [("echo", echo.echo, echo.validate), ("fetch", fetcher, fetch.validate)]
+        builtins: list[tuple[str, Handler, Validator | None]] = [
+            ("echo", echo.echo, echo.validate),
+            ("fetch", fetcher, fetch.validate),
+        ]
         return build(builtins, c.task_modules)
 
     async def _start_http(self) -> None:

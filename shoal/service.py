@@ -7,6 +7,7 @@ exist in the cluster, batching of concurrent submits into one Lua call, and wait
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -34,15 +35,15 @@ class TaskService:
         self.hub = hub
         self.local_types = local_types
         self.alive_within = alive_within
-        self._queue: list[tuple[TaskSpec, asyncio.Future[Task]]] = []
+        self._queue: builtins.list[tuple[TaskSpec, asyncio.Future[Task]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._types: set[str] = set()
         self._types_read = 0.0
 
-    async def task_types(self) -> list[str]:
+    async def task_types(self) -> builtins.list[str]:
         if time.monotonic() - self._types_read > TYPES_TTL:
             now = await self.registry.now()
-            types = set()
+            types: set[str] = set()
             for node in await self.registry.all():
                 if now - node.last_beat <= self.alive_within:
                     types.update(node.types)
@@ -87,16 +88,16 @@ class TaskService:
         await self.store.kill(task_id)
         return await self.store.get(task_id)
 
-    async def kill_many(self, task_ids: list[str]) -> dict[str, bool]:
+    async def kill_many(self, task_ids: builtins.list[str]) -> dict[str, bool]:
         return await self._each(task_ids, self.store.kill)
 
     async def delete(self, task_id: str) -> None:
         await self.store.delete(task_id)
 
-    async def delete_many(self, task_ids: list[str]) -> dict[str, bool]:
+    async def delete_many(self, task_ids: builtins.list[str]) -> dict[str, bool]:
         return await self._each(task_ids, self.store.delete)
 
-    async def _each(self, task_ids: list[str], action: Callable[[str], object]) -> dict[str, bool]:
+    async def _each(self, task_ids: builtins.list[str], action: Callable[[str], object]) -> dict[str, bool]:
         outcome: dict[str, bool] = {}
         for task_id in task_ids:
             try:

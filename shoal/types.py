@@ -6,6 +6,7 @@ thin and lets the same calls be served over REST and gRPC with one set of rules.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ class TaskAPI(Protocol):
         """Kill in any non-terminal state; raise IllegalTransition on a terminal one."""
         ...
 
-    async def kill_many(self, task_ids: list[str]) -> dict[str, bool]:
+    async def kill_many(self, task_ids: builtins.list[str]) -> dict[str, bool]:
         """Kill each task; the map says which ones were killed (the seed's ``OptResult``)."""
         ...
 
@@ -39,7 +40,7 @@ class TaskAPI(Protocol):
         """Kill the task if it is not terminal, then remove it and its result."""
         ...
 
-    async def delete_many(self, task_ids: list[str]) -> dict[str, bool]:
+    async def delete_many(self, task_ids: builtins.list[str]) -> dict[str, bool]:
         """Delete each task; the map says which ones were deleted."""
         ...
 
@@ -55,7 +56,7 @@ class TaskAPI(Protocol):
         """Every task state change from now on, until the caller stops iterating."""
         ...
 
-    async def task_types(self) -> list[str]:
+    async def task_types(self) -> builtins.list[str]:
         """The task types that live nodes have registered."""
         ...
 

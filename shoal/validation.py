@@ -153,4 +153,4 @@ def _text(value: Any, name: str, limit: int) -> str:
         raise InvalidInput(f"{name} is {len(value)} characters; the limit is {limit}")
     if any(ord(c) < 32 for c in value):
         raise InvalidInput(f"{name} must not contain control characters")
-    return value
+    return str(value)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from shoal.keys import SCHEDULER_GROUP
 from shoal.store.nodes import NodeRecord, NodeRegistry
@@ -100,12 +101,14 @@ class Scheduler:
             while len(self.backlog) >= MAX_BACKLOG:
                 self._room.clear()
                 await self._room.wait()
-            reply = await redis.xreadgroup(SCHEDULER_GROUP, self.node, {stream: ">"}, count=READ_BATCH, block=BLOCK_MS)
+            reply: Any = await redis.xreadgroup(
+                SCHEDULER_GROUP, self.node, {stream: ">"}, count=READ_BATCH, block=BLOCK_MS
+            )
             if reply:
                 self._add(reply[0][1])
                 self.poke()
 
-    def _add(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _add(self, entries: Any) -> None:
         for msg_id, fields in entries:
             if fields and b"id" in fields:
                 self.backlog[msg_id.decode()] = _Pending(fields[b"id"].decode())

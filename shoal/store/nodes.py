@@ -54,7 +54,7 @@ class NodeRegistry:
         """Write this node's record with the Redis clock as its beat time, and return that time."""
         secs, micros = await self.redis.time()
         now = secs + micros / 1e6
-        fields: dict[str, Any] = {
+        fields: dict[Any, Any] = {
             "name": record.name,
             "host": record.host,
             "http": record.http,
@@ -78,7 +78,8 @@ class NodeRegistry:
 
     async def all(self) -> list[NodeRecord]:
         """Every node that ever beat, with how many tasks are placed on it now."""
-        names = [n.decode() for n in await self.redis.zrange(self.keys.nodes, 0, -1)]
+        members: Any = await self.redis.zrange(self.keys.nodes, 0, -1)
+        names = [n.decode() for n in members]
         if not names:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -109,7 +110,8 @@ class NodeRegistry:
         return bool(await self.scripts.run("release", self.keys.prefix, name))
 
     async def master(self) -> tuple[str | None, int]:
-        holder, epoch = await self.redis.mget(self.keys.lease, self.keys.epoch)
+        reply: Any = await self.redis.mget(self.keys.lease, self.keys.epoch)
+        holder, epoch = reply
         return (holder.decode() if holder else None), int(epoch or 0)
 
 

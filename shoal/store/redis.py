@@ -50,7 +50,7 @@ def _sentinel(url: str, name: str) -> Redis:
     service, db = path[0], int(path[1]) if len(path) > 1 else 0
     query = parse_qs(parts.query)
     password = parts.password
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=float(query.get("socket_timeout", ["1.0"])[0]),

@@ -5,6 +5,7 @@ Safe to share between all coroutines of a node: it holds only the connection poo
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,16 +37,16 @@ class TaskStore:
         self.scripts = Scripts(redis)
         self.result_max_bytes = result_max_bytes
 
-    async def _run(self, script: str, *args: Any) -> list[Any]:
-        reply: list[Any] = await self.scripts.run(script, self.keys.prefix, *args)
+    async def _run(self, script: str, *args: Any) -> builtins.list[Any]:
+        reply: builtins.list[Any] = await self.scripts.run(script, self.keys.prefix, *args)
         return [v.decode() if isinstance(v, bytes) else v for v in reply] if isinstance(reply, list) else reply
 
     # -- users' writes ---------------------------------------------------------------------------
 
-    async def create(self, specs: Sequence[TaskSpec]) -> list[Task]:
+    async def create(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Store the tasks as WAITING and queue them, in one atomic call however many there are."""
         ids = [str(uuid.uuid4()) for _ in specs]
-        args: list[Any] = [len(specs)]
+        args: builtins.list[Any] = [len(specs)]
         for task_id, spec in zip(ids, specs, strict=True):
             timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
             params = orjson.dumps(spec.params).decode()
@@ -97,7 +98,7 @@ class TaskStore:
             raise TaskNotFound(task_id)
         return _task(fields, attempts)
 
-    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that still exist, in the order asked for."""
         if not task_ids:
             return []
@@ -149,14 +150,14 @@ class TaskStore:
 
     # -- the scheduler's writes (fenced by the master's epoch) -------------------------------------
 
-    async def place(self, epoch: int, node: str, slots: int, task_ids: Sequence[str]) -> list[int]:
+    async def place(self, epoch: int, node: str, slots: int, task_ids: Sequence[str]) -> builtins.list[int]:
         """Place tasks on ``node``: per id 1 placed, 0 gone, -1 no room. Raise StaleEpoch if deposed."""
         reply = await self._run("place", epoch, node, slots, *task_ids)
         if reply[0] == "stale":
             raise StaleEpoch(epoch, int(reply[1]))
         return [int(v) for v in reply[1:]]
 
-    async def requeue(self, node: str, reason: str, epoch: int | None = None) -> list[str]:
+    async def requeue(self, node: str, reason: str, epoch: int | None = None) -> builtins.list[str]:
         """Send back to WAITING every task placed on ``node``; ``epoch`` fences a master doing it."""
         reply = await self._run("requeue", "" if epoch is None else epoch, node, reason)
         if reply[0] == "stale":
@@ -219,7 +220,7 @@ def _f(value: bytes | None) -> float | None:
     return float(value) if value else None
 
 
-def _task(fields: dict[bytes, bytes], attempts: list[bytes]) -> Task:
+def _task(fields: dict[bytes, bytes], attempts: builtins.list[bytes]) -> Task:
     history = tuple(Attempt(**orjson.loads(a)) for a in attempts)
     return Task(
         id=fields[b"id"].decode(),

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from shoal.keys import WORKER_GROUP
 from shoal.models import AttemptOutcome, TaskResult
@@ -57,7 +58,7 @@ class Executor:
         redis = self.store.redis
         while not self._closing:
             try:
-                reply = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: ">"}, count=256, block=BLOCK_MS)
+                reply: Any = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: ">"}, count=256, block=BLOCK_MS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -157,9 +158,10 @@ class Executor:
         pending = list(self.running.values())
         if pending:
             log.info("waiting up to %gs for %d running task(s)", grace, len(pending))
-            hurry = asyncio.create_task(self._hurry.wait())
+            hurry: asyncio.Future[Any] = asyncio.ensure_future(self._hurry.wait())
+            everything: asyncio.Future[Any] = asyncio.gather(*pending, return_exceptions=True)
             await asyncio.wait(
-                [asyncio.gather(*pending, return_exceptions=True), hurry],
+                [everything, hurry],
                 timeout=grace,
                 return_when=asyncio.FIRST_COMPLETED,
             )
