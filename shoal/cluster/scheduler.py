@@ -111,7 +111,8 @@ class Scheduler:
     def _add(self, entries: Any) -> None:
         for msg_id, fields in entries:
             if fields and b"id" in fields:
-                self.backlog[msg_id.decode()] = _Pending(fields[b"id"].decode())
+                task_type = fields.get(b"type")
+                self.backlog[msg_id.decode()] = _Pending(fields[b"id"].decode(), task_type and task_type.decode())
 
     async def _place(self) -> None:
         nodes = await self._candidates()
@@ -133,24 +134,19 @@ class Scheduler:
                 plan.setdefault(best.name, []).append(msg_id)
                 free[best.name] -= 1
                 room -= 1
-        done: list[str] = []
         slots = {n.name: n.slots for n in nodes}
         for name, msg_ids in plan.items():
-            outcome = await self.store.place(self.epoch, name, slots[name], [self.backlog[m].task_id for m in msg_ids])
+            task_ids = [self.backlog[m].task_id for m in msg_ids]
+            outcome = await self.store.place(self.epoch, name, slots[name], task_ids, msg_ids)
             for msg_id, verdict in zip(msg_ids, outcome, strict=True):
-                if verdict >= 0:
-                    done.append(msg_id)
+                if verdict >= 0:  # placed or gone: place.lua acknowledged its entry
+                    self.backlog.pop(msg_id, None)
                     self.placed += verdict
-        if done:
-            await self._ack(done)
+        self._room.set()
 
     async def _candidates(self) -> list[NodeRecord]:
-        now = await self.registry.now()
-        return [
-            n
-            for n in await self.registry.all()
-            if n.run_tasks and now - n.last_beat <= self.alive_within and n.assigned < n.slots
-        ]
+        now, records = await self.registry.all_with_time()
+        return [n for n in records if n.run_tasks and now - n.last_beat <= self.alive_within and n.assigned < n.slots]
 
     async def _learn_types(self) -> None:
         unknown = [p for p in self.backlog.values() if p.type is None]

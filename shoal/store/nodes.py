@@ -78,20 +78,25 @@ class NodeRegistry:
 
     async def all(self) -> list[NodeRecord]:
         """Every node that ever beat, with how many tasks are placed on it now."""
+        return (await self.all_with_time())[1]
+
+    async def all_with_time(self) -> tuple[float, list[NodeRecord]]:
+        """The Redis clock and every node record, read in one round trip."""
         members: Any = await self.redis.zrange(self.keys.nodes, 0, -1)
         names = [n.decode() for n in members]
-        if not names:
-            return []
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
             for name in names:
                 pipe.hgetall(self.keys.node(name))
                 pipe.scard(self.keys.assigned(name))
             replies = await pipe.execute()
+        secs, micros = replies.pop(0)
+        now = secs + micros / 1e6
         records = []
         for fields, assigned in zip(replies[::2], replies[1::2], strict=True):
             if fields:
                 records.append(_record(fields, assigned))
-        return records
+        return now, records
 
     async def forget(self, name: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -150,9 +150,15 @@ class TaskStore:
 
     # -- the scheduler's writes (fenced by the master's epoch) -------------------------------------
 
-    async def place(self, epoch: int, node: str, slots: int, task_ids: Sequence[str]) -> builtins.list[int]:
-        """Place tasks on ``node``: per id 1 placed, 0 gone, -1 no room. Raise StaleEpoch if deposed."""
-        reply = await self._run("place", epoch, node, slots, *task_ids)
+    async def place(
+        self, epoch: int, node: str, slots: int, task_ids: Sequence[str], entries: Sequence[str] = ()
+    ) -> builtins.list[int]:
+        """Place tasks on ``node``: per id 1 placed, 0 gone, -1 no room. Raise StaleEpoch if deposed.
+
+        ``entries`` are the pending-stream entries the ids came from; those of tasks placed or gone are
+        acknowledged in the same atomic step.
+        """
+        reply = await self._run("place", epoch, node, slots, len(task_ids), *task_ids, *entries)
         if reply[0] == "stale":
             raise StaleEpoch(epoch, int(reply[1]))
         return [int(v) for v in reply[1:]]
@@ -173,8 +179,16 @@ class TaskStore:
 
     async def start(self, task_id: str, node: str) -> int | None:
         """INQUEUE -> RUNNING on ``node``; the attempt number, or None if the task is no longer ours."""
-        reply = await self._run("start", task_id, node)
-        return int(reply[1]) if reply[0] == "ok" else None
+        task = await self.begin(task_id, node)
+        return None if task is None else task.attempts
+
+    async def begin(self, task_id: str, node: str) -> Task | None:
+        """Like ``start``, returning the task as it now is (its ``attempts`` is this attempt's number)."""
+        reply: Any = await self.scripts.run("start", self.keys.prefix, task_id, node)
+        if reply[0] != b"ok":
+            return None
+        flat = reply[2:]
+        return _task(dict(zip(flat[::2], flat[1::2], strict=True)), [])
 
     async def finish(
         self,

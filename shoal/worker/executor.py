@@ -104,10 +104,10 @@ class Executor:
             self.last_progress = time.monotonic()
 
     async def _attempt(self, task_id: str) -> None:
-        attempt = await self.store.start(task_id, self.node)
-        if attempt is None:
+        task = await self.store.begin(task_id, self.node)
+        if task is None:
             return  # killed, deleted or re-placed before it could start
-        task = await self.store.get(task_id)
+        attempt = task.attempts
         task_type = self.types.get(task.type)
         ctx = TaskContext(
             task_id=task.id,

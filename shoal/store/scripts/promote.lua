@@ -4,8 +4,9 @@ local t = now()
 local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', t, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. 'delayed', id)
-  if redis.call('HGET', P .. 'task:' .. id, 'state') == 'WAITING' then
-    redis.call('XADD', P .. 'pending', '*', 'id', id)
+  local task = redis.call('HMGET', P .. 'task:' .. id, 'state', 'type')
+  if task[1] == 'WAITING' then
+    redis.call('XADD', P .. 'pending', '*', 'id', id, 'type', task[2])
   end
 end
 local nxt = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')

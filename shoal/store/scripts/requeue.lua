@@ -15,7 +15,7 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'assigned:' .. node)) do
     if state == 'RUNNING' then close_attempt(id, 'node lost', reason, t) end
     set_state(id, state, 'WAITING')
     redis.call('HSET', tkey, 'node', '')
-    redis.call('XADD', P .. 'pending', '*', 'id', id)
+    redis.call('XADD', P .. 'pending', '*', 'id', id, 'type', redis.call('HGET', tkey, 'type'))
     publish(id, 'WAITING', '', t)
     out[#out + 1] = id
   end

@@ -1,6 +1,7 @@
 -- A node starts a task placed on it: INQUEUE -> RUNNING, opening a new attempt.
--- ARGV: prefix, id, node. Returns {'ok', attempt, started_at} or {'gone', state} if the task is no
--- longer INQUEUE on this node (killed, deleted, or re-placed elsewhere).
+-- ARGV: prefix, id, node. Returns {'ok', attempt, field1, value1, ...} (the task's hash after the
+-- change, so the worker needs no second read) or {'gone', state} if the task is no longer INQUEUE on
+-- this node (killed, deleted, or re-placed elsewhere).
 local id, node = ARGV[2], ARGV[3]
 local tkey = P .. 'task:' .. id
 local state = redis.call('HGET', tkey, 'state')
@@ -14,4 +15,6 @@ redis.call('HSET', tkey, 'started_at', fmt(t))
 redis.call('RPUSH', P .. 'attempts:' .. id,
   cjson.encode({number = attempt, node = node, started_at = t}))
 publish(id, 'RUNNING', node, t)
-return {'ok', attempt, fmt(t)}
+local out = {'ok', attempt}
+for _, v in ipairs(redis.call('HGETALL', tkey)) do out[#out + 1] = v end
+return out
