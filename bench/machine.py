@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
+from bench.procs import descendants
 from bench.redis_server import redis_binary, redis_version
 
 
@@ -34,6 +36,7 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "python_impl": platform.python_implementation(),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
     try:
         binary = redis_binary()
@@ -42,3 +45,45 @@ def machine_info() -> dict[str, Any]:
     except (RuntimeError, OSError) as exc:
         info["redis"] = f"unavailable: {exc}"
     return info
+
+
+class OtherLoad:
+    """CPU time used by processes that are not the benchmark or its children, over one measurement.
+
+    The benchmark shares the machine; when something else runs (a test suite, a build), figures drop,
+    and this says by how much the machine was not ours. Counted from /proc, in percent of one core;
+    processes that start and end within the measurement are missed.
+    """
+
+    def __init__(self) -> None:
+        self._before: dict[int, tuple[str, int]] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._before, self._t0 = _foreign_times(), time.monotonic()
+
+    def stop(self) -> float:
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        used = 0
+        for pid, (started, ticks) in _foreign_times().items():
+            prior = self._before.get(pid)
+            used += ticks - prior[1] if prior is not None and prior[0] == started else ticks
+        return 100.0 * used / _HZ / elapsed
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _foreign_times() -> dict[int, tuple[str, int]]:
+    mine = {os.getpid(), *descendants(os.getpid())}
+    times = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        pid = int(stat.parent.name)
+        if pid in mine:
+            continue
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        times[pid] = (fields[19], int(fields[11]) + int(fields[12]))  # starttime, utime + stime
+    return times

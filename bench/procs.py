@@ -10,6 +10,7 @@ or a kill of the benchmark leaves nothing running. A second signal while stoppin
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -133,8 +134,37 @@ def _exit_soon(code: int, delay: float = 5.0) -> None:
     os._exit(code)
 
 
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` in the process tree, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the child's process group, give it ``grace`` seconds to empty, then SIGKILL what is left."""
+    """SIGTERM the child's process group, give it ``grace`` seconds to empty, then SIGKILL what is left.
+
+    A child may put its own children in other sessions (shoal's embedded redis-server has its own), so
+    the whole tree is noted first and whatever of it outlives the group is killed too.
+    """
+    tree = {pid: _start_time(pid) for pid in descendants(proc.pid)}
     _signal_group(proc.pid, signal.SIGTERM)  # spawn() made the child a session (and group) leader
     deadline = time.monotonic() + grace
     try:
@@ -147,6 +177,10 @@ def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=5)
+    for pid, started in tree.items():
+        if started is not None and _start_time(pid) == started:  # the same process, not a reused pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -40,6 +40,23 @@ def redis_version(binary: Path) -> str:
     return out.strip()
 
 
+def live_settings(host: str, port: int) -> dict[str, str]:
+    """Version and durability settings read from a running server, to show both systems paid the same."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_timeout=2.0)
+    try:
+        info = client.info("server")
+        found = {"redis": str(info.get("redis_version"))}
+        for key in ("appendonly", "appendfsync", "save"):
+            found[f"redis_{key}"] = str(client.config_get(key).get(key, ""))
+        return found
+    except redis.RedisError as exc:
+        return {"redis": f"unreadable: {exc}"}
+    finally:
+        client.close()
+
+
 @dataclass
 class RedisServer:
     """One redis-server process; ``url`` is set once it accepts connections."""
@@ -54,6 +71,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)  # an old append-only file would bring back old queues
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = self.binary or redis_binary()
         self.port = self.port or free_port()

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.adapters.base import Batch, Settings
 from bench.procs import REAPER
-from bench.redis_server import RedisServer, redis_version
+from bench.redis_server import RedisServer, live_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,8 +66,8 @@ class CelerySystem:
             "concurrency": self.concurrency,
             "worker_flags": "--without-gossip --without-mingle --without-heartbeat",
             "prefetch_multiplier": self.prefetch,
-            "redis": redis_version(self.redis.binary) if self.redis.binary else None,
             "redis_binary": str(self.redis.binary),
+            **(live_settings("127.0.0.1", self.redis.port) if self.redis.proc else {}),
         }
 
 

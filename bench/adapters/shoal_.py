@@ -1,15 +1,18 @@
 """shoal: one node started by ``shoal up --nodes 1`` on its embedded Redis, driven over REST.
 
 ``shoal up`` runs in its own process group; ready means ``GET /readyz`` answers 200 (store reachable,
-a master known). REST goes through one ``httpx.AsyncClient`` with HTTP/1.1 keep-alive and as many pooled
-connections as submissions in flight. Completion of a batch is read from the task index, not from each
-task: ``GET /api/v1/tasks?state=SUCCEED&limit=1`` answers ``total`` in one cheap call, polled every
+a master known). REST goes through httpx with HTTP/1.1 keep-alive: one ``AsyncClient`` of one connection
+per submission lane, because httpcore's pool scans all its connections on every request (with 64 pooled
+connections the client spent ~7 ms of CPU per request and was the bottleneck, not the node).
+Completion of a batch is read from the task index, not from each task:
+``GET /api/v1/tasks?state=SUCCEED&limit=1`` answers ``total`` in one cheap call, polled every
 ``Settings.poll_interval`` seconds (20 ms), which bounds the error on an end-to-end time to one interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -20,8 +23,8 @@ import httpx
 import orjson
 
 from bench.adapters.base import Batch, Settings
-from bench.procs import REAPER, free_ports, wait_until
-from bench.redis_server import redis_version
+from bench.procs import REAPER, descendants, free_ports, wait_until
+from bench.redis_server import live_settings, redis_version
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = {"name": "echo", "type": "echo", "target": "x"}
@@ -72,6 +75,7 @@ class ShoalSystem:
         self._clients: list[Any] = []
 
     async def start(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)  # a kept --workdir must not bring back old tasks
         argv = [sys.executable, "-m", "shoal", "up", "--nodes", "1", "--data-dir", str(self.data_dir),
                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                 "--proxy-port", str(self.proxy_port)]
@@ -109,37 +113,22 @@ class ShoalSystem:
 
 
 def embedded_redis(root_pid: int | None) -> dict[str, Any]:
-    """The redis-server among ``shoal up``'s descendants: its binary, version and command line."""
+    """The redis-server among ``shoal up``'s descendants: its binary and its live settings."""
     if root_pid is None:
         return {}
-    for pid in _descendants(root_pid):
+    for pid in descendants(root_pid):
         try:
-            if not Path(f"/proc/{pid}/comm").read_text().startswith("redis-server"):
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().split()
+            if not title or not title[0].endswith("redis-server"):
                 continue
             exe = Path(f"/proc/{pid}/exe").resolve()
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            return {"redis": redis_version(exe), "redis_binary": str(exe),
-                    "redis_args": " ".join(a.decode() for a in args[1:] if a)}
         except OSError:
             continue
+        host, _, port = title[1].rpartition(":") if len(title) > 1 else ("", "", "")
+        info: dict[str, Any] = {"redis_binary": str(exe)}
+        info.update(live_settings(host or "127.0.0.1", int(port)) if port.isdigit() else {"redis": redis_version(exe)})
+        return info
     return {}
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        pid, ppid = int(stat.parent.name), int(text.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 class ShoalRest:
@@ -163,14 +152,18 @@ class ShoalRest:
             self.workloads = frozenset({"latency"})
             self.note = "latency: POST, then GET /tasks/{id}/result?wait=10 returns the result code"
         self.http: httpx.AsyncClient | None = None
+        self.lanes: list[httpx.AsyncClient] = []
         self._baseline = Counts(0, 0)
 
     async def connect(self) -> None:
-        n = self.system.settings.concurrency
-        self.http = httpx.AsyncClient(
+        self.http = self._client(1)
+        self.lanes = [self._client(1) for _ in range(self.system.settings.concurrency)]
+
+    def _client(self, connections: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             base_url=self.system.http_url,
             headers={"Authorization": f"Bearer {self.system.token}", "Content-Type": "application/json"},
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             timeout=httpx.Timeout(30.0),
         )
 
@@ -188,12 +181,10 @@ class ShoalRest:
         self._baseline = await self.counts()
 
     async def submit_many(self, n: int, concurrency: int) -> Batch:
-        assert self.http is not None
-        http = self.http
         batch = Batch(accepted=0, baseline=self._baseline)
         left = n
 
-        async def lane() -> None:
+        async def lane(http: httpx.AsyncClient) -> None:
             nonlocal left
             while left > 0:
                 left -= 1
@@ -204,7 +195,7 @@ class ShoalRest:
                     batch.failed += 1
                     batch.errors.append(f"{r.status_code} {r.text[:200]}")
 
-        await asyncio.gather(*(lane() for _ in range(min(concurrency, n))))
+        await asyncio.gather(*(lane(http) for http in self.lanes[: min(concurrency, n)]))
         return batch
 
     async def wait_all(self, batch: Batch, timeout: float) -> None:
@@ -229,6 +220,6 @@ class ShoalRest:
             raise RuntimeError(f"shoal REST result: {r.status_code} {r.text[:300]}")
 
     async def close(self) -> None:
-        if self.http is not None:
-            await self.http.aclose()
-            self.http = None
+        for http in [*self.lanes, *([self.http] if self.http else [])]:
+            await http.aclose()
+        self.http, self.lanes = None, []
