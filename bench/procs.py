@@ -44,8 +44,13 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,
-               interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    interval: float = 0.05,
+) -> None:
     """Poll ``predicate`` until it holds; fail early if ``proc`` exits, and after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -73,14 +78,39 @@ class Reaper:
         self._procs: list[tuple[str, subprocess.Popen[bytes], float]] = []
         self._installed = False
         self._stopping = False
+        self._finally: list[Callable[[], None]] = []
 
-    def spawn(self, name: str, argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None,
-              cwd: Path | None = None, grace: float = 15.0) -> subprocess.Popen[bytes]:
+    def at_exit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` after the children are stopped, also when a signal forces a hard exit."""
+        self._finally.append(action)
+
+    def run_exit_actions(self) -> None:
+        while self._finally:
+            with contextlib.suppress(Exception):
+                self._finally.pop()()
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        grace: float = 15.0,
+    ) -> subprocess.Popen[bytes]:
         """Start ``argv`` as the leader of a new session, output to ``log``, and register it."""
         self.install()
         with open(log, "ab") as out:
-            proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=cwd, start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
         self._procs.append((name, proc, grace))
         return proc
 
@@ -119,19 +149,20 @@ class Reaper:
         """
         if self._stopping:
             self.kill_all()
+            self.run_exit_actions()
             os._exit(128 + signum)
         self._stopping = True
         print(f"\n{signal.Signals(signum).name}: stopping every process the benchmark started", file=sys.stderr)
         self.reap()
-        threading.Thread(target=_exit_soon, args=(128 + signum,), daemon=True).start()
+        threading.Thread(target=self._exit_soon, args=(128 + signum,), daemon=True).start()
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-
-def _exit_soon(code: int, delay: float = 5.0) -> None:
-    time.sleep(delay)
-    os._exit(code)
+    def _exit_soon(self, code: int, delay: float = 5.0) -> None:
+        time.sleep(delay)
+        self.run_exit_actions()
+        os._exit(code)
 
 
 def descendants(root: int) -> list[int]:

@@ -75,9 +75,27 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = self.binary or redis_binary()
         self.port = self.port or free_port()
-        argv = [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-                "--protected-mode", "yes", "--loglevel", "warning"]
+        argv = [
+            str(self.binary),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.workdir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+        ]
         self.proc = REAPER.spawn("redis-server", argv, log=self.workdir / "redis.log", grace=10.0)
         wait_until(lambda: port_open(self.port), 20.0, "redis-server", self.proc)
 

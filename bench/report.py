@@ -23,8 +23,9 @@ def table_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]
     systems = list(results)
     rows = []
     for workload, metric, label, _higher in ROWS:
-        paths_by_system = {s: [k.split("/", 1)[1] for k in results[s] if k.split("/", 1)[0] == workload]
-                           for s in systems}
+        paths_by_system = {
+            s: [k.split("/", 1)[1] for k in results[s] if k.split("/", 1)[0] == workload] for s in systems
+        }
         longest = max(paths_by_system.values(), key=len, default=[])
         for i, _ in enumerate(longest):
             cells: list[str] = []
@@ -47,8 +48,9 @@ def table_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]
     return rows
 
 
-def render(results: dict[str, dict[str, dict[str, Any]]], machine: dict[str, Any],
-           describe: dict[str, dict[str, Any]]) -> str:
+def render(
+    results: dict[str, dict[str, dict[str, Any]]], machine: dict[str, Any], describe: dict[str, dict[str, Any]]
+) -> str:
     systems = list(results)
     header = ["workload", *systems, f"ratio {systems[0]}/{systems[1]}" if len(systems) >= 2 else "ratio"]
     rows = [header, *table_rows(results)]
@@ -56,8 +58,10 @@ def render(results: dict[str, dict[str, dict[str, Any]]], machine: dict[str, Any
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     lines.append("")
-    lines.append(f"machine: {machine['cores']} cores, {machine['cpu_model']}, Linux {machine['kernel']}, "
-                 f"Python {machine['python']}, Redis {machine.get('redis')}")
+    lines.append(
+        f"machine: {machine['cores']} cores, {machine['cpu_model']}, Linux {machine['kernel']}, "
+        f"Python {machine['python']}, Redis {machine.get('redis')}"
+    )
     for name, info in describe.items():
         lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in info.items() if v is not None))
     lines.append("ratio: first system / second; above 1 means more tasks/s, or a longer latency")

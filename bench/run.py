@@ -115,15 +115,20 @@ def _summary(fig: dict[str, Any]) -> str:
         refused = ""
         if fig["failed"]:
             refused = f"{fig['failed']} of {fig['tasks']} submissions REFUSED {fig['errors'][:1]}, "
-        return (f"{fig['per_s']:,.0f} tasks/s in {fig['seconds']:.2f} s "
-                f"({refused}client CPU {fig['client_cpu_pct']:.0f}%, {other})")
+        return (
+            f"{fig['per_s']:,.0f} tasks/s in {fig['seconds']:.2f} s "
+            f"({refused}client CPU {fig['client_cpu_pct']:.0f}%, {other})"
+        )
     return f"p50 {fig['p50_ms']:.2f} ms, p99 {fig['p99_ms']:.2f} ms, max {fig['max_ms']:.2f} ms ({other})"
 
 
 async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     names = args.only or list(SYSTEMS)
-    opts = {"celery_pool": args.celery_pool, "celery_concurrency": args.celery_concurrency,
-            "celery_prefetch": args.celery_prefetch}
+    opts = {
+        "celery_pool": args.celery_pool,
+        "celery_concurrency": args.celery_concurrency,
+        "celery_prefetch": args.celery_prefetch,
+    }
     plan = workloads(args)
     results: dict[str, dict[str, Any]] = {}
     described: dict[str, dict[str, Any]] = {}
@@ -137,9 +142,14 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     payload = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
-        "parameters": {"tasks": args.tasks, "accept_tasks": args.accept_tasks,
-                       "latency_tasks": args.latency_tasks, "concurrency": args.concurrency, "quick": args.quick,
-                       "repeat": args.repeat},
+        "parameters": {
+            "tasks": args.tasks,
+            "accept_tasks": args.accept_tasks,
+            "latency_tasks": args.latency_tasks,
+            "concurrency": args.concurrency,
+            "quick": args.quick,
+            "repeat": args.repeat,
+        },
         "systems": described,
         "results": results,
     }
@@ -154,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     REAPER.install()
+    if args.workdir is None:
+        REAPER.at_exit(lambda: shutil.rmtree(workdir, ignore_errors=True))
     try:
         return _run_loop(main_async(args, workdir))
     except KeyboardInterrupt:
         return 130
     finally:
         REAPER.reap()
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        REAPER.run_exit_actions()
 
 
 def _run_loop(coro: Coroutine[Any, Any, int]) -> int:

@@ -35,11 +35,31 @@ class CelerySystem:
 
     async def start(self) -> None:
         self.redis.start()
-        env = dict(os.environ, BENCH_CELERY_REDIS_URL=self.redis.url, BENCH_CELERY_PREFETCH=str(self.prefetch),
-                   PYTHONPATH=str(ROOT))
-        argv = [sys.executable, "-m", "celery", "-A", "bench.adapters.celery_app", "worker",
-                "--pool", self.pool, "--concurrency", str(self.concurrency), "--loglevel", "WARNING",
-                "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", "bench@%h"]
+        env = dict(
+            os.environ,
+            BENCH_CELERY_REDIS_URL=self.redis.url,
+            BENCH_CELERY_PREFETCH=str(self.prefetch),
+            PYTHONPATH=str(ROOT),
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.adapters.celery_app",
+            "worker",
+            "--pool",
+            self.pool,
+            "--concurrency",
+            str(self.concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            "bench@%h",
+        ]
         log = self.settings.workdir / "celery-worker.log"
         self.worker = REAPER.spawn("celery worker", argv, log=log, env=env, cwd=ROOT, grace=20.0)
         self._client.connect(self.redis.url)

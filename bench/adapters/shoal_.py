@@ -55,8 +55,9 @@ async def wait_counts(read: Any, batch: Batch, poll: float, timeout: float, who:
         if counts.failed > base.failed:
             raise RuntimeError(f"{who}: {counts.failed - base.failed} tasks failed or were killed")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{who}: {counts.succeeded - base.succeeded} of {batch.accepted} done "
-                               f"after {timeout:.0f} s")
+            raise TimeoutError(
+                f"{who}: {counts.succeeded - base.succeeded} of {batch.accepted} done after {timeout:.0f} s"
+            )
         polls += 1
         await asyncio.sleep(poll)
 
@@ -76,9 +77,22 @@ class ShoalSystem:
 
     async def start(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)  # a kept --workdir must not bring back old tasks
-        argv = [sys.executable, "-m", "shoal", "up", "--nodes", "1", "--data-dir", str(self.data_dir),
-                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-                "--proxy-port", str(self.proxy_port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "shoal",
+            "up",
+            "--nodes",
+            "1",
+            "--data-dir",
+            str(self.data_dir),
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--proxy-port",
+            str(self.proxy_port),
+        ]
         self.proc = REAPER.spawn("shoal up", argv, log=self.settings.workdir / "shoal-up.log", cwd=ROOT, grace=30.0)
         wait_until(self._ready, 90.0, "shoal up", self.proc, interval=0.1)
         self.token = (self.data_dir / "token").read_text().strip()
