@@ -119,13 +119,14 @@ def test_long_polls_answer_when_the_task_ends(api: httpx.Client, origin: Any) ->
     missing = api.get(f"/api/v1/tasks/{slow['id']}/result")
     assert missing.status_code == 404 and missing.json()["error"] == "result_not_found"
     waited = api.get(f"/api/v1/tasks/{slow['id']}/result", params={"wait": DONE_S})
-    assert waited.status_code == 200 and waited.json()["code"] == "hello shoal"
+    assert waited.status_code == 200 and waited.json()["code"] == "slow done"
 
     short = submit(api, f"{origin.url}/slow?s=30")
     started = time.monotonic()
     polled = api.get(f"/api/v1/tasks/{short['id']}", params={"wait": 0.5})
     assert polled.status_code == 200 and polled.json()["state"] in ("WAITING", "INQUEUE", "RUNNING")
     assert time.monotonic() - started < 10 * SCALE
+    assert api.post(f"/api/v1/tasks/{short['id']}/kill").status_code == 200  # not left running for the teardown
 
 
 def test_kill_delete_and_illegal_changes(api: httpx.Client, origin: Any) -> None:

@@ -128,8 +128,8 @@ def test_result_wait_and_watch_follow_tasks_to_the_end(shoal: Run, origin: Any) 
     first = shoal.json("task", "submit", "fetch", f"{origin.url}/slow?s=1")["id"]
     result = shoal("task", "result", first, "--wait")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "hello shoal"  # exactly the code: safe to redirect to a file
-    assert shoal.json("task", "result", first)["code"] == "hello shoal"
+    assert result.stdout == "slow done"  # exactly the code: safe to redirect to a file
+    assert shoal.json("task", "result", first)["code"] == "slow done"
 
     second = shoal.json("task", "submit", "fetch", f"{origin.url}/slow?s=1")["id"]
     watched = shoal("task", "watch", second, "--json")

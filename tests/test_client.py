@@ -56,8 +56,9 @@ def test_waits_time_out_with_a_typed_error(client: Client, origin: Any) -> None:
     assert info.value.task.id == slow.id and not info.value.task.state.terminal
     with pytest.raises(ResultNotFound):
         client.result(slow.id, wait=0.5)
+    client.kill(slow.id)  # not left running for the teardown
     quick = client.submit("fetch", f"{origin.url}/slow?s=1")
-    assert client.result(quick.id, wait=DONE_S).code == "hello shoal"
+    assert client.result(quick.id, wait=DONE_S).code == "slow done"
 
 
 def test_kill_delete_single_and_many(client: Client, origin: Any) -> None:
@@ -153,6 +154,6 @@ async def test_async_client_and_event_stream(shoal_node: Any, origin: Any) -> No
         finally:
             follower.cancel()
         assert events[task.id][0] is TaskState.WAITING and TaskState.RUNNING in events[task.id]
-        assert (await c.result(task.id)).code == "hello shoal"
+        assert (await c.result(task.id)).code == "slow done"
         assert [t.id async for t in c.iter_tasks()][0] == task.id
         assert (await c.cluster()).master == shoal_node.name
