@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -113,8 +114,17 @@ async def test_kill_and_delete(shoal_node: Any, origin: Any) -> None:
 async def test_delete_kills_a_running_task(shoal_node: Any, origin: Any) -> None:
     async with client_for(shoal_node) as client:
         slow = await client.stub.CreateTask(fetch_spec(f"{origin.url}/slow?s=60"))
+        running = await client.list(TaskState.RUNNING)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DONE_S
+        while running.total == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # polling a condition, bounded by the deadline
+            running = await client.list(TaskState.RUNNING)
+        assert [t.id for t in running.tasks] == [slow.id], "the task never started"
         assert await client.delete([slow.id]) == {slow.id: True}
         assert (await client.list()).total == 0
+        gone = await refusal(client.stub.GetTask(pb.ID(id=[slow.id])))
+        assert gone.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_watch_streams_state_changes(shoal_node: Any, origin: Any) -> None:
@@ -174,6 +184,27 @@ async def test_health_answers_anyone(shoal_node: Any) -> None:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await channel.close(None)
+
+
+async def test_shutdown_reports_not_serving_and_ends_watches(shoal_node: Any) -> None:
+    anonymous = open_channel(shoal_node.grpc_addr, None)
+    try:
+        health = health_pb2_grpc.HealthStub(anonymous).Watch(health_pb2.HealthCheckRequest(service="shoal.v1.Tasks"))
+        assert (await health.read()).status == health_pb2.HealthCheckResponse.SERVING
+        async with client_for(shoal_node) as client:
+            watch = _Collector(client.watch())
+            stopping = asyncio.ensure_future(asyncio.to_thread(shoal_node.stop))
+            statuses = []
+            with contextlib.suppress(grpc.aio.AioRpcError):  # the stream ends when the port closes
+                while (reply := await health.read()) is not grpc.aio.EOF:
+                    statuses.append(reply.status)
+            assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+            await asyncio.wait_for(asyncio.shield(watch.ended()), DONE_S)
+            assert watch.error is None, f"WatchTasks ended with {watch.error}"
+            await stopping
+            await watch.close()
+    finally:
+        await anonymous.close(None)
 
 
 async def test_reflection_answers_token_holders_only(shoal_node: Any) -> None:
@@ -245,14 +276,22 @@ class _Collector:
 
     def __init__(self, stream: AsyncIterator[Any]) -> None:
         self.events: list[Any] = []
+        self.error: BaseException | None = None
         self._stream = stream
         self._changed = asyncio.Event()
         self._task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
-        async for event in self._stream:
-            self.events.append(event)
-            self._changed.set()
+        try:
+            async for event in self._stream:
+                self.events.append(event)
+                self._changed.set()
+        except grpc.aio.AioRpcError as exc:
+            self.error = exc
+
+    async def ended(self) -> None:
+        """Returns when the stream has ended, by itself or with an error."""
+        await asyncio.wait({self._task})
 
     async def wait_for(self, match: Any, timeout: float) -> Any:
         loop = asyncio.get_running_loop()
