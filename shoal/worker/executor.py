@@ -12,7 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal.keys import WORKER_GROUP
 from shoal.models import AttemptOutcome, TaskResult
@@ -23,6 +27,9 @@ from shoal.worker.handlers import TaskContext, TaskTypes
 log = logging.getLogger("shoal.worker.executor")
 
 MAX_ERROR_CHARS = 4000
+#: Errors that mean the store could not be reached, as opposed to a refused or broken call.
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+T = TypeVar("T")
 
 
 class Executor:
@@ -56,29 +63,42 @@ class Executor:
     async def run(self) -> None:
         inbox = self.store.keys.inbox(self.node)
         redis = self.store.redis
+        # After a failed read or ack, orders Redis delivered to this consumer may never have been seen
+        # here: read this consumer's unacknowledged entries ("0") before blocking for new ones (">").
+        backlog = False
         while not self._closing:
             try:
-                reply: Any = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: ">"}, count=256, block=BLOCK_MS)
+                start = "0" if backlog else ">"
+                reply: Any = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: start}, count=256, block=BLOCK_MS)
+                entries = reply[0][1] if reply else []
+                backlog = backlog and len(entries) == 256
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                backlog = True
                 if "NOGROUP" in str(exc):
-                    await self.store.ensure_groups(self.node)
+                    with contextlib.suppress(Exception):
+                        await self.store.ensure_groups(self.node)
                     continue
                 log.warning("reading the inbox failed: %s; retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
             self.last_progress = time.monotonic()
-            if not reply:
+            if not entries:
                 continue
             ids = []
-            for msg_id, fields in reply[0][1]:
+            for msg_id, fields in entries:
                 ids.append(msg_id)
-                self._order(fields.get(b"op", b"").decode(), fields.get(b"id", b"").decode())
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.xack(inbox, WORKER_GROUP, *ids)
-                pipe.xdel(inbox, *ids)
-                await pipe.execute()
+                if fields:  # an entry deleted but still unacknowledged comes back without fields
+                    self._order(fields.get(b"op", b"").decode(), fields.get(b"id", b"").decode())
+            try:
+                async with redis.pipeline(transaction=False) as pipe:
+                    pipe.xack(inbox, WORKER_GROUP, *ids)
+                    pipe.xdel(inbox, *ids)
+                    await pipe.execute()
+            except Exception as exc:  # the orders are taken; re-reading them later is harmless
+                log.warning("acknowledging inbox orders failed: %s", exc)
+                backlog = True
 
     def _order(self, op: str, task_id: str) -> None:
         if op == "run" and task_id not in self.running:
@@ -104,7 +124,7 @@ class Executor:
             self.last_progress = time.monotonic()
 
     async def _attempt(self, task_id: str) -> None:
-        task = await self.store.begin(task_id, self.node)
+        task = await self._persist("starting", lambda: self.store.begin(task_id, self.node))
         if task is None:
             return  # killed, deleted or re-placed before it could start
         attempt = task.attempts
@@ -133,8 +153,11 @@ class Executor:
             raise
         except Exception as exc:
             outcome, error = AttemptOutcome.FAILED, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-        finish = await self.store.finish(
-            task_id, self.node, attempt, outcome, error=error, result=result, backoff=self.retry_backoff
+        finish = await self._persist(
+            "reporting",
+            lambda: self.store.finish(
+                task_id, self.node, attempt, outcome, error=error, result=result, backoff=self.retry_backoff
+            ),
         )
         if outcome is AttemptOutcome.SUCCEEDED:
             self.completed += 1
@@ -147,6 +170,23 @@ class Executor:
                 attempt,
                 finish.state,
             )
+
+    async def _persist(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Make a store call until it gets through: a task must not be stranded by a Redis restart.
+
+        Only connection errors are retried; the scripts are atomic, so a call either happened or not (a
+        report whose reply was lost comes back as a duplicate of itself, which is recorded and harmless).
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except STORE_DOWN as exc:
+                if self._closing:
+                    raise
+                log.warning("%s a task failed: %s; retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
 
     def hurry(self) -> None:
         """End the grace period of ``close`` now."""
