@@ -103,9 +103,13 @@ class EventHub:
                 if not waiters:
                     del self._waiters[task_id]
 
-    async def watch(self) -> AsyncIterator[TaskEvent]:
+    def watch(self) -> AsyncIterator[TaskEvent]:
+        """Every event from this call on: the subscription starts now, not at the first ``__anext__``."""
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue(WATCH_QUEUE)
         self._watchers.add(queue)
+        return self._drain(queue)
+
+    async def _drain(self, queue: asyncio.Queue[TaskEvent | None]) -> AsyncIterator[TaskEvent]:
         try:
             while True:
                 event = await queue.get()

@@ -255,6 +255,8 @@ class Node:
 
     async def _hand_over(self, grace: float) -> None:
         """Leave the cluster: no new work, master role given up, tasks finished or handed back."""
+        if self.rpc is not None:
+            await self.rpc.set_serving(False)  # balancers and probes drain this node first
         for task in self._loops:
             if task.get_name() in ("membership", "worker"):
                 task.cancel()
