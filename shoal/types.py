@@ -74,3 +74,30 @@ class ClusterAPI(Protocol):
 
 
 JSONDict = dict[str, Any]
+
+
+class PeerAPI(Protocol):
+    """What other nodes may ask of this one over the HeartBeats and Elections services.
+
+    Only called after the caller passed node-to-node authentication (per-call HMAC of the cluster token).
+    """
+
+    def identity(self) -> tuple[str, int]:
+        """This node's name and incarnation (a number that grows each time the node starts)."""
+        ...
+
+    async def probe(self, name: str, grpc_addr: str, timeout_s: float) -> bool:
+        """Probe another node directly on the caller's behalf (SWIM indirect probe); True if it answered."""
+        ...
+
+    def prove(self, challenge: bytes, verifier: str) -> bytes:
+        """The answer to an admission challenge: HMAC of the challenge, proving this node holds the token."""
+        ...
+
+    async def hand_over(self, candidate: str | None) -> bool:
+        """Give up the master role to ``candidate`` (or the next in line); False if this node is not master."""
+        ...
+
+    async def update_secret(self, sealed: bytes, key_id: str) -> bool:
+        """Adopt a new cluster token sent sealed under the current one; keep accepting the old for a while."""
+        ...
