@@ -157,3 +157,13 @@ async def test_async_client_and_event_stream(shoal_node: Any, origin: Any) -> No
         assert (await c.result(task.id)).code == "slow done"
         assert [t.id async for t in c.iter_tasks()][0] == task.id
         assert (await c.cluster()).master == shoal_node.name
+
+
+async def test_async_unreachable_api_names_the_url() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with AsyncClient(f"http://127.0.0.1:{port}", "t") as c:
+        with pytest.raises(ApiUnreachable) as info:
+            await c.get(UNKNOWN_ID)
+    assert f"http://127.0.0.1:{port}" in str(info.value) and "connection refused" in str(info.value)

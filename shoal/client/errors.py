@@ -103,12 +103,24 @@ def from_response(response: httpx.Response) -> ShoalError:
     return build(cls, message, status, kind or _snake(cls.__name__))
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error comes down to a refused connection (however deep httpx/anyio wrapped it)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def unreachable(url: str, exc: httpx.TransportError) -> ApiUnreachable:
     if isinstance(exc, httpx.TimeoutException):
         reason = "no answer in time"
     elif isinstance(exc, httpx.ConnectError):
         reason = str(exc) or "connection failed"
-        if "refused" in reason.lower():
+        if _refused(exc):
             reason = "connection refused (is a node running there?)"
     else:
         reason = str(exc) or type(exc).__name__
