@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from shoal.client import ApiUnreachable, AsyncClient, Client, Lagged, WaitTimeout
 from shoal.errors import IllegalTransition, InvalidInput, ResultNotFound, TaskNotFound, Unauthorized, UnknownTaskType
 from shoal.models import ClusterView, Task, TaskEvent, TaskResult, TaskState
+from shoal.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -167,3 +169,34 @@ async def test_async_unreachable_api_names_the_url() -> None:
         with pytest.raises(ApiUnreachable) as info:
             await c.get(UNKNOWN_ID)
     assert f"http://127.0.0.1:{port}" in str(info.value) and "connection refused" in str(info.value)
+
+
+def test_sync_event_stream(client: Client, shoal_node: Any, origin: Any) -> None:
+    seen: dict[str, list[TaskState]] = {}
+    stop = threading.Event()
+
+    def follow() -> None:
+        with Client(shoal_node.http_url, shoal_node.token) as listener:
+            for item in listener.events():
+                if isinstance(item, TaskEvent):
+                    seen.setdefault(item.id, []).append(item.state)
+                if stop.is_set():
+                    return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    probes: list[str] = []
+
+    def probe_seen() -> bool:
+        if not any(p in seen for p in probes):
+            probes.append(client.submit("fetch", f"{origin.url}/hello", name="probe").id)
+        return any(p in seen for p in probes)
+
+    wait_for(probe_seen, DONE_S, "a probe task's event")
+    task = client.submit("fetch", f"{origin.url}/hello")
+    wait_for(lambda: TaskState.SUCCEED in seen.get(task.id, []), DONE_S, "the task's SUCCEED event")
+    stop.set()
+    client.submit("fetch", f"{origin.url}/hello")  # one more event lets the follower see ``stop``
+    thread.join(DONE_S)
+    assert not thread.is_alive()
+    assert seen[task.id][0] is TaskState.WAITING
