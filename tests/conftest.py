@@ -42,13 +42,16 @@ def server_down(server: EmbeddedRedis) -> bool:
 
 @pytest.fixture
 def node_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., TestNode]]:
-    """Start nodes on the test's Redis: ``node_factory(name="node-2", args=[...])``; all stopped afterwards."""
+    """Start nodes on the test's Redis: ``node_factory(name="node-2", args=[...], env={...})``; all stopped
+    afterwards. ``env`` is added to the node's environment (e.g. PYTHONPATH for ``--task-modules``)."""
     started: list[TestNode] = []
 
-    def make(name: str = "node-1", args: list[str] | None = None, ready: bool = True) -> TestNode:
+    def make(
+        name: str = "node-1", args: list[str] | None = None, ready: bool = True, env: dict[str, str] | None = None
+    ) -> TestNode:
         data_dir = tmp_path / "data"
         data_dir.mkdir(exist_ok=True)
-        node = TestNode(data_dir, redis_url, name=name, args=args)
+        node = TestNode(data_dir, redis_url, name=name, args=args, env=env)
         started.append(node)
         return node.start(ready=ready)
 
@@ -62,6 +65,38 @@ def node_factory(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., TestN
 def shoal_node(node_factory: Callable[..., TestNode]) -> TestNode:
     """One ready node process on a fresh Redis."""
     return node_factory()
+
+
+def _redirect_to(handler: BaseHTTPRequestHandler, query: dict[str, str]) -> None:
+    """GET /redirect-to?url=U[&code=302]: one redirect to any URL the test chooses."""
+    handler.send_response(int(query.get("code", "302")))
+    handler.send_header("Location", query.get("url", "/hello"))
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+def _stream(handler: BaseHTTPRequestHandler, query: dict[str, str]) -> None:
+    """GET /stream?bytes=N: N bytes of "y" in chunks, with no Content-Length announcing the size."""
+    size = int(query.get("bytes", "1024"))
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/plain; charset=utf-8")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    try:
+        while size > 0:
+            n = min(1024, size)
+            handler.wfile.write(b"%x\r\n%s\r\n" % (n, b"y" * n))
+            size -= n
+        handler.wfile.write(b"0\r\n\r\n")
+    except OSError:  # the client stopped reading at its limit
+        handler.close_connection = True
+
+
+#: Routes added for the fetch tests, beside the ones Origin answers itself.
+EXTRA_ROUTES: dict[str, Callable[[BaseHTTPRequestHandler, dict[str, str]], None]] = {
+    "/redirect-to": _redirect_to,
+    "/stream": _stream,
+}
 
 
 class Origin:
@@ -99,6 +134,8 @@ class Origin:
                     self.end_headers()
                 elif parts.path == "/status":
                     self._send(int(query.get("code", "200")), b"status page")
+                elif parts.path in EXTRA_ROUTES:
+                    EXTRA_ROUTES[parts.path](self, query)
                 else:
                     self._send(404, b"not found")
 

@@ -58,9 +58,18 @@ def refuse_name(host: str) -> None:
         raise FetchRefused(f"refused: {host} is a cloud metadata service")
 
 
+#: The well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches IPv4 a.b.c.d through the network's translator.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def refuse_address(ip: IPAddress) -> None:
-    mapped = getattr(ip, "ipv4_mapped", None)
-    for candidate in (ip, mapped):
+    """Refuse ``ip`` and every IPv4 address it carries (IPv4-mapped, IPv4-compatible, NAT64, 6to4)."""
+    candidates: list[IPAddress | None] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        candidates += [ip.ipv4_mapped, ip.sixtofour]
+        if ip in NAT64 or int(ip) >> 32 == 0:
+            candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    for candidate in candidates:
         if candidate is None:
             continue
         if candidate in METADATA_ADDRESSES:
