@@ -57,7 +57,9 @@ class _Subscription:
     def __init__(self, tasks: TaskAPI, size: int) -> None:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(size)
         self.dropped = 0
-        self._task = asyncio.create_task(self._pump(tasks), name="sse-pump")
+        # watch() is called here, before the stream says it is connected: TaskAPI.watch subscribes at call time
+        self._source = tasks.watch()
+        self._task = asyncio.create_task(self._pump(), name="sse-pump")
 
     def offer(self, item: _Item) -> None:
         while True:
@@ -68,9 +70,9 @@ class _Subscription:
                 self.queue.get_nowait()
                 self.dropped += 1
 
-    async def _pump(self, tasks: TaskAPI) -> None:
+    async def _pump(self) -> None:
         try:
-            async for event in tasks.watch():
+            async for event in self._source:
                 self.offer(event)
         except ShoalError as exc:
             self.offer(exc)
@@ -84,6 +86,10 @@ class _Subscription:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 class EventStreams:
