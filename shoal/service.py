@@ -39,16 +39,18 @@ class TaskService:
         self._flusher: asyncio.Task[None] | None = None
         self._types: set[str] = set()
         self._types_read = 0.0
+        self._types_lock = asyncio.Lock()
 
     async def task_types(self) -> builtins.list[str]:
-        if time.monotonic() - self._types_read > TYPES_TTL:
-            now = await self.registry.now()
-            types: set[str] = set()
-            for node in await self.registry.all():
-                if now - node.last_beat <= self.alive_within:
-                    types.update(node.types)
-            self._types, self._types_read = types, time.monotonic()
+        async with self._types_lock:  # one read for a burst of submits, not one each
+            if time.monotonic() - self._types_read > TYPES_TTL:
+                await self._read_types()
         return sorted(self._types)
+
+    async def _read_types(self) -> None:
+        now, nodes = await self.registry.all_with_time()
+        self._types = {t for node in nodes if now - node.last_beat <= self.alive_within for t in node.types}
+        self._types_read = time.monotonic()
 
     async def submit(self, spec: TaskSpec) -> Task:
         if spec.type not in await self.task_types():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel
 
 from shoal.errors import InvalidInput
@@ -15,7 +15,7 @@ SOCKET_TIMEOUT = 10.0
 BLOCK_MS = 2000
 
 
-def connect(url: str, *, name: str = "shoal", max_connections: int = 64) -> Redis:
+def connect(url: str, *, name: str = "shoal", max_connections: int = 128) -> Redis:
     """A client for ``url``. ``redis+sentinel://[:pw@]h1:p1,h2:p2/service[/db]`` follows Sentinel failovers.
 
     Passwords and TLS come from the URL as redis-py reads them (``rediss://``, ``?ssl_cert_reqs=``).
@@ -27,15 +27,18 @@ def connect(url: str, *, name: str = "shoal", max_connections: int = 64) -> Redi
         raise InvalidInput(
             f"unsupported Redis URL scheme {scheme!r}: use redis://, rediss://, unix:// or redis+sentinel://"
         )
-    return Redis.from_url(
+    # A blocking pool makes a burst of requests wait for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
         url,
         client_name=name,
         max_connections=max_connections,
+        timeout=SOCKET_TIMEOUT,
         health_check_interval=30,
         socket_connect_timeout=5,
         socket_timeout=SOCKET_TIMEOUT,
         socket_keepalive=True,
     )
+    return Redis(connection_pool=pool)
 
 
 def _sentinel(url: str, name: str) -> Redis:
