@@ -26,6 +26,8 @@ GRACE_ARGS = ["--shutdown-grace", "1"]
 TERMINAL = ("SUCCEED", "RUNTIME_ERROR", "KILLED")
 DONE_S = 20.0
 OUTAGE_S = 1.0
+#: Pause between two samples of the API while a test watches tasks run.
+POLL_S = 0.02
 
 
 def plugin_env() -> dict[str, str]:
@@ -127,11 +129,14 @@ def test_task_waits_for_a_free_slot_then_succeeds(start: Callable[..., Api]) -> 
     api.wait_state(blocker, "RUNNING")
     second = api.echo("second")
     seen: list[str] = []
-    while (state := api.state(second)) not in TERMINAL:  # polls the API; ends with the task
+    deadline = time.monotonic() + DONE_S * multiplier()
+    while (state := api.state(second)) not in TERMINAL:  # polls the API until the task ends
         if not seen or seen[-1] != state:
             seen.append(state)
-        if api.state(blocker) == "RUNNING":
+        if api.state(blocker) == "RUNNING":  # read after: it was running when `state` was read
             assert state == "WAITING", "a task was placed on a node with no free slot"
+        assert time.monotonic() < deadline, f"the second task did not end; states seen: {seen}"
+        time.sleep(POLL_S)
     assert seen[0] == "WAITING" and state == "SUCCEED"
     first, done = api.get(blocker), api.get(second)
     assert first["state"] == "SUCCEED"
@@ -260,12 +265,15 @@ def test_slots_bound_how_many_run_at_once(start: Callable[..., Api]) -> None:
     api = start("--slots", "2", plugins=False)
     ids = [api.echo(f"t{i}", delay_s=0.4) for i in range(6)]
     most = 0
-    while True:
+    deadline = time.monotonic() + DONE_S * multiplier()
+    while True:  # samples the RUNNING count until every task has ended
         running = api.total("RUNNING")
         most = max(most, running)
         assert running <= 2, f"{running} tasks RUNNING on a node with 2 slots"
         if all(api.state(i) in TERMINAL for i in ids):
             break
+        assert time.monotonic() < deadline, "the tasks did not end"
+        time.sleep(POLL_S)
     assert most == 2
     assert [api.get(i)["state"] for i in ids] == ["SUCCEED"] * 6
     assert sorted(api.result(i)["code"] for i in ids) == [f"t{i}" for i in range(6)]
