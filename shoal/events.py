@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 from redis.asyncio import Redis
@@ -103,24 +103,35 @@ class EventHub:
                 if not waiters:
                     del self._waiters[task_id]
 
-    def watch(self) -> AsyncIterator[TaskEvent]:
+    def watch(self) -> Watch:
         """Every event from this call on: the subscription starts now, not at the first ``__anext__``."""
-        queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue(WATCH_QUEUE)
-        self._watchers.add(queue)
-        return self._drain(queue)
-
-    async def _drain(self, queue: asyncio.Queue[TaskEvent | None]) -> AsyncIterator[TaskEvent]:
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return
-                yield event
-        finally:
-            self._watchers.discard(queue)
+        return Watch(self._watchers)
 
     def close(self) -> None:
         """End every watch stream (the node is stopping)."""
         for queue in self._watchers:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
+
+
+class Watch:
+    """One subscriber's stream of task events; ``aclose()`` (or the end of the hub) unsubscribes it,
+    whether or not it was ever iterated."""
+
+    def __init__(self, watchers: set[asyncio.Queue[TaskEvent | None]]) -> None:
+        self._watchers = watchers
+        self._queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue(WATCH_QUEUE)
+        watchers.add(self._queue)
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> TaskEvent:
+        event = await self._queue.get()
+        if event is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        self._watchers.discard(self._queue)

@@ -27,6 +27,8 @@ MAX_RETRIES = 100
 #: Most ids one bulk kill or delete may name.
 MAX_BULK_IDS = 1000
 MAX_PAGE = 1000
+#: Longest long poll (``?wait=`` in REST, ``wait_s`` in gRPC), in seconds.
+MAX_WAIT_S = 60.0
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries"}
@@ -139,6 +141,15 @@ def cursor(value: str | None) -> str | None:
     if not value.isdigit() or len(value) > 20:
         raise InvalidInput("malformed cursor: pass back the next_cursor of the page before")
     return value
+
+
+def wait_seconds(value: float | None, name: str = "wait") -> float | None:
+    """A long poll's wait: None (answer now) or 0 < S <= MAX_WAIT_S."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_S:
+        raise InvalidInput(f"{name} must be above 0 and at most {MAX_WAIT_S:g} seconds")
+    return float(value)
 
 
 def _present(value: Any) -> bool:

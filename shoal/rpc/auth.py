@@ -5,9 +5,10 @@ that load balancers and orchestrators can probe a node without the token). Serve
 the check too: it answers token holders only.
 
 A credential is checked by an ``Authenticator``; a call passes when any of them accepts it. Users hold
-the cluster token (``BearerToken``); a later authenticator for node-to-node calls (an HMAC over the
-call, proving the token without sending it) is added beside it, and may refuse to vouch for methods it
-does not cover by returning a ``Refusal``.
+the cluster token (``BearerToken``); nodes sign each call with it (``shoal.rpc.peer_auth.NodeCredentials``:
+an HMAC over the call, proving the token without sending it). An authenticator refuses to vouch for
+methods it does not cover by returning a ``Refusal``: the bearer token is refused on the node-to-node
+services, which only nodes may call.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import grpc
 import grpc.aio
 
-from shoal.auth import bearer, token_matches
+from shoal.auth import bearer
+from shoal.rpc.tokens import TokenKeeper
 
 log = logging.getLogger("shoal.rpc.auth")
 
@@ -54,21 +56,31 @@ class Authenticator(Protocol):
 
 
 class BearerToken:
-    """Accepts ``authorization: Bearer <cluster token>`` metadata, compared in constant time."""
+    """Accepts ``authorization: Bearer <cluster token>`` metadata, compared in constant time.
 
-    def __init__(self, token: str) -> None:
-        if not token:
-            raise ValueError("the cluster token must not be empty")
-        self._token = token
+    Parameters:
+        token: the token, or a ``TokenKeeper`` whose accepted tokens (the current one, and the previous
+            one during a rotation's grace period) are all good.
+        node_only: full service names on which this credential is refused: only nodes may call them.
+    """
+
+    def __init__(self, token: str | TokenKeeper, *, node_only: Iterable[str] = ()) -> None:
+        self.keeper = token if isinstance(token, TokenKeeper) else TokenKeeper(token)
+        self._node_only = frozenset(node_only)
 
     def authenticate(self, method: str, metadata: Mapping[str, str]) -> Refusal | None:
         header = metadata.get("authorization")
+        if _service_of(method) in self._node_only:
+            return Refusal(
+                f"{_service_of(method)} accepts node credentials only, not a user token",
+                presented=header is not None,
+            )
         if header is None:
             return Refusal("missing credentials: send metadata 'authorization: Bearer <token>'", presented=False)
         given = bearer(header)
         if given is None:
             return Refusal("malformed authorization metadata: expected 'Bearer <token>'", presented=True)
-        if not token_matches(given, self._token):
+        if not self.keeper.matches(given):
             return Refusal("wrong token", presented=True)
         return None
 

@@ -1,14 +1,14 @@
 """protobuf messages <-> shoal.models, and the checks on what a gRPC caller sends.
 
-This module and ``shoal.rpc.services`` are the only code that imports the generated ``_gen`` modules;
-everything else reaches them through ``pb`` and ``pb_grpc`` here. Requests are validated with
-``shoal.validation``, so a gRPC caller is refused exactly what a REST caller is, with the same message;
-the only rules added here are about the protobuf shape (one id where one is meant, JSON text fields).
+This module is the only code that imports the generated ``_gen`` modules; everything else reaches them
+through the names here: ``pb``/``pb_grpc`` (Tasks), ``hb_pb``/``hb_grpc`` (HeartBeats) and
+``el_pb``/``el_grpc`` (Elections). Requests are validated with ``shoal.validation``, so a gRPC caller is
+refused exactly what a REST caller is, with the same message; the only rules added here are about the
+protobuf shape (one id where one is meant, JSON text fields).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -16,13 +16,21 @@ import orjson
 from shoal import validation
 from shoal.errors import InvalidInput
 from shoal.models import Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.rpc._gen.shoal.v1 import elections_pb2 as el_pb
+from shoal.rpc._gen.shoal.v1 import elections_pb2_grpc as el_grpc
+from shoal.rpc._gen.shoal.v1 import heartbeats_pb2 as hb_pb
+from shoal.rpc._gen.shoal.v1 import heartbeats_pb2_grpc as hb_grpc
 from shoal.rpc._gen.shoal.v1 import tasks_pb2 as pb
 from shoal.rpc._gen.shoal.v1 import tasks_pb2_grpc as pb_grpc
 
 __all__ = [
     "MAX_WAIT_S",
+    "el_grpc",
+    "el_pb",
     "event_from_proto",
     "event_to_proto",
+    "hb_grpc",
+    "hb_pb",
     "one_id",
     "page_from_proto",
     "page_to_proto",
@@ -40,7 +48,7 @@ __all__ = [
 ]
 
 #: Longest wait a GetTask or GetTaskResult may ask for, as REST's ``?wait=``.
-MAX_WAIT_S = 60.0
+MAX_WAIT_S = validation.MAX_WAIT_S
 
 
 # --- models -> messages (what the server sends) ---------------------------------------------------
@@ -146,10 +154,7 @@ def wait_from_proto(msg: pb.ID) -> float | None:
     """``wait_s`` if the caller set it: 0 < wait_s <= MAX_WAIT_S, as REST's ``?wait=``."""
     if not msg.HasField("wait_s"):
         return None
-    value = msg.wait_s
-    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_S:
-        raise InvalidInput(f"wait_s must be above 0 and at most {MAX_WAIT_S:g} seconds")
-    return value
+    return validation.wait_seconds(msg.wait_s, "wait_s")
 
 
 def query_from_proto(msg: pb.Query) -> tuple[TaskState | None, int, str | None]:

@@ -1,4 +1,5 @@
-"""Assemble and run the node's gRPC server: auth interceptor, Tasks, health and reflection.
+"""Assemble and run the node's gRPC server: auth interceptor, Tasks, the node-to-node services (HeartBeats,
+Elections) when the node gives a ``PeerAPI``, health and reflection.
 
 ``start_rpc_server`` binds (port 0 picks a free port), starts, and returns an ``RpcServer`` that knows
 its port. The standard health service reports SERVING for the whole server ("") and for each shoal
@@ -18,10 +19,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken
-from shoal.rpc.convert import pb_grpc
+from shoal.rpc.convert import el_grpc, hb_grpc, pb_grpc
+from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
+from shoal.rpc.services.elections import SERVICE_NAME as ELECTIONS_SERVICE
+from shoal.rpc.services.elections import ElectionsServicer
+from shoal.rpc.services.heartbeats import SERVICE_NAME as HEARTBEATS_SERVICE
+from shoal.rpc.services.heartbeats import HeartBeatsServicer
 from shoal.rpc.services.tasks import SERVICE_NAME as TASKS_SERVICE
 from shoal.rpc.services.tasks import TasksServicer
-from shoal.types import TaskAPI
+from shoal.rpc.tokens import TokenKeeper
+from shoal.types import PeerAPI, TaskAPI
 
 log = logging.getLogger("shoal.rpc.server")
 
@@ -38,6 +45,9 @@ def _health_servicer() -> _Health:
     servicer: _Health = health.aio.HealthServicer()  # type: ignore[attr-defined]
     return servicer
 
+
+#: Services that only nodes may call: the user bearer token is refused on them.
+NODE_SERVICES = frozenset({HEARTBEATS_SERVICE, ELECTIONS_SERVICE})
 
 MiB = 1024 * 1024
 #: Largest request a caller may send. A TaskSpec is at most ~80 KiB (validation's limits), so this
@@ -76,14 +86,23 @@ class RpcServer:
         health_servicer: _Health,
         tasks_servicer: TasksServicer,
         services: Sequence[str],
+        keeper: TokenKeeper,
+        node_auth: NodeCredentials,
     ) -> None:
         self.server = server
         self.host = host
         self.port = port
         self.health = health_servicer
         self.tasks = tasks_servicer
+        self.keeper = keeper
+        self.node_auth = node_auth
         self._services = tuple(services)
         self._stopped = False
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The shoal services this server serves (full names), as health and reflection list them."""
+        return self._services
 
     @property
     def address(self) -> str:
@@ -116,23 +135,31 @@ class RpcServer:
 async def start_rpc_server(
     *,
     tasks: TaskAPI,
-    token: str,
+    token: str | TokenKeeper,
     bind: str,
+    peer: PeerAPI | None = None,
     authenticators: Sequence[Authenticator] = (),
     maximum_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+    node_auth_window_s: float = DEFAULT_WINDOW_S,
 ) -> RpcServer:
     """Build, bind and start the server.
 
     Parameters:
         tasks: what the Tasks service serves.
-        token: the cluster token that callers send as ``authorization: Bearer <token>``.
+        token: the cluster token, or the node's ``TokenKeeper`` so that a rotation takes effect here at
+            once. Users send it as ``authorization: Bearer <token>`` (Tasks and reflection only); nodes
+            sign each call with it (``shoal.rpc.peer_auth``), which every service accepts.
         bind: ``host:port`` to listen on; port 0 picks a free one (see ``RpcServer.port``).
-        authenticators: accepted beside the token (e.g. node-to-node credentials).
+        peer: what the HeartBeats and Elections services serve; without it they are not registered.
+        authenticators: accepted beside the token and node credentials.
         maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED.
+        node_auth_window_s: how far a node call's timestamp may be from this node's clock.
     Raises:
         OSError: when the address cannot be bound.
     """
-    interceptor = AuthInterceptor([BearerToken(token), *authenticators])
+    keeper = token if isinstance(token, TokenKeeper) else TokenKeeper(token)
+    node_auth = NodeCredentials(keeper, window_s=node_auth_window_s)
+    interceptor = AuthInterceptor([BearerToken(keeper, node_only=NODE_SERVICES), node_auth, *authenticators])
     server = grpc.aio.server(
         interceptors=[interceptor],
         options=SERVER_OPTIONS,
@@ -140,9 +167,13 @@ async def start_rpc_server(
     )
     tasks_servicer = TasksServicer(tasks)
     pb_grpc.add_TasksServicer_to_server(tasks_servicer, server)
+    shoal_services: tuple[str, ...] = (TASKS_SERVICE,)
+    if peer is not None:
+        hb_grpc.add_HeartBeatsServicer_to_server(HeartBeatsServicer(peer), server)
+        el_grpc.add_ElectionsServicer_to_server(ElectionsServicer(peer), server)
+        shoal_services += (HEARTBEATS_SERVICE, ELECTIONS_SERVICE)
     health_servicer = _health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    shoal_services = (TASKS_SERVICE,)
     reflection.enable_server_reflection(
         (*shoal_services, health.SERVICE_NAME, reflection.SERVICE_NAME),
         server,
@@ -161,6 +192,8 @@ async def start_rpc_server(
         health_servicer=health_servicer,
         tasks_servicer=tasks_servicer,
         services=shoal_services,
+        keeper=keeper,
+        node_auth=node_auth,
     )
     await rpc.set_serving(True)
     log.info("gRPC server listening on %s", rpc.address)

@@ -7,7 +7,6 @@ and wrong types get shoal's 400 with the same words the gRPC adapter uses; the p
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 import orjson
@@ -23,8 +22,8 @@ from shoal.web.responses import JSONResponse
 from shoal.web.schemas import errors
 from shoal.web.security import require_token
 
-#: Longest long-poll a request may ask for with ``?wait=``, in seconds.
-MAX_WAIT_S = 60.0
+MAX_WAIT_S = validation.MAX_WAIT_S
+wait_seconds = validation.wait_seconds
 
 
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -46,15 +45,6 @@ async def json_body(request: Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from None
-
-
-def wait_seconds(value: float | None) -> float | None:
-    """The ``?wait=`` of a long poll: None (answer now) or 0 < S <= 60."""
-    if value is None:
-        return None
-    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_S:
-        raise InvalidInput(f"wait must be above 0 and at most {MAX_WAIT_S:g} seconds")
-    return value
 
 
 _WAIT_DOC = f"long-poll: answer once the task is terminal or after this many seconds (at most {MAX_WAIT_S:g})"

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 import grpc.aio
@@ -22,16 +21,13 @@ from shoal.errors import InvalidInput, ShoalError
 from shoal.models import TaskEvent
 from shoal.rpc import convert
 from shoal.rpc.convert import pb, pb_grpc
+from shoal.rpc.services._status import INTERNAL_MESSAGE, Context, abort, answer
 from shoal.types import TaskAPI
 
 log = logging.getLogger("shoal.rpc.services.tasks")
 
 #: Full name of the service, for health and reflection.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Tasks"].full_name
-INTERNAL_MESSAGE = "internal error; the node's log has the details"
-
-Context = grpc.aio.ServicerContext[Any, Any]
-T = TypeVar("T")
 
 
 class TasksServicer(pb_grpc.TasksServicer):
@@ -49,35 +45,35 @@ class TasksServicer(pb_grpc.TasksServicer):
             task = await (self._tasks.wait(task_id, wait) if wait else self._tasks.get(task_id))
             return convert.task_to_proto(task)
 
-        return await _answer(context, "GetTask", call)
+        return await answer(context, "GetTask", call)
 
     async def ListTask(self, request: pb.Query, context: Context) -> pb.TaskPage:
         async def call() -> pb.TaskPage:
             state, limit, cursor = convert.query_from_proto(request)
             return convert.page_to_proto(await self._tasks.list(state, limit, cursor))
 
-        return await _answer(context, "ListTask", call)
+        return await answer(context, "ListTask", call)
 
     async def CreateTask(self, request: pb.TaskSpec, context: Context) -> pb.Task:
         async def call() -> pb.Task:
             spec = convert.spec_from_proto(request)
             return convert.task_to_proto(await self._tasks.submit(spec))
 
-        return await _answer(context, "CreateTask", call)
+        return await answer(context, "CreateTask", call)
 
     async def DelTask(self, request: pb.ID, context: Context) -> pb.OptResult:
         async def call() -> pb.OptResult:
             ids = _bulk_ids(request)
             return pb.OptResult(succeed=await self._tasks.delete_many(ids))
 
-        return await _answer(context, "DelTask", call)
+        return await answer(context, "DelTask", call)
 
     async def KillTask(self, request: pb.ID, context: Context) -> pb.OptResult:
         async def call() -> pb.OptResult:
             ids = _bulk_ids(request)
             return pb.OptResult(succeed=await self._tasks.kill_many(ids))
 
-        return await _answer(context, "KillTask", call)
+        return await answer(context, "KillTask", call)
 
     async def GetTaskResult(self, request: pb.ID, context: Context) -> pb.TaskResult:
         async def call() -> pb.TaskResult:
@@ -87,13 +83,13 @@ class TasksServicer(pb_grpc.TasksServicer):
                 await self._tasks.wait(task_id, wait)
             return convert.result_to_proto(await self._tasks.result(task_id))
 
-        return await _answer(context, "GetTaskResult", call)
+        return await answer(context, "GetTaskResult", call)
 
     async def WatchTasks(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.TaskEvent]:
         try:
             wanted = convert.watch_ids(request)
         except ShoalError as err:
-            await _abort(context, err)
+            await abort(context, err)
         self.watchers += 1
         try:
             async with contextlib.aclosing(self._until_closing(self._tasks.watch())) as events:
@@ -101,7 +97,7 @@ class TasksServicer(pb_grpc.TasksServicer):
                     if not wanted or event.id in wanted:
                         yield convert.event_to_proto(event)
         except ShoalError as err:
-            await _abort(context, err)
+            await abort(context, err)
         except Exception:
             log.exception("WatchTasks failed")
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
@@ -147,23 +143,3 @@ def _bulk_ids(request: pb.ID) -> list[str]:
     if request.HasField("wait_s"):
         raise InvalidInput("wait_s applies to GetTask and GetTaskResult only")
     return validation.task_ids(list(request.id))
-
-
-async def _answer(context: Context, method: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run one unary call, turning errors into statuses (a ShoalError's own, or a generic INTERNAL)."""
-    try:
-        return await call()
-    except ShoalError as err:
-        await _abort(context, err)
-    except Exception:
-        log.exception("%s failed", method)
-        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-
-
-async def _abort(context: Context, err: ShoalError) -> NoReturn:
-    try:
-        code = grpc.StatusCode[err.grpc_code]
-    except KeyError:
-        log.error("%r names no gRPC status; answering INTERNAL", err)
-        code = grpc.StatusCode.INTERNAL
-    await context.abort(code, err.message)
