@@ -12,6 +12,7 @@ Completion of a batch is read from the task index, not from each task:
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -25,8 +26,8 @@ import orjson
 from bench.adapters.base import Batch, Settings
 from bench.procs import REAPER, descendants, free_ports, wait_until
 from bench.redis_server import live_settings, redis_version
+from bench.source import ROOT, shoal_source
 
-ROOT = Path(__file__).resolve().parents[2]
 ECHO = {"name": "echo", "type": "echo", "target": "x"}
 ECHO_BODY = orjson.dumps(ECHO)
 FAILED_STATES = ("RUNTIME_ERROR", "KILLED")
@@ -74,9 +75,12 @@ class ShoalSystem:
         self.token = ""
         self.proc: Any = None
         self._clients: list[Any] = []
+        self.src, self.source = shoal_source(settings.options.get("shoal_ref"), settings.workdir)
 
     async def start(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)  # a kept --workdir must not bring back old tasks
+        if self.src != ROOT:  # this process imports the gRPC stubs: take them from the same code
+            sys.path.insert(0, str(self.src))
         argv = [
             sys.executable,
             "-m",
@@ -93,7 +97,9 @@ class ShoalSystem:
             "--proxy-port",
             str(self.proxy_port),
         ]
-        self.proc = REAPER.spawn("shoal up", argv, log=self.settings.workdir / "shoal-up.log", cwd=ROOT, grace=30.0)
+        env = dict(os.environ, PYTHONPATH=str(self.src))
+        log = self.settings.workdir / "shoal-up.log"
+        self.proc = REAPER.spawn("shoal up", argv, log=log, env=env, cwd=self.src, grace=30.0)
         wait_until(self._ready, 90.0, "shoal up", self.proc, interval=0.1)
         self.token = (self.data_dir / "token").read_text().strip()
         from bench.adapters.shoal_grpc import ShoalGrpc
@@ -121,7 +127,7 @@ class ShoalSystem:
     def describe(self) -> dict[str, Any]:
         from shoal.version import __version__
 
-        info: dict[str, Any] = {"version": __version__, "nodes": 1, "http": self.http_url, "grpc": self.grpc_addr}
+        info: dict[str, Any] = {"version": __version__, **self.source, "nodes": 1}
         info.update(embedded_redis(self.proc.pid if self.proc else None))
         return info
 
