@@ -12,8 +12,12 @@
     delayed                  zset     finish.lua          WAITING tasks held back for retry, score = due time
     inbox:{node}             stream   place/kill          run and kill orders for one node; group "worker"
     assigned:{node}          set      Lua scripts         ids placed on the node and not yet terminal
-    node:{name}              hash     the node itself     advertised addresses, slots, pid, types, last beat
+    node:{name}              hash     the node; master    the node writes its addresses, slots, load, incarnation and
+                                                          beat; the master (member.lua) its state and the reason
     nodes                    zset     the node itself     node names, score = last beat (Redis time)
+    timeline                 stream   master (Lua)        membership events: joins, suspicions, deaths, rejections,
+                                                          elections, each with the rule that fired (capped)
+    handover                 string   release.lua         the node a leaving master named to take over (short TTL)
     lease                    string   election            name of the master; expires unless renewed
     epoch                    string   election            fencing counter, incremented by each new master
     events                   pubsub   Lua scripts         task state changes (JSON); may be lost
@@ -43,6 +47,8 @@ class Keys:
         self.epoch = self.prefix + "epoch"
         self.events = self.prefix + "events"
         self.public = self.prefix + "public"
+        self.timeline = self.prefix + "timeline"
+        self.handover = self.prefix + "handover"
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"

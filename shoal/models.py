@@ -156,6 +156,10 @@ class NodeInfo:
     pid: int
     last_beat: float
     types: tuple[str, ...] = ()
+    reason: str = ""  # why the master decided ``state`` (e.g. why it was rejected or declared dead)
+    incarnation: int = 0
+    priority: int = 0
+    draining: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

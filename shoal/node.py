@@ -21,13 +21,17 @@ from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 
 from shoal.auth import load_or_create_token
-from shoal.cluster.membership import Membership
-from shoal.cluster.scheduler import Scheduler
+from shoal.cluster.election import Election
+from shoal.cluster.heartbeat import Heartbeat
+from shoal.cluster.leader import LeaderRole
+from shoal.cluster.peer import Peer
 from shoal.config import NodeConfig, split_addr
-from shoal.errors import StaleEpoch, StoreUnavailable
+from shoal.errors import StoreUnavailable
 from shoal.events import EventHub
 from shoal.keys import Keys
+from shoal.rpc.peers import PeerClient
 from shoal.rpc.server import RpcServer, start_rpc_server
+from shoal.rpc.tokens import TokenKeeper
 from shoal.service import ClusterService, TaskService
 from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
@@ -53,14 +57,12 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.token = config.token or load_or_create_token(config.data_dir)
+        self.keeper = TokenKeeper(config.token or load_or_create_token(config.data_dir))
         self.alive_within = config.heartbeat_interval * config.dead_after
         self.embedded: EmbeddedRedis | None = None
         self.redis: Redis | None = None
         self.rpc: RpcServer | None = None
         self.http: _Server | None = None
-        self.scheduler: Scheduler | None = None
-        self._scheduler_task: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._http_client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=config.fetch_timeout)
         self.metrics = CollectorRegistry()
@@ -83,14 +85,38 @@ class Node:
         self.executor = Executor(
             store=self.store, types=self.types, node=c.name, slots=c.slots, retry_backoff=c.retry_backoff
         )
-        self.membership = Membership(
+        self.heartbeat = Heartbeat(
             config=c,
             registry=self.registry,
             types=self.types.names(),
             load=lambda: len(self.executor.running),
+            on_declared_dead=self._drop_work,
+            on_beat=self._poke_scheduler,
+        )
+        self.peers = PeerClient(self.keeper, c.name)
+        self.election = Election(
+            config=c,
+            registry=self.registry,
+            heartbeat=self.heartbeat,
             on_elected=self._become_master,
             on_deposed=self._stop_master,
-            on_beat=self._poke_scheduler,
+        )
+        self.leader = LeaderRole(
+            store=self.store,
+            registry=self.registry,
+            prober=self.peers,
+            me=c.name,
+            interval=c.heartbeat_interval,
+            dead_after=c.dead_after,
+            may_write=self.election.may_write,
+        )
+        self.peer = Peer(
+            name=c.name,
+            heartbeat=self.heartbeat,
+            election=self.election,
+            keeper=self.keeper,
+            client=self.peers,
+            data_dir=c.data_dir,
         )
         self.tasks = TaskService(
             store=self.store,
@@ -107,10 +133,12 @@ class Node:
             await self.executor.recover()
         self._loops.append(asyncio.create_task(self.hub.run(), name="events"))
         await asyncio.wait_for(self.hub.subscribed.wait(), 10)
-        self.rpc = await start_rpc_server(tasks=self.tasks, token=self.token, bind=c.grpc)
+        self.rpc = await start_rpc_server(tasks=self.tasks, token=self.keeper, bind=c.grpc, peer=self.peer)
         await self._start_http()
-        await self.membership.tick()  # announce this node and stand for master before serving work
-        self._loops.append(asyncio.create_task(self.membership.run(), name="membership"))
+        await self.heartbeat.join()  # announce this node and stand for master before serving work
+        await self.election.tick()
+        self._loops.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
+        self._loops.append(asyncio.create_task(self.election.run(), name="election"))
         if c.run_tasks:
             self._loops.append(asyncio.create_task(self.executor.run(), name="worker"))
         self.started = True
@@ -149,7 +177,7 @@ class Node:
         return build(builtins, c.task_modules)
 
     async def _start_http(self) -> None:
-        app = create_app(tasks=self.tasks, cluster=self.cluster, token=self.token, registry=self.metrics)
+        app = create_app(tasks=self.tasks, cluster=self.cluster, token=self.keeper, registry=self.metrics)
         host, port = split_addr(self.config.http, "http")
         server_config = uvicorn.Config(
             app,
@@ -178,7 +206,7 @@ class Node:
         failed = Gauge("shoal_tasks_failed", "Attempts that failed or timed out on this node.", registry=self.metrics)
         failed.set_function(lambda: self.executor.failed)
         master = Gauge("shoal_is_master", "1 while this node is the master.", registry=self.metrics)
-        master.set_function(lambda: int(self.membership.is_master))
+        master.set_function(lambda: int(self.election.is_master))
 
     def _ready(self) -> tuple[bool, str]:
         if not self.started:
@@ -191,38 +219,21 @@ class Node:
     # -- master duties ---------------------------------------------------------------------------
 
     async def _become_master(self, epoch: int) -> None:
-        await self._stop_master()
-        self.scheduler = Scheduler(
-            store=self.store, registry=self.registry, node=self.config.name, epoch=epoch, alive_within=self.alive_within
-        )
-        self._scheduler_task = asyncio.create_task(self._run_scheduler(self.scheduler), name="scheduler")
-
-    async def _run_scheduler(self, scheduler: Scheduler) -> None:
-        while True:
-            try:
-                await scheduler.run()
-            except StaleEpoch as exc:
-                log.warning("deposed: %s; the scheduler stops", exc)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler failed; restarting it")
-                await asyncio.sleep(0.5)
+        await self.leader.establish(epoch)
 
     async def _stop_master(self) -> None:
-        task, self._scheduler_task, self.scheduler = self._scheduler_task, None, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.leader.revoke()
 
     def _poke_scheduler(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.poke()
+        self.leader.poke()
 
     def _on_task_event(self, event: object) -> None:
-        self._poke_scheduler()
+        self.leader.poke()
+
+    async def _drop_work(self) -> None:
+        """This node was declared dead: its tasks were given to others, so stop running them here."""
+        await self.leader.revoke()
+        await self.executor.drop_all()
 
     def hurry(self) -> None:
         """Cut the grace period short: running tasks are stopped and handed back now."""
@@ -247,7 +258,7 @@ class Node:
         was_serving, self.started = self.started, False
         if was_serving:
             log.info("node %s stopping (grace %gs)", self.config.name, grace)
-        if self.redis is not None and hasattr(self, "membership"):
+        if self.redis is not None and hasattr(self, "election"):
             await self._hand_over(grace)
         await self._close()
         if was_serving:
@@ -257,11 +268,13 @@ class Node:
         """Leave the cluster: no new work, master role given up, tasks finished or handed back."""
         if self.rpc is not None:
             await self.rpc.set_serving(False)  # balancers and probes drain this node first
-        for task in self._loops:
-            if task.get_name() in ("membership", "worker"):
-                task.cancel()
+        self.heartbeat.draining = True
         with contextlib.suppress(Exception):
-            await self.membership.leave()
+            await self.heartbeat.tick()  # no new work for this node, and it stands for nothing
+        for task in self._loops:
+            if task.get_name() in ("heartbeat", "election", "worker"):
+                task.cancel()
+        await self.election.leave()
         if self.config.run_tasks:
             try:
                 await self.executor.close(grace)
@@ -281,6 +294,8 @@ class Node:
                 task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._http_client.aclose()
+        if hasattr(self, "peers"):
+            await self.peers.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.embedded is not None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from shoal.errors import IllegalTransition, NotFound, UnknownTaskType
 from shoal.events import EventHub
 from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
-from shoal.store.nodes import NodeRegistry
+from shoal.store.nodes import ALIVE, DEAD, REJECTED, SUSPECT, NodeRecord, NodeRegistry
 from shoal.store.tasks import TaskStore
 from shoal.worker.handlers import TaskTypes
 
@@ -49,7 +49,12 @@ class TaskService:
 
     async def _read_types(self) -> None:
         now, nodes = await self.registry.all_with_time()
-        self._types = {t for node in nodes if now - node.last_beat <= self.alive_within for t in node.types}
+        self._types = {
+            t
+            for node in nodes
+            if now - node.last_beat <= self.alive_within and node.state not in (DEAD, REJECTED)
+            for t in node.types
+        }
         self._types_read = time.monotonic()
 
     async def submit(self, spec: TaskSpec) -> Task:
@@ -142,19 +147,21 @@ class ClusterService:
         self._ready = ready
 
     async def view(self) -> ClusterView:
-        now = await self.registry.now()
+        now, records = await self.registry.all_with_time()
         master, epoch = await self.registry.master()
         nodes = []
-        for n in await self.registry.all():
-            age = now - n.last_beat
-            state = "alive" if age <= self.alive_within else "suspect" if age <= 2 * self.alive_within else "dead"
+        for n in records:
             nodes.append(
                 NodeInfo(
                     name=n.name,
                     host=n.host,
                     http=n.http,
                     grpc=n.grpc,
-                    state=state,
+                    state=_state(n, now, self.alive_within),
+                    reason=n.reason,
+                    incarnation=n.incarnation,
+                    priority=n.priority,
+                    draining=n.draining,
                     role="master" if n.name == master else "worker",
                     slots=n.slots,
                     running=n.running,
@@ -177,3 +184,10 @@ class ClusterService:
         if master is None:
             return False, "no master elected yet"
         return True, "ready"
+
+
+def _state(n: NodeRecord, now: float, alive_within: float) -> str:
+    """The master's verdict on the node's current incarnation; until there is one, what its beats say."""
+    if n.state_incarnation == n.incarnation and n.state in (ALIVE, SUSPECT, DEAD, REJECTED):
+        return n.state
+    return ALIVE if now - n.last_beat <= alive_within else SUSPECT

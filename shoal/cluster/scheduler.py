@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,17 @@ class _Pending:
 class Scheduler:
     """Owns placement for one master term. Built per term with its epoch; ``run()`` until deposed."""
 
-    def __init__(self, *, store: TaskStore, registry: NodeRegistry, node: str, epoch: int, alive_within: float) -> None:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        registry: NodeRegistry,
+        node: str,
+        epoch: int,
+        alive_within: float,
+        may_write: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.may_write = may_write
         self.store = store
         self.registry = registry
         self.node = node
@@ -145,8 +156,10 @@ class Scheduler:
         self._room.set()
 
     async def _candidates(self) -> list[NodeRecord]:
+        if not self.may_write():  # the lease may have run out by this master's own clock: place nothing
+            return []
         now, records = await self.registry.all_with_time()
-        return [n for n in records if n.run_tasks and now - n.last_beat <= self.alive_within and n.assigned < n.slots]
+        return [n for n in records if n.schedulable(now, self.alive_within)]
 
     async def _learn_types(self) -> None:
         unknown = [p for p in self.backlog.values() if p.type is None]

@@ -12,7 +12,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-_NAMES = ("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote", "lease", "release")
+_NAMES = (
+    *("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote"),
+    *("lease", "release", "member", "break"),
+)
 
 
 class Scripts:

@@ -20,7 +20,7 @@ from shoal.types import ClusterAPI, TaskAPI
 from shoal.web import schemas
 from shoal.web.responses import JSONResponse
 from shoal.web.schemas import errors
-from shoal.web.security import require_token
+from shoal.web.security import TokenCheck, require_token
 
 MAX_WAIT_S = validation.MAX_WAIT_S
 wait_seconds = validation.wait_seconds
@@ -51,7 +51,7 @@ _WAIT_DOC = f"long-poll: answer once the task is terminal or after this many sec
 WaitQuery = Annotated[float | None, Query(description=_WAIT_DOC)]
 
 
-def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str) -> APIRouter:
+def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str | TokenCheck) -> APIRouter:
     """The ``/api/v1`` routes over ``tasks`` and ``cluster``, all behind the bearer token."""
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token(token))], responses=errors(401))
 

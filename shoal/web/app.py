@@ -23,7 +23,7 @@ from shoal.web import api, errors, events, openapi, schemas
 from shoal.web.limits import BodyLimit
 from shoal.web.metrics import HttpMetrics
 from shoal.web.responses import JSONResponse
-from shoal.web.security import require_token
+from shoal.web.security import TokenCheck, require_token
 
 DESCRIPTION = """\
 REST API of a shoal node. Every route but `/healthz`, `/readyz` and `/openapi.json` needs
@@ -36,7 +36,7 @@ def create_app(
     *,
     tasks: TaskAPI,
     cluster: ClusterAPI,
-    token: str,
+    token: str | TokenCheck,
     registry: CollectorRegistry,
     keepalive_s: float = 15.0,
     max_body_bytes: int = validation.MAX_BODY_BYTES,

@@ -31,7 +31,7 @@ from shoal.models import TaskEvent
 from shoal.types import TaskAPI
 from shoal.web.errors import error_kind
 from shoal.web.schemas import errors
-from shoal.web.security import require_token
+from shoal.web.security import TokenCheck, require_token
 
 log = logging.getLogger("shoal.web.events")
 
@@ -157,7 +157,7 @@ class EventStreams:
             await sub.close()
 
 
-def build_router(streams: EventStreams, *, token: str) -> APIRouter:
+def build_router(streams: EventStreams, *, token: str | TokenCheck) -> APIRouter:
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token(token))], responses=errors(401))
 
     @api.get(

@@ -91,6 +91,10 @@ class NodeOut(BaseModel):
     pid: int
     last_beat: float
     types: list[str]
+    reason: str = Field(description="why the master decided the state (why a node was rejected or declared dead)")
+    incarnation: int = Field(description="grows each time the node starts or rejoins")
+    priority: int = Field(description="higher stands first in a master election")
+    draining: bool = Field(description="leaving: takes no new work")
 
 
 class ClusterOut(BaseModel):

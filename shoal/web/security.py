@@ -8,7 +8,7 @@ missing or wrong token gets shoal's 401 body and ``WWW-Authenticate: Bearer``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,13 +19,20 @@ from shoal.errors import Unauthorized
 _scheme = HTTPBearer(auto_error=False, description="The cluster token (`DATA_DIR/token`).")
 
 
-def require_token(token: str) -> Callable[..., Awaitable[None]]:
+class TokenCheck(Protocol):
+    """Anything that says whether a token is accepted now (a rotating ``TokenKeeper`` does)."""
+
+    def matches(self, given: str | None) -> bool: ...
+
+
+def require_token(token: str | TokenCheck) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that refuses any request without ``Authorization: Bearer <token>``."""
+    accepts = (lambda given: token_matches(given, token)) if isinstance(token, str) else token.matches
 
     async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)]) -> None:
         if credentials is None:
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
-        if not token_matches(credentials.credentials, token):
+        if not accepts(credentials.credentials):
             raise Unauthorized("wrong token")
 
     return check

@@ -188,6 +188,16 @@ class Executor:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 2.0)
 
+    async def drop_all(self) -> None:
+        """Stop every running task without reporting: the master has given them to other nodes."""
+        tasks = list(self.running.items())
+        for task_id, task in tasks:
+            self.killed.add(task_id)
+            task.cancel()
+        await asyncio.gather(*(t for _, t in tasks), return_exceptions=True)
+        if tasks:
+            log.warning("dropped %d task(s) that the cluster re-placed elsewhere", len(tasks))
+
     def hurry(self) -> None:
         """End the grace period of ``close`` now."""
         self._hurry.set()

@@ -1,5 +1,6 @@
--- Take or renew the master lease. ARGV: prefix, node, ttl in ms.
--- Returns {'renewed', epoch}, {'won', new_epoch} or {'held', holder, epoch}.
+-- Take or renew the master lease. ARGV: prefix, node, ttl in ms, incarnation of the node.
+-- Returns {'renewed', epoch}, {'won', new_epoch} or {'held', holder, epoch}. A new master's win is
+-- written on the membership timeline.
 local node, ttl = ARGV[2], ARGV[3]
 local holder = redis.call('GET', P .. 'lease')
 if holder == node then
@@ -10,4 +11,8 @@ if holder then
   return {'held', holder, redis.call('GET', P .. 'epoch') or '0'}
 end
 redis.call('SET', P .. 'lease', node, 'PX', ttl)
-return {'won', tostring(redis.call('INCR', P .. 'epoch'))}
+local epoch = tostring(redis.call('INCR', P .. 'epoch'))
+redis.call('DEL', P .. 'handover')
+redis.call('XADD', P .. 'timeline', 'MAXLEN', '~', 2000, '*', 'kind', 'elected', 'node', node,
+  'rule', 'took the free master lease', 'epoch', epoch, 'at', fmt(now()), 'extra', '{}')
+return {'won', epoch}

@@ -1,6 +1,11 @@
--- Give up the master lease at once, if this node still holds it. ARGV: prefix, node. Returns 1 or 0.
+-- Give up the master lease at once, if this node still holds it, naming who should take it next.
+-- ARGV: prefix, node, candidate ('' = the next in line), ttl of the handover note in ms. Returns 1 or 0.
 if redis.call('GET', P .. 'lease') == ARGV[2] then
   redis.call('DEL', P .. 'lease')
+  if ARGV[3] ~= '' then
+    redis.call('SET', P .. 'handover', ARGV[3], 'PX', ARGV[4])
+  end
+  redis.call('PUBLISH', P .. 'public', cjson.encode({kind = 1, who = ARGV[2], candidate = ARGV[3]}))
   return 1
 end
 return 0

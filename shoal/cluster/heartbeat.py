@@ -1,0 +1,114 @@
+"""This node's presence in the cluster: its record, its beats, its incarnation.
+
+Every ``heartbeat_interval`` the node writes its record (addresses, slots, load) with the Redis clock and
+announces itself on the ``public`` channel in the seed's message shape. Each start, and each return after
+being declared dead, is a new incarnation: the master verifies it again before giving it work, and the
+node first drops whatever it still ran, since the master has already handed those tasks to others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from shoal.config import NodeConfig
+from shoal.store.nodes import DEAD, NodeRecord, NodeRegistry
+
+log = logging.getLogger("shoal.cluster.heartbeat")
+
+#: The seed's message kinds on the ``public`` channel, plus shoal's membership verdicts.
+HEARTBEAT, REQUEST_ELECTION, ELECTION_VOTE, MEMBERSHIP = 0, 1, 2, 3
+
+
+class Heartbeat:
+    """Owns this node's record. ``run()`` beats until cancelled; ``tick()`` beats once (tests call it)."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        registry: NodeRegistry,
+        types: list[str],
+        load: Callable[[], int],
+        on_declared_dead: Callable[[], Awaitable[None]],
+        on_beat: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.types = types
+        self.load = load
+        self.on_declared_dead = on_declared_dead
+        self.on_beat = on_beat
+        self.incarnation = 0
+        self.draining = False
+        self.beats = 0
+        self.last_ok = 0.0  # monotonic time of the last beat that reached the store
+        self.state = ""  # the master's last verdict on this node, as read back after a beat
+        self.reason = ""
+
+    def __repr__(self) -> str:
+        return f"<Heartbeat {self.config.name}#{self.incarnation} beats={self.beats} state={self.state or '-'}>"
+
+    async def join(self) -> None:
+        """Start a new incarnation and beat once, so the cluster sees this node before it serves."""
+        self.incarnation = int(await self.registry.redis.hincrby(self.registry.keys.node(self.config.name),
+                                                                  "incarnation", 1))  # fmt: skip
+        await self.tick()
+
+    def record(self) -> NodeRecord:
+        c = self.config
+        return NodeRecord(
+            name=c.name,
+            host=c.host,
+            http=c.advertised(c.http),
+            grpc=c.advertised(c.grpc),
+            slots=c.slots,
+            running=self.load(),
+            pid=os.getpid(),
+            types=tuple(self.types) if c.run_tasks else (),
+            run_tasks=c.run_tasks,
+            last_beat=0.0,
+            incarnation=self.incarnation,
+            priority=c.priority,
+            master_eligible=c.master_eligible,
+            draining=self.draining,
+        )
+
+    async def run(self) -> None:
+        interval = self.config.heartbeat_interval
+        await asyncio.sleep(random.uniform(0, interval / 4))  # stagger nodes started together
+        while True:
+            started = time.monotonic()
+            await self.tick()
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def tick(self) -> None:
+        try:
+            await self.registry.beat(self.record())
+            message = {"kind": HEARTBEAT, "who": self.config.name, "alive": True, "incarnation": self.incarnation,
+                       "load": self.load()}  # fmt: skip
+            await self.registry.redis.publish(self.registry.keys.public, orjson.dumps(message))
+            self.beats += 1
+            self.last_ok = time.monotonic()
+            mine = await self.registry.get(self.config.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        if mine is not None:
+            self.state, self.reason = mine.state, mine.reason
+            if mine.state == DEAD and mine.state_incarnation == self.incarnation:
+                await self._come_back(mine.reason)
+        self.on_beat()
+
+    async def _come_back(self, reason: str) -> None:
+        log.warning("this node was declared dead (%s); dropping what it held and rejoining", reason)
+        await self.on_declared_dead()
+        await self.join()
