@@ -51,9 +51,7 @@ def test_committed_descriptors_match_proto_sources(tmp_path: Path) -> None:
     include = Path(protoc.__file__).parent / "_proto"
     files = gen_proto.proto_files()
     assert files, "no .proto files found under proto/"
-    code = protoc.main(
-        ["protoc", f"-I{gen_proto.PROTO_DIR}", f"-I{include}", f"--descriptor_set_out={out}", *files]
-    )
+    code = protoc.main(["protoc", f"-I{gen_proto.PROTO_DIR}", f"-I{include}", f"--descriptor_set_out={out}", *files])
     assert code == 0, "protoc could not compile proto/"
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     for proto in fresh.file:

@@ -32,9 +32,9 @@ PUBLIC_SERVICES = frozenset({"grpc.health.v1.Health"})
 if TYPE_CHECKING:  # grpc's classes are generic only in their type stubs
     Handler = grpc.RpcMethodHandler[Any, Any]
     HandlerContinuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
+    ServerInterceptor = grpc.aio.ServerInterceptor
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class BearerToken:
         return "BearerToken(<hidden>)"
 
 
-class AuthInterceptor(_ServerInterceptor):
+class AuthInterceptor(ServerInterceptor):
     """Refuses, with UNAUTHENTICATED and a message, every call that no authenticator accepts.
 
     Parameters:

@@ -10,7 +10,7 @@ Imports no server code, so the CLI, benchmarks and tests can use it alone. Calls
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +21,7 @@ from shoal.models import Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskSt
 from shoal.rpc import convert
 from shoal.rpc.convert import pb, pb_grpc
 
-__all__ = ["CHANNEL_OPTIONS", "TasksClient", "open_channel", "pb", "tasks_stub"]
+__all__ = ["CHANNEL_OPTIONS", "TasksClient", "metadata_interceptors", "open_channel", "pb", "tasks_stub"]
 
 #: Room for the largest answer a node sends (a 10 MiB fetch result and its metadata), and keepalive
 #: pings no more often than the server allows.
@@ -32,40 +32,50 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
-class _BearerToken:
-    """Adds ``authorization: Bearer <token>`` to every call that does not carry its own."""
+#: Makes the metadata to add to one call, given its method path (bytes in grpc.aio's client interceptors).
+MetadataFor = Callable[[str | bytes], Sequence[tuple[str, str]]]
 
-    def __init__(self, token: str) -> None:
-        self._value = f"Bearer {token}"
+
+class _AddMetadata:
+    """Adds the entries ``extra`` makes for each call, except keys the call already carries."""
+
+    def __init__(self, extra: MetadataFor) -> None:
+        self._extra = extra
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if "authorization" not in metadata:
-            metadata.add("authorization", self._value)
+        for key, value in self._extra(details.method):
+            if key not in metadata:
+                metadata.add(key, value)
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
 
 # grpc.aio files each interceptor under the first call kind it implements, so one class per kind.
-class _UnaryUnary(_BearerToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+class _UnaryUnary(_AddMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
 
-class _UnaryStream(_BearerToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+class _UnaryStream(_AddMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
 
-class _StreamUnary(_BearerToken, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
+class _StreamUnary(_AddMetadata, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
 
 
-class _StreamStream(_BearerToken, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+class _StreamStream(_AddMetadata, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
+
+
+def metadata_interceptors(extra: MetadataFor) -> list[Any]:
+    """Client interceptors adding ``extra(method)`` to every call, of every kind (for ``interceptors=``)."""
+    return [kind(extra) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
 def open_channel(
@@ -80,8 +90,9 @@ def open_channel(
     """
     interceptors = None
     if token is not None:
-        interceptors = [kind(token) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
-    return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)  # type: ignore[arg-type]
+        entry = (("authorization", f"Bearer {token}"),)
+        interceptors = metadata_interceptors(lambda method: entry)
+    return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
 
 
 def tasks_stub(channel: grpc.aio.Channel) -> pb_grpc.TasksAsyncStub:

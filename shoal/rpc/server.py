@@ -18,7 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken
+from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken, ServerInterceptor
 from shoal.rpc.convert import el_grpc, hb_grpc, pb_grpc
 from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
 from shoal.rpc.services.elections import SERVICE_NAME as ELECTIONS_SERVICE
@@ -139,6 +139,7 @@ async def start_rpc_server(
     bind: str,
     peer: PeerAPI | None = None,
     authenticators: Sequence[Authenticator] = (),
+    interceptors: Sequence[ServerInterceptor] = (),
     maximum_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
     node_auth_window_s: float = DEFAULT_WINDOW_S,
 ) -> RpcServer:
@@ -152,6 +153,8 @@ async def start_rpc_server(
         bind: ``host:port`` to listen on; port 0 picks a free one (see ``RpcServer.port``).
         peer: what the HeartBeats and Elections services serve; without it they are not registered.
         authenticators: accepted beside the token and node credentials.
+        interceptors: run after the auth interceptor; the handlers they return serve authenticated calls
+            only (a refused call is answered by the auth interceptor's own handler).
         maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED.
         node_auth_window_s: how far a node call's timestamp may be from this node's clock.
     Raises:
@@ -161,7 +164,7 @@ async def start_rpc_server(
     node_auth = NodeCredentials(keeper, window_s=node_auth_window_s)
     interceptor = AuthInterceptor([BearerToken(keeper, node_only=NODE_SERVICES), node_auth, *authenticators])
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        interceptors=[interceptor, *interceptors],
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
