@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from shoal.errors import TaskNotFound
@@ -494,6 +495,14 @@ async def test_node_services_are_served_and_listed_only_with_a_peer(start: Start
     with_peer, without = await start("b"), await start("lone", peer=False)
     assert {"shoal.v1.HeartBeats", "shoal.v1.Elections"} <= set(await _services(with_peer.addr))
     assert with_peer.rpc.services == ("shoal.v1.Tasks", "shoal.v1.HeartBeats", "shoal.v1.Elections")
+    channel = open_channel(with_peer.addr, None)
+    try:
+        for service in ("shoal.v1.HeartBeats", "shoal.v1.Elections"):
+            check = health_pb2.HealthCheckRequest(service=service)
+            status = await health_pb2_grpc.HealthStub(channel).Check(check, timeout=2)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await channel.close(None)
     listed = await _services(without.addr)
     assert "shoal.v1.Tasks" in listed and "shoal.v1.HeartBeats" not in listed
     async with with_peer.peer.client.link(without.addr) as channel:
