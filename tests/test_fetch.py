@@ -294,7 +294,9 @@ def test_validate_refuses_without_resolving(url: str, monkeypatch: pytest.Monkey
         validate(url, {})
 
 
-@pytest.mark.parametrize("url", ["ftp://example.test/x", "not a url", "http://", "/relative/path", "file:///etc/passwd"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.test/x", "not a url", "http://", "/relative/path", "file:///etc/passwd"]
+)
 def test_validate_refuses_what_is_not_an_http_url(url: str) -> None:
     with pytest.raises(InvalidInput):
         validate(url, {})
