@@ -57,6 +57,17 @@ def live_settings(host: str, port: int) -> dict[str, str]:
         client.close()
 
 
+def commands_processed(address: tuple[str, int]) -> int:
+    """Commands the server has run so far, those run inside Lua scripts included."""
+    import redis
+
+    client = redis.Redis(host=address[0], port=address[1], socket_timeout=2.0)
+    try:
+        return int(client.info("stats")["total_commands_processed"])
+    finally:
+        client.close()
+
+
 @dataclass
 class RedisServer:
     """One redis-server process; ``url`` is set once it accepts connections."""

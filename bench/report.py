@@ -12,6 +12,7 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("throughput", "per_s", "end-to-end tasks/s", True),
     ("latency", "p50_ms", "latency p50 ms", False),
     ("latency", "p99_ms", "latency p99 ms", False),
+    ("throughput", "redis_commands_per_task", "Redis commands/task (e2e)", False),
 ]
 
 
@@ -64,7 +65,7 @@ def render(
     )
     for name, info in describe.items():
         lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in info.items() if v is not None))
-    lines.append("ratio: first system / second; above 1 means more tasks/s, or a longer latency")
+    lines.append("ratio: first system / second; above 1 means more tasks/s, or a longer latency (or more commands)")
     return "\n".join(lines)
 
 

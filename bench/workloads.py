@@ -39,9 +39,11 @@ class Accept:
         elapsed = time.perf_counter() - t0
         cpu = _cpu() - cpu0
         await client.wait_all(batch, timeout=_timeout(self.n))
+        drained = time.perf_counter() - t0
         return {
             "tasks": self.n,
             "concurrency": self.concurrency,
+            "drained_seconds": drained,  # until every accepted task had its result; not the figure
             "accepted": batch.accepted,
             "failed": batch.failed,
             "errors": batch.errors[:5],

@@ -75,3 +75,6 @@ class System(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Versions and settings worth printing beside the figures."""
+
+    def store_address(self) -> tuple[str, int] | None:
+        """(host, port) of the Redis the system keeps its tasks in, to count the commands a task costs."""

@@ -90,6 +90,9 @@ class CelerySystem:
             **(live_settings("127.0.0.1", self.redis.port) if self.redis.proc else {}),
         }
 
+    def store_address(self) -> tuple[str, int] | None:
+        return ("127.0.0.1", self.redis.port) if self.redis.proc else None
+
 
 class CeleryClient:
     """``apply_async`` from this process; synchronous, so ``concurrency`` has no meaning here."""

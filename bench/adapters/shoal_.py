@@ -124,12 +124,29 @@ class ShoalSystem:
     def clients(self) -> list[Any]:
         return list(self._clients)
 
+    def store_address(self) -> tuple[str, int] | None:
+        return embedded_redis_address(self.proc.pid) if self.proc else None
+
     def describe(self) -> dict[str, Any]:
         from shoal.version import __version__
 
         info: dict[str, Any] = {"version": __version__, **self.source, "nodes": 1}
         info.update(embedded_redis(self.proc.pid if self.proc else None))
         return info
+
+
+def embedded_redis_address(root_pid: int) -> tuple[str, int] | None:
+    """(host, port) from the title of the redis-server among ``shoal up``'s descendants."""
+    for pid in descendants(root_pid):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().split()
+        except OSError:
+            continue
+        if len(title) > 1 and title[0].endswith("redis-server"):
+            host, _, port = title[1].rpartition(":")
+            if port.isdigit():
+                return host or "127.0.0.1", int(port)
+    return None
 
 
 def embedded_redis(root_pid: int | None) -> dict[str, Any]:
