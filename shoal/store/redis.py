@@ -6,11 +6,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal.errors import InvalidInput
 
 #: Seconds a reply may take before the connection is dropped; blocking reads must block for less.
 SOCKET_TIMEOUT = 10.0
+#: Errors that mean the store could not be reached (as opposed to a call it refused).
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
+#: What users are told while the store cannot be reached.
+STORE_DOWN_MESSAGE = "the store (Redis) cannot be reached right now; try again shortly"
 #: Milliseconds that XREADGROUP calls block for.
 BLOCK_MS = 2000
 

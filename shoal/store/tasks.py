@@ -182,9 +182,12 @@ class TaskStore:
         task = await self.begin(task_id, node)
         return None if task is None else task.attempts
 
-    async def begin(self, task_id: str, node: str) -> Task | None:
-        """Like ``start``, returning the task as it now is (its ``attempts`` is this attempt's number)."""
-        reply: Any = await self.scripts.run("start", self.keys.prefix, task_id, node)
+    async def begin(self, task_id: str, node: str, *, resume: bool = False) -> Task | None:
+        """Like ``start``, returning the task as it now is (its ``attempts`` is this attempt's number).
+
+        ``resume`` accepts a task already RUNNING on this node: the retry of a start whose reply was lost.
+        """
+        reply: Any = await self.scripts.run("start", self.keys.prefix, task_id, node, "1" if resume else "")
         if reply[0] != b"ok":
             return None
         flat = reply[2:]

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.errors import InvalidInput, ShoalError, Unauthorized
+from shoal.store.redis import STORE_DOWN, STORE_DOWN_MESSAGE
 from shoal.web.responses import JSONResponse
 
 log = logging.getLogger("shoal.web")
@@ -114,8 +115,15 @@ def describe_validation(errors: Any) -> str:
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``; ``CatchAll`` must be added as a middleware as well."""
     app.add_exception_handler(ShoalError, _on_shoal_error)
+    for store_down in STORE_DOWN:
+        app.add_exception_handler(store_down, _on_store_down)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+
+
+async def _on_store_down(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: store unreachable: %s", request.method, request.url.path, exc)
+    return error_response(503, "store_unavailable", STORE_DOWN_MESSAGE)
 
 
 class CatchAll:

@@ -15,11 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from shoal.keys import WORKER_GROUP
-from shoal.models import AttemptOutcome, TaskResult
+from shoal.models import AttemptOutcome, Task, TaskResult
+from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
 from shoal.worker.handlers import TaskContext, TaskTypes
@@ -28,7 +26,7 @@ log = logging.getLogger("shoal.worker.executor")
 
 MAX_ERROR_CHARS = 4000
 #: Errors that mean the store could not be reached, as opposed to a refused or broken call.
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+STORE_DOWN = (*store_redis.STORE_DOWN, OSError)
 T = TypeVar("T")
 
 
@@ -124,7 +122,14 @@ class Executor:
             self.last_progress = time.monotonic()
 
     async def _attempt(self, task_id: str) -> None:
-        task = await self._persist("starting", lambda: self.store.begin(task_id, self.node))
+        tries = 0
+
+        def begin() -> Awaitable[Task | None]:
+            nonlocal tries
+            tries += 1  # a retry may follow a start whose reply was lost: then the task is already ours
+            return self.store.begin(task_id, self.node, resume=tries > 1)
+
+        task = await self._persist("starting", begin)
         if task is None:
             return  # killed, deleted or re-placed before it could start
         attempt = task.attempts

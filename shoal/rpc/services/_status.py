@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 
 from shoal.errors import ShoalError
+from shoal.store.redis import STORE_DOWN, STORE_DOWN_MESSAGE
 
 log = logging.getLogger("shoal.rpc.services")
 
@@ -29,6 +30,9 @@ async def answer(context: Context, method: str, call: Callable[[], Awaitable[T]]
         return await call()
     except ShoalError as err:
         await abort(context, err)
+    except STORE_DOWN as exc:
+        log.warning("%s: store unreachable: %s", method, exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, STORE_DOWN_MESSAGE)
     except Exception:
         log.exception("%s failed", method)
         await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)

@@ -1,10 +1,16 @@
 -- A node starts a task placed on it: INQUEUE -> RUNNING, opening a new attempt.
--- ARGV: prefix, id, node. Returns {'ok', attempt, field1, value1, ...} (the task's hash after the
+-- ARGV: prefix, id, node, resume ('1': the caller retries a start whose reply it lost, so a task already
+-- RUNNING on this node is its own and is returned as it is). Returns {'ok', attempt, field1, value1, ...} (the task's hash after the
 -- change, so the worker needs no second read) or {'gone', state} if the task is no longer INQUEUE on
 -- this node (killed, deleted, or re-placed elsewhere).
 local id, node = ARGV[2], ARGV[3]
 local tkey = P .. 'task:' .. id
 local state = redis.call('HGET', tkey, 'state')
+if ARGV[4] == '1' and state == 'RUNNING' and redis.call('HGET', tkey, 'node') == node then
+  local out = {'ok', tonumber(redis.call('HGET', tkey, 'attempts'))}
+  for _, v in ipairs(redis.call('HGETALL', tkey)) do out[#out + 1] = v end
+  return out
+end
 if state ~= 'INQUEUE' or redis.call('HGET', tkey, 'node') ~= node then
   return {'gone', state or ''}
 end
