@@ -1,7 +1,8 @@
 """Every Redis key shoal uses, in one place. All live under ``shoal:{cluster}:``.
 
     key                      type     writer              what
-    task:{id}                hash     Lua scripts only    the task (fields of models.Task, params as JSON)
+    task:{id}                hash     Lua scripts only    the task (fields of models.Task, params as JSON; ``epoch``:
+                                                          the master term that last placed it)
     attempts:{id}            list     Lua scripts only    one JSON object per attempt (models.Attempt)
     result:{id}              string   finish.lua          JSON of models.TaskResult, at most result_max_bytes
     dupes:{id}               list     finish.lua          late results of attempts that lost the race

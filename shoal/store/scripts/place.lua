@@ -22,7 +22,7 @@ for i = 1, n do
     verdict = -1
   else
     set_state(id, 'WAITING', 'INQUEUE')
-    redis.call('HSET', tkey, 'node', node)
+    redis.call('HSET', tkey, 'node', node, 'epoch', ARGV[2])
     redis.call('SADD', P .. 'assigned:' .. node, id)
     redis.call('XADD', P .. 'inbox:' .. node, '*', 'op', 'run', 'id', id)
     publish(id, 'INQUEUE', node, t)
