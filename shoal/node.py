@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 
 from shoal.auth import load_or_create_token
+from shoal.cluster.admin import ClusterAdmin
 from shoal.cluster.election import Election
 from shoal.cluster.heartbeat import Heartbeat
 from shoal.cluster.leader import LeaderRole
@@ -125,7 +126,18 @@ class Node:
             local_types=self.types,
             alive_within=self.alive_within,
         )
-        self.cluster = ClusterService(registry=self.registry, alive_within=self.alive_within, ready=self._ready)
+        self.admin = ClusterAdmin(
+            name=c.name,
+            registry=self.registry,
+            election=self.election,
+            peers=self.peers,
+            keeper=self.keeper,
+            data_dir=c.data_dir,
+            alive_within=self.alive_within,
+        )
+        self.cluster = ClusterService(
+            registry=self.registry, alive_within=self.alive_within, ready=self._ready, admin=self.admin
+        )
         self.hub.hooks.append(self._on_task_event)
         self._metrics()
 

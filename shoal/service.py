@@ -10,7 +10,9 @@ import asyncio
 import builtins
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+from shoal.cluster.admin import ClusterAdmin
 from shoal.errors import IllegalTransition, NotFound, UnknownTaskType
 from shoal.events import EventHub
 from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
@@ -141,8 +143,16 @@ class TaskService:
 class ClusterService:
     """The ClusterAPI of one node: the membership as the store records it, and this node's readiness."""
 
-    def __init__(self, *, registry: NodeRegistry, alive_within: float, ready: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(
+        self,
+        *,
+        registry: NodeRegistry,
+        alive_within: float,
+        ready: Callable[[], tuple[bool, str]],
+        admin: ClusterAdmin,
+    ) -> None:
         self.registry = registry
+        self.admin = admin
         self.alive_within = alive_within
         self._ready = ready
 
@@ -171,6 +181,15 @@ class ClusterService:
                 )
             )
         return ClusterView(master=master, epoch=epoch, nodes=nodes)
+
+    async def hand_over(self, candidate: str) -> tuple[str, int]:
+        return await self.admin.hand_over(candidate)
+
+    async def rotate_token(self) -> tuple[str, dict[str, bool]]:
+        return await self.admin.rotate_token()
+
+    async def timeline(self, limit: int) -> builtins.list[dict[str, Any]]:
+        return await self.registry.timeline(limit)
 
     async def ready(self) -> tuple[bool, str]:
         ok, why = self._ready()

@@ -72,6 +72,18 @@ class ClusterAPI(Protocol):
         """Whether this node can take work now, and why not."""
         ...
 
+    async def hand_over(self, candidate: str) -> tuple[str, int]:
+        """Make ``candidate`` the master (forwarded to the current master); the new (master, epoch)."""
+        ...
+
+    async def rotate_token(self) -> tuple[str, dict[str, bool]]:
+        """Give every live node a new cluster token; the token and which nodes took it."""
+        ...
+
+    async def timeline(self, limit: int) -> list[dict[str, Any]]:
+        """The latest membership events (joins, suspicions, deaths, rejections, elections), newest first."""
+        ...
+
 
 JSONDict = dict[str, Any]
 

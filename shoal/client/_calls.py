@@ -120,6 +120,19 @@ def cluster() -> Call[ClusterView]:
     return Call("GET", "/api/v1/cluster", lambda r: _decode.cluster(json_of(r)))
 
 
+def hand_over(node: str) -> Call[tuple[str, int]]:
+    return Call("POST", "/api/v1/cluster/master", lambda r: (json_of(r)["master"], int(json_of(r)["epoch"])),
+                body={"node": node})  # fmt: skip
+
+
+def rotate_token() -> Call[tuple[str, dict[str, bool]]]:
+    return Call("POST", "/api/v1/cluster/token", lambda r: (json_of(r)["token"], dict(json_of(r)["succeed"])))
+
+
+def timeline(limit: int = 200) -> Call[list[dict[str, Any]]]:
+    return Call("GET", "/api/v1/cluster/timeline", lambda r: list(json_of(r)["events"]), params={"limit": limit})
+
+
 def types() -> Call[list[str]]:
     return Call("GET", "/api/v1/types", lambda r: _decode.types(json_of(r)))
 

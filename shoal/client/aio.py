@@ -172,6 +172,21 @@ class AsyncClient:
     async def cluster(self) -> ClusterView:
         return await self._send(_calls.cluster())
 
+    async def hand_over(self, node: str) -> tuple[str, int]:
+        """Make ``node`` the master; the new (master, epoch)."""
+        return await self._send(_calls.hand_over(node))
+
+    async def rotate_token(self) -> tuple[str, dict[str, bool]]:
+        """Give every live node a new cluster token; the token and which nodes took it. This client keeps
+        using the new token."""
+        token, taken = await self._send(_calls.rotate_token())
+        self._http.headers["Authorization"] = f"Bearer {token}"
+        return token, taken
+
+    async def timeline(self, limit: int = 200) -> builtins.list[dict[str, Any]]:
+        """Membership events, newest first."""
+        return await self._send(_calls.timeline(limit))
+
     async def types(self) -> builtins.list[str]:
         return await self._send(_calls.types())
 

@@ -171,6 +171,21 @@ class Client:
     def cluster(self) -> ClusterView:
         return self._send(_calls.cluster())
 
+    def hand_over(self, node: str) -> tuple[str, int]:
+        """Make ``node`` the master; the new (master, epoch)."""
+        return self._send(_calls.hand_over(node))
+
+    def rotate_token(self) -> tuple[str, dict[str, bool]]:
+        """Give every live node a new cluster token; the token and which nodes took it. This client keeps
+        using the new token."""
+        token, taken = self._send(_calls.rotate_token())
+        self._http.headers["Authorization"] = f"Bearer {token}"
+        return token, taken
+
+    def timeline(self, limit: int = 200) -> builtins.list[dict[str, Any]]:
+        """Membership events, newest first."""
+        return self._send(_calls.timeline(limit))
+
     def types(self) -> builtins.list[str]:
         return self._send(_calls.types())
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from shoal import validation
 from shoal.errors import InvalidInput
-from shoal.types import ClusterAPI, TaskAPI
+from shoal.types import TaskAPI
 from shoal.web import schemas
 from shoal.web.responses import JSONResponse
 from shoal.web.schemas import errors
@@ -51,8 +51,8 @@ _WAIT_DOC = f"long-poll: answer once the task is terminal or after this many sec
 WaitQuery = Annotated[float | None, Query(description=_WAIT_DOC)]
 
 
-def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str | TokenCheck) -> APIRouter:
-    """The ``/api/v1`` routes over ``tasks`` and ``cluster``, all behind the bearer token."""
+def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
+    """The ``/api/v1`` task routes, all behind the bearer token."""
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token(token))], responses=errors(401))
 
     @api.post(
@@ -144,11 +144,6 @@ def build_router(*, tasks: TaskAPI, cluster: ClusterAPI, token: str | TokenCheck
     @api.get("/types", response_model=schemas.TypesOut, summary="Task types that live nodes run")
     async def types() -> Response:
         return JSONResponse({"types": sorted(await tasks.task_types())})
-
-    @api.get("/cluster", response_model=schemas.ClusterOut, responses=errors(503), summary="Nodes and master")
-    async def cluster_view() -> Response:
-        view = await cluster.view()
-        return JSONResponse(view.to_json())
 
     return api
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from shoal import validation
 from shoal.types import ClusterAPI, TaskAPI
 from shoal.version import __version__
-from shoal.web import api, errors, events, openapi, schemas
+from shoal.web import api, cluster_api, errors, events, openapi, schemas
 from shoal.web.limits import BodyLimit
 from shoal.web.metrics import HttpMetrics
 from shoal.web.responses import JSONResponse
@@ -70,7 +70,8 @@ def create_app(
 
     streams = events.EventStreams(tasks, keepalive_s=keepalive_s, registry=registry)
     app.state.event_streams = streams
-    app.include_router(api.build_router(tasks=tasks, cluster=cluster, token=token))
+    app.include_router(api.build_router(tasks=tasks, token=token))
+    app.include_router(cluster_api.build_cluster_router(cluster=cluster, token=token))
     app.include_router(events.build_router(streams, token=token))
     openapi.install(app, [schemas.TaskIn, schemas.IdsIn])
 

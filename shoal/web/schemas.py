@@ -103,6 +103,36 @@ class ClusterOut(BaseModel):
     nodes: list[NodeOut]
 
 
+class MasterIn(BaseModel):
+    node: str = Field(description="name of the node that should become master")
+
+
+class MasterOut(BaseModel):
+    master: str
+    epoch: int
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="the new cluster token; the old one is accepted for a grace period")
+    succeed: dict[str, bool] = Field(description="which nodes took the new token")
+
+
+class TimelineEvent(BaseModel):
+    id: str
+    kind: str = Field(description="alive, suspect, dead, rejected, elected, master lost, re-placed")
+    node: str
+    rule: str = Field(
+        description="the rule that fired, e.g. '5 beats missed, direct probe and 2 indirect probe(s) failed'"
+    )
+    epoch: int
+    at: float
+    extra: dict[str, Any]
+
+
+class TimelineOut(BaseModel):
+    events: list[TimelineEvent]
+
+
 class TypesOut(BaseModel):
     types: list[str]
 

@@ -1,0 +1,104 @@
+"""Operator actions on the whole cluster, callable on any node: hand the master role to a chosen node,
+and rotate the cluster token on every live node without a restart.
+
+Handing over is something only the master may do, so the node that got the request forwards it to the
+master over gRPC (``Elections.RequestElection``, signed with the cluster token). A rotation is sent to
+every live node sealed under the current token (``Elections.UpdateSecret``), so the new token never
+crosses the wire in clear; the old one stays accepted for a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+
+from shoal.cluster.election import Election
+from shoal.cluster.peer import write_token
+from shoal.errors import InvalidInput, NotFound, ShoalError
+from shoal.rpc.peers import PeerClient
+from shoal.rpc.tokens import TokenKeeper
+from shoal.store.nodes import DEAD, REJECTED, NodeRegistry
+
+log = logging.getLogger("shoal.cluster.admin")
+
+
+class NoMaster(ShoalError):
+    """Raised when an action needs the master and none is elected (or it cannot be reached)."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class ClusterAdmin:
+    """Operator actions. Safe to call concurrently; each action is idempotent for the same arguments."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        registry: NodeRegistry,
+        election: Election,
+        peers: PeerClient,
+        keeper: TokenKeeper,
+        data_dir: Path,
+        alive_within: float,
+    ) -> None:
+        self.name = name
+        self.registry = registry
+        self.election = election
+        self.peers = peers
+        self.keeper = keeper
+        self.data_dir = data_dir
+        self.alive_within = alive_within
+
+    async def hand_over(self, candidate: str, timeout_s: float = 10.0) -> tuple[str, int]:
+        """Make ``candidate`` the master; return (master, epoch) once it is, or raise."""
+        now, records = await self.registry.all_with_time()
+        target = next((r for r in records if r.name == candidate), None)
+        if target is None:
+            raise NotFound(f"no node named {candidate!r}")
+        if not target.master_eligible or target.draining or target.state in (DEAD, REJECTED):
+            raise InvalidInput(f"node {candidate!r} cannot be master (not eligible, draining, dead or rejected)")
+        if now - target.last_beat > self.alive_within:
+            raise InvalidInput(f"node {candidate!r} is not beating; it cannot take over")
+        master, epoch = await self.registry.master()
+        if master == candidate:
+            return master, epoch
+        if master is None:
+            raise NoMaster("no master is elected right now; try again in a moment")
+        if master == self.name:
+            handed = await self.election.hand_over(candidate)
+        else:
+            holder = next((r for r in records if r.name == master), None)
+            handed = holder is not None and await self.peers.request_election(holder.grpc, candidate)
+        if not handed:
+            raise NoMaster(f"the master {master} did not hand over (it may be stepping down); try again")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now_master, now_epoch = await self.registry.master()
+            if now_master is not None and now_epoch > epoch:
+                return now_master, now_epoch
+            await asyncio.sleep(0.05)
+        raise NoMaster(f"no new master within {timeout_s:g}s after {master} stepped down")
+
+    async def rotate_token(self) -> tuple[str, dict[str, bool]]:
+        """Give every live node a new token; return it and which nodes took it."""
+        new_token = secrets.token_urlsafe(32)
+        now, records = await self.registry.all_with_time()
+        live = [r for r in records if r.name != self.name and now - r.last_beat <= self.alive_within
+                and r.state != REJECTED]  # fmt: skip
+        answers = await asyncio.gather(*(self.peers.update_secret(r.grpc, new_token) for r in live))
+        self.keeper.rotate(new_token)
+        write_token(self.data_dir, new_token)
+        taken = {r.name: ok for r, ok in zip(live, answers, strict=True)}
+        taken[self.name] = True
+        missed = sorted(n for n, ok in taken.items() if not ok)
+        if missed:
+            log.warning("token rotated, but %s did not take it; they are locked out after %gs", missed,
+                        self.keeper.grace_s)  # fmt: skip
+        else:
+            log.info("token rotated on %d node(s)", len(taken))
+        return new_token, taken
