@@ -139,13 +139,13 @@ class Election:
 
     async def tick(self) -> None:
         async with self._lock:
-            try:
+            try:  # a store that does not answer must not hold this loop past the lease
                 if self.is_master:
-                    await self._renew()
+                    await asyncio.wait_for(self._renew(), self.interval)
                 elif self.config.master_eligible:
-                    await self._follow()
+                    await asyncio.wait_for(self._follow(), self.lease_ttl)
                 else:
-                    self.master, _ = await self.registry.master()
+                    self.master, _ = await asyncio.wait_for(self.registry.master(), self.interval)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

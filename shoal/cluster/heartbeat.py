@@ -90,7 +90,7 @@ class Heartbeat:
 
     async def tick(self) -> None:
         try:
-            await self.registry.beat(self.record())
+            await asyncio.wait_for(self.registry.beat(self.record()), self.config.heartbeat_interval)
             message = {"kind": HEARTBEAT, "who": self.config.name, "alive": True, "incarnation": self.incarnation,
                        "load": self.load()}  # fmt: skip
             await self.registry.redis.publish(self.registry.keys.public, orjson.dumps(message))
