@@ -70,8 +70,9 @@ class EventHub:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed task event")
             return
-        for waiter in self._waiters.get(event.id, ()):
-            waiter.set()
+        if deleted or event.state.terminal:  # waiters wait for the end; other changes would only wake them
+            for waiter in self._waiters.get(event.id, ()):
+                waiter.set()
         if deleted:
             return
         for queue in self._watchers:

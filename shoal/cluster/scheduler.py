@@ -26,6 +26,11 @@ log = logging.getLogger("shoal.cluster.scheduler")
 #: Most tasks read from the pending stream at once, and most held unplaced in memory.
 READ_BATCH = 1000
 MAX_BACKLOG = 20_000
+#: Most tasks offered to place.lua in one call.
+PLACE_BATCH = 500
+#: Seconds the list of schedulable nodes is trusted (place.lua counts their free slots fresh each time,
+#: and refuses nodes declared dead or rejected since).
+NODES_TTL = 0.5
 
 
 @dataclass(slots=True)
@@ -58,6 +63,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._next_promote = 0.0
+        self._nodes: list[NodeRecord] = []
+        self._nodes_read = 0.0
 
     def __repr__(self) -> str:
         return f"<Scheduler epoch={self.epoch} backlog={len(self.backlog)} placed={self.placed}>"
@@ -130,36 +137,29 @@ class Scheduler:
         if not nodes:
             return
         await self._learn_types()
-        free = {n.name: n.slots - n.assigned for n in nodes}
-        plan: dict[str, list[str]] = {}
-        room = sum(free.values())
-        for msg_id, pending in self.backlog.items():
-            if room <= 0:
-                break
-            best = max(
-                (n for n in nodes if free[n.name] > 0 and pending.type in n.types),
-                key=lambda n: free[n.name],
-                default=None,
-            )
-            if best is not None:
-                plan.setdefault(best.name, []).append(msg_id)
-                free[best.name] -= 1
-                room -= 1
-        slots = {n.name: n.slots for n in nodes}
-        for name, msg_ids in plan.items():
-            task_ids = [self.backlog[m].task_id for m in msg_ids]
-            outcome = await self.store.place(self.epoch, name, slots[name], task_ids, msg_ids)
-            for msg_id, verdict in zip(msg_ids, outcome, strict=True):
-                if verdict >= 0:  # placed or gone: place.lua acknowledged its entry
-                    self.backlog.pop(msg_id, None)
-                    self.placed += verdict
+        runnable = set().union(*(n.types for n in nodes))
+        room = min(PLACE_BATCH, sum(n.slots for n in nodes))  # free slots are counted by place.lua
+        batch = [(m, p) for m, p in self.backlog.items() if p.type in runnable][:room]
+        if not batch:
+            return
+        outcome = await self.store.place_many(
+            self.epoch, [(n.name, n.slots, n.types) for n in nodes], [(p.task_id, m, p.type or "") for m, p in batch]
+        )
+        for (msg_id, _), verdict in zip(batch, outcome, strict=True):
+            if verdict >= 0:  # placed or gone: place.lua acknowledged its entry
+                self.backlog.pop(msg_id, None)
+                self.placed += verdict > 0
         self._room.set()
 
     async def _candidates(self) -> list[NodeRecord]:
+        """Nodes that may get work; the list is read at most every NODES_TTL seconds."""
         if not self.may_write():  # the lease may have run out by this master's own clock: place nothing
             return []
-        now, records = await self.registry.all_with_time()
-        return [n for n in records if n.schedulable(now, self.alive_within)]
+        if time.monotonic() - self._nodes_read > NODES_TTL:
+            now, records = await self.registry.all_with_time()
+            self._nodes = [n for n in records if n.schedulable(now, self.alive_within, ignore_load=True)]
+            self._nodes_read = time.monotonic()
+        return self._nodes
 
     async def _learn_types(self) -> None:
         unknown = [p for p in self.backlog.values() if p.type is None]

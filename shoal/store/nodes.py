@@ -50,14 +50,14 @@ class NodeRecord:
         """Verified by the master in its current incarnation, and not since declared dead or rejected."""
         return self.state in (ALIVE, SUSPECT) and self.state_incarnation == self.incarnation
 
-    def schedulable(self, now: float, alive_within: float) -> bool:
+    def schedulable(self, now: float, alive_within: float, *, ignore_load: bool = False) -> bool:
         return (
             self.run_tasks
             and not self.draining
             and self.state == ALIVE
             and self.admitted
             and now - self.last_beat <= alive_within
-            and self.assigned < self.slots
+            and (ignore_load or self.assigned < self.slots)
         )
 
 

@@ -153,12 +153,29 @@ class TaskStore:
     async def place(
         self, epoch: int, node: str, slots: int, task_ids: Sequence[str], entries: Sequence[str] = ()
     ) -> builtins.list[int]:
-        """Place tasks on ``node``: per id 1 placed, 0 gone, -1 no room. Raise StaleEpoch if deposed.
+        """Place tasks on ``node`` whatever their type: per id 1 placed, 0 gone, -1 no room."""
+        plan = [(task_id, entries[k] if entries else "", "") for k, task_id in enumerate(task_ids)]
+        return await self.place_many(epoch, [(node, slots, ("*",))], plan)
 
-        ``entries`` are the pending-stream entries the ids came from; those of tasks placed or gone are
-        acknowledged in the same atomic step.
+    async def place_many(
+        self,
+        epoch: int,
+        nodes: Sequence[tuple[str, int, Sequence[str]]],
+        tasks: Sequence[tuple[str, str, str]],
+    ) -> builtins.list[int]:
+        """Place each task on the node with the most free slots that runs its type, in one atomic step.
+
+        ``nodes`` are (name, slots, task types); ``tasks`` are (id, pending-stream entry or '', type). Per
+        task: the 1-based index of its node, 0 if it is gone, -1 if no node has room. Raise StaleEpoch if
+        this master has been replaced (nothing is placed then).
         """
-        reply = await self._run("place", epoch, node, slots, len(task_ids), *task_ids, *entries)
+        args: builtins.list[Any] = [epoch, len(nodes)]
+        for name, slots, types in nodes:
+            args += [name, slots, ",".join(types) or "-"]
+        args.append(len(tasks))
+        for task in tasks:
+            args += task
+        reply = await self._run("place", *args)
         if reply[0] == "stale":
             raise StaleEpoch(epoch, int(reply[1]))
         return [int(v) for v in reply[1:]]

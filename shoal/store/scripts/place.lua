@@ -1,35 +1,53 @@
--- The master places WAITING tasks on one node, never beyond its free slots, fenced by its epoch.
--- ARGV: prefix, epoch, node, slots, n, then n task ids, then (optionally) the n pending-stream entries
--- they came from, acknowledged and deleted here for every task that is placed or gone.
--- Returns {'stale', current_epoch} or {'ok', s1, s2, ...} with per id: 1 placed, 0 gone (no longer
--- WAITING: killed, deleted or placed already), -1 no room left on the node.
+-- The master places WAITING tasks on nodes, never beyond a node's free slots, fenced by its epoch.
+-- Each task goes to the node with the most free slots that runs its type (the seed's "least loaded
+-- queue", done right), all in one atomic step however many tasks and nodes there are.
+-- ARGV: prefix, epoch, node count, then per node: name, slots, its task types as a comma list ('*' = any),
+--       then task count, then per task: id, the pending-stream entry it came from ('' = none), its type.
+-- Entries of tasks placed or gone are acknowledged and deleted here.
+-- Returns {'stale', current_epoch} or {'ok', v1, v2, ...}: per task the index (1-based) of the node it
+-- was placed on, 0 if it is gone (no longer WAITING: killed, deleted or placed already), -1 if no node
+-- running its type has room.
 local cur = stale(ARGV[2])
 if cur then return {'stale', cur} end
-local node = ARGV[3]
-local free = tonumber(ARGV[4]) - redis.call('SCARD', P .. 'assigned:' .. node)
-local n = tonumber(ARGV[5])
+local nodes, i = {}, 4
+for k = 1, tonumber(ARGV[3]) do
+  local name, types = ARGV[i], {}
+  for t in string.gmatch(ARGV[i + 2], '[^,]+') do types[t] = true end
+  local free = tonumber(ARGV[i + 1]) - redis.call('SCARD', P .. 'assigned:' .. name)
+  local verdict = redis.call('HGET', P .. 'node:' .. name, 'state')
+  if verdict == 'dead' or verdict == 'rejected' then free = 0 end  -- declared since the master looked
+  nodes[k] = {name = name, free = free, types = types}
+  i = i + 3
+end
+local n = tonumber(ARGV[i])
+i = i + 1
 local t = now()
 local out = {'ok'}
-for i = 1, n do
-  local id = ARGV[5 + i]
-  local entry = ARGV[5 + n + i]
+for _ = 1, n do
+  local id, entry, ttype = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
   local tkey = P .. 'task:' .. id
-  local state = redis.call('HGET', tkey, 'state')
-  local verdict
-  if state ~= 'WAITING' or redis.call('ZSCORE', P .. 'delayed', id) then
-    verdict = 0
-  elseif free <= 0 then
+  local verdict = 0
+  if redis.call('HGET', tkey, 'state') == 'WAITING' and not redis.call('ZSCORE', P .. 'delayed', id) then
     verdict = -1
-  else
-    set_state(id, 'WAITING', 'INQUEUE')
-    redis.call('HSET', tkey, 'node', node, 'epoch', ARGV[2])
-    redis.call('SADD', P .. 'assigned:' .. node, id)
-    redis.call('XADD', P .. 'inbox:' .. node, '*', 'op', 'run', 'id', id)
-    publish(id, 'INQUEUE', node, t)
-    free = free - 1
-    verdict = 1
+    local best
+    for k, node in ipairs(nodes) do
+      if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not best or node.free > nodes[best].free) then
+        best = k
+      end
+    end
+    if best then
+      local node = nodes[best].name
+      set_state(id, 'WAITING', 'INQUEUE')
+      redis.call('HSET', tkey, 'node', node, 'epoch', ARGV[2])
+      redis.call('SADD', P .. 'assigned:' .. node, id)
+      redis.call('XADD', P .. 'inbox:' .. node, '*', 'op', 'run', 'id', id)
+      publish(id, 'INQUEUE', node, t)
+      nodes[best].free = nodes[best].free - 1
+      verdict = best
+    end
   end
-  if entry and verdict >= 0 then
+  if entry ~= '' and verdict >= 0 then
     redis.call('XACK', P .. 'pending', 'scheduler', entry)
     redis.call('XDEL', P .. 'pending', entry)
   end
