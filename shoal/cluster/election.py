@@ -180,7 +180,8 @@ class Election:
 
     async def _stand(self) -> None:
         now, records = await self.registry.all_with_time()
-        order = standing_order(records, now, self.alive_within, await self.registry.handover())
+        # Only nodes that beat lately stand: one cut off for a few beats must not hold the others back.
+        order = standing_order(records, now, 2.5 * self.interval, await self.registry.handover())
         if self.config.name not in order:
             return
         rank = order.index(self.config.name)
