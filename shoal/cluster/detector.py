@@ -104,7 +104,10 @@ class Detector:
             return None
         if r.state == DEAD:
             return self._requeue(r, "left over from an earlier verdict") if r.assigned else None
-        if r.state == REJECTED:
+        if r.state == REJECTED:  # for good, unless it could not be reached: then it is verified again later
+            retry_at = self._retry_at.get((r.name, r.incarnation))
+            if retry_at is not None and time.monotonic() >= retry_at and silent <= self.silence_limit:
+                return self._admit(r)
             return None
         if silent > self.silence_limit:
             return self._suspect(r, silent, others)
@@ -124,6 +127,7 @@ class Detector:
     async def _admit(self, r: NodeRecord) -> None:
         verdict = await self.prober.verify(r.grpc, r.name, timeout_s=max(1.0, self.interval))
         if verdict:
+            self._retry_at.pop((r.name, r.incarnation), None)
             await self._set(r, ALIVE, f"joined (incarnation {r.incarnation}): proved it holds the cluster token")
             return
         reason = str(getattr(verdict, "reason", "") or "verification failed")

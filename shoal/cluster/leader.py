@@ -94,10 +94,24 @@ class LeaderRole:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
 
     def poke(self) -> None:
         """A slot may have freed or a node joined: let the scheduler look again."""
         if self.scheduler is not None:
             self.scheduler.poke()
+
+
+async def cancel_and_wait(task: asyncio.Task[None], every_s: float = 0.05) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again until it does.
+
+    One cancel is not enough on Python 3.11: ``asyncio.wait_for`` (which redis-py uses to send every
+    command) drops a cancellation that arrives just as the call it guards completes, and the duty would
+    go on running while this waits for it forever. A cancellation of the caller itself propagates.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=every_s)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()  # retrieved, so that asyncio does not log it as never retrieved

@@ -4,6 +4,9 @@ It runs only while this node holds the master lease, and every placement carries
 place.lua refuses it once another master has taken over, and the scheduler stops (``StaleEpoch``).
 Tasks are read from the pending stream with a blocking XREADGROUP and acknowledged only once placed
 (or found gone), so a master that dies mid-batch leaves them for the next one, which claims them all.
+It goes on claiming: a deposed master's blocking read can still be served by Redis after the new master
+took over (its connection outlives its term by a moment, or it was paused), and what it got there would
+otherwise wait in its name for ever.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ log = logging.getLogger("shoal.cluster.scheduler")
 #: Most tasks read from the pending stream at once, and most held unplaced in memory.
 READ_BATCH = 1000
 MAX_BACKLOG = 20_000
+#: Entries another consumer has held unacknowledged this long are taken over (a live master acknowledges
+#: each one within milliseconds of reading it, unless no node has room, and then it is the only consumer).
+STRAY_IDLE_MS = 2 * BLOCK_MS
+#: Seconds between two looks for such entries.
+STRAY_EVERY_S = 1.0
 #: Most tasks offered to place.lua in one call.
 PLACE_BATCH = 500
 #: Seconds the list of schedulable nodes is trusted (place.lua counts their free slots fresh each time,
@@ -63,6 +71,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._next_promote = 0.0
+        self._next_strays = 0.0
+        self._stopped = False
         self._nodes: list[NodeRecord] = []
         self._nodes_read = 0.0
 
@@ -85,6 +95,9 @@ class Scheduler:
                 if reader.done():
                     reader.result()  # re-raise what stopped it
         finally:
+            # The flag as well as the cancel: on Python 3.11 a cancel can be lost in a Redis call (see
+            # leader.cancel_and_wait), and the reader must not go on taking entries for a term that is over.
+            self._stopped = True
             reader.cancel()
 
     async def tick(self) -> None:
@@ -95,6 +108,9 @@ class Scheduler:
             if due is not None:
                 delay = max(0.0, due - await self.registry.now())
                 asyncio.get_running_loop().call_later(delay + 0.01, self.poke)
+        if now >= self._next_strays:
+            self._next_strays = now + STRAY_EVERY_S
+            await self._claim_strays()
         if self.backlog:
             await self._place()
 
@@ -113,9 +129,29 @@ class Scheduler:
             log.info("took over %d unplaced task(s) from the previous master", len(self.backlog))
             self.poke()
 
+    async def _claim_strays(self) -> None:
+        """Take the entries other consumers (earlier masters) read and have left unacknowledged for long."""
+        redis, stream = self.store.redis, self.store.keys.pending
+        summary: Any = await redis.xpending(stream, SCHEDULER_GROUP)
+        for consumer in summary.get("consumers") or ():
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if name == self.node or not int(consumer["pending"]):
+                continue
+            rows: Any = await redis.xpending_range(
+                stream, SCHEDULER_GROUP, min="-", max="+", count=READ_BATCH, consumername=name, idle=STRAY_IDLE_MS
+            )
+            if rows:
+                claimed: Any = await redis.xclaim(
+                    stream, SCHEDULER_GROUP, self.node, STRAY_IDLE_MS, [r["message_id"] for r in rows]
+                )
+                self._add(claimed)
+                if claimed:
+                    log.warning("took over %d unplaced task(s) left unacknowledged by %s", len(claimed), name)
+                    self.poke()
+
     async def _read(self) -> None:
         redis, stream = self.store.redis, self.store.keys.pending
-        while True:
+        while not self._stopped:
             while len(self.backlog) >= MAX_BACKLOG:
                 self._room.clear()
                 await self._room.wait()

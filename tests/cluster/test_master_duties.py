@@ -1,0 +1,151 @@
+"""Two of the master's duties in-process, on the real Redis, where an end-to-end test can only hit them by
+chance: the detector verifies again a node it could not reach (instead of leaving it rejected for
+good), and the scheduler takes over pending entries that an earlier master read but never placed.
+The network is the only stand-in: a prober that answers as the test says."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shoal.cluster import detector as detector_module
+from shoal.cluster import scheduler as scheduler_module
+from shoal.cluster.detector import Detector
+from shoal.cluster.scheduler import Scheduler
+from shoal.keys import SCHEDULER_GROUP, Keys
+from shoal.models import TaskSpec
+from shoal.rpc.peers import Verdict
+from shoal.store.nodes import ALIVE, REJECTED, NodeRecord, NodeRegistry
+from shoal.store.tasks import TaskStore
+from shoal.testing import multiplier
+
+pytestmark = pytest.mark.cluster
+
+INTERVAL = 0.1
+DEAD_AFTER = 5
+
+
+class ScriptedProber:
+    """Answers verification with the next verdict of a list; every node answers probes."""
+
+    def __init__(self, verdicts: list[Verdict]) -> None:
+        self.verdicts = verdicts
+        self.asked: list[str] = []
+
+    async def is_alive(self, addr: str, timeout_s: float) -> tuple[str, int] | None:
+        return ("someone", 1)
+
+    async def ask_alive(self, via_addr: str, target_name: str, target_addr: str, timeout_s: float) -> bool:
+        return True
+
+    async def verify(self, addr: str, expected_name: str, timeout_s: float) -> Verdict:
+        self.asked.append(expected_name)
+        return self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def record(name: str, incarnation: int = 1) -> NodeRecord:
+    return NodeRecord(
+        name=name, host="127.0.0.1", http="127.0.0.1:1", grpc="127.0.0.1:2", slots=8, running=0, pid=1,
+        types=("echo",), run_tasks=True, last_beat=0.0, incarnation=incarnation,
+    )  # fmt: skip
+
+
+async def until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout * multiplier()
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_node_rejected_as_unreachable_is_verified_again_and_admitted(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detector_module, "REVERIFY_AFTER", 0.3)
+    keys = Keys("shoal")
+    registry = NodeRegistry(redis, keys)
+    epoch = (await registry.take_lease("master", 30)).epoch
+    prober = ScriptedProber([
+        Verdict(False, "unreachable: failed to connect to all addresses", unreachable=True),
+        Verdict(True, "verified", 1),
+    ])  # fmt: skip
+    detector = Detector(
+        registry=registry, store=TaskStore(redis, keys, result_max_bytes=4096), prober=prober, me="master",
+        epoch=epoch, interval=INTERVAL, dead_after=DEAD_AFTER,
+    )  # fmt: skip
+
+    async def state_is(state: str) -> bool:
+        await registry.beat(record("master"))
+        await registry.beat(record("node-x"))
+        await detector.tick()
+        found = await registry.get("node-x")
+        return found is not None and found.state == state
+
+    await until(lambda: state_is(REJECTED), 5, "node-x to be rejected as unreachable")
+    await until(lambda: state_is(ALIVE), 5, "node-x to be verified again and admitted")
+    node = await registry.get("node-x")
+    assert node is not None and node.admitted and "joined" in node.reason
+    assert prober.asked.count("node-x") >= 2
+    kinds = [e["kind"] for e in reversed(await registry.timeline()) if e["node"] == "node-x"]
+    assert kinds == ["rejected", "alive"]
+
+
+async def test_a_node_rejected_for_its_proof_is_not_asked_again(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detector_module, "REVERIFY_AFTER", 0.0)
+    keys = Keys("shoal")
+    registry = NodeRegistry(redis, keys)
+    epoch = (await registry.take_lease("master", 30)).epoch
+    prober = ScriptedProber([Verdict(False, "wrong admission proof: it does not hold the cluster token")])
+    detector = Detector(
+        registry=registry, store=TaskStore(redis, keys, result_max_bytes=4096), prober=prober, me="master",
+        epoch=epoch, interval=INTERVAL, dead_after=DEAD_AFTER,
+    )  # fmt: skip
+    for _ in range(10):
+        await registry.beat(record("master"))
+        await registry.beat(record("node-x"))
+        await detector.tick()
+        await asyncio.sleep(0.03)
+    node = await registry.get("node-x")
+    assert node is not None and node.state == REJECTED and "wrong admission proof" in node.reason
+    assert prober.asked == ["node-x"]
+
+
+async def test_the_scheduler_takes_over_entries_an_earlier_master_read_and_never_placed(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "STRAY_IDLE_MS", 300)
+    keys = Keys("shoal")
+    registry = NodeRegistry(redis, keys)
+    store = TaskStore(redis, keys, result_max_bytes=4096)
+    epoch = (await registry.take_lease("new-master", 30)).epoch
+    await registry.beat(record("worker"))
+    assert await registry.set_state(epoch, "worker", ALIVE, 1, "joined")
+    scheduler = Scheduler(store=store, registry=registry, node="new-master", epoch=epoch, alive_within=30)
+    await store.ensure_groups()
+    await scheduler.tick()  # the new term has begun and found nothing to place
+    # Submitted after the new master took over, and served to the old one's last blocking read.
+    ids = {t.id for t in await store.create([TaskSpec(name="echo", type="echo", target=f"t{i}") for i in range(5)])}
+    reply: Any = await redis.xreadgroup(SCHEDULER_GROUP, "old-master", {keys.pending: ">"}, count=100)
+    assert {f[b"id"].decode() for _, f in reply[0][1]} == ids
+
+    async def placed() -> bool:
+        await scheduler.tick()
+        got = await store.get_many(list(ids))
+        return all(t.state.name == "INQUEUE" and t.node == "worker" for t in got)
+
+    await until(placed, 10, "the tasks read by the old master to be placed")
+    summary: Any = await redis.xpending(keys.pending, SCHEDULER_GROUP)
+    assert summary["pending"] == 0
+    for task_id in ids:
+        assert int(await redis.hget(keys.task(task_id), "epoch") or 0) == epoch
