@@ -3,6 +3,10 @@
 One pub/sub connection per node feeds three kinds of listeners: waiters on one task (``wait``),
 watchers of every change (``watch``, for SSE and gRPC streams) and hooks (the scheduler's wake-up).
 Pub/sub may drop messages, so every listener treats an event as a hint and the store as the truth.
+
+Given the ``public`` channel too, the same connection carries node events for ``watch_nodes`` (the
+web task center's live nodes page): heartbeats, membership verdicts and master hand-overs, turned
+from the seed's numbered message kinds into named ones (see ``node_event``).
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 import orjson
 from redis.asyncio import Redis
@@ -23,15 +29,47 @@ log = logging.getLogger("shoal.events")
 #: Events a slow watcher may fall behind by before the oldest are dropped.
 WATCH_QUEUE = 1000
 
+#: The seed's message kinds on the ``public`` channel (shoal.cluster.heartbeat), plus shoal's verdicts.
+_BEAT, _REQUEST_ELECTION, _VOTE, _MEMBERSHIP = 0, 1, 2, 3
+
+NodeEvent = dict[str, Any]
+T = TypeVar("T")
+
+
+def node_event(raw: bytes, now: float) -> NodeEvent | None:
+    """A message of the ``public`` channel as the event stream shows it; None for one it does not show.
+
+    - heartbeat: ``{"kind": "beat", "node", "incarnation", "running", "at"}``;
+    - membership verdict: ``{"kind": "member", "node", "state", "reason", "at"}``;
+    - a master giving up its role: ``{"kind": "handover", "node", "candidate", "at"}``.
+    """
+    try:
+        data = orjson.loads(raw)
+        kind, who = data["kind"], str(data["who"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if kind == _BEAT:
+        running = data.get("load")
+        return {"kind": "beat", "node": who, "incarnation": data.get("incarnation"),
+                "running": running if isinstance(running, int) else None, "at": now}  # fmt: skip
+    if kind == _MEMBERSHIP:
+        return {"kind": "member", "node": who, "state": str(data.get("state", "")),
+                "reason": str(data.get("reason", "")), "at": now}  # fmt: skip
+    if kind == _REQUEST_ELECTION:
+        return {"kind": "handover", "node": who, "candidate": data.get("candidate") or None, "at": now}
+    return None
+
 
 class EventHub:
     """Owns the node's subscription to task events. ``run()`` is its loop; listeners may come and go."""
 
-    def __init__(self, redis: Redis, channel: str) -> None:
+    def __init__(self, redis: Redis, channel: str, public: str | None = None) -> None:
         self.redis = redis
         self.channel = channel
+        self.public = public
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
+        self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
         self.hooks: list[Callable[[TaskEvent], None]] = []
         self.subscribed = asyncio.Event()
 
@@ -39,11 +77,17 @@ class EventHub:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, *([self.public] if self.public else []))
                 self.subscribed.set()
+                public = self.public.encode() if self.public else None
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message.get("type") == "message":
+                    if message is None or message.get("type") != "message":
+                        continue
+                    channel = message.get("channel")
+                    if public is not None and (channel == public or channel == self.public):
+                        self._dispatch_node(message["data"])
+                    else:
                         self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise
@@ -75,16 +119,19 @@ class EventHub:
                 waiter.set()
         if deleted:
             return
-        for queue in self._watchers:
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(event)
+        _offer(self._watchers, event)
         for hook in self.hooks:
             try:
                 hook(event)
             except Exception:
                 log.exception("task event hook failed")
+
+    def _dispatch_node(self, raw: bytes) -> None:
+        if not self._node_watchers:
+            return
+        event = node_event(raw, time.time())
+        if event is not None:
+            _offer(self._node_watchers, event)
 
     def _wake_all(self) -> None:
         for waiters in self._waiters.values():
@@ -104,30 +151,44 @@ class EventHub:
                 if not waiters:
                     del self._waiters[task_id]
 
-    def watch(self) -> Watch:
+    def watch(self) -> Watch[TaskEvent]:
         """Every event from this call on: the subscription starts now, not at the first ``__anext__``."""
         return Watch(self._watchers)
 
+    def watch_nodes(self) -> Watch[NodeEvent]:
+        """Every node event (see ``node_event``) from this call on; empty unless the hub has ``public``."""
+        return Watch(self._node_watchers)
+
     def close(self) -> None:
         """End every watch stream (the node is stopping)."""
-        for queue in self._watchers:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+        for watchers in (self._watchers, self._node_watchers):
+            for queue in watchers:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
 
 
-class Watch:
-    """One subscriber's stream of task events; ``aclose()`` (or the end of the hub) unsubscribes it,
+def _offer(watchers: set[asyncio.Queue[T | None]], event: T) -> None:
+    """Give ``event`` to every watcher; a full queue loses its oldest event instead of blocking the hub."""
+    for queue in watchers:
+        if queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+        queue.put_nowait(event)
+
+
+class Watch(Generic[T]):
+    """One subscriber's stream of events; ``aclose()`` (or the end of the hub) unsubscribes it,
     whether or not it was ever iterated."""
 
-    def __init__(self, watchers: set[asyncio.Queue[TaskEvent | None]]) -> None:
+    def __init__(self, watchers: set[asyncio.Queue[T | None]]) -> None:
         self._watchers = watchers
-        self._queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue(WATCH_QUEUE)
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue(WATCH_QUEUE)
         watchers.add(self._queue)
 
-    def __aiter__(self) -> Watch:
+    def __aiter__(self) -> Watch[T]:
         return self
 
-    async def __anext__(self) -> TaskEvent:
+    async def __anext__(self) -> T:
         event = await self._queue.get()
         if event is None:
             await self.aclose()

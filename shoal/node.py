@@ -82,7 +82,7 @@ class Node:
         self.store = TaskStore(self.redis, keys, result_max_bytes=c.result_max_bytes)
         self.registry = NodeRegistry(self.redis, keys)
         self.types = self._task_types()
-        self.hub = EventHub(self.redis, keys.events)
+        self.hub = EventHub(self.redis, keys.events, keys.public)
         self.executor = Executor(
             store=self.store, types=self.types, node=c.name, slots=c.slots, retry_backoff=c.retry_backoff
         )
@@ -136,7 +136,7 @@ class Node:
             alive_within=self.alive_within,
         )
         self.cluster = ClusterService(
-            registry=self.registry, alive_within=self.alive_within, ready=self._ready, admin=self.admin
+            registry=self.registry, alive_within=self.alive_within, ready=self._ready, admin=self.admin, hub=self.hub
         )
         self.hub.hooks.append(self._on_task_event)
         self._metrics()
@@ -189,7 +189,9 @@ class Node:
         return build(builtins, c.task_modules)
 
     async def _start_http(self) -> None:
-        app = create_app(tasks=self.tasks, cluster=self.cluster, token=self.keeper, registry=self.metrics)
+        app = create_app(
+            tasks=self.tasks, cluster=self.cluster, token=self.keeper, registry=self.metrics, node_name=self.config.name
+        )
         host, port = split_addr(self.config.http, "http")
         server_config = uvicorn.Config(
             app,

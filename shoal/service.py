@@ -16,8 +16,10 @@ from shoal.cluster.admin import ClusterAdmin
 from shoal.errors import IllegalTransition, NotFound, UnknownTaskType
 from shoal.events import EventHub
 from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.store import search
 from shoal.store.nodes import ALIVE, DEAD, REJECTED, SUSPECT, NodeRecord, NodeRegistry
 from shoal.store.tasks import TaskStore
+from shoal.throughput import Throughput
 from shoal.worker.handlers import TaskTypes
 
 #: Most submits folded into one store call.
@@ -42,6 +44,8 @@ class TaskService:
         self._types: set[str] = set()
         self._types_read = 0.0
         self._types_lock = asyncio.Lock()
+        self._throughput = Throughput()
+        hub.hooks.append(self._throughput.add)
 
     async def task_types(self) -> builtins.list[str]:
         async with self._types_lock:  # one read for a burst of submits, not one each
@@ -92,6 +96,17 @@ class TaskService:
 
     async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
         return await self.store.list(state, limit, cursor)
+
+    async def search(
+        self, state: TaskState | None, query: str, limit: int, cursor: str | None
+    ) -> tuple[TaskPage, bool]:
+        return await search.search(self.store, state, query, limit, cursor)
+
+    async def counts(self) -> dict[str, int]:
+        return await self.store.counts()
+
+    def throughput(self, seconds: int) -> dict[str, Any]:
+        return self._throughput.series(seconds)
 
     async def kill(self, task_id: str) -> Task:
         await self.store.kill(task_id)
@@ -150,9 +165,11 @@ class ClusterService:
         alive_within: float,
         ready: Callable[[], tuple[bool, str]],
         admin: ClusterAdmin,
+        hub: EventHub | None = None,
     ) -> None:
         self.registry = registry
         self.admin = admin
+        self.hub = hub
         self.alive_within = alive_within
         self._ready = ready
 
@@ -191,6 +208,11 @@ class ClusterService:
     async def timeline(self, limit: int) -> builtins.list[dict[str, Any]]:
         return await self.registry.timeline(limit)
 
+    def watch(self) -> AsyncIterator[dict[str, Any]]:
+        if self.hub is None:
+            return _nothing()
+        return self.hub.watch_nodes()
+
     async def ready(self) -> tuple[bool, str]:
         ok, why = self._ready()
         if not ok:
@@ -203,6 +225,12 @@ class ClusterService:
         if master is None:
             return False, "no master elected yet"
         return True, "ready"
+
+
+async def _nothing() -> AsyncIterator[dict[str, Any]]:
+    """The node events of a service built without a hub: none, ending at once."""
+    return
+    yield {}
 
 
 def _state(n: NodeRecord, now: float, alive_within: float) -> str:

@@ -60,6 +60,21 @@ class TaskAPI(Protocol):
         """The task types that live nodes have registered."""
         ...
 
+    async def counts(self) -> dict[str, int]:
+        """How many tasks are in each state (by name), and ``total``."""
+        ...
+
+    async def search(
+        self, state: TaskState | None, query: str, limit: int, cursor: str | None
+    ) -> tuple[TaskPage, bool]:
+        """Tasks whose name or target contains ``query`` (any case), newest first, from a bounded scan of the
+        index; the flag says whether the scan covered every task (else ``total`` counts the newest only)."""
+        ...
+
+    def throughput(self, seconds: int) -> dict[str, Any]:
+        """Tasks that ended per second over the last ``seconds``, as this node saw them (see shoal.throughput)."""
+        ...
+
 
 class ClusterAPI(Protocol):
     """What users may see of the cluster."""
@@ -82,6 +97,10 @@ class ClusterAPI(Protocol):
 
     async def timeline(self, limit: int) -> list[dict[str, Any]]:
         """The latest membership events (joins, suspicions, deaths, rejections, elections), newest first."""
+        ...
+
+    def watch(self) -> AsyncIterator[dict[str, Any]]:
+        """Node events (beats, membership verdicts, hand-overs; see shoal.events.node_event) from now on."""
         ...
 
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from shoal import validation
 from shoal.errors import InvalidInput
 from shoal.types import TaskAPI
-from shoal.web import schemas
+from shoal.web import listing, schemas
 from shoal.web.responses import JSONResponse
 from shoal.web.schemas import errors
 from shoal.web.security import TokenCheck, require_token
@@ -71,16 +71,7 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
             task = await tasks.wait(task.id, wait_s)
         return JSONResponse(task.to_json(), status_code=201)
 
-    @api.get("/tasks", response_model=schemas.TaskPageOut, responses=errors(400), summary="List tasks, newest first")
-    async def list_tasks(
-        state: Annotated[str | None, Query(description=f"one of {', '.join(schemas.STATES)}")] = None,
-        limit: Annotated[int | None, Query(description=f"page size, 1..{validation.MAX_PAGE} (default 50)")] = None,
-        cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
-    ) -> Response:
-        wanted, size, after = validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor)
-        page = await tasks.list(wanted, size, after)
-        body = {"tasks": [t.to_json() for t in page.tasks], "total": page.total, "next_cursor": page.next_cursor}
-        return JSONResponse(body)
+    listing.add_routes(api, tasks)
 
     @api.post(
         "/tasks/kill",

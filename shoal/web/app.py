@@ -2,8 +2,12 @@
 
 ``create_app`` is the only entry point; the node builds it with its TaskAPI/ClusterAPI and serves it with
 uvicorn. Middleware, outermost first: ``HttpMetrics`` (counts every answer, 413s included), ``BodyLimit``
-(refuses big bodies before they are read), ``CatchAll`` (unexpected errors -> generic 500, traceback to the
-log), then FastAPI's exception handlers (``shoal.web.errors``: ShoalError -> its status).
+(refuses big bodies before they are read), ``ClusterCors`` (CORS for ``/api/v1`` from the origins of the
+cluster's own nodes only), ``CatchAll`` (unexpected errors -> generic 500, traceback to the log), then
+FastAPI's exception handlers (``shoal.web.errors``: ShoalError -> its status).
+
+The web task center (``shoal.web.ui``) is served at ``/`` (pages) and ``/static`` (its scripts and styles);
+its pages call the same REST API with the session cookie set at sign-in.
 
 ``/openapi.json`` is public, like the probes: it describes shapes, holds no data, and tools that render it
 (or generate clients) should not need the cluster token. Swagger UI and ReDoc are off because they load
@@ -23,7 +27,9 @@ from shoal.web import api, cluster_api, errors, events, openapi, schemas
 from shoal.web.limits import BodyLimit
 from shoal.web.metrics import HttpMetrics
 from shoal.web.responses import JSONResponse
-from shoal.web.security import TokenCheck, require_token
+from shoal.web.security import TokenCheck, accepter, require_token
+from shoal.web.ui.cors import ClusterCors, origins_of
+from shoal.web.ui.pages import Pages, build_pages_router, static_files, static_tag
 
 DESCRIPTION = """\
 REST API of a shoal node. Every route but `/healthz`, `/readyz` and `/openapi.json` needs
@@ -40,6 +46,7 @@ def create_app(
     registry: CollectorRegistry,
     keepalive_s: float = 15.0,
     max_body_bytes: int = validation.MAX_BODY_BYTES,
+    node_name: str | None = None,
 ) -> FastAPI:
     """Build the HTTP app over the node's APIs.
 
@@ -50,6 +57,7 @@ def create_app(
         registry: the node's Prometheus registry; served at ``/metrics`` and given the HTTP metrics.
         keepalive_s: seconds between keep-alive comments on ``/api/v1/events``.
         max_body_bytes: largest request body accepted (413 above it).
+        node_name: this node's name, shown on the task center's pages.
 
     ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
     the server does not wait on them.
@@ -65,15 +73,24 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(errors.CatchAll)
+
+    async def cluster_origins() -> set[str]:
+        return origins_of([n.http for n in (await cluster.view()).nodes])
+
+    app.add_middleware(ClusterCors, origins=cluster_origins)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(HttpMetrics, registry=registry)
 
-    streams = events.EventStreams(tasks, keepalive_s=keepalive_s, registry=registry)
+    streams = events.EventStreams(tasks, cluster=cluster, keepalive_s=keepalive_s, registry=registry)
     app.state.event_streams = streams
     app.include_router(api.build_router(tasks=tasks, token=token))
     app.include_router(cluster_api.build_cluster_router(cluster=cluster, token=token))
     app.include_router(events.build_router(streams, token=token))
     openapi.install(app, [schemas.TaskIn, schemas.IdsIn])
+    tag = static_tag()
+    pages = Pages(cluster=cluster, accepts=accepter(token), node_name=node_name, static_tag=tag)
+    app.include_router(build_pages_router(pages))
+    app.mount("/static", static_files(tag), name="static")
 
     @app.get("/healthz", response_model=schemas.StatusOut, tags=["probes"], summary="Liveness: the process runs")
     async def healthz() -> Response:

@@ -1,10 +1,13 @@
-"""``GET /api/v1/events``: task state changes as Server-Sent Events.
+"""``GET /api/v1/events``: task state changes and node events as Server-Sent Events.
 
-Each client gets its own ``TaskAPI.watch()`` iterator and a bounded queue between it and the socket, so a
-slow reader never holds up the watcher: when the queue is full the oldest event is dropped and the client
-is told with a ``lagged`` event (events are hints; a client that lagged should re-list). The stream sends:
+Each client gets its own ``TaskAPI.watch()`` and ``ClusterAPI.watch()`` iterators and a bounded queue
+between them and the socket, so a slow reader never holds up the watchers: when the queue is full the
+oldest event is dropped and the client is told with a ``lagged`` event (events are hints; a client that
+lagged should re-list). The stream sends:
 
 - ``event: task`` with ``data: TaskEvent.to_json()`` for every change;
+- ``event: node`` with ``data: {"kind": "beat" | "member" | "handover", "node", ...}`` (see
+  ``shoal.events.node_event``) for heartbeats, membership verdicts and master hand-overs;
 - ``event: lagged`` with ``data: {"kind": "lagged", "dropped": N}`` after events were dropped;
 - ``event: error`` with ``data: {"error", "message"}`` if the watch fails, then the stream ends;
 - a ``: keep-alive`` comment every ``keepalive_s`` so proxies keep the connection and dead peers are found.
@@ -28,7 +31,7 @@ from starlette.responses import StreamingResponse
 
 from shoal.errors import ShoalError
 from shoal.models import TaskEvent
-from shoal.types import TaskAPI
+from shoal.types import ClusterAPI, TaskAPI
 from shoal.web.errors import error_kind
 from shoal.web.schemas import errors
 from shoal.web.security import TokenCheck, require_token
@@ -48,18 +51,20 @@ class _Closed:
     """Marker put on a queue to end its stream."""
 
 
-_Item = TaskEvent | ShoalError | _Closed
+_Item = TaskEvent | dict[str, Any] | ShoalError | _Closed
 
 
 class _Subscription:
-    """One client's watcher and the bounded queue it fills; full means the oldest event is dropped."""
+    """One client's watchers and the bounded queue they fill; full means the oldest event is dropped."""
 
-    def __init__(self, tasks: TaskAPI, size: int) -> None:
+    def __init__(self, tasks: TaskAPI, cluster: ClusterAPI | None, size: int) -> None:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(size)
         self.dropped = 0
         # watch() is called here, before the stream says it is connected: TaskAPI.watch subscribes at call time
         self._source = tasks.watch()
         self._task = asyncio.create_task(self._pump(), name="sse-pump")
+        self._nodes = cluster.watch() if cluster is not None else None
+        self._node_task = asyncio.create_task(self._pump_nodes(), name="sse-pump-nodes") if self._nodes else None
 
     def offer(self, item: _Item) -> None:
         while True:
@@ -82,14 +87,26 @@ class _Subscription:
         else:
             self.offer(_Closed())
 
+    async def _pump_nodes(self) -> None:
+        """Node events ride along; their end (a node built without them) does not end the stream."""
+        assert self._nodes is not None
+        try:
+            async for event in self._nodes:
+                self.offer(event)
+        except Exception:
+            log.exception("node event watch failed; the stream goes on with task events only")
+
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-        aclose = getattr(self._source, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
+        for task, source in ((self._task, self._source), (self._node_task, self._nodes)):
+            if task is None:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
 
 
 class EventStreams:
@@ -99,11 +116,13 @@ class EventStreams:
         self,
         tasks: TaskAPI,
         *,
+        cluster: ClusterAPI | None = None,
         keepalive_s: float,
         registry: CollectorRegistry | None = None,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.tasks = tasks
+        self.cluster = cluster
         self.keepalive_s = keepalive_s
         self.queue_size = queue_size
         self._closing = asyncio.Event()
@@ -129,7 +148,7 @@ class EventStreams:
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body of one client's response."""
-        sub = _Subscription(self.tasks, self.queue_size)
+        sub = _Subscription(self.tasks, self.cluster, self.queue_size)
         closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
         self.open += 1
         self._open.set(self.open)
@@ -149,7 +168,10 @@ class EventStreams:
                 if isinstance(item, ShoalError):
                     yield frame("error", {"error": error_kind(item), "message": item.message})
                     break
-                yield frame("task", item.to_json())
+                if isinstance(item, TaskEvent):
+                    yield frame("task", item.to_json())
+                else:
+                    yield frame("node", item)
         finally:
             self.open -= 1
             self._open.set(self.open)
@@ -162,7 +184,7 @@ def build_router(streams: EventStreams, *, token: str | TokenCheck) -> APIRouter
 
     @api.get(
         "/events",
-        summary="Task state changes as Server-Sent Events",
+        summary="Task state changes and node events as Server-Sent Events",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     )

@@ -59,6 +59,28 @@ class TaskPageOut(BaseModel):
     tasks: list[TaskOut]
     total: int = Field(description="tasks matching the filter, on every page")
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+    complete: bool | None = Field(
+        None, description="only with ?q=: whether the search looked at every task of the listing"
+    )
+
+
+class CountsOut(BaseModel):
+    """Tasks in each state, by the state's name, and ``total``."""
+
+    WAITING: int
+    INQUEUE: int
+    RUNNING: int
+    RUNTIME_ERROR: int
+    SUCCEED: int
+    KILLED: int
+    total: int
+
+
+class ThroughputOut(BaseModel):
+    interval_s: int = Field(description="seconds per sample")
+    end: int = Field(description="Unix second of the last (current, partial) sample")
+    succeeded: list[int] = Field(description="tasks that reached SUCCEED in each second, oldest first")
+    failed: list[int] = Field(description="tasks that reached RUNTIME_ERROR in each second, oldest first")
 
 
 class ResultOut(BaseModel):

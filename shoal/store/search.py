@@ -1,0 +1,125 @@
+"""Search tasks by name or target: a bounded scan of a listing index, newest first.
+
+There is no text index in the store, and keeping one would cost every submit a write. A search instead
+walks the same sorted set a listing reads (``index:all`` or ``index:{STATE}``) from the newest task down,
+``CHUNK`` ids at a time, and matches only the two fields it needs (``name``, ``target``). It looks at no
+more than ``SEARCH_SCAN`` tasks, so a search costs at most that many small reads however big the store
+grows; when the index holds more, the answer says it is not complete and ``total`` counts the matches
+among the newest ``SEARCH_SCAN``. Every page re-walks from the newest task so that ``total`` means the
+same on every page; the cursor (a sequence number, as in a listing) only picks where the page starts.
+
+An ASCII query is matched inside Redis, one short Lua call per chunk (``_CHUNK_LUA``: about a
+millisecond of Redis time for a thousand tasks, so other clients wait no longer than that), and only the
+matching ids travel back. Any other query is matched here, after ``HMGET`` of each task in the chunk,
+with Unicode case folding, which Lua's ``string.lower`` does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+from shoal.models import TaskPage, TaskState
+from shoal.store.tasks import TaskStore
+
+#: Most index entries one search looks at.
+SEARCH_SCAN = 20_000
+#: Index entries read (and matched) per round trip.
+CHUNK = 1000
+
+# ARGV: index key, task key prefix, top score ('+inf' or '(N'), how many, lower-case needle.
+# Returns {entries looked at, score of the last one or '', id, score, id, score...} of the matches.
+_CHUNK_LUA = """
+local rows = redis.call('ZREVRANGEBYSCORE', ARGV[1], ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {#rows / 2, rows[#rows] or ''}
+for i = 1, #rows, 2 do
+  local f = redis.call('HMGET', ARGV[2] .. rows[i], 'name', 'target')
+  if (f[1] and string.find(string.lower(f[1]), ARGV[5], 1, true))
+      or (f[2] and string.find(string.lower(f[2]), ARGV[5], 1, true)) then
+    out[#out + 1] = rows[i]
+    out[#out + 1] = rows[i + 1]
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One round trip of the scan: how many entries it looked at, where to go on, and what matched."""
+
+    scanned: int
+    top: str
+    matches: list[tuple[str, int]]
+
+
+async def search(
+    store: TaskStore,
+    state: TaskState | None,
+    query: str,
+    limit: int,
+    cursor: str | None,
+    *,
+    scan: int = SEARCH_SCAN,
+) -> tuple[TaskPage, bool]:
+    """One page of the tasks whose name or target contains ``query`` (case-insensitive), newest first.
+
+    Returns the page (``total``: matches found by the scan) and whether the scan reached the oldest task.
+    """
+    index = store.keys.all if state is None else store.keys.state_index(state.name)
+    before = int(cursor) if cursor else None
+    page: list[tuple[str, int]] = []
+    more = False
+    total = scanned = 0
+    top = "+inf"
+    complete = False
+    script = store.redis.register_script(_CHUNK_LUA) if query.isascii() else None
+    while scanned < scan:
+        asked = min(CHUNK, scan - scanned)
+        chunk = await (_chunk_in_redis(script, store, index, top, asked, query) if script else
+                       _chunk_here(store, index, top, asked, query))  # fmt: skip
+        scanned += chunk.scanned
+        total += len(chunk.matches)
+        for task_id, seq in chunk.matches:
+            if before is not None and seq >= before:
+                continue
+            if len(page) < limit:
+                page.append((task_id, seq))
+            else:
+                more = True
+        if chunk.scanned < asked:
+            complete = True
+            break
+        top = chunk.top
+    if not complete:  # the scan stopped at its bound: complete all the same if nothing older is left
+        complete = not await store.redis.zrevrangebyscore(index, top, "-inf", start=0, num=1)
+    tasks = await store.get_many([task_id for task_id, _ in page])
+    next_cursor = str(page[-1][1]) if more and page else None
+    return TaskPage(tasks=tasks, total=total, next_cursor=next_cursor), complete
+
+
+async def _chunk_in_redis(script: AsyncScript, store: TaskStore, index: str, top: str, count: int,
+                          query: str) -> _Chunk:  # fmt: skip
+    reply: Any = await script(keys=[], args=[index, store.keys.task(""), top, count, query.lower()])
+    flat = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+    matches = [(flat[i], int(float(flat[i + 1]))) for i in range(2, len(flat), 2)]
+    return _Chunk(int(flat[0]), f"({int(float(flat[1]))}" if flat[1] else top, matches)
+
+
+async def _chunk_here(store: TaskStore, index: str, top: str, count: int, query: str) -> _Chunk:
+    rows: Any = await store.redis.zrevrangebyscore(index, top, "-inf", start=0, num=count, withscores=True)
+    if not rows:
+        return _Chunk(0, top, [])
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for member, _ in rows:
+            pipe.hmget(store.keys.task(member.decode()), "name", "target")
+        fields = await pipe.execute()
+    needle = query.casefold()
+    matches = [
+        (member.decode(), int(score))
+        for (member, score), (name, target) in zip(rows, fields, strict=True)
+        if any(needle in value.decode(errors="replace").casefold() for value in (name, target) if value)
+    ]
+    return _Chunk(len(rows), f"({int(rows[-1][1])}", matches)

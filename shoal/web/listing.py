@@ -1,0 +1,86 @@
+"""``GET /api/v1/tasks`` and its companions: the listing (with ``state``, ``q`` search and cursor pages),
+the counts per state, and the tasks finished per second. They serve the CLI and the web task center alike.
+
+A search (``q=``) matches the text, in any case, against each task's name and target. It is a bounded scan
+of the listing's index, newest first (``shoal.store.search``): it looks at no more than ``SEARCH_SCAN``
+tasks, and its answer carries ``complete`` to say whether that was all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from shoal import validation
+from shoal.errors import InvalidInput
+from shoal.store.search import SEARCH_SCAN
+from shoal.throughput import WINDOW_S
+from shoal.types import TaskAPI
+from shoal.web import schemas
+from shoal.web.responses import JSONResponse
+from shoal.web.schemas import errors
+
+#: Longest search text accepted by ``GET /api/v1/tasks?q=``.
+MAX_QUERY_CHARS = 200
+_Q_DOC = (
+    "search: tasks whose name or target contains this text (any case). A search looks at the newest "
+    f"{SEARCH_SCAN} tasks of the listing at most; `complete` says whether that was all of them"
+)
+
+
+def search_query(value: str | None) -> str:
+    """The search text of ``?q=``, stripped; empty means no search."""
+    if value is None:
+        return ""
+    value = value.strip()
+    if len(value) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"q is {len(value)} characters; the limit is {MAX_QUERY_CHARS}")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidInput("q must not contain control characters")
+    return value
+
+
+def add_routes(router: APIRouter, tasks: TaskAPI) -> None:
+    """Add the listing routes to ``router`` (before any ``/tasks/{task_id}`` route, which would match them)."""
+
+    @router.get("/tasks", response_model=schemas.TaskPageOut, responses=errors(400), summary="List tasks, newest first")
+    async def list_tasks(
+        state: Annotated[str | None, Query(description=f"one of {', '.join(schemas.STATES)}")] = None,
+        limit: Annotated[int | None, Query(description=f"page size, 1..{validation.MAX_PAGE} (default 50)")] = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
+        q: Annotated[str | None, Query(description=_Q_DOC)] = None,
+    ) -> Response:
+        wanted, size, after = validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor)
+        query = search_query(q)
+        complete: bool | None = None
+        if query:
+            page, complete = await tasks.search(wanted, query, size, after)
+        else:
+            page = await tasks.list(wanted, size, after)
+        body: dict[str, Any] = {
+            "tasks": [t.to_json() for t in page.tasks],
+            "total": page.total,
+            "next_cursor": page.next_cursor,
+        }
+        if complete is not None:
+            body["complete"] = complete
+        return JSONResponse(body)
+
+    @router.get("/tasks/counts", response_model=schemas.CountsOut, summary="How many tasks are in each state")
+    async def counts() -> Response:
+        return JSONResponse(await tasks.counts())
+
+    @router.get(
+        "/tasks/throughput",
+        response_model=schemas.ThroughputOut,
+        responses=errors(400),
+        summary="Tasks that ended per second, as this node saw them",
+    )
+    async def throughput(
+        seconds: Annotated[int | None, Query(description=f"how far back, 1..{WINDOW_S} (default 300)")] = None,
+    ) -> Response:
+        if seconds is not None and not 1 <= seconds <= WINDOW_S:
+            raise InvalidInput(f"seconds must be between 1 and {WINDOW_S}")
+        return JSONResponse(tasks.throughput(seconds or 300))

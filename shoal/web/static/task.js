@@ -1,0 +1,154 @@
+// One task: every field, its timeline, the error, the result (for fetch, the source with its size,
+// status and content type, and a download), kill and delete. Live: re-read on each of its events.
+
+import { ApiError, del, get, post } from './api.js';
+import { Live } from './live.js';
+import { renderResult } from './result.js';
+import { TERMINAL, confirmAction, followBase, fmtExact, fmtSpan, h, pageLink, shortId, showBanner, stateBadge } from './ui.js';
+
+const $ = (id) => document.getElementById(id);
+const id = $('task').dataset.taskId;
+const seen = []; // state changes received live while the page is open: {state, node, at}
+let task = null;
+let gone = false;
+let timer = null;
+
+const OUTCOME_STATE = { succeeded: 'SUCCEED', failed: 'RUNTIME_ERROR', 'timed out': 'RUNTIME_ERROR', killed: 'KILLED', 'node lost': 'WAITING' };
+
+function field(label, ...value) {
+  return [h('dt', {}, label), h('dd', {}, ...value)];
+}
+
+function renderFields(t) {
+  const duration = t.started_at && t.finished_at ? fmtSpan(t.finished_at - t.started_at) : '–';
+  $('fields').replaceChildren(
+    ...field('ID', h('code', {}, t.id)),
+    ...field('Name', t.name),
+    ...field('Type', t.type),
+    ...field('Target', h('span', { class: 'wrap' }, t.target)),
+    ...field('State', stateBadge(t.state)),
+    ...field('Node', t.node || '–'),
+    ...field('Attempts', `${t.attempts} (retries allowed: ${t.max_retries})`),
+    ...field('Timeout', t.timeout_s ? `${t.timeout_s} s` : 'the type\'s default'),
+    ...field('Created', fmtExact(t.created_at)),
+    ...field('Started', fmtExact(t.started_at)),
+    ...field('Finished', fmtExact(t.finished_at)),
+    ...field('Run time', duration),
+    ...field('Params', h('pre', { class: 'params' }, JSON.stringify(t.params, null, 2))),
+  );
+}
+
+// What happened to the task, oldest first: from its record and attempts, plus what was seen live.
+function timelineOf(t) {
+  const entries = [{ at: t.created_at, state: 'WAITING', text: 'created', node: null }];
+  for (const a of t.history || []) {
+    entries.push({ at: a.started_at, state: 'RUNNING', text: `attempt ${a.number} started`, node: a.node });
+    if (a.finished_at) {
+      entries.push({ at: a.finished_at, state: OUTCOME_STATE[a.outcome] || 'RUNTIME_ERROR',
+        text: `attempt ${a.number} ${a.outcome || 'ended'}`, node: a.node, error: a.error });
+    }
+  }
+  const near = (state, at) => entries.some((e) => e.state === state && Math.abs(e.at - at) < 1);
+  if (TERMINAL.has(t.state) && t.finished_at && !near(t.state, t.finished_at)) {
+    entries.push({ at: t.finished_at, state: t.state, text: `ended ${t.state}`, node: t.node });
+  }
+  for (const ev of seen) {
+    if (!near(ev.state, ev.at)) entries.push({ at: ev.at, state: ev.state, text: `became ${ev.state}`, node: ev.node, live: true });
+  }
+  return entries.sort((a, b) => a.at - b.at);
+}
+
+function renderTimeline(t) {
+  $('timeline').replaceChildren(...timelineOf(t).map((e) => h('li', {},
+    h('time', { datetime: new Date(e.at * 1000).toISOString() }, fmtExact(e.at)), ' ',
+    stateBadge(e.state), ' ', e.text, e.node ? ` on ${e.node}` : '',
+    e.live ? h('span', { class: 'hint' }, ' (seen live)') : '',
+    e.error ? h('div', { class: 'error-text small' }, e.error) : '')));
+}
+
+function render(t) {
+  document.title = `${t.name} · shoal`;
+  $('task-name').replaceChildren(t.name, ' ', h('code', { class: 'hint' }, shortId(t.id)));
+  $('crumb').textContent = t.name;
+  $('task-state').replaceChildren(stateBadge(t.state));
+  renderFields(t);
+  $('error-card').hidden = !t.error;
+  $('error-text').textContent = t.error || '';
+  renderTimeline(t);
+  $('kill').disabled = TERMINAL.has(t.state);
+  $('delete').disabled = false;
+}
+
+async function loadResult(t) {
+  try {
+    renderResult($('result'), t, await get(`/api/v1/tasks/${id}/result`));
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 404) throw err;
+    const why = TERMINAL.has(t.state) ? `No result: the task ended ${t.state}.` : 'No result yet: the task has not finished.';
+    $('result').replaceChildren(h('p', { class: 'hint' }, why));
+  }
+}
+
+function showGone() {
+  gone = true;
+  showBanner($('task-message'), 'This task no longer exists: it was deleted.', 'error');
+  $('kill').disabled = true;
+  $('delete').disabled = true;
+  $('task-message').append(' ', pageLink('/', 'Back to the tasks'));
+}
+
+async function load() {
+  if (gone) return;
+  try {
+    task = await get(`/api/v1/tasks/${id}`);
+  } catch (err) {
+    if (err.status === 404) showGone();
+    else if (err.status !== 0) showBanner($('task-message'), `Could not load the task: ${err.message}`, 'error');
+    return;
+  }
+  render(task);
+  await loadResult(task);
+}
+
+function soon() {
+  if (timer) return;
+  timer = setTimeout(() => {
+    timer = null;
+    load();
+  }, 100);
+}
+
+async function kill() {
+  const ok = await confirmAction({ title: 'Kill this task?', body: h('p', {}, `${task.name} (${shortId(id)}) is ${task.state}.`), ok: 'Kill' });
+  if (!ok) return;
+  try {
+    task = await post(`/api/v1/tasks/${id}/kill`);
+    showBanner($('task-message'), 'Killed.', 'info');
+    render(task);
+  } catch (err) {
+    showBanner($('task-message'), `Not killed: ${err.message}`, 'error');
+  }
+}
+
+async function remove() {
+  const ok = await confirmAction({ title: 'Delete this task?', body: h('p', {}, `${task.name} (${shortId(id)}) and its result will be removed for good.`), ok: 'Delete' });
+  if (!ok) return;
+  try {
+    await del(`/api/v1/tasks/${id}`);
+    showGone();
+  } catch (err) {
+    showBanner($('task-message'), `Not deleted: ${err.message}`, 'error');
+  }
+}
+
+followBase();
+$('kill').addEventListener('click', kill);
+$('delete').addEventListener('click', remove);
+await load();
+const live = new Live();
+live.on('task', (ev) => {
+  if (ev.id !== id) return;
+  seen.push({ state: ev.state, node: ev.node, at: ev.at });
+  soon();
+}).on('resync', load);
+live.start();
