@@ -1,0 +1,235 @@
+"""The tasks pages in a real browser against a real three-node cluster: sign in and out, create a task
+through the form and watch it finish without a reload, read its fetched source, validation messages,
+selection and bulk kill / delete with each task's outcome, and a task's own kill and delete buttons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("playwright", reason="browser tests need Python Playwright (pip install -e '.[test]')")
+
+from playwright.sync_api import expect
+
+from .center import LIVE_S, api, mark_page, ms, row, sign_in, state_cell, still_same_page, submit
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def test_sign_in_keeps_the_token_out_of_urls_and_sign_out_ends_it(cluster: list[Any], new_page: Any, shot: Any) -> None:
+    node = cluster[1]
+    page = new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(node.http_url + "/")
+    page.get_by_label("API token").fill("not the token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("wrong token")).to_be_visible()
+    shot(page, "signin")
+
+    sign_in(page, node)
+    expect(page.locator("#served-by")).to_have_text(node.name)
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["shoal_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+    assert urls and not any(node.token in url for url in urls)
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in to shoal")).to_be_visible()
+    page.goto(node.http_url + "/nodes")
+    expect(page.get_by_label("API token")).to_be_visible()
+    assert not page.script_errors
+
+
+def test_a_task_created_in_the_form_goes_live_to_succeed_and_shows_its_fetched_source(
+    cluster: list[Any], new_page: Any, shot: Any, origin: Any
+) -> None:
+    node = cluster[2]
+    page = new_page(accept_downloads=True)
+    sign_in(page, node)
+    mark_page(page)
+    seen: list[str] = []
+    page.expose_function("sawState", lambda state: seen.append(state))
+    page.evaluate("""() => {
+        const body = document.getElementById('task-rows');
+        let last = null;
+        new MutationObserver(() => {
+            const tr = [...body.querySelectorAll('tr')].find(r => r.textContent.includes('slow page'));
+            const state = tr && tr.querySelector('.state').textContent;
+            if (state && state !== last) { last = state; window.sawState(state); }
+        }).observe(body, {subtree: true, childList: true, characterData: true});
+    }""")
+    page.get_by_role("button", name="New task").click()
+    dialog = page.get_by_role("dialog", name="New task")
+    dialog.get_by_label("Name").fill("slow page")
+    dialog.get_by_label("Type").select_option("fetch")
+    dialog.get_by_label("Target").fill(f"{origin.url}/slow?s=1")
+    dialog.get_by_role("button", name="Create").click()
+    expect(dialog).to_be_hidden()
+
+    expect(row(page, "slow page")).to_have_count(1)
+    expect(state_cell(page, "slow page")).to_have_text("SUCCEED", timeout=ms(LIVE_S + 5))
+    assert still_same_page(page), "the page reloaded"
+    # it moved through the states live, not in one jump at the end
+    assert seen[-1] == "SUCCEED" and {"WAITING", "INQUEUE", "RUNNING"} & set(seen[:-1]), seen
+    expect(row(page, "slow page").locator("td").nth(3)).to_have_text("fetch")
+    expect(page.locator('[data-count="SUCCEED"]')).to_have_text("1")
+    shot(page, "tasks")
+
+    row(page, "slow page").get_by_role("link").click()
+    expect(page.get_by_role("heading", name="slow page")).to_be_visible()
+    source = page.get_by_label("Fetched source")
+    expect(source).to_have_text("slow done")
+    result = page.locator("#result")
+    expect(result).to_contain_text("9 B (9 bytes)")
+    expect(result).to_contain_text("200")
+    expect(result).to_contain_text("text/plain")
+    expect(page.locator("#timeline li")).to_have_count(3)  # created, attempt started, attempt succeeded
+    expect(page.locator("#timeline")).to_contain_text("attempt 1 succeeded on ")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download").click()
+    assert download.value.suggested_filename.startswith("slow-page-")
+    assert Path(download.value.path()).read_bytes() == b"slow done"
+    shot(page, "task")
+    assert not page.script_errors
+
+
+def test_validation_messages_appear_next_to_the_fields(cluster: list[Any], new_page: Any, shot: Any) -> None:
+    node = cluster[0]
+    page = new_page()
+    sign_in(page, node)
+    page.get_by_role("button", name="New task").click()
+    dialog = page.get_by_role("dialog", name="New task")
+    dialog.get_by_label("Type").select_option("fetch")
+    dialog.get_by_role("button", name="Create").click()
+    name_field = dialog.locator(".field", has=page.get_by_label("Name"))
+    target_field = dialog.locator(".field", has=page.get_by_label("Target"))
+    expect(name_field).to_contain_text("name is required")
+    expect(target_field).to_contain_text("target is required")
+    expect(dialog.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+
+    dialog.get_by_label("Name").fill("bad")
+    dialog.get_by_label("Target").fill("not a url")
+    dialog.get_by_role("button", name="Create").click()
+    expect(name_field.locator(".field-error")).to_be_hidden()
+    expect(target_field).to_contain_text("target must be an absolute http:// or https:// URL")
+
+    # the server's own check, for what the form cannot know: a metadata address, an echo delay out of range
+    dialog.get_by_label("Target").fill("http://169.254.169.254/latest")
+    dialog.get_by_role("button", name="Create").click()
+    expect(target_field).to_contain_text("refused")
+    dialog.get_by_label("Type").select_option("echo")
+    dialog.get_by_label("Target").fill("x")
+    dialog.get_by_label("Params").fill('{"delay_s": -1}')
+    dialog.get_by_role("button", name="Create").click()
+    params_field = dialog.locator(".field", has=page.get_by_label("Params"))
+    expect(params_field).to_contain_text("params.delay_s must be between 0 and 3600")
+    shot(page, "create-form")
+    with api(node) as client:
+        assert client.get("/api/v1/tasks").json()["total"] == 0  # nothing was created
+    assert not page.script_errors
+
+
+def test_select_all_invert_bulk_kill_and_bulk_delete(cluster: list[Any], new_page: Any, shot: Any) -> None:
+    node = cluster[0]
+    long = [submit(node, f"long {i}", delay_s=120) for i in range(3)]
+    short = [submit(node, f"short {i}") for i in range(2)]
+    page = new_page()
+    sign_in(page, node)
+    expect(page.locator("#task-rows tr")).to_have_count(5)
+    for t in short:
+        expect(state_cell(page, t["name"])).to_have_text("SUCCEED", timeout=ms(LIVE_S))
+    for t in long:
+        expect(state_cell(page, t["name"])).to_have_text("RUNNING", timeout=ms(LIVE_S))
+
+    page.get_by_role("button", name="Select all").click()
+    expect(page.locator("#selected-count")).to_have_text("5 selected")
+    page.get_by_role("button", name="Invert selection").click()
+    expect(page.locator("#selected-count")).to_have_text("0 selected")
+    page.get_by_label("Select task short 0").check()
+    page.get_by_role("button", name="Invert selection").click()
+    expect(page.locator("#selected-count")).to_have_text("4 selected")
+    expect(page.get_by_label("Select task short 0")).not_to_be_checked()
+    expect(page.get_by_label("Select task short 1")).to_be_checked()
+
+    page.get_by_role("button", name="Kill selected").click()
+    confirm = page.get_by_role("dialog", name="Kill 4 tasks?")
+    expect(confirm).to_be_visible()
+    confirm.get_by_role("button", name="Kill 4 tasks").click()
+    outcome = page.locator("#outcome")
+    expect(outcome.get_by_role("heading")).to_have_text("Killed 3 of 4 tasks")
+    expect(outcome.locator("li[data-outcome=ok]")).to_have_count(3)
+    expect(outcome.locator("li", has_text="short 1")).to_contain_text("not killed: it had already ended")
+    for t in long:
+        expect(state_cell(page, t["name"])).to_have_text("KILLED", timeout=ms(LIVE_S))
+    shot(page, "bulk-kill")
+
+    page.get_by_role("button", name="Select all").click()
+    page.get_by_role("button", name="Delete selected").click()
+    confirm = page.get_by_role("dialog", name="Delete 5 tasks?")
+    confirm.get_by_role("button", name="Cancel").click()
+    with api(node) as client:
+        assert client.get("/api/v1/tasks").json()["total"] == 5  # cancelled: nothing deleted
+    page.get_by_role("button", name="Delete selected").click()
+    page.get_by_role("dialog", name="Delete 5 tasks?").get_by_role("button", name="Delete 5 tasks").click()
+    expect(outcome.get_by_role("heading")).to_have_text("Deleted 5 of 5 tasks")
+    expect(page.locator("#task-rows tr")).to_have_count(0)
+    expect(page.locator('[data-count="total"]')).to_have_text("0")
+    with api(node) as client:
+        assert client.get("/api/v1/tasks").json()["total"] == 0
+    assert not page.script_errors
+
+
+def test_filter_search_and_pages(cluster: list[Any], new_page: Any) -> None:
+    node = cluster[1]
+    with api(node) as client:
+        for i in range(55):
+            client.post("/api/v1/tasks", json={"name": f"batch {i:02d}", "type": "echo", "target": f"t{i}"})
+        client.post("/api/v1/tasks", json={"name": "odd one", "type": "echo", "target": "needle-target"})
+        blocked = client.post("/api/v1/tasks", json={"name": "sleeper", "type": "echo", "target": "z",
+                                                     "params": {"delay_s": 120}}).json()  # fmt: skip
+    page = new_page()
+    sign_in(page, node)
+    expect(page.locator('[data-count="total"]')).to_have_text("57")
+    expect(page.locator("#task-rows tr")).to_have_count(50)
+    expect(page.locator("#page-info")).to_have_text("1–50 of 57 tasks")
+    page.get_by_role("button", name="Older →").click()
+    expect(page.locator("#task-rows tr")).to_have_count(7)
+    expect(page.locator("#page-info")).to_have_text("51–57 of 57 tasks")
+    page.get_by_role("button", name="← Newer").click()
+    expect(page.locator("#task-rows tr")).to_have_count(50)
+
+    page.get_by_label("Search").fill("NEEDLE")
+    expect(page.locator("#task-rows tr")).to_have_count(1)
+    expect(row(page, "odd one")).to_be_visible()
+    page.get_by_label("Search").fill("")
+    page.locator("#counts").get_by_role("button", name="RUNNING").click()
+    expect(page.locator("#task-rows tr")).to_have_count(1, timeout=ms(LIVE_S))
+    expect(row(page, "sleeper")).to_be_visible()
+    assert "state=RUNNING" in page.url
+    with api(node) as client:
+        client.post(f"/api/v1/tasks/{blocked['id']}/kill")
+    expect(page.locator("#task-rows tr")).to_have_count(0, timeout=ms(LIVE_S))  # it left the filter, live
+    assert not page.script_errors
+
+
+def test_a_tasks_page_kills_and_deletes_it(cluster: list[Any], new_page: Any) -> None:
+    node = cluster[0]
+    task = submit(node, "detail victim", delay_s=120)
+    page = new_page()
+    sign_in(page, node, f"/tasks/{task['id']}")
+    expect(page.locator("#task-state")).to_have_text("RUNNING", timeout=ms(LIVE_S))
+    page.get_by_role("button", name="Kill").click()
+    page.get_by_role("dialog", name="Kill this task?").get_by_role("button", name="Kill").click()
+    expect(page.locator("#task-state")).to_have_text("KILLED", timeout=ms(LIVE_S))
+    expect(page.locator("#timeline")).to_contain_text("KILLED")
+    expect(page.locator("#error-text")).to_contain_text("killed")
+    page.get_by_role("button", name="Delete").click()
+    page.get_by_role("dialog", name="Delete this task?").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("This task no longer exists")).to_be_visible()
+    with api(node) as client:
+        assert client.get(f"/api/v1/tasks/{task['id']}").status_code == 404
+    assert not page.script_errors
