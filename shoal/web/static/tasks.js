@@ -9,7 +9,7 @@ import { Live } from './live.js';
 import { age, followBase, fmtNumber, h, isShortcut, pageLink, shortId, stateBadge, tickAges } from './ui.js';
 
 const PAGE_SIZE = 50;
-const REFRESH_DELAY_MS = 150;
+const REFRESH_DELAY_MS = 80;
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
