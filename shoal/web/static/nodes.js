@@ -29,10 +29,10 @@ function nodeRow(n) {
   const master = view.master === n.name;
   const cache = n.cache ? h('div', { class: 'hint' }, `cache ${fmtBytes(n.cache.used)} of ${fmtBytes(n.cache.capacity)}`) : '';
   return h('tr', { class: master ? 'master' : '', dataset: { node: n.name, state: n.state } },
-    h('td', { dataset: { label: 'Node' } }, h('strong', {}, n.name),
+    h('td', { dataset: { label: 'Node' } }, h('div', {}, h('strong', {}, n.name),
       master ? h('span', { class: 'master-badge' }, '★ master') : '',
       h('div', { class: 'hint' }, `http ${n.http} · grpc ${n.grpc} · pid ${n.pid} · incarnation ${n.incarnation}`),
-      n.draining ? h('div', { class: 'hint' }, 'draining: takes no new work') : '', cache),
+      n.draining ? h('div', { class: 'hint' }, 'draining: takes no new work') : '', cache)),
     h('td', { dataset: { label: 'State' } }, h('span', { class: `node-state n-${n.state}` }, n.state)),
     h('td', { dataset: { label: 'Role' } }, n.role),
     h('td', { dataset: { label: 'Epoch' } }, master ? String(view.epoch) : '–'),
