@@ -20,6 +20,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 
+from shoal._utils import cancel_and_wait
 from shoal.auth import load_or_create_token
 from shoal.cluster.admin import ClusterAdmin
 from shoal.cluster.election import Election
@@ -285,9 +286,9 @@ class Node:
         self.heartbeat.draining = True
         with contextlib.suppress(Exception):
             await self.heartbeat.tick()  # no new work for this node, and it stands for nothing
-        for task in self._loops:
-            if task.get_name() in ("heartbeat", "election", "worker"):
-                task.cancel()
+        await asyncio.gather(
+            *(cancel_and_wait(t) for t in self._loops if t.get_name() in ("heartbeat", "election", "worker"))
+        )
         await self.election.leave()
         if self.config.run_tasks:
             try:
@@ -303,9 +304,7 @@ class Node:
             self.http.should_exit = True
         if self.rpc is not None:
             await self.rpc.stop(1.0)
-        for task in self._loops:
-            if task.get_name() != "http":
-                task.cancel()
+        await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() != "http"))
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._http_client.aclose()
         if hasattr(self, "peers"):

@@ -185,7 +185,7 @@ class ClusterService:
                     http=n.http,
                     grpc=n.grpc,
                     state=_state(n, now, self.alive_within),
-                    reason=n.reason,
+                    reason=n.reason if n.state_incarnation == n.incarnation else "rejoined; not yet verified",
                     incarnation=n.incarnation,
                     priority=n.priority,
                     draining=n.draining,

@@ -8,11 +8,11 @@ itself; the election notices the lost lease on its next renewal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from shoal._utils import cancel_and_wait
 from shoal.cluster.detector import Detector, Prober
 from shoal.cluster.scheduler import Scheduler
 from shoal.errors import StaleEpoch
@@ -100,18 +100,3 @@ class LeaderRole:
         """A slot may have freed or a node joined: let the scheduler look again."""
         if self.scheduler is not None:
             self.scheduler.poke()
-
-
-async def cancel_and_wait(task: asyncio.Task[None], every_s: float = 0.05) -> None:
-    """Cancel ``task`` and wait until it has ended, cancelling again until it does.
-
-    One cancel is not enough on Python 3.11: ``asyncio.wait_for`` (which redis-py uses to send every
-    command) drops a cancellation that arrives just as the call it guards completes, and the duty would
-    go on running while this waits for it forever. A cancellation of the caller itself propagates.
-    """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=every_s)
-    if not task.cancelled():
-        with contextlib.suppress(Exception):
-            task.result()  # retrieved, so that asyncio does not log it as never retrieved

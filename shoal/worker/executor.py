@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from shoal._utils import cancel_and_wait
 from shoal.keys import WORKER_GROUP
 from shoal.models import AttemptOutcome, Task, TaskResult
 from shoal.store import redis as store_redis
@@ -46,6 +47,7 @@ class Executor:
         self.last_progress = time.monotonic()
         self._closing = False
         self._hurry = asyncio.Event()
+        self._stoppers: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<Executor {self.node} running={len(self.running)} completed={self.completed} failed={self.failed}>"
@@ -105,7 +107,10 @@ class Executor:
             task = self.running.get(task_id)
             if task is not None:
                 self.killed.add(task_id)
-                task.cancel()
+                # Kept until done: one cancel can be lost inside a store call (see cancel_and_wait).
+                stopper = asyncio.create_task(cancel_and_wait(task))
+                self._stoppers.add(stopper)
+                stopper.add_done_callback(self._stoppers.discard)
 
     async def _run(self, task_id: str) -> None:
         try:
@@ -196,10 +201,9 @@ class Executor:
     async def drop_all(self) -> None:
         """Stop every running task without reporting: the master has given them to other nodes."""
         tasks = list(self.running.items())
-        for task_id, task in tasks:
+        for task_id, _ in tasks:
             self.killed.add(task_id)
-            task.cancel()
-        await asyncio.gather(*(t for _, t in tasks), return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(t) for _, t in tasks))
         if tasks:
             log.warning("dropped %d task(s) that the cluster re-placed elsewhere", len(tasks))
 
@@ -221,11 +225,7 @@ class Executor:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             hurry.cancel()
-            still = [t for t in pending if not t.done()]
-            for task in still:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*still, return_exceptions=True)
+            await asyncio.gather(*(cancel_and_wait(t) for t in pending if not t.done()))
         handed_back = await self.store.requeue(self.node, "node stopped before the task finished")
         if handed_back:
             log.warning("handed back %d unfinished task(s) for other nodes", len(handed_back))

@@ -1,0 +1,22 @@
+"""Small helpers with no home of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], every_s: float = 0.05) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again until it does.
+
+    One cancel is not enough on Python 3.11: ``asyncio.wait_for`` (which redis-py uses to send every
+    command) drops a cancellation that arrives just as the call it guards completes, and the duty would
+    go on running while this waits for it forever. A cancellation of the caller itself propagates.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=every_s)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()  # retrieved, so that asyncio does not log it as never retrieved
