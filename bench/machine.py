@@ -87,3 +87,48 @@ def _foreign_times() -> dict[int, tuple[str, int]]:
             continue
         times[pid] = (fields[19], int(fields[11]) + int(fields[12]))  # starttime, utime + stime
     return times
+
+
+class TreeLoad:
+    """CPU used by each process below ``root`` over one span, in percent of one core, labelled by its role
+    (a shoal node by its ``--name``, the redis-server, the launcher): where the cores went in a run."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._before: dict[int, tuple[str, int]] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._before, self._t0 = self._times(), time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        used: dict[str, float] = {}
+        for pid, (started, ticks) in self._times().items():
+            prior = self._before.get(pid)
+            spent = ticks - prior[1] if prior is not None and prior[0] == started else ticks
+            label = _label(pid)
+            used[label] = used.get(label, 0.0) + round(100.0 * spent / _HZ / elapsed, 1)
+        return dict(sorted(used.items()))
+
+    def _times(self) -> dict[int, tuple[str, int]]:
+        times = {}
+        for pid in descendants(self.root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            times[pid] = (fields[19], int(fields[11]) + int(fields[12]))
+        return times
+
+
+def _label(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "gone"
+    if argv and argv[0].split(" ")[0].endswith("redis-server"):  # it retitles itself "redis-server HOST:PORT"
+        return "redis-server"
+    if "--name" in argv[:-1]:
+        return argv[argv.index("--name") + 1]
+    return Path(argv[0]).name if argv and argv[0] else str(pid)

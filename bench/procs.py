@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,6 +43,30 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def free_port_block(count: int, low: int = 20000, high: int = 32000) -> int:
+    """The first of ``count`` consecutive loopback ports that are all free right now.
+
+    ``shoal up`` puts node i on each first port + i. Searched below the kernel's usual ephemeral range
+    (32768 and up), where outgoing connections would otherwise take ports from under the block.
+    """
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(low, high - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports between {low} and {high}")
 
 
 def wait_until(

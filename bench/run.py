@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small numbers for a smoke run (500 / 500 / 50)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"figures written here (default {DEFAULT_JSON})")
     p.add_argument("--workdir", type=Path, default=None, help="keep data dirs and logs here instead of a temp dir")
+    p.add_argument("--nodes", type=int, default=1, help="shoal nodes (shoal up --nodes N); lanes spread over them")
     p.add_argument("--shoal-ref", default=None, help="measure this git commit (e.g. HEAD), not the working tree")
     p.add_argument("--celery-pool", default="prefork", help="celery worker --pool (default prefork)")
     p.add_argument("--celery-concurrency", type=int, default=2, help="celery worker --concurrency (default 2)")
@@ -143,6 +144,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
         "celery_concurrency": args.celery_concurrency,
         "celery_prefetch": args.celery_prefetch,
         "shoal_ref": args.shoal_ref,
+        "nodes": args.nodes,
     }
     plan = workloads(args)
     results: dict[str, dict[str, Any]] = {}

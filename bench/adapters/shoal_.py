@@ -1,9 +1,11 @@
-"""shoal: one node started by ``shoal up --nodes 1`` on its embedded Redis, driven over REST.
+"""shoal: ``shoal up --nodes N`` (N = ``options["nodes"]``, default 1) on its embedded Redis, driven over REST.
 
-``shoal up`` runs in its own process group; ready means ``GET /readyz`` answers 200 (store reachable,
-a master known). REST goes through httpx with HTTP/1.1 keep-alive: one ``AsyncClient`` of one connection
-per submission lane, because httpcore's pool scans all its connections on every request (with 64 pooled
-connections the client spent ~7 ms of CPU per request and was the bottleneck, not the node).
+``shoal up`` runs in its own process group; ready means every node's ``GET /readyz`` answers 200 (store
+reachable, a master known) and ``GET /api/v1/cluster`` shows all N nodes alive. With several nodes the
+submission lanes are spread round robin over the nodes' ports, as a load balancer in front would.
+REST goes through httpx with HTTP/1.1 keep-alive: one ``AsyncClient`` of one connection per submission
+lane, because httpcore's pool scans all its connections on every request (with 64 pooled connections the
+client spent ~7 ms of CPU per request and was the bottleneck, not the node).
 Completion of a batch is read from the task index, not from each task:
 ``GET /api/v1/tasks?state=SUCCEED&limit=1`` answers ``total`` in one cheap call, polled every
 ``Settings.poll_interval`` seconds (20 ms), which bounds the error on an end-to-end time to one interval.
@@ -24,7 +26,7 @@ import httpx
 import orjson
 
 from bench.adapters.base import Batch, Settings
-from bench.procs import REAPER, descendants, free_ports, wait_until
+from bench.procs import REAPER, descendants, free_port_block, wait_until
 from bench.redis_server import live_settings, redis_version
 from bench.source import ROOT, shoal_source
 
@@ -69,9 +71,12 @@ class ShoalSystem:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.workdir / "data"
-        self.http_port, self.grpc_port, self.proxy_port = free_ports(3)
-        self.http_url = f"http://127.0.0.1:{self.http_port}"
-        self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
+        self.nodes = int(settings.options.get("nodes") or 1)
+        base = free_port_block(3 * self.nodes)  # node i listens on each first port + i
+        self.http_port, self.grpc_port, self.proxy_port = base, base + self.nodes, base + 2 * self.nodes
+        self.http_urls = [f"http://127.0.0.1:{self.http_port + i}" for i in range(self.nodes)]
+        self.grpc_addrs = [f"127.0.0.1:{self.grpc_port + i}" for i in range(self.nodes)]
+        self.http_url, self.grpc_addr = self.http_urls[0], self.grpc_addrs[0]
         self.token = ""
         self.proc: Any = None
         self._clients: list[Any] = []
@@ -87,7 +92,7 @@ class ShoalSystem:
             "shoal",
             "up",
             "--nodes",
-            "1",
+            str(self.nodes),
             "--data-dir",
             str(self.data_dir),
             "--http-port",
@@ -102,6 +107,7 @@ class ShoalSystem:
         self.proc = REAPER.spawn("shoal up", argv, log=log, env=env, cwd=self.src, grace=30.0)
         wait_until(self._ready, 90.0, "shoal up", self.proc, interval=0.1)
         self.token = (self.data_dir / "token").read_text().strip()
+        wait_until(self._all_alive, 60.0, f"{self.nodes} nodes alive", self.proc, interval=0.1)
         from bench.adapters.shoal_grpc import ShoalGrpc
 
         self._clients = [ShoalRest(self, "wait"), ShoalRest(self, "result"), ShoalGrpc(self)]
@@ -110,9 +116,20 @@ class ShoalSystem:
 
     def _ready(self) -> bool:
         try:
-            return httpx.get(f"{self.http_url}/readyz", timeout=1.0).status_code == 200
+            return all(httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200 for url in self.http_urls)
         except httpx.HTTPError:
             return False
+
+    def _all_alive(self) -> bool:
+        """Every node admitted and shown alive, so that the master places on all of them from the start."""
+        try:
+            r = httpx.get(f"{self.http_url}/api/v1/cluster", headers={"Authorization": f"Bearer {self.token}"},
+                          timeout=1.0)  # fmt: skip
+        except httpx.HTTPError:
+            return False
+        view = r.json() if r.status_code == 200 else {}
+        alive = [n for n in view.get("nodes", []) if n.get("state") == "alive"]
+        return view.get("master") is not None and len(alive) >= self.nodes
 
     async def stop(self) -> None:
         for client in self._clients:
@@ -130,7 +147,7 @@ class ShoalSystem:
     def describe(self) -> dict[str, Any]:
         from shoal.version import __version__
 
-        info: dict[str, Any] = {"version": __version__, **self.source, "nodes": 1}
+        info: dict[str, Any] = {"version": __version__, **self.source, "nodes": self.nodes}
         info.update(embedded_redis(self.proc.pid if self.proc else None))
         return info
 
@@ -193,12 +210,13 @@ class ShoalRest:
         self._baseline = Counts(0, 0)
 
     async def connect(self) -> None:
-        self.http = self._client(1)
-        self.lanes = [self._client(1) for _ in range(self.system.settings.concurrency)]
+        urls = self.system.http_urls
+        self.http = self._client(1, urls[0])
+        self.lanes = [self._client(1, urls[i % len(urls)]) for i in range(self.system.settings.concurrency)]
 
-    def _client(self, connections: int) -> httpx.AsyncClient:
+    def _client(self, connections: int, base_url: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.system.http_url,
+            base_url=base_url,
             headers={"Authorization": f"Bearer {self.system.token}", "Content-Type": "application/json"},
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             timeout=httpx.Timeout(30.0),

@@ -2,7 +2,8 @@
 
 The token goes as per-call metadata (``authorization: Bearer <token>``) rather than through the client
 interceptors of ``shoal.rpc.client``: plain gRPC, and no Python hop per call. Requests are built once and
-reused. Submissions share the one HTTP/2 connection, up to ``concurrency`` in flight. A round trip is
+reused. Submissions share the one HTTP/2 connection, up to ``concurrency`` in flight (with several nodes,
+one channel per node and the lanes spread over them round robin). A round trip is
 ``CreateTask`` then ``GetTaskResult(wait_s=10)``, which returns the result's code.
 """
 
@@ -30,18 +31,22 @@ class ShoalGrpc:
         self.system = system
         self.channel: grpc.aio.Channel | None = None
         self.stub: Any = None
+        self.channels: list[grpc.aio.Channel] = []
+        self.stubs: list[Any] = []
         self._baseline = Counts(0, 0)
 
     async def connect(self) -> None:
         from shoal.rpc.client import CHANNEL_OPTIONS, open_channel, pb, tasks_stub
 
         self.pb = pb
-        self.channel = open_channel(self.system.grpc_addr, None, options=CHANNEL_OPTIONS)
-        self.stub = tasks_stub(self.channel)
+        self.channels = [open_channel(addr, None, options=CHANNEL_OPTIONS) for addr in self.system.grpc_addrs]
+        self.stubs = [tasks_stub(channel) for channel in self.channels]
+        self.channel, self.stub = self.channels[0], self.stubs[0]
         self.md = (("authorization", f"Bearer {self.system.token}"),)
         self.spec = pb.TaskSpec(name=ECHO["name"], type=ECHO["type"], target=ECHO["target"])
         self.queries = {s: pb.Query(state=[pb.Task.State.Value(s)], limit=1) for s in ("SUCCEED", *FAILED_STATES)}
-        await asyncio.wait_for(self.channel.channel_ready(), 10.0)
+        for channel in self.channels:
+            await asyncio.wait_for(channel.channel_ready(), 10.0)
 
     async def _count(self, state: str) -> int:
         page = await self.stub.ListTask(self.queries[state], metadata=self.md, timeout=30.0)
@@ -55,11 +60,11 @@ class ShoalGrpc:
         self._baseline = await self.counts()
 
     async def submit_many(self, n: int, concurrency: int) -> Batch:
-        create, spec, md = self.stub.CreateTask, self.spec, self.md
+        spec, md = self.spec, self.md
         batch = Batch(accepted=0, baseline=self._baseline)
         left = n
 
-        async def lane() -> None:
+        async def lane(create: Any) -> None:
             nonlocal left
             while left > 0:
                 left -= 1
@@ -70,7 +75,8 @@ class ShoalGrpc:
                     batch.failed += 1
                     batch.errors.append(f"{exc.code().name} {exc.details()}")
 
-        await asyncio.gather(*(lane() for _ in range(min(concurrency, n))))
+        stubs = self.stubs
+        await asyncio.gather(*(lane(stubs[i % len(stubs)].CreateTask) for i in range(min(concurrency, n))))
         return batch
 
     async def wait_all(self, batch: Batch, timeout: float) -> None:
@@ -84,6 +90,6 @@ class ShoalGrpc:
             raise RuntimeError(f"shoal gRPC: echo returned {result.code!r}")
 
     async def close(self) -> None:
-        if self.channel is not None:
-            await self.channel.close(None)
-            self.channel = None
+        for channel in self.channels:
+            await channel.close(None)
+        self.channels, self.stubs, self.channel, self.stub = [], [], None, None
