@@ -85,7 +85,6 @@ class Election:
         self.on_deposed = on_deposed
         self.interval = config.heartbeat_interval
         self.lease_ttl = config.heartbeat_interval * config.dead_after
-        self.alive_within = self.lease_ttl
         self.epoch: int | None = None  # set while this node is master
         self.master: str | None = None
         self.elections_won = 0
