@@ -206,12 +206,19 @@ class Node:
             timeout_graceful_shutdown=5,
         )
         self.http = _Server(server_config)
-        self._loops.append(asyncio.create_task(self.http.serve(), name="http"))
+        self._loops.append(asyncio.create_task(self._serve_http(self.http), name="http"))
         deadline = time.monotonic() + 10
         while not self.http.started:
             if self._loops[-1].done() or time.monotonic() > deadline:
                 raise OSError(f"cannot serve HTTP on {self.config.http}")
             await asyncio.sleep(0.01)
+
+    async def _serve_http(self, server: uvicorn.Server) -> None:
+        """uvicorn exits the process (SystemExit) when it cannot bind; make that an error the node reports."""
+        try:
+            await server.serve()
+        except SystemExit:
+            raise OSError(f"cannot serve HTTP on {self.config.http}") from None
 
     def _metrics(self) -> None:
         running = Gauge("shoal_tasks_running", "Tasks running on this node.", registry=self.metrics)
