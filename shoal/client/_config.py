@@ -30,3 +30,17 @@ def token(token: str | None = None, token_file: Path | None = None) -> str | Non
     except OSError:
         return None
     return text.splitlines()[0].strip() if text else None
+
+
+#: Seconds each request may take; long polls add the time the server may hold them.
+DEFAULT_TIMEOUT_S = 15.0
+
+
+def headers(token: str | None) -> dict[str, str]:
+    """The headers every request of a client carries."""
+    from shoal.version import __version__
+
+    sent = {"User-Agent": f"shoal-client/{__version__}", "Accept": "application/json"}
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    return sent

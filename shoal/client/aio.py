@@ -16,11 +16,10 @@ from shoal.client._sse import Parser, StreamItem
 from shoal.client.errors import WaitTimeout, from_response, unreachable
 from shoal.errors import ResultNotFound
 from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskState
-from shoal.version import __version__
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT_S = 15.0
+DEFAULT_TIMEOUT_S = _config.DEFAULT_TIMEOUT_S
 
 
 class AsyncClient:
@@ -45,9 +44,7 @@ class AsyncClient:
         self.base_url = _config.base_url(api)
         self.token = _config.token(token, token_file)
         self.timeout_s = timeout_s
-        headers = {"User-Agent": f"shoal-client/{__version__}", "Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers = _config.headers(self.token)
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
