@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shoal.version import __version__
+
 DEFAULT_API = "http://127.0.0.1:8080"
 #: Where ``shoal up`` writes the token by default, relative to the working directory.
 DEFAULT_TOKEN_FILE = Path(".shoal") / "token"
@@ -38,8 +40,6 @@ DEFAULT_TIMEOUT_S = 15.0
 
 def headers(token: str | None) -> dict[str, str]:
     """The headers every request of a client carries."""
-    from shoal.version import __version__
-
     sent = {"User-Agent": f"shoal-client/{__version__}", "Accept": "application/json"}
     if token:
         sent["Authorization"] = f"Bearer {token}"
