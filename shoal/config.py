@@ -48,6 +48,12 @@ class NodeConfig:
     fetch_timeout: float = 30.0
     fetch_max_bytes: int = 10 * 1024 * 1024
     fetch_max_redirects: int = 10
+    cache_bytes: int = 256 * 1024 * 1024  # this node's cache shard, LRU beyond it
+    cache_replicas: int = 2  # live nodes that hold each key (owner included)
+    cache_max_value: int = 8 * 1024 * 1024  # largest value (and largest response the proxy caches)
+    proxy_enabled: bool = True
+    proxy_max_connections: int = 256
+    proxy_timeout: float = 30.0  # upstream connect + whole response, per request; idle limit for tunnels
     shutdown_grace: float = 30.0
     log_level: str = "info"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -159,7 +165,15 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
         raise bad("heartbeat_interval", "must be between 0.05 and 60 seconds")
     if not 2 <= c.dead_after <= 100:
         raise bad("dead_after", "must be between 2 and 100 intervals")
-    for key in ("retry_backoff", "fetch_timeout", "shutdown_grace"):
+    if not 1024 * 1024 <= c.cache_bytes <= 1024**4:
+        raise bad("cache_bytes", "must be between 1 MiB and 1 TiB")
+    if not 1 <= c.cache_replicas <= 16:
+        raise bad("cache_replicas", "must be between 1 and 16")
+    if not 1024 <= c.cache_max_value <= min(c.cache_bytes, 512 * 1024 * 1024):
+        raise bad("cache_max_value", "must be between 1 KiB and cache_bytes (at most 512 MiB)")
+    if not 1 <= c.proxy_max_connections <= 100_000:
+        raise bad("proxy_max_connections", "must be between 1 and 100000")
+    for key in ("retry_backoff", "fetch_timeout", "shutdown_grace", "proxy_timeout"):
         if not 0 < getattr(c, key) <= 86_400:
             raise bad(key, "must be a positive number of seconds")
     for key in ("result_max_bytes", "fetch_max_bytes"):

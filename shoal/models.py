@@ -160,6 +160,7 @@ class NodeInfo:
     incarnation: int = 0
     priority: int = 0
     draining: bool = False
+    cache: dict[str, int] | None = None  # this node's cache shard: items, bytes, capacity, hits, misses, ...
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -177,3 +178,25 @@ class ClusterView:
 
     def to_json(self) -> dict[str, Any]:
         return {"master": self.master, "epoch": self.epoch, "nodes": [n.to_json() for n in self.nodes]}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheItem:
+    """A value in the cluster cache. Fresh until ``stale_at``; kept (for revalidation) until ``expires_at``."""
+
+    value: bytes
+    stale_at: float | None = None  # Unix seconds; None = fresh until evicted
+    expires_at: float | None = None  # Unix seconds; None = kept until evicted; never before stale_at
+
+    def fresh(self, now: float) -> bool:
+        return self.stale_at is None or now < self.stale_at
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """What a cache filler produced: the value for its caller, and how (whether) the cluster keeps it."""
+
+    value: bytes
+    ttl_s: float | None = None  # fresh for this long; None = until evicted
+    keep_s: float = 0.0  # then kept this much longer as stale, so it can be revalidated
+    store: bool = True  # False: hand the value to this caller only (e.g. a no-store response)

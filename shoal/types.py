@@ -7,10 +7,10 @@ thin and lets the same calls be served over REST and gRPC with one set of rules.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from shoal.models import ClusterView, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import CacheItem, ClusterView, Fill, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
 
 
 class TaskAPI(Protocol):
@@ -101,6 +101,42 @@ class ClusterAPI(Protocol):
 
     def watch(self) -> AsyncIterator[dict[str, Any]]:
         """Node events (beats, membership verdicts, hand-overs; see shoal.events.node_event) from now on."""
+        ...
+
+
+class CacheAPI(Protocol):
+    """The cluster cache as one node offers it: keys spread over the live nodes by rendezvous hashing.
+
+    Keys are validated by ``shoal.validation.cache_key``; values are bytes up to ``cache_max_value``.
+    """
+
+    async def get(self, key: str) -> CacheItem | None:
+        """The item from its owner (or a replica), fresh or stale; None when no live owner has it."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None, keep_s: float = 0.0) -> None:
+        """Store on every owner: fresh for ``ttl_s`` (None = until evicted), then stale for ``keep_s`` more."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove from every owner; True if any had it."""
+        ...
+
+    async def get_or_fill(self, key: str, fill: Callable[[CacheItem | None], Awaitable[Fill]]) -> tuple[bytes, bool]:
+        """A fresh value (hit = True), or exactly one ``fill`` across the cluster for concurrent misses.
+
+        ``fill`` gets the stale item, if any, so it can revalidate instead of loading again. Callers that
+        wait on another node's fill get its value when it is stored; when it is not (``Fill.store`` False,
+        or the filler failed), each waiter runs its own ``fill``. Returns (value, hit).
+        """
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """This node's shard: items, bytes, capacity, hits, misses, evictions, expired, fills."""
+        ...
+
+    async def cluster_stats(self) -> dict[str, dict[str, int]]:
+        """Every live node's shard stats, by node name."""
         ...
 
 

@@ -165,3 +165,29 @@ def _text(value: Any, name: str, limit: int) -> str:
     if any(ord(c) < 32 for c in value):
         raise InvalidInput(f"{name} must not contain control characters")
     return str(value)
+
+
+MAX_CACHE_KEY_BYTES = 512
+MAX_CACHE_TTL_S = 365 * 24 * 3600.0
+
+
+def cache_key(value: Any) -> str:
+    """A cache key: 1-512 bytes of UTF-8 with no control characters (so it is safe in logs and URLs)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("cache key must be a non-empty string")
+    if len(value.encode()) > MAX_CACHE_KEY_BYTES:
+        raise InvalidInput(f"cache key must be at most {MAX_CACHE_KEY_BYTES} bytes")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidInput("cache key must not contain control characters")
+    return value
+
+
+def cache_ttl(value: float | None) -> float | None:
+    """A cache TTL in seconds: None (until evicted) or 0 < S <= one year."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput("ttl must be a number of seconds")
+    if not 0 < value <= MAX_CACHE_TTL_S:
+        raise InvalidInput(f"ttl must be above 0 and at most {MAX_CACHE_TTL_S:g} seconds")
+    return float(value)
