@@ -1,0 +1,1 @@
+"""The cluster cache: a bounded shard on every node, keys spread over the live nodes by rendezvous hashing."""
