@@ -1,4 +1,4 @@
-"""No false failover: a machine under full CPU load for a minute slows every node's event loop, yet no
+"""No false failover: a machine under full CPU load for half a minute slows every node's event loop, yet no
 beat goes missing for long enough to depose the master or declare a node dead."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .conftest import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
-LOAD_S = 60.0
+LOAD_S = 30.0  # 30 heartbeats under load, 6 times the dead_after window
 BURNERS = 2  # one per core on the 2-core machines shoal is measured on
 
 
@@ -36,7 +36,7 @@ def succeeded_at_least(cluster: Cluster, via: TestNode, count: int) -> bool:
 
 
 @pytest.mark.timeout(LOAD_S * multiplier() + 150)
-def test_a_minute_of_full_cpu_load_causes_no_election_and_no_death(
+def test_full_cpu_load_causes_no_election_and_no_death(
     cluster: Cluster, cpu_burners: list[subprocess.Popen[bytes]]
 ) -> None:
     nodes = cluster.start(3)
