@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.responses import Response
 
 from shoal import validation
-from shoal.types import ClusterAPI, TaskAPI
+from shoal.types import CacheAPI, ClusterAPI, TaskAPI
 from shoal.version import __version__
 from shoal.web import api, cluster_api, errors, events, openapi, schemas
 from shoal.web.limits import BodyLimit
@@ -30,6 +30,8 @@ from shoal.web.responses import JSONResponse
 from shoal.web.security import TokenCheck, accepter, require_token
 from shoal.web.ui.cors import ClusterCors, origins_of
 from shoal.web.ui.pages import Pages, build_pages_router, static_files, static_tag
+
+DEFAULT_CACHE_MAX_VALUE = 8 * 1024 * 1024
 
 DESCRIPTION = """\
 REST API of a shoal node. Every route but `/healthz`, `/readyz` and `/openapi.json` needs
@@ -47,6 +49,8 @@ def create_app(
     keepalive_s: float = 15.0,
     max_body_bytes: int = validation.MAX_BODY_BYTES,
     node_name: str | None = None,
+    cache: CacheAPI | None = None,
+    cache_max_value: int = DEFAULT_CACHE_MAX_VALUE,
 ) -> FastAPI:
     """Build the HTTP app over the node's APIs.
 
@@ -58,6 +62,8 @@ def create_app(
         keepalive_s: seconds between keep-alive comments on ``/api/v1/events``.
         max_body_bytes: largest request body accepted (413 above it).
         node_name: this node's name, shown on the task center's pages.
+        cache: the cluster cache as this node offers it, served at ``/api/v1/cache`` (None: no cache here).
+        cache_max_value: largest cache value a PUT may carry (413 above it); the node's ``cache_max_value``.
 
     ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
     the server does not wait on them.
@@ -83,6 +89,7 @@ def create_app(
 
     streams = events.EventStreams(tasks, cluster=cluster, keepalive_s=keepalive_s, registry=registry)
     app.state.event_streams = streams
+    app.state.cache = cache
     app.include_router(api.build_router(tasks=tasks, token=token))
     app.include_router(cluster_api.build_cluster_router(cluster=cluster, token=token))
     app.include_router(events.build_router(streams, token=token))
