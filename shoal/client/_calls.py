@@ -1,7 +1,8 @@
 """Each API call as data: method, path, query, body and how to read the answer.
 
 ``Client`` and ``AsyncClient`` only send these, so the two cannot drift apart in what they ask or how they
-read the answer. Task ids are checked here with ``shoal.validation.task_id`` before they go into a path.
+read the answer. Task ids are checked here with ``shoal.validation.task_id`` before they go into a path,
+cache keys with ``shoal.validation.cache_key`` (and then percent-encoded whole, ``/`` included).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 import orjson
 
 from shoal import validation
 from shoal.client import _decode
+from shoal.client.errors import from_response
+from shoal.errors import InvalidInput
 from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskState
 
 T = TypeVar("T")
@@ -34,9 +38,18 @@ class Call(Generic[T]):
     hold_s: float = 0.0
     #: Statuses handed to ``read`` instead of raised as errors.
     accept: tuple[int, ...] = ()
+    #: A body sent as is (``application/octet-stream``) instead of ``body`` as JSON.
+    raw: bytes | None = None
 
     def content(self) -> bytes | None:
+        if self.raw is not None:
+            return self.raw
         return None if self.body is None else orjson.dumps(self.body)
+
+    def headers(self) -> dict[str, str] | None:
+        if self.raw is not None:
+            return {"Content-Type": "application/octet-stream"}
+        return {"Content-Type": "application/json"} if self.body is not None else None
 
 
 def json_of(response: httpx.Response) -> Any:
@@ -149,3 +162,48 @@ def _read_ready(response: httpx.Response) -> tuple[bool, str]:
 
 def ready() -> Call[tuple[bool, str]]:
     return Call("GET", "/readyz", _read_ready, accept=(503,))
+
+
+def cache_path(key: str) -> str:
+    """The route of a key: every reserved character encoded, and a key of only dots too, so that no client
+    or proxy on the way folds ``.``/``..`` segments or splits the key."""
+    encoded = quote(validation.cache_key(key), safe="")
+    if encoded in (".", ".."):
+        encoded = encoded.replace(".", "%2E")
+    return f"/api/v1/cache/{encoded}"
+
+
+def _miss_or_raise(response: httpx.Response) -> bool:
+    """False for the cache's own 404 (``cache_miss``); any other error (no such route...) is raised."""
+    if response.status_code == 404:
+        body = json_of(response)
+        if isinstance(body, dict) and body.get("error") == "cache_miss":
+            return False
+        raise from_response(response)
+    return True
+
+
+def cache_get(key: str) -> Call[bytes | None]:
+    return Call("GET", cache_path(key), lambda r: r.content if _miss_or_raise(r) else None, accept=(404,))
+
+
+def cache_set(key: str, value: bytes, ttl: float | None) -> Call[None]:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidInput(f"a cache value must be bytes, not {type(value).__name__}")
+    ttl_s = validation.cache_ttl(ttl)
+    query = None if ttl_s is None else {"ttl": repr(ttl_s)}
+    return Call("PUT", cache_path(key), lambda r: None, query, raw=bytes(value))
+
+
+def cache_delete(key: str) -> Call[bool]:
+    return Call("DELETE", cache_path(key), _miss_or_raise, accept=(404,))
+
+
+def _stats(data: Any) -> dict[str, dict[str, int]]:
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+        raise _decode.MalformedResponse('expected {"nodes": {name: stats}}')
+    return {str(name): dict(stats) for name, stats in data["nodes"].items()}
+
+
+def cache_stats() -> Call[dict[str, dict[str, int]]]:
+    return Call("GET", "/api/v1/cache", lambda r: _stats(json_of(r)))

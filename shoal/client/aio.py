@@ -61,7 +61,7 @@ class AsyncClient:
 
     async def _send(self, call: _calls.Call[T]) -> T:
         timeout = httpx.Timeout(self.timeout_s, read=self.timeout_s + call.hold_s)
-        headers = {"Content-Type": "application/json"} if call.body is not None else None
+        headers = call.headers()
         try:
             response = await self._http.request(
                 call.method, call.path, params=call.params, content=call.content(), headers=headers, timeout=timeout
@@ -163,6 +163,24 @@ class AsyncClient:
                         yield item
         except httpx.TransportError as exc:
             raise unreachable(self.base_url, exc) from None
+
+    # cache
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """The value of ``key`` in the cluster cache, or None when no live owner holds a fresh copy."""
+        return await self._send(_calls.cache_get(key))
+
+    async def cache_set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store ``value`` on every owner of ``key``, fresh for ``ttl`` seconds (None: until evicted)."""
+        await self._send(_calls.cache_set(key, value, ttl))
+
+    async def cache_delete(self, key: str) -> bool:
+        """Remove ``key`` from every owner; False if none had it."""
+        return await self._send(_calls.cache_delete(key))
+
+    async def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Every live node's cache shard (items, bytes, capacity, hits, misses, evictions, ...), by name."""
+        return await self._send(_calls.cache_stats())
 
     # cluster
 

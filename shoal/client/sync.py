@@ -61,7 +61,7 @@ class Client:
 
     def _send(self, call: _calls.Call[T]) -> T:
         timeout = httpx.Timeout(self.timeout_s, read=self.timeout_s + call.hold_s)
-        headers = {"Content-Type": "application/json"} if call.body is not None else None
+        headers = call.headers()
         try:
             response = self._http.request(
                 call.method, call.path, params=call.params, content=call.content(), headers=headers, timeout=timeout
@@ -162,6 +162,24 @@ class Client:
                         yield item
         except httpx.TransportError as exc:
             raise unreachable(self.base_url, exc) from None
+
+    # cache
+
+    def cache_get(self, key: str) -> bytes | None:
+        """The value of ``key`` in the cluster cache, or None when no live owner holds a fresh copy."""
+        return self._send(_calls.cache_get(key))
+
+    def cache_set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store ``value`` on every owner of ``key``, fresh for ``ttl`` seconds (None: until evicted)."""
+        self._send(_calls.cache_set(key, value, ttl))
+
+    def cache_delete(self, key: str) -> bool:
+        """Remove ``key`` from every owner; False if none had it."""
+        return self._send(_calls.cache_delete(key))
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Every live node's cache shard (items, bytes, capacity, hits, misses, evictions, ...), by name."""
+        return self._send(_calls.cache_stats())
 
     # cluster
 

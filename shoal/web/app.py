@@ -23,9 +23,9 @@ from starlette.responses import Response
 from shoal import validation
 from shoal.types import CacheAPI, ClusterAPI, TaskAPI
 from shoal.version import __version__
-from shoal.web import api, cluster_api, errors, events, openapi, schemas
+from shoal.web import api, cache_api, cluster_api, errors, events, openapi, schemas
 from shoal.web.limits import BodyLimit
-from shoal.web.metrics import HttpMetrics
+from shoal.web.metrics import HttpMetrics, register_cache_metrics
 from shoal.web.responses import JSONResponse
 from shoal.web.security import TokenCheck, accepter, require_token
 from shoal.web.ui.cors import ClusterCors, origins_of
@@ -62,7 +62,8 @@ def create_app(
         keepalive_s: seconds between keep-alive comments on ``/api/v1/events``.
         max_body_bytes: largest request body accepted (413 above it).
         node_name: this node's name, shown on the task center's pages.
-        cache: the cluster cache as this node offers it, served at ``/api/v1/cache`` (None: no cache here).
+        cache: the cluster cache as this node offers it, served at ``/api/v1/cache`` (None: those routes
+            answer 503) and its shard's use at ``/metrics``.
         cache_max_value: largest cache value a PUT may carry (413 above it); the node's ``cache_max_value``.
 
     ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
@@ -84,15 +85,17 @@ def create_app(
         return origins_of([n.http for n in (await cluster.view()).nodes])
 
     app.add_middleware(ClusterCors, origins=cluster_origins)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, own=(cache_api.PREFIX + "/",))
     app.add_middleware(HttpMetrics, registry=registry)
 
     streams = events.EventStreams(tasks, cluster=cluster, keepalive_s=keepalive_s, registry=registry)
     app.state.event_streams = streams
-    app.state.cache = cache
+    if cache is not None:
+        register_cache_metrics(registry, cache)
     app.include_router(api.build_router(tasks=tasks, token=token))
     app.include_router(cluster_api.build_cluster_router(cluster=cluster, token=token))
     app.include_router(events.build_router(streams, token=token))
+    app.include_router(cache_api.build_cache_router(cache=cache, token=token, max_value=cache_max_value))
     openapi.install(app, [schemas.TaskIn, schemas.IdsIn])
     tag = static_tag()
     pages = Pages(cluster=cluster, accepts=accepter(token), node_name=node_name, static_tag=tag)

@@ -13,14 +13,18 @@ class BodyLimit:
     The declared length is refused at once, without reading the body. A body without a length (chunked) is
     counted as the handler reads it; the read that passes the limit raises ``BodyTooLarge``, which the error
     handlers turn into the same 413.
+
+    Paths under one of ``own`` (``/api/v1/cache/``, whose values may be larger) are passed through: their
+    handlers bound the body themselves, with their own limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, own: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.own = own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.own and str(scope.get("path", "")).startswith(self.own)):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)

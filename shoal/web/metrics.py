@@ -1,11 +1,17 @@
-"""HTTP metrics of the REST API, kept in the node's Prometheus registry and served at ``/metrics``."""
+"""Metrics the web layer adds to the node's Prometheus registry, served at ``/metrics``: HTTP requests of
+the REST API, and the use of this node's cache shard."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shoal.types import CacheAPI
 
 
 class HttpMetrics:
@@ -56,3 +62,46 @@ def _route(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+#: (stats key, metric name, help) of the shard's gauges and counters; counters get ``_total`` appended.
+CACHE_GAUGES = (
+    ("items", "shoal_cache_items", "Items in this node's cache shard."),
+    ("bytes", "shoal_cache_bytes", "Bytes held by this node's cache shard."),
+    ("capacity", "shoal_cache_capacity_bytes", "Bytes this node's cache shard may hold before it evicts."),
+)
+CACHE_COUNTERS = (
+    ("hits", "shoal_cache_hits", "Reads this node's shard answered with a fresh value."),
+    ("misses", "shoal_cache_misses", "Reads this node's shard could not answer."),
+    ("evictions", "shoal_cache_evictions", "Items this node's shard dropped to stay within its capacity."),
+    ("expired", "shoal_cache_expired", "Items this node's shard dropped when their time ran out."),
+    ("fills", "shoal_cache_fills", "Misses this node filled for the cluster (one per collapsed group)."),
+)
+
+
+class CacheCollector(Collector):
+    """Reads the shard's stats at scrape time, so the figures are never older than the scrape."""
+
+    def __init__(self, cache: CacheAPI) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.cache.stats()
+        for key, name, doc in CACHE_GAUGES:
+            if key in stats:
+                yield GaugeMetricFamily(name, doc, value=stats[key])
+        for key, name, doc in CACHE_COUNTERS:
+            if key in stats:
+                yield CounterMetricFamily(name, doc, value=stats[key])
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without reading the shard (registration must not call into the cache)."""
+        for _, name, doc in CACHE_GAUGES:
+            yield GaugeMetricFamily(name, doc)
+        for _, name, doc in CACHE_COUNTERS:
+            yield CounterMetricFamily(name, doc)
+
+
+def register_cache_metrics(registry: CollectorRegistry, cache: CacheAPI) -> None:
+    """Serve this node's shard stats as ``shoal_cache_*`` at ``/metrics``."""
+    registry.register(CacheCollector(cache))

@@ -117,6 +117,9 @@ class NodeOut(BaseModel):
     incarnation: int = Field(description="grows each time the node starts or rejoins")
     priority: int = Field(description="higher stands first in a master election")
     draining: bool = Field(description="leaving: takes no new work")
+    cache: dict[str, int] | None = Field(
+        None, description="the node's cache shard: items, bytes, capacity, hits, misses, evictions, ..."
+    )
 
 
 class ClusterOut(BaseModel):
