@@ -83,6 +83,35 @@ def short(text: str | None, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def size(n: int | float) -> str:
+    """``512 B``, ``1.5 KiB``, ``256 MiB``: bytes for people."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def share(part: int, whole: int) -> str:
+    """``part`` of ``whole`` as a percentage, ``-`` when there is no whole."""
+    return f"{100 * part / whole:.0f}%" if whole > 0 else "-"
+
+
+def hit_ratio(stats: dict[str, int]) -> str:
+    """Hits over lookups of a cache shard, ``-`` before its first lookup."""
+    hits, misses = int(stats.get("hits", 0)), int(stats.get("misses", 0))
+    return f"{100 * hits / (hits + misses):.1f}%" if hits + misses else "-"
+
+
+def cache_cell(stats: dict[str, int] | None) -> str:
+    """A node's cache in one cell: ``12 items, 1.5 MiB / 256 MiB, 93.0% hits``."""
+    if not stats:
+        return "-"
+    used, capacity = int(stats.get("bytes", 0)), int(stats.get("capacity", 0))
+    return f"{stats.get('items', 0)} items, {size(used)} / {size(capacity)}, {hit_ratio(stats)} hits"
+
+
 def plain_table(title: str | None = None) -> Table:
     """Columns without borders, like ``ps``/``kubectl``: dense, and greppable when piped."""
     return Table(
@@ -143,7 +172,7 @@ def cluster_table(view: ClusterView) -> RenderableType:
     master = view.master or "none (election pending)"
     header = Text.assemble(("master: ", "bold"), master, ("  epoch: ", "bold"), str(view.epoch))
     table = plain_table()
-    for column in ("NAME", "STATE", "ROLE", "HTTP", "GRPC", "SLOTS", "RUNNING", "PID", "LAST BEAT", "TYPES"):
+    for column in ("NAME", "STATE", "ROLE", "HTTP", "GRPC", "SLOTS", "RUNNING", "PID", "LAST BEAT", "TYPES", "CACHE"):
         table.add_column(column, no_wrap=True)
     now = time.time()
     for n in sorted(view.nodes, key=lambda n: n.name):
@@ -158,6 +187,7 @@ def cluster_table(view: ClusterView) -> RenderableType:
             str(n.pid),
             ago(n.last_beat, now),
             ", ".join(n.types) or "-",
+            cache_cell(n.cache),
         )
     return Group(header, table)
 

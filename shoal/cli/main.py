@@ -20,6 +20,7 @@ COMMANDS = {
     "up": "shoal.cli.up:up_command",
     "task": "shoal.cli.task:task_group",
     "cluster": "shoal.cli.cluster:cluster_group",
+    "cache": "shoal.cli.cache:cache_group",
 }
 
 
@@ -79,6 +80,7 @@ def cli() -> None:
     Use:    shoal task submit fetch http://127.0.0.1:8000/ --wait
             shoal task list | show ID | kill ID... | rm ID... | result ID | watch
             shoal cluster status
+            shoal cache set KEY VALUE --ttl 60 | get KEY | rm KEY | stats
 
     User commands talk to --api URL (or SHOAL_API, default http://127.0.0.1:8080) with --token (or
     SHOAL_TOKEN, else ./.shoal/token). Exit codes: 0 ok, 1 failed, 2 bad usage or input, 130 interrupted.

@@ -1,11 +1,11 @@
-// The nodes page: every node with its state, role (the master highlighted), epoch, load and last beat;
-// tasks finished per second; and the membership timeline with the rule behind each verdict and the
+// The nodes page: every node with its state, role (the master highlighted), epoch, load, cache use and
+// last beat; tasks finished per second; and the membership timeline with the rule behind each verdict and the
 // tasks it re-placed. Heartbeats and verdicts arrive live; the view is re-read at most once a second.
 
 import { get } from './api.js';
 import { ThroughputChart } from './chart.js';
 import { Live } from './live.js';
-import { age, followBase, fmtBytes, fmtClock, h, pageLink, shortId, tickAges } from './ui.js';
+import { age, followBase, fmtBytes, fmtClock, fmtNumber, h, pageLink, shortId, tickAges } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const VIEW_EVERY_MS = 1000;
@@ -25,19 +25,38 @@ function loadBar(n) {
     h('span', { class: 'load-text' }, `${n.running} / ${n.slots}`));
 }
 
+// The node's cache shard as its last heartbeat told: bytes used of capacity, items and hit ratio.
+function cacheCell(n) {
+  const c = n.cache;
+  if (!c || !c.capacity || n.state === 'dead' || n.state === 'rejected') return h('span', { class: 'hint' }, '–');
+  const fill = h('span', { class: 'fill' });
+  fill.style.width = `${Math.min(100, (100 * c.bytes) / c.capacity).toFixed(1)}%`;
+  const reads = (c.hits || 0) + (c.misses || 0);
+  const ratio = reads ? `${((100 * c.hits) / reads).toFixed(1)}% hits` : 'no reads yet';
+  const evicted = c.evictions ? ` · ${fmtNumber(c.evictions)} evicted` : '';
+  return h('div', { class: 'cache' },
+    h('div', { class: 'load' },
+      h('div', { class: 'bar', role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': String(c.capacity),
+        'aria-valuenow': String(c.bytes), 'aria-label': `cache: ${fmtBytes(c.bytes)} of ${fmtBytes(c.capacity)} used` },
+      fill),
+      h('span', { class: 'load-text' }, `${fmtBytes(c.bytes)} / ${fmtBytes(c.capacity)}`)),
+    h('div', { class: 'hint cache-text', title: `${fmtNumber(c.hits)} hits, ${fmtNumber(c.misses)} misses` },
+      `${fmtNumber(c.items)} item${c.items === 1 ? '' : 's'} · ${ratio}${evicted}`));
+}
+
 function nodeRow(n) {
   const master = view.master === n.name;
-  const cache = n.cache ? h('div', { class: 'hint' }, `cache ${fmtBytes(n.cache.used)} of ${fmtBytes(n.cache.capacity)}`) : '';
   return h('tr', { class: master ? 'master' : '', dataset: { node: n.name, state: n.state } },
     h('td', { dataset: { label: 'Node' } }, h('div', {}, h('strong', {}, n.name),
       master ? h('span', { class: 'master-badge' }, '★ master') : '',
       h('div', { class: 'hint' }, `http ${n.http} · grpc ${n.grpc} · pid ${n.pid} · incarnation ${n.incarnation}`),
-      n.draining ? h('div', { class: 'hint' }, 'draining: takes no new work') : '', cache)),
+      n.draining ? h('div', { class: 'hint' }, 'draining: takes no new work') : '')),
     h('td', { dataset: { label: 'State' } }, h('span', { class: `node-state n-${n.state}` }, n.state)),
     h('td', { dataset: { label: 'Role' } }, n.role),
     h('td', { dataset: { label: 'Epoch' } }, master ? String(view.epoch) : '–'),
     h('td', { dataset: { label: 'Running / slots' } },
       n.state === 'dead' || n.state === 'rejected' ? h('span', { class: 'hint' }, `– / ${n.slots}`) : loadBar(n)),
+    h('td', { dataset: { label: 'Cache' } }, cacheCell(n)),
     h('td', { dataset: { label: 'Last beat' } }, n.last_beat ? age(n.last_beat, ' ago') : 'never'),
     h('td', { dataset: { label: 'Why' }, class: 'reason' }, n.reason || '–'));
 }
