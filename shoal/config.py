@@ -157,6 +157,13 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
         raise bad("cluster", f"{c.cluster!r} must be non-empty with no spaces, colons or braces")
     for key in ("grpc", "http", "proxy"):
         split_addr(getattr(c, key), key)
+    if c.redis is not None:
+        from shoal.store.redis import check_url  # imports redis-py: only when a URL is given
+
+        try:
+            check_url(c.redis)
+        except InvalidInput as exc:
+            raise bad("redis", exc.message) from None
     if c.redis_fsync not in ("always", "everysec", "no"):
         raise bad("redis_fsync", "must be always, everysec or no")
     if not 1 <= c.slots <= 10_000:

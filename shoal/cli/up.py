@@ -11,8 +11,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shoal.errors import EmbeddedRedisError
+from shoal.errors import EmbeddedRedisError, InvalidInput
 from shoal.launcher import LocalCluster
+
+
+def _redis_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a bad --redis URL before any node starts (each node would refuse it too)."""
+    if value is not None:
+        from shoal.store.redis import check_url
+
+        try:
+            check_url(value)
+        except InvalidInput as exc:
+            raise click.BadParameter(exc.message) from None
+    return value
 
 
 @click.command("up")
@@ -21,7 +33,14 @@ from shoal.launcher import LocalCluster
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="first node's")
 @click.option("--grpc-port", default=6666, show_default=True, type=click.IntRange(1, 65535), help="first node's")
 @click.option("--proxy-port", default=3128, show_default=True, type=click.IntRange(1, 65535), help="first node's")
-@click.option("--redis", "redis_url", envvar="SHOAL_REDIS", default=None, help="use this Redis, not an embedded one")
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="SHOAL_REDIS",
+    default=None,
+    callback=_redis_url,
+    help="use this Redis (redis://, rediss://, unix://, redis+sentinel://), not an embedded one",
+)
 @click.option("--ready-timeout", default=30.0, show_default=True, type=float, help="seconds to wait for readiness")
 def up_command(
     nodes: int,

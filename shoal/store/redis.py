@@ -2,83 +2,79 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal.errors import InvalidInput
+from shoal.store import sentinel
 
 #: Seconds a reply may take before the connection is dropped; blocking reads must block for less.
 SOCKET_TIMEOUT = 10.0
-#: Errors that mean the store could not be reached (as opposed to a call it refused).
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
+#: Errors that mean the store could not be reached (as opposed to a call it refused). READONLY comes from
+#: a master demoted to replica behind a plain URL (a sentinel client reconnects to the new master itself).
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 #: What users are told while the store cannot be reached.
 STORE_DOWN_MESSAGE = "the store (Redis) cannot be reached right now; try again shortly"
 #: Milliseconds that XREADGROUP calls block for.
 BLOCK_MS = 2000
 
+_SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
+
+#: Connection settings shared by plain and sentinel URLs.
+_OPTIONS: dict[str, Any] = {
+    "health_check_interval": 30,
+    "socket_connect_timeout": 5,
+    "socket_timeout": SOCKET_TIMEOUT,
+    "socket_keepalive": True,
+}
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL that ``connect`` could not use, with a message that names no password."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise InvalidInput(
+            f"unsupported Redis URL scheme {scheme!r}: use redis://, rediss://, unix:// or {sentinel.USAGE}"
+        )
+    if scheme == sentinel.SCHEME:
+        sentinel.parse(url)
+        return
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise InvalidInput(f"bad Redis URL {redacted(url)}: {exc}") from None
+
 
 def connect(url: str, *, name: str = "shoal", max_connections: int = 128) -> Redis:
-    """A client for ``url``. ``redis+sentinel://[:pw@]h1:p1,h2:p2/service[/db]`` follows Sentinel failovers.
+    """A client for ``url``; a ``redis+sentinel://`` URL follows Sentinel failovers (see shoal.store.sentinel).
 
     Passwords and TLS come from the URL as redis-py reads them (``rediss://``, ``?ssl_cert_reqs=``).
     """
-    scheme = urlsplit(url).scheme
-    if scheme == "redis+sentinel":
-        return _sentinel(url, name)
-    if scheme not in ("redis", "rediss", "unix"):
-        raise InvalidInput(
-            f"unsupported Redis URL scheme {scheme!r}: use redis://, rediss://, unix:// or redis+sentinel://"
-        )
+    check_url(url)
+    if urlsplit(url).scheme == sentinel.SCHEME:
+        return sentinel.connect_sentinel(url, name=name, max_connections=max_connections, options=_OPTIONS)
     # A blocking pool makes a burst of requests wait for a connection instead of failing.
     pool = BlockingConnectionPool.from_url(
-        url,
-        client_name=name,
-        max_connections=max_connections,
-        timeout=SOCKET_TIMEOUT,
-        health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_keepalive=True,
+        url, client_name=name, max_connections=max_connections, timeout=SOCKET_TIMEOUT, **_OPTIONS
     )
     return Redis(connection_pool=pool)
 
 
-def _sentinel(url: str, name: str) -> Redis:
-    parts = urlsplit(url)
-    hosts = []
-    for item in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = item.rpartition(":")
-        hosts.append((host or "127.0.0.1", int(port or 26379)))
-    path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise InvalidInput("a sentinel URL needs the service name: redis+sentinel://host:port/mymaster[/db]")
-    service, db = path[0], int(path[1]) if len(path) > 1 else 0
-    query = parse_qs(parts.query)
-    password = parts.password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        hosts,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=float(query.get("socket_timeout", ["1.0"])[0]),
-        sentinel_kwargs={
-            "password": query.get("sentinel_password", [None])[0],
-            "socket_timeout": float(query.get("socket_timeout", ["1.0"])[0]),
-        },
-        password=password,
-        db=db,
-        client_name=name,
-    )
-    client: Redis = sentinel.master_for(service)
-    return client
-
-
 def redacted(url: str) -> str:
-    """The URL with any password replaced, for logs and status output."""
+    """The URL with any password (in the user part or a ``*password`` parameter) replaced, for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, hosts = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{hosts}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any("password" in key for key, _ in pairs):
+        query = urlencode([(k, "***" if "password" in k else v) for k, v in pairs], safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()
