@@ -2,7 +2,8 @@
 
     ShoalError
     ├── InvalidInput            bad input from a user: 400 / INVALID_ARGUMENT
-    │   └── UnknownTaskType     no live node runs this type
+    │   ├── UnknownTaskType     no live node runs this type
+    │   └── ValueTooLarge       a cache value above cache_max_value: 413 / RESOURCE_EXHAUSTED
     ├── Unauthorized            missing or wrong token: 401 / UNAUTHENTICATED
     ├── NotFound                404 / NOT_FOUND
     │   ├── TaskNotFound
@@ -48,6 +49,18 @@ class UnknownTaskType(InvalidInput):
         super().__init__(f"unknown task type {task_type!r}; registered types: {known_text}")
         self.task_type = task_type
         self.known = known
+
+
+class ValueTooLarge(InvalidInput):
+    """Raised when a cache value is bigger than the node's ``cache_max_value`` (or than its whole shard)."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"cache value of {size} bytes is over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
 
 
 class Unauthorized(ShoalError):

@@ -200,3 +200,14 @@ class Fill:
     ttl_s: float | None = None  # fresh for this long; None = until evicted
     keep_s: float = 0.0  # then kept this much longer as stale, so it can be revalidated
     store: bool = True  # False: hand the value to this caller only (e.g. a no-store response)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheGrant:
+    """A key owner's answer to get-or-fill: a fresh ``item`` (``hit``), the fill lease (``lease`` set: the
+    caller fills, then stores or releases), or neither (the caller fills on its own). Without ``hit``,
+    ``item`` is the stale item if the owner holds one."""
+
+    item: CacheItem | None = None
+    hit: bool = False
+    lease: str = ""

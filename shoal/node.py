@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from shoal._utils import cancel_and_wait
 from shoal.auth import load_or_create_token
+from shoal.cache.cluster import build_cache
 from shoal.cluster.admin import ClusterAdmin
 from shoal.cluster.election import Election
 from shoal.cluster.heartbeat import Heartbeat
@@ -31,6 +32,7 @@ from shoal.config import NodeConfig, split_addr
 from shoal.errors import StoreUnavailable
 from shoal.events import EventHub
 from shoal.keys import Keys
+from shoal.rpc.cache_peers import channel_options
 from shoal.rpc.peers import PeerClient
 from shoal.rpc.server import RpcServer, start_rpc_server
 from shoal.rpc.tokens import TokenKeeper
@@ -39,6 +41,7 @@ from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
 from shoal.store.redis import connect, redacted
 from shoal.store.tasks import TaskStore
+from shoal.systemd.supervision import Supervision
 from shoal.web.app import create_app
 from shoal.worker.executor import Executor
 from shoal.worker.handlers import Handler, TaskTypes, Validator, build, echo, fetch
@@ -94,8 +97,10 @@ class Node:
             load=lambda: len(self.executor.running),
             on_declared_dead=self._drop_work,
             on_beat=self._poke_scheduler,
+            cache_stats=lambda: self.cache.stats(),
         )
-        self.peers = PeerClient(self.keeper, c.name)
+        self.peers = PeerClient(self.keeper, c.name, options=channel_options(c.cache_max_value))
+        self.cache = build_cache(c, registry=self.registry, peers=self.peers, alive_within=self.alive_within)
         self.election = Election(
             config=c,
             registry=self.registry,
@@ -111,6 +116,7 @@ class Node:
             interval=c.heartbeat_interval,
             dead_after=c.dead_after,
             may_write=self.election.may_write,
+            owner_of=self.cache.owner_of,
         )
         self.peer = Peer(
             name=c.name,
@@ -146,11 +152,22 @@ class Node:
             await self.executor.recover()
         self._loops.append(asyncio.create_task(self.hub.run(), name="events"))
         await asyncio.wait_for(self.hub.subscribed.wait(), 10)
-        self.rpc = await start_rpc_server(tasks=self.tasks, token=self.keeper, bind=c.grpc, peer=self.peer)
+        self.rpc = await start_rpc_server(
+            tasks=self.tasks,
+            token=self.keeper,
+            bind=c.grpc,
+            peer=self.peer,
+            cache=self.cache,
+            cache_owner=self.cache.owner,
+            cache_max_value=c.cache_max_value,
+            node_name=c.name,
+        )
         await self._start_http()
         await self.heartbeat.join()  # announce this node and stand for master before serving work
         await self.election.tick()
+        await self.cache.refresh()
         self._loops.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
+        self._loops.append(asyncio.create_task(self.cache.run(), name="cache"))
         self._loops.append(asyncio.create_task(self.election.run(), name="election"))
         if c.run_tasks:
             self._loops.append(asyncio.create_task(self.executor.run(), name="worker"))
@@ -191,7 +208,13 @@ class Node:
 
     async def _start_http(self) -> None:
         app = create_app(
-            tasks=self.tasks, cluster=self.cluster, token=self.keeper, registry=self.metrics, node_name=self.config.name
+            tasks=self.tasks,
+            cluster=self.cluster,
+            token=self.keeper,
+            registry=self.metrics,
+            node_name=self.config.name,
+            cache=self.cache,
+            cache_max_value=self.config.cache_max_value,
         )
         host, port = split_addr(self.config.http, "http")
         server_config = uvicorn.Config(
@@ -314,6 +337,8 @@ class Node:
         await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() != "http"))
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._http_client.aclose()
+        if hasattr(self, "cache"):
+            await self.cache.close()
         if hasattr(self, "peers"):
             await self.peers.close()
         if self.redis is not None:
@@ -325,6 +350,7 @@ class Node:
 async def run_node(config: NodeConfig) -> None:
     """Run a node until SIGTERM or SIGINT; a second signal cuts the grace period short."""
     node = Node(config)
+    supervision = Supervision.from_environ()  # systemd's notify socket and watchdog, when run as a service
     stop = asyncio.Event()
     hard = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -336,11 +362,17 @@ async def run_node(config: NodeConfig) -> None:
         loop.add_signal_handler(sig, on_signal)
     try:
         await node.start()
+        if supervision is not None:
+            supervision.attach(node)
         await node.serve(stop)
     finally:
+        if supervision is not None:
+            await supervision.stopping(node, config.shutdown_grace)
         hurry = asyncio.create_task(hard.wait())
         hurry.add_done_callback(lambda _: node.hurry())
         try:
             await node.stop()
         finally:
             hurry.cancel()
+            if supervision is not None:
+                await supervision.close()

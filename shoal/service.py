@@ -195,6 +195,7 @@ class ClusterService:
                     pid=n.pid,
                     last_beat=n.last_beat,
                     types=n.types,
+                    cache=n.cache,
                 )
             )
         return ClusterView(master=master, epoch=epoch, nodes=nodes)

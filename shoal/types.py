@@ -10,7 +10,18 @@ import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from shoal.models import CacheItem, ClusterView, Fill, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import (
+    CacheGrant,
+    CacheItem,
+    ClusterView,
+    Fill,
+    Task,
+    TaskEvent,
+    TaskPage,
+    TaskResult,
+    TaskSpec,
+    TaskState,
+)
 
 
 class TaskAPI(Protocol):
@@ -137,6 +148,30 @@ class CacheAPI(Protocol):
 
     async def cluster_stats(self) -> dict[str, dict[str, int]]:
         """Every live node's shard stats, by node name."""
+        ...
+
+
+class CacheOwnerAPI(Protocol):
+    """One node's shard as the key owners' peers reach it (``shoal.v1.CacheShards``): no routing."""
+
+    def load(self, key: str) -> CacheItem | None:
+        """The item this node holds, fresh or stale; None if none."""
+        ...
+
+    def store(self, key: str, value: bytes, ttl_s: float | None, keep_s: float) -> None:
+        """Keep the item here; a fill lease waiting on ``key`` is answered with it."""
+        ...
+
+    def drop(self, key: str) -> bool:
+        """Remove the item here; True if it was here."""
+        ...
+
+    async def lease(self, key: str, wait_s: float) -> CacheGrant:
+        """A fresh item, the fill lease, or (after waiting up to ``wait_s`` for another filler) neither."""
+        ...
+
+    def release(self, key: str, lease: str) -> None:
+        """Give the fill lease back without storing: its waiters fill on their own."""
         ...
 
 

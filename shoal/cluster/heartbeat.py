@@ -38,6 +38,7 @@ class Heartbeat:
         load: Callable[[], int],
         on_declared_dead: Callable[[], Awaitable[None]],
         on_beat: Callable[[], None] = lambda: None,
+        cache_stats: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -45,10 +46,12 @@ class Heartbeat:
         self.load = load
         self.on_declared_dead = on_declared_dead
         self.on_beat = on_beat
+        self.cache_stats = cache_stats
         self.incarnation = 0
         self.draining = False
         self.beats = 0
         self.last_ok = 0.0  # monotonic time of the last beat that reached the store
+        self.last_tick = time.monotonic()  # monotonic time the loop last completed a beat, reached or not
         self.state = ""  # the master's last verdict on this node, as read back after a beat
         self.reason = ""
 
@@ -78,6 +81,7 @@ class Heartbeat:
             priority=c.priority,
             master_eligible=c.master_eligible,
             draining=self.draining,
+            cache=self.cache_stats() if self.cache_stats is not None else None,
         )
 
     async def run(self) -> None:
@@ -86,6 +90,7 @@ class Heartbeat:
         while True:
             started = time.monotonic()
             await self.tick()
+            self.last_tick = time.monotonic()
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def tick(self) -> None:

@@ -35,6 +35,7 @@ class LeaderRole:
         interval: float,
         dead_after: int,
         may_write: Callable[[], bool],
+        owner_of: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -43,6 +44,7 @@ class LeaderRole:
         self.interval = interval
         self.dead_after = dead_after
         self.may_write = may_write
+        self.owner_of = owner_of
         self.scheduler: Scheduler | None = None
         self.detector: Detector | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -59,6 +61,7 @@ class LeaderRole:
             epoch=epoch,
             alive_within=self.interval * self.dead_after,
             may_write=self.may_write,
+            owner_of=self.owner_of,
         )
         self.detector = Detector(
             registry=self.registry,

@@ -1,5 +1,10 @@
 """The master's scheduler: places pending tasks on the nodes with the most free slots, in batches.
 
+A ``fetch`` goes first to the node that owns its URL in the cache ring (``owner_of``), if that node runs
+fetches and has a free slot: its fill of the cache is then local, and one URL's fetches meet at one node.
+Those tasks are offered to place.lua with their owner as the only node; what finds no room there joins
+the rest of the batch, placed by free slots.
+
 It runs only while this node holds the master lease, and every placement carries the lease's epoch:
 place.lua refuses it once another master has taken over, and the scheduler stops (``StaleEpoch``).
 Tasks are read from the pending stream with a blocking XREADGROUP and acknowledged only once placed
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shoal.cache.keys import http_key
 from shoal.keys import SCHEDULER_GROUP
 from shoal.store.nodes import NodeRecord, NodeRegistry
 from shoal.store.redis import BLOCK_MS
@@ -39,12 +45,15 @@ PLACE_BATCH = 500
 #: Seconds the list of schedulable nodes is trusted (place.lua counts their free slots fresh each time,
 #: and refuses nodes declared dead or rejected since).
 NODES_TTL = 0.5
+#: The task type placed on the owner of its target's cache key.
+FETCH = "fetch"
 
 
 @dataclass(slots=True)
 class _Pending:
     task_id: str
     type: str | None = None
+    target: str | None = None  # read only for fetches, when they are first placed
 
 
 class Scheduler:
@@ -59,8 +68,10 @@ class Scheduler:
         epoch: int,
         alive_within: float,
         may_write: Callable[[], bool] = lambda: True,
+        owner_of: Callable[[str], str] | None = None,
     ) -> None:
         self.may_write = may_write
+        self.owner_of = owner_of
         self.store = store
         self.registry = registry
         self.node = node
@@ -68,6 +79,7 @@ class Scheduler:
         self.alive_within = alive_within
         self.backlog: OrderedDict[str, _Pending] = OrderedDict()  # stream entry id -> task
         self.placed = 0
+        self.last_tick = time.monotonic()  # when the loop last looked at the backlog (the watchdog reads it)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._next_promote = 0.0
@@ -92,6 +104,7 @@ class Scheduler:
                 await self._wake.wait()
                 self._wake.clear()
                 await self.tick()
+                self.last_tick = time.monotonic()
                 if reader.done():
                     reader.result()  # re-raise what stopped it
         finally:
@@ -178,6 +191,11 @@ class Scheduler:
         batch = [(m, p) for m, p in self.backlog.items() if p.type in runnable][:room]
         if not batch:
             return
+        if self.owner_of is not None:
+            batch = await self._place_on_owners(nodes, batch)
+            if not batch:
+                self._room.set()
+                return
         outcome = await self.store.place_many(
             self.epoch, [(n.name, n.slots, n.types) for n in nodes], [(p.task_id, m, p.type or "") for m, p in batch]
         )
@@ -186,6 +204,49 @@ class Scheduler:
                 self.backlog.pop(msg_id, None)
                 self.placed += verdict > 0
         self._room.set()
+
+    async def _place_on_owners(
+        self, nodes: list[NodeRecord], batch: list[tuple[str, _Pending]]
+    ) -> list[tuple[str, _Pending]]:
+        """Offer each fetch in ``batch`` to the owner of its URL's cache key; return what is left to place."""
+        assert self.owner_of is not None
+        fetches = [p for _, p in batch if p.type == FETCH]
+        if not fetches:
+            return batch
+        await self._learn_targets(fetches)
+        runs_fetch = {n.name: n for n in nodes if FETCH in n.types or "*" in n.types}
+        groups: dict[str, list[tuple[str, _Pending]]] = {}
+        for msg_id, p in batch:
+            if p.type == FETCH and p.target:
+                try:
+                    owner = self.owner_of(http_key(p.target))
+                except ValueError:  # not a URL the cache can key: placed as any other task
+                    continue
+                if owner in runs_fetch:
+                    groups.setdefault(owner, []).append((msg_id, p))
+        done: set[str] = set()
+        for owner, group in groups.items():
+            node = runs_fetch[owner]
+            outcome = await self.store.place_many(
+                self.epoch, [(node.name, node.slots, node.types)], [(p.task_id, m, p.type or "") for m, p in group]
+            )
+            for (msg_id, _), verdict in zip(group, outcome, strict=True):
+                if verdict >= 0:  # placed on its owner, or gone
+                    self.backlog.pop(msg_id, None)
+                    self.placed += verdict > 0
+                    done.add(msg_id)
+        return [(m, p) for m, p in batch if m not in done]
+
+    async def _learn_targets(self, fetches: list[_Pending]) -> None:
+        unknown = [p for p in fetches if p.target is None]
+        if not unknown:
+            return
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for p in unknown:
+                pipe.hget(self.store.keys.task(p.task_id), "target")
+            targets = await pipe.execute()
+        for p, t in zip(unknown, targets, strict=True):
+            p.target = t.decode() if t else ""
 
     async def _candidates(self) -> list[NodeRecord]:
         """Nodes that may get work; the list is read at most every NODES_TTL seconds."""

@@ -1,10 +1,11 @@
 """protobuf messages <-> shoal.models, and the checks on what a gRPC caller sends.
 
 This module is the only code that imports the generated ``_gen`` modules; everything else reaches them
-through the names here: ``pb``/``pb_grpc`` (Tasks), ``hb_pb``/``hb_grpc`` (HeartBeats) and
-``el_pb``/``el_grpc`` (Elections). Requests are validated with ``shoal.validation``, so a gRPC caller is
-refused exactly what a REST caller is, with the same message; the only rules added here are about the
-protobuf shape (one id where one is meant, JSON text fields).
+through the names here: ``pb``/``pb_grpc`` (Tasks), ``hb_pb``/``hb_grpc`` (HeartBeats),
+``el_pb``/``el_grpc`` (Elections) and ``cache_pb``/``cache_grpc`` (Cache, CacheShards, whose messages
+``shoal.rpc.cache_convert`` converts). Requests are validated with ``shoal.validation``, so a gRPC
+caller is refused exactly what a REST caller is, with the same message; the only rules added here are
+about the protobuf shape (one id where one is meant, JSON text fields).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import orjson
 from shoal import validation
 from shoal.errors import InvalidInput
 from shoal.models import Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.rpc._gen.shoal.v1 import cache_pb2 as cache_pb
+from shoal.rpc._gen.shoal.v1 import cache_pb2_grpc as cache_grpc
 from shoal.rpc._gen.shoal.v1 import elections_pb2 as el_pb
 from shoal.rpc._gen.shoal.v1 import elections_pb2_grpc as el_grpc
 from shoal.rpc._gen.shoal.v1 import heartbeats_pb2 as hb_pb
@@ -25,6 +28,8 @@ from shoal.rpc._gen.shoal.v1 import tasks_pb2_grpc as pb_grpc
 
 __all__ = [
     "MAX_WAIT_S",
+    "cache_grpc",
+    "cache_pb",
     "el_grpc",
     "el_pb",
     "event_from_proto",

@@ -1,5 +1,6 @@
 """Assemble and run the node's gRPC server: auth interceptor, Tasks, the node-to-node services (HeartBeats,
-Elections) when the node gives a ``PeerAPI``, health and reflection.
+Elections) when the node gives a ``PeerAPI``, Cache and CacheShards when it gives its cache, health and
+reflection.
 
 ``start_rpc_server`` binds (port 0 picks a free port), starts, and returns an ``RpcServer`` that knows
 its port. The standard health service reports SERVING for the whole server ("") and for each shoal
@@ -19,8 +20,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken, ServerInterceptor
-from shoal.rpc.convert import el_grpc, hb_grpc, pb_grpc
+from shoal.rpc.convert import cache_grpc, el_grpc, hb_grpc, pb_grpc
 from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
+from shoal.rpc.services.cache import SERVICE_NAME as CACHE_SERVICE
+from shoal.rpc.services.cache import SHARDS_SERVICE_NAME as CACHE_SHARDS_SERVICE
+from shoal.rpc.services.cache import CacheServicer, CacheShardsServicer
 from shoal.rpc.services.elections import SERVICE_NAME as ELECTIONS_SERVICE
 from shoal.rpc.services.elections import ElectionsServicer
 from shoal.rpc.services.heartbeats import SERVICE_NAME as HEARTBEATS_SERVICE
@@ -28,7 +32,7 @@ from shoal.rpc.services.heartbeats import HeartBeatsServicer
 from shoal.rpc.services.tasks import SERVICE_NAME as TASKS_SERVICE
 from shoal.rpc.services.tasks import TasksServicer
 from shoal.rpc.tokens import TokenKeeper
-from shoal.types import PeerAPI, TaskAPI
+from shoal.types import CacheAPI, CacheOwnerAPI, PeerAPI, TaskAPI
 
 log = logging.getLogger("shoal.rpc.server")
 
@@ -47,7 +51,7 @@ def _health_servicer() -> _Health:
 
 
 #: Services that only nodes may call: the user bearer token is refused on them.
-NODE_SERVICES = frozenset({HEARTBEATS_SERVICE, ELECTIONS_SERVICE})
+NODE_SERVICES = frozenset({HEARTBEATS_SERVICE, ELECTIONS_SERVICE, CACHE_SHARDS_SERVICE})
 
 MiB = 1024 * 1024
 #: Largest request a caller may send. A TaskSpec is at most ~80 KiB (validation's limits), so this
@@ -72,6 +76,16 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.http2.max_ping_strikes", 3),
     ("grpc.so_reuseport", 0),
 )
+#: Room for a cache message's fields beside its value.
+CACHE_SLACK = 1 * MiB
+
+
+def server_options(cache_max_value: int = 0) -> tuple[tuple[str, Any], ...]:
+    """SERVER_OPTIONS with message limits raised, if need be, to carry a cache value of that size."""
+    receive = max(MAX_RECEIVE_BYTES, cache_max_value + CACHE_SLACK)
+    send = max(MAX_SEND_BYTES, cache_max_value + CACHE_SLACK)
+    limits = {"grpc.max_receive_message_length": receive, "grpc.max_send_message_length": send}
+    return tuple((k, limits.get(k, v)) for k, v in SERVER_OPTIONS)
 
 
 class RpcServer:
@@ -142,6 +156,10 @@ async def start_rpc_server(
     interceptors: Sequence[ServerInterceptor] = (),
     maximum_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
     node_auth_window_s: float = DEFAULT_WINDOW_S,
+    cache: CacheAPI | None = None,
+    cache_owner: CacheOwnerAPI | None = None,
+    cache_max_value: int = 0,
+    node_name: str = "",
 ) -> RpcServer:
     """Build, bind and start the server.
 
@@ -157,6 +175,10 @@ async def start_rpc_server(
             only (a refused call is answered by the auth interceptor's own handler).
         maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED.
         node_auth_window_s: how far a node call's timestamp may be from this node's clock.
+        cache: what the Cache service serves (users); without it the service is not registered.
+        cache_owner: this node's shard, served to the other nodes by CacheShards.
+        cache_max_value: the largest cache value: messages up to it (and their fields) are accepted.
+        node_name: this node's name, as the Cache service's Stats names it.
     Raises:
         OSError: when the address cannot be bound.
     """
@@ -165,7 +187,7 @@ async def start_rpc_server(
     interceptor = AuthInterceptor([BearerToken(keeper, node_only=NODE_SERVICES), node_auth, *authenticators])
     server = grpc.aio.server(
         interceptors=[interceptor, *interceptors],
-        options=SERVER_OPTIONS,
+        options=server_options(cache_max_value),
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     tasks_servicer = TasksServicer(tasks)
@@ -175,6 +197,12 @@ async def start_rpc_server(
         hb_grpc.add_HeartBeatsServicer_to_server(HeartBeatsServicer(peer), server)
         el_grpc.add_ElectionsServicer_to_server(ElectionsServicer(peer), server)
         shoal_services += (HEARTBEATS_SERVICE, ELECTIONS_SERVICE)
+    if cache is not None:
+        cache_grpc.add_CacheServicer_to_server(CacheServicer(cache, node_name), server)
+        shoal_services += (CACHE_SERVICE,)
+    if cache_owner is not None:
+        cache_grpc.add_CacheShardsServicer_to_server(CacheShardsServicer(cache_owner), server)
+        shoal_services += (CACHE_SHARDS_SERVICE,)
     health_servicer = _health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

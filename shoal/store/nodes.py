@@ -44,6 +44,7 @@ class NodeRecord:
     state_incarnation: int = 0  # the incarnation the verdict is about
     reason: str = ""
     assigned: int = 0  # tasks placed on it and not finished
+    cache: dict[str, int] | None = None  # its cache shard's stats as of its last beat
 
     @property
     def admitted(self) -> bool:
@@ -104,6 +105,8 @@ class NodeRegistry:
             "draining": int(record.draining),
             "last_beat": now,
         }
+        if record.cache is not None:
+            fields["cache"] = orjson.dumps(record.cache)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.node(record.name), mapping=fields)
             pipe.zadd(self.keys.nodes, {record.name: now})
@@ -247,4 +250,18 @@ def _record(fields: dict[bytes, bytes], assigned: int) -> NodeRecord:
         state_incarnation=i("state_incarnation"),
         reason=s("reason"),
         assigned=assigned,
+        cache=_stats(fields.get(b"cache")),
     )
+
+
+def _stats(raw: bytes | None) -> dict[str, int] | None:
+    """A node's published cache stats; None when it publishes none (or something unreadable)."""
+    if not raw:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {str(k): int(v) for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool)}
