@@ -84,7 +84,6 @@ class Scheduler:
         self._room = asyncio.Event()
         self._next_promote = 0.0
         self._next_strays = 0.0
-        self._stopped = False
         self._nodes: list[NodeRecord] = []
         self._nodes_read = 0.0
 
@@ -98,7 +97,10 @@ class Scheduler:
     async def run(self) -> None:
         await self.store.ensure_groups()
         await self._claim_orphans()
-        reader = asyncio.create_task(self._read(), name="scheduler reader")
+        # A flag per run, not per scheduler: the leader runs this again after a store error, and the
+        # reader of the new run must not see the flag that stopped the old one.
+        stopped = asyncio.Event()
+        reader = asyncio.create_task(self._read(stopped), name="scheduler reader")
         try:
             while True:
                 await self._wake.wait()
@@ -110,7 +112,7 @@ class Scheduler:
         finally:
             # The flag as well as the cancel: on Python 3.11 a cancel can be lost in a Redis call (see
             # leader.cancel_and_wait), and the reader must not go on taking entries for a term that is over.
-            self._stopped = True
+            stopped.set()
             reader.cancel()
 
     async def tick(self) -> None:
@@ -162,9 +164,9 @@ class Scheduler:
                     log.warning("took over %d unplaced task(s) left unacknowledged by %s", len(claimed), name)
                     self.poke()
 
-    async def _read(self) -> None:
+    async def _read(self, stopped: asyncio.Event) -> None:
         redis, stream = self.store.redis, self.store.keys.pending
-        while not self._stopped:
+        while not stopped.is_set():
             while len(self.backlog) >= MAX_BACKLOG:
                 self._room.clear()
                 await self._room.wait()
