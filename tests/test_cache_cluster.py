@@ -235,3 +235,22 @@ async def test_grpc_cache_service_for_users(members: dict[str, Member]) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call
             assert info.value.code() == code and text in (info.value.details() or ""), info.value
+
+
+async def test_a_new_owner_takes_its_keys_from_a_replica_instead_of_filling(members: dict[str, Member]) -> None:
+    two = {n: members[n].rpc.address for n in ("a", "b")}
+    key = next(k for k in (f"moved-{i}" for i in range(200)) if owners(k)[0] == "c")
+    for name in ("a", "b"):
+        members[name].cache.membership.set(two)  # c has not joined yet: a and b hold the key
+    await members["a"].cache.set(key, b"from before", ttl_s=60)
+    fills = 0
+
+    async def fill(stale: CacheItem | None) -> Fill:
+        nonlocal fills
+        fills += 1
+        return Fill(b"refilled", ttl_s=60)
+
+    for name in ("a", "b"):
+        members[name].cache.membership.set({**two, "c": members["c"].rpc.address})  # c joins and owns the key
+    assert await members["a"].cache.get_or_fill(key, fill) == (b"from before", True)
+    assert fills == 0 and members["c"].cache.shard.peek(key) is not None  # now on its new owner too

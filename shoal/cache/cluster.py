@@ -190,23 +190,21 @@ class ClusterCache:
         holder, grant = await self.io.lease(order, self.replicas, key, self.hold_s)
         if grant.hit and grant.item is not None:
             return grant.item.value, True, True, None
-        if grant.lease and grant.item is None:
-            found = await self._from_replicas(key, order, holder)
-            if found is not None:
-                self._later(self.io.put(holder, key, found))
-                return found.value, True, True, None
-        stale = grant.item
-        lease = grant.lease
+        lease = grant.lease if holder is not None else ""
+        answered = not lease  # a lease is answered by a store of the key at its holder, else released
         try:
-            result = await self._run_fill(fill, stale)
+            if lease and grant.item is None:
+                found = await self._from_replicas(key, order, holder)
+                if found is not None:  # e.g. the holder is new to the key: copy it there, for its waiters too
+                    answered = await self.io.put(holder, key, found)
+                    return found.value, True, True, None
+            result = await self._run_fill(fill, grant.item)
             stored = await self._keep(key, order, result)
-        except BaseException:
-            if lease and holder is not None:
+            answered = answered or stored
+            return result.value, False, stored, grant.item
+        finally:
+            if not answered and holder is not None:
                 self._later(self.io.release(holder, key, lease))
-            raise
-        if not stored and lease and holder is not None:
-            await self.io.release(holder, key, lease)
-        return result.value, False, stored, stale
 
     async def _fill_alone(self, key: str, fill: FillFn, stale: CacheItem | None) -> tuple[bytes, bool]:
         """A fill for this caller alone (the shared one kept nothing); stored if it says so."""
@@ -225,7 +223,7 @@ class ClusterCache:
         try:
             _, ttl_s, keep_s = _checked(key, result.ttl_s, result.keep_s)
         except InvalidInput as exc:
-            log.warning("not caching %r: %s", key, exc.message)
+            log.debug("not caching %r: %s", key, exc.message)
             return False
         return await self.io.write(order, self.replicas, key, result.value, ttl_s, keep_s)
 
