@@ -38,6 +38,8 @@ def cache_cluster(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPath
     try:
         cluster.start(3, args=ARGS)
         cluster.wait_agreed()
+        # every node's ring holds all three (Cache.Stats lists the members a node sees)
+        wait_for(lambda: all(members_seen(n) == set(NAMES) for n in cluster.nodes.values()), 10, "full rings")
         yield cluster
     finally:
         cluster.close()
@@ -58,6 +60,14 @@ def grpc_get(node: TestNode, key: str) -> bytes | None:
                 return None
             raise
     return bytes(entry.value)
+
+
+def members_seen(node: TestNode) -> set[str]:
+    with grpc.insecure_channel(node.grpc_addr) as channel:
+        stats = cache_grpc.CacheStub(channel).Stats(
+            cache_pb.CacheStatsRequest(), metadata=(("authorization", f"Bearer {node.token}"),), timeout=5
+        )
+    return set(stats.nodes)
 
 
 def shards(cluster: Cluster, via: str = "node-a") -> dict[str, dict[str, Any]]:
