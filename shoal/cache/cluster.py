@@ -31,6 +31,7 @@ from shoal.cache.shard import Shard
 from shoal.config import NodeConfig
 from shoal.errors import InvalidInput, StoreUnavailable, ValueTooLarge
 from shoal.models import CacheItem, Fill
+from shoal.rpc.cache_convert import MAX_LEASE_WAIT_S
 from shoal.rpc.cache_peers import CachePeers
 from shoal.rpc.peers import PeerClient
 from shoal.store.nodes import NodeRegistry
@@ -265,6 +266,6 @@ def build_cache(config: NodeConfig, *, registry: NodeRegistry, peers: PeerClient
         peers=CachePeers(peers),
         registry=registry,
         replicas=c.cache_replicas,
-        hold_s=max(c.fetch_timeout, c.proxy_timeout) + FILL_MARGIN_S,
+        hold_s=min(MAX_LEASE_WAIT_S, max(c.fetch_timeout, c.proxy_timeout) + FILL_MARGIN_S),
         interval=c.heartbeat_interval,
     )

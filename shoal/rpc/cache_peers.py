@@ -73,6 +73,7 @@ class CachePeers:
         return deleted.found
 
     async def lease(self, addr: str, key: str, wait_s: float) -> CacheGrant:
+        wait_s = max(0.0, min(wait_s, cc.MAX_LEASE_WAIT_S))
         request = cache_pb.LeaseRequest(key=key, wait_s=wait_s)
         grant = await self._call(addr, "Lease", request, wait_s + self.lease_margin_s)
         assert isinstance(grant, cache_pb.LeaseGrant)
