@@ -32,6 +32,8 @@ from shoal.config import NodeConfig, split_addr
 from shoal.errors import StoreUnavailable
 from shoal.events import EventHub
 from shoal.keys import Keys
+from shoal.proxy.httpcache import HttpCache
+from shoal.proxy.server import ProxyServer, start_proxy
 from shoal.rpc.cache_peers import channel_options
 from shoal.rpc.peers import PeerClient
 from shoal.rpc.server import RpcServer, start_rpc_server
@@ -68,6 +70,7 @@ class Node:
         self.redis: Redis | None = None
         self.rpc: RpcServer | None = None
         self.http: _Server | None = None
+        self.proxy: ProxyServer | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._http_client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=config.fetch_timeout)
         self.metrics = CollectorRegistry()
@@ -101,6 +104,7 @@ class Node:
         )
         self.peers = PeerClient(self.keeper, c.name, options=channel_options(c.cache_max_value))
         self.cache = build_cache(c, registry=self.registry, peers=self.peers, alive_within=self.alive_within)
+        self.fetcher.cache = HttpCache(self.cache, max_value=c.cache_max_value)
         self.election = Election(
             config=c,
             registry=self.registry,
@@ -166,6 +170,7 @@ class Node:
         await self.heartbeat.join()  # announce this node and stand for master before serving work
         await self.election.tick()
         await self.cache.refresh()
+        self.proxy = await start_proxy(c, self.cache, self.keeper.matches)
         self._loops.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         self._loops.append(asyncio.create_task(self.cache.run(), name="cache"))
         self._loops.append(asyncio.create_task(self.election.run(), name="election"))
@@ -194,7 +199,7 @@ class Node:
 
     def _task_types(self) -> TaskTypes:
         c = self.config
-        fetcher = fetch.Fetcher(
+        self.fetcher = fetch.Fetcher(
             self._http_client,
             timeout_s=c.fetch_timeout,
             max_bytes=c.fetch_max_bytes,
@@ -202,7 +207,7 @@ class Node:
         )
         builtins: list[tuple[str, Handler, Validator | None]] = [
             ("echo", echo.echo, echo.validate),
-            ("fetch", fetcher, fetch.validate),
+            ("fetch", self.fetcher, fetch.validate),
         ]
         return build(builtins, c.task_modules)
 
@@ -334,6 +339,8 @@ class Node:
             self.http.should_exit = True
         if self.rpc is not None:
             await self.rpc.stop(1.0)
+        if self.proxy is not None:
+            await self.proxy.close()
         await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() != "http"))
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._http_client.aclose()

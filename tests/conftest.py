@@ -92,18 +92,59 @@ def _stream(handler: BaseHTTPRequestHandler, query: dict[str, str]) -> None:
         handler.close_connection = True
 
 
-#: Routes added for the fetch tests, beside the ones Origin answers itself.
+#: Last-Modified of /cacheable?lm=1.
+LAST_MODIFIED = "Mon, 02 Jan 2023 03:04:05 GMT"
+
+
+def _cacheable(handler: BaseHTTPRequestHandler, query: dict[str, str]) -> None:
+    """GET /cacheable?k=ANY[&cc=CACHE-CONTROL|none][&etag=TAG][&lm=1][&delay=S][&cookie=1][&vary=H][&bytes=N]:
+    a page with the caching headers the test chooses (default ``Cache-Control: max-age=60``). With ``etag``
+    or ``lm=1`` a matching If-None-Match / If-Modified-Since gets a 304. The body says how many times this
+    exact URL was asked for ("v2 ..."), so a test can tell a stored body from a new one."""
+    time.sleep(float(query.get("delay", "0")))
+    origin: Origin = handler.server.origin  # type: ignore[attr-defined]
+    etag = f'"{query["etag"]}"' if "etag" in query else None
+    modified = LAST_MODIFIED if query.get("lm") == "1" else None
+    headers = [] if query.get("cc") == "none" else [("Cache-Control", query.get("cc", "max-age=60"))]
+    headers += [("ETag", etag)] if etag else []
+    headers += [("Last-Modified", modified)] if modified else []
+    headers += [("Set-Cookie", "session=abc")] if query.get("cookie") == "1" else []
+    headers += [("Vary", query["vary"])] if "vary" in query else []
+    if_none_match = handler.headers.get("If-None-Match")
+    matched = etag is not None and if_none_match == etag
+    matched |= if_none_match is None and modified is not None and handler.headers.get("If-Modified-Since") == modified
+    if matched:
+        handler.send_response(304)
+        for name, value in headers:
+            handler.send_header(name, value)
+        handler.end_headers()
+        return
+    body = f"v{origin.hits_of(handler.path)} {query.get('k', '')}".encode()
+    if "bytes" in query:
+        body = body.ljust(int(query["bytes"]), b".")
+    handler.send_response(200)
+    for name, value in [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *headers]:
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+#: Routes added for the fetch and proxy tests, beside the ones Origin answers itself.
 EXTRA_ROUTES: dict[str, Callable[[BaseHTTPRequestHandler, dict[str, str]], None]] = {
     "/redirect-to": _redirect_to,
     "/stream": _stream,
+    "/cacheable": _cacheable,
 }
 
 
 class Origin:
-    """A real HTTP server on loopback to fetch from, counting the hits on each path."""
+    """A real HTTP server on loopback to fetch from, counting the hits on each path, and on each whole
+    request target (path and query) with the conditional ones among them apart."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.targets: Counter[str] = Counter()
+        self.conditionals: Counter[str] = Counter()
         self.lock = threading.Lock()
         origin = self
 
@@ -118,6 +159,9 @@ class Origin:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 with origin.lock:
                     origin.counts[parts.path] += 1
+                    origin.targets[self.path] += 1
+                    if "If-None-Match" in self.headers or "If-Modified-Since" in self.headers:
+                        origin.conditionals[self.path] += 1
                 if parts.path == "/hello":
                     self._send(200, b"hello shoal")
                 elif parts.path == "/slow":
@@ -139,6 +183,14 @@ class Origin:
                 else:
                     self._send(404, b"not found")
 
+            def do_POST(self) -> None:
+                """POST /echo: the request body back."""
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with origin.lock:
+                    origin.counts[urlsplit(self.path).path] += 1
+                    origin.targets[self.path] += 1
+                self._send(200, body)
+
             def _send(self, code: int, body: bytes) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -148,6 +200,7 @@ class Origin:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.origin = self  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -155,6 +208,15 @@ class Origin:
     def hits(self, path: str) -> int:
         with self.lock:
             return self.counts[path]
+
+    def hits_of(self, target: str) -> int:
+        """Requests for this exact target (``/path?query``), conditional ones included."""
+        with self.lock:
+            return self.targets[target]
+
+    def conditional_hits(self, target: str) -> int:
+        with self.lock:
+            return self.conditionals[target]
 
     def close(self) -> None:
         self.server.shutdown()

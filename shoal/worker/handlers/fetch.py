@@ -4,6 +4,12 @@ Limits (time in all, body size, redirects) come from the node's config. Every ho
 before any connection is made: cloud-metadata and link-local addresses are refused, and the connection
 then goes to the very address that was checked (the Host header and TLS name stay the URL's), so a DNS
 answer that changes between check and connect cannot slip past.
+
+With the node's HTTP cache (``shoal.proxy.httpcache``), every hop is a GET through the cluster cache: a
+fresh stored copy is served without touching the site, and what the site allows is stored for the next
+fetch (redirects too, when they carry freshness). The result's ``meta.cache`` is ``HIT`` when no hop
+touched the site, ``REVALIDATED`` when the site only confirmed stored copies (304), else ``MISS``. The
+limits hold either way: a stored body over ``max_bytes`` fails the fetch as a downloaded one would.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -18,6 +25,7 @@ from urllib.parse import urljoin
 import httpx
 
 from shoal.errors import InvalidInput
+from shoal.proxy.httpcache import HIT, MISS, REVALIDATED, HttpCache, Served, streamed
 from shoal.worker.handlers import Output, TaskContext
 
 #: Names that resolve to an instance-metadata service on some cloud.
@@ -45,12 +53,17 @@ def validate(target: str, params: dict[str, Any]) -> None:
     if url.scheme not in ("http", "https") or not url.host:
         raise InvalidInput("target must be an absolute http:// or https:// URL with a host")
     try:
-        refuse_name(url.host)
-        literal = _literal(url.host)
-        if literal is not None:
-            refuse_address(literal)
+        refuse_host(url.host)
     except FetchRefused as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def refuse_host(host: str) -> None:
+    """Refuse a metadata name or a refused address literal, without looking anything up."""
+    refuse_name(host)
+    literal = _literal(host)
+    if literal is not None:
+        refuse_address(literal)
 
 
 def refuse_name(host: str) -> None:
@@ -103,14 +116,22 @@ async def resolve(host: str, port: int) -> IPAddress:
     return addresses[0]
 
 
-@dataclass(frozen=True, slots=True)
+#: Statuses after which a fetch follows the Location header.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: How a whole fetch used the cache, from its hops': the worst of them.
+_RANK = {HIT: 0, REVALIDATED: 1, MISS: 2}
+
+
+@dataclass(slots=True)
 class Fetcher:
-    """The fetch handler bound to a node's limits and its shared HTTP connection pool."""
+    """The fetch handler bound to a node's limits, its shared HTTP connection pool and its HTTP cache
+    (None: every fetch goes to the site; the node sets it once its cache exists, before any task runs)."""
 
     client: httpx.AsyncClient
     timeout_s: float = 30.0
     max_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 10
+    cache: HttpCache | None = None
 
     async def __call__(self, ctx: TaskContext) -> Output:
         try:
@@ -125,44 +146,84 @@ class Fetcher:
 
     async def _fetch(self, target: str) -> Output:
         url = httpx.URL(target)
+        used: list[str] = []
         for redirects in range(self.max_redirects + 1):
             if url.scheme not in ("http", "https"):
                 raise FetchFailed(f"redirected to a non-http URL: {url}")
+            served = await self._get(url)
+            try:
+                used.append(served.cache)
+                location = _header(served, "location")
+                if served.status in REDIRECTS and location is not None:
+                    url = httpx.URL(urljoin(str(url), location))
+                    continue
+                body, encoding = await self._read(served)
+            finally:
+                await served.aclose()
+            if served.status >= 400:
+                raise FetchFailed(f"HTTP {served.status} {served.reason} from {url}")
+            meta = {
+                "status": served.status,
+                "content_type": _header(served, "content-type") or "",
+                "bytes": len(body),
+                "url": str(url),
+                "redirects": redirects,
+                "cache": max(used, key=_RANK.__getitem__),
+            }
+            return Output(body.decode(encoding or "utf-8", "replace"), meta)
+        raise FetchFailed(f"more than {self.max_redirects} redirects")
+
+    async def _get(self, url: httpx.URL) -> Served:
+        """One GET, through the cache when there is one; a refused host is refused before the cache too."""
+        refuse_host(url.host)
+
+        async def load(headers: list[tuple[str, str]]) -> httpx.Response:
             port = url.port or (443 if url.scheme == "https" else 80)
             address = await resolve(url.host, port)
             pinned = url.copy_with(host=str(address))
             request = self.client.build_request(
-                "GET", pinned, headers={"Host": url.netloc.decode()}, extensions={"sni_hostname": url.host}
+                "GET",
+                pinned,
+                headers=[("Host", url.netloc.decode()), *headers],
+                extensions={"sni_hostname": url.host},
             )
-            response = await self.client.send(request, stream=True)
-            try:
-                if response.is_redirect and "location" in response.headers:
-                    url = httpx.URL(urljoin(str(url), response.headers["location"]))
-                    continue
-                body = await self._read(response)
-            finally:
-                await response.aclose()
-            if response.status_code >= 400:
-                raise FetchFailed(f"HTTP {response.status_code} {response.reason_phrase} from {url}")
-            meta = {
-                "status": response.status_code,
-                "content_type": response.headers.get("content-type", ""),
-                "bytes": len(body),
-                "url": str(url),
-                "redirects": redirects,
-            }
-            return Output(body.decode(response.encoding or "utf-8", "replace"), meta)
-        raise FetchFailed(f"more than {self.max_redirects} redirects")
+            return await self.client.send(request, stream=True)
 
-    async def _read(self, response: httpx.Response) -> bytes:
-        declared = response.headers.get("content-length", "")
+        if self.cache is None:
+            return streamed(await load([]))
+        return await self.cache.get(str(url), [], load)
+
+    async def _read(self, served: Served) -> tuple[bytes, str | None]:
+        """The body, decoded as its Content-Encoding says, within ``max_bytes``; and its charset."""
+        declared = _header(served, "content-length") or ""
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchFailed(f"body is {declared} bytes; the limit is {self.max_bytes}")
+        decoded = httpx.Response(served.status, headers=served.headers, stream=_Chunks(served.body, served.rest))
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in decoded.aiter_bytes():
             size += len(chunk)
             if size > self.max_bytes:
                 raise FetchFailed(f"body is over the limit of {self.max_bytes} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), decoded.encoding
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """A body's start and the rest still to come, as a stream httpx can decode."""
+
+    def __init__(self, start: bytes, rest: AsyncIterator[bytes] | None) -> None:
+        self.start = start
+        self.rest = rest
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.start:
+            yield self.start
+        if self.rest is not None:
+            async for chunk in self.rest:
+                yield chunk
+
+
+def _header(served: Served, name: str) -> str | None:
+    name = name.lower()
+    return next((v for k, v in served.headers if k.lower() == name), None)

@@ -1,0 +1,99 @@
+"""CONNECT: a byte pump between the client and the target, for HTTPS through the proxy. Nothing is cached.
+
+The target is checked and pinned as any upstream is (``shoal.worker.handlers.fetch.resolve``). The tunnel
+ends when both sides have closed, when either side fails, or when no byte has moved either way for the
+idle limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from shoal.worker.handlers.fetch import resolve
+
+CHUNK = 64 * 1024
+
+
+def parse_authority(target: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) of a CONNECT request; ValueError when it is anything else."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"CONNECT needs host:port, not {target!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"CONNECT needs host:port, not {target!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"CONNECT needs host:port, not {target!r}")
+    return host, int(port)
+
+
+async def connect(host: str, port: int, timeout_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a TCP connection to the checked address of ``host`` within ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        address = await resolve(host, port)
+        return await asyncio.open_connection(str(address), port, limit=CHUNK)
+
+
+class Tunnel:
+    """Copies bytes both ways between two stream pairs until both ends close or it goes idle."""
+
+    def __init__(
+        self,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        target: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        idle_s: float,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.idle_s = idle_s
+        self.last = time.monotonic()
+        self.moved = 0
+
+    async def run(self, first: bytes = b"") -> int:
+        """Pump until done; ``first`` is what the client sent after its CONNECT head. Returns bytes moved."""
+        try:
+            if first:
+                self.target[1].write(first)
+                await self.target[1].drain()
+            up = asyncio.create_task(self._copy(self.client[0], self.target[1]))
+            down = asyncio.create_task(self._copy(self.target[0], self.client[1]))
+            try:
+                await asyncio.wait([up, down], return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for task in (up, down):
+                    task.cancel()
+                await asyncio.gather(up, down, return_exceptions=True)
+        finally:
+            self.target[1].close()
+            with contextlib.suppress(Exception):
+                await self.target[1].wait_closed()
+        return self.moved
+
+    async def _copy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One direction; at the reader's end of stream, half-close the writer so the other side sees it."""
+        while True:
+            data = await self._read(reader)
+            if not data:
+                if writer.can_write_eof():
+                    with contextlib.suppress(OSError):
+                        writer.write_eof()
+                return
+            self.last = time.monotonic()
+            self.moved += len(data)
+            writer.write(data)
+            await writer.drain()
+
+    async def _read(self, reader: asyncio.StreamReader) -> bytes:
+        """Read, waiting only as long as the tunnel as a whole has been idle less than ``idle_s``."""
+        while True:
+            left = self.last + self.idle_s - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("tunnel idle")
+            try:
+                async with asyncio.timeout(left):
+                    return await reader.read(CHUNK)
+            except TimeoutError:
+                continue  # the other direction may have moved bytes meanwhile

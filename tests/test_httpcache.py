@@ -1,0 +1,327 @@
+"""The HTTP cache policy and the proxy, in process: a real ``ProxyServer`` on a loopback port in front of
+the loopback origin, over a small in-memory ``CacheAPI`` (the cluster cache has its own tests; the
+proxy's end-to-end tests on real nodes are in test_proxy.py). Every request is a real HTTP request."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from shoal.cache.keys import http_key
+from shoal.models import CacheItem, Fill
+from shoal.proxy import policy
+from shoal.proxy.entry import BadEntry, Entry
+from shoal.proxy.httpcache import HttpCache
+from shoal.proxy.server import ProxyServer
+
+TOKEN = "t0ken-for-the-proxy-tests"
+MAX_VALUE = 64 * 1024
+
+
+class MemoryCache:
+    """``CacheAPI`` in one dict, with one fill per key at a time (what the cluster cache does at a key's owner)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, CacheItem] = {}
+        self.flights: dict[str, asyncio.Future[bytes | None]] = {}
+
+    async def get(self, key: str) -> CacheItem | None:
+        item = self.items.get(key)
+        if item is not None and item.expires_at is not None and time.time() >= item.expires_at:
+            del self.items[key]
+            return None
+        return item
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None, keep_s: float = 0.0) -> None:
+        assert ttl_s is None or ttl_s > 0, ttl_s
+        stale_at = None if ttl_s is None else time.time() + ttl_s
+        self.items[key] = CacheItem(value, stale_at, None if stale_at is None else stale_at + keep_s)
+
+    async def delete(self, key: str) -> bool:
+        return self.items.pop(key, None) is not None
+
+    async def get_or_fill(self, key: str, fill: Callable[[CacheItem | None], Awaitable[Fill]]) -> tuple[bytes, bool]:
+        item = await self.get(key)
+        if item is not None and item.fresh(time.time()):
+            return item.value, True
+        flight = self.flights.get(key)
+        if flight is not None:
+            value = await asyncio.shield(flight)
+            if value is not None:
+                return value, True
+        else:
+            flight = self.flights[key] = asyncio.get_running_loop().create_future()
+        kept: bytes | None = None
+        try:
+            result = await fill(item)
+            if result.store:
+                await self.set(key, result.value, result.ttl_s, result.keep_s)
+                kept = result.value
+            return result.value, False
+        finally:
+            if self.flights.get(key) is flight:
+                del self.flights[key]
+                flight.set_result(kept)
+
+    def stats(self) -> dict[str, int]:
+        return {"items": len(self.items)}
+
+    async def cluster_stats(self) -> dict[str, dict[str, int]]:
+        return {"memory": self.stats()}
+
+
+class Proxied:
+    """An in-process proxy, its cache, and a client that uses it."""
+
+    def __init__(self, server: ProxyServer, cache: MemoryCache, origin: Any) -> None:
+        self.server = server
+        self.cache = cache
+        self.origin = origin
+        self.url = f"http://127.0.0.1:{server.port}"
+        self.client = httpx.AsyncClient(proxy=f"http://user:{TOKEN}@127.0.0.1:{server.port}", trust_env=False)
+
+    def page(self, **params: str) -> str:
+        """A /cacheable URL of its own (a fresh key), with the given parameters."""
+        return f"{self.origin.url}/cacheable?{urlencode({'k': uuid.uuid4().hex[:8], **params})}"
+
+    def hits(self, url: str) -> int:
+        return int(self.origin.hits_of(url.removeprefix(self.origin.url)))
+
+
+@pytest.fixture
+async def proxied(origin: Any) -> AsyncIterator[Proxied]:
+    cache = MemoryCache()
+    server = ProxyServer(bind="127.0.0.1:0", node="test", cache=HttpCache(cache, max_value=MAX_VALUE),
+                         accepts=lambda given: given == TOKEN, timeout_s=1.0, max_connections=4)  # fmt: skip
+    await server.start()
+    p = Proxied(server, cache, origin)
+    yield p
+    await p.client.aclose()
+    await server.close()
+
+
+# -- what is stored, what is not ------------------------------------------------------------------------------
+
+
+async def test_fresh_page_is_served_from_the_cache_with_its_age(proxied: Proxied) -> None:
+    url = proxied.page(cc="max-age=60")
+    first = await proxied.client.get(url)
+    second = await proxied.client.get(url)
+    assert (first.status_code, first.headers["x-cache"], first.text) == (200, "MISS", first.text)
+    assert (second.headers["x-cache"], second.text) == ("HIT", first.text)
+    assert second.headers["via"] == "1.1 shoal-test" and int(second.headers["age"]) >= 0
+    assert proxied.hits(url) == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"cc": "no-store"}, {"cc": "private, max-age=60"}, {"cookie": "1"}, {"vary": "Cookie"}, {"cc": "none"},
+     {"cc": "max-age=60", "bytes": str(MAX_VALUE + 1)}],
+    ids=["no-store", "private", "set-cookie", "vary", "no-freshness", "over-max-value"],
+)  # fmt: skip
+async def test_responses_that_must_not_be_stored_go_to_the_origin_each_time(
+    proxied: Proxied, params: dict[str, str]
+) -> None:
+    url = proxied.page(**params)
+    bodies = []
+    for _ in range(2):
+        response = await proxied.client.get(url)
+        assert (response.status_code, response.headers["x-cache"]) == (200, "MISS")
+        bodies.append(response.content)
+    assert proxied.hits(url) == 2
+    assert bodies[1].startswith(b"v2") and len(bodies[1]) == len(bodies[0])
+    assert http_key(url) not in proxied.cache.items
+
+
+async def test_requests_with_credentials_bypass_the_cache(proxied: Proxied) -> None:
+    url = proxied.page(cc="public, max-age=60")
+    await proxied.client.get(url)
+    for headers in ({"Authorization": "Bearer x"}, {"Cookie": "a=b"}, {"Cache-Control": "no-store"}):
+        response = await proxied.client.get(url, headers=headers)
+        assert response.headers["x-cache"] == "MISS", headers
+    assert proxied.hits(url) == 4
+    assert (await proxied.client.get(url)).text.startswith("v1")  # the stored copy is still the first
+
+
+async def test_stale_page_is_revalidated_and_refreshed_by_a_304(proxied: Proxied) -> None:
+    url = proxied.page(cc="max-age=0", etag="abc")
+    first = await proxied.client.get(url)
+    second = await proxied.client.get(url)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "REVALIDATED")
+    assert second.text == first.text and second.text.startswith("v1")  # the body came from the cache
+    assert proxied.hits(url) == 2 and proxied.origin.conditional_hits(url.removeprefix(proxied.origin.url)) == 1
+
+
+async def test_last_modified_alone_revalidates_too(proxied: Proxied) -> None:
+    url = proxied.page(cc="none", lm="1")
+    await proxied.client.get(url)
+    again = await proxied.client.get(url)
+    assert again.headers["x-cache"] == "REVALIDATED" and again.text.startswith("v1")
+
+
+async def test_no_cache_request_forces_a_revalidation(proxied: Proxied) -> None:
+    url = proxied.page(cc="max-age=60", etag="e1")
+    await proxied.client.get(url)
+    assert (await proxied.client.get(url)).headers["x-cache"] == "HIT"
+    forced = await proxied.client.get(url, headers={"Cache-Control": "no-cache"})
+    assert forced.headers["x-cache"] == "REVALIDATED" and forced.text.startswith("v1")
+    assert proxied.hits(url) == 2
+
+
+async def test_client_conditional_is_answered_from_the_cache(proxied: Proxied) -> None:
+    url = proxied.page(cc="max-age=60", etag="tag")
+    await proxied.client.get(url)
+    response = await proxied.client.get(url, headers={"If-None-Match": '"tag"'})
+    assert (response.status_code, response.headers["x-cache"], response.content) == (304, "HIT", b"")
+    assert proxied.hits(url) == 1
+
+
+async def test_head_is_served_from_a_stored_get(proxied: Proxied) -> None:
+    url = proxied.page(cc="max-age=60")
+    body = (await proxied.client.get(url)).content
+    head = await proxied.client.head(url)
+    assert (head.status_code, head.headers["x-cache"], head.content) == (200, "HIT", b"")
+    assert head.headers["content-length"] == str(len(body))
+    assert proxied.hits(url) == 1
+
+
+async def test_concurrent_misses_make_one_origin_request(proxied: Proxied) -> None:
+    url = proxied.page(cc="max-age=60", delay="0.3")
+    responses = await asyncio.gather(*(proxied.client.get(url) for _ in range(3)))
+    assert [r.status_code for r in responses] == [200] * 3
+    assert sorted(r.headers["x-cache"] for r in responses) == ["HIT", "HIT", "MISS"]
+    assert proxied.hits(url) == 1
+
+
+async def test_a_value_that_is_not_a_stored_response_is_ignored(proxied: Proxied) -> None:
+    url = proxied.page(cc="max-age=60")
+    await proxied.cache.set(http_key(url), b"planted through the cache API", 60)
+    response = await proxied.client.get(url)
+    assert (response.headers["x-cache"], response.text[:2]) == ("MISS", "v1")
+    assert Entry.decode(proxied.cache.items[http_key(url)].value).body.startswith(b"v1")
+
+
+async def test_post_passes_through_and_drops_the_stored_get(proxied: Proxied) -> None:
+    url = f"{proxied.origin.url}/echo"
+    key = http_key(url)
+    await proxied.cache.set(key, Entry(200, "OK", (), b"old", time.time()).encode(), 60)
+    response = await proxied.client.post(url, content=b"payload")
+    assert (response.status_code, response.content, response.headers["x-cache"]) == (200, b"payload", "MISS")
+    assert key not in proxied.cache.items
+
+
+# -- the proxy's own answers ---------------------------------------------------------------------------
+
+
+async def test_requests_without_the_token_get_407(proxied: Proxied) -> None:
+    url = proxied.page()
+    for proxy in (proxied.url, f"http://user:wrong@127.0.0.1:{proxied.server.port}"):
+        async with httpx.AsyncClient(proxy=proxy, trust_env=False) as client:
+            response = await client.get(url)
+        assert response.status_code == 407
+        assert response.headers["proxy-authenticate"] == 'Basic realm="shoal"'
+    assert proxied.hits(url) == 0
+
+
+async def test_origin_form_request_is_refused(proxied: Proxied) -> None:
+    async with httpx.AsyncClient(trust_env=False) as client:  # straight to the proxy, as to a server
+        response = await client.get(f"{proxied.url}/hello", headers={"Proxy-Authorization": _basic(TOKEN)})
+    assert response.status_code == 400 and "forward proxy" in response.text
+
+
+async def test_metadata_targets_are_refused(proxied: Proxied) -> None:
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://metadata.google.internal/"):
+        response = await proxied.client.get(url)
+        assert response.status_code == 403 and "refused" in response.text, url
+
+
+async def test_a_loop_through_the_proxy_is_cut(proxied: Proxied) -> None:
+    response = await proxied.client.get(proxied.page(), headers={"Via": "1.1 shoal-test"})
+    assert response.status_code == 508
+
+
+async def test_connections_over_the_limit_get_503(proxied: Proxied) -> None:
+    held = [await asyncio.open_connection("127.0.0.1", proxied.server.port) for _ in range(4)]
+    try:
+        await _wait(lambda: len(proxied.server._sessions) == 4)
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxied.server.port)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 ")
+    finally:
+        for _, w in held:
+            w.close()
+    await _wait(lambda: not proxied.server._sessions)
+    assert (await proxied.client.get(proxied.page())).status_code == 200
+
+
+async def test_oversized_request_head_is_refused(proxied: Proxied) -> None:
+    response = await proxied.client.get(proxied.page(), headers={"X-Big": "a" * 40_000})
+    assert response.status_code == 431
+
+
+# -- the policy itself --------------------------------------------------------------------------------
+
+
+def test_freshness_from_max_age_s_maxage_and_expires() -> None:
+    now = time.time()
+    date = policy.http_date(now)
+    assert policy.freshness_lifetime([("Cache-Control", "max-age=30, s-maxage=90")], now) == 90
+    assert policy.freshness_lifetime([("Cache-Control", "max-age=30")], now) == 30
+    expires = [("Date", date), ("Expires", policy.http_date(now + 120))]
+    assert policy.freshness_lifetime(expires, now) == pytest.approx(120, abs=1)
+    assert policy.freshness_lifetime([("Expires", "0")], now) == 0
+    assert policy.freshness_lifetime([("Content-Type", "text/plain")], now) is None
+
+
+def test_storable_decisions() -> None:
+    now = time.time()
+    ok = policy.storable(200, [("Cache-Control", "max-age=60")], 0, now)
+    assert ok.store and ok.ttl_s == 60 and ok.keep_s == 0
+    stale = policy.storable(200, [("Cache-Control", "max-age=0"), ("ETag", '"x"')], 0, now)
+    assert stale.store and stale.ttl_s == policy.STALE_ON_ARRIVAL_S and stale.keep_s == policy.KEEP_STALE_S
+    assert not policy.storable(302, [("Cache-Control", "max-age=60")], 0, now).store
+    assert not policy.storable(200, [("Cache-Control", "max-age=60"), ("Vary", "*")], 0, now).store
+    assert policy.storable(200, [("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding")], 0, now).store
+    assert not policy.storable(200, [("Cache-Control", "max-age=10")], 11, now).store  # older than its lifetime
+
+
+def test_request_modes() -> None:
+    assert policy.request_mode([]) is policy.Mode.USE
+    assert policy.request_mode([("Cache-Control", "no-cache")]) is policy.Mode.REVALIDATE
+    assert policy.request_mode([("Cache-Control", "max-age=0")]) is policy.Mode.REVALIDATE
+    assert policy.request_mode([("Pragma", "no-cache")]) is policy.Mode.REVALIDATE
+    for header in ("Authorization", "Cookie", "Range"):
+        assert policy.request_mode([(header, "x")]) is policy.Mode.BYPASS
+
+
+def test_hop_by_hop_headers_are_dropped() -> None:
+    headers = [("Connection", "close, X-Secret"), ("X-Secret", "1"), ("Keep-Alive", "5"), ("ETag", '"a"')]
+    assert policy.end_to_end(headers) == [("ETag", '"a"')]
+
+
+def test_entry_round_trip_and_garbage() -> None:
+    entry = Entry.make(200, "OK", [("ETag", '"a"'), ("Transfer-Encoding", "chunked")], b"body", 1.0, 2.0)
+    assert Entry.decode(entry.encode()) == entry and entry.headers == (("ETag", '"a"'),)
+    for junk in (b"", b"SHC1", b"SHC1\x00\x00\x00\x05{bad}", b"plain value"):
+        with pytest.raises(BadEntry):
+            Entry.decode(junk)
+
+
+def _basic(password: str) -> str:
+    return "Basic " + base64.b64encode(f"user:{password}".encode()).decode()
+
+
+async def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
