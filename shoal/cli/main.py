@@ -20,6 +20,8 @@ COMMANDS = {
     "up": "shoal.cli.up:up_command",
     "task": "shoal.cli.task:task_group",
     "cluster": "shoal.cli.cluster:cluster_group",
+    "config": "shoal.cli.config:config_group",
+    "service": "shoal.cli.service:service_group",
     "cache": "shoal.cli.cache:cache_group",
 }
 
@@ -81,6 +83,8 @@ def cli() -> None:
             shoal task list | show ID | kill ID... | rm ID... | result ID | watch
             shoal cluster status
             shoal cache set KEY VALUE --ttl 60 | get KEY | rm KEY | stats
+    Ops:    shoal config show [NODE FLAGS]     the options a node gets, and where each came from
+            shoal service install --config F   a node as a systemd service
 
     User commands talk to --api URL (or SHOAL_API, default http://127.0.0.1:8080) with --token (or
     SHOAL_TOKEN, else ./.shoal/token). Exit codes: 0 ok, 1 failed, 2 bad usage or input, 130 interrupted.
