@@ -21,6 +21,8 @@ from shoal.proxy import policy
 from shoal.proxy.entry import BadEntry, Entry
 from shoal.proxy.httpcache import HttpCache
 from shoal.proxy.server import ProxyServer
+from shoal.worker.handlers import TaskContext
+from shoal.worker.handlers.fetch import Fetcher, FetchFailed
 
 TOKEN = "t0ken-for-the-proxy-tests"
 MAX_VALUE = 64 * 1024
@@ -266,6 +268,41 @@ async def test_connections_over_the_limit_get_503(proxied: Proxied) -> None:
 async def test_oversized_request_head_is_refused(proxied: Proxied) -> None:
     response = await proxied.client.get(proxied.page(), headers={"X-Big": "a" * 40_000})
     assert response.status_code == 431
+
+
+async def test_connect_checks_its_target_and_closes_an_idle_tunnel(proxied: Proxied) -> None:
+    auth = _basic(TOKEN)
+    for target, status in (("169.254.169.254:443", b"403"), ("no-port", b"400")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxied.server.port)
+        writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {auth}\r\n\r\n".encode())
+        assert (await asyncio.wait_for(reader.read(), 5)).split()[1] == status, target
+        writer.close()
+    origin = proxied.origin.url.removeprefix("http://")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.server.port)
+    writer.write(f"CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: {auth}\r\n\r\n".encode())
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200 ")
+    writer.write(f"GET /hello HTTP/1.1\r\nHost: {origin}\r\n\r\n".encode())  # plain HTTP through the tunnel
+    assert (await asyncio.wait_for(reader.readuntil(b"hello shoal"), 5)).startswith(b"HTTP/1.1 200 ")
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed once idle for the proxy's timeout (1 s)
+    assert 0.5 < time.monotonic() - started < 3
+    writer.close()
+
+
+# -- fetch through the same cache ---------------------------------------------------------------------
+
+
+async def test_fetch_keeps_its_limits_on_a_stored_copy(origin: Any) -> None:
+    cache = HttpCache(MemoryCache(), max_value=MAX_VALUE)
+    url = f"{origin.url}/cacheable?{urlencode({'k': uuid.uuid4().hex[:8], 'bytes': '5000'})}"
+    ctx = TaskContext(task_id="t", name="page", type="fetch", target=url, params={}, attempt=1, node="n1")
+    async with httpx.AsyncClient(trust_env=False) as client:
+        first = await Fetcher(client, cache=cache)(ctx)
+        second = await Fetcher(client, cache=cache)(ctx)
+        with pytest.raises(FetchFailed, match="limit is 4096"):
+            await Fetcher(client, max_bytes=4096, cache=cache)(ctx)
+    assert (first.meta["cache"], second.meta["cache"], second.code) == ("MISS", "HIT", first.code)
+    assert origin.hits_of(url.removeprefix(origin.url)) == 1
 
 
 # -- the policy itself --------------------------------------------------------------------------------
