@@ -45,6 +45,7 @@ from shoal.store.redis import connect, redacted
 from shoal.store.tasks import TaskStore
 from shoal.systemd.supervision import Supervision
 from shoal.web.app import create_app
+from shoal.web.metrics import ProxyCollector
 from shoal.worker.executor import Executor
 from shoal.worker.handlers import Handler, TaskTypes, Validator, build, echo, fetch
 
@@ -171,6 +172,9 @@ class Node:
         await self.election.tick()
         await self.cache.refresh()
         self.proxy = await start_proxy(c, self.cache, self.keeper.matches)
+        if self.proxy is not None:
+            proxy = self.proxy
+            self.metrics.register(ProxyCollector(lambda: proxy.stats, lambda: proxy.connections))
         self._loops.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         self._loops.append(asyncio.create_task(self.cache.run(), name="cache"))
         self._loops.append(asyncio.create_task(self.election.run(), name="election"))

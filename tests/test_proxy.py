@@ -75,6 +75,9 @@ def test_second_get_of_a_cacheable_page_is_a_hit(client: httpx.Client, origin: A
     assert (second.status_code, second.headers["x-cache"], second.text) == (200, "HIT", first.text)
     assert second.headers["via"] == f"1.1 shoal-{node.name}" and "age" in second.headers
     assert hits(origin, url) == 1
+    metrics = httpx.get(f"{node.http_url}/metrics", headers=node.headers(), trust_env=False).text
+    hit_lines = [line for line in metrics.splitlines() if line.startswith('shoal_proxy_requests_total{cache="hit"}')]
+    assert hit_lines and float(hit_lines[0].split()[-1]) >= 1, metrics
 
 
 def test_no_store_page_is_not_cached(client: httpx.Client, origin: Any) -> None:

@@ -79,6 +79,10 @@ class ProxyServer:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
         await self.upstream.aclose()
 
+    @property
+    def connections(self) -> int:
+        return len(self._sessions)
+
     def count(self, cache: str) -> None:
         self.stats["requests"] += 1
         self.stats[cache.lower()] += 1

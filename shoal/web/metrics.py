@@ -1,10 +1,10 @@
 """Metrics the web layer adds to the node's Prometheus registry, served at ``/metrics``: HTTP requests of
-the REST API, and the use of this node's cache shard."""
+the REST API, the use of this node's cache shard, and its forward proxy."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -105,3 +105,36 @@ class CacheCollector(Collector):
 def register_cache_metrics(registry: CollectorRegistry, cache: CacheAPI) -> None:
     """Serve this node's shard stats as ``shoal_cache_*`` at ``/metrics``."""
     registry.register(CacheCollector(cache))
+
+
+class ProxyCollector(Collector):
+    """The forward proxy's counters (``ProxyServer.stats``) and open client connections, read at scrape time."""
+
+    OUTCOMES = ("hit", "miss", "revalidated")
+    EVENTS = ("tunnels", "unauthorized", "busy", "errors")
+
+    def __init__(self, stats: Callable[[], Mapping[str, int]], connections: Callable[[], int]) -> None:
+        self.stats = stats
+        self.connections = connections
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        served = CounterMetricFamily(
+            "shoal_proxy_requests", "Requests the proxy answered, by X-Cache outcome.", labels=["cache"]
+        )
+        for outcome in self.OUTCOMES:
+            served.add_metric([outcome], stats.get(outcome, 0))
+        yield served
+        refused = CounterMetricFamily(
+            "shoal_proxy_events", "CONNECT tunnels, refused credentials, connections turned away, upstream errors.",
+            labels=["event"],
+        )  # fmt: skip
+        for event in self.EVENTS:
+            refused.add_metric([event], stats.get(event, 0))
+        yield refused
+        yield GaugeMetricFamily("shoal_proxy_connections", "Client connections open now.", value=self.connections())
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("shoal_proxy_requests", "", labels=["cache"])
+        yield CounterMetricFamily("shoal_proxy_events", "", labels=["event"])
+        yield GaugeMetricFamily("shoal_proxy_connections", "")
