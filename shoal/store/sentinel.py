@@ -12,19 +12,28 @@ have promoted nobody yet, ``MasterNotFoundError`` (also a ``ConnectionError``) s
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal.errors import InvalidInput
+
+log = logging.getLogger("shoal.store.sentinel")
 
 SCHEME = "redis+sentinel"
 DEFAULT_PORT = 26379
 #: A sentinel answers from memory: one that takes longer is skipped for the next one in the URL.
 SENTINEL_TIMEOUT = 1.0
+#: Seconds between two looks at where the sentinels say the master is (see BlockingSentinelPool).
+CHECK_EVERY = 0.5
 #: Query parameters the URL may carry.
 PARAMETERS = ("sentinel_username", "sentinel_password")
 
@@ -97,7 +106,41 @@ def _address(item: str) -> tuple[str, int]:
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel discovery with BlockingConnectionPool's bound: a burst of requests waits up to ``timeout``
-    for a free connection instead of failing, exactly as with a plain URL."""
+    for a free connection instead of failing, exactly as with a plain URL.
+
+    redis-py asks the sentinels only when it opens a connection, so pooled connections would go on
+    writing to a master the sentinels have demoted while it still runs (a switch-over with ``SENTINEL
+    FAILOVER``, or a master cut off from the sentinels but not from shoal): every write there is lost
+    when it becomes a replica. So at most every ``CHECK_EVERY`` seconds a checkout also asks, in the
+    background, where the master is; if it moved, idle connections are closed and busy ones are closed
+    when they come back, and the next commands go to the new master.
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._checked_at = 0.0
+        self._check: asyncio.Task[None] | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._checked_at >= CHECK_EVERY and (self._check is None or self._check.done()):
+            self._checked_at = now
+            self._check = asyncio.create_task(self._check_master(), name="sentinel master check")
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def _check_master(self) -> None:
+        known = self.master_address
+        try:
+            address = await self.sentinel_manager.discover_master(self.service_name)
+        except (RedisConnectionError, RedisTimeoutError):  # no master named right now: connections fail anyway
+            return
+        if known is None or address == known or self.master_address != known:
+            return
+        log.warning("the sentinels moved the master of %s from %s:%s to %s:%s; reconnecting",
+                    self.service_name, *known, *address)  # fmt: skip
+        self.master_address = address
+        await self.disconnect(inuse_connections=False)
+        await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
 
 
 class SentinelRedis(Redis):
