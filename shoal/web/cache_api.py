@@ -27,7 +27,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from shoal import validation
-from shoal.errors import InvalidInput, ShoalError
+from shoal.errors import InvalidInput, ShoalError, ValueTooLarge
 from shoal.models import CacheItem
 from shoal.types import CacheAPI
 from shoal.web.errors import error_response
@@ -53,16 +53,6 @@ class _AnyKey(Convertor[str]):
 
 
 register_url_convertor("cache_key", _AnyKey())
-
-
-class ValueTooLarge(InvalidInput):
-    """Raised when a cache value passes the node's ``cache_max_value``."""
-
-    http_status = 413
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the cache value is over the limit of {limit} bytes (the node's cache_max_value)")
-        self.limit = limit
 
 
 class CacheUnavailable(ShoalError):
@@ -111,17 +101,18 @@ def parse_ttl(text: str | None) -> float | None:
 
 
 async def read_value(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to pass ``limit`` bytes."""
+    """The request body, refused with 413 as soon as it is known to pass ``limit`` bytes (a chunked body's
+    size in the message is what had arrived when it passed)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
             raise InvalidInput("malformed Content-Length header")
         if int(declared) > limit:
-            raise ValueTooLarge(limit)
+            raise ValueTooLarge(int(declared), limit)
     value = bytearray()
     async for chunk in request.stream():
         if len(value) + len(chunk) > limit:
-            raise ValueTooLarge(limit)
+            raise ValueTooLarge(len(value) + len(chunk), limit)
         value += chunk
     return bytes(value)
 

@@ -1,7 +1,7 @@
 """The task center while the cluster changes under it, in a real browser: the node serving the page dies
 and the page carries on through another node; the master dies and the nodes page shows the new one, with
-the verdict and its rule on the membership timeline; and the pages in a phone-sized, dark window, driven
-by the keyboard alone."""
+the verdict and its rule on the membership timeline (and each node's cache use); and the pages in a
+phone-sized, dark window, driven by the keyboard alone."""
 
 from __future__ import annotations
 
@@ -91,9 +91,16 @@ def test_the_nodes_page_shows_a_new_master_after_the_master_dies(cluster: list[A
         on_victim = wait_for(lambda: len(ids) == sum(
             client.get(f"/api/v1/tasks/{i}").json()["state"] == "RUNNING" for i in ids) and placed(),
             FAILOVER_S, "the long tasks running, some on the master")  # fmt: skip
+    with api(watcher) as client:  # a cached value shows on the nodes page: two owners hold it, one was read
+        assert client.put("/api/v1/cache/page/one", content=b"x" * 300_000).status_code == 204
+        assert client.get("/api/v1/cache/page/one").status_code == 200
     page = new_page()
     sign_in(page, watcher, "/nodes")
     expect(page.locator("#master-name")).to_have_text(old)
+    held = page.locator('#node-rows td[data-label="Cache"]', has_text=re.compile(r"^29\d\.\d KiB / 256\.0 MiB1 item"))
+    expect(held).to_have_count(2, timeout=ms(LIVE_S))
+    expect(held.filter(has_text="100.0% hits")).to_have_count(1)
+    expect(held.first.get_by_role("meter")).to_have_attribute("aria-valuemax", str(256 * 1024 * 1024))
     expect(page.locator(f'#node-rows tr[data-node="{old}"]')).to_have_class("master")
     expect(page.locator("#node-rows tr")).to_have_count(3)
     expect(page.locator("#node-rows tr.master")).to_contain_text("★ master")
