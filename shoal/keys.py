@@ -14,7 +14,8 @@
     inbox:{node}             stream   place/kill          run and kill orders for one node; group "worker"
     assigned:{node}          set      Lua scripts         ids placed on the node and not yet terminal
     node:{name}              hash     the node; master    the node writes its addresses, slots, load, incarnation and
-                                                          beat; the master (member.lua) its state and the reason
+                                                          beat; the master (member.lua) its state and the reason;
+                                                          kept a minute (marked draining) after the node leaves
     nodes                    zset     the node itself     node names, score = last beat (Redis time)
     timeline                 stream   master (Lua)        membership events: joins, suspicions, deaths, rejections,
                                                           elections, each with the rule that fired (capped)

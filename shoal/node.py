@@ -325,15 +325,16 @@ class Node:
         self.heartbeat.draining = True
         with contextlib.suppress(Exception):
             await self.heartbeat.tick()  # no new work for this node, and it stands for nothing
-        await asyncio.gather(
-            *(cancel_and_wait(t) for t in self._loops if t.get_name() in ("heartbeat", "election", "worker"))
-        )
+        await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() in ("election", "worker")))
         await self.election.leave()
         if self.config.run_tasks:
             try:
                 await self.executor.close(grace)
             except Exception as exc:
                 log.warning("could not hand back unfinished tasks: %s", exc)
+        # Beats go on (marked draining) until the tasks are done: a silent node would be declared dead and
+        # its tasks run a second time elsewhere while they still run here.
+        await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() == "heartbeat"))
         with contextlib.suppress(Exception):
             await self.registry.forget(self.config.name)
         self.tasks.close()

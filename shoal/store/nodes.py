@@ -20,6 +20,9 @@ from shoal.keys import Keys
 from shoal.store.scripts import Scripts
 
 ALIVE, SUSPECT, DEAD, REJECTED = "alive", "suspect", "dead", "rejected"
+#: Seconds the record of a node that left stays behind, marked draining (far longer than any master
+#: keeps a list of nodes before placing from it).
+LEFT_TTL_S = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class NodeRegistry:
             fields["cache"] = orjson.dumps(record.cache)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.node(record.name), mapping=fields)
+            pipe.persist(self.keys.node(record.name))  # back within LEFT_TTL_S of leaving: keep the record
             pipe.zadd(self.keys.nodes, {record.name: now})
             await pipe.execute()
         return now
@@ -148,9 +152,14 @@ class NodeRegistry:
         return now, records
 
     async def forget(self, name: str) -> None:
-        """Remove a node that left on purpose (it handed back all its work first)."""
+        """Remove a node that left on purpose (it handed back all its work first).
+
+        Its record stays for LEFT_TTL_S, marked draining, so that a master still placing from an older
+        list of nodes gets no room there from place.lua (a task placed on it now would wait for ever).
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.node(name))
+            pipe.hset(self.keys.node(name), "draining", 1)
+            pipe.expire(self.keys.node(name), LEFT_TTL_S)
             pipe.zrem(self.keys.nodes, name)
             await pipe.execute()
 

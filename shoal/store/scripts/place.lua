@@ -14,8 +14,10 @@ for k = 1, tonumber(ARGV[3]) do
   local name, types = ARGV[i], {}
   for t in string.gmatch(ARGV[i + 2], '[^,]+') do types[t] = true end
   local free = tonumber(ARGV[i + 1]) - redis.call('SCARD', P .. 'assigned:' .. name)
-  local verdict = redis.call('HGET', P .. 'node:' .. name, 'state')
-  if verdict == 'dead' or verdict == 'rejected' then free = 0 end  -- declared since the master looked
+  local record = redis.call('HMGET', P .. 'node:' .. name, 'state', 'draining')
+  -- Since the master looked, the node may have been declared dead or rejected, or begun to leave (it
+  -- hands back what it holds; a task placed on it after that would wait there for ever).
+  if record[1] == 'dead' or record[1] == 'rejected' or record[2] == '1' then free = 0 end
   nodes[k] = {name = name, free = free, types = types}
   i = i + 3
 end
