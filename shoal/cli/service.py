@@ -40,7 +40,7 @@ def _dir_option(fn: F) -> F:
                         help="write to this directory instead (packaging, tests); no root needed")(fn)  # fmt: skip
 
 
-def _render(user: bool, config_file: Path | None, node_name: str | None, run_as: str | None) -> Any:
+def _render(user: bool, config_file: Path | None, node_name: str | None, run_as: str | None, warn: bool = True) -> Any:
     from shoal.systemd.unit import render
 
     if user and run_as:
@@ -49,7 +49,7 @@ def _render(user: bool, config_file: Path | None, node_name: str | None, run_as:
         unit = render(user=user, config_file=config_file, node_name=node_name, run_as=run_as)
     except InvalidInput as exc:
         raise click.UsageError(exc.message) from None
-    for warning in unit.warnings:
+    for warning in unit.warnings if warn else ():  # install reports them with its outcome
         o.err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     return unit
 
@@ -83,7 +83,7 @@ def install_command(user: bool, config_file: Path | None, node_name: str | None,
     from shoal.systemd.install import install
 
     _need_root(user, unit_dir, "installing")
-    unit = _render(user, config_file, node_name, run_as)
+    unit = _render(user, config_file, node_name, run_as, warn=False)
     try:
         outcome = install(unit, unit_dir)
     except OSError as exc:
@@ -121,7 +121,7 @@ def _report(outcome: Any, as_json: bool) -> None:
     if outcome.reloaded:
         o.out.print("systemd reloaded", highlight=False)
     for note in outcome.notes:
-        o.out.print(f"note: {note}", highlight=False, markup=False)
+        o.out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if outcome.next_steps:
         o.out.print("next:", highlight=False)
         for step in outcome.next_steps:

@@ -113,20 +113,24 @@ def install(unit: Unit, unit_dir: Path | None = None) -> Outcome:
 
 
 def uninstall(name: str, user: bool, unit_dir: Path | None = None) -> Outcome:
-    """Stop and disable the unit when systemd runs, then remove its file. The node's data is kept."""
+    """Stop and disable the unit, then remove its file. The node's data is kept.
+
+    Where systemd does not run, ``systemctl disable --no-reload`` still removes the links an earlier
+    ``enable`` made (it edits them offline), so nothing points at the removed file.
+    """
     path = (unit_dir or default_dir(user)) / name
     outcome = Outcome(path=path, action="absent", systemd_running=systemd_running())
     systemctl = _prefix(user)
-    if outcome.systemd_running and unit_dir is None:
-        done = _systemctl(user, "disable", "--now", name)
-        if done.returncode != 0 and path.exists():
-            outcome.notes.append(f"{systemctl} disable --now {name}: {(done.stderr or done.stdout).strip()}")
-    elif path.exists():
-        outcome.next_steps.append(f"{systemctl} disable --now {name}   # where systemd runs it")
-    if path.exists() or path.is_symlink():
+    present = path.exists() or path.is_symlink()
+    if present and unit_dir is None and shutil.which("systemctl") is not None:
+        args = ["disable", "--now", name] if outcome.systemd_running else ["disable", "--no-reload", name]
+        done = _systemctl(user, *args)
+        if done.returncode != 0:
+            outcome.notes.append(f"{systemctl} {' '.join(args)}: {(done.stderr or done.stdout).strip()}")
+    if present:
         path.unlink()
         outcome.action = "removed"
-    if outcome.systemd_running and unit_dir is None and outcome.action == "removed":
+    if outcome.systemd_running and unit_dir is None and present:
         outcome.reloaded = _systemctl(user, "daemon-reload").returncode == 0
     state = name.removesuffix(".service")
     where = f"~/.local/state/{state}" if user else f"/var/lib/{state} (/var/lib/private/{state} for a dynamic user)"

@@ -78,7 +78,11 @@ class Supervision:
 
     async def _report(self, node: Node) -> None:
         while True:
-            ok, why = await node.cluster.ready()
+            try:
+                ok, why = await node.cluster.ready()
+            except Exception as exc:  # readiness answers for the store itself; anything else is a bug to see
+                log.warning("readiness check failed: %s", exc)
+                ok, why = False, f"readiness check failed: {exc}"
             if ok:
                 break
             self.status(f"not ready: {why}")
@@ -111,7 +115,10 @@ class Supervision:
         while True:
             await asyncio.sleep(1.0)
             running = len(node.executor.running)
-            self.status(f"stopping: {running} task(s) still running, {loop.time() - began:.0f}s into the grace period")
+            if running:
+                self.status(f"stopping: {running} task(s) still running, {loop.time() - began:.0f}s into the grace")
+            else:
+                self.status("stopping: no task running; leaving the cluster")
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -150,7 +157,7 @@ async def _summary(node: Node) -> str:
     c = node.config
     try:
         view = await node.cluster.view()
-    except Exception as exc:
+    except Exception as exc:  # the store is down or slow: say so, the next look may do better
         return f"store unreachable: {exc}"[:200]
     live = sum(1 for n in view.nodes if n.state == "alive")
     nodes = f"{live} node{'s' if live != 1 else ''}"
