@@ -329,3 +329,15 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 2 and "needs root" in result.output and "--user" in result.output
     result = CliRunner().invoke(cli, ["service", "uninstall"])
     assert result.exit_code == 2 and "needs root" in result.output
+
+
+def test_data_dir_of_the_file_gives_way_to_the_state_directory(tmp_path: Path) -> None:
+    config = tmp_path / "shoal.toml"
+    config.write_text('data_dir = "/srv/shoal"\n')
+    result = CliRunner().invoke(cli, ["service", "unit", "--config", str(config), "--name", "edge-2"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "Environment=SHOAL_DATA_DIR=%S/shoal-edge-2" in result.stdout and "StateDirectory=shoal-edge-2" in result.stdout
+    )
+    assert "data_dir = /srv/shoal" in result.stderr and "overridden" in result.stderr
+    assert "RestartPreventExitStatus=2" in result.stdout  # a refused option is not retried for ever

@@ -135,6 +135,8 @@ def _service(exec_start: list[str], credential: str, state: str, stop_timeout: i
         f"WatchdogSec={WATCHDOG_SEC}",
         "Restart=on-failure",
         "RestartSec=2",
+        "# Exit 2 is a refused option (unknown key, bad value): restarting cannot fix it.",
+        "RestartPreventExitStatus=2",
         "# SIGTERM goes to the node alone: it stops taking work, hands the master role over, lets running",
         f"# tasks finish for shutdown_grace ({grace:g}s) and hands back the rest, then stops its embedded",
         "# Redis and task processes itself. Whatever is left after TimeoutStopSec gets SIGKILL.",
