@@ -24,11 +24,15 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def tool(name: str, how: str) -> str:
-    """The path of ``name`` (on PATH, in an sbin directory, or beside this Python, where pip puts console
-    scripts), or skip/fail."""
+def find(name: str) -> str | None:
+    """``name`` on PATH, in an sbin directory, or beside this Python (where pip puts console scripts)."""
     extra = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", "/sbin", str(Path(sys.executable).parent)])
-    found = shutil.which(name) or shutil.which(name, path=extra)
+    return shutil.which(name) or shutil.which(name, path=extra)
+
+
+def tool(name: str, how: str) -> str:
+    """The path of ``name``, or skip (fail on CI) saying how to install it."""
+    found = find(name)
     if found is None:
         missing(f"{name} is not installed ({how})")
     assert found is not None

@@ -108,10 +108,8 @@ class Front:
 
 
 def test_shipped_conf_passes_nginx_t(tmp_path: Path) -> None:
-    """The file as shipped, on a machine where its upstream name resolves to nothing."""
+    """The file as shipped, on a machine that has no node and no DNS server that knows their name."""
     nginx = nginx_binary()
-    with pytest.raises(OSError):
-        socket.getaddrinfo(UPSTREAM_NAME, 8080)
     user = "www-data" if _user_exists("www-data") else None  # Debian's nginx user: its temp dirs stay its own
     command = [nginx, "-t", "-p", f"{tmp_path}/", "-e", "stderr", "-c", str(DEPLOY / "nginx.conf")]
     out = subprocess.run([*command, "-g", main_directives(tmp_path, user)], capture_output=True, text=True, timeout=30)
