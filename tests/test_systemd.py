@@ -149,7 +149,8 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(master: Notified) -
     ready_at = master.listener.wait("READY=1")
     wait_for(lambda: len([t for t in master.listener.times("WATCHDOG=1") if t > ready_at]) >= 4, 10, "pings")
     steady = [t for t in master.listener.times("WATCHDOG=1") if t > ready_at]
-    assert max(b - a for a, b in zip(steady, steady[1:], strict=False)) < 1.0 * multiplier(), steady
+    # Every 0.5 s; one ping withheld now and then (a busy machine delaying the loop past 0.5 s) is no failure.
+    assert max(b - a for a, b in zip(steady, steady[1:], strict=False)) < 1.6 * multiplier(), steady
 
     response = master.http.post("/api/v1/tasks", json={"name": "block", "type": "block_loop", "target": "-",
                                                        "params": {"seconds": BLOCK_S}})  # fmt: skip
@@ -161,7 +162,7 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(master: Notified) -
     wait_for(lambda: len([t for t in master.listener.times("WATCHDOG=1") if t > ended]) >= 2, 5, "pings to resume")
 
     pings = master.listener.times("WATCHDOG=1")
-    during = [t for t in pings if began + 0.6 < t < ended - 0.1]
+    during = [t for t in pings if began + 1.0 < t < ended - 0.2]  # the loop counts as blocked after 0.5 s
     assert not during, f"pinged while the loop was blocked ({began:.2f}-{ended:.2f}): {during}"
     gap = max(b - a for a, b in zip(pings, pings[1:], strict=False) if a < ended and b > began)
     assert gap >= BLOCK_S - 1.0, f"longest gap around the block: {gap:.2f}s"
