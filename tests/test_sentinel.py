@@ -210,7 +210,9 @@ async def test_the_store_follows_the_master_the_sentinels_name(
         await client.set("where", "first")
         sentinels.repoint(second)  # the first still answers, as a master: no error would move the pool
         took, errors = await lands_on(client, sentinels, second)
-        assert took < 2.0 * multiplier() and not errors, (took, errors)
+        assert took < 2.0 * multiplier(), took
+        # A command under way when the pool moves fails as if the store had gone away: shoal retries those.
+        assert all(isinstance(e, RedisConnectionError) for e in errors), errors
 
         # Now only a READONLY reply can move the pool: the sentinels name the first again, the second is
         # demoted under the pool's open connections.

@@ -24,6 +24,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shoal._utils import cancel_and_wait
 from shoal.errors import InvalidInput
 
 log = logging.getLogger("shoal.store.sentinel")
@@ -112,8 +113,10 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     writing to a master the sentinels have demoted while it still runs (a switch-over with ``SENTINEL
     FAILOVER``, or a master cut off from the sentinels but not from shoal): every write there is lost
     when it becomes a replica. So at most every ``CHECK_EVERY`` seconds a checkout also asks, in the
-    background, where the master is; if it moved, idle connections are closed and busy ones are closed
-    when they come back, and the next commands go to the new master.
+    background, where the master is; if it moved, every connection is closed, busy ones included: their
+    callers get the ConnectionError of a store that went away, and recover as from one (the scheduler
+    takes over what its reads left unacknowledged, the worker re-reads its inbox, subscriptions are
+    made again), now on the new master.
     """
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
@@ -128,6 +131,13 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
             self._check = asyncio.create_task(self._check_master(), name="sentinel master check")
         return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
 
+    async def stop_checking(self) -> None:
+        """No more looks (the client is closing); one under way is cancelled."""
+        check, self._check = self._check, None
+        self._checked_at = float("inf")
+        if check is not None:
+            await cancel_and_wait(check)
+
     async def _check_master(self) -> None:
         known = self.master_address
         try:
@@ -139,16 +149,17 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         log.warning("the sentinels moved the master of %s from %s:%s to %s:%s; reconnecting",
                     self.service_name, *known, *address)  # fmt: skip
         self.master_address = address
-        await self.disconnect(inuse_connections=False)
-        await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+        await self.disconnect(inuse_connections=True)
 
 
 class SentinelRedis(Redis):
     """The master's client; closing it closes the connections to the sentinels too."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await super().aclose(close_connection_pool)
         pool = self.connection_pool
+        if isinstance(pool, BlockingSentinelPool):
+            await pool.stop_checking()
+        await super().aclose(close_connection_pool)
         if isinstance(pool, SentinelConnectionPool):
             await pool.sentinel_manager.aclose()
 
