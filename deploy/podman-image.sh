@@ -36,7 +36,8 @@ P=(podman --runtime runc)
 RUN=("${U[@]}" --read-only --health-interval disable)
 NAME="shoal-check-$$"
 
-case "$step" in all | base | build | check | cluster) ;; *) sed -n 2,27p "$0" >&2; exit 2 ;; esac
+usage() { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" >&2; }
+case "$step" in all | base | build | check | cluster) ;; -h | --help) usage; exit 0 ;; *) usage; exit 2 ;; esac
 for tool in podman runc; do
   command -v "$tool" >/dev/null || { echo "podman-image: $tool is missing (apt-get install podman runc)" >&2; exit 2; }
 done
@@ -87,7 +88,7 @@ build_image() {
   "$PYTHON" -m pip wheel -q --wheel-dir "$ctx/wheelhouse" "$here" "setuptools>=68" "async-timeout>=4.0.3" \
     >"$WORK/wheels.log" 2>&1 \
     || { tail -n 20 "$WORK/wheels.log" >&2; exit 1; }
-  say "build: podman build FROM $BASE_IMAGE ($(ls "$ctx/wheelhouse" | wc -l) wheels)"
+  say "build: podman build FROM $BASE_IMAGE ($(find "$ctx/wheelhouse" -name "*.whl" | wc -l) wheels)"
   local old
   old=$("${P[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
   "${P[@]}" build "${U[@]}" --format docker --network none --layers=false \
