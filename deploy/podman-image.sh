@@ -25,6 +25,11 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 step="${1:-all}"
+usage() { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" >&2; }
+case "$step" in all | base | build | check | cluster) ;; -h | --help) usage; exit 0 ;; *) usage; exit 2 ;; esac
+for tool in podman runc; do
+  command -v "$tool" >/dev/null || { echo "podman-image: $tool is missing (apt-get install podman runc)" >&2; exit 2; }
+done
 IMAGE="${IMAGE:-localhost/shoal:dev}"
 BASE_IMAGE="${BASE_IMAGE:-localhost/shoal-base}"
 PYTHON="${PYTHON:-$([ -x "$here/.venv/bin/python" ] && echo "$here/.venv/bin/python" || echo python3)}"
@@ -36,11 +41,6 @@ P=(podman --runtime runc)
 RUN=("${U[@]}" --read-only --health-interval disable)
 NAME="shoal-check-$$"
 
-usage() { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" >&2; }
-case "$step" in all | base | build | check | cluster) ;; -h | --help) usage; exit 0 ;; *) usage; exit 2 ;; esac
-for tool in podman runc; do
-  command -v "$tool" >/dev/null || { echo "podman-image: $tool is missing (apt-get install podman runc)" >&2; exit 2; }
-done
 REDIS_PID=""
 cleanup() {
   for c in "$NAME" "$NAME-1" "$NAME-2" "$NAME-3"; do
