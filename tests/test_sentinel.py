@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,9 @@ from redis_sentinel import SentinelSet
 from shoal.cli.main import cli
 from shoal.errors import InvalidInput
 from shoal.store import sentinel as store_sentinel
+from shoal.store.embedded import find_binary
 from shoal.store.redis import STORE_DOWN, check_url, connect, redacted
+from shoal.store.refusals import StoreRefused
 from shoal.store.sentinel import parse
 from shoal.testing import TestNode, multiplier, wait_for
 
@@ -202,7 +205,8 @@ async def test_the_store_follows_the_master_the_sentinels_name(
     sentinels: SentinelSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A master that still runs after the sentinels moved away from it (a switch-over, or one cut off from
-    them) is left within a second; one that was demoted (READONLY) is left at its first refusal."""
+    them) is left within a second; one that was demoted is left at its first READONLY, even from inside a
+    script; a master short of replicas (NOREPLICAS) reads as a store that is down for a moment."""
     first, second = sentinels.master_port(), sentinels.replica_port()
     assert first is not None
     client = connect(sentinels.url, name="shoal-test")
@@ -220,9 +224,20 @@ async def test_the_store_follows_the_master_the_sentinels_name(
         sentinels.repoint(first)
         sentinels.demote(second, to=first)
         took, errors = await lands_on(client, sentinels, first)
-        assert errors and all(isinstance(e, RedisConnectionError) for e in errors), errors
+        assert errors and all(isinstance(e, StoreRefused) for e in errors), errors
+
+        # A master short of the replicas it must have (min-replicas-to-write) refuses writes: store down too.
+        with sentinels.client(first) as direct:
+            direct.config_set("min-replicas-to-write", 2)
+            with pytest.raises(StoreRefused, match="NOREPLICAS"):
+                await client.eval(INCR, 1, "probe")
+            direct.config_set("min-replicas-to-write", 0)
     finally:
         await client.aclose()
+
+
+#: A write in a script, as every state change in shoal is: Redis 6 wraps a refusal inside a script's error.
+INCR = "return redis.call('incr', KEYS[1])"
 
 
 async def lands_on(client: Redis, sentinels: SentinelSet, port: int) -> tuple[float, list[Exception]]:
@@ -231,7 +246,7 @@ async def lands_on(client: Redis, sentinels: SentinelSet, port: int) -> tuple[fl
     with sentinels.client(port) as direct:
         while time.monotonic() - start < 10 * multiplier():
             try:
-                value = await client.incr("probe")
+                value = await client.eval(INCR, 1, "probe")
                 if direct.get("probe") == str(value):
                     return time.monotonic() - start, errors
             except STORE_DOWN as exc:
@@ -256,6 +271,23 @@ def test_a_bad_redis_url_is_refused_at_start(url: str, message: str, tmp_path: P
         assert result.exit_code == 2, result.output
         assert message in result.output and "secret" not in result.output
     assert not (tmp_path / "up").exists()
+
+
+async def test_a_unix_socket_url_reaches_redis(tmp_path: Path) -> None:
+    """``unix://`` takes the same connection options as TCP, less the TCP-only keepalive."""
+    sock = tmp_path / "redis.sock"
+    args = [find_binary(), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(tmp_path)]
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(sock.exists, 10.0, "the Unix socket")
+        client = connect(f"unix://{sock}?db=1")
+        try:
+            assert await client.eval(INCR, 1, "n") == 1
+        finally:
+            await client.aclose()
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_sentinel_urls_are_read_and_redacted() -> None:

@@ -6,19 +6,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal.errors import InvalidInput
 from shoal.store import sentinel
+from shoal.store.refusals import RefusalsAsDown
 
 #: Seconds a reply may take before the connection is dropped; blocking reads must block for less.
 SOCKET_TIMEOUT = 10.0
-#: Errors that mean the store could not be reached (as opposed to a call it refused). READONLY comes from
-#: a master demoted to replica behind a plain URL (a sentinel client reconnects to the new master itself).
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+#: Errors that mean the store could not be reached (as opposed to a call it refused). A store that cannot
+#: take writes for now (a demoted master, one short of the replicas it must have) raises a ConnectionError
+#: too: see shoal.store.refusals.
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
 #: What users are told while the store cannot be reached.
 STORE_DOWN_MESSAGE = "the store (Redis) cannot be reached right now; try again shortly"
 #: Milliseconds that XREADGROUP calls block for.
@@ -60,10 +61,33 @@ def connect(url: str, *, name: str = "shoal", max_connections: int = 128) -> Red
     if urlsplit(url).scheme == sentinel.SCHEME:
         return sentinel.connect_sentinel(url, name=name, max_connections=max_connections, options=_OPTIONS)
     # A blocking pool makes a burst of requests wait for a connection instead of failing.
-    pool = BlockingConnectionPool.from_url(
-        url, client_name=name, max_connections=max_connections, timeout=SOCKET_TIMEOUT, **_OPTIONS
-    )
-    return Redis(connection_pool=pool)
+    # Built as BlockingConnectionPool.from_url does (what the URL says wins), but with shoal's connection
+    # classes, which from_url would replace by the URL's.
+    options: dict[str, Any] = {"client_name": name, "max_connections": max_connections, "timeout": SOCKET_TIMEOUT,
+                               **_OPTIONS, **parse_url(url)}  # fmt: skip
+    options["connection_class"] = _CONNECTIONS[options.get("connection_class", Connection)]
+    if options["connection_class"] is _UnixConnection:
+        options.pop("socket_keepalive")  # a TCP option: a Unix socket connection refuses it
+    return Redis.from_pool(BlockingConnectionPool(**options))  # closing the client closes its pool
+
+
+class _Connection(RefusalsAsDown, Connection):
+    pass
+
+
+class _SSLConnection(RefusalsAsDown, SSLConnection):
+    pass
+
+
+class _UnixConnection(RefusalsAsDown, UnixDomainSocketConnection):
+    pass
+
+
+_CONNECTIONS: dict[type, type] = {
+    Connection: _Connection,
+    SSLConnection: _SSLConnection,
+    UnixDomainSocketConnection: _UnixConnection,
+}
 
 
 def redacted(url: str) -> str:

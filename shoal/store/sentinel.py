@@ -4,9 +4,9 @@
 
 The client asks the sentinels where the master is whenever it opens a connection, so once the sentinels
 have promoted a replica, new connections go there. Connections to the lost master fail fast (refused or
-reset), and redis-py's ``SentinelManagedConnection`` turns a READONLY reply (a demoted master that still
-answers) into a dropped connection and a ``ConnectionError``: to shoal both are the store being down for
-a moment, which every caller already handles. While the sentinels still flag the old master down and
+reset), and a READONLY reply (a demoted master that still answers, also from inside a script: see
+shoal.store.refusals) drops the connection and raises a ``ConnectionError``: to shoal both are the store
+being down for a moment, which every caller already handles. While the sentinels still flag the old master down and
 have promoted nobody yet, ``MasterNotFoundError`` (also a ``ConnectionError``) says the same.
 """
 
@@ -20,12 +20,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal._utils import cancel_and_wait
 from shoal.errors import InvalidInput
+from shoal.store.refusals import RefusalsAsDown
 
 log = logging.getLogger("shoal.store.sentinel")
 
@@ -152,6 +153,10 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         await self.disconnect(inuse_connections=True)
 
 
+class SentinelStoreConnection(RefusalsAsDown, SentinelManagedConnection):
+    """A connection to the master the sentinels name; READONLY and NOREPLICAS read as a lost store."""
+
+
 class SentinelRedis(Redis):
     """The master's client; closing it closes the connections to the sentinels too."""
 
@@ -187,6 +192,7 @@ def connect_sentinel(url: str, *, name: str, max_connections: int, options: dict
         u.service,
         redis_class=SentinelRedis,
         connection_pool_class=BlockingSentinelPool,
+        connection_class=SentinelStoreConnection,
         max_connections=max_connections,
         timeout=options["socket_timeout"],
     )
