@@ -12,6 +12,7 @@ down-after-milliseconds 1000) and two ``shoal node`` processes on the ``redis+se
     .venv/bin/python bench/sentinel_failover.py --runs 5
     .venv/bin/python bench/sentinel_failover.py --loss --runs 3
     .venv/bin/python bench/sentinel_failover.py --switchover --runs 3
+    .venv/bin/python bench/sentinel_failover.py --switchover --min-replicas 1 --runs 3
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ TERMINAL = ("SUCCEED", "RUNTIME_ERROR", "KILLED")
 class Run:
     """One deployment and two nodes; ``close()`` stops everything."""
 
-    def __init__(self, root: Path) -> None:
-        self.redis = SentinelSet(root / "redis").start()
+    def __init__(self, root: Path, min_replicas: int = 0) -> None:
+        self.redis = SentinelSet(root / "redis", min_replicas=min_replicas).start()
         data = root / "data"
         data.mkdir()
         self.nodes = [TestNode(data, self.redis.url, name=f"node-{c}", args=["--shutdown-grace", "1"]) for c in "ab"]
@@ -155,15 +156,17 @@ def main() -> None:
     mode.add_argument("--loss", action="store_true", help="kill -9 under load, no WAIT: count lost 201s")
     mode.add_argument("--switchover", action="store_true", help="SENTINEL FAILOVER under load: count lost 201s")
     ap.add_argument("--lanes", type=int, default=8, help="clients submitting at once (--loss, --switchover)")
+    ap.add_argument("--min-replicas", type=int, default=0, help="min-replicas-to-write of the Redis servers")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sentinel.json")
     a = ap.parse_args()
     kind = "loss" if a.loss else "switchover" if a.switchover else "failover"
+    kind += f"-min-replicas-{a.min_replicas}" if a.min_replicas else ""
     results = []
     for n in range(a.runs):
         with tempfile.TemporaryDirectory(prefix="shoal-sentinel-") as d:
-            run = Run(Path(d))
+            run = Run(Path(d), a.min_replicas)
             try:
-                figures = failover(run) if kind == "failover" else under_load(run, kind == "switchover", a.lanes)
+                figures = under_load(run, a.switchover, a.lanes) if a.loss or a.switchover else failover(run)
             finally:
                 run.close()
         print(f"run {n + 1}: {figures}", flush=True)

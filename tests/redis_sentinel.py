@@ -47,6 +47,7 @@ class SentinelSet:
     sentinel_password: str | None = "sentinel-pw"
     down_after_ms: int = 1000
     failover_timeout_ms: int = 5000
+    min_replicas: int = 0  # min-replicas-to-write of both servers: a master without them refuses writes
     servers: dict[str, Server] = field(default_factory=dict)
     sentinel_ports: list[int] = field(default_factory=list)
 
@@ -70,9 +71,7 @@ class SentinelSet:
             wait_for(lambda s=server: self._ping(s), timeout, f"{server.name} to answer")  # type: ignore[misc]
         # A sentinel learns of replicas from the master's INFO, which it asks for every 10 s: start the
         # sentinels only once the replica is attached, so that their first INFO lists it.
-        with self.client(master, timeout) as c:
-            c.incr("sentinel-test:fence")
-            assert int(c.wait(1, int(timeout * 1000))) >= 1, "the replica did not attach to the master"
+        wait_for(lambda: self._attached(master), timeout, "the replica to attach to the master", interval=0.05)
         for i in range(3):
             port = free_port()
             conf = self.root / f"sentinel-{i + 1}.conf"
@@ -92,6 +91,8 @@ class SentinelSet:
                 *extra]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.min_replicas:
+            args += ["--min-replicas-to-write", str(self.min_replicas), "--min-replicas-max-lag", "10"]
         self.servers[name] = Server(name, port, self._spawn(args, name), args)
 
     def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
@@ -129,6 +130,11 @@ class SentinelSet:
             raise RuntimeError(f"{server.name} exited; see {self.root / (server.name + '.log')}")
         with self.client(server.port, 0.5) as c:
             return bool(c.ping())
+
+    def _attached(self, master: int) -> bool:
+        with self.client(master, 3.0) as c:
+            c.incr("sentinel-test:fence")  # refused (NOREPLICAS) with min_replicas until the replica is there
+            return int(c.wait(1, 1000)) >= 1
 
     def _discovered(self) -> bool:
         for port in self.sentinel_ports:
