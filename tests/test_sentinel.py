@@ -4,7 +4,9 @@ killed with SIGKILL. The cluster carries on with the promoted replica: every tas
 kill (and replicated, see the WAIT) ends SUCCEED, new tasks are accepted and run within seconds, no node
 crashes, and never do two nodes act as master at once.
 
-Bad sentinel URLs are refused at start with exit code 2, and no password reaches a log.
+The store client also leaves a master the sentinels moved away from while it still runs, and reads
+READONLY (a demoted master) and NOREPLICAS as a store down for a moment, even from inside a script. Bad
+Redis URLs are refused at start with exit code 2, no password reaches a log, and unix:// URLs work.
 """
 
 from __future__ import annotations
