@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import re
 import shutil
 import socket
@@ -76,10 +77,28 @@ def serving(redis_dir: Path) -> str | None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on now, picked below the kernel's ephemeral range: a port found free inside
+    that range can be taken by any outgoing connection before whoever asked for it binds it."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(10_000, low) if low > 10_001 else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            found: int = s.getsockname()[1]
+            return found
+    raise OSError(f"no free port on {host}")
+
+
+def _ephemeral_low() -> int:
+    """First port of the range the kernel hands to outgoing connections (32768 on a default Linux)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class EmbeddedRedis:

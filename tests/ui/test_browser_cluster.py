@@ -92,6 +92,7 @@ def test_the_nodes_page_shows_a_new_master_after_the_master_dies(cluster: list[A
             client.get(f"/api/v1/tasks/{i}").json()["state"] == "RUNNING" for i in ids) and placed(),
             FAILOVER_S, "the long tasks running, some on the master")  # fmt: skip
     with api(watcher) as client:  # a cached value shows on the nodes page: two owners hold it, one was read
+        wait_for(lambda: len(client.get("/api/v1/cache").json()["nodes"]) == 3, LIVE_S, "all three in the cache ring")
         assert client.put("/api/v1/cache/page/one", content=b"x" * 300_000).status_code == 204
         assert client.get("/api/v1/cache/page/one").status_code == 200
     page = new_page()
