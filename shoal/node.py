@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError
 
 from shoal._utils import cancel_and_wait
 from shoal.auth import load_or_create_token
@@ -197,7 +198,8 @@ class Node:
                 await self.redis.ping()
                 return
             except Exception as exc:
-                if time.monotonic() > deadline:
+                refused = isinstance(exc, AuthenticationError)  # a wrong password: waiting will not fix it
+                if refused or time.monotonic() > deadline:
                     raise StoreUnavailable(f"cannot reach Redis at {redacted(url)}: {exc}") from None
                 await asyncio.sleep(0.2)
 
