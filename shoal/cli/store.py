@@ -88,16 +88,18 @@ def store_group() -> None:
 @store_group.command("backup")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--cluster", metavar="NAME", help="the cluster to back up (env SHOAL_CLUSTER) [default: shoal]")
-@click.option("--max-pause", type=float, default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--max-pause", type=click.FloatRange(0.1, 8.0), default=5.0, show_default=True, metavar="SECONDS",
               help="while nodes run, writes wait (reads go on) for the copy; give up after this (max 8)")  # fmt: skip
 @_store_options
 @handle_errors
 def backup_command(file: Path, cluster: str | None, max_pause: float, config_file: Path | None, redis: str | None,
                    data_dir: Path | None, as_json: bool) -> None:  # fmt: skip
-    """Copy the cluster's store to FILE (a new file), consistently, while the cluster runs."""
+    """Copy the cluster's store to a new FILE, consistently, while it runs."""
     from shoal.store import backup
 
     config = _config(config_file, redis=redis, data_dir=data_dir, cluster=cluster)
+    if file.exists():
+        raise BadInput(f"{file} already exists: choose a new file name (a backup never overwrites one)")
 
     async def go() -> tuple[backup.BackupReport, str]:
         async with backup.open_store(config, create=False) as store:
@@ -121,7 +123,10 @@ def backup_command(file: Path, cluster: str | None, max_pause: float, config_fil
 @click.option("--json", "as_json", is_flag=True, help="print what the file holds as JSON")
 @handle_errors
 def verify_command(file: Path, as_json: bool) -> None:
-    """Check FILE whole (format, bounds, checksum) and say what it holds; touches no store."""
+    """Check a backup FILE whole and say what it holds.
+
+    Reads every byte (format, sizes, checksum); touches no store.
+    """
     from shoal.store import backup_file
 
     try:

@@ -22,12 +22,14 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shoal.config import NodeConfig
@@ -36,7 +38,7 @@ from shoal.keys import Keys
 from shoal.models import TaskState
 from shoal.store import backup_file
 from shoal.store.embedded import EmbeddedRedis, serving
-from shoal.store.redis import STORE_DOWN, connect, redacted
+from shoal.store.redis import SOCKET_TIMEOUT, STORE_DOWN, connect, redacted
 
 #: Keys of the running cluster's master role, not carried over (see the module docstring).
 EXCLUDED = (b"lease", b"handover")
@@ -51,6 +53,65 @@ PROBE_KEY = "restore-probe"
 
 class PauseTooShort(ShoalError):
     """Raised when a live store could not be copied within the write pause allowed; nothing was written."""
+
+
+class Wire:
+    """One connection of the store's pool used as a raw pipeline: commands go out as one buffer and hiredis
+    parses the replies straight off the stream. For the many small replies of a copy this is about ten
+    times faster than redis-py's pipeline, and the copy of a live store runs while its writes wait.
+
+    The connection comes from redis-py (so passwords, TLS, unix sockets and Sentinel work as for the
+    node) and is closed after use, its protocol state being ours then."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.conn: Any = None
+
+    async def __aenter__(self) -> Wire:
+        self.conn = await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        if getattr(self.conn, "_reader", None) is None or getattr(self.conn, "_writer", None) is None:
+            await self.__aexit__()
+            raise ShoalError("this version of redis-py has no stream to read replies from; install redis-py 5 to 8")
+        self.parser = hiredis.Reader()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await conn.disconnect()
+            await self.redis.connection_pool.release(conn)
+
+    async def call(self, commands: Sequence[Sequence[bytes]], timeout: float = SOCKET_TIMEOUT) -> list[Any]:
+        """Send the commands at once and return their replies in order; an error reply raises ResponseError."""
+        out = bytearray()
+        for parts in commands:
+            out += b"*%d\r\n" % len(parts)
+            for part in parts:
+                out += b"$%d\r\n%b\r\n" % (len(part), part)
+        await self.write(out, timeout)
+        return await self.read(len(commands), timeout)
+
+    async def write(self, data: bytes | bytearray, timeout: float = SOCKET_TIMEOUT) -> None:
+        """Send commands already in the wire format; their replies are read later, in order, with ``read``."""
+        async with asyncio.timeout(timeout):
+            self.conn._writer.write(data)
+            await self.conn._writer.drain()
+
+    async def read(self, replies_due: int, timeout: float = SOCKET_TIMEOUT) -> list[Any]:
+        replies: list[Any] = []
+        async with asyncio.timeout(timeout):
+            while len(replies) < replies_due:
+                reply = self.parser.gets()
+                if reply is False:
+                    data = await self.conn._reader.read(1 << 16)
+                    if not data:
+                        raise RedisConnectionError("the store closed the connection")
+                    self.parser.feed(data)
+                elif isinstance(reply, hiredis.ReplyError):
+                    raise ResponseError(str(reply))
+                else:
+                    replies.append(reply)
+        return replies
 
 
 @dataclass
@@ -191,15 +252,11 @@ async def backup(store: Store, cluster: str, path: Path, *, max_pause: float, li
         try:
             tasks = await task_counts(redis, keys)
             writer.begin(backup_file.Header(cluster, time.time(), version, tasks))
-            async for batch in _scan(redis, keys.prefix):
-                await _copy(redis, keys.prefix, batch, writer)
-                if paused and time.monotonic() - started > max_pause:
-                    raise PauseTooShort(
-                        f"the store did not fit in a {max_pause:g}s write pause ({writer.count} keys copied, "
-                        "none written): allow a longer one with --max-pause (writes wait that long), or stop "
-                        "the nodes first (no pause is needed then)"
-                    )
+            async with Wire(redis) as wire:
+                await _copy(redis, wire, keys.prefix, writer, (started, max_pause) if paused else None)
             paused_s = time.monotonic() - started if paused else None
+            if paused_s is not None and paused_s > max_pause:
+                raise _too_long(max_pause, writer.count)
         finally:
             if paused:
                 with contextlib.suppress(*STORE_DOWN, ResponseError):
@@ -220,12 +277,33 @@ async def _pause(redis: Redis, max_pause: float, live: list[tuple[str, float]]) 
     return True
 
 
-async def _copy(redis: Redis, prefix: str, batch: list[bytes], writer: backup_file.Writer) -> None:
-    async with redis.pipeline(transaction=False) as pipe:
-        for key in batch:
-            pipe.dump(key)
-            pipe.pttl(key)
-        replies = await pipe.execute()
+def _too_long(max_pause: float, copied: int) -> PauseTooShort:
+    return PauseTooShort(f"the store did not fit in a {max_pause:g}s write pause ({copied} keys copied, none "
+                         "written): allow a longer one with --max-pause (writes wait that long), or stop the nodes "
+                         "first (no pause is needed then)")  # fmt: skip
+
+
+async def _copy(
+    redis: Redis, wire: Wire, prefix: str, writer: backup_file.Writer, pause: tuple[float, float] | None
+) -> None:
+    """DUMP and PTTL every key, one batch in flight while the replies of the one before are written out;
+    ``pause`` (start, longest) gives up once the write pause is over."""
+    flight: list[bytes] = []
+    async for batch in _scan(redis, prefix):
+        await wire.write(b"".join(_DUMP_PTTL % (len(k), k, len(k), k) for k in batch))
+        if flight:
+            _keep(prefix, flight, await wire.read(2 * len(flight)), writer)
+        flight = batch
+        if pause is not None and time.monotonic() - pause[0] > pause[1]:
+            raise _too_long(pause[1], writer.count)
+    if flight:
+        _keep(prefix, flight, await wire.read(2 * len(flight)), writer)
+
+
+_DUMP_PTTL = b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
+
+
+def _keep(prefix: str, batch: list[bytes], replies: list[Any], writer: backup_file.Writer) -> None:
     for key, payload, ttl in zip(batch, replies[::2], replies[1::2], strict=True):
         name = key[len(prefix) :]
         if payload is None or ttl == -2 or name in EXCLUDED:  # gone (expired) since the scan, or left out
@@ -272,15 +350,18 @@ async def restore(
     restored = 0
     _, records = backup_file.read(path)
     try:
-        pending: list[backup_file.Record] = []
-        size = 0
-        for record in records:
-            pending.append(record)
-            size += len(record.payload)
-            if len(pending) >= BATCH_KEYS or size >= BATCH_BYTES:
-                restored += await _put(redis, keys.prefix, pending)
-                pending, size = [], 0
-        restored += await _put(redis, keys.prefix, pending)
+        async with Wire(redis) as wire:
+            pending: list[tuple[bytes, ...]] = []
+            size = 0
+            for r in records:
+                ttl = b"0" if r.ttl_ms < 0 else str(r.ttl_ms).encode()
+                pending.append((b"RESTORE", keys.prefix.encode() + r.key, ttl, r.payload, b"REPLACE"))
+                size += len(r.payload)
+                if len(pending) >= BATCH_KEYS or size >= BATCH_BYTES:
+                    restored += len(await wire.call(pending))
+                    pending, size = [], 0
+            if pending:
+                restored += len(await wire.call(pending))
     except (*STORE_DOWN, ResponseError, InvalidInput) as exc:
         raise ShoalError(f"the restore stopped after {restored} of {summary.keys} keys ({exc}); the store holds "
                          "part of the backup: run the restore again with --replace") from None  # fmt: skip
@@ -319,14 +400,3 @@ async def _drop(redis: Redis, prefix: str) -> int:
     async for batch in _scan(redis, prefix):
         dropped += int(await redis.unlink(*batch))
     return dropped
-
-
-async def _put(redis: Redis, prefix: str, records: Iterable[backup_file.Record]) -> int:
-    count = 0
-    async with redis.pipeline(transaction=False) as pipe:
-        for record in records:
-            pipe.restore(prefix.encode() + record.key, max(0, record.ttl_ms), record.payload, replace=True)
-            count += 1
-        if count:
-            await pipe.execute()
-    return count

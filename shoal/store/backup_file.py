@@ -113,8 +113,7 @@ class Writer:
         self.file.write(data)
 
     def add(self, key: bytes, ttl_ms: int, payload: bytes) -> None:
-        self._write(_U32.pack(len(key)) + key + _I64.pack(ttl_ms) + _U32.pack(len(payload)))
-        self._write(payload)
+        self._write(b"".join((_U32.pack(len(key)), key, _I64.pack(ttl_ms), _U32.pack(len(payload)), payload)))
         self.count += 1
         self.bytes += len(payload)
 
