@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,37 @@ def test_a_live_store_too_big_for_the_write_pause_gives_up_and_writes_nothing(re
         assert result.exit_code == 1 and "did not fit in a 0.1s write pause" in result.output, result.output
         assert list(tmp_path.iterdir()) == []
         assert r.set("written", "after the pause"), "writes go on"
+
+
+def test_a_live_copy_is_one_moment_of_the_store_while_scripts_write(redis_url: str, tmp_path: Path) -> None:
+    """Every write of shoal is a script; the copy must not fall between two of them, across all its batches."""
+    keys = [f"{PREFIX}result:{i}" for i in range(3000)]
+    stop = threading.Event()
+    with redis.Redis.from_url(redis_url) as r:
+        r.mset(dict.fromkeys(keys, 0))
+        now = r.time()
+        r.zadd(PREFIX + "nodes", {"busy": now[0] + now[1] / 1e6})  # a node beating on it
+
+        def write() -> None:
+            with redis.Redis.from_url(redis_url) as w:
+                bump = w.register_script("for _, k in ipairs(KEYS) do redis.call('INCR', k) end")
+                while not stop.is_set():
+                    bump(keys=keys)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            wait_for(lambda: int(r.get(keys[-1]) or 0) > 3, 10, "the writer to be writing")
+            result = run("store", "backup", str(tmp_path / "moment.backup"), "--redis", redis_url)
+        finally:
+            stop.set()
+            writer.join(10)
+        assert result.exit_code == 0 and "writes waited" in result.output, result.output
+        r.flushall()
+        result = run("store", "restore", str(tmp_path / "moment.backup"), "--redis", redis_url, "--force")
+        assert result.exit_code == 0, result.output
+        values = {int(v) for v in r.mget(keys)}
+        assert len(values) == 1 and values.pop() > 3, "every key as of one moment"
 
 
 def test_a_second_server_is_never_started_on_a_served_data_dir(tmp_path: Path) -> None:
