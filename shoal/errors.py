@@ -11,6 +11,7 @@
     ├── IllegalTransition       the task's state forbids the change: 409 / FAILED_PRECONDITION
     ├── StaleEpoch              a master write under an epoch that is no longer current
     ├── StoreUnavailable        Redis cannot be reached: 503 / UNAVAILABLE
+    ├── NoLiveNode              no node of the cluster has beaten lately: 503 / UNAVAILABLE
     └── EmbeddedRedisError      the embedded redis-server could not be found or started
 
 The HTTP and gRPC status of each class is kept beside it (``http_status``, ``grpc_code``) so that the
@@ -124,6 +125,17 @@ class StoreUnavailable(ShoalError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class NoLiveNode(ShoalError):
+    """Raised at submit when no node has beaten lately, so nothing could run the task (e.g. a store that
+    refuses writes refuses the heartbeats too); unlike an unknown type, trying again later may work."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("no live node in the cluster: no node has sent a heartbeat lately; try again shortly")
 
 
 class EmbeddedRedisError(ShoalError):

@@ -49,6 +49,7 @@ from shoal.web.app import create_app
 from shoal.web.metrics import ProxyCollector
 from shoal.worker.executor import Executor
 from shoal.worker.handlers import Handler, TaskTypes, Validator, build, echo, fetch
+from shoal.worker.reconcile import RECONCILE_BEATS
 
 log = logging.getLogger("shoal.node")
 
@@ -93,7 +94,12 @@ class Node:
         self.types = self._task_types()
         self.hub = EventHub(self.redis, keys.events, keys.public)
         self.executor = Executor(
-            store=self.store, types=self.types, node=c.name, slots=c.slots, retry_backoff=c.retry_backoff
+            store=self.store,
+            types=self.types,
+            node=c.name,
+            slots=c.slots,
+            retry_backoff=c.retry_backoff,
+            reconcile_every=RECONCILE_BEATS * c.heartbeat_interval,
         )
         self.heartbeat = Heartbeat(
             config=c,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shoal.cluster.admin import ClusterAdmin
-from shoal.errors import IllegalTransition, NotFound, UnknownTaskType
+from shoal.errors import IllegalTransition, NoLiveNode, NotFound, UnknownTaskType
 from shoal.events import EventHub
 from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
 from shoal.store import search
@@ -42,6 +42,7 @@ class TaskService:
         self._queue: builtins.list[tuple[TaskSpec, asyncio.Future[Task]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._types: set[str] = set()
+        self._live = False
         self._types_read = 0.0
         self._types_lock = asyncio.Lock()
         self._throughput = Throughput()
@@ -55,12 +56,9 @@ class TaskService:
 
     async def _read_types(self) -> None:
         now, nodes = await self.registry.all_with_time()
-        self._types = {
-            t
-            for node in nodes
-            if now - node.last_beat <= self.alive_within and node.state not in (DEAD, REJECTED)
-            for t in node.types
-        }
+        live = [n for n in nodes if now - n.last_beat <= self.alive_within and n.state not in (DEAD, REJECTED)]
+        self._types = {t for node in live for t in node.types}
+        self._live = bool(live)
         self._types_read = time.monotonic()
 
     async def submit(self, spec: TaskSpec) -> Task:
@@ -68,6 +66,8 @@ class TaskService:
             self._types_read = 0.0  # a node may have just joined with it: look again before refusing
             known = await self.task_types()
             if spec.type not in known:
+                if not self._live:  # no beats at all: the cluster is unwell, not the request
+                    raise NoLiveNode()
                 raise UnknownTaskType(spec.type, known)
         self.local_types.validate(spec.type, spec.target, spec.params)
         future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()

@@ -28,7 +28,8 @@ class TaskAPI(Protocol):
     """What users may do with tasks. Safe to call concurrently from any number of requests."""
 
     async def submit(self, spec: TaskSpec) -> Task:
-        """Store a new task as WAITING; raise UnknownTaskType if no live node runs its type."""
+        """Store a new task as WAITING; raise UnknownTaskType if no live node runs its type, NoLiveNode if no
+        node is alive at all."""
         ...
 
     async def get(self, task_id: str) -> Task:

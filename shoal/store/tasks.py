@@ -187,6 +187,17 @@ class TaskStore:
             raise StaleEpoch(epoch or 0, int(reply[1]))
         return list(reply[1:])
 
+    async def hand_back(self, node: str, task_ids: Sequence[str], reason: str) -> builtins.list[str]:
+        """Send back to WAITING those of ``task_ids`` still INQUEUE or RUNNING on ``node``; return them.
+
+        The node's own call (no epoch): the script checks each task's node and state. The other ids are only
+        taken out of the node's assigned set, where they would hold a slot for ever.
+        """
+        if not task_ids:
+            return []
+        reply = await self._run("requeue", "", node, reason, *task_ids)
+        return list(reply[1:])
+
     async def promote_due(self, most: int = 1000) -> float | None:
         """Queue retries whose backoff is over; return when the next one is due (Redis time), if any."""
         reply = await self._run("promote", most)

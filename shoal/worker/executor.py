@@ -3,7 +3,8 @@
 It reads its inbox stream (run and kill orders) with a blocking XREADGROUP, so it wakes the moment the
 master places something. The durable record of what is placed here is the task's state and the node's
 assigned set, not the stream: on start, whatever an earlier life of this node left INQUEUE or RUNNING
-is handed back to WAITING, so nothing is lost and nothing runs twice here.
+is handed back to WAITING, so nothing is lost and nothing runs twice here. While it runs, a reconciler
+(shoal.worker.reconcile) hands back what the store places here but whose run order was lost.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
 from shoal.worker.handlers import TaskContext, TaskTypes
+from shoal.worker.reconcile import Reconciler
 
 log = logging.getLogger("shoal.worker.executor")
 
@@ -34,7 +36,16 @@ T = TypeVar("T")
 class Executor:
     """Owns this node's running tasks. ``run()`` is its loop; ``close()`` stops it and hands back work."""
 
-    def __init__(self, *, store: TaskStore, types: TaskTypes, node: str, slots: int, retry_backoff: float) -> None:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        types: TaskTypes,
+        node: str,
+        slots: int,
+        retry_backoff: float,
+        reconcile_every: float = 5.0,
+    ) -> None:
         self.store = store
         self.types = types
         self.node = node
@@ -48,6 +59,8 @@ class Executor:
         self._closing = False
         self._hurry = asyncio.Event()
         self._stoppers: set[asyncio.Task[None]] = set()
+        self._reread = False
+        self.reconciler = Reconciler(store=store, node=node, worker=self, interval=reconcile_every)
 
     def __repr__(self) -> str:
         return f"<Executor {self.node} running={len(self.running)} completed={self.completed} failed={self.failed}>"
@@ -61,12 +74,21 @@ class Executor:
         return handed_back
 
     async def run(self) -> None:
+        """Take orders from the inbox until cancelled, with the reconciler checking alongside."""
+        checker = asyncio.create_task(self.reconciler.run(), name=f"reconcile {self.node}")
+        try:
+            await self._take_orders()
+        finally:
+            await cancel_and_wait(checker)
+
+    async def _take_orders(self) -> None:
         inbox = self.store.keys.inbox(self.node)
         redis = self.store.redis
         # After a failed read or ack, orders Redis delivered to this consumer may never have been seen
         # here: read this consumer's unacknowledged entries ("0") before blocking for new ones (">").
         backlog = False
         while not self._closing:
+            backlog, self._reread = backlog or self._reread, False
             try:
                 start = "0" if backlog else ">"
                 reply: Any = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: start}, count=256, block=BLOCK_MS)
@@ -104,13 +126,21 @@ class Executor:
         if op == "run" and task_id not in self.running:
             self.running[task_id] = asyncio.create_task(self._run(task_id), name=f"task {task_id}")
         elif op == "kill":
-            task = self.running.get(task_id)
-            if task is not None:
-                self.killed.add(task_id)
-                # Kept until done: one cancel can be lost inside a store call (see cancel_and_wait).
-                stopper = asyncio.create_task(cancel_and_wait(task))
-                self._stoppers.add(stopper)
-                stopper.add_done_callback(self._stoppers.discard)
+            self.stop(task_id)
+
+    def stop(self, task_id: str) -> None:
+        """Cancel a running task without reporting it: it was killed, or the cluster gave it to another node."""
+        task = self.running.get(task_id)
+        if task is not None:
+            self.killed.add(task_id)
+            # Kept until done: one cancel can be lost inside a store call (see cancel_and_wait).
+            stopper = asyncio.create_task(cancel_and_wait(task))
+            self._stoppers.add(stopper)
+            stopper.add_done_callback(self._stoppers.discard)
+
+    def reread(self) -> None:
+        """Read the inbox's delivered but unacknowledged orders again at the next read."""
+        self._reread = True
 
     async def _run(self, task_id: str) -> None:
         try:

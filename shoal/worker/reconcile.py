@@ -1,0 +1,192 @@
+"""Reconciliation: what the store says is placed on this node against what its worker really runs.
+
+A task placed on a node is recorded twice: in the store (INQUEUE or RUNNING with ``node`` = the node, its
+id in ``assigned:{node}``) and as a run order in the node's inbox stream, which the worker turns into a
+running coroutine. When the order or a later state change is lost while the node lives (a Redis failover
+with asynchronous replication drops the last writes), the task would stay INQUEUE or RUNNING for ever:
+only a restart of the node or its death hands such tasks back. So every few heartbeats the worker compares
+the two records. A task placed here that is neither running nor waiting in the inbox is handed back to
+WAITING (requeue.lua, as on a restart: attempt closed, fenced by the task's node and state), and the master
+places it again. A task running here that the store no longer places here (killed, re-placed elsewhere,
+handed back) is stopped without a report, like a kill: its report could only be a late duplicate.
+
+Race-free with the normal flow: place.lua writes the assigned set and the run order in one step, and the
+worker adds an order's task to its running set before it acknowledges the order. The inbox (unread and
+pending entries) and the task records are read in one MULTI and the running set after it, so a task placed
+here is then either running, or ordered in the inbox, or lost. On top of that a task is acted on only when
+two checks in a row find it so, in the same state and attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from shoal.keys import WORKER_GROUP
+from shoal.store import redis as store_redis
+from shoal.store.tasks import TaskStore
+
+log = logging.getLogger("shoal.worker.reconcile")
+
+#: Heartbeat intervals between two checks.
+RECONCILE_BEATS = 5
+#: Inbox entries looked at per check; a longer inbox (a worker far behind) postpones hand-backs.
+INBOX_SCAN = 1000
+PLACED = ("INQUEUE", "RUNNING")
+#: What the task's history says about an attempt handed back while RUNNING.
+RUNNING_LOST = "no longer running on {node}: its run order or its last report was lost"
+INQUEUE_LOST = "its run order was lost"
+
+Record = tuple[str | None, str | None, str | None]
+"""A task's state, node and attempts as the store holds them (None for a missing task or field)."""
+
+
+class Worker(Protocol):
+    """The part of the executor the reconciler sees."""
+
+    @property
+    def running(self) -> Mapping[str, Any]: ...
+
+    def stop(self, task_id: str) -> None:
+        """Cancel a running task without a report, as a kill order does."""
+
+    def reread(self) -> None:
+        """Read the inbox's unacknowledged orders again on the next read."""
+
+
+class Reconciler:
+    """Checks every ``interval`` seconds; ``check()`` is one comparison, ``run()`` the loop."""
+
+    def __init__(self, *, store: TaskStore, node: str, worker: Worker, interval: float) -> None:
+        self.store = store
+        self.node = node
+        self.worker = worker
+        self.interval = interval
+        self._lost: dict[str, Record] = {}  # placed here, not running, not ordered: at the last check
+        self._gone: dict[str, Record] = {}  # running here, not placed here: at the last check
+        self.handed_back = 0
+        self.stopped = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # two checks in a row means two that worked
+                self._lost.clear()
+                self._gone.clear()
+                quiet = isinstance(exc, store_redis.STORE_DOWN)
+                log.log(logging.DEBUG if quiet else logging.WARNING, "checking this node's tasks failed: %s", exc)
+
+    async def check(self) -> None:
+        """Compare once; act on what the previous check found the same way."""
+        keys, redis = self.store.keys, self.store.redis
+        members = {m.decode() if isinstance(m, bytes) else m for m in await redis.smembers(keys.assigned(self.node))}
+        running = set(self.worker.running)
+        if members == running:  # the usual case: one SMEMBERS and done
+            self._lost.clear()
+            self._gone.clear()
+            return
+        ids = sorted((members - running) | (running - members))
+        inbox = keys.inbox(self.node)
+        async with redis.pipeline(transaction=True) as pipe:
+            for task_id in ids:
+                pipe.hmget(keys.task(task_id), "state", "node", "attempts")
+            pipe.xinfo_groups(inbox)
+            pipe.xpending_range(inbox, WORKER_GROUP, "-", "+", INBOX_SCAN)
+            pipe.xrange(inbox, "-", "+", INBOX_SCAN)
+            replies = await pipe.execute(raise_on_error=False)
+        running = set(self.worker.running)  # after the snapshot: an order read before it is running by now
+        for reply in replies[: len(ids)]:
+            if isinstance(reply, Exception):
+                raise reply
+        records = {task_id: _record(reply) for task_id, reply in zip(ids, replies, strict=False)}
+        ordered, complete = self._ordered(*replies[len(ids) :], running=running)
+        lost = {
+            task_id: record
+            for task_id, record in records.items()
+            if task_id in members and task_id not in running and task_id not in ordered
+        }
+        gone = {
+            task_id: record
+            for task_id, record in records.items()
+            if task_id in running and task_id not in members and not self._placed_here(record)
+        }
+        twice_lost = {i: r for i, r in lost.items() if self._lost.get(i) == r} if complete else {}
+        twice_gone = {i: r for i, r in gone.items() if self._gone.get(i) == r and i in self.worker.running}
+        # What is acted on now starts afresh: placed here again, it must be found lost twice again.
+        self._lost = {i: r for i, r in lost.items() if i not in twice_lost} if complete else {}
+        self._gone = {i: r for i, r in gone.items() if i not in twice_gone}
+        await self._hand_back(twice_lost)
+        self._stop(twice_gone)
+
+    def _placed_here(self, record: Record) -> bool:
+        return record[0] in PLACED and record[1] == self.node
+
+    def _ordered(self, groups: Any, pending: Any, entries: Any, *, running: set[str]) -> tuple[set[str], bool]:
+        """Ids with a run order the worker will still read, and whether the whole inbox was seen.
+
+        An entry is still to be read if it is after the group's last delivered one, or delivered but not
+        acknowledged (the worker reads those again after a failed read or acknowledgement). Errors mean a
+        missing stream or group: nothing delivered yet, so every entry is unread.
+        """
+        last = (0, 0)
+        if not isinstance(groups, Exception):
+            for group in groups:
+                if group.get("name") == WORKER_GROUP.encode():
+                    last = _stream_id(group.get("last-delivered-id"))
+        unacked = set() if isinstance(pending, Exception) else {p["message_id"] for p in pending}
+        if isinstance(entries, Exception):
+            raise entries
+        ordered: set[str] = set()
+        for entry_id, fields in entries:
+            task_id = (fields.get(b"id") or b"").decode()
+            if entry_id in unacked:
+                if fields.get(b"op") == b"run" and task_id not in running:
+                    self.worker.reread()  # delivered but never seen here (a lost reply): read it again
+            elif _stream_id(entry_id) <= last:
+                continue  # acknowledged already (its deletion failed)
+            if fields.get(b"op") == b"run":
+                ordered.add(task_id)
+        return ordered, len(entries) < INBOX_SCAN
+
+    async def _hand_back(self, lost: dict[str, Record]) -> None:
+        """Lost tasks go back to WAITING; ids of tasks no longer placed here leave the assigned set."""
+        if not lost:
+            return
+        inqueue = [i for i, r in lost.items() if r[0] != "RUNNING"]
+        running = [i for i, r in lost.items() if r[0] == "RUNNING"]
+        for ids, reason in ((inqueue, INQUEUE_LOST), (running, RUNNING_LOST.format(node=self.node))):
+            if not ids:
+                continue
+            handed = set(await self.store.hand_back(self.node, ids, reason))
+            for task_id in ids:
+                state = lost[task_id][0]
+                if task_id in handed:
+                    self.handed_back += 1
+                    log.warning("task %s: handed back for re-placement: %s here, but %s", task_id, state, reason)
+                elif not self._placed_here(lost[task_id]):
+                    log.warning("task %s: dropped from this node's assigned set: it is %s", task_id, state or "gone")
+
+    def _stop(self, gone: dict[str, Record]) -> None:
+        for task_id, (state, node, _) in gone.items():
+            where = (state or "deleted") + (f" on {node}" if node and node != self.node else "")
+            log.warning("task %s: stopped here: the store no longer places it on this node (%s)", task_id, where)
+            self.stopped += 1
+            self.worker.stop(task_id)
+
+
+def _record(reply: Any) -> Record:
+    state, node, attempts = (v.decode() if isinstance(v, bytes) else None for v in reply)
+    return state, node, attempts
+
+
+def _stream_id(raw: Any) -> tuple[int, int]:
+    """``b"1700000000000-3"`` -> (1700000000000, 3), so that entry ids compare in stream order."""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw or "0-0")
+    ms, _, seq = text.partition("-")
+    return int(ms or 0), int(seq or 0)
