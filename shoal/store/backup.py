@@ -116,11 +116,10 @@ class Wire:
 
 @dataclass
 class Store:
-    """An open store: the client, how to name it to a person, and whether it was started just for this."""
+    """An open store: the client, and how to name it to a person."""
 
     redis: Redis
     where: str
-    started_here: bool
 
 
 @contextlib.asynccontextmanager
@@ -151,7 +150,7 @@ async def open_store(config: NodeConfig, *, create: bool) -> AsyncIterator[Store
             await redis.ping()
         except STORE_DOWN as exc:
             raise StoreUnavailable(f"cannot reach the store at {where}: {exc}") from None
-        yield Store(redis, where, server is not None)
+        yield Store(redis, where)
     finally:
         await redis.aclose()
         if server is not None:
@@ -247,20 +246,20 @@ async def backup(store: Store, cluster: str, path: Path, *, max_pause: float, li
         info: Any = await redis.info("server")
         version = str(info.get("redis_version", "unknown"))
         live = await live_nodes(redis, keys, live_within)
-        started = time.monotonic()
-        paused = bool(live) and await _pause(redis, max_pause, live)
-        try:
-            tasks = await task_counts(redis, keys)
-            writer.begin(backup_file.Header(cluster, time.time(), version, tasks))
-            async with Wire(redis) as wire:
+        async with Wire(redis) as wire:  # connected before writes wait
+            started = time.monotonic()
+            paused = bool(live) and await _pause(redis, max_pause, live)
+            try:
+                tasks = await task_counts(redis, keys)
+                writer.begin(backup_file.Header(cluster, time.time(), version, tasks))
                 await _copy(redis, wire, keys.prefix, writer, (started, max_pause) if paused else None)
-            paused_s = time.monotonic() - started if paused else None
-            if paused_s is not None and paused_s > max_pause:
-                raise _too_long(max_pause, writer.count)
-        finally:
-            if paused:
-                with contextlib.suppress(*STORE_DOWN, ResponseError):
-                    await redis.client_unpause()
+                paused_s = time.monotonic() - started if paused else None
+                if paused_s is not None and paused_s > max_pause:
+                    raise _too_long(max_pause, writer.count)
+            finally:
+                if paused:
+                    with contextlib.suppress(*STORE_DOWN, ResponseError):
+                        await redis.client_unpause()
         writer.commit()
     except BaseException:
         writer.discard()
