@@ -33,6 +33,7 @@ from shoal.testing import TestNode, free_port, multiplier, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "shoal:shoal:"
 RUN_S = 2.0  # how long the tasks caught RUNNING take
+QUICK = ("--heartbeat-interval", "0.5")  # a dead node is found, and a live one seen beating, sooner
 
 
 def shoal(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -114,7 +115,9 @@ def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
     assert done.returncode == 0, done.stderr
     assert "2 task(s) were on nodes at backup time" in done.stdout, done.stdout
 
-    new = node_factory("new-1", args=["--slots", "2"])  # another machine: old-1 is found dead, its tasks re-placed
+    new = node_factory(
+        "new-1", args=["--slots", "2", *QUICK]
+    )  # another machine: old-1 is found dead, its tasks re-placed
     with Client(new.http_url, new.token) as client:
         check_restored(client, ids, before, lost_on="old-1")
         later = client.submit("echo", "after the restore", wait=10)
@@ -124,7 +127,7 @@ def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
 
 def test_an_embedded_store_backed_up_live_and_restored_into_a_new_data_dir(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
-    node = embedded_node(first, "solo", "--slots", "1", "--shutdown-grace", "0.5").start()
+    node = embedded_node(first, "solo", "--slots", "1", "--shutdown-grace", "0.5", *QUICK).start()
     try:
         with Client(node.http_url, node.token) as client:
             ids = populate(client, slots=1)
@@ -146,7 +149,7 @@ def test_an_embedded_store_backed_up_live_and_restored_into_a_new_data_dir(tmp_p
     done = shoal("store", "restore", "solo.backup", "--data-dir", str(second), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "1 task(s) were on nodes at backup time" in done.stdout, done.stdout
-    node = embedded_node(second, "solo").start()  # the same name: it hands back what its earlier life ran
+    node = embedded_node(second, "solo", *QUICK).start()  # the same name: it hands back what its earlier life ran
     try:
         with Client(node.http_url, node.token) as client:
             check_restored(client, ids, before, lost_on="solo")
