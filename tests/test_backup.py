@@ -8,6 +8,7 @@ nothing; a live store too big for the allowed write pause gives up and writes no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import subprocess
@@ -93,6 +94,18 @@ def check_restored(client: Client, ids: dict[str, str], before: dict[str, Task],
     assert after["waiting"].state.name == "SUCCEED" and client.result(ids["waiting"]).code == "placed-later"
 
 
+@contextlib.contextmanager
+def restricted(redis_url: str) -> Iterator[str]:
+    """The URL of a user that may not run CLIENT LIST or CLIENT PAUSE, as on some hosted services."""
+    with redis.Redis.from_url(redis_url) as r:
+        r.execute_command("ACL", "SETUSER", "operator", "reset", "on", ">pw", "~*", "&*", "+@all", "-client",
+                          "+client|setname", "+client|setinfo")  # fmt: skip
+        try:
+            yield redis_url.replace("redis://", "redis://operator:pw@")
+        finally:
+            r.execute_command("ACL", "DELUSER", "operator")
+
+
 def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
     node_factory: Callable[..., TestNode], redis_url: str, tmp_path: Path
 ) -> None:
@@ -107,6 +120,13 @@ def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
     want = {"SUCCEED": 1, "RUNTIME_ERROR": 1, "KILLED": 1, "RUNNING": 2, "WAITING": 1}
     assert report["tasks"] == want and report["paused_s"] is not None, report  # a live cluster: writes waited
     assert (tmp_path / "cluster.shoal-backup").stat().st_mode & 0o777 == 0o600
+
+    with restricted(redis_url) as url:  # a Redis that does not tell who is connected, nor pause writes
+        refused = run("store", "restore", str(tmp_path / "cluster.shoal-backup"), "--redis", url, "--replace")
+        assert refused.exit_code == 2 and "old-1" in refused.output, refused.output  # seen beating
+        refused = run("store", "backup", str(tmp_path / "unpaused.shoal-backup"), "--redis", url)
+        assert refused.exit_code == 2 and "refuses to pause writes" in refused.output, refused.output
+        assert not (tmp_path / "unpaused.shoal-backup").exists()
 
     old.kill()  # the machine and its store are lost
     with redis.Redis.from_url(redis_url) as r:

@@ -5,10 +5,11 @@ shoal.store.backup_file). That works over every URL a node takes (Sentinel, TLS,
 embedded server), touches no other data in a shared Redis, and restores into the same or a newer Redis.
 
 Consistency: shoal changes tasks, indexes and streams together in scripts, so a copy taken key by key
-while nodes write could hold a task in one state and its index in another. With nodes beating, the copy
-is therefore taken under ``CLIENT PAUSE ... WRITE``: writes wait (reads go on) until it is done, at most
-``max_pause`` seconds, after which Redis resumes them by itself and the backup is given up, never written
-half-consistent. With no node beating, nothing writes and no pause is needed.
+while nodes write could hold a task in one state and its index in another. With nodes running (connected
+to the store, or beating lately), the copy is therefore taken under ``CLIENT PAUSE ... WRITE``: writes
+wait (reads go on) until it is done, at most ``max_pause`` seconds, after which Redis resumes them by
+itself and the backup is given up, never written half-consistent. With no node running, nothing writes
+and no pause is needed.
 
 The master lease and hand-over note are left out: a restored cluster elects a master of its own (the epoch
 is kept, so fencing only moves forward). Tasks that were INQUEUE or RUNNING on nodes at backup time are
@@ -22,14 +23,12 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shoal.config import NodeConfig
@@ -38,7 +37,8 @@ from shoal.keys import Keys
 from shoal.models import TaskState
 from shoal.store import backup_file
 from shoal.store.embedded import EmbeddedRedis, serving
-from shoal.store.redis import SOCKET_TIMEOUT, STORE_DOWN, connect, redacted
+from shoal.store.redis import STORE_DOWN, connect, redacted
+from shoal.store.wire import Wire
 
 #: Keys of the running cluster's master role, not carried over (see the module docstring).
 EXCLUDED = (b"lease", b"handover")
@@ -49,69 +49,12 @@ BATCH_BYTES = 16 * 1024 * 1024
 #: Writes must not wait longer than the nodes' 10 s reply timeout (shoal.store.redis.SOCKET_TIMEOUT).
 MAX_PAUSE_LIMIT = 8.0
 PROBE_KEY = "restore-probe"
+#: This tool's connections; a node's are named ``shoal-NAME`` (shoal.node), which this can never be.
+CLIENT_NAME = "shoal:store"
 
 
 class PauseTooShort(ShoalError):
     """Raised when a live store could not be copied within the write pause allowed; nothing was written."""
-
-
-class Wire:
-    """One connection of the store's pool used as a raw pipeline: commands go out as one buffer and hiredis
-    parses the replies straight off the stream. For the many small replies of a copy this is about ten
-    times faster than redis-py's pipeline, and the copy of a live store runs while its writes wait.
-
-    The connection comes from redis-py (so passwords, TLS, unix sockets and Sentinel work as for the
-    node) and is closed after use, its protocol state being ours then."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-        self.conn: Any = None
-
-    async def __aenter__(self) -> Wire:
-        self.conn = await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        if getattr(self.conn, "_reader", None) is None or getattr(self.conn, "_writer", None) is None:
-            await self.__aexit__()
-            raise ShoalError("this version of redis-py has no stream to read replies from; install redis-py 5 to 8")
-        self.parser = hiredis.Reader()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            await conn.disconnect()
-            await self.redis.connection_pool.release(conn)
-
-    async def call(self, commands: Sequence[Sequence[bytes]], timeout: float = SOCKET_TIMEOUT) -> list[Any]:
-        """Send the commands at once and return their replies in order; an error reply raises ResponseError."""
-        out = bytearray()
-        for parts in commands:
-            out += b"*%d\r\n" % len(parts)
-            for part in parts:
-                out += b"$%d\r\n%b\r\n" % (len(part), part)
-        await self.write(out, timeout)
-        return await self.read(len(commands), timeout)
-
-    async def write(self, data: bytes | bytearray, timeout: float = SOCKET_TIMEOUT) -> None:
-        """Send commands already in the wire format; their replies are read later, in order, with ``read``."""
-        async with asyncio.timeout(timeout):
-            self.conn._writer.write(data)
-            await self.conn._writer.drain()
-
-    async def read(self, replies_due: int, timeout: float = SOCKET_TIMEOUT) -> list[Any]:
-        replies: list[Any] = []
-        async with asyncio.timeout(timeout):
-            while len(replies) < replies_due:
-                reply = self.parser.gets()
-                if reply is False:
-                    data = await self.conn._reader.read(1 << 16)
-                    if not data:
-                        raise RedisConnectionError("the store closed the connection")
-                    self.parser.feed(data)
-                elif isinstance(reply, hiredis.ReplyError):
-                    raise ResponseError(str(reply))
-                else:
-                    replies.append(reply)
-        return replies
 
 
 @dataclass
@@ -144,7 +87,7 @@ async def open_store(config: NodeConfig, *, create: bool) -> AsyncIterator[Store
             await asyncio.to_thread(server.start)
             url = server.url
             where += " (stopped; opened for this)"
-    redis = connect(url, name="shoal-store", max_connections=4)
+    redis = connect(url, name=CLIENT_NAME, max_connections=4)
     try:
         try:
             await redis.ping()
@@ -161,31 +104,50 @@ def _has_data(redis_dir: Path) -> bool:
     return (redis_dir / "appendonly.aof").exists() or (redis_dir / "appendonlydir").is_dir()
 
 
-async def live_nodes(redis: Redis, keys: Keys, within: float) -> list[tuple[str, float]]:
-    """Nodes of the cluster that beat within ``within`` seconds (by the Redis clock), with their silence."""
-    now, beats = await _beats(redis, keys, within)
-    return [(name, max(0.0, now - at)) for name, at in beats.items()]
+async def _beats(redis: Redis, keys: Keys) -> tuple[float, dict[str, float]]:
+    """The Redis clock, and each node's last beat by it."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.zrange(keys.nodes, 0, -1, withscores=True)
+        (secs, micros), found = await pipe.execute()
+    return secs + micros / 1e6, {name.decode(): float(score) for name, score in found}
 
 
-async def _beats(redis: Redis, keys: Keys, within: float) -> tuple[float, dict[str, float]]:
-    secs, micros = await redis.time()
-    now = secs + micros / 1e6
-    found: Any = await redis.zrangebyscore(keys.nodes, now - within, "+inf", withscores=True)
-    return now, {name.decode(): float(score) for name, score in found}
+async def _connected(redis: Redis, names: set[str]) -> set[str] | None:
+    """Which of ``names`` hold a connection to the store (a node names its connections ``shoal-NAME``),
+    or None where this Redis does not tell (CLIENT LIST refused, as some hosted services do)."""
+    try:
+        clients: Any = await redis.client_list()
+    except ResponseError:
+        return None
+    named = (str(c.get("name", "")) for c in clients)
+    return {name[len("shoal-") :] for name in named if name.startswith("shoal-")} & names
+
+
+async def writers(redis: Redis, keys: Keys, within: float) -> list[tuple[str, float]]:
+    """Nodes that may write now: connected to the store, or beaten within ``within`` s (so a copy pauses)."""
+    now, beats = await _beats(redis, keys)
+    found = {n for n, at in beats.items() if now - at <= within} | (await _connected(redis, set(beats)) or set())
+    return [(n, max(0.0, now - beats[n])) for n in sorted(found)]
 
 
 async def running_nodes(redis: Redis, keys: Keys, within: float, interval: float) -> list[tuple[str, float]]:
-    """Nodes that beat while this watches (up to 2.5 beat intervals, and only if some beat was recent).
+    """Nodes of the cluster running on this store: those connected to it or, where Redis does not tell,
+    those that beat again while this watches (up to 2.5 intervals, and only if some beat was recent).
 
     A recent beat alone does not say a node runs: a store restored a moment ago holds the beats of the
-    backup, and a node killed a second ago left its last one. A running node beats again.
+    backup, and a node killed a second ago left its last one.
     """
-    now, first = await _beats(redis, keys, within)
+    now, beats = await _beats(redis, keys)
+    connected = await _connected(redis, set(beats))
+    if connected is not None:
+        return [(n, max(0.0, now - beats[n])) for n in sorted(connected)]
+    first = {n: at for n, at in beats.items() if now - at <= within}
     deadline = time.monotonic() + max(2.0, 2.5 * interval)
     while first and time.monotonic() < deadline:
         await asyncio.sleep(min(0.2, interval / 2))
-        now, beats = await _beats(redis, keys, within)
-        moved = [(name, max(0.0, now - at)) for name, at in beats.items() if at != first.get(name)]
+        now, beats = await _beats(redis, keys)
+        moved = [(n, max(0.0, now - at)) for n, at in beats.items() if n in first and at != first[n]]
         if moved:
             return moved
     return []
@@ -245,7 +207,7 @@ async def backup(store: Store, cluster: str, path: Path, *, max_pause: float, li
     try:
         info: Any = await redis.info("server")
         version = str(info.get("redis_version", "unknown"))
-        live = await live_nodes(redis, keys, live_within)
+        live = await writers(redis, keys, live_within)
         async with Wire(redis) as wire:  # connected before writes wait
             started = time.monotonic()
             paused = bool(live) and await _pause(redis, max_pause, live)
