@@ -93,7 +93,7 @@ def load(
             values[key] = _coerce(key, raw, f"{file}")
             sources[key] = f"file {file}"
     for var, raw in (env or {}).items():
-        if not var.startswith(ENV_PREFIX) or var in ("SHOAL_API", "SHOAL_CONFIG", "SHOAL_TEST_MULTIPLIER"):
+        if not var.startswith(ENV_PREFIX) or var in ("SHOAL_API", "SHOAL_CONFIG") or var.startswith("SHOAL_TEST_"):
             continue
         key = var[len(ENV_PREFIX) :].lower()
         values[key] = _coerce(key, raw, f"environment variable {var}")

@@ -118,3 +118,15 @@ def test_bad_flag_value_and_missing_file_are_refused(tmp_path: Path) -> None:
     assert done.returncode == 2 and "option 'slots': must be between 1 and 10000" in done.stderr
     done = shoal("config", "show", "--config", str(tmp_path / "absent.toml"))
     assert done.returncode == 2 and "cannot read config file" in done.stderr and "absent.toml" in done.stderr
+
+
+def test_test_knobs_and_client_variables_are_not_node_options() -> None:
+    """``SHOAL_TEST_*`` (test suites), ``SHOAL_API`` and ``SHOAL_CONFIG`` may sit in a node's environment;
+    any other unknown ``SHOAL_*`` is a mistake and refused with its name."""
+    from shoal.config import load
+    from shoal.errors import InvalidInput
+
+    env = {"SHOAL_TEST_IMAGE": "1", "SHOAL_API": "http://127.0.0.1:1", "SHOAL_CONFIG": "x.toml", "SHOAL_SLOTS": "3"}
+    assert load(env=env).slots == 3
+    with pytest.raises(InvalidInput, match="'slotz'"):
+        load(env={"SHOAL_SLOTZ": "3"})
