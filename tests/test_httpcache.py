@@ -362,3 +362,15 @@ async def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_a_task_target_and_the_url_fetched_for_it_have_one_cache_key() -> None:
+    """The scheduler keys a fetch by its raw target, the fetch by the URL httpx sends: the same key, so a
+    fetch lands on the node that holds its page."""
+    import httpx
+
+    from shoal.cache.keys import http_key
+
+    for target in ("HTTP://Example.COM:80/a b?q=1 2#frag", "https://[::1]:443/x", "http://127.0.0.1:8000"):
+        assert http_key(target) == http_key(str(httpx.URL(target)))
+    assert http_key("HTTP://Example.COM:80/a b") == "http:http://example.com/a%20b"

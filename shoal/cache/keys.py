@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 HTTP_PREFIX = "http:"
 
 
 def http_key(url: str) -> str:
-    """The key of a GET of ``url``: scheme and host lower-cased, default port and fragment dropped."""
-    parts = urlsplit(url)
+    """The key of a GET of ``url``: encoded as httpx sends it (so a raw task target and the URL fetched agree),
+    scheme and host lower-cased, default port and fragment dropped. ValueError for what is not a URL."""
+    try:
+        parts = urlsplit(str(httpx.URL(url)))
+    except httpx.InvalidURL as exc:
+        raise ValueError(str(exc)) from None
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     if ":" in host:
