@@ -29,11 +29,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 @pytest.fixture
 def redis_url(redis_server: EmbeddedRedis) -> str:
     """The suite's Redis, emptied before the test."""
-    if server_down(redis_server):
-        redis_server.start()
-    with redis.Redis.from_url(redis_server.url) as client:
+    return emptied(redis_server)
+
+
+@pytest.fixture(scope="module")
+def module_redis_url(redis_server: EmbeddedRedis) -> str:
+    """The suite's Redis, emptied once for a module whose nodes live across its tests."""
+    return emptied(redis_server)
+
+
+def emptied(server: EmbeddedRedis) -> str:
+    """``server``'s URL, started again if a test stopped it, with every key removed."""
+    if server_down(server):
+        server.start()
+    with redis.Redis.from_url(server.url) as client:
         client.flushall()
-    return redis_server.url
+    return server.url
 
 
 def server_down(server: EmbeddedRedis) -> bool:

@@ -19,7 +19,6 @@ from prometheus_client import CollectorRegistry
 from shoal.client import AsyncClient, Client
 from shoal.errors import InvalidInput, Unauthorized
 from shoal.models import CacheItem, Fill
-from shoal.store.embedded import EmbeddedRedis
 from shoal.testing import TestNode, wait_for
 from shoal.web.app import create_app
 
@@ -242,12 +241,8 @@ async def test_a_node_without_cache_answers_503() -> None:
 
 
 @pytest.fixture(scope="module")
-def node(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
-    import redis
-
-    with redis.Redis.from_url(redis_server.url) as r:
-        r.flushall()
-    started = TestNode(tmp_path_factory.mktemp("cache-node"), redis_server.url, name="cache-1",
+def node(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
+    started = TestNode(tmp_path_factory.mktemp("cache-node"), module_redis_url, name="cache-1",
                        env={"SHOAL_CACHE_MAX_VALUE": "65536"}).start()  # fmt: skip
     yield started
     started.stop(timeout=15)

@@ -12,10 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 
 from shoal.client import Client
-from shoal.store.embedded import EmbeddedRedis
 from shoal.testing import TestNode, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,10 +23,8 @@ BINARY = bytes(range(256)) + b"\r\n\x00 end"
 
 
 @pytest.fixture(scope="module")
-def node(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
-    with redis.Redis.from_url(redis_server.url) as r:
-        r.flushall()
-    started = TestNode(tmp_path_factory.mktemp("cli-cache"), redis_server.url, name="cli-cache-1").start()
+def node(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
+    started = TestNode(tmp_path_factory.mktemp("cli-cache"), module_redis_url, name="cli-cache-1").start()
     yield started
     started.stop(timeout=15)
 

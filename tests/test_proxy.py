@@ -22,7 +22,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,13 +35,9 @@ PROXY_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
-def node(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
+def node(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
     args = ["--proxy-timeout", str(PROXY_TIMEOUT), "--shutdown-grace", "2"]
-    started = TestNode(tmp_path_factory.mktemp("proxy-node"), redis_server.url, args=args).start()
+    started = TestNode(tmp_path_factory.mktemp("proxy-node"), module_redis_url, args=args).start()
     yield started
     started.stop(timeout=15)
 

@@ -25,11 +25,9 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from click.testing import CliRunner
 
 from shoal.cli.main import cli
-from shoal.store.embedded import EmbeddedRedis
 from shoal.systemd.notify import Notifier, watchdog_seconds
 from shoal.systemd.watchdog import Loop, stalled
 from shoal.testing import TestNode, multiplier, wait_for
@@ -105,22 +103,12 @@ class Notified:
 
 
 @pytest.fixture(scope="module")
-def cluster_redis(redis_server: EmbeddedRedis) -> str:
-    """The suite's Redis, emptied once: this module's nodes live across its tests."""
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    return redis_server.url
-
-
-@pytest.fixture(scope="module")
-def master(cluster_redis: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notified]:
+def master(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notified]:
     """node-1 with a notify socket and a 1 s watchdog; not waited for, so the test sees it become ready."""
     listener = Listener()
     data_dir = tmp_path_factory.mktemp("systemd")
     args = ["--task-modules", "shoal_systemd_types", "--shutdown-grace", "2"]
-    node = TestNode(data_dir, cluster_redis, name="node-1", args=args, env=node_env(listener, watchdog=True))
+    node = TestNode(data_dir, module_redis_url, name="node-1", args=args, env=node_env(listener, watchdog=True))
     node.start(ready=False)
     notified = Notified(node, listener)
     yield notified
@@ -174,12 +162,12 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(master: Notified) -
     assert "WATCHDOG=1 resumes" in log
 
 
-def test_status_and_stopping_of_a_worker(master: Notified, cluster_redis: str, tmp_path: Path) -> None:
+def test_status_and_stopping_of_a_worker(master: Notified, module_redis_url: str, tmp_path: Path) -> None:
     master.listener.wait("READY=1")
     listener = Listener()
     try:
         env = node_env(listener, watchdog=False)
-        worker = TestNode(master.node.data_dir, cluster_redis, name="node-2", env=env).start(ready=False)
+        worker = TestNode(master.node.data_dir, module_redis_url, name="node-2", env=env).start(ready=False)
         listener.wait("READY=1")
         ready = next(lines for _, lines in listener.messages() if "READY=1" in lines)
         assert any(ln.startswith("STATUS=worker of node-1 (epoch ") and ln.endswith(", 2 nodes, 0/8 slots busy")

@@ -13,12 +13,10 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-import redis
 
 from shoal.cache import ring
 from shoal.cache.keys import http_key
 from shoal.rpc.convert import cache_grpc, cache_pb
-from shoal.store.embedded import EmbeddedRedis
 from shoal.testing import TestNode, wait_for
 
 from .conftest import Cluster
@@ -29,12 +27,8 @@ NAMES = ["node-a", "node-b", "node-c"]
 
 
 @pytest.fixture(scope="module")
-def cache_cluster(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    cluster = Cluster(redis_server.url, tmp_path_factory.mktemp("cache-cluster"))
+def cache_cluster(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(module_redis_url, tmp_path_factory.mktemp("cache-cluster"))
     try:
         cluster.start(3, args=ARGS)
         cluster.wait_agreed()

@@ -12,9 +12,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import redis
 
-from shoal.store.embedded import EmbeddedRedis
 from shoal.testing import wait_for
 
 from .conftest import Cluster
@@ -24,12 +22,8 @@ ARGS = ["--heartbeat-interval", "0.25"]
 
 
 @pytest.fixture(scope="module")
-def proxies(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    cluster = Cluster(redis_server.url, tmp_path_factory.mktemp("proxy-cluster"))
+def proxies(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(module_redis_url, tmp_path_factory.mktemp("proxy-cluster"))
     try:
         nodes = cluster.start(3, args=ARGS)
         cluster.wait_agreed()

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from shoal.auth import load_or_create_token
 from shoal.launcher import NodeProcess
-from shoal.store.embedded import EmbeddedRedis
 from shoal.testing import wait_for
 
 from .conftest import DEPLOY, tool
@@ -167,11 +165,9 @@ def stop_nginx(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def front(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+def front(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     nginx_binary()
     tmp = tmp_path_factory.mktemp("nginx")
-    with redis.Redis.from_url(redis_server.url) as r:
-        r.flushall()
     hosts = list(NODES.values())
     taken: set[int] = set()
     for _ in range(4):
@@ -182,7 +178,7 @@ def front(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     nodes: dict[str, NodeProcess] = {}
     proc: subprocess.Popen[bytes] | None = None
     try:
-        nodes = start_nodes(tmp, redis_server.url, [http_port, grpc_port, proxy_port])
+        nodes = start_nodes(tmp, module_redis_url, [http_port, grpc_port, proxy_port])
         for node in nodes.values():
             wait_for(partial(_ready, node), 30, f"{node.name} to be ready")
         proc = start_nginx(tmp, site_conf(tmp, dns=dns.address, listen=listen, node_port=http_port))
