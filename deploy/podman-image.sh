@@ -102,11 +102,21 @@ build_image() {
 
 in_container() { "${P[@]}" exec "$NAME" "$@"; }
 
+# N distinct free loopback ports, below the kernel's ephemeral range (where any outgoing connection could take
+# one before it is bound), picked by shoal's own helper.
 free_ports() {
   "$PYTHON" -c 'import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))' "$1"
+try:
+    from shoal.store.embedded import free_port
+except ImportError:  # a python without shoal: any free port
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+ports = set()
+while len(ports) < int(sys.argv[1]):
+    ports.add(free_port())
+print(*ports)' "$1"
 }
 
 readyz_inside() {
@@ -174,6 +184,14 @@ cluster_check() {
   read -r -a ports < <(free_ports 10)
   "$redis_server" --port "${ports[9]}" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
   REDIS_PID=$!
+  local deadline=$(($(date +%s) + 10))
+  until "$PYTHON" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.5)' \
+      "${ports[9]}" 2>/dev/null; do
+    if ! kill -0 "$REDIS_PID" 2>/dev/null || [ "$(date +%s)" -gt "$deadline" ]; then
+      echo "podman-image: redis-server did not start on :${ports[9]}:" >&2; cat "$WORK/redis.log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
   token=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
   say "cluster: three containers of $IMAGE (--network host) on redis-server :${ports[9]}"
   for i in 1 2 3; do
