@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,7 +33,7 @@ from bench.machine import OtherLoad, machine_info
 from bench.nodes import NodeSet
 from bench.procs import REAPER, free_port, port_open, wait_until
 from bench.report import write_json
-from bench.run import _run_loop
+from bench.run import run_bench
 from bench.workloads import percentile
 from shoal.rpc._gen.shoal.v1 import cache_pb2, cache_pb2_grpc
 
@@ -223,14 +221,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoal-bench-cache-"))
-    try:
-        return _run_loop(main_async(args, workdir))
-    finally:
-        REAPER.reap()
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_bench(main_async, parse_args(argv), "shoal-bench-cache-")
 
 
 if __name__ == "__main__":

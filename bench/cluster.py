@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -31,9 +29,8 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 from bench.failover import master_failover, worker_loss
 from bench.machine import machine_info
 from bench.nodes import NodeSet
-from bench.procs import REAPER
 from bench.report import write_json
-from bench.run import _run_loop
+from bench.run import run_bench
 from bench.scale import scale
 from bench.source import shoal_source
 
@@ -207,19 +204,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoal-cluster-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    REAPER.install()
-    if args.workdir is None:
-        REAPER.at_exit(lambda: shutil.rmtree(workdir, ignore_errors=True))
-    try:
-        return _run_loop(main_async(args, workdir))
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        REAPER.reap()
-        REAPER.run_exit_actions()
+    return run_bench(main_async, parse_args(argv), "shoal-cluster-bench-")
 
 
 if __name__ == "__main__":

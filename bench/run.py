@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +177,15 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    return run_bench(main_async, parse_args(argv), "shoal-bench-")
+
+
+def run_bench(
+    main_async: Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int]], args: argparse.Namespace, prefix: str
+) -> int:
+    """Run a benchmark's ``main_async`` in ``args.workdir`` (else a temporary one, removed afterwards), with
+    every child process stopped on any exit; Ctrl-C exits 130."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
     workdir.mkdir(parents=True, exist_ok=True)
     REAPER.install()
     if args.workdir is None:
