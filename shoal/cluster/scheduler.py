@@ -243,12 +243,8 @@ class Scheduler:
         unknown = [p for p in fetches if p.target is None]
         if not unknown:
             return
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for p in unknown:
-                pipe.hget(self.store.keys.task(p.task_id), "target")
-            targets = await pipe.execute()
-        for p, t in zip(unknown, targets, strict=True):
-            p.target = t.decode() if t else ""
+        for p, t in zip(unknown, await self._read_field(unknown, "target"), strict=True):
+            p.target = t
 
     async def _candidates(self) -> list[NodeRecord]:
         """Nodes that may get work; the list is read at most every NODES_TTL seconds."""
@@ -264,17 +260,21 @@ class Scheduler:
         unknown = [p for p in self.backlog.values() if p.type is None]
         if not unknown:
             return
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for p in unknown:
-                pipe.hget(self.store.keys.task(p.task_id), "type")
-            types = await pipe.execute()
         gone = []
-        for p, t in zip(unknown, types, strict=True):
-            p.type = t.decode() if t else ""
+        for p, t in zip(unknown, await self._read_field(unknown, "type"), strict=True):
+            p.type = t
             if not t:
                 gone.append(p)
         if gone:  # deleted before placement: nothing to place
             await self._ack([m for m, p in self.backlog.items() if p in gone])
+
+    async def _read_field(self, pending: list[_Pending], field: str) -> list[str]:
+        """One field of each pending task's hash, in one round trip; "" for a task that is gone."""
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for p in pending:
+                pipe.hget(self.store.keys.task(p.task_id), field)
+            values = await pipe.execute()
+        return [v.decode() if v else "" for v in values]
 
     async def _ack(self, msg_ids: list[str]) -> None:
         stream = self.store.keys.pending
