@@ -2,6 +2,7 @@
 # Run: docker run -e SHOAL_REDIS=redis://redis:6379/0 -e SHOAL_TOKEN=... -p 8080:8080 shoal
 #
 # BASE may be overridden (--build-arg BASE=...) with any Debian-like image that has python3 with venv.
+# Every dependency is installed at the version constraints.txt pins (python3 scripts/lock.py refreshes it).
 # PIP_EXTRA adds pip options to the one install, e.g. "--no-index --find-links=/src/wheelhouse" to build
 # offline from wheels placed in the build context (deploy/podman-image.sh does that).
 ARG BASE=python:3.11-slim
@@ -11,7 +12,7 @@ ARG PIP_EXTRA=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY . /src
 RUN python3 -m venv /opt/shoal \
-    && /opt/shoal/bin/pip install ${PIP_EXTRA} /src \
+    && /opt/shoal/bin/pip install ${PIP_EXTRA} -c /src/constraints.txt /src \
     && /opt/shoal/bin/shoal --version
 
 FROM ${BASE}

@@ -81,11 +81,13 @@ make_base() {
 build_image() {
   local ctx="$WORK/context"
   mkdir -p "$ctx/wheelhouse"
-  cp -r "$here/Dockerfile" "$here/.dockerignore" "$here/pyproject.toml" "$here/README.md" "$here/shoal" "$ctx/"
+  cp -r "$here/Dockerfile" "$here/.dockerignore" "$here/pyproject.toml" "$here/constraints.txt" "$here/README.md" \
+    "$here/shoal" "$ctx/"
   say "build: wheels for shoal and its dependencies"
-  # setuptools builds shoal in the container; async-timeout is what redis needs on Debian's Python 3.11.2
-  # (a python_full_version marker that this machine's Python may not match)
-  "$PYTHON" -m pip wheel -q --wheel-dir "$ctx/wheelhouse" "$here" "setuptools>=68" "async-timeout>=4.0.3" \
+  # at the versions constraints.txt pins; setuptools builds shoal in the container; async-timeout is what
+  # redis needs on Debian's Python 3.11.2 (a python_full_version marker that this machine's Python may not match)
+  "$PYTHON" -m pip wheel -q -c "$here/constraints.txt" --wheel-dir "$ctx/wheelhouse" "$here" "setuptools>=68" \
+    "async-timeout>=4.0.3" \
     >"$WORK/wheels.log" 2>&1 \
     || { tail -n 20 "$WORK/wheels.log" >&2; exit 1; }
   say "build: podman build FROM $BASE_IMAGE ($(find "$ctx/wheelhouse" -name "*.whl" | wc -l) wheels)"

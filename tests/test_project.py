@@ -1,13 +1,18 @@
-"""The project's own promises: CI runs the README's test command, and the code is ruff and mypy clean."""
+"""The project's own promises: CI runs the README's test command, installs are pinned by constraints.txt, and
+the code is ruff and mypy clean against exactly the pinned tools."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +29,46 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     command = readme_test_command()
     assert "pytest" in command
     assert f'test_command="{command}"' in ci
+
+
+def locked() -> dict[str, str]:
+    """constraints.txt as {canonical name: version}."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith(("#", " ")):
+            name, _, version = line.split(";")[0].partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def declared() -> list[Requirement]:
+    """Every requirement pyproject.toml declares, the extras' included."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    texts = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    return [Requirement(text) for text in texts]
+
+
+def test_every_install_command_uses_the_lock() -> None:
+    assert "-c constraints.txt" in readme_test_command()
+    assert "-c /src/constraints.txt" in (ROOT / "Dockerfile").read_text()
+    assert "!constraints.txt" in (ROOT / ".dockerignore").read_text()
+    assert '-c "$here/constraints.txt"' in (ROOT / "deploy" / "podman-image.sh").read_text()
+
+
+def test_the_lock_pins_every_declared_requirement_within_its_range() -> None:
+    pins = locked()
+    for requirement in declared():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in constraints.txt: run python3 scripts/lock.py"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name]}, outside {requirement}: run python3 scripts/lock.py"
+        )
+
+
+@pytest.mark.parametrize("tool", ["ruff", "mypy", "pytest", "redis", "grpcio-tools"])
+def test_checks_run_with_the_pinned_tools(tool: str) -> None:
+    """A lint or type check means something only against the versions everyone installs."""
+    assert metadata.version(tool) == locked()[tool], f"installed {tool} differs from constraints.txt: reinstall with -c"
 
 
 @pytest.mark.parametrize(

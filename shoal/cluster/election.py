@@ -134,7 +134,7 @@ class Election:
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def tick(self) -> None:
         async with self._lock:

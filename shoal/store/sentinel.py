@@ -179,7 +179,7 @@ def connect_sentinel(url: str, *, name: str, max_connections: int, options: dict
         "username": u.sentinel_username,
         "password": u.sentinel_password,
     }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(
         list(u.sentinels),
         sentinel_kwargs=sentinel_options,
         username=u.username,
