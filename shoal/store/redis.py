@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal.errors import InvalidInput
@@ -102,3 +103,14 @@ def redacted(url: str) -> str:
     if any("password" in key for key, _ in pairs):
         query = urlencode([(k, "***" if "password" in k else v) for k, v in pairs], safe="*")
     return parts._replace(netloc=netloc, query=query).geturl()
+
+
+async def server_version(redis: Redis) -> str:
+    """What the store runs, as "Redis 7.0.15" or "Valkey 8.1.1" (Valkey also reports a Redis version)."""
+    try:
+        info: dict[str, Any] = await redis.info("server")
+    except ResponseError:  # a user the store's ACL does not allow INFO
+        return "a server that does not say its version"
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', 'unknown')}"
