@@ -228,9 +228,10 @@ def test_cluster_types_probes_and_metrics(api: httpx.Client, shoal_node: Any) ->
     assert "fetch" in api.get("/api/v1/types").json()["types"]
 
     with httpx.Client(base_url=shoal_node.http_url, timeout=10) as anonymous:
-        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        assert anonymous.get("/healthz").json() == {"status": "ok", "node": shoal_node.name, "pid": shoal_node.pid}
         ready = anonymous.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert (ready.json()["node"], ready.json()["pid"]) == (shoal_node.name, shoal_node.pid)
         assert anonymous.get("/metrics").status_code == 401
         doc = anonymous.get("/openapi.json").json()
         assert {"/api/v1/tasks", "/api/v1/tasks/{task_id}", "/api/v1/events", "/api/v1/cluster"} <= set(doc["paths"])

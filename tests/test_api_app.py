@@ -7,6 +7,7 @@ is tested against a real node in ``test_api.py``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -73,7 +74,7 @@ async def test_every_route_wants_the_token(
 async def test_healthz_needs_no_token(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "node": None, "pid": os.getpid()}  # who answers: not a secret
 
 
 async def test_unknown_route_and_wrong_method_answer_json(client: httpx.AsyncClient) -> None:

@@ -16,6 +16,8 @@ their scripts from a CDN, which a private cluster may not reach.
 
 from __future__ import annotations
 
+import os
+
 from fastapi import Depends, FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import Response
@@ -61,7 +63,7 @@ def create_app(
         registry: the node's Prometheus registry; served at ``/metrics`` and given the HTTP metrics.
         keepalive_s: seconds between keep-alive comments on ``/api/v1/events``.
         max_body_bytes: largest request body accepted (413 above it).
-        node_name: this node's name, shown on the task center's pages.
+        node_name: this node's name, shown on the task center's pages and in the probes' answers.
         cache: the cluster cache as this node offers it, served at ``/api/v1/cache`` (None: those routes
             answer 503) and its shard's use at ``/metrics``.
         cache_max_value: largest cache value a PUT may carry (413 above it); the node's ``cache_max_value``.
@@ -102,9 +104,13 @@ def create_app(
     app.include_router(build_pages_router(pages))
     app.mount("/static", static_files(tag), name="static")
 
+    # The probes say which process answers (name and pid, nothing secret): whoever started the node can
+    # then tell it from another process that holds the same port.
+    me = {"node": node_name, "pid": os.getpid()}
+
     @app.get("/healthz", response_model=schemas.StatusOut, tags=["probes"], summary="Liveness: the process runs")
     async def healthz() -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", **me})
 
     @app.get(
         "/readyz",
@@ -117,7 +123,7 @@ def create_app(
         ready, reason = await cluster.ready()
         if not ready:
             return errors.error_response(503, "not_ready", reason or "not ready")
-        return JSONResponse({"status": "ready", "reason": reason or None})
+        return JSONResponse({"status": "ready", "reason": reason or None, **me})
 
     @app.get(
         "/metrics",
