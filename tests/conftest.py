@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
+import skip_summary
 
 from shoal.store.embedded import EmbeddedRedis, ServerBinary, find_server, inspect_server, installed_servers
 from shoal.testing import TestNode
@@ -20,6 +21,8 @@ from shoal.testing import TestNode
 #: marked ``every_server`` (the store, backup and Sentinel tests) run once against each; every other test runs
 #: on the one a node picks by default.
 SERVERS = [inspect_server(path, origin) for path, origin in installed_servers()]
+skip_summary.servers_tested[:] = [str(server) for server in SERVERS]
+pytest_terminal_summary = skip_summary.pytest_terminal_summary
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
