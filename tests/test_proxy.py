@@ -11,6 +11,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -132,6 +133,31 @@ def test_an_ordinary_client_uses_the_proxy_from_its_environment(proxy_url: str, 
     assert "200" in outputs[0].splitlines()[0] and "x-cache: miss" in outputs[0].lower()
     assert "x-cache: hit" in outputs[1].lower() and outputs[1].rstrip().endswith(url.split("k=")[1].split("&")[0])
     assert hits(origin, url) == 1
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (apt-get install curl)")
+def test_the_readme_proxy_example_as_written(proxy_url: str, tmp_path: Path) -> None:
+    """The README's example: a directory served by ``python3 -m http.server`` (Last-Modified, no max-age),
+    curl with lower-case ``http_proxy``: MISS, then REVALIDATED. curl ignores upper-case HTTP_PROXY."""
+    (tmp_path / "page.html").write_text("hello page\n")
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port := free_port()), "--bind", "127.0.0.1",
+                               "-d", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/page.html"
+    try:
+        wait_for(lambda: httpx.get(url, trust_env=False).status_code == 200, 10, "the origin to serve")
+
+        def curl(**proxy: str) -> str:
+            env = {"PATH": os.environ["PATH"], **proxy}
+            done = subprocess.run(["curl", "-si", "--max-time", "10", url], env=env, capture_output=True, text=True,
+                                  timeout=20)  # fmt: skip
+            return next((line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
+                         if line.lower().startswith("x-cache:")), "none")  # fmt: skip
+
+        assert [curl(http_proxy=proxy_url), curl(http_proxy=proxy_url)] == ["MISS", "REVALIDATED"]
+        assert curl(HTTP_PROXY=proxy_url) == "none", "curl went through the proxy on upper-case HTTP_PROXY"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def test_fetch_tasks_say_whether_the_cache_served_them(node: TestNode, origin: Any) -> None:
