@@ -12,8 +12,10 @@ lagged should re-list). The stream sends:
 - ``event: error`` with ``data: {"error", "message"}`` if the watch fails, then the stream ends;
 - a ``: keep-alive`` comment every ``keepalive_s`` so proxies keep the connection and dead peers are found.
 
-The stream ends when the client goes away (Starlette cancels the generator, whose ``finally`` stops the
-watcher) or when ``EventStreams.close()`` is called at shutdown, so the HTTP server need not wait on it.
+The stream ends when the client goes away or when ``EventStreams.close()`` is called at shutdown, so the
+HTTP server need not wait on it. Either way its ``finally`` cancels the helper tasks of the subscription
+and waits for them: a task left pending when the stream's objects are collected would be logged by
+asyncio as "Task was destroyed but it is pending!".
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from shoal.errors import ShoalError
 from shoal.models import TaskEvent
@@ -61,10 +65,11 @@ class _Subscription:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(size)
         self.dropped = 0
         # watch() is called here, before the stream says it is connected: TaskAPI.watch subscribes at call time
-        self._source = tasks.watch()
-        self._task = asyncio.create_task(self._pump(), name="sse-pump")
-        self._nodes = cluster.watch() if cluster is not None else None
-        self._node_task = asyncio.create_task(self._pump_nodes(), name="sse-pump-nodes") if self._nodes else None
+        self._sources: list[AsyncIterator[Any]] = [tasks.watch()]
+        self._pumps = [asyncio.create_task(self._pump(self._sources[0]), name="sse-pump")]
+        if cluster is not None:
+            self._sources.append(cluster.watch())
+            self._pumps.append(asyncio.create_task(self._pump_nodes(self._sources[1]), name="sse-pump-nodes"))
 
     def offer(self, item: _Item) -> None:
         while True:
@@ -75,9 +80,15 @@ class _Subscription:
                 self.queue.get_nowait()
                 self.dropped += 1
 
-    async def _pump(self) -> None:
+    def end(self) -> None:
+        """End the stream at its next read, before the events it has not sent yet (the node is stopping)."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(_Closed())
+
+    async def _pump(self, source: AsyncIterator[TaskEvent]) -> None:
         try:
-            async for event in self._source:
+            async for event in source:
                 self.offer(event)
         except ShoalError as exc:
             self.offer(exc)
@@ -87,22 +98,20 @@ class _Subscription:
         else:
             self.offer(_Closed())
 
-    async def _pump_nodes(self) -> None:
+    async def _pump_nodes(self, source: AsyncIterator[dict[str, Any]]) -> None:
         """Node events ride along; their end (a node built without them) does not end the stream."""
-        assert self._nodes is not None
         try:
-            async for event in self._nodes:
+            async for event in source:
                 self.offer(event)
         except Exception:
             log.exception("node event watch failed; the stream goes on with task events only")
 
     async def close(self) -> None:
-        for task, source in ((self._task, self._source), (self._node_task, self._nodes)):
-            if task is None:
-                continue
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Cancel the pumps and wait until they have ended, then unsubscribe the watchers."""
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for source in self._sources:
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
@@ -125,7 +134,8 @@ class EventStreams:
         self.cluster = cluster
         self.keepalive_s = keepalive_s
         self.queue_size = queue_size
-        self._closing = asyncio.Event()
+        self._closed = False
+        self._subscriptions: set[_Subscription] = set()
         self.open = 0
         self._open = Gauge("shoal_event_streams", "Clients connected to /api/v1/events.", registry=registry)
         self._dropped = Counter(
@@ -134,28 +144,30 @@ class EventStreams:
         )  # fmt: skip
 
     def close(self) -> None:
-        self._closing.set()
+        self._closed = True
+        for sub in self._subscriptions:
+            sub.end()
 
-    async def _next(self, sub: _Subscription, closing: asyncio.Future[Any]) -> _Item | None:
-        """The next item, None after ``keepalive_s`` of quiet, ``_Closed`` when the app closes."""
-        getter = asyncio.ensure_future(sub.queue.get())
-        waiters: set[asyncio.Future[Any]] = {getter, closing}
-        done, _ = await asyncio.wait(waiters, timeout=self.keepalive_s, return_when="FIRST_COMPLETED")
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        return _Closed() if closing in done else None
+    async def _next(self, sub: _Subscription) -> _Item | None:
+        """The next item, None after ``keepalive_s`` of quiet."""
+        try:
+            async with asyncio.timeout(self.keepalive_s):
+                return await sub.queue.get()
+        except TimeoutError:
+            return None
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         """The body of one client's response."""
         sub = _Subscription(self.tasks, self.cluster, self.queue_size)
-        closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
+        self._subscriptions.add(sub)
+        if self._closed:
+            sub.end()
         self.open += 1
         self._open.set(self.open)
         try:
             yield b"retry: 2000\n: connected\n\n"
             while True:
-                item = await self._next(sub, closing)
+                item = await self._next(sub)
                 if item is None:
                     yield b": keep-alive\n\n"
                     continue
@@ -175,8 +187,24 @@ class EventStreams:
         finally:
             self.open -= 1
             self._open.set(self.open)
-            closing.cancel()
-            await sub.close()
+            self._subscriptions.discard(sub)
+            # A client that went away cancels this stream's whole cancel scope, which would cancel every
+            # await here again: shield the clean-up so that the pumps are awaited, not abandoned.
+            with anyio.CancelScope(shield=True):
+                await sub.close()
+
+
+class _EventStreamResponse(StreamingResponse):
+    """A StreamingResponse that always closes its stream. Starlette leaves a stream that a disconnect
+    caught between two events suspended at its ``yield``, its clean-up left to garbage collection."""
+
+    body_iterator: AsyncGenerator[bytes, None]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 def build_router(streams: EventStreams, *, token: str | TokenCheck) -> APIRouter:
@@ -185,11 +213,11 @@ def build_router(streams: EventStreams, *, token: str | TokenCheck) -> APIRouter
     @api.get(
         "/events",
         summary="Task state changes and node events as Server-Sent Events",
-        response_class=StreamingResponse,
+        response_class=_EventStreamResponse,
         responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     )
     async def events() -> StreamingResponse:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(streams.stream(), media_type="text/event-stream", headers=headers)
+        return _EventStreamResponse(streams.stream(), media_type="text/event-stream", headers=headers)
 
     return api

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -35,7 +36,8 @@ class TasksServicer(pb_grpc.TasksServicer):
 
     def __init__(self, tasks: TaskAPI) -> None:
         self._tasks = tasks
-        self._closing = asyncio.Event()
+        # a future, not an Event: a stream waits on it beside its next event without a task of its own
+        self._closing: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.watchers = 0
 
     async def GetTask(self, request: pb.ID, context: Context) -> pb.Task:
@@ -105,13 +107,13 @@ class TasksServicer(pb_grpc.TasksServicer):
             self.watchers -= 1
 
     async def _until_closing(self, events: AsyncIterator[TaskEvent]) -> AsyncGenerator[TaskEvent, None]:
-        """The events until ``close()`` is called; always closes the source iterator."""
-        closing = asyncio.ensure_future(self._closing.wait())
+        """The events until ``close()`` is called; always closes the source iterator, and awaits the task
+        that reads it."""
         following: asyncio.Future[TaskEvent] | None = None
         try:
             while True:
                 following = asyncio.ensure_future(anext(events))
-                await asyncio.wait({following, closing}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({following, self._closing}, return_when=asyncio.FIRST_COMPLETED)
                 if not following.done():
                     return
                 try:
@@ -121,7 +123,6 @@ class TasksServicer(pb_grpc.TasksServicer):
                 following = None
                 yield event
         finally:
-            closing.cancel()
             if following is not None and not following.done():
                 # The source is suspended inside this pending step: end it before closing the source.
                 following.cancel()
@@ -133,10 +134,11 @@ class TasksServicer(pb_grpc.TasksServicer):
 
     def close(self) -> None:
         """End every WatchTasks stream with OK, so clients see a clean end at shutdown."""
-        self._closing.set()
+        if not self._closing.done():
+            self._closing.set_result(None)
 
     def __repr__(self) -> str:
-        return f"TasksServicer(watchers={self.watchers}, closing={self._closing.is_set()})"
+        return f"TasksServicer(watchers={self.watchers}, closing={self._closing.done()})"
 
 
 def _bulk_ids(request: pb.ID) -> list[str]:
