@@ -174,6 +174,7 @@ class LocalCluster:
                 raise PortTaken(f"port {port} would serve both {seen[port]} and {what}: choose --http-port, "
                                 f"--grpc-port and --proxy-port further apart ({hint})")  # fmt: skip
             seen[port] = what
+        for port, what, option in self.planned_ports():
             if in_use(port):
                 raise PortTaken(f"port {port} for {what} is in use by {port_holder(port)}: stop it, or choose other "
                                 f"ports with {option} (or --http-port/--grpc-port/--proxy-port; {hint})")  # fmt: skip
