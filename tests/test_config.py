@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,29 @@ def test_test_knobs_and_client_variables_are_not_node_options() -> None:
     assert load(env=env).slots == 3
     with pytest.raises(InvalidInput, match="'slotz'"):
         load(env={"SHOAL_SLOTZ": "3"})
+
+
+def test_node_help_describes_every_option_and_names_its_variable() -> None:
+    from click.testing import CliRunner
+
+    from shoal.cli.main import cli
+    from shoal.config import option_help
+
+    done = CliRunner().invoke(cli, ["node", "--help"], terminal_width=1000, max_content_width=1000)
+    assert done.exit_code == 0, done.output
+    entries: list[str] = []  # one per option, its wrapped lines joined
+    for line in done.output.split("Options:", 1)[1].splitlines():
+        if line.lstrip().startswith("-"):
+            entries.append(line.strip())
+        elif line.strip() and entries:
+            entries[-1] += " " + line.strip()
+    for name in option_names():
+        flag = "--" + name.replace("_", "-")
+        shown = [e for e in entries if e.split()[0] == flag]
+        assert len(shown) == 1, f"{flag} not in:\n{done.output}"
+        described = re.fullmatch(rf"{flag}(?: / --no-\S+)?(?: [A-Z:]+)? +(.+)", shown[0])
+        assert described, shown[0]
+        text = described.group(1)
+        assert len(option_help(name).split()) >= 3, f"{name}: {option_help(name)!r} says too little"
+        assert text.startswith(option_help(name) + " ("), f"{flag} has no description: {shown[0]!r}"
+        assert re.search(rf"\((?:[^()]*; )?env SHOAL_{name.upper()}\)$", text), f"{flag}: {text!r}"

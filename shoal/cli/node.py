@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import fields
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,27 @@ def _options(fn: Any) -> Any:
         kind = str(f.type)
         if kind == "bool":
             decl = f"{flag}/--no-{f.name.replace('_', '-')}"
-            fn = click.option(decl, f.name, default=None, help=f"(env SHOAL_{f.name.upper()})")(fn)
+            fn = click.option(decl, f.name, default=None, help=_help(f))(fn)
         elif kind.startswith("tuple"):
-            fn = click.option(flag, f.name, multiple=True, help=f"repeatable (env SHOAL_{f.name.upper()}, comma list)")(
-                fn
-            )
+            fn = click.option(flag, f.name, multiple=True, help=_help(f, "repeatable, or a comma list"))(fn)
         else:
-            fn = click.option(flag, f.name, default=None, metavar=_metavar(f.name, kind),
-                              help=f"(env SHOAL_{f.name.upper()})")(fn)  # fmt: skip
+            fn = click.option(flag, f.name, default=None, metavar=_metavar(f.name, kind), help=_help(f))(fn)
     return fn
+
+
+def _help(f: Field[Any], how: str = "") -> str:
+    """The option's description, then its default (when it has a plain one) and its environment variable."""
+    notes = [how] if how else []
+    if f.default not in (None, MISSING, ()):
+        notes.append(f"default: {_shown(f.default)}")
+    notes.append(f"env SHOAL_{f.name.upper()}")
+    return f"{config_module.option_help(f.name)} ({'; '.join(notes)})"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _metavar(name: str, kind: str) -> str:
