@@ -77,12 +77,13 @@ def rotate_token(write_to: Path | None) -> None:
 @json_option
 @handle_errors
 def timeline(limit: int, as_json: bool) -> None:
-    """Membership events, newest first: joins, suspicions, deaths, rejections, elections, and why."""
+    """The latest membership events, oldest first (the order they happened in): joins, suspicions, deaths,
+    rejections, elections, and why."""
     with client() as c:
-        events = c.timeline(limit)
+        events = c.timeline(limit)[::-1]  # the API answers newest first
     if as_json:
         o.print_json(events)
         return
     for event in events:
-        when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
-        o.out.print(f"{when}  {event['kind']:<10} {event['node']:<16} epoch {event['epoch']:<4} {event['rule']}")
+        when = time.strftime("%H:%M:%S", time.localtime(event["at"])) + f".{int(event['at'] * 1000) % 1000:03d}"
+        o.out.print(f"{when}  {event['kind']:<11} {event['node']:<16} epoch {event['epoch']:<4} {event['rule']}")

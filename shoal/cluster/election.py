@@ -206,11 +206,9 @@ class Election:
         if silent < 1.5 * self.interval:
             return
         if await port_refuses(master.grpc, timeout_s=min(0.5, self.interval)):
-            if await self.registry.break_lease(holder):
-                log.warning("master %s is gone (no beat for %.1fs, its port refuses connections); standing", holder,
-                            silent)  # fmt: skip
-                await self.registry.note("master lost", holder, f"no beat for {silent:.1f}s and its gRPC port "
-                                         f"refuses connections: process gone", 0)  # fmt: skip
+            rule = f"no beat for {silent:.1f}s and its gRPC port refuses connections: process gone"
+            if await self.registry.break_lease(holder, rule):
+                log.warning("master %s is gone (%s); standing", holder, rule)
             await self._stand()
 
     async def _become(self, epoch: int) -> None:

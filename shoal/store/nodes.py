@@ -176,22 +176,11 @@ class NodeRegistry:
 
     async def note(self, kind: str, node: str, rule: str, epoch: int, extra: dict[str, Any] | None = None) -> None:
         """Add an event to the membership timeline that changes no state (e.g. tasks re-placed)."""
-        await self.redis.xadd(
-            self.keys.timeline,
-            {
-                "kind": kind,
-                "node": node,
-                "rule": rule,
-                "epoch": epoch,
-                "at": await self.now(),
-                "extra": orjson.dumps(extra or {}),
-            },  # fmt: skip
-            maxlen=2000,
-            approximate=True,
-        )
+        await self._run("note", kind, node, rule, epoch, orjson.dumps(extra or {}))
 
     async def timeline(self, count: int = 200) -> builtins.list[dict[str, Any]]:
-        """The latest membership events, newest first."""
+        """The latest membership events, newest first: in the order of their stream IDs (the store's clock in
+        ms, then a counter), which is the order they were written in; ``at`` agrees with it."""
         entries: Any = await self.redis.xrevrange(self.keys.timeline, count=count)
         events = []
         for entry_id, fields in entries:
@@ -216,9 +205,10 @@ class NodeRegistry:
         reply = await self._run("release", name, candidate or "", int(note_ttl_s * 1000))
         return bool(reply[0])
 
-    async def break_lease(self, holder: str) -> bool:
-        """Free the lease of a master that is known to be gone; False if someone else holds it now."""
-        reply = await self._run("break", holder)
+    async def break_lease(self, holder: str, rule: str) -> bool:
+        """Free the lease of a master that is known to be gone, noting ``rule`` (why) on the timeline in the
+        same step; False if someone else holds it now."""
+        reply = await self._run("break", holder, rule)
         return bool(reply[0])
 
     async def master(self) -> tuple[str | None, int]:

@@ -14,7 +14,7 @@ from redis.commands.core import AsyncScript
 
 _NAMES = (
     *("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote"),
-    *("lease", "release", "member", "break"),
+    *("lease", "release", "member", "break", "note"),
 )
 
 

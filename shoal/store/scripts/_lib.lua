@@ -12,6 +12,15 @@ local function fmt(t)
   return string.format('%.6f', t)
 end
 
+-- Add an event to the membership timeline. Its entry ID (the store's clock in ms, then a counter) is the
+-- order events happened in; ``at`` is read in the same step, so it follows that order too.
+local function timeline(kind, node, rule, epoch, extra)
+  local t = now()
+  redis.call('XADD', P .. 'timeline', 'MAXLEN', '~', 2000, '*', 'kind', kind, 'node', node,
+    'rule', rule, 'epoch', epoch, 'at', fmt(t), 'extra', extra)
+  return t
+end
+
 local function publish(id, state, node, t)
   redis.call('PUBLISH', P .. 'events',
     cjson.encode({kind = 'task', id = id, state = state, node = node or '', at = t}))

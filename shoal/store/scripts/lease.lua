@@ -13,6 +13,5 @@ end
 redis.call('SET', P .. 'lease', node, 'PX', ttl)
 local epoch = tostring(redis.call('INCR', P .. 'epoch'))
 redis.call('DEL', P .. 'handover')
-redis.call('XADD', P .. 'timeline', 'MAXLEN', '~', 2000, '*', 'kind', 'elected', 'node', node,
-  'rule', 'took the free master lease', 'epoch', epoch, 'at', fmt(now()), 'extra', '{}')
+timeline('elected', node, 'took the free master lease', epoch, '{}')
 return {'won', epoch}

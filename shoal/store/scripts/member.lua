@@ -7,9 +7,7 @@ if cur then return {'stale', cur} end
 local key = P .. 'node:' .. ARGV[3]
 local before = redis.call('HMGET', key, 'state', 'state_incarnation', 'reason')
 if before[1] == ARGV[4] and before[2] == ARGV[5] and before[3] == ARGV[6] then return {'same'} end
-local t = now()
+local t = timeline(ARGV[4], ARGV[3], ARGV[6], ARGV[2], ARGV[7])
 redis.call('HSET', key, 'state', ARGV[4], 'state_incarnation', ARGV[5], 'reason', ARGV[6], 'state_since', fmt(t))
-redis.call('XADD', P .. 'timeline', 'MAXLEN', '~', 2000, '*', 'kind', ARGV[4], 'node', ARGV[3],
-  'rule', ARGV[6], 'epoch', ARGV[2], 'at', fmt(t), 'extra', ARGV[7])
 redis.call('PUBLISH', P .. 'public', cjson.encode({kind = 3, who = ARGV[3], state = ARGV[4], reason = ARGV[6]}))
 return {'ok', before[1] or ''}

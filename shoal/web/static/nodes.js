@@ -5,7 +5,7 @@
 import { get } from './api.js';
 import { ThroughputChart } from './chart.js';
 import { Live } from './live.js';
-import { age, followBase, fmtBytes, fmtClock, fmtNumber, h, pageLink, shortId, tickAges } from './ui.js';
+import { age, followBase, fmtBytes, fmtExact, fmtNumber, h, pageLink, shortId, tickAges } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const VIEW_EVERY_MS = 1000;
@@ -114,7 +114,7 @@ async function loadTimeline() {
     const { events } = await get('/api/v1/cluster/timeline?limit=100');
     newest = events.length ? events[0].id : null;
     $('membership').replaceChildren(...events.map((e) => h('li', { dataset: { kind: e.kind } },
-      h('time', { datetime: new Date(e.at * 1000).toISOString() }, fmtClock(e.at)), ' ',
+      h('time', { datetime: new Date(e.at * 1000).toISOString() }, fmtExact(e.at)), ' ',
       h('span', { class: `kind k-${e.kind.replace(/[^a-z]/g, '-')}` }, e.kind), ' ',
       h('strong', {}, e.node), h('span', { class: 'hint' }, ` · epoch ${e.epoch}`),
       h('div', { class: 'rule' }, e.rule),
