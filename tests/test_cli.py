@@ -6,10 +6,13 @@ on stderr for errors and never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import socket
 import subprocess
 import sys
+import termios
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,22 +35,42 @@ class Run:
         self.cwd = cwd
         self.node = node
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = DONE_S + 30) -> Any:
+    def environ(self, env: dict[str, str] | None = None) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_") or k == "SHOAL_TEST_MULTIPLIER"}
         base |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
         if self.node is not None:
             base |= {"SHOAL_API": self.node.http_url, "SHOAL_TOKEN": self.node.token}
-        base |= env or {}
+        return base | (env or {})
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = DONE_S + 30) -> Any:
         done = subprocess.run(
             [sys.executable, "-m", "shoal", *args],
             cwd=self.cwd,
-            env=base,
+            env=self.environ(env),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
         assert "Traceback" not in done.stderr, done.stderr
         return done
+
+    def on_terminal(self, *args: str) -> bytes:
+        """What the command writes to stdout when stdout is a terminal (a pseudo-terminal, with no newline
+        translation, so that the bytes compare as written)."""
+        leader, follower = pty.openpty()
+        mode = termios.tcgetattr(follower)
+        mode[1] &= ~termios.OPOST
+        termios.tcsetattr(follower, termios.TCSANOW, mode)
+        with subprocess.Popen([sys.executable, "-m", "shoal", *args], cwd=self.cwd, env=self.environ(),
+                              stdout=follower, stderr=subprocess.PIPE) as proc:  # fmt: skip
+            os.close(follower)
+            written = b""
+            with contextlib.suppress(OSError):  # EIO once the command has exited and the terminal is closed
+                while chunk := os.read(leader, 65536):
+                    written += chunk
+            os.close(leader)
+            assert proc.wait(DONE_S) == 0, proc.stderr.read() if proc.stderr else ""
+        return written
 
     def json(self, *args: str) -> Any:
         done = self(*args, "--json")
@@ -85,13 +108,56 @@ def test_version_and_help(tmp_path: Path) -> None:
 
 
 def test_submit_wait_prints_the_final_state_and_the_code(shoal: Run, origin: Any) -> None:
-    done = shoal("task", "submit", "fetch", f"{origin.url}/hello", "--wait")
+    done = shoal("task", "submit", "echo", "hello", "--wait")
     assert done.returncode == 0, done.stderr
-    assert "SUCCEED" in done.stdout and "hello shoal" in done.stdout
+    assert done.stdout == "SUCCEED  code: hello\n"  # the line the README shows
+    assert done.stderr.startswith("submitted ")
+
+    page = shoal("task", "submit", "fetch", f"{origin.url}/big?bytes=5000", "--wait")
+    assert page.returncode == 0, page.stderr
+    task_id = page.stderr.split()[1]
+    assert page.stdout == f"SUCCEED  code: 4.9 KiB in 1 line (shoal task result {task_id} prints it)\n"
+
+    failed = shoal("task", "submit", "fetch", f"http://127.0.0.1:{free_port()}/", "--wait")  # nothing listens
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stdout.startswith("RUNTIME_ERROR  error: ") and failed.stdout.count("\n") == 1, failed.stdout
+    assert failed.stdout.endswith("\n")
 
     data = shoal.json("task", "submit", "fetch", f"{origin.url}/hello", "--name", "front", "--wait")
     assert data["task"]["state"] == "SUCCEED" and data["task"]["name"] == "front"
     assert data["result"]["code"] == "hello shoal"
+
+
+@pytest.mark.parametrize(
+    ("code", "shown"),
+    [
+        ("hello", "SUCCEED  code: hello"),
+        ("", "SUCCEED  code: (empty)"),
+        ("<html>\n<p>hi</p>\n</html>\n", "SUCCEED  code: 25 B in 3 lines (shoal task result ID prints it)"),
+        ("\x00\x1b[31m\ufffd", "SUCCEED  code: 9 B in 1 line (shoal task result ID prints it)"),
+    ],
+)
+def test_outcome_line_shows_a_short_code_and_describes_any_other(code: str, shown: str) -> None:
+    from shoal.cli.task import outcome_line
+    from shoal.models import Task, TaskState
+
+    task = Task(id="ID", name="n", type="echo", target="t", params={}, state=TaskState.SUCCEED, node="node-1",
+                attempts=1, max_retries=0, timeout_s=None, created_at=0, started_at=0, finished_at=0,
+                error=None)  # fmt: skip
+    assert outcome_line(task, code) == shown
+
+
+def test_results_and_values_end_their_line_on_a_terminal_and_stay_exact_in_a_pipe(shoal: Run) -> None:
+    assert shoal.on_terminal("task", "submit", "echo", "hello", "--wait") == b"SUCCEED  code: hello\n"
+    task_id = shoal.json("task", "submit", "echo", "hello", "--wait")["task"]["id"]
+    assert shoal.on_terminal("task", "result", task_id) == b"hello\n"
+    assert shoal("task", "result", task_id).stdout == "hello"
+
+    assert shoal("cache", "set", "greeting", "hello").returncode == 0
+    assert shoal("cache", "set", "lines", "one\ntwo\n").returncode == 0
+    assert shoal.on_terminal("cache", "get", "greeting") == b"hello\n"
+    assert shoal.on_terminal("cache", "get", "lines") == b"one\ntwo\n"  # no second newline
+    assert shoal("cache", "get", "greeting").stdout == "hello"
 
 
 def test_task_commands_round_trip(shoal: Run, origin: Any) -> None:

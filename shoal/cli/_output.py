@@ -48,6 +48,16 @@ def print_json_line(data: Any) -> None:
     sys.stdout.flush()
 
 
+def write_data(data: bytes) -> None:
+    """A result or value on stdout, unchanged when redirected (the file gets exactly the bytes); on a
+    terminal, ended with a newline so that the prompt does not run on after it."""
+    sys.stdout.flush()  # whatever was printed before goes first
+    sys.stdout.buffer.write(data)
+    if sys.stdout.isatty() and not data.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
+
+
 def state_text(state: TaskState) -> Text:
     return Text(state.name, style=STATE_STYLES.get(state, ""))
 

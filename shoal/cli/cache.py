@@ -1,7 +1,8 @@
 """``shoal cache ...``: read, write and remove values of the cluster cache, and see each node's shard.
 
-Values are bytes: ``get`` writes them unchanged to stdout (or ``--output``), ``set`` takes them from the
-argument (as the shell passed it), a file, or stdin (``-``).
+Values are bytes: ``get`` writes them unchanged to stdout (or ``--output``; a newline is added only when
+stdout is a terminal), ``set`` takes them from the argument (as the shell passed it), a file, or stdin
+(``-``).
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ def get(key: str, output: Path | None) -> None:
     if output is not None:
         output.write_bytes(value)
         return
-    sys.stdout.buffer.write(value)
-    sys.stdout.buffer.flush()
+    o.write_data(value)
 
 
 @cache_group.command("set")

@@ -38,6 +38,10 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+#: Longest code ``submit --wait`` shows on its line; a longer one (a fetched page) is described instead.
+INLINE_CODE_CHARS = 200
+
+
 def _print_outcome(c: Client, task: Task, as_json: bool) -> None:
     """The final state and, for a SUCCEED task, its result's code; exit 1 if the task did not succeed."""
     result = None
@@ -49,21 +53,26 @@ def _print_outcome(c: Client, task: Task, as_json: bool) -> None:
     if as_json:
         o.print_json({"task": task.to_json(), "result": result.to_json() if result else None})
     else:
-        line = f"task {task.id} {task.state.name}"
-        if task.error:
-            line += f": {task.error}"
-        click.echo(line)
-        if result is not None:
-            _write_code(result.code)
+        click.echo(outcome_line(task, result.code if result else None))
     if task.state != TaskState.SUCCEED:
         sys.exit(1)
 
 
-def _write_code(code: str) -> None:
-    sys.stdout.write(code)
-    if sys.stdout.isatty() and not code.endswith("\n"):
-        sys.stdout.write("\n")
-    sys.stdout.flush()
+def outcome_line(task: Task, code: str | None) -> str:
+    """``SUCCEED  code: hello``, ``RUNTIME_ERROR  error: ...``: how a task ended, on one line."""
+    if code is not None:
+        return f"{task.state.name}  code: {_code_text(task.id, code)}"
+    return f"{task.state.name}  error: {task.error}" if task.error else task.state.name
+
+
+def _code_text(task_id: str, code: str) -> str:
+    """The code itself when it is one short printable line; else its size, and how to get it whole."""
+    if not code:
+        return "(empty)"
+    if len(code) <= INLINE_CODE_CHARS and code.isprintable():
+        return code
+    lines = len(code.splitlines())
+    return f"{o.size(len(code.encode()))} in {lines} line{'s' * (lines != 1)} (shoal task result {task_id} prints it)"
 
 
 @task_group.command("submit")
@@ -213,7 +222,7 @@ def result(task_id: str, wait: bool, as_json: bool) -> None:
     if as_json:
         o.print_json(res.to_json())
     else:
-        _write_code(res.code)
+        o.write_data(res.code.encode())
 
 
 @task_group.command("watch")
