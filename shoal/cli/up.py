@@ -115,7 +115,7 @@ def up_command(
         while not stop.wait(0.5):
             cluster.supervise()
         console.print(f"stopping the cluster: running tasks get up to {config.shutdown_grace:g}s to finish "
-                      "(Ctrl-C again hands them back now)...")  # fmt: skip
+                      "(Ctrl-C or SIGTERM again hands them back now)...")  # fmt: skip
     except EmbeddedRedisError as exc:
         error = exc.message
     except (TimeoutError, RuntimeError, OSError) as exc:
