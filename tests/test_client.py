@@ -97,7 +97,7 @@ def test_cluster_health_and_types(client: Client, shoal_node: Any) -> None:
     assert isinstance(view, ClusterView) and view.master == shoal_node.name
     assert [n.role for n in view.nodes if n.name == shoal_node.name] == ["master"]
     assert "fetch" in client.types()
-    assert client.health() == {"status": "ok"}
+    assert client.health() == {"status": "ok", "node": shoal_node.name, "pid": shoal_node.pid}
     assert client.ready()[0] is True
 
 

@@ -31,20 +31,21 @@ MAX_VALUE = 64 * 1024
 class MemoryCache:
     """``CacheAPI`` in one dict, with one fill per key at a time (what the cluster cache does at a key's owner)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.items: dict[str, CacheItem] = {}
         self.flights: dict[str, asyncio.Future[bytes | None]] = {}
+        self.clock = clock
 
     async def get(self, key: str) -> CacheItem | None:
         item = self.items.get(key)
-        if item is not None and item.expires_at is not None and time.time() >= item.expires_at:
+        if item is not None and item.expires_at is not None and self.clock() >= item.expires_at:
             del self.items[key]
             return None
         return item
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None, keep_s: float = 0.0) -> None:
         assert ttl_s is None or ttl_s > 0, ttl_s
-        stale_at = None if ttl_s is None else time.time() + ttl_s
+        stale_at = None if ttl_s is None else self.clock() + ttl_s
         self.items[key] = CacheItem(value, stale_at, None if stale_at is None else stale_at + keep_s)
 
     async def delete(self, key: str) -> bool:
@@ -52,7 +53,7 @@ class MemoryCache:
 
     async def get_or_fill(self, key: str, fill: Callable[[CacheItem | None], Awaitable[Fill]]) -> tuple[bytes, bool]:
         item = await self.get(key)
-        if item is not None and item.fresh(time.time()):
+        if item is not None and item.fresh(self.clock()):
             return item.value, True
         flight = self.flights.get(key)
         if flight is not None:
@@ -99,9 +100,16 @@ class Proxied:
 
 
 @pytest.fixture
-async def proxied(origin: Any) -> AsyncIterator[Proxied]:
-    cache = MemoryCache()
-    server = ProxyServer(bind="127.0.0.1:0", node="test", cache=HttpCache(cache, max_value=MAX_VALUE),
+def clock() -> Callable[[], float]:
+    """Unix time, as the cache and the proxy read it; a test may stop it."""
+    return time.time
+
+
+@pytest.fixture
+async def proxied(origin: Any, clock: Callable[[], float]) -> AsyncIterator[Proxied]:
+    cache = MemoryCache(clock=lambda: clock())
+    http_cache = HttpCache(cache, max_value=MAX_VALUE, clock=lambda: clock())
+    server = ProxyServer(bind="127.0.0.1:0", node="test", cache=http_cache,
                          accepts=lambda given: given == TOKEN, timeout_s=1.0, max_connections=4)  # fmt: skip
     await server.start()
     p = Proxied(server, cache, origin)
@@ -151,6 +159,16 @@ async def test_requests_with_credentials_bypass_the_cache(proxied: Proxied) -> N
         assert response.headers["x-cache"] == "MISS", headers
     assert proxied.hits(url) == 4
     assert (await proxied.client.get(url)).text.startswith("v1")  # the stored copy is still the first
+
+
+@pytest.mark.parametrize("clock", [lambda: 1_700_000_000.0], ids=["clock-stopped"])
+async def test_a_page_kept_only_for_revalidation_is_never_a_hit_however_soon(proxied: Proxied) -> None:
+    """max-age=0 with a validator: stored to be revalidated, never served as it is, even when asked for again
+    within the instant it was stored (with the clock stopped, every request comes in that instant)."""
+    url = proxied.page(cc="max-age=0", etag="abc")
+    served = [(await proxied.client.get(url)).headers["x-cache"] for _ in range(3)]
+    assert served == ["MISS", "REVALIDATED", "REVALIDATED"]
+    assert proxied.origin.conditional_hits(url.removeprefix(proxied.origin.url)) == 2
 
 
 async def test_stale_page_is_revalidated_and_refreshed_by_a_304(proxied: Proxied) -> None:

@@ -97,7 +97,7 @@ class HttpCache:
             if run.ran:
                 return run.served(headers)
             entry = _decode(value)
-            if entry is not None and _young_enough(entry, headers, self.clock()):
+            if entry is not None and _servable(entry, headers, self.clock()):
                 return self.from_entry(entry, headers, HIT)
         try:
             stale = await self.cache.get(key)
@@ -126,7 +126,7 @@ class HttpCache:
         if item is None or not item.fresh(now):
             return None
         entry = _decode(item.value)
-        if entry is None or not _young_enough(entry, headers, now):
+        if entry is None or not _servable(entry, headers, now):
             return None
         return self.from_entry(entry, headers, HIT)
 
@@ -238,7 +238,13 @@ def _decode(value: bytes) -> Entry | None:
         return None
 
 
-def _young_enough(entry: Entry, request: Sequence[tuple[str, str]], now: float) -> bool:
-    """Whether the stored response is within the request's own ``max-age``, if it gave one."""
+def _servable(entry: Entry, request: Sequence[tuple[str, str]], now: float) -> bool:
+    """Whether the stored response may be served without asking the origin: fresh by its own headers (a
+    response kept only for revalidation never is, however soon it is asked for again), and within the
+    request's own ``max-age``, if it gave one."""
+    age = entry.current_age(now)
+    lifetime = policy.freshness_lifetime(entry.headers, entry.stored_at)
+    if lifetime is None or age >= lifetime:
+        return False
     asked = policy.max_age_asked(request)
-    return asked is None or entry.current_age(now) <= asked
+    return asked is None or age <= asked
