@@ -37,7 +37,8 @@ def cache_group() -> None:
 @api_options
 @handle_errors
 def get(key: str, output: Path | None) -> None:
-    """Print the value of KEY (bytes, unchanged); exit 1 if the cache has no fresh value for it."""
+    """Print the value of KEY (bytes, unchanged; a newline added on a terminal); exit 1 if the cache has no
+    fresh value for it."""
     with client() as c:
         value = c.cache_get(key)
     if value is None:

@@ -211,7 +211,7 @@ def rm(task_ids: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @handle_errors
 def result(task_id: str, wait: bool, as_json: bool) -> None:
-    """Print a task's result (its code) on stdout."""
+    """Print a task's result (its code) on stdout, unchanged (a newline added on a terminal)."""
     with client() as c:
         if wait:
             task = wait_with_progress(c, task_id, show=True)
