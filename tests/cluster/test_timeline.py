@@ -22,7 +22,7 @@ from shoal.store.nodes import NodeRegistry
 
 from .conftest import Cluster, until
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
 #: A membership verdict the master writes under its epoch.
 VERDICTS = ("alive", "suspect", "dead", "rejected")
