@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import redis
 import skip_summary
+import tiers
 
 from shoal.store.embedded import EmbeddedRedis, ServerBinary, find_server, inspect_server, installed_servers
 from shoal.testing import TestNode
@@ -23,6 +24,8 @@ from shoal.testing import TestNode
 SERVERS = [inspect_server(path, origin) for path, origin in installed_servers()]
 skip_summary.servers_tested[:] = [str(server) for server in SERVERS]
 pytest_terminal_summary = skip_summary.pytest_terminal_summary
+pytest_collection_modifyitems = tiers.pytest_collection_modifyitems
+_quick_tier_starts_no_process = tiers._quick_tier_starts_no_process
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

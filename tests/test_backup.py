@@ -339,6 +339,7 @@ def test_a_live_copy_is_one_moment_of_the_store_while_scripts_write(redis_url: s
         assert len(values) == 1 and values.pop() > 3, "every key as of one moment"
 
 
+@pytest.mark.e2e
 def test_a_second_server_is_never_started_on_a_served_data_dir(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path)
     server.start()

@@ -51,6 +51,7 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_precedence_flag_over_env_over_file_over_default(config_file: Path) -> None:
     env = {"SHOAL_SLOTS": "4", "SHOAL_PRIORITY": "6", "SHOAL_RUN_TASKS": "no", "SHOAL_CONFIG": str(config_file)}
     shown = show_json("--slots", "7", "--name", "edge-1", env=env)
@@ -72,6 +73,7 @@ def test_precedence_flag_over_env_over_file_over_default(config_file: Path) -> N
     assert config["redis"].startswith("redis://") and config["redis"].endswith("@127.0.0.1:6390/2")
 
 
+@pytest.mark.e2e
 def test_table_shows_each_value_with_its_source(config_file: Path) -> None:
     done = shoal("config", "show", "--config", str(config_file), "--proxy", "0.0.0.0:3129",
                  env={"SHOAL_DEAD_AFTER": "7"})  # fmt: skip
@@ -84,6 +86,7 @@ def test_table_shows_each_value_with_its_source(config_file: Path) -> None:
     assert "file-secret-token" not in done.stdout and "file-password" not in done.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", [["config", "show"], ["node"]])
 def test_unknown_key_in_the_file_is_refused_with_its_name(command: list[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
@@ -94,6 +97,7 @@ def test_unknown_key_in_the_file_is_refused_with_its_name(command: list[str], tm
     assert "Traceback" not in done.stderr and not (tmp_path / "data").exists()  # refused before anything started
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("command", "var", "value", "says"),
     [
@@ -114,6 +118,7 @@ def test_bad_value_in_the_environment_is_refused_with_its_name(
     assert "Traceback" not in done.stderr and not (tmp_path / "data").exists()
 
 
+@pytest.mark.e2e
 def test_bad_flag_value_and_missing_file_are_refused(tmp_path: Path) -> None:
     done = shoal("config", "show", "--slots", "0")
     assert done.returncode == 2 and "option 'slots': must be between 1 and 10000" in done.stderr

@@ -17,6 +17,8 @@ from shoal.errors import EmbeddedRedisError
 from shoal.store.embedded import EmbeddedRedis, find_binary, find_server
 from shoal.testing import TestNode, free_port, wait_for
 
+pytestmark = pytest.mark.e2e
+
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_") or k == "SHOAL_TEST_MULTIPLIER"}

@@ -71,6 +71,7 @@ def test_checks_run_with_the_pinned_tools(tool: str) -> None:
     assert metadata.version(tool) == locked()[tool], f"installed {tool} differs from constraints.txt: reinstall with -c"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "args",
     [

@@ -63,6 +63,7 @@ def test_committed_descriptors_match_proto_sources(tmp_path: Path) -> None:
         importlib.import_module(module_name + "_grpc")
 
 
+@pytest.mark.e2e
 def test_regenerating_writes_the_committed_files(tmp_path: Path) -> None:
     committed = _tree(GEN)
     assert committed, "shoal/rpc/_gen/ is missing: run `python scripts/gen_proto.py`"

