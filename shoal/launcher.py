@@ -165,19 +165,19 @@ class LocalCluster:
 
     def check_ports(self) -> None:
         """Refuse to start (PortTaken) when a port is out of range, planned twice or already in use."""
-        hint = "node i listens on each + i - 1"
+        hint = "node i listens on each of --http-port, --grpc-port and --proxy-port + i - 1"
         seen: dict[int, str] = {}
         for port, what, option in self.planned_ports():
             if port > 65535:
                 raise PortTaken(f"port {port} for {what} is above 65535: choose a lower {option} ({hint})")
             if port in seen:
-                raise PortTaken(f"port {port} would serve both {seen[port]} and {what}: choose --http-port, "
-                                f"--grpc-port and --proxy-port further apart ({hint})")  # fmt: skip
+                raise PortTaken(f"port {port} would serve both {seen[port]} and {what}: choose ports further "
+                                f"apart ({hint})")  # fmt: skip
             seen[port] = what
         for port, what, option in self.planned_ports():
             if in_use(port):
-                raise PortTaken(f"port {port} for {what} is in use by {port_holder(port)}: stop it, or choose other "
-                                f"ports with {option} (or --http-port/--grpc-port/--proxy-port; {hint})")  # fmt: skip
+                raise PortTaken(f"port {port} for {what} is in use by {port_holder(port)}: stop it or choose "
+                                f"another {option} ({hint})")  # fmt: skip
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
