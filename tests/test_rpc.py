@@ -133,15 +133,7 @@ async def test_watch_streams_state_changes(shoal_node: Any, origin: Any) -> None
         only_slow = _Collector(client.watch([slow.id]))
         everything = _Collector(client.watch())
         try:
-            # Events are hints from "now on": probe until the stream opened last is live.
-            probe_ids: set[str] = set()
-            for _ in range(20):
-                probe = await client.stub.CreateTask(fetch_spec(f"{origin.url}/hello", name="probe"))
-                probe_ids.add(probe.id)
-                if await everything.wait_for(lambda e: e.id in probe_ids, 1.0 * SCALE):
-                    break
-            else:
-                pytest.fail("WatchTasks sent no event for 20 new tasks")
+            await until_live(client, everything, origin)  # the stream opened last
 
             fresh = await client.stub.CreateTask(fetch_spec(f"{origin.url}/hello", name="fresh"))
             end = await everything.wait_for(lambda e: e.id == fresh.id and e.state.terminal, DONE_S)
@@ -186,13 +178,25 @@ async def test_health_answers_anyone(shoal_node: Any) -> None:
         await channel.close(None)
 
 
-async def test_shutdown_reports_not_serving_and_ends_watches(shoal_node: Any) -> None:
+async def until_live(client: Any, watch: _Collector, origin: Any) -> None:
+    """Events are hints from "now on": submit probes until ``watch`` sends one, so the stream is open."""
+    probe_ids: set[str] = set()
+    for _ in range(20):
+        probe = await client.stub.CreateTask(fetch_spec(f"{origin.url}/hello", name="probe"))
+        probe_ids.add(probe.id)
+        if await watch.wait_for(lambda e: e.id in probe_ids, 1.0 * SCALE):
+            return
+    pytest.fail("WatchTasks sent no event for 20 new tasks")
+
+
+async def test_shutdown_reports_not_serving_and_ends_watches(shoal_node: Any, origin: Any) -> None:
     anonymous = open_channel(shoal_node.grpc_addr, None)
     try:
         health = health_pb2_grpc.HealthStub(anonymous).Watch(health_pb2.HealthCheckRequest(service="shoal.v1.Tasks"))
         assert (await health.read()).status == health_pb2.HealthCheckResponse.SERVING
         async with client_for(shoal_node) as client:
             watch = _Collector(client.watch())
+            await until_live(client, watch, origin)  # stopped before it opened, it would be refused instead
             stopping = asyncio.ensure_future(asyncio.to_thread(shoal_node.stop))
             statuses = []
             with contextlib.suppress(grpc.aio.AioRpcError):  # the stream ends when the port closes
