@@ -206,3 +206,25 @@ def test_data_of_redis_7_is_never_opened_empty_by_redis_6(tmp_path: Path) -> Non
     with pytest.raises(EmbeddedRedisError, match="written by Redis 7 or newer"):
         server.start()
     assert server.process is None
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [(None, "cannot import task module 'shoal_no_such_module'"), ("raise RuntimeError('boom')", "RuntimeError: boom")],
+    ids=["missing", "raises"],
+)
+def test_a_task_module_that_cannot_be_imported_exits_2_in_one_line(
+    tmp_path: Path, source: str | None, says: str
+) -> None:
+    if source is not None:
+        (tmp_path / "shoal_no_such_module.py").write_text(source + "\n")
+    env = {**_env(), "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "shoal", "node", "--data-dir", str(tmp_path / "data"),
+         "--http", f"127.0.0.1:{free_port()}", "--grpc", f"127.0.0.1:{free_port()}",
+         "--proxy", f"127.0.0.1:{free_port()}", "--task-modules", "shoal_no_such_module"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "data" / "redis" / "url").exists(), "the embedded server stops with the node"

@@ -235,7 +235,7 @@ def test_a_node_that_cannot_start_stops_the_cluster_with_its_log(tmp_path: Path)
     ports = (free_port(), free_port(), free_port())
     done = _run(_argv(tmp_path / "data", ports, "--", "--task-modules", "no_such_module", nodes=2), timeout=90)
     assert done.returncode == 1, done.stderr
-    assert re.search(r"Error: node-\d exited with code 1 before it was ready", done.stderr), done.stderr
+    assert re.search(r"Error: node-\d exited with code 2 before it was ready", done.stderr), done.stderr
     assert "cannot import task module 'no_such_module'" in done.stderr, done.stderr
     assert "node(s) ready" not in done.stdout
     assert not (tmp_path / "data" / "redis" / "url").exists(), "the embedded redis-server was stopped"

@@ -104,7 +104,8 @@ class ShoalSystem:
         ]
         env = dict(os.environ, PYTHONPATH=str(self.src))
         log = self.settings.workdir / "shoal-up.log"
-        self.proc = REAPER.spawn("shoal up", argv, log=log, env=env, cwd=self.src, grace=30.0)
+        # grace: shoal up may wait for the nodes' shutdown_grace (30 s) + 15 s before it gives up on one
+        self.proc = REAPER.spawn("shoal up", argv, log=log, env=env, cwd=self.src, grace=50.0)
         wait_until(self._ready, 90.0, "shoal up", self.proc, interval=0.1)
         self.token = (self.data_dir / "token").read_text().strip()
         wait_until(self._all_alive, 60.0, f"{self.nodes} nodes alive", self.proc, interval=0.1)

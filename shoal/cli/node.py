@@ -68,6 +68,8 @@ def node_command(config_file: Path | None, **flags: Any) -> None:
     logs.setup(config.log_level, config.name)
     try:
         _run(run_node(config))
+    except InvalidInput as exc:  # e.g. a task module that cannot be imported: exit 2, not restarted by systemd
+        raise click.UsageError(exc.message) from None
     except (EmbeddedRedisError, StoreUnavailable) as exc:
         raise click.ClickException(exc.message) from None
     except OSError as exc:

@@ -170,6 +170,8 @@ class ErrorOut(BaseModel):
 class StatusOut(BaseModel):
     status: str
     reason: str | None = None
+    node: str | None = None  # which node answered: a launcher tells its own nodes from others on a port
+    pid: int | None = None
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -115,6 +115,8 @@ class TaskTypes:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise InvalidInput(f"cannot import task module {module_name!r}: {exc}") from None
+        except Exception as exc:  # the module itself fails as it is imported: the user's to fix, as above
+            raise InvalidInput(f"task module {module_name!r} failed on import: {type(exc).__name__}: {exc}") from None
         found = 0
         for value in vars(module).values():
             mark = getattr(value, _MARK, None)
