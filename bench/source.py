@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Where the working tree's ``shoal`` package lives (what PYTHONPATH needs to import it).
+PACKAGE_ROOT = ROOT / "src"
 
 
 def _git(*args: str) -> str:
@@ -25,10 +27,10 @@ def shoal_source(ref: str | None, workdir: Path) -> tuple[Path, dict[str, Any]]:
     try:
         head = _git("rev-parse", "HEAD")
     except (OSError, subprocess.CalledProcessError):
-        return ROOT, {"source": "working tree (not a git checkout)"}
+        return PACKAGE_ROOT, {"source": "working tree (not a git checkout)"}
     if ref is None:
-        changed = [line for line in _git("status", "--porcelain", "--", "shoal", "proto").splitlines() if line]
-        return ROOT, {"source": "working tree", "commit": head, "uncommitted_files": len(changed)}
+        changed = [line for line in _git("status", "--porcelain", "--", "src", "proto").splitlines() if line]
+        return PACKAGE_ROOT, {"source": "working tree", "commit": head, "uncommitted_files": len(changed)}
     sha = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
     target = workdir / f"shoal-src-{sha[:12]}"
     shutil.rmtree(target, ignore_errors=True)
@@ -36,4 +38,5 @@ def shoal_source(ref: str | None, workdir: Path) -> tuple[Path, dict[str, Any]]:
     archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=ROOT, capture_output=True, check=True)
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")
-    return target, {"source": f"git archive {ref}", "commit": sha}
+    package_root = target / "src" if (target / "src" / "shoal").is_dir() else target  # older commits: no src/
+    return package_root, {"source": f"git archive {ref}", "commit": sha}

@@ -82,7 +82,7 @@ build_image() {
   local ctx="$WORK/context"
   mkdir -p "$ctx/wheelhouse"
   cp -r "$here/Dockerfile" "$here/.dockerignore" "$here/pyproject.toml" "$here/constraints.txt" "$here/README.md" \
-    "$here/shoal" "$ctx/"
+    "$here/src" "$ctx/"
   say "build: wheels for shoal and its dependencies"
   # at the versions constraints.txt pins; setuptools builds shoal in the container; async-timeout is what
   # redis needs on Debian's Python 3.11.2 (a python_full_version marker that this machine's Python may not match)

@@ -1,6 +1,6 @@
-"""Regenerate shoal/rpc/_gen/ from proto/: messages, gRPC stubs and their type stubs.
+"""Regenerate src/shoal/rpc/_gen/ from proto/: messages, gRPC stubs and their type stubs.
 
-    python scripts/gen_proto.py            # rewrite shoal/rpc/_gen/
+    python scripts/gen_proto.py            # rewrite src/shoal/rpc/_gen/
     python scripts/gen_proto.py --out DIR  # write elsewhere (tests/test_proto_fresh.py compares the two)
 
 protoc runs in-process from grpcio-tools; the .pyi files come from mypy-protobuf's plugins, found beside
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-GEN_DIR = ROOT / "shoal" / "rpc" / "_gen"
+GEN_DIR = ROOT / "src" / "shoal" / "rpc" / "_gen"
 #: Where the generated tree lives as a Python package.
 GEN_PACKAGE = "shoal.rpc._gen"
 TOOLS = ("grpcio-tools", "mypy-protobuf")
@@ -131,7 +131,7 @@ def generate(out: Path, proto_dir: Path = PROTO_DIR) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=GEN_DIR, help="output directory (default: shoal/rpc/_gen)")
+    parser.add_argument("--out", type=Path, default=GEN_DIR, help="output directory (default: src/shoal/rpc/_gen)")
     args = parser.parse_args(argv)
     generate(args.out.resolve())
     print(f"wrote {args.out}")

@@ -40,7 +40,7 @@ QUICK = ("--heartbeat-interval", "0.5")  # a dead node is found, and a live one 
 def shoal(*args: str, cwd: Path, server: str | None = None) -> subprocess.CompletedProcess[str]:
     """``shoal ARGS`` in a fresh process, as an operator types it (no SHOAL_* from the test's environment but
     SHOAL_REDIS_SERVER when ``server`` is given)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")} | {"PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")} | {"PYTHONPATH": str(ROOT / "src")}
     env |= {"SHOAL_REDIS_SERVER": server} if server else {}
     done = subprocess.run([sys.executable, "-m", "shoal", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=60 * multiplier())  # fmt: skip

@@ -37,7 +37,7 @@ class Run:
 
     def environ(self, env: dict[str, str] | None = None) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_") or k == "SHOAL_TEST_MULTIPLIER"}
-        base |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+        base |= {"PYTHONPATH": str(ROOT / "src"), "NO_COLOR": "1", "COLUMNS": "200"}
         if self.node is not None:
             base |= {"SHOAL_API": self.node.http_url, "SHOAL_TOKEN": self.node.token}
         return base | (env or {})

@@ -31,7 +31,7 @@ def node(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def shoal(node: TestNode, cwd: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_") or k == "SHOAL_TEST_MULTIPLIER"}
-    env |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+    env |= {"PYTHONPATH": str(ROOT / "src"), "NO_COLOR": "1", "COLUMNS": "200"}
     env |= {"SHOAL_API": node.http_url, "SHOAL_TOKEN": node.token}
     done = subprocess.run([sys.executable, "-m", "shoal", *args], cwd=cwd, env=env, input=stdin,
                           capture_output=True, timeout=60)  # fmt: skip

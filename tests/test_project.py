@@ -75,9 +75,9 @@ def test_checks_run_with_the_pinned_tools(tool: str) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["-m", "ruff", "check", "shoal", "tests", "bench", "scripts"],
-        ["-m", "ruff", "format", "--check", "shoal", "tests", "bench", "scripts"],
-        ["-m", "mypy", "shoal"],
+        ["-m", "ruff", "check", "src", "tests", "bench", "scripts"],
+        ["-m", "ruff", "format", "--check", "src", "tests", "bench", "scripts"],
+        ["-m", "mypy", "src/shoal"],
     ],
     ids=["ruff", "ruff-format", "mypy"],
 )

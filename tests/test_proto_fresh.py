@@ -1,4 +1,4 @@
-"""The committed shoal/rpc/_gen/ must be what scripts/gen_proto.py makes from proto/ today.
+"""The committed src/shoal/rpc/_gen/ must be what scripts/gen_proto.py makes from proto/ today.
 
 Two checks: the descriptors embedded in the committed modules equal protoc's reading of proto/ (this
 holds whatever generator versions are installed, and catches a proto edited without regenerating),
@@ -17,7 +17,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
-GEN = ROOT / "shoal" / "rpc" / "_gen"
+GEN = ROOT / "src" / "shoal" / "rpc" / "_gen"
 sys.path.insert(0, str(ROOT / "scripts"))
 import gen_proto  # noqa: E402
 
@@ -66,7 +66,7 @@ def test_committed_descriptors_match_proto_sources(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_regenerating_writes_the_committed_files(tmp_path: Path) -> None:
     committed = _tree(GEN)
-    assert committed, "shoal/rpc/_gen/ is missing: run `python scripts/gen_proto.py`"
+    assert committed, "src/shoal/rpc/_gen/ is missing: run `python scripts/gen_proto.py`"
     versions = ", ".join(f"{k} {v}" for k, v in gen_proto.tool_versions().items())
     if versions not in committed["__init__.py"]:
         pytest.skip(f"_gen/ was made with other generator versions than the installed {versions}")

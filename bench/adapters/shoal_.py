@@ -28,7 +28,7 @@ import orjson
 from bench.adapters.base import Batch, Settings
 from bench.procs import REAPER, descendants, free_port_block, wait_until
 from bench.redis_server import live_settings, redis_version
-from bench.source import ROOT, shoal_source
+from bench.source import PACKAGE_ROOT, shoal_source
 
 ECHO = {"name": "echo", "type": "echo", "target": "x"}
 ECHO_BODY = orjson.dumps(ECHO)
@@ -84,7 +84,7 @@ class ShoalSystem:
 
     async def start(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)  # a kept --workdir must not bring back old tasks
-        if self.src != ROOT:  # this process imports the gRPC stubs: take them from the same code
+        if self.src != PACKAGE_ROOT:  # this process imports the gRPC stubs: take them from the same code
             sys.path.insert(0, str(self.src))
         argv = [
             sys.executable,
