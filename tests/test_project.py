@@ -84,3 +84,14 @@ def test_checks_run_with_the_pinned_tools(tool: str) -> None:
 def test_code_is_clean(args: list[str]) -> None:
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.e2e
+def test_a_script_beside_a_clone_named_shoal_imports_the_package(tmp_path: Path) -> None:
+    """A user clones shoal into ./shoal and writes ./script.py: the folder has no __init__.py, so with the
+    package at the top of the clone Python took the folder for an empty namespace package (no Client)."""
+    (tmp_path / "shoal" / "src").mkdir(parents=True)
+    (tmp_path / "shoal" / "README.md").write_text("a clone\n")
+    (tmp_path / "script.py").write_text("import shoal\nprint(shoal.__file__, shoal.Client.__name__)\n")
+    done = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split()[1] == "Client", done.stdout + done.stderr
