@@ -127,6 +127,8 @@ async def test_bad_content_length_is_400(client: httpx.AsyncClient) -> None:
         ("POST", "/api/v1/tasks", b'{"name": 5, "type": "fetch", "target": "t"}', "name must be a string"),
         ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "max_retries": "2"}', "max_retries"),
         ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "timeout_s": -1}', "timeout_s"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "max_lost_attempts": 0}', "between"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "max_lost_attempts": 1.5}', "whole"),
         ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "colour": 1}', "unknown field"),
         ("POST", "/api/v1/tasks?wait=0", b'{"name": "n", "type": "fetch", "target": "t"}', "wait"),
         ("POST", "/api/v1/tasks?wait=soon", b'{"name": "n", "type": "fetch", "target": "t"}', "wait"),
@@ -163,7 +165,9 @@ async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient
     assert "/healthz" in doc["paths"] and "/readyz" in doc["paths"]
     schemas = doc["components"]["schemas"]
     assert {"TaskIn", "TaskOut", "TaskPageOut", "ResultOut", "ClusterOut", "ErrorOut", "IdsIn"} <= set(schemas)
-    assert set(schemas["TaskIn"]["properties"]) == {"name", "type", "target", "params", "timeout_s", "max_retries"}
+    assert set(schemas["TaskIn"]["properties"]) == {
+        *("name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"),
+    }
     submit = doc["paths"]["/api/v1/tasks"]["post"]
     assert submit["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskIn")
     assert "422" not in submit["responses"] and "400" in submit["responses"] and "201" in submit["responses"]

@@ -30,16 +30,27 @@ TASK = Task(
     error=None,
     history=(
         Attempt(1, "node-2", 1700000000.5, 1700000001.0, "node lost", "node-2 stopped beating"),
-        Attempt(2, "node-1", 1700000001.5),
+        Attempt(
+            2, "node-3", 1700000001.0, 1700000001.25, "crashed", "crashed: worker process killed by SIGSEGV",
+            wall_s=0.25, cpu_s=0.125, max_rss_bytes=6 * 2**30, signal="SIGSEGV",
+        ),
+        Attempt(3, "node-3", 1700000001.3, 1700000001.4, "crashed", "crashed: exit code 0", exit_code=0, cpu_s=0.0),
+        Attempt(4, "node-1", 1700000001.5),
     ),
-)
+    max_lost_attempts=4,
+    lost_attempts=3,
+    attempts_dropped=2,
+)  # fmt: skip
 
 
 def test_task_round_trips_with_unset_fields_kept_unset() -> None:
     msg = convert.task_to_proto(TASK)
     assert msg.state == pb.Task.RUNNING
     assert not msg.HasField("finished_at") and not msg.HasField("error")
-    assert not msg.history[1].HasField("outcome")
+    assert not msg.history[-1].HasField("outcome")
+    assert not any(msg.history[-1].HasField(f) for f in ("wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal"))
+    assert msg.history[2].HasField("exit_code") and msg.history[2].HasField("cpu_s")  # zero is a figure, not unset
+    assert (msg.max_lost_attempts, msg.lost_attempts, msg.attempts_dropped) == (4, 3, 2)
     wire = pb.Task.FromString(msg.SerializeToString())
     assert convert.task_from_proto(wire) == TASK
 
@@ -77,6 +88,8 @@ def test_undecodable_text_is_sent_as_valid_utf8() -> None:
 def test_spec_round_trips() -> None:
     spec = TaskSpec(name="page", type="fetch", target="http://127.0.0.1:9/", params={"n": 1}, timeout_s=5.0)
     assert convert.spec_from_proto(convert.spec_to_proto(spec)) == spec
+    quarantined_soon = TaskSpec(name="page", type="fetch", target="t", max_lost_attempts=1)
+    assert convert.spec_from_proto(convert.spec_to_proto(quarantined_soon)) == quarantined_soon
     bare = pb.TaskSpec(name=" page ", type="fetch", target="http://127.0.0.1:9/")
     assert convert.spec_from_proto(bare) == TaskSpec(name="page", type="fetch", target="http://127.0.0.1:9/")
 
@@ -96,6 +109,10 @@ def test_spec_round_trips() -> None:
         (
             pb.TaskSpec(name="n", type="f", target="t", max_retries=-1),
             {"name": "n", "type": "f", "target": "t", "max_retries": -1},
+        ),
+        (
+            pb.TaskSpec(name="n", type="f", target="t", max_lost_attempts=0),
+            {"name": "n", "type": "f", "target": "t", "max_lost_attempts": 0},
         ),
     ],
 )

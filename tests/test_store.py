@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound
 from shoal.keys import SCHEDULER_GROUP, Keys
-from shoal.models import TaskResult, TaskSpec, TaskState
+from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, AttemptOutcome, Footprint, TaskResult, TaskSpec, TaskState
 from shoal.store.nodes import NodeRecord, NodeRegistry
-from shoal.store.tasks import TaskStore
+from shoal.store.tasks import KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS, HandedBack, TaskStore
 from shoal.testing import multiplier
 
 RESULT_MAX = 4096
@@ -468,6 +468,165 @@ async def test_requeue_with_stale_epoch_changes_nothing(store: Store) -> None:
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.RUNNING and task.node == "n1" and task.history[0].outcome is None
     assert await store.assigned("n1") == {task_id}
+
+
+# -- footprint, lost attempts and quarantine ---------------------------------------------------------
+
+
+async def test_finish_keeps_the_footprint_with_the_attempt(store: Store) -> None:
+    measured, crashed, bare = await store.new("measured"), await store.new("crashed"), await store.new("bare")
+    footprint = Footprint(wall_s=2.0, cpu_s=1.23456789, max_rss_bytes=6 * 2**30 + 1)
+    await store.tasks.finish(
+        measured, "n1", await store.running(measured), "succeeded", result=result(measured), footprint=footprint
+    )
+    died = Footprint(wall_s=0.5, signal="SIGSEGV")
+    await store.tasks.finish(crashed, "n1", await store.running(crashed), "crashed", error="segv", footprint=died)
+    await store.tasks.finish(bare, "n1", await store.running(bare), "succeeded", result=result(bare))
+
+    [a] = (await store.tasks.get(measured)).history
+    assert (a.wall_s, a.cpu_s, a.max_rss_bytes, a.exit_code, a.signal) == (2.0, 1.2346, 6 * 2**30 + 1, None, None)
+    assert isinstance(a.wall_s, float) and isinstance(a.max_rss_bytes, int)
+    [a] = (await store.tasks.get(crashed)).history
+    assert (a.outcome, a.wall_s, a.cpu_s, a.max_rss_bytes, a.signal) == ("crashed", 0.5, None, None, "SIGSEGV")
+    [a] = (await store.tasks.get(bare)).history
+    assert (a.wall_s, a.cpu_s, a.max_rss_bytes, a.exit_code, a.signal) == (None,) * 5
+    raw: Any = await store.redis.lindex(store.keys.attempts(bare), 0)
+    assert b"wall_s" not in raw and b"null" not in raw  # what was not measured takes no room
+
+
+async def test_crashed_and_over_limit_are_retried_per_max_retries(store: Store) -> None:
+    task_id = await store.new(max_retries=1)
+    retry = await store.tasks.finish(
+        task_id, "n1", await store.running(task_id), "crashed", error="crashed: exit code 1", backoff=0.01
+    )
+    assert retry.verdict == "retry"
+    task = await store.tasks.get(task_id)
+    assert task.state is TaskState.WAITING and task.lost_attempts == 1 and task.error == "crashed: exit code 1"
+    await eventually(lambda: _promote_and_check(store, task_id), 5.0, "the retry to be due")
+    done = await store.tasks.finish(task_id, "n2", await store.running(task_id, "n2"), "over limit", error="memory_mb")
+    assert (done.verdict, done.state) == ("done", "RUNTIME_ERROR")
+    task = await store.tasks.get(task_id)
+    assert task.state is TaskState.RUNTIME_ERROR and task.error == "memory_mb" and task.lost_attempts == 1
+    assert [a.outcome for a in task.history] == ["crashed", "over limit"]
+
+    once = await store.new(max_retries=0)
+    done = await store.tasks.finish(once, "n1", await store.running(once), "over limit", error="cpu_s_limit")
+    assert (done.verdict, done.state) == ("done", "RUNTIME_ERROR")
+
+
+async def lose(store: Store, task_id: str, node: str, outcome: AttemptOutcome = AttemptOutcome.NODE_LOST) -> HandedBack:
+    """Start ``task_id`` on ``node``, then hand back everything of ``node`` as its death (or stop) does."""
+    await store.running(task_id, node)
+    return await store.tasks.requeue(node, f"{node} went away", outcome=outcome)
+
+
+async def test_requeue_counts_lost_attempts_and_quarantines_at_max_lost_attempts(store: Store) -> None:
+    task_id, other = await store.new("poison", max_lost_attempts=3), await store.new("bystander")
+    assert (await store.tasks.get(task_id)).max_lost_attempts == 3
+    assert await store.place(other, "n3") == 1
+    for node in ("n1", "n2"):
+        back = await lose(store, task_id, node)
+        assert list(back) == [task_id] and back.quarantined == ()
+        task = await store.tasks.get(task_id)
+        assert task.state is TaskState.WAITING and task.lost_attempts == int(node[1])
+
+    await store.running(task_id, "n3")
+    await store.pending()  # what was queued before
+    back = await store.tasks.requeue("n3", "n3 went away")
+    assert list(back) == [other] and back.quarantined == (task_id,)
+    task = await store.tasks.get(task_id)
+    assert task.state is TaskState.RUNTIME_ERROR and task.node == "n3" and task.finished_at is not None
+    assert task.error == "lost 3 attempts: n1 lost, n2 lost, n3 lost"
+    assert [a.outcome for a in task.history] == ["node lost"] * 3
+    assert await store.indexed(task_id) == {"all", "RUNTIME_ERROR"}
+    assert await store.assigned("n3") == set()
+    assert [t for _, t in await store.pending()] == [other]  # never placed again
+    assert await store.place(task_id, "n4") == 0
+    assert (await store.tasks.get(other)).state is TaskState.WAITING  # what the node held besides goes back
+
+
+async def test_a_crashed_attempt_counts_and_can_be_the_one_that_quarantines(store: Store) -> None:
+    task_id = await store.new(max_retries=5, max_lost_attempts=3)
+    attempt = await store.running(task_id, "n2")
+    segv = Footprint(wall_s=0.1, signal="SIGSEGV")
+    await store.tasks.finish(task_id, "n2", attempt, "crashed", error="segv", footprint=segv, backoff=0.01)
+    await eventually(lambda: _promote_and_check(store, task_id), 5.0, "the retry to be due")
+    await lose(store, task_id, "n1")
+    attempt = await store.running(task_id, "n3")
+    done = await store.tasks.finish(task_id, "n3", attempt, "crashed", error="exit", footprint=Footprint(exit_code=139))
+    assert (done.verdict, done.state) == ("done", "RUNTIME_ERROR")  # retries were left: lost attempts were not
+    task = await store.tasks.get(task_id)
+    assert task.state is TaskState.RUNTIME_ERROR and task.lost_attempts == 3
+    assert task.error == "lost 3 attempts: n2 crashed (SIGSEGV), n1 lost, n3 crashed (exit code 139)"
+    assert await store.redis.zscore(store.keys.delayed, task_id) is None
+    assert await store.assigned("n3") == set()
+
+
+async def test_a_handed_back_attempt_is_not_held_against_the_task(store: Store) -> None:
+    task_id = await store.new(max_lost_attempts=1, max_retries=1)
+    for node in ("n1", "n2"):
+        back = await lose(store, task_id, node, AttemptOutcome.HANDED_BACK)
+        assert list(back) == [task_id]
+    task = await store.tasks.get(task_id)
+    assert task.state is TaskState.WAITING and task.lost_attempts == 0
+    assert [(a.outcome, a.error) for a in task.history] == [("handed back", f"{n} went away") for n in ("n1", "n2")]
+
+    # Nor against its retries: the first failure after two hand-backs is retried.
+    retry = await store.tasks.finish(task_id, "n3", await store.running(task_id, "n3"), "failed", error="e")
+    assert retry.verdict == "retry"
+    await eventually(lambda: _promote_and_check(store, task_id), 5.0, "the retry to be due")
+
+    back = await lose(store, task_id, "n4")  # one lost attempt is all it may have
+    assert back.quarantined == (task_id,)
+    task = await store.tasks.get(task_id)
+    assert task.state is TaskState.RUNTIME_ERROR and task.error == "lost 1 attempt: n4 lost"
+
+
+async def test_hand_back_of_given_ids_counts_and_takes_the_outcome(store: Store) -> None:
+    lost, handed = await store.new("lost", max_lost_attempts=1), await store.new("handed", max_lost_attempts=1)
+    await store.running(lost, "n1")
+    await store.running(handed, "n1")
+    back = await store.tasks.hand_back("n1", [handed], "stopping", outcome=AttemptOutcome.HANDED_BACK)
+    assert list(back) == [handed] and back.quarantined == ()
+    back = await store.tasks.hand_back("n1", [lost], "its run order was lost")
+    assert list(back) == [] and back.quarantined == (lost,)
+    assert (await store.tasks.get(lost)).state is TaskState.RUNTIME_ERROR
+    assert (await store.tasks.get(handed)).history[-1].outcome == "handed back"
+    assert await store.assigned("n1") == set()
+
+
+async def test_max_lost_attempts_defaults_to_the_stores_setting(store: Store) -> None:
+    strict = TaskStore(store.redis, store.keys, result_max_bytes=RESULT_MAX, max_lost_attempts=2)
+    [task] = await strict.create([TaskSpec(name="t", type="echo", target="x")])
+    assert task.max_lost_attempts == 2 and (await strict.get(task.id)).max_lost_attempts == 2
+    assert (await store.tasks.get(await store.new())).max_lost_attempts == DEFAULT_MAX_LOST_ATTEMPTS
+    # A task stored before the field existed takes the default of the store that hands it back.
+    await store.redis.hdel(store.keys.task(task.id), "max_lost_attempts")
+    await store.running(task.id, "n1")
+    assert (await strict.requeue("n1", "gone")).quarantined == ()
+    await store.running(task.id, "n2")
+    assert (await strict.requeue("n2", "gone")).quarantined == (task.id,)
+
+
+async def test_the_attempt_list_keeps_the_first_and_the_latest(store: Store) -> None:
+    task_id = await store.new()
+    total = KEEP_FIRST_ATTEMPTS + KEEP_LAST_ATTEMPTS + 7
+    for k in range(total):
+        await lose(store, task_id, f"n{k}", AttemptOutcome.HANDED_BACK)
+    task = await store.tasks.get(task_id)
+    assert task.attempts == total and task.attempts_dropped == 7
+    assert await store.redis.llen(store.keys.attempts(task_id)) == KEEP_FIRST_ATTEMPTS + KEEP_LAST_ATTEMPTS
+    first = list(range(1, KEEP_FIRST_ATTEMPTS + 1))
+    latest = list(range(total - KEEP_LAST_ATTEMPTS + 1, total + 1))
+    assert [a.number for a in task.history] == first + latest
+    assert all(a.outcome == "handed back" for a in task.history)
+    attempt = await store.running(task_id, "last")  # the open attempt is the latest, and closes as usual
+    await store.tasks.finish(
+        task_id, "last", attempt, "succeeded", result=result(task_id, node="last", attempt=attempt)
+    )
+    task = await store.tasks.get(task_id)
+    assert task.state is TaskState.SUCCEED and task.attempts_dropped == 8
+    assert [a.number for a in task.history][-2:] == [total, total + 1] and task.history[-1].outcome == "succeeded"
 
 
 # -- delete ------------------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class TaskState(enum.IntEnum):
 
 TERMINAL_STATES = frozenset({TaskState.RUNTIME_ERROR, TaskState.SUCCEED, TaskState.KILLED})
 
+#: Lost attempts (``AttemptOutcome.lost``) a task may have before it is quarantined, unless it says otherwise.
+DEFAULT_MAX_LOST_ATTEMPTS = 3
+
 
 class AttemptOutcome(enum.StrEnum):
     """How one attempt at running a task ended."""
@@ -50,11 +53,32 @@ class AttemptOutcome(enum.StrEnum):
     TIMED_OUT = "timed out"
     NODE_LOST = "node lost"
     KILLED = "killed"
+    CRASHED = "crashed"  # the worker process running it died (exit code, signal, OOM kill)
+    OVER_LIMIT = "over limit"  # it passed its memory_mb or cpu_s_limit
+    HANDED_BACK = "handed back"  # its node stopped gracefully before it finished: not held against it
+
+    @property
+    def lost(self) -> bool:
+        """Counts toward ``max_lost_attempts``: the attempt took its process or its node down with it."""
+        return self in (AttemptOutcome.NODE_LOST, AttemptOutcome.CRASHED)
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What one attempt cost, as far as it can be measured honestly (None where it cannot).
+
+    ``exit_code`` or ``signal`` (a name such as ``SIGSEGV``) say how a crashed worker process ended."""
+
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None
+    exit_code: int | None = None
+    signal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One run of a task on one node."""
+    """One run of a task on one node, with what it cost (see ``Footprint``)."""
 
     number: int
     node: str
@@ -62,6 +86,11 @@ class Attempt:
     finished_at: float | None = None
     outcome: str | None = None
     error: str | None = None
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None
+    exit_code: int | None = None
+    signal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +103,7 @@ class TaskSpec:
     params: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     max_retries: int = 0
+    max_lost_attempts: int | None = None  # None: the cluster's default, fixed when the task is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +125,9 @@ class Task:
     finished_at: float | None
     error: str | None
     history: tuple[Attempt, ...] = ()
+    max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS
+    lost_attempts: int = 0  # attempts that ended lost so far; at max_lost_attempts the task is quarantined
+    attempts_dropped: int = 0  # attempts left out of ``history`` (it keeps the first and the latest)
 
     def to_json(self) -> dict[str, Any]:
         """The task as the REST API shows it (``state`` by name)."""

@@ -24,6 +24,7 @@ MAX_NAME_CHARS = 200
 MAX_TARGET_CHARS = 8192
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_RETRIES = 100
+MAX_LOST_ATTEMPTS = 100
 #: Most ids one bulk kill or delete may name.
 MAX_BULK_IDS = 1000
 MAX_PAGE = 1000
@@ -31,7 +32,7 @@ MAX_PAGE = 1000
 MAX_WAIT_S = 60.0
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries"}
+_SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
 
 
 def task_spec(data: Any) -> TaskSpec:
@@ -61,6 +62,7 @@ def task_spec(data: Any) -> TaskSpec:
         params=params(data.get("params")),
         timeout_s=timeout(data.get("timeout_s")),
         max_retries=retries(data.get("max_retries")),
+        max_lost_attempts=lost_attempts(data.get("max_lost_attempts")),
     )
 
 
@@ -95,6 +97,17 @@ def retries(value: Any) -> int:
         raise InvalidInput("max_retries must be a whole number")
     if not 0 <= value <= MAX_RETRIES:
         raise InvalidInput(f"max_retries must be between 0 and {MAX_RETRIES}")
+    return value
+
+
+def lost_attempts(value: Any) -> int | None:
+    """``max_lost_attempts``: None (the cluster's default) or 1..MAX_LOST_ATTEMPTS (1: quarantined at the first)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("max_lost_attempts must be a whole number")
+    if not 1 <= value <= MAX_LOST_ATTEMPTS:
+        raise InvalidInput(f"max_lost_attempts must be between 1 and {MAX_LOST_ATTEMPTS}")
     return value
 
 

@@ -10,7 +10,7 @@ about the protobuf shape (one id where one is meant, JSON text fields).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -72,6 +72,9 @@ def task_to_proto(task: Task) -> pb.Task:
         max_retries=task.max_retries,
         created_at=task.created_at,
         history=[_attempt_to_proto(a) for a in task.history],
+        max_lost_attempts=task.max_lost_attempts,
+        lost_attempts=task.lost_attempts,
+        attempts_dropped=task.attempts_dropped,
     )
     if task.node is not None:
         msg.node = task.node
@@ -86,15 +89,28 @@ def task_to_proto(task: Task) -> pb.Task:
     return msg
 
 
+_Optional = Literal["finished_at", "outcome", "error", "wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal"]
+#: Attempt fields that are optional in both the dataclass and the message, copied as they are.
+_ATTEMPT_OPTIONAL: tuple[_Optional, ...] = (
+    *("finished_at", "outcome", "wall_s", "cpu_s"),
+    *("max_rss_bytes", "exit_code", "signal"),
+)  # fmt: skip
+
+
 def _attempt_to_proto(attempt: Attempt) -> pb.Attempt:
     msg = pb.Attempt(number=attempt.number, node=attempt.node, started_at=attempt.started_at)
-    if attempt.finished_at is not None:
-        msg.finished_at = attempt.finished_at
-    if attempt.outcome is not None:
-        msg.outcome = attempt.outcome
+    for name in _ATTEMPT_OPTIONAL:
+        value = getattr(attempt, name)
+        if value is not None:
+            setattr(msg, name, value)
     if attempt.error is not None:
         msg.error = _utf8(attempt.error)
     return msg
+
+
+def _attempt_from_proto(msg: pb.Attempt) -> Attempt:
+    optional = {name: getattr(msg, name) for name in (*_ATTEMPT_OPTIONAL, "error") if msg.HasField(name)}
+    return Attempt(number=msg.number, node=msg.node, started_at=msg.started_at, **optional)
 
 
 def result_to_proto(result: TaskResult) -> pb.TaskResult:
@@ -134,8 +150,9 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
         data["params"] = _json_object(msg.params_json, "params_json")
     if msg.HasField("timeout_s"):
         data["timeout_s"] = msg.timeout_s
-    if msg.HasField("max_retries"):
-        data["max_retries"] = msg.max_retries
+    for name in ("max_retries", "max_lost_attempts"):
+        if msg.HasField(name):
+            data[name] = getattr(msg, name)
     return validation.task_spec(data)
 
 
@@ -145,6 +162,8 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
         msg.params_json = _json_text(spec.params)
     if spec.timeout_s is not None:
         msg.timeout_s = spec.timeout_s
+    if spec.max_lost_attempts is not None:
+        msg.max_lost_attempts = spec.max_lost_attempts
     return msg
 
 
@@ -194,17 +213,10 @@ def task_from_proto(msg: pb.Task) -> Task:
         started_at=msg.started_at if msg.HasField("started_at") else None,
         finished_at=msg.finished_at if msg.HasField("finished_at") else None,
         error=msg.error if msg.HasField("error") else None,
-        history=tuple(
-            Attempt(
-                number=a.number,
-                node=a.node,
-                started_at=a.started_at,
-                finished_at=a.finished_at if a.HasField("finished_at") else None,
-                outcome=a.outcome if a.HasField("outcome") else None,
-                error=a.error if a.HasField("error") else None,
-            )
-            for a in msg.history
-        ),
+        history=tuple(_attempt_from_proto(a) for a in msg.history),
+        max_lost_attempts=msg.max_lost_attempts,
+        lost_attempts=msg.lost_attempts,
+        attempts_dropped=msg.attempts_dropped,
     )
 
 

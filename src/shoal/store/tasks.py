@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -16,8 +16,23 @@ from redis.asyncio import Redis
 
 from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound
 from shoal.keys import SCHEDULER_GROUP, WORKER_GROUP, Keys
-from shoal.models import Attempt, Task, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import (
+    DEFAULT_MAX_LOST_ATTEMPTS,
+    Attempt,
+    AttemptOutcome,
+    Footprint,
+    Task,
+    TaskPage,
+    TaskResult,
+    TaskSpec,
+    TaskState,
+)
 from shoal.store.scripts import Scripts
+
+#: A task's attempt list keeps its first attempts (how it began) and its latest (how it is going); the ones
+#: in between are dropped past that and counted in ``Task.attempts_dropped``.
+KEEP_FIRST_ATTEMPTS = 5
+KEEP_LAST_ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +43,28 @@ class Finish:
     state: str | None = None
 
 
-class TaskStore:
-    """Reads and atomic writes of tasks for one cluster."""
+class HandedBack(builtins.list[str]):
+    """The ids a requeue sent back to WAITING; ``quarantined``: those that ended RUNTIME_ERROR instead,
+    their lost attempts having reached their ``max_lost_attempts``."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, result_max_bytes: int) -> None:
+    quarantined: tuple[str, ...] = ()
+
+
+class TaskStore:
+    """Reads and atomic writes of tasks for one cluster.
+
+    ``max_lost_attempts`` is the cluster's default for tasks submitted without one (it is stored with each
+    task, so later changes of the default do not apply to tasks already stored).
+    """
+
+    def __init__(
+        self, redis: Redis, keys: Keys, *, result_max_bytes: int, max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
         self.result_max_bytes = result_max_bytes
+        self.max_lost_attempts = max_lost_attempts
 
     async def _run(self, script: str, *args: Any) -> builtins.list[Any]:
         reply: builtins.list[Any] = await self.scripts.run(script, self.keys.prefix, *args)
@@ -46,11 +75,12 @@ class TaskStore:
     async def create(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Store the tasks as WAITING and queue them, in one atomic call however many there are."""
         ids = [str(uuid.uuid4()) for _ in specs]
+        most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
         args: builtins.list[Any] = [len(specs)]
-        for task_id, spec in zip(ids, specs, strict=True):
+        for task_id, spec, lost in zip(ids, specs, most_lost, strict=True):
             timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
             params = orjson.dumps(spec.params).decode()
-            args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries]
+            args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries, lost]
         reply = await self._run("submit", *args)
         created = float(reply[0])
         return [
@@ -69,8 +99,9 @@ class TaskStore:
                 started_at=None,
                 finished_at=None,
                 error=None,
+                max_lost_attempts=lost,
             )
-            for task_id, spec in zip(ids, specs, strict=True)
+            for task_id, spec, lost in zip(ids, specs, most_lost, strict=True)
         ]
 
     async def kill(self, task_id: str, reason: str = "killed by user") -> TaskState:
@@ -180,23 +211,39 @@ class TaskStore:
             raise StaleEpoch(epoch, int(reply[1]))
         return [int(v) for v in reply[1:]]
 
-    async def requeue(self, node: str, reason: str, epoch: int | None = None) -> builtins.list[str]:
-        """Send back to WAITING every task placed on ``node``; ``epoch`` fences a master doing it."""
-        reply = await self._run("requeue", "" if epoch is None else epoch, node, reason)
+    async def requeue(
+        self, node: str, reason: str, epoch: int | None = None, *, outcome: AttemptOutcome = AttemptOutcome.NODE_LOST
+    ) -> HandedBack:
+        """Send back to WAITING every task placed on ``node``; ``epoch`` fences a master doing it.
+
+        A running task's attempt ends ``outcome``: NODE_LOST (the node died or restarted: counted toward
+        the task's max_lost_attempts, and a task that reaches it is quarantined instead) or HANDED_BACK (the
+        node stopped gracefully: not held against the task).
+        """
+        reply = await self._run(
+            "requeue", "" if epoch is None else epoch, node, reason, outcome, self.max_lost_attempts
+        )
         if reply[0] == "stale":
             raise StaleEpoch(epoch or 0, int(reply[1]))
-        return list(reply[1:])
+        return _handed_back(reply)
 
-    async def hand_back(self, node: str, task_ids: Sequence[str], reason: str) -> builtins.list[str]:
+    async def hand_back(
+        self,
+        node: str,
+        task_ids: Sequence[str],
+        reason: str,
+        *,
+        outcome: AttemptOutcome = AttemptOutcome.NODE_LOST,
+    ) -> HandedBack:
         """Send back to WAITING those of ``task_ids`` still INQUEUE or RUNNING on ``node``; return them.
 
         The node's own call (no epoch): the script checks each task's node and state. The other ids are only
-        taken out of the node's assigned set, where they would hold a slot for ever.
+        taken out of the node's assigned set, where they would hold a slot for ever. ``outcome`` as for
+        ``requeue``.
         """
         if not task_ids:
-            return []
-        reply = await self._run("requeue", "", node, reason, *task_ids)
-        return list(reply[1:])
+            return HandedBack()
+        return _handed_back(await self._run("requeue", "", node, reason, outcome, self.max_lost_attempts, *task_ids))
 
     async def promote_due(self, most: int = 1000) -> float | None:
         """Queue retries whose backoff is over; return when the next one is due (Redis time), if any."""
@@ -215,7 +262,8 @@ class TaskStore:
 
         ``resume`` accepts a task already RUNNING on this node: the retry of a start whose reply was lost.
         """
-        reply: Any = await self.scripts.run("start", self.keys.prefix, task_id, node, "1" if resume else "")
+        keep = (KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS)
+        reply: Any = await self.scripts.run("start", self.keys.prefix, task_id, node, "1" if resume else "", *keep)
         if reply[0] != b"ok":
             return None
         flat = reply[2:]
@@ -231,7 +279,13 @@ class TaskStore:
         error: str = "",
         result: TaskResult | None = None,
         backoff: float = 1.0,
+        footprint: Footprint | None = None,
     ) -> Finish:
+        """Close attempt ``attempt`` with ``outcome`` and what it cost (``footprint``, where measured).
+
+        SUCCEEDED stores ``result``; any other outcome is retried per the task's max_retries with the
+        backoff. CRASHED also counts toward max_lost_attempts: at that count the task is quarantined.
+        """
         payload = b""
         if result is not None:
             payload = orjson.dumps(result.to_json() | {"duplicates": 0})
@@ -239,7 +293,10 @@ class TaskStore:
                 outcome = "failed"
                 error = f"result is {len(payload)} bytes; the limit is {self.result_max_bytes}"
                 payload = b""
-        reply = await self._run("finish", task_id, node, attempt, outcome, error, payload, backoff)
+        cost = _footprint_json(footprint)
+        reply = await self._run(
+            "finish", task_id, node, attempt, outcome, error, payload, backoff, cost, self.max_lost_attempts
+        )
         return Finish(reply[0], reply[1] if len(reply) > 1 else None)
 
     # -- streams ---------------------------------------------------------------------------------
@@ -265,8 +322,42 @@ def _f(value: bytes | None) -> float | None:
     return float(value) if value else None
 
 
+def _handed_back(reply: builtins.list[Any]) -> HandedBack:
+    back = int(reply[1])
+    ids = HandedBack(reply[2 : 2 + back])
+    ids.quarantined = tuple(reply[2 + back :])
+    return ids
+
+
+#: Digits kept of the seconds of a footprint: 0.1 ms is finer than any figure a person reads.
+_SECONDS_DIGITS = 4
+
+
+def _footprint_json(footprint: Footprint | None) -> bytes:
+    """The measured fields only, so an attempt record stays small; b'' when nothing was measured."""
+    if footprint is None:
+        return b""
+    fields = {k: v for k, v in asdict(footprint).items() if v is not None}
+    for key in ("wall_s", "cpu_s"):
+        if key in fields:
+            fields[key] = round(float(fields[key]), _SECONDS_DIGITS)
+    return orjson.dumps(fields) if fields else b""
+
+
+def _attempt(raw: bytes) -> Attempt:
+    """An attempt record; Lua's JSON writes whole floats as integers, so the types are set back here."""
+    data = orjson.loads(raw)
+    for key in ("wall_s", "cpu_s"):
+        if data.get(key) is not None:
+            data[key] = float(data[key])
+    for key in ("max_rss_bytes", "exit_code"):
+        if data.get(key) is not None:
+            data[key] = int(data[key])
+    return Attempt(**data)
+
+
 def _task(fields: dict[bytes, bytes], attempts: builtins.list[bytes]) -> Task:
-    history = tuple(Attempt(**orjson.loads(a)) for a in attempts)
+    history = tuple(_attempt(a) for a in attempts)
     return Task(
         id=fields[b"id"].decode(),
         name=fields[b"name"].decode(),
@@ -283,4 +374,7 @@ def _task(fields: dict[bytes, bytes], attempts: builtins.list[bytes]) -> Task:
         finished_at=_f(fields.get(b"finished_at")),
         error=_s(fields.get(b"error")),
         history=history,
+        max_lost_attempts=int(fields.get(b"max_lost_attempts") or DEFAULT_MAX_LOST_ATTEMPTS),
+        lost_attempts=int(fields.get(b"lost_attempts", 0)),
+        attempts_dropped=int(fields.get(b"attempts_dropped", 0)),
     )

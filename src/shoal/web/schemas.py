@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shoal import validation
-from shoal.models import TaskState
+from shoal.models import AttemptOutcome, TaskState
 
 STATES = [s.name for s in TaskState]
 
@@ -26,6 +26,13 @@ class TaskIn(BaseModel):
     params: dict[str, Any] | None = Field(None, description=f"at most {validation.MAX_PARAMS_BYTES} bytes as JSON")
     timeout_s: float | None = Field(None, gt=0, le=validation.MAX_TIMEOUT_S)
     max_retries: int = Field(0, ge=0, le=validation.MAX_RETRIES)
+    max_lost_attempts: int | None = Field(
+        None,
+        ge=1,
+        le=validation.MAX_LOST_ATTEMPTS,
+        description="attempts lost with their node or worker process before the task is quarantined "
+        "(ends RUNTIME_ERROR); default: the cluster's max_lost_attempts",
+    )
 
 
 class AttemptOut(BaseModel):
@@ -33,8 +40,15 @@ class AttemptOut(BaseModel):
     node: str
     started_at: float
     finished_at: float | None
-    outcome: str | None
+    outcome: str | None = Field(
+        description=f"one of {', '.join(repr(str(o)) for o in AttemptOutcome)}; null while it runs"
+    )
     error: str | None
+    wall_s: float | None = Field(None, description="seconds it ran; null where not measured")
+    cpu_s: float | None = Field(None, description="CPU seconds it used (user + system); null where not measured")
+    max_rss_bytes: int | None = Field(None, description="peak resident memory; null where not measured")
+    exit_code: int | None = Field(None, description="how its worker process exited, when it crashed")
+    signal: str | None = Field(None, description="the signal that killed its worker process, e.g. SIGSEGV")
 
 
 class TaskOut(BaseModel):
@@ -52,7 +66,10 @@ class TaskOut(BaseModel):
     started_at: float | None
     finished_at: float | None
     error: str | None
-    history: list[AttemptOut]
+    history: list[AttemptOut] = Field(description="the attempts, oldest first; the first and the latest are kept")
+    max_lost_attempts: int = Field(description="lost attempts (node lost, crashed) that quarantine the task")
+    lost_attempts: int = Field(description="attempts lost so far")
+    attempts_dropped: int = Field(description="attempts left out of history between the first and the latest")
 
 
 class TaskPageOut(BaseModel):

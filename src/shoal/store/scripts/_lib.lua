@@ -34,18 +34,63 @@ local function set_state(id, from, to)
   redis.call('HSET', P .. 'task:' .. id, 'state', to)
 end
 
--- Close the open attempt (the last one, if it has no outcome yet).
-local function close_attempt(id, outcome, err, t)
+-- Close the open attempt (the last one, if it has no outcome yet), adding what it cost where that was
+-- measured (``footprint``: a table of wall_s, cpu_s, max_rss_bytes, exit_code, signal, or nil).
+-- Returns whether an attempt was open.
+local function close_attempt(id, outcome, err, t, footprint)
   local key = P .. 'attempts:' .. id
   local raw = redis.call('LINDEX', key, -1)
-  if not raw then return end
+  if not raw then return false end
   local a = cjson.decode(raw)
-  if a.outcome == nil or a.outcome == cjson.null then
-    a.finished_at = t
-    a.outcome = outcome
-    a.error = err
-    redis.call('LSET', key, -1, cjson.encode(a))
+  if a.outcome ~= nil and a.outcome ~= cjson.null then return false end
+  a.finished_at = t
+  a.outcome = outcome
+  a.error = err
+  for k, v in pairs(footprint or {}) do a[k] = v end
+  redis.call('LSET', key, -1, cjson.encode(a))
+  return true
+end
+
+-- Outcomes that count toward a task's max_lost_attempts (as AttemptOutcome.lost): its node or its worker
+-- process died under it. 'handed back' (a node that stopped gracefully) is not held against the task.
+local LOST = {['node lost'] = true, crashed = true}
+
+-- "lost 3 attempts: node-2 crashed (SIGSEGV), node-1 lost, node-3 lost", oldest first, from the attempts
+-- the (capped) list still holds.
+local function lost_listing(id, count)
+  local parts = {}
+  for _, raw in ipairs(redis.call('LRANGE', P .. 'attempts:' .. id, 0, -1)) do
+    local a = cjson.decode(raw)
+    if a.outcome == 'crashed' then
+      local how = ''
+      if type(a.signal) == 'string' then
+        how = ' (' .. a.signal .. ')'
+      elseif type(a.exit_code) == 'number' then
+        how = string.format(' (exit code %d)', a.exit_code)
+      end
+      parts[#parts + 1] = a.node .. ' crashed' .. how
+    elseif a.outcome == 'node lost' then
+      parts[#parts + 1] = a.node .. ' lost'
+    end
   end
+  local text = string.format('lost %d attempt%s: %s', count, count == 1 and '' or 's', table.concat(parts, ', '))
+  if #parts < count then text = text .. string.format(' (and %d not listed)', count - #parts) end
+  return text
+end
+
+-- Count a lost attempt of a task in ``state`` on ``node``. At the task's max_lost_attempts (``default`` for
+-- a task stored without one) the task is quarantined: it ends RUNTIME_ERROR with the list of its lost
+-- attempts and is never placed again, so a poison task cannot take node after node down. Returns true then.
+local function count_lost(id, state, node, t, default)
+  local tkey = P .. 'task:' .. id
+  local lost = redis.call('HINCRBY', tkey, 'lost_attempts', 1)
+  local most = tonumber(redis.call('HGET', tkey, 'max_lost_attempts')) or tonumber(default)
+  if lost < most then return false end
+  redis.call('SREM', P .. 'assigned:' .. node, id)
+  set_state(id, state, 'RUNTIME_ERROR')
+  redis.call('HSET', tkey, 'finished_at', fmt(t), 'error', lost_listing(id, lost))
+  publish(id, 'RUNTIME_ERROR', node, t)
+  return true
 end
 
 -- nil when the caller's epoch is current (or no fencing was asked for), else the current epoch.

@@ -1,7 +1,11 @@
 -- A node reports how an attempt ended. The first terminal report wins; a report from an attempt that
 -- is no longer the task's current one is kept in dupes:{id}, never written over the task.
--- ARGV: prefix, id, node, attempt, outcome ('succeeded' | 'failed' | 'timed out'), error, result JSON
--- ('' when none), retry backoff base in seconds.
+-- ARGV: prefix, id, node, attempt, outcome ('succeeded' | 'failed' | 'timed out' | 'crashed' | 'over limit'),
+-- error, result JSON ('' when none), retry backoff base in seconds, footprint JSON ('' when not measured),
+-- max_lost_attempts for a task stored without one.
+-- A failed attempt (any outcome but 'succeeded') is retried while the task's failures are within its
+-- max_retries, after backoff * 2^(failures - 1) seconds (at most 60); attempts lost or handed back with
+-- their node are not failures. A crashed attempt is also a lost one (see count_lost in _lib.lua).
 -- Returns {'done', state}, {'retry', due}, {'duplicate', state} or {'gone'}.
 local id, node, attempt, outcome, err, result = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local tkey = P .. 'task:' .. id
@@ -14,7 +18,7 @@ if state ~= 'RUNNING' or task[2] ~= node or tonumber(task[3]) ~= attempt then
     error = err, finished_at = t, result_bytes = string.len(result)}))
   return {'duplicate', state}
 end
-close_attempt(id, outcome, err, t)
+close_attempt(id, outcome, err, t, ARGV[9] ~= '' and cjson.decode(ARGV[9]) or nil)
 redis.call('SREM', P .. 'assigned:' .. node, id)
 if outcome == 'succeeded' then
   redis.call('SET', P .. 'result:' .. id, result)
@@ -23,8 +27,12 @@ if outcome == 'succeeded' then
   publish(id, 'SUCCEED', node, t)
   return {'done', 'SUCCEED'}
 end
-if attempt <= tonumber(task[4]) then
-  local due = t + math.min(60, tonumber(ARGV[8]) * 2 ^ (attempt - 1))
+if LOST[outcome] and count_lost(id, 'RUNNING', node, t, ARGV[10]) then
+  return {'done', 'RUNTIME_ERROR'}
+end
+local failures = redis.call('HINCRBY', tkey, 'failures', 1)
+if failures <= tonumber(task[4]) then
+  local due = t + math.min(60, tonumber(ARGV[8]) * 2 ^ (failures - 1))
   set_state(id, 'RUNNING', 'WAITING')
   redis.call('HSET', tkey, 'node', '', 'error', err)
   redis.call('ZADD', P .. 'delayed', due, id)

@@ -114,6 +114,9 @@ class Task(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    MAX_LOST_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LOST_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_DROPPED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -139,9 +142,17 @@ class Task(_message.Message):
     finished_at: _builtins.float
     error: _builtins.str
     """Why the task failed or was killed, for a human."""
+    max_lost_attempts: _builtins.int
+    """Attempts lost with their node or worker process ("node lost", "crashed") that quarantine the task:
+    it ends RUNTIME_ERROR and is never placed again.
+    """
+    lost_attempts: _builtins.int
+    """Attempts lost so far."""
+    attempts_dropped: _builtins.int
+    """Attempts left out of `history`, between the first and the latest."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
-        """Every attempt so far, oldest first."""
+        """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
 
     def __init__(
         self,
@@ -161,10 +172,13 @@ class Task(_message.Message):
         finished_at: _builtins.float | None = ...,
         error: _builtins.str | None = ...,
         history: _abc.Iterable[Global___Attempt] | None = ...,
+        max_lost_attempts: _builtins.int = ...,
+        lost_attempts: _builtins.int = ...,
+        attempts_dropped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "error", b"error", "finished_at", b"finished_at", "node", b"node", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "max_retries", b"max_retries", "name", b"name", "node", b"node", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "name", b"name", "node", b"node", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
@@ -191,7 +205,7 @@ Global___Task: _TypeAlias = Task  # noqa: Y015
 
 @_typing.final
 class Attempt(_message.Message):
-    """One run of a task on one node."""
+    """One run of a task on one node, with what it cost where that was measured."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -201,13 +215,30 @@ class Attempt(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    WALL_S_FIELD_NUMBER: _builtins.int
+    CPU_S_FIELD_NUMBER: _builtins.int
+    MAX_RSS_BYTES_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     node: _builtins.str
     started_at: _builtins.float
     finished_at: _builtins.float
     outcome: _builtins.str
-    """"succeeded", "failed", "timed out", "node lost" or "killed"; unset while it runs."""
+    """"succeeded", "failed", "timed out", "node lost", "killed", "crashed" (its worker process died),
+    "over limit" (it passed its memory or CPU limit) or "handed back" (its node stopped gracefully);
+    unset while it runs.
+    """
     error: _builtins.str
+    wall_s: _builtins.float
+    """Seconds it ran; unset where not measured."""
+    cpu_s: _builtins.float
+    """CPU seconds it used (user + system); unset where not measured."""
+    max_rss_bytes: _builtins.int
+    """Peak resident memory in bytes; unset where not measured."""
+    exit_code: _builtins.int
+    """How a crashed worker process ended: its exit code, or the name of the signal (e.g. "SIGSEGV")."""
+    signal: _builtins.str
     def __init__(
         self,
         *,
@@ -217,23 +248,48 @@ class Attempt(_message.Message):
         finished_at: _builtins.float | None = ...,
         outcome: _builtins.str | None = ...,
         error: _builtins.str | None = ...,
+        wall_s: _builtins.float | None = ...,
+        cpu_s: _builtins.float | None = ...,
+        max_rss_bytes: _builtins.int | None = ...,
+        exit_code: _builtins.int | None = ...,
+        signal: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_outcome", b"_outcome", "error", b"error", "finished_at", b"finished_at", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "max_rss_bytes", b"max_rss_bytes", "outcome", b"outcome", "signal", b"signal", "wall_s", b"wall_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_outcome", b"_outcome", "error", b"error", "finished_at", b"finished_at", "node", b"node", "number", b"number", "outcome", b"outcome", "started_at", b"started_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "max_rss_bytes", b"max_rss_bytes", "node", b"node", "number", b"number", "outcome", b"outcome", "signal", b"signal", "started_at", b"started_at", "wall_s", b"wall_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_s: _TypeAlias = _typing.Literal["cpu_s"]  # noqa: Y015
+    _WhichOneofArgType__cpu_s: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
+    _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     _WhichOneofReturnType__finished_at: _TypeAlias = _typing.Literal["finished_at"]  # noqa: Y015
     _WhichOneofArgType__finished_at: _TypeAlias = _typing.Literal["_finished_at", b"_finished_at"]  # noqa: Y015
+    _WhichOneofReturnType__max_rss_bytes: _TypeAlias = _typing.Literal["max_rss_bytes"]  # noqa: Y015
+    _WhichOneofArgType__max_rss_bytes: _TypeAlias = _typing.Literal["_max_rss_bytes", b"_max_rss_bytes"]  # noqa: Y015
     _WhichOneofReturnType__outcome: _TypeAlias = _typing.Literal["outcome"]  # noqa: Y015
     _WhichOneofArgType__outcome: _TypeAlias = _typing.Literal["_outcome", b"_outcome"]  # noqa: Y015
+    _WhichOneofReturnType__signal: _TypeAlias = _typing.Literal["signal"]  # noqa: Y015
+    _WhichOneofArgType__signal: _TypeAlias = _typing.Literal["_signal", b"_signal"]  # noqa: Y015
+    _WhichOneofReturnType__wall_s: _TypeAlias = _typing.Literal["wall_s"]  # noqa: Y015
+    _WhichOneofArgType__wall_s: _TypeAlias = _typing.Literal["_wall_s", b"_wall_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s) -> _WhichOneofReturnType__cpu_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__finished_at) -> _WhichOneofReturnType__finished_at | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_rss_bytes) -> _WhichOneofReturnType__max_rss_bytes | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__outcome) -> _WhichOneofReturnType__outcome | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__signal) -> _WhichOneofReturnType__signal | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__wall_s) -> _WhichOneofReturnType__wall_s | None: ...
 
 Global___Attempt: _TypeAlias = Attempt  # noqa: Y015
 
@@ -249,6 +305,7 @@ class TaskSpec(_message.Message):
     PARAMS_JSON_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    MAX_LOST_ATTEMPTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -261,6 +318,8 @@ class TaskSpec(_message.Message):
     """Seconds one attempt may run (0 < timeout_s <= 604800); unset means the type's default."""
     max_retries: _builtins.int
     """Retries after a failed attempt (0..100); unset means 0."""
+    max_lost_attempts: _builtins.int
+    """Lost attempts (1..100) before the task is quarantined; unset means the cluster's default."""
     def __init__(
         self,
         *,
@@ -270,15 +329,20 @@ class TaskSpec(_message.Message):
         params_json: _builtins.str = ...,
         timeout_s: _builtins.float | None = ...,
         max_retries: _builtins.int | None = ...,
+        max_lost_attempts: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_timeout_s", b"_timeout_s", "max_retries", b"max_retries", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_timeout_s", b"_timeout_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "timeout_s", b"timeout_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_timeout_s", b"_timeout_s", "max_retries", b"max_retries", "name", b"name", "params_json", b"params_json", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_timeout_s", b"_timeout_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "name", b"name", "params_json", b"params_json", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
+    _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
     @_typing.overload
