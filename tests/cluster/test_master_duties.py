@@ -20,7 +20,7 @@ from shoal.cluster.scheduler import Scheduler
 from shoal.keys import SCHEDULER_GROUP, Keys
 from shoal.models import TaskSpec
 from shoal.rpc.peers import Verdict
-from shoal.store.nodes import ALIVE, REJECTED, NodeRecord, NodeRegistry
+from shoal.store.nodes import ALIVE, DEAD, REJECTED, NodeRecord, NodeRegistry
 from shoal.store.tasks import TaskStore
 from shoal.testing import multiplier
 
@@ -149,3 +149,34 @@ async def test_the_scheduler_takes_over_entries_an_earlier_master_read_and_never
     assert summary["pending"] == 0
     for task_id in ids:
         assert int(await redis.hget(keys.task(task_id), "epoch") or 0) == epoch
+
+
+async def test_a_dead_nodes_poison_task_is_quarantined_and_noted_on_the_timeline(redis: Redis) -> None:
+    keys = Keys("shoal")
+    registry = NodeRegistry(redis, keys)
+    store = TaskStore(redis, keys, result_max_bytes=4096)
+    epoch = (await registry.take_lease("master", 30)).epoch
+    await registry.beat(record("node-x"))
+    poison, fine = await store.create([
+        TaskSpec(name="poison", type="echo", target="x", max_lost_attempts=1),
+        TaskSpec(name="fine", type="echo", target="x"),
+    ])  # fmt: skip
+    assert await store.place(epoch, "node-x", 8, [poison.id, fine.id]) == [1, 1]
+    assert await store.start(poison.id, "node-x") == 1 and await store.start(fine.id, "node-x") == 1
+    assert await registry.set_state(epoch, "node-x", DEAD, 1, "no beat")  # its tasks are left to hand back
+    detector = Detector(
+        registry=registry, store=store, prober=ScriptedProber([Verdict(True, "verified", 1)]), me="master",
+        epoch=epoch, interval=INTERVAL, dead_after=DEAD_AFTER,
+    )  # fmt: skip
+
+    async def noted() -> bool:
+        await registry.beat(record("master"))
+        await detector.tick()
+        return any(e["kind"] == "re-placed" for e in await registry.timeline())
+
+    await until(noted, 5, "the dead node's tasks to be handed back")
+    [event] = [e for e in await registry.timeline() if e["kind"] == "re-placed"]
+    assert event["extra"]["tasks"] == [fine.id] and event["extra"]["quarantined"] == [poison.id]
+    assert "1 task(s) back to WAITING, 1 quarantined" in event["rule"]
+    assert (await store.get(poison.id)).error == "lost 1 attempt: node-x lost"
+    assert (await store.get(fine.id)).state.name == "WAITING"

@@ -166,9 +166,12 @@ class Detector:
 
     async def _requeue(self, r: NodeRecord, rule: str) -> None:
         ids = await self.store.requeue(r.name, f"node lost: {rule}", self.epoch)
-        if ids:
-            log.warning("re-placing %d task(s) of dead node %s", len(ids), r.name)
-            await self.registry.note(
-                "re-placed", r.name, f"{len(ids)} task(s) back to WAITING: {rule}", self.epoch,
-                {"tasks": ids[:200], "count": len(ids)},
-            )  # fmt: skip
+        quarantined = list(ids.quarantined)
+        if not ids and not quarantined:
+            return
+        also = f", {len(quarantined)} quarantined (max_lost_attempts reached)" if quarantined else ""
+        log.warning("re-placing %d task(s) of dead node %s%s", len(ids), r.name, also)
+        await self.registry.note(
+            "re-placed", r.name, f"{len(ids)} task(s) back to WAITING{also}: {rule}", self.epoch,
+            {"tasks": ids[:200], "count": len(ids), "quarantined": quarantined[:200]},
+        )  # fmt: skip

@@ -163,12 +163,15 @@ class Reconciler:
         for ids, reason in ((inqueue, INQUEUE_LOST), (running, RUNNING_LOST.format(node=self.node))):
             if not ids:
                 continue
-            handed = set(await self.store.hand_back(self.node, ids, reason))
+            back = await self.store.hand_back(self.node, ids, reason)
+            handed = set(back)
             for task_id in ids:
                 state = lost[task_id][0]
                 if task_id in handed:
                     self.handed_back += 1
                     log.warning("task %s: handed back for re-placement: %s here, but %s", task_id, state, reason)
+                elif task_id in back.quarantined:
+                    log.warning("task %s: quarantined: %s, and it reached its max_lost_attempts", task_id, reason)
                 elif not self._placed_here(lost[task_id]):
                     log.warning("task %s: dropped from this node's assigned set: it is %s", task_id, state or "gone")
 
