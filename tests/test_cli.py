@@ -147,6 +147,45 @@ def test_outcome_line_shows_a_short_code_and_describes_any_other(code: str, show
     assert outcome_line(task, code) == shown
 
 
+def test_task_show_gives_each_attempt_its_footprint_in_human_units() -> None:
+    from rich.console import Console
+
+    from shoal.cli import _output as o
+    from shoal.models import Attempt, Task, TaskState
+
+    history = (
+        Attempt(
+            1,
+            "node-2",
+            0,
+            1,
+            "crashed",
+            "crashed: worker process killed by SIGSEGV",
+            wall_s=0.8123,
+            cpu_s=0.51,
+            max_rss_bytes=700 * 2**20,
+            signal="SIGSEGV",
+        ),
+        Attempt(2, "node-1", 1, 2, "crashed", "crashed: exit code 3", exit_code=3),
+        Attempt(9, "node-3", 2, 3, "node lost", "node lost: 5 beats missed"),
+        Attempt(10, "node-3", 3, 130, "succeeded", "", wall_s=125.3, cpu_s=3.2, max_rss_bytes=1536),
+    )
+    task = Task(id="ID", name="n", type="shout", target="t", params={}, state=TaskState.SUCCEED, node="node-3",
+                attempts=10, max_retries=5, timeout_s=None, created_at=0, started_at=3, finished_at=130, error=None,
+                history=history, max_lost_attempts=4, lost_attempts=3, attempts_dropped=6)  # fmt: skip
+    console = Console(width=200, record=True, no_color=True)
+    console.print(o.task_detail(task))
+    lines = [line.strip() for line in console.export_text().splitlines()]
+    assert any(line.split() == ["lost", "3", "(quarantined", "at", "4)"] for line in lines)
+    assert "attempts (6 between the first and the latest not kept)" in lines
+    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0].isdigit()}
+    # #, node, started and finished (each "20791d ago"), then the outcome and the footprint
+    assert rows["1"][6:14] == ["crashed", "(SIGSEGV)", "812", "ms", "510", "ms", "700", "MiB"]
+    assert rows["2"][6:13] == ["crashed", "(exit", "code", "3)", "-", "-", "-"]
+    assert rows["9"][6:11] == ["node", "lost", "-", "-", "-"]
+    assert rows["10"][6:13] == ["succeeded", "2m", "05s", "3.20", "s", "1.5", "KiB"]
+
+
 def test_results_and_values_end_their_line_on_a_terminal_and_stay_exact_in_a_pipe(shoal: Run) -> None:
     assert shoal.on_terminal("task", "submit", "echo", "hello", "--wait") == b"SUCCEED  code: hello\n"
     task_id = shoal.json("task", "submit", "echo", "hello", "--wait")["task"]["id"]
@@ -162,10 +201,12 @@ def test_results_and_values_end_their_line_on_a_terminal_and_stay_exact_in_a_pip
 
 def test_task_commands_round_trip(shoal: Run, origin: Any) -> None:
     created = shoal.json(
-        "task", "submit", "fetch", f"{origin.url}/slow?s=60", "--param", "n=3", "--param", "tag=x", "--retries", "1"
-    )
+        "task", "submit", "fetch", f"{origin.url}/slow?s=60", "--param", "n=3", "--param", "tag=x", "--retries", "1",
+        "--max-lost-attempts", "2",
+    )  # fmt: skip
     task_id = created["id"]
     assert created["name"] == "fetch" and created["params"] == {"n": 3, "tag": "x"} and created["max_retries"] == 1
+    assert created["max_lost_attempts"] == 2 and created["lost_attempts"] == 0 and created["attempts_dropped"] == 0
 
     listed = shoal.json("task", "list")
     assert listed["total"] == 1 and [t["id"] for t in listed["tasks"]] == [task_id]
@@ -175,6 +216,7 @@ def test_task_commands_round_trip(shoal: Run, origin: Any) -> None:
 
     shown = shoal("task", "show", task_id)
     assert shown.returncode == 0 and task_id in shown.stdout and "fetch" in shown.stdout
+    assert "0 (quarantined at 2)" in shown.stdout
     assert shoal.json("task", "show", task_id)["id"] == task_id
 
     killed = shoal("task", "kill", task_id)
@@ -240,6 +282,8 @@ def test_bad_input_exits_2_and_changes_nothing(shoal: Run, origin: Any) -> None:
         assert says in one_error_line(done.stderr), args
     limit = shoal("task", "list", "--limit", "0")
     assert limit.returncode == 2 and "--limit" in limit.stderr
+    lost = shoal("task", "submit", "fetch", f"{origin.url}/hello", "--max-lost-attempts", "0")
+    assert lost.returncode == 2 and "--max-lost-attempts" in lost.stderr
     after = shoal.json("task", "list")
     assert after["total"] == 1 and after["tasks"][0]["id"] == kept and after["tasks"][0]["state"] == "SUCCEED"
 

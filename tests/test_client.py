@@ -14,7 +14,7 @@ import pytest
 
 from shoal.client import ApiUnreachable, AsyncClient, Client, Lagged, WaitTimeout
 from shoal.errors import IllegalTransition, InvalidInput, ResultNotFound, TaskNotFound, Unauthorized, UnknownTaskType
-from shoal.models import ClusterView, Task, TaskEvent, TaskResult, TaskState
+from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, Attempt, ClusterView, Task, TaskEvent, TaskResult, TaskState
 from shoal.testing import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,10 +30,31 @@ def client(shoal_node: Any) -> Any:
         yield c
 
 
+def test_a_task_as_json_decodes_with_its_attempts_footprint() -> None:
+    import orjson
+
+    from shoal.client import _decode
+
+    crashed = Attempt(1, "node-2", 1.0, 2.0, "crashed", "crashed: SIGKILL", wall_s=1.0, cpu_s=0.25,
+                      max_rss_bytes=3 * 2**30, signal="SIGKILL")  # fmt: skip
+    over = Attempt(2, "node-1", 3.0, 4.0, "over limit", "memory_mb", exit_code=1)
+    task = Task(id="ID", name="n", type="t", target="x", params={}, state=TaskState.RUNTIME_ERROR, node="node-1",
+                attempts=9, max_retries=1, timeout_s=None, created_at=0.0, started_at=3.0, finished_at=4.0,
+                error="memory_mb", history=(crashed, over), max_lost_attempts=2, lost_attempts=1,
+                attempts_dropped=7)  # fmt: skip
+    body = orjson.loads(orjson.dumps(task.to_json()))
+    assert body["history"][0]["max_rss_bytes"] == 3 * 2**30 and body["history"][1]["wall_s"] is None
+    assert body["attempts_dropped"] == 7
+    assert _decode.task(body) == task
+
+
 def test_submit_wait_result_and_listing(client: Client, origin: Any) -> None:
-    task = client.submit("fetch", f"{origin.url}/hello", params={"k": "v"}, max_retries=2, timeout_s=15)
+    task = client.submit(
+        "fetch", f"{origin.url}/hello", params={"k": "v"}, max_retries=2, timeout_s=15, max_lost_attempts=5
+    )
     assert isinstance(task, Task) and task.name == "fetch"  # the name defaults to the type
     assert task.params == {"k": "v"} and task.max_retries == 2 and task.timeout_s == 15
+    assert task.max_lost_attempts == 5 and task.lost_attempts == 0
     done = client.wait(task.id, DONE_S)
     assert done.state is TaskState.SUCCEED and done.node and done.history
     result = client.result(task.id)
@@ -42,6 +63,7 @@ def test_submit_wait_result_and_listing(client: Client, origin: Any) -> None:
 
     named = client.submit("fetch", f"{origin.url}/hello", name="front page", wait=DONE_S)
     assert named.state is TaskState.SUCCEED and named.name == "front page"
+    assert named.max_lost_attempts == DEFAULT_MAX_LOST_ATTEMPTS  # the node's default
 
     page = client.list(limit=1)
     assert page.total == 2 and [t.id for t in page.tasks] == [named.id] and page.next_cursor

@@ -3,7 +3,8 @@
     key                      type     writer              what
     task:{id}                hash     Lua scripts only    the task (fields of models.Task, params as JSON; ``epoch``:
                                                           the master term that last placed it)
-    attempts:{id}            list     Lua scripts only    one JSON object per attempt (models.Attempt)
+    attempts:{id}            list     Lua scripts only    one JSON object per attempt (models.Attempt); the first
+                                                          and the latest kept (start.lua), the others counted
     result:{id}              string   finish.lua          JSON of models.TaskResult, at most result_max_bytes
     dupes:{id}               list     finish.lua          late results of attempts that lost the race
     seq                      string   submit.lua          counter; each task's sequence number (listing order)

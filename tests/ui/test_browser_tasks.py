@@ -4,10 +4,17 @@ selection and bulk kill / delete with each task's outcome, and a task's own kill
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
+
+from shoal.keys import Keys
+from shoal.models import Footprint, TaskResult, TaskSpec
+from shoal.store.tasks import TaskStore
 
 pytest.importorskip("playwright", reason="browser tests need Python Playwright (pip install -e '.[test]')")
 
@@ -67,6 +74,7 @@ def test_a_task_created_in_the_form_goes_live_to_succeed_and_shows_its_fetched_s
     dialog.get_by_label("Name").fill("slow page")
     dialog.get_by_label("Type").select_option("fetch")
     dialog.get_by_label("Target").fill(f"{origin.url}/slow?s=1")
+    dialog.get_by_label("Lost attempts").fill("2")
     dialog.get_by_role("button", name="Create").click()
     expect(dialog).to_be_hidden()
 
@@ -89,6 +97,8 @@ def test_a_task_created_in_the_form_goes_live_to_succeed_and_shows_its_fetched_s
     expect(result).to_contain_text("text/plain")
     expect(page.locator("#timeline li")).to_have_count(3)  # created, attempt started, attempt succeeded
     expect(page.locator("#timeline")).to_contain_text("attempt 1 succeeded on ")
+    expect(page.locator("#fields")).to_contain_text("0 (quarantined at 2)")
+    expect(page.locator("#attempt-rows tr")).to_have_count(1)
     with page.expect_download() as download:
         page.get_by_role("link", name="Download").click()
     assert download.value.suggested_filename.startswith("slow-page-")
@@ -127,6 +137,10 @@ def test_validation_messages_appear_next_to_the_fields(cluster: list[Any], new_p
     dialog.get_by_role("button", name="Create").click()
     params_field = dialog.locator(".field", has=page.get_by_label("Params"))
     expect(params_field).to_contain_text("params.delay_s must be between 0 and 3600")
+    dialog.get_by_label("Lost attempts").fill("0")
+    dialog.get_by_role("button", name="Create").click()
+    lost_field = dialog.locator(".field", has=page.get_by_label("Lost attempts"))
+    expect(lost_field).to_contain_text("max_lost_attempts must be between 1 and 100")
     shot(page, "create-form")
     with api(node) as client:
         assert client.get("/api/v1/tasks").json()["total"] == 0  # nothing was created
@@ -233,3 +247,57 @@ def test_a_tasks_page_kills_and_deletes_it(cluster: list[Any], new_page: Any) ->
     with api(node) as client:
         assert client.get(f"/api/v1/tasks/{task['id']}").status_code == 404
     assert not page.script_errors
+
+
+def test_a_tasks_attempts_show_what_each_cost(cluster: list[Any], new_page: Any, shot: Any) -> None:
+    node = cluster[0]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the browser's event loop holds this thread
+        task_id = pool.submit(asyncio.run, _attempts_with_footprints(node.redis_url)).result()
+    page = new_page()
+    sign_in(page, node, f"/tasks/{task_id}")
+    expect(page.locator("#task-state")).to_have_text("SUCCEED", timeout=ms(LIVE_S))
+    rows = page.locator("#attempt-rows tr")
+    expect(rows).to_have_count(2)
+    cells = ["#", "Node", "Outcome", "Wall", "CPU", "Peak RSS"]
+    crashed = [rows.nth(0).locator(f'td[data-label="{c}"]') for c in cells]
+    for cell, text in zip(crashed, ["1", "ghost-1", "crashed (SIGKILL)", "1.50 s", "250 ms", "700.0 MiB"], strict=True):
+        expect(cell).to_have_text(text)
+    succeeded = [rows.nth(1).locator(f'td[data-label="{c}"]') for c in cells]
+    for cell, text in zip(succeeded, ["2", "ghost-2", "succeeded", "42 ms", "12 ms", "52.0 MiB"], strict=True):
+        expect(cell).to_have_text(text)
+    expect(rows.nth(0)).to_contain_text("worker process killed by SIGKILL")
+    expect(page.locator("#fields")).to_contain_text("1 (quarantined at 2)")
+    expect(page.locator("#attempts-dropped")).to_be_hidden()
+    shot(page, "task-attempts")
+    assert not page.script_errors
+
+
+async def _attempts_with_footprints(redis_url: str) -> str:
+    """A task of a type no node runs, whose attempts the test makes as workers would (on nodes that do not
+    exist): one crashed, one that succeeded, each with what it cost."""
+    redis = Redis.from_url(redis_url)
+    try:
+        store = TaskStore(redis, Keys("shoal"), result_max_bytes=4096)
+        spec = TaskSpec(name="hungry", type="nobody-runs-this", target="x", max_retries=1, max_lost_attempts=2)
+        [task] = await store.create([spec])
+        epoch = int(await redis.get(store.keys.epoch) or 0)
+        assert await store.place(epoch, "ghost-1", 1, [task.id]) == [1]
+        assert await store.start(task.id, "ghost-1") == 1
+        died = Footprint(wall_s=1.5, cpu_s=0.25, max_rss_bytes=700 * 2**20, signal="SIGKILL")
+        crash = await store.finish(
+            task.id, "ghost-1", 1, "crashed", error="crashed: worker process killed by SIGKILL", footprint=died,
+            backoff=0.001,
+        )  # fmt: skip
+        assert crash.verdict == "retry"
+        while await store.promote_due() is not None:
+            await asyncio.sleep(0.01)
+        assert await store.place(epoch, "ghost-2", 1, [task.id]) == [1]
+        assert await store.start(task.id, "ghost-2") == 2
+        result = TaskResult(task.id, "fed", "ghost-2", 2, 0.0)
+        cost = Footprint(wall_s=0.042, cpu_s=0.0123, max_rss_bytes=52 * 2**20)
+        assert (
+            await store.finish(task.id, "ghost-2", 2, "succeeded", result=result, footprint=cost)
+        ).state == "SUCCEED"
+        return task.id
+    finally:
+        await redis.aclose()

@@ -17,7 +17,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from shoal.models import ClusterView, Task, TaskState
+from shoal.models import Attempt, ClusterView, Task, TaskState
 
 #: Width when stdout is a pipe or file: wide enough that ids and targets are not cut.
 PIPE_WIDTH = 200
@@ -103,6 +103,28 @@ def size(n: int | float) -> str:
     raise AssertionError("unreachable")
 
 
+def seconds(value: float | None) -> str:
+    """``850 ms``, ``1.25 s``, ``4m 05s``, ``2h 03m``: a measured span for people; ``-`` when not measured."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.2f} s"
+    whole = round(value)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def outcome(attempt: Attempt) -> str:
+    """The attempt's outcome, with how its worker process ended when it crashed: ``crashed (SIGSEGV)``."""
+    text = attempt.outcome or "-"
+    if attempt.signal:
+        return f"{text} ({attempt.signal})"
+    return f"{text} (exit code {attempt.exit_code})" if attempt.exit_code is not None else text
+
+
 def share(part: int, whole: int) -> str:
     """``part`` of ``whole`` as a percentage, ``-`` when there is no whole."""
     return f"{100 * part / whole:.0f}%" if whole > 0 else "-"
@@ -156,6 +178,7 @@ def task_detail(task: Task) -> RenderableType:
         ("state", state_text(task.state)),
         ("node", task.node or "-"),
         ("attempts", f"{task.attempts} (retries allowed: {task.max_retries})"),
+        ("lost", f"{task.lost_attempts} (quarantined at {task.max_lost_attempts})"),
         ("timeout", f"{task.timeout_s:g}s" if task.timeout_s else "type default"),
         ("created", when(task.created_at)),
         ("started", when(task.started_at)),
@@ -170,11 +193,16 @@ def task_detail(task: Task) -> RenderableType:
         fields.add_row(key, value)
     if not task.history:
         return fields
-    history = plain_table("attempts")
-    for column in ("#", "NODE", "STARTED", "FINISHED", "OUTCOME", "ERROR"):
-        history.add_column(column)
+    dropped = f" ({task.attempts_dropped} between the first and the latest not kept)" if task.attempts_dropped else ""
+    history = plain_table(f"attempts{dropped}")
+    for column in ("#", "NODE", "STARTED", "FINISHED", "OUTCOME", "WALL", "CPU", "PEAK RSS", "ERROR"):
+        history.add_column(column, justify="right" if column in ("WALL", "CPU", "PEAK RSS") else "left")
     for a in task.history:
-        history.add_row(str(a.number), a.node, ago(a.started_at), ago(a.finished_at), a.outcome or "-", short(a.error))
+        rss = "-" if a.max_rss_bytes is None else size(a.max_rss_bytes)
+        history.add_row(
+            str(a.number), a.node, ago(a.started_at), ago(a.finished_at), outcome(a),
+            seconds(a.wall_s), seconds(a.cpu_s), rss, short(a.error),
+        )  # fmt: skip
     return Group(fields, Text(""), history)
 
 

@@ -82,6 +82,12 @@ def _code_text(task_id: str, code: str) -> str:
 @click.option("--param", "params", multiple=True, metavar="K=V", help="A parameter; repeat for more. V may be JSON.")
 @click.option("--timeout", "timeout_s", type=float, metavar="S", help="Seconds the task may run in all.")
 @click.option("--retries", type=int, default=0, show_default=True, help="Times to retry after a failure.")
+@click.option(
+    "--max-lost-attempts",
+    type=click.IntRange(1, validation.MAX_LOST_ATTEMPTS),
+    metavar="N",
+    help="Attempts lost with their node or worker process before the task is quarantined [default: the cluster's].",
+)
 @click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
 @api_options
 @json_option
@@ -93,13 +99,20 @@ def submit(
     params: tuple[str, ...],
     timeout_s: float | None,
     retries: int,
+    max_lost_attempts: int | None,
     wait: bool,
     as_json: bool,
 ) -> None:
     """Submit a task of TYPE (e.g. fetch) on TARGET (e.g. a URL)."""
     with client() as c:
         task = c.submit(
-            task_type, target, name=name, params=parse_params(params), timeout_s=timeout_s, max_retries=retries
+            task_type,
+            target,
+            name=name,
+            params=parse_params(params),
+            timeout_s=timeout_s,
+            max_retries=retries,
+            max_lost_attempts=max_lost_attempts,
         )
         if not wait:
             if as_json:

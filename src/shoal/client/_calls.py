@@ -76,6 +76,7 @@ def submit(
     params: dict[str, Any] | None,
     timeout_s: float | None,
     max_retries: int,
+    max_lost_attempts: int | None,
     wait: float | None,
 ) -> Call[Task]:
     body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
@@ -85,6 +86,8 @@ def submit(
         body["timeout_s"] = timeout_s
     if max_retries:
         body["max_retries"] = max_retries
+    if max_lost_attempts is not None:
+        body["max_lost_attempts"] = max_lost_attempts
     query, held = _wait_param(wait)
     return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
 

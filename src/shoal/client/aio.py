@@ -83,11 +83,23 @@ class AsyncClient:
         timeout_s: float | None = None,
         max_retries: int = 0,
         wait: float | None = None,
+        max_lost_attempts: int | None = None,
     ) -> Task:
-        """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s."""
+        """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s.
+
+        ``max_lost_attempts``: attempts lost with their node or worker process before the task is quarantined
+        (ends RUNTIME_ERROR); None leaves it to the cluster's default.
+        """
         return await self._send(
             _calls.submit(
-                type, target, name=name, params=params, timeout_s=timeout_s, max_retries=max_retries, wait=wait
+                type,
+                target,
+                name=name,
+                params=params,
+                timeout_s=timeout_s,
+                max_retries=max_retries,
+                max_lost_attempts=max_lost_attempts,
+                wait=wait,
             )
         )
 

@@ -3,7 +3,7 @@
 
 import { get, post } from './api.js';
 
-const FIELDS = ['name', 'type', 'target', 'params', 'timeout_s', 'max_retries'];
+const FIELDS = ['name', 'type', 'target', 'params', 'timeout_s', 'max_retries', 'max_lost_attempts'];
 const URL_RE = /^https?:\/\/[^/\s?#]+/i;
 
 // Which fields a server message is about: "name and target are required" names two, "params.delay_s
@@ -116,6 +116,12 @@ export class CreateForm {
       const n = Number(retries);
       if (!Number.isInteger(n) || n < 0 || n > 100) errors.max_retries = 'max_retries must be between 0 and 100';
       else body.max_retries = n;
+    }
+    const lost = value('max_lost_attempts');
+    if (lost) {
+      const n = Number(lost);
+      if (!Number.isInteger(n) || n < 1 || n > 100) errors.max_lost_attempts = 'max_lost_attempts must be between 1 and 100';
+      else body.max_lost_attempts = n;
     }
     return { body, errors };
   }

@@ -4,7 +4,7 @@
 import { ApiError, del, get, post } from './api.js';
 import { Live } from './live.js';
 import { renderResult } from './result.js';
-import { TERMINAL, confirmAction, followBase, fmtExact, fmtSpan, h, pageLink, shortId, showBanner, stateBadge } from './ui.js';
+import { TERMINAL, confirmAction, followBase, fmtBytes, fmtExact, fmtSpan, h, pageLink, shortId, showBanner, stateBadge } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const id = $('task').dataset.taskId;
@@ -13,7 +13,8 @@ let task = null;
 let gone = false;
 let timer = null;
 
-const OUTCOME_STATE = { succeeded: 'SUCCEED', failed: 'RUNTIME_ERROR', 'timed out': 'RUNTIME_ERROR', killed: 'KILLED', 'node lost': 'WAITING' };
+const OUTCOME_STATE = { succeeded: 'SUCCEED', failed: 'RUNTIME_ERROR', 'timed out': 'RUNTIME_ERROR', killed: 'KILLED',
+  'node lost': 'WAITING', 'handed back': 'WAITING', crashed: 'RUNTIME_ERROR', 'over limit': 'RUNTIME_ERROR' };
 
 function field(label, ...value) {
   return [h('dt', {}, label), h('dd', {}, ...value)];
@@ -29,6 +30,7 @@ function renderFields(t) {
     ...field('State', stateBadge(t.state)),
     ...field('Node', t.node || '–'),
     ...field('Attempts', `${t.attempts} (retries allowed: ${t.max_retries})`),
+    ...field('Lost attempts', `${t.lost_attempts ?? 0} (quarantined at ${t.max_lost_attempts})`),
     ...field('Timeout', t.timeout_s ? `${t.timeout_s} s` : 'the type\'s default'),
     ...field('Created', fmtExact(t.created_at)),
     ...field('Started', fmtExact(t.started_at)),
@@ -66,6 +68,35 @@ function renderTimeline(t) {
     e.error ? h('div', { class: 'error-text small' }, e.error) : '')));
 }
 
+// A measured duration: 850 ms, 1.25 s, then as fmtSpan; – where it was not measured.
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return '–';
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 60) return `${s.toFixed(2)} s`;
+  return fmtSpan(s);
+}
+
+// How an attempt ended, with how its worker process died when it crashed: "crashed (SIGSEGV)".
+function outcomeText(a) {
+  const how = a.signal ? ` (${a.signal})` : a.exit_code !== null && a.exit_code !== undefined ? ` (exit code ${a.exit_code})` : '';
+  return (a.outcome || 'running') + how;
+}
+
+function renderAttempts(t) {
+  const dropped = t.attempts_dropped || 0;
+  $('attempts-dropped').hidden = !dropped;
+  $('attempts-dropped').textContent = `${dropped} attempt(s) between the first and the latest are not kept.`;
+  $('attempt-rows').replaceChildren(...(t.history || []).map((a) => h('tr', { dataset: { attempt: a.number } },
+    h('td', { dataset: { label: '#' } }, String(a.number)),
+    h('td', { dataset: { label: 'Node' } }, a.node),
+    h('td', { dataset: { label: 'Started' } }, fmtExact(a.started_at)),
+    h('td', { dataset: { label: 'Outcome' } }, outcomeText(a)),
+    h('td', { dataset: { label: 'Wall' }, class: 'num wall' }, fmtSeconds(a.wall_s)),
+    h('td', { dataset: { label: 'CPU' }, class: 'num cpu' }, fmtSeconds(a.cpu_s)),
+    h('td', { dataset: { label: 'Peak RSS' }, class: 'num rss' }, fmtBytes(a.max_rss_bytes)),
+    h('td', { dataset: { label: 'Error' } }, a.error ? h('span', { class: 'error-text small' }, a.error) : ''))));
+}
+
 function render(t) {
   document.title = `${t.name} · shoal`;
   $('task-name').replaceChildren(t.name, ' ', h('code', { class: 'hint' }, shortId(t.id)));
@@ -75,6 +106,7 @@ function render(t) {
   $('error-card').hidden = !t.error;
   $('error-text').textContent = t.error || '';
   renderTimeline(t);
+  renderAttempts(t);
   $('kill').disabled = TERMINAL.has(t.state);
   $('delete').disabled = false;
 }
