@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from shoal import validation
+from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS
 from shoal.testing import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +27,9 @@ DONE_S = min(60.0, 20.0 * SCALE)
 UNKNOWN_ID = str(uuid.UUID(int=0x5E1F))
 TASK_KEYS = {"id", "name", "type", "target", "params", "state", "node", "attempts", "created_at", "started_at"}
 TASK_KEYS |= {"finished_at", "error", "max_retries", "timeout_s", "history"}
+TASK_KEYS |= {"max_lost_attempts", "lost_attempts", "attempts_dropped"}
+ATTEMPT_KEYS = {"number", "node", "started_at", "finished_at", "outcome", "error"}
+ATTEMPT_KEYS |= {"wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal"}
 
 
 @pytest.fixture
@@ -62,8 +66,9 @@ def snapshot(api: httpx.Client) -> tuple[int, list[tuple[str, str]]]:
 
 
 def test_submit_get_result_and_list(api: httpx.Client, origin: Any) -> None:
-    created = submit(api, f"{origin.url}/hello", params={"n": 3}, max_retries=1, timeout_s=20)
+    created = submit(api, f"{origin.url}/hello", params={"n": 3}, max_retries=1, timeout_s=20, max_lost_attempts=4)
     assert TASK_KEYS <= set(created)
+    assert (created["max_lost_attempts"], created["lost_attempts"], created["attempts_dropped"]) == (4, 0, 0)
     assert uuid.UUID(created["id"])
     assert (created["name"], created["type"], created["target"]) == ("page", "fetch", f"{origin.url}/hello")
     assert created["params"] == {"n": 3} and created["max_retries"] == 1 and created["timeout_s"] == 20
@@ -73,6 +78,11 @@ def test_submit_get_result_and_list(api: httpx.Client, origin: Any) -> None:
     done = finished(api, created["id"])
     assert done["state"] == "SUCCEED", done["error"]
     assert done["node"] and done["attempts"] >= 1 and done["finished_at"] >= done["started_at"]
+    assert done["history"] and all(set(a) == ATTEMPT_KEYS for a in done["history"]), done["history"]
+    assert done["max_lost_attempts"] == 4
+    default = submit(api, f"{origin.url}/hello", name="defaults")
+    assert default["max_lost_attempts"] == DEFAULT_MAX_LOST_ATTEMPTS
+    assert finished(api, default["id"])["state"] == "SUCCEED"
 
     result = api.get(f"/api/v1/tasks/{created['id']}/result")
     assert result.status_code == 200
@@ -82,9 +92,9 @@ def test_submit_get_result_and_list(api: httpx.Client, origin: Any) -> None:
     assert {"attempt", "finished_at", "meta", "duplicates"} <= set(body)
 
     page = api.get("/api/v1/tasks").json()
-    assert page["total"] == 1 and page["next_cursor"] is None
-    assert [t["id"] for t in page["tasks"]] == [created["id"]]
-    assert api.get("/api/v1/tasks", params={"state": "succeed"}).json()["total"] == 1
+    assert page["total"] == 2 and page["next_cursor"] is None
+    assert [t["id"] for t in page["tasks"]] == [default["id"], created["id"]]
+    assert api.get("/api/v1/tasks", params={"state": "succeed"}).json()["total"] == 2
     assert api.get("/api/v1/tasks", params={"state": "RUNNING"}).json() == {
         "tasks": [],
         "total": 0,
@@ -179,6 +189,7 @@ def test_refusals_change_nothing(api: httpx.Client, shoal_node: Any, origin: Any
         ("POST", tasks, spec(target="not a url"), 400, "invalid_input", ""),
         ("POST", tasks, {"content": b'{"name": "n", '}, 400, "invalid_input", "malformed JSON"),
         ("POST", tasks, spec(max_retries="lots"), 400, "invalid_input", "max_retries"),
+        ("POST", tasks, spec(max_lost_attempts=0), 400, "invalid_input", "max_lost_attempts must be between 1"),
         ("POST", tasks, {"content": big}, 413, "body_too_large", "limit"),
         ("POST", tasks, {**spec(), "headers": wrong}, 401, "unauthorized", ""),
         ("POST", tasks, {**spec(), "headers": no_token}, 401, "unauthorized", ""),
