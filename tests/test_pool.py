@@ -87,6 +87,13 @@ async def test_an_exception_comes_back_as_its_text(make_pool):
     assert (await pool.run(tasks.pid, ctx())).value.code == str(result.pid), "a raising task spoils no worker"
 
 
+async def test_a_result_the_store_could_not_keep_is_refused_in_the_worker(make_pool):
+    pool = make_pool()
+    result = await pool.run(tasks.odd_meta, ctx())
+    assert result.kind == "raised"
+    assert result.error.startswith("TypeError: the result's meta cannot be kept as JSON")
+
+
 async def test_a_function_must_go_by_reference(make_pool):
     pool = make_pool()
     with pytest.raises(ValueError, match="top level of an importable module"):
@@ -303,6 +310,35 @@ async def test_close_leaves_no_process_behind(make_pool, tmp_path, start_method)
     with pytest.raises(PoolClosed):
         await pool.run(tasks.noop, ctx())
     assert not pool.workdir.exists() or not list(pool.workdir.iterdir()), "worker logs are removed"
+
+
+NODE = """
+import asyncio, sys
+sys.path.insert(0, {plugins!r})
+import shoal_pool_tasks
+from shoal.worker.handlers import TaskContext
+from shoal.worker.pool import ProcessPool
+
+async def main():
+    pool = ProcessPool(1, start_method={start_method!r})
+    await pool.run(shoal_pool_tasks.busy, TaskContext("t", "n", "busy", {target!r}, {{}}, 1, "node-1"))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_a_node_killed_with_sigkill_takes_its_workers_along(tmp_path, start_method):
+    path = tmp_path / "busy.txt"
+    code = NODE.format(plugins=PLUGINS, start_method=start_method, target=str(path))
+    node = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    try:
+        await wait_for(lambda: lines(path) > 3, "the task to start writing")
+        pid = int(path.with_suffix(".pid").read_text())
+    finally:
+        node.kill()
+        await node.wait()
+    await wait_for(lambda: gone(pid), "the worker to die with its node", timeout=5)
 
 
 async def test_what_an_attempt_costs_the_node(make_pool):

@@ -119,3 +119,8 @@ def leak(ctx: TaskContext) -> str:
     """Keep ``params.mb`` MB more of resident memory after each attempt, as a leaky task would."""
     _kept.append(b"\x01" * (int(ctx.params["mb"]) << 20))
     return str(os.getpid())
+
+
+def odd_meta(ctx: TaskContext) -> Output:
+    """A result whose meta cannot be kept as JSON."""
+    return Output("code", {"when": object()})

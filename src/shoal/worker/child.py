@@ -28,6 +28,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
 
+import orjson
+
 from shoal.worker.handlers import Output, TaskContext
 
 #: Longest exception text sent back for one attempt, as the node keeps it.
@@ -152,18 +154,18 @@ class Worker:
             reply = self.attempt(*job)
             if self.cancelled.is_set():
                 raise TaskCancelled("the attempt was stopped (SIGTERM)")
-            try:
-                self.send(reply)
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                self.send(("raised", "", None, _describe(exc, "the result cannot be sent to the node: "), *reply[4:]))
+            self.send(reply)
 
     def attempt(
         self, module: str, qualname: str, fields: tuple[Any, ...], memory_mb: int | None, cpu_s_limit: float | None
     ) -> tuple[Any, ...]:
-        """Run one attempt; the reply is (kind, code, meta, error, wall_s, cpu_s, max_rss, cpu_total, rss)."""
+        """Run one attempt; the reply is (kind, code, meta, error, wall_s, cpu_s, max_rss, cpu_total, rss).
+
+        It holds plain data only (``meta`` as JSON, as the store keeps it), so that nothing a task returns
+        runs code in the node when the node reads it."""
         task_id, name, type_, target, params, attempt, node = fields
         ctx = TaskContext(task_id, name, type_, target, params, attempt, node, self.cancelled)
-        kind, code, meta, error = "returned", "", None, ""
+        kind, code, meta, error = "returned", "", b"", ""
         os.ftruncate(2, 0)  # the log holds this attempt's output only: bounded, and a crash shows its own
         if self.clear_refs is not None:
             os.write(self.clear_refs, b"5")
@@ -239,21 +241,24 @@ async def _wait(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _as_output(value: Any) -> tuple[str, dict[str, Any]]:
-    """A handler's return value as the result's code and meta, as ``TaskType.run`` reads it."""
+def _as_output(value: Any) -> tuple[str, bytes]:
+    """A handler's return value as the result's code and meta (JSON), as ``TaskType.run`` reads it."""
     if isinstance(value, Output):
-        return value.code, value.meta
+        try:
+            return str(value.code), orjson.dumps(value.meta) if value.meta else b""
+        except TypeError as exc:
+            raise TypeError(f"the result's meta cannot be kept as JSON: {exc}") from None
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace"), {}
-    return ("" if value is None else str(value)), {}
+        return value.decode("utf-8", "replace"), b""
+    return ("" if value is None else str(value)), b""
 
 
-def _describe(exc: BaseException, prefix: str = "") -> str:
+def _describe(exc: BaseException) -> str:
     try:
         message = str(exc)
     except Exception:  # an exception whose __str__ fails still says what it was
         message = ""
-    text = f"{prefix}{type(exc).__name__}: {message}" if message else f"{prefix}{type(exc).__name__}"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text[:MAX_ERROR_CHARS]
 
 

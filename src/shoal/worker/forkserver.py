@@ -195,6 +195,11 @@ class ForkServer:
                 forked = self._forks.pop(token)
                 if not forked.done():
                     forked.set_result(pid)
+            elif message[0] == "failed":
+                _, token, error = message
+                forked = self._forks.pop(token)
+                if not forked.done():
+                    forked.set_exception(OSError(f"cannot start a worker process: {error}"))
             elif self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
 
@@ -260,7 +265,12 @@ def serve(fd: int, parent: int) -> None:
             token, log_path = pickle.loads(data)
             sys.stdout.flush()
             sys.stderr.flush()
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # out of processes or memory: this worker's start fails, not the server
+                os.close(fds[0])
+                ctl.send(pickle.dumps(("failed", token, str(exc))))
+                continue
             if pid == 0:
                 try:
                     selector.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import os
 import pickle
 import re
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import orjson
 
 from shoal.models import Footprint
 from shoal.worker.child import MB, Frames, frame
@@ -143,7 +146,11 @@ class _Worker:
 
     def feed(self, data: bytes) -> None:
         for payload in self.frames.feed(data):
-            message = pickle.loads(payload)
+            try:
+                message = _PlainData(io.BytesIO(payload)).load()
+            except Exception as exc:  # a worker's mistake is its attempt's, never the node's
+                error = f"the worker's reply cannot be read: {type(exc).__name__}: {exc}"
+                message = ("raised", "", b"", error, None, None, None, self.cpu_base, 0)
             if message[0] == "ready":
                 _, self.cpu_base, self.rss_base = message
             elif self.reply is not None and not self.reply.done():
@@ -302,7 +309,7 @@ class ProcessPool:
             or (memory_mb is not None and rss - worker.rss_base > memory_mb * MB)
         )
         self._release(worker)
-        value = Output(code, meta) if kind == "returned" else None
+        value = Output(code, orjson.loads(meta) if meta else {}) if kind == "returned" else None
         return ChildResult(kind, value, error, Footprint(wall_s, cpu_s, max_rss), worker.pid)
 
     async def _halt(self, worker: _Worker) -> bool:
@@ -408,6 +415,13 @@ class ProcessPool:
         await self._launcher.close()
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _PlainData(pickle.Unpickler):
+    """Reads a worker's messages, which hold plain data only: nothing a worker sends runs code in the node."""
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        raise pickle.UnpicklingError(f"a worker sends plain data only, not {module}.{name}")
 
 
 def _reference(fn: Callable[..., Any]) -> tuple[str, str]:
