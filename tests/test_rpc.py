@@ -47,19 +47,21 @@ async def refusal(call: Any) -> grpc.aio.AioRpcError:
 async def test_create_get_list_and_result(shoal_node: Any, origin: Any) -> None:
     async with client_for(shoal_node) as client:
         created = await client.stub.CreateTask(
-            fetch_spec(f"{origin.url}/hello", params_json='{"n": 3, "tag": "x"}', max_retries=2)
+            fetch_spec(f"{origin.url}/hello", params_json='{"n": 3, "tag": "x"}', max_retries=2, max_lost_attempts=5)
         )
         assert uuid.UUID(created.id)
         assert created.state == pb.Task.WAITING
         assert (created.name, created.type, created.target) == ("page", "fetch", f"{origin.url}/hello")
         assert created.params_json.replace(" ", "") == '{"n":3,"tag":"x"}'  # numbers keep their type
-        assert created.max_retries == 2
+        assert created.max_retries == 2 and created.max_lost_attempts == 5 and created.lost_attempts == 0
         assert not created.HasField("finished_at")
 
         done = await client.get(created.id, wait_s=DONE_S)
         assert done.state is TaskState.SUCCEED, done.error
         assert done.node and done.attempts >= 1 and done.finished_at is not None
         assert done.params == {"n": 3, "tag": "x"}
+        assert done.max_lost_attempts == 5 and done.attempts_dropped == 0
+        assert done.history[-1].outcome == "succeeded"
 
         result = await client.result(created.id)
         assert result.code == "hello shoal"
@@ -243,6 +245,7 @@ async def test_bad_input_is_refused_with_a_message(shoal_node: Any, origin: Any)
         ("CreateTask", fetch_spec(url, params_json="{nope"), invalid, "params_json is not valid JSON"),
         ("CreateTask", fetch_spec(url, timeout_s=-1), invalid, "timeout_s"),
         ("CreateTask", fetch_spec(url, max_retries=1000), invalid, "max_retries"),
+        ("CreateTask", fetch_spec(url, max_lost_attempts=0), invalid, "max_lost_attempts must be between 1"),
         ("GetTask", pb.ID(id=["not-a-uuid"]), invalid, "malformed task id"),
         ("GetTask", pb.ID(), invalid, "exactly one task id"),
         ("GetTask", pb.ID(id=[unknown]), grpc.StatusCode.NOT_FOUND, unknown),
