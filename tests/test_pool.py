@@ -79,6 +79,14 @@ async def test_results_come_back_as_the_handler_gave_them(make_pool, start_metho
     assert pids == {str(echoed.pid)}, "one attempt at a time keeps reusing the same warm worker"
 
 
+async def test_messages_larger_than_a_socket_buffer(make_pool):
+    pool = make_pool()
+    target = "x" * (8 * MB)
+    result = await pool.run(tasks.echo, ctx(target))
+    assert result.kind == "returned" and result.value == Output(target)
+    assert (await pool.run(tasks.echo, ctx("small"))).value == Output("small")
+
+
 async def test_an_exception_comes_back_as_its_text(make_pool):
     pool = make_pool()
     result = await pool.run(tasks.fail, ctx("nope"))
@@ -126,7 +134,7 @@ async def test_cancelling_stops_a_busy_sync_task(make_pool, tmp_path, start_meth
 
 
 async def test_a_task_that_ignores_the_kill_is_killed_after_kill_grace(make_pool, tmp_path):
-    pool = make_pool(kill_grace=0.5)
+    pool = make_pool(kill_grace=1.0)
     path = tmp_path / "stubborn.txt"
     running, pid = await start_busy(pool, path, tasks.stubborn)
     cancelled_at = time.monotonic()
@@ -136,7 +144,7 @@ async def test_a_task_that_ignores_the_kill_is_killed_after_kill_grace(make_pool
     assert not running.done(), "the slot is held while the task goes on"
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert 0.5 <= time.monotonic() - cancelled_at < 3
+    assert 1.0 <= time.monotonic() - cancelled_at < 3
     assert gone(pid)
     written = lines(path)
     await asyncio.sleep(0.2)
@@ -164,7 +172,7 @@ async def test_a_timeout_stops_the_task(make_pool, tmp_path, fn, ended_by):
     assert (result.kind, result.error) == ("timed out", "timed out after 0.5s")
     assert gone(result.pid)
     assert result.footprint.signal == ended_by
-    assert 0.2 < result.footprint.cpu_s < 1.5, "it burnt CPU until it was stopped"
+    assert 0 < result.footprint.cpu_s < 2, "it burnt CPU until it was stopped"
     written = lines(path)
     await asyncio.sleep(0.2)
     assert lines(path) == written
@@ -267,6 +275,7 @@ async def test_workers_are_recycled_after_max_tasks_per_child(make_pool):
     pids = [(await pool.run(tasks.pid, ctx())).pid for _ in range(5)]
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
     await wait_for(lambda: gone(pids[0]) and gone(pids[2]), "recycled workers to exit")
+    assert len(list(pool.workdir.iterdir())) <= 2, "a new worker takes the log name of a gone one"
 
 
 async def test_attempts_run_in_parallel_up_to_max_children(make_pool, tmp_path):

@@ -166,7 +166,8 @@ class Worker:
         task_id, name, type_, target, params, attempt, node = fields
         ctx = TaskContext(task_id, name, type_, target, params, attempt, node, self.cancelled)
         kind, code, meta, error = "returned", "", b"", ""
-        os.ftruncate(2, 0)  # the log holds this attempt's output only: bounded, and a crash shows its own
+        with contextlib.suppress(OSError):  # the log holds this attempt's output only: a crash shows its own
+            os.ftruncate(2, 0)
         if self.clear_refs is not None:
             os.write(self.clear_refs, b"5")
         before = resource.getrusage(resource.RUSAGE_SELF)

@@ -225,7 +225,8 @@ class ProcessPool:
         self._workers: set[_Worker] = set()
         self._idle: list[_Worker] = []
         self._starting: set[asyncio.Task[_Worker]] = set()
-        self._started = 0
+        self._logs = 0  # log files made so far; a gone worker's is taken by the next (see _forget)
+        self._free_logs: list[Path] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -361,8 +362,11 @@ class ProcessPool:
             raise PoolClosed("the worker pool is closed")
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="shoal-workers-"))
-        self._started += 1
-        log = self.workdir / f"worker-{self._started}.log"
+        if self._free_logs:
+            log = self._free_logs.pop()
+        else:
+            self._logs += 1
+            log = self.workdir / f"worker-{self._logs}.log"
         ours, theirs = socket.socketpair()
         try:
             with theirs:
@@ -387,13 +391,16 @@ class ProcessPool:
             self._forget(worker)
 
     def _forget(self, worker: _Worker) -> None:
-        """The worker is gone: so go the processes its tasks left behind, and its log."""
+        """The worker is gone: so go the processes its tasks left behind. Its log's name goes to the next
+        worker, so that a long-lived node, or one killed and restarted on the same workdir, keeps about
+        ``max_children`` of them."""
         if worker in self._workers:
             self._workers.discard(worker)
             with contextlib.suppress(OSError):
                 os.killpg(worker.pid, signal.SIGKILL)
             with contextlib.suppress(OSError):
                 worker.log.unlink()
+            self._free_logs.append(worker.log)
 
     async def close(self) -> None:
         """Stop every worker (an attempt still running ends in PoolClosed) and return once all are gone."""
