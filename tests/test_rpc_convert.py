@@ -9,7 +9,7 @@ import pytest
 
 from shoal import validation
 from shoal.errors import InvalidInput
-from shoal.models import Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
 from shoal.rpc import convert
 from shoal.rpc.convert import pb
 
@@ -64,6 +64,8 @@ def test_fresh_task_has_no_node_or_times() -> None:
     assert msg.params_json == "{}"
     assert not any(msg.HasField(f) for f in ("node", "timeout_s", "started_at", "finished_at", "error"))
     assert convert.task_from_proto(msg) == fresh
+    msg.ClearField("max_lost_attempts")  # as an older server sends it
+    assert convert.task_from_proto(msg).max_lost_attempts == DEFAULT_MAX_LOST_ATTEMPTS
 
 
 def test_result_event_and_page_round_trip() -> None:

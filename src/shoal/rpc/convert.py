@@ -16,7 +16,7 @@ import orjson
 
 from shoal import validation
 from shoal.errors import InvalidInput
-from shoal.models import Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
 from shoal.rpc._gen.shoal.v1 import cache_pb2 as cache_pb
 from shoal.rpc._gen.shoal.v1 import cache_pb2_grpc as cache_grpc
 from shoal.rpc._gen.shoal.v1 import elections_pb2 as el_pb
@@ -214,7 +214,7 @@ def task_from_proto(msg: pb.Task) -> Task:
         finished_at=msg.finished_at if msg.HasField("finished_at") else None,
         error=msg.error if msg.HasField("error") else None,
         history=tuple(_attempt_from_proto(a) for a in msg.history),
-        max_lost_attempts=msg.max_lost_attempts,
+        max_lost_attempts=msg.max_lost_attempts if msg.HasField("max_lost_attempts") else DEFAULT_MAX_LOST_ATTEMPTS,
         lost_attempts=msg.lost_attempts,
         attempts_dropped=msg.attempts_dropped,
     )

@@ -144,7 +144,7 @@ class Task(_message.Message):
     """Why the task failed or was killed, for a human."""
     max_lost_attempts: _builtins.int
     """Attempts lost with their node or worker process ("node lost", "crashed") that quarantine the task:
-    it ends RUNTIME_ERROR and is never placed again.
+    it ends RUNTIME_ERROR and is never placed again. Unset only from a server older than the field.
     """
     lost_attempts: _builtins.int
     """Attempts lost so far."""
@@ -172,18 +172,20 @@ class Task(_message.Message):
         finished_at: _builtins.float | None = ...,
         error: _builtins.str | None = ...,
         history: _abc.Iterable[Global___Attempt] | None = ...,
-        max_lost_attempts: _builtins.int = ...,
+        max_lost_attempts: _builtins.int | None = ...,
         lost_attempts: _builtins.int = ...,
         attempts_dropped: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "error", b"error", "finished_at", b"finished_at", "node", b"node", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "node", b"node", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "name", b"name", "node", b"node", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "name", b"name", "node", b"node", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__finished_at: _TypeAlias = _typing.Literal["finished_at"]  # noqa: Y015
     _WhichOneofArgType__finished_at: _TypeAlias = _typing.Literal["_finished_at", b"_finished_at"]  # noqa: Y015
+    _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
+    _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
     _WhichOneofReturnType__node: _TypeAlias = _typing.Literal["node"]  # noqa: Y015
     _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
     _WhichOneofReturnType__started_at: _TypeAlias = _typing.Literal["started_at"]  # noqa: Y015
@@ -194,6 +196,8 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__finished_at) -> _WhichOneofReturnType__finished_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
     @_typing.overload
