@@ -270,8 +270,14 @@ def _flush() -> None:
                 stream.flush()
 
 
-def _redirect_output(log_path: str) -> None:
-    """Send fd 1 and 2 to this worker's own log, so the node can show the last lines after a crash."""
+def _redirect_stdio(log_path: str) -> None:
+    """Send fd 1 and 2 to this worker's own log, so the node can show the last lines after a crash.
+
+    stdin is /dev/null: a worker is in a process group of its own, which a terminal would stop (SIGTTIN)
+    if it read from it."""
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -296,7 +302,7 @@ def main(fd: int, log_path: str, parent: int) -> NoReturn:
         for signum in (signal.SIGCHLD, signal.SIGXCPU, signal.SIGPROF):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C at a terminal is the node's to handle
-        _redirect_output(log_path)
+        _redirect_stdio(log_path)
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
         worker = Worker(socket.socket(fileno=fd))
         signal.signal(signal.SIGTERM, worker.on_sigterm)
