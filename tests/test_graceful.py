@@ -167,7 +167,7 @@ def test_second_sigterm_hurries_and_hands_running_tasks_back(pair: Callable[[flo
     tasks = {t["id"]: t for t in cluster.all_succeed_once(master, ids)}
     for task_id in where[worker.name]:  # cut short, handed back, run again to the end on the master
         task = tasks[task_id]
-        assert task["node"] == master.name and [a["outcome"] for a in task["history"]] == ["node lost", "succeeded"]
+        assert task["node"] == master.name and [a["outcome"] for a in task["history"]] == ["handed back", "succeeded"]
 
 
 async def test_a_leaving_node_gets_no_task_from_a_master_with_an_older_list_of_nodes(redis_url: str) -> None:

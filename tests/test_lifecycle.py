@@ -226,12 +226,16 @@ def test_flaky_task_succeeds_on_its_retry(start: Callable[..., Api]) -> None:
     assert "RuntimeError: flaky failure on attempt 1" in failed["error"]
 
 
-def test_sync_plugin_function_runs_off_the_event_loop(start: Callable[..., Api]) -> None:
+def test_sync_plugin_function_runs_in_a_worker_process(start: Callable[..., Api]) -> None:
     api = start()
     task_id = api.submit("upper", "shout this", params={"sleep_s": 0.2})["id"]
-    assert api.finished(task_id)["state"] == "SUCCEED"
+    task = api.finished(task_id)
+    assert task["state"] == "SUCCEED"
     result = api.result(task_id)
-    assert result["code"] == "SHOUT THIS" and result["meta"] == {"main_thread": False}
+    node_pids = {n["pid"] for n in api.http.get("/api/v1/cluster").json()["nodes"]}
+    assert result["code"] == "SHOUT THIS" and result["meta"]["pid"] not in node_pids
+    attempt = task["history"][0]
+    assert attempt["wall_s"] >= 0.2 and attempt["cpu_s"] is not None and attempt["max_rss_bytes"] > 1024 * 1024
 
 
 def test_plugin_types_are_registered_and_unknown_types_refused(start: Callable[..., Api]) -> None:
@@ -343,4 +347,4 @@ def test_sigterm_past_the_grace_hands_running_tasks_back(start: Callable[..., Ap
     for task_id in ids:
         task = api.finished(task_id)
         assert task["state"] == "SUCCEED", task["error"]
-        assert task["attempts"] == 2 and outcomes(task) == ["node lost", "succeeded"]
+        assert task["attempts"] == 2 and outcomes(task) == ["handed back", "succeeded"]

@@ -364,7 +364,7 @@ def test_a_second_sigterm_hands_running_tasks_back_at_once(tmp_path: Path, redis
     assert "hurrying: node-1 hand back their running tasks now" in out and "killed" not in out, out
     stored = _stored(redis_url, task.id)
     assert stored.state is TaskState.WAITING, stored
-    assert [(a.outcome, a.error) for a in stored.history] == [("node lost", "node stopped before the task finished")]
+    assert [(a.outcome, a.error) for a in stored.history] == [("handed back", "node stopped before the task finished")]
 
 
 # -- node options --------------------------------------------------------------------------------------

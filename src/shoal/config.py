@@ -79,6 +79,13 @@ class NodeConfig:
         30.0, "seconds for an upstream connect and whole response, per proxy request; idle limit of tunnels"
     )
     shutdown_grace: float = _option(30.0, "seconds running tasks get on SIGTERM before the rest are handed back")
+    kill_grace: float = _option(2.0, "seconds a stopped task's worker process gets after SIGTERM, then SIGKILL")
+    max_tasks_per_child: int = _option(1000, "attempts a worker process runs before a fresh one replaces it")
+    max_lost_attempts: int = _option(
+        3, "attempts a task may lose with its worker process or node before it is quarantined (RUNTIME_ERROR)"
+    )
+    memory_mb: int = _option(4096, "memory (address space) of a task's worker process, in MiB; 0: no limit")
+    cpu_s_limit: float = _option(0.0, "CPU seconds one attempt in a worker process may use; 0: no limit")
     log_level: str = _option("info", "debug, info, warning or error")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -216,6 +223,16 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
     for key in ("result_max_bytes", "fetch_max_bytes"):
         if not 1024 <= getattr(c, key) <= 512 * 1024 * 1024:
             raise bad(key, "must be between 1 KiB and 512 MiB")
+    if not 0 < c.kill_grace <= 300:
+        raise bad("kill_grace", "must be above 0 and at most 300 seconds")
+    if not 1 <= c.max_tasks_per_child <= 1_000_000:
+        raise bad("max_tasks_per_child", "must be between 1 and 1000000")
+    if not 1 <= c.max_lost_attempts <= 100:
+        raise bad("max_lost_attempts", "must be between 1 and 100")
+    if c.memory_mb != 0 and not 64 <= c.memory_mb <= 1024 * 1024:
+        raise bad("memory_mb", "must be 0 (no limit) or between 64 and 1048576 MiB")
+    if not 0 <= c.cpu_s_limit <= 86_400:
+        raise bad("cpu_s_limit", "must be 0 (no limit) or a positive number of seconds")
     if not 0 <= c.fetch_max_redirects <= 50:
         raise bad("fetch_max_redirects", "must be between 0 and 50")
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):

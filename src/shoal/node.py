@@ -49,6 +49,8 @@ from shoal.web.app import create_app
 from shoal.web.metrics import ProxyCollector
 from shoal.worker.executor import Executor
 from shoal.worker.handlers import Handler, TaskTypes, Validator, build, echo, fetch
+from shoal.worker.metrics import AttemptMetrics
+from shoal.worker.pool import ProcessPool
 from shoal.worker.reconcile import RECONCILE_BEATS
 
 log = logging.getLogger("shoal.node")
@@ -89,10 +91,22 @@ class Node:
         self.redis = connect(url, name=f"shoal-{c.name}")
         await self._wait_for_store(url)
         keys = Keys(c.cluster)
-        self.store = TaskStore(self.redis, keys, result_max_bytes=c.result_max_bytes)
+        self.store = TaskStore(
+            self.redis, keys, result_max_bytes=c.result_max_bytes, max_lost_attempts=c.max_lost_attempts
+        )
         self.registry = NodeRegistry(self.redis, keys)
         self.types = self._task_types()
         self.hub = EventHub(self.redis, keys.events, keys.public)
+        # Workers start on demand (the first process-isolated attempt boots the fork server), from the
+        # loop's thread: a worker dies with the thread that started it (PR_SET_PDEATHSIG).
+        self.pool = ProcessPool(
+            c.slots,
+            max_tasks_per_child=c.max_tasks_per_child,
+            kill_grace=c.kill_grace,
+            memory_mb=c.memory_mb or None,
+            cpu_s_limit=c.cpu_s_limit or None,
+            workdir=c.data_dir / "workers" / c.name,
+        )
         self.executor = Executor(
             store=self.store,
             types=self.types,
@@ -100,6 +114,8 @@ class Node:
             slots=c.slots,
             retry_backoff=c.retry_backoff,
             reconcile_every=RECONCILE_BEATS * c.heartbeat_interval,
+            pool=self.pool,
+            metrics=AttemptMetrics(self.metrics),
         )
         self.heartbeat = Heartbeat(
             config=c,
@@ -357,6 +373,8 @@ class Node:
             await self.proxy.close()
         await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() != "http"))
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if hasattr(self, "pool"):
+            await self.pool.close()  # after the executor: its attempts have ended or were stopped
         await self._http_client.aclose()
         if hasattr(self, "cache"):
             await self.cache.close()

@@ -1,15 +1,14 @@
 """Task types that the end-to-end tests load into real nodes with ``--task-modules shoal_test_types``.
 
 Each one shows one behaviour a test needs to see from outside the node: progress written to a file
-(to prove a killed task really stops), a first attempt that fails (retries), a sync function (run in a
-worker thread), and a slow sync function.
+(to prove a killed task really stops), a first attempt that fails (retries), and a sync function (run in
+a worker process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -38,7 +37,6 @@ async def flaky(ctx: TaskContext) -> str:
 
 @task_type("upper")
 def upper(ctx: TaskContext) -> Output:
-    """A plain function: runs in a worker thread, not on the node's event loop."""
-    on_loop_thread = threading.current_thread() is threading.main_thread()
+    """A plain function: runs in a worker process of the node's pool, never on the node's event loop."""
     time.sleep(float(ctx.params.get("sleep_s", 0)))
-    return Output(ctx.target.upper(), {"main_thread": on_loop_thread})
+    return Output(ctx.target.upper(), {"pid": os.getpid()})

@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 
 from shoal._utils import cancel_and_wait
 from shoal.keys import WORKER_GROUP
-from shoal.models import AttemptOutcome, Task, TaskResult
+from shoal.models import AttemptOutcome, Footprint, Task, TaskResult
 from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
-from shoal.worker.handlers import TaskContext, TaskTypes
+from shoal.worker.handlers import Output, TaskContext, TaskType, TaskTypes
+from shoal.worker.metrics import AttemptMetrics
+from shoal.worker.pool import ChildResult, ProcessPool
 from shoal.worker.reconcile import Reconciler
 
 log = logging.getLogger("shoal.worker.executor")
@@ -31,6 +33,14 @@ MAX_ERROR_CHARS = 4000
 #: Errors that mean the store could not be reached, as opposed to a refused or broken call.
 STORE_DOWN = (*store_redis.STORE_DOWN, OSError)
 T = TypeVar("T")
+#: How a process-isolated attempt's end reads as an attempt outcome.
+PROCESS_OUTCOMES = {
+    "returned": AttemptOutcome.SUCCEEDED,
+    "raised": AttemptOutcome.FAILED,
+    "crashed": AttemptOutcome.CRASHED,
+    "over limit": AttemptOutcome.OVER_LIMIT,
+    "timed out": AttemptOutcome.TIMED_OUT,
+}
 
 
 class Executor:
@@ -45,8 +55,12 @@ class Executor:
         slots: int,
         retry_backoff: float,
         reconcile_every: float = 5.0,
+        pool: ProcessPool | None = None,
+        metrics: AttemptMetrics | None = None,
     ) -> None:
         self.store = store
+        self.pool = pool
+        self.metrics = metrics
         self.types = types
         self.node = node
         self.slots = asyncio.Semaphore(slots)
@@ -179,24 +193,23 @@ class Executor:
             node=self.node,
             cancelled=asyncio.Event(),
         )
-        outcome, error, result = AttemptOutcome.SUCCEEDED, "", None
-        try:
-            if task_type is None:
-                raise LookupError(f"task type {task.type!r} is not registered on node {self.node}")
-            async with asyncio.timeout(task.timeout_s):
-                output = await task_type.run(ctx)
+        outcome, error, output, footprint = await self._execute(task_type, task, ctx)
+        result = None
+        if output is not None:
             result = TaskResult(task.id, output.code, self.node, attempt, time.time(), output.meta)
-        except TimeoutError:
-            outcome, error = AttemptOutcome.TIMED_OUT, f"timed out after {task.timeout_s:g}s"
-        except asyncio.CancelledError:
-            ctx.cancelled.set()
-            raise
-        except Exception as exc:
-            outcome, error = AttemptOutcome.FAILED, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        if self.metrics is not None:
+            self.metrics.record(task.type, footprint)
         finish = await self._persist(
             "reporting",
             lambda: self.store.finish(
-                task_id, self.node, attempt, outcome, error=error, result=result, backoff=self.retry_backoff
+                task_id,
+                self.node,
+                attempt,
+                outcome,
+                error=error,
+                result=result,
+                backoff=self.retry_backoff,
+                footprint=footprint,
             ),
         )
         if outcome is AttemptOutcome.SUCCEEDED:
@@ -210,6 +223,40 @@ class Executor:
                 attempt,
                 finish.state,
             )
+
+    async def _execute(
+        self, task_type: TaskType | None, task: Task, ctx: TaskContext
+    ) -> tuple[AttemptOutcome, str, Output | None, Footprint]:
+        """Run one attempt where its type says: in a worker process of the pool, or on this event loop.
+
+        Inline attempts report only their wall time: their CPU and memory are the node's own, and a figure
+        for them would be wrong. A kill (CancelledError) returns from here only once the work has stopped.
+        """
+        started = time.monotonic()
+        try:
+            if task_type is None:
+                raise LookupError(f"task type {task.type!r} is not registered on node {self.node}")
+            if task_type.isolation == "process" and self.pool is not None:
+                done: ChildResult = await self.pool.run(
+                    task_type.handler,
+                    ctx,
+                    memory_mb=task_type.memory_mb,
+                    cpu_s_limit=task_type.cpu_s_limit,
+                    timeout=task.timeout_s,
+                )
+                return PROCESS_OUTCOMES[done.kind], done.error, done.value, done.footprint
+            async with asyncio.timeout(task.timeout_s):
+                output = await task_type.run(ctx)
+            return AttemptOutcome.SUCCEEDED, "", output, Footprint(wall_s=time.monotonic() - started)
+        except TimeoutError:
+            error = f"timed out after {task.timeout_s:g}s"
+            return AttemptOutcome.TIMED_OUT, error, None, Footprint(wall_s=time.monotonic() - started)
+        except asyncio.CancelledError:
+            ctx.cancelled.set()
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            return AttemptOutcome.FAILED, error, None, Footprint(wall_s=time.monotonic() - started)
 
     async def _persist(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Make a store call until it gets through: a task must not be stranded by a Redis restart.
@@ -256,6 +303,8 @@ class Executor:
             )
             hurry.cancel()
             await asyncio.gather(*(cancel_and_wait(t) for t in pending if not t.done()))
-        handed_back = await self.store.requeue(self.node, "node stopped before the task finished")
+        handed_back = await self.store.requeue(
+            self.node, "node stopped before the task finished", outcome=AttemptOutcome.HANDED_BACK
+        )
         if handed_back:
             log.warning("handed back %d unfinished task(s) for other nodes", len(handed_back))

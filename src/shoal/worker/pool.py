@@ -362,6 +362,7 @@ class ProcessPool:
             raise PoolClosed("the worker pool is closed")
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="shoal-workers-"))
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # workers' output may hold task data
         if self._free_logs:
             log = self._free_logs.pop()
         else:

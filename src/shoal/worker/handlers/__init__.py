@@ -6,6 +6,11 @@ Marking stores nothing globally: the loader finds marked functions when it impor
 
 A handler gets a ``TaskContext`` and returns the result's ``code`` as a string, or an ``Output`` with
 ``meta`` beside it. An exception fails the attempt (retried if the task allows); its text is kept.
+
+Where it runs is the type's ``isolation``: ``"process"`` (the default for plain functions) runs each attempt
+in a worker process of the node's pool, which a kill or timeout really stops and whose crash takes only
+the attempt down; ``"inline"`` (the default for ``async def``, right for I/O-bound types such as ``fetch``)
+runs it on the node's event loop. ``memory_mb`` and ``cpu_s_limit`` bound a process-isolated attempt.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from shoal.errors import InvalidInput
 
@@ -53,16 +58,48 @@ class TaskContext:
 Handler = Callable[[TaskContext], "Output | str | Awaitable[Output | str]"]
 Validator = Callable[[str, dict[str, Any]], None]
 F = TypeVar("F", bound=Callable[..., Any])
+Isolation = Literal["process", "inline"]
+ISOLATIONS: tuple[Isolation, ...] = ("process", "inline")
 
 
-def task_type(name: str, *, validate: Validator | None = None) -> Callable[[F], F]:
-    """Mark a function as the handler of task type ``name``; ``validate`` checks target and params at submit."""
+@dataclass(frozen=True, slots=True)
+class TypeOptions:
+    """What ``@task_type`` says about a type beyond its handler."""
+
+    validate: Validator | None = None
+    isolation: Isolation | None = None  # None: "inline" for async def, "process" for a plain function
+    memory_mb: int | None = None
+    cpu_s_limit: float | None = None
+
+
+def task_type(
+    name: str,
+    *,
+    validate: Validator | None = None,
+    isolation: Isolation | None = None,
+    memory_mb: int | None = None,
+    cpu_s_limit: float | None = None,
+) -> Callable[[F], F]:
+    """Mark a function as the handler of task type ``name``. ``validate`` checks target and params at submit;
+    ``isolation`` says where attempts run ("process" or "inline", see above); ``memory_mb`` and
+    ``cpu_s_limit`` bound each process-isolated attempt (a task may ask for less, never more)."""
+    options = TypeOptions(validate, isolation, memory_mb, cpu_s_limit)
+    _check_options(name, options)
 
     def mark(fn: F) -> F:
-        setattr(fn, _MARK, (name, validate))
+        setattr(fn, _MARK, (name, options))
         return fn
 
     return mark
+
+
+def _check_options(name: str, options: TypeOptions) -> None:
+    if options.isolation is not None and options.isolation not in ISOLATIONS:
+        raise InvalidInput(f"task type {name!r}: isolation must be 'process' or 'inline'")
+    if options.memory_mb is not None and not 64 <= options.memory_mb <= 1024 * 1024:
+        raise InvalidInput(f"task type {name!r}: memory_mb must be between 64 and 1048576")
+    if options.cpu_s_limit is not None and not 0 < options.cpu_s_limit <= 86_400:
+        raise InvalidInput(f"task type {name!r}: cpu_s_limit must be above 0 and at most 86400 seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +107,9 @@ class TaskType:
     name: str
     handler: Handler
     validate: Validator | None = None
+    isolation: Isolation = "inline"
+    memory_mb: int | None = None
+    cpu_s_limit: float | None = None
 
     async def run(self, ctx: TaskContext) -> Output:
         """Call the handler: awaited if async, in a worker thread if sync (so it cannot block the node)."""
@@ -92,10 +132,17 @@ class TaskTypes:
     def __init__(self) -> None:
         self._types: dict[str, TaskType] = {}
 
-    def add(self, name: str, handler: Handler, validate: Validator | None = None) -> None:
+    def add(self, name: str, handler: Handler, options: TypeOptions | Validator | None = None) -> None:
+        """Register ``handler`` as type ``name``; ``options`` may be just a validator (the built-in types)."""
         if name in self._types:
             raise InvalidInput(f"task type {name!r} is registered twice")
-        self._types[name] = TaskType(name, handler, validate)
+        if not isinstance(options, TypeOptions):
+            options = TypeOptions(validate=options)
+        _check_options(name, options)
+        isolation = options.isolation or ("inline" if _is_async(handler) else "process")
+        if isolation == "process":
+            _check_importable(name, handler)
+        self._types[name] = TaskType(name, handler, options.validate, isolation, options.memory_mb, options.cpu_s_limit)
 
     def get(self, name: str) -> TaskType | None:
         return self._types.get(name)
@@ -136,7 +183,10 @@ class TaskTypes:
                 log.exception("cannot load task type %r from %s", ep.name, ep.value)
                 continue
             mark = getattr(fn, _MARK, None)
-            self.add(ep.name, fn, mark[1] if mark else None)
+            try:
+                self.add(ep.name, fn, mark[1] if mark else None)
+            except InvalidInput as exc:
+                log.error("cannot load task type %r from %s: %s", ep.name, ep.value, exc.message)
 
 
 def build(builtins: Iterable[tuple[str, Handler, Validator | None]], modules: Iterable[str]) -> TaskTypes:
@@ -147,3 +197,17 @@ def build(builtins: Iterable[tuple[str, Handler, Validator | None]], modules: It
         types.load_module(module)
     types.load_entry_points()
     return types
+
+
+def _check_importable(name: str, handler: Handler) -> None:
+    """A worker process finds the handler by module and name: it must live at the top of an importable module."""
+    module, qualname = getattr(handler, "__module__", None), getattr(handler, "__qualname__", "")
+    found = getattr(importlib.import_module(module), qualname, None) if module and "<" not in qualname else None
+    if found is not handler:
+        raise InvalidInput(f"task type {name!r}: a worker process cannot import {qualname or handler!r} from "
+                           f"{module!r}; define it at the top of a module, or mark it isolation='inline'")  # fmt: skip
+
+
+def _is_async(handler: Handler) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one (the built-in ``fetch``)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__)
