@@ -67,13 +67,15 @@ class AttemptOutcome(enum.StrEnum):
 class Footprint:
     """What one attempt cost, as far as it can be measured honestly (None where it cannot).
 
-    ``exit_code`` or ``signal`` (a name such as ``SIGSEGV``) say how a crashed worker process ended."""
+    ``exit_code`` or ``signal`` (a name such as ``SIGSEGV``) say how a crashed worker process ended;
+    ``loop_blocked_s`` how long an inline attempt held the node's event loop (see shoal.worker.loopwatch)."""
 
     wall_s: float | None = None
     cpu_s: float | None = None
     max_rss_bytes: int | None = None
     exit_code: int | None = None
     signal: str | None = None
+    loop_blocked_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class Attempt:
     max_rss_bytes: int | None = None
     exit_code: int | None = None
     signal: str | None = None
+    loop_blocked_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

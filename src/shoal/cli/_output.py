@@ -118,11 +118,16 @@ def seconds(value: float | None) -> str:
 
 
 def outcome(attempt: Attempt) -> str:
-    """The attempt's outcome, with how its worker process ended when it crashed: ``crashed (SIGSEGV)``."""
+    """The attempt's outcome, with how its worker process ended when it crashed (``crashed (SIGSEGV)``), and
+    how long it held the node's event loop when it did."""
     text = attempt.outcome or "-"
     if attempt.signal:
-        return f"{text} ({attempt.signal})"
-    return f"{text} (exit code {attempt.exit_code})" if attempt.exit_code is not None else text
+        text = f"{text} ({attempt.signal})"
+    elif attempt.exit_code is not None:
+        text = f"{text} (exit code {attempt.exit_code})"
+    if attempt.loop_blocked_s:
+        text = f"{text}, held the node's loop {attempt.loop_blocked_s:.1f}s"
+    return text
 
 
 def share(part: int, whole: int) -> str:

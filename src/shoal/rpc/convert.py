@@ -89,11 +89,13 @@ def task_to_proto(task: Task) -> pb.Task:
     return msg
 
 
-_Optional = Literal["finished_at", "outcome", "error", "wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal"]
+_Optional = Literal[
+    "finished_at", "outcome", "error", "wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal", "loop_blocked_s"
+]
 #: Attempt fields that are optional in both the dataclass and the message, copied as they are.
 _ATTEMPT_OPTIONAL: tuple[_Optional, ...] = (
     *("finished_at", "outcome", "wall_s", "cpu_s"),
-    *("max_rss_bytes", "exit_code", "signal"),
+    *("max_rss_bytes", "exit_code", "signal", "loop_blocked_s"),
 )  # fmt: skip
 
 

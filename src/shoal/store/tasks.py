@@ -338,7 +338,7 @@ def _footprint_json(footprint: Footprint | None) -> bytes:
     if footprint is None:
         return b""
     fields = {k: v for k, v in asdict(footprint).items() if v is not None}
-    for key in ("wall_s", "cpu_s"):
+    for key in ("wall_s", "cpu_s", "loop_blocked_s"):
         if key in fields:
             fields[key] = round(float(fields[key]), _SECONDS_DIGITS)
     return orjson.dumps(fields) if fields else b""
@@ -347,7 +347,7 @@ def _footprint_json(footprint: Footprint | None) -> bytes:
 def _attempt(raw: bytes) -> Attempt:
     """An attempt record; Lua's JSON writes whole floats as integers, so the types are set back here."""
     data = orjson.loads(raw)
-    for key in ("wall_s", "cpu_s"):
+    for key in ("wall_s", "cpu_s", "loop_blocked_s"):
         if data.get(key) is not None:
             data[key] = float(data[key])
     for key in ("max_rss_bytes", "exit_code"):

@@ -49,6 +49,9 @@ class AttemptOut(BaseModel):
     max_rss_bytes: int | None = Field(None, description="peak resident memory; null where not measured")
     exit_code: int | None = Field(None, description="how its worker process exited, when it crashed")
     signal: str | None = Field(None, description="the signal that killed its worker process, e.g. SIGSEGV")
+    loop_blocked_s: float | None = Field(
+        None, description="seconds this inline attempt held its node's event loop; null when it did not"
+    )
 
 
 class TaskOut(BaseModel):

@@ -23,6 +23,7 @@ from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
 from shoal.worker.handlers import Output, TaskContext, TaskType, TaskTypes
+from shoal.worker.loopwatch import LoopWatch
 from shoal.worker.metrics import AttemptMetrics
 from shoal.worker.pool import ChildResult, ProcessPool
 from shoal.worker.reconcile import Reconciler
@@ -229,34 +230,37 @@ class Executor:
     ) -> tuple[AttemptOutcome, str, Output | None, Footprint]:
         """Run one attempt where its type says: in a worker process of the pool, or on this event loop.
 
-        Inline attempts report only their wall time: their CPU and memory are the node's own, and a figure
-        for them would be wrong. A kill (CancelledError) returns from here only once the work has stopped.
+        Inline attempts report their wall time and how long they held the event loop (a LoopWatch); their
+        CPU and memory are the node's own, and a figure for them would be wrong. A kill (CancelledError)
+        returns from here only once the work has stopped.
         """
-        started = time.monotonic()
+        if task_type is None:
+            error = f"LookupError: task type {task.type!r} is not registered on node {self.node}"
+            return AttemptOutcome.FAILED, error, None, Footprint()
+        if task_type.isolation == "process" and self.pool is not None:
+            done: ChildResult = await self.pool.run(
+                task_type.handler,
+                ctx,
+                memory_mb=task_type.memory_mb,
+                cpu_s_limit=task_type.cpu_s_limit,
+                timeout=task.timeout_s,
+            )
+            return PROCESS_OUTCOMES[done.kind], done.error, done.value, done.footprint
+        started, watch = time.monotonic(), LoopWatch(task_type.run(ctx), task_type.name)
+        outcome, error = AttemptOutcome.SUCCEEDED, ""
+        output: Output | None = None
         try:
-            if task_type is None:
-                raise LookupError(f"task type {task.type!r} is not registered on node {self.node}")
-            if task_type.isolation == "process" and self.pool is not None:
-                done: ChildResult = await self.pool.run(
-                    task_type.handler,
-                    ctx,
-                    memory_mb=task_type.memory_mb,
-                    cpu_s_limit=task_type.cpu_s_limit,
-                    timeout=task.timeout_s,
-                )
-                return PROCESS_OUTCOMES[done.kind], done.error, done.value, done.footprint
             async with asyncio.timeout(task.timeout_s):
-                output = await task_type.run(ctx)
-            return AttemptOutcome.SUCCEEDED, "", output, Footprint(wall_s=time.monotonic() - started)
+                output = await watch
         except TimeoutError:
-            error = f"timed out after {task.timeout_s:g}s"
-            return AttemptOutcome.TIMED_OUT, error, None, Footprint(wall_s=time.monotonic() - started)
+            outcome, error = AttemptOutcome.TIMED_OUT, f"timed out after {task.timeout_s:g}s"
         except asyncio.CancelledError:
             ctx.cancelled.set()
             raise
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-            return AttemptOutcome.FAILED, error, None, Footprint(wall_s=time.monotonic() - started)
+            outcome, error = AttemptOutcome.FAILED, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        footprint = Footprint(wall_s=time.monotonic() - started, loop_blocked_s=watch.blocked_s or None)
+        return outcome, error, output, footprint
 
     async def _persist(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Make a store call until it gets through: a task must not be stranded by a Redis restart.

@@ -79,7 +79,8 @@ function fmtSeconds(s) {
 // How an attempt ended, with how its worker process died when it crashed: "crashed (SIGSEGV)".
 function outcomeText(a) {
   const how = a.signal ? ` (${a.signal})` : a.exit_code !== null && a.exit_code !== undefined ? ` (exit code ${a.exit_code})` : '';
-  return (a.outcome || 'running') + how;
+  const held = a.loop_blocked_s ? `, held the node's loop ${a.loop_blocked_s.toFixed(1)}s` : '';
+  return (a.outcome || 'running') + how + held;
 }
 
 function renderAttempts(t) {

@@ -224,6 +224,7 @@ class Attempt(_message.Message):
     MAX_RSS_BYTES_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
+    LOOP_BLOCKED_S_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     node: _builtins.str
     started_at: _builtins.float
@@ -243,6 +244,8 @@ class Attempt(_message.Message):
     exit_code: _builtins.int
     """How a crashed worker process ended: its exit code, or the name of the signal (e.g. "SIGSEGV")."""
     signal: _builtins.str
+    loop_blocked_s: _builtins.float
+    """Seconds an inline attempt held its node's event loop; unset when it did not."""
     def __init__(
         self,
         *,
@@ -257,10 +260,11 @@ class Attempt(_message.Message):
         max_rss_bytes: _builtins.int | None = ...,
         exit_code: _builtins.int | None = ...,
         signal: _builtins.str | None = ...,
+        loop_blocked_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "max_rss_bytes", b"max_rss_bytes", "outcome", b"outcome", "signal", b"signal", "wall_s", b"wall_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_loop_blocked_s", b"_loop_blocked_s", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "loop_blocked_s", b"loop_blocked_s", "max_rss_bytes", b"max_rss_bytes", "outcome", b"outcome", "signal", b"signal", "wall_s", b"wall_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "max_rss_bytes", b"max_rss_bytes", "node", b"node", "number", b"number", "outcome", b"outcome", "signal", b"signal", "started_at", b"started_at", "wall_s", b"wall_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_loop_blocked_s", b"_loop_blocked_s", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "loop_blocked_s", b"loop_blocked_s", "max_rss_bytes", b"max_rss_bytes", "node", b"node", "number", b"number", "outcome", b"outcome", "signal", b"signal", "started_at", b"started_at", "wall_s", b"wall_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s: _TypeAlias = _typing.Literal["cpu_s"]  # noqa: Y015
     _WhichOneofArgType__cpu_s: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s"]  # noqa: Y015
@@ -270,6 +274,8 @@ class Attempt(_message.Message):
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     _WhichOneofReturnType__finished_at: _TypeAlias = _typing.Literal["finished_at"]  # noqa: Y015
     _WhichOneofArgType__finished_at: _TypeAlias = _typing.Literal["_finished_at", b"_finished_at"]  # noqa: Y015
+    _WhichOneofReturnType__loop_blocked_s: _TypeAlias = _typing.Literal["loop_blocked_s"]  # noqa: Y015
+    _WhichOneofArgType__loop_blocked_s: _TypeAlias = _typing.Literal["_loop_blocked_s", b"_loop_blocked_s"]  # noqa: Y015
     _WhichOneofReturnType__max_rss_bytes: _TypeAlias = _typing.Literal["max_rss_bytes"]  # noqa: Y015
     _WhichOneofArgType__max_rss_bytes: _TypeAlias = _typing.Literal["_max_rss_bytes", b"_max_rss_bytes"]  # noqa: Y015
     _WhichOneofReturnType__outcome: _TypeAlias = _typing.Literal["outcome"]  # noqa: Y015
@@ -286,6 +292,8 @@ class Attempt(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__finished_at) -> _WhichOneofReturnType__finished_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__loop_blocked_s) -> _WhichOneofReturnType__loop_blocked_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_rss_bytes) -> _WhichOneofReturnType__max_rss_bytes | None: ...
     @_typing.overload
