@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from shoal.keys import WORKER_GROUP
+from shoal.models import AttemptOutcome
 from shoal.store import redis as store_redis
 from shoal.store.tasks import TaskStore
 
@@ -163,15 +164,15 @@ class Reconciler:
         for ids, reason in ((inqueue, INQUEUE_LOST), (running, RUNNING_LOST.format(node=self.node))):
             if not ids:
                 continue
-            back = await self.store.hand_back(self.node, ids, reason)
+            # The store lost the order or the report (e.g. a Redis failover), not the task: never held against
+            # it, so a store that loses writes cannot quarantine healthy tasks.
+            back = await self.store.hand_back(self.node, ids, reason, outcome=AttemptOutcome.HANDED_BACK)
             handed = set(back)
             for task_id in ids:
                 state = lost[task_id][0]
                 if task_id in handed:
                     self.handed_back += 1
                     log.warning("task %s: handed back for re-placement: %s here, but %s", task_id, state, reason)
-                elif task_id in back.quarantined:
-                    log.warning("task %s: quarantined: %s, and it reached its max_lost_attempts", task_id, reason)
                 elif not self._placed_here(lost[task_id]):
                     log.warning("task %s: dropped from this node's assigned set: it is %s", task_id, state or "gone")
 
