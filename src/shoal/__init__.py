@@ -17,6 +17,7 @@ from shoal.errors import (
 )
 from shoal.models import Task, TaskResult, TaskState
 from shoal.version import __version__
+from shoal.worker.child import TaskCancelled
 from shoal.worker.handlers import Output, TaskContext, task_type
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ResultNotFound",
     "ShoalError",
     "Task",
+    "TaskCancelled",
     "TaskContext",
     "TaskNotFound",
     "TaskResult",
