@@ -129,6 +129,10 @@ async def test_bad_content_length_is_400(client: httpx.AsyncClient) -> None:
         ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "timeout_s": -1}', "timeout_s"),
         ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "max_lost_attempts": 0}', "between"),
         ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "max_lost_attempts": 1.5}', "whole"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "memory_mb": 63}', "memory_mb must"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "memory_mb": 128.5}', "whole"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "cpu_s_limit": 0}', "cpu_s_limit"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "cpu_s_limit": "1"}', "seconds"),
         ("POST", "/api/v1/tasks", b'{"name": "n", "type": "fetch", "target": "t", "colour": 1}', "unknown field"),
         ("POST", "/api/v1/tasks?wait=0", b'{"name": "n", "type": "fetch", "target": "t"}', "wait"),
         ("POST", "/api/v1/tasks?wait=soon", b'{"name": "n", "type": "fetch", "target": "t"}', "wait"),
@@ -167,6 +171,7 @@ async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient
     assert {"TaskIn", "TaskOut", "TaskPageOut", "ResultOut", "ClusterOut", "ErrorOut", "IdsIn"} <= set(schemas)
     assert set(schemas["TaskIn"]["properties"]) == {
         *("name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"),
+        *("memory_mb", "cpu_s_limit"),
     }
     submit = doc["paths"]["/api/v1/tasks"]["post"]
     assert submit["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskIn")

@@ -40,6 +40,8 @@ TASK = Task(
     max_lost_attempts=4,
     lost_attempts=3,
     attempts_dropped=2,
+    memory_mb=512,
+    cpu_s_limit=2.5,
 )  # fmt: skip
 
 
@@ -51,6 +53,7 @@ def test_task_round_trips_with_unset_fields_kept_unset() -> None:
     assert not any(msg.history[-1].HasField(f) for f in ("wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal"))
     assert msg.history[2].HasField("exit_code") and msg.history[2].HasField("cpu_s")  # zero is a figure, not unset
     assert (msg.max_lost_attempts, msg.lost_attempts, msg.attempts_dropped) == (4, 3, 2)
+    assert (msg.memory_mb, msg.cpu_s_limit) == (512, 2.5)
     wire = pb.Task.FromString(msg.SerializeToString())
     assert convert.task_from_proto(wire) == TASK
 
@@ -63,6 +66,7 @@ def test_fresh_task_has_no_node_or_times() -> None:
     msg = convert.task_to_proto(fresh)
     assert msg.params_json == "{}"
     assert not any(msg.HasField(f) for f in ("node", "timeout_s", "started_at", "finished_at", "error"))
+    assert not msg.HasField("memory_mb") and not msg.HasField("cpu_s_limit")  # unset: the type's, or the node's
     assert convert.task_from_proto(msg) == fresh
     msg.ClearField("max_lost_attempts")  # as an older server sends it
     assert convert.task_from_proto(msg).max_lost_attempts == DEFAULT_MAX_LOST_ATTEMPTS
@@ -92,8 +96,20 @@ def test_spec_round_trips() -> None:
     assert convert.spec_from_proto(convert.spec_to_proto(spec)) == spec
     quarantined_soon = TaskSpec(name="page", type="fetch", target="t", max_lost_attempts=1)
     assert convert.spec_from_proto(convert.spec_to_proto(quarantined_soon)) == quarantined_soon
+    bounded = TaskSpec(name="page", type="fetch", target="t", memory_mb=64, cpu_s_limit=0.5)
+    assert convert.spec_from_proto(convert.spec_to_proto(bounded)) == bounded
+    whole = convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", memory_mb=1024, cpu_s_limit=30))
+    assert (whole.memory_mb, whole.cpu_s_limit) == (1024, 30.0) and isinstance(whole.cpu_s_limit, float)
     bare = pb.TaskSpec(name=" page ", type="fetch", target="http://127.0.0.1:9/")
     assert convert.spec_from_proto(bare) == TaskSpec(name="page", type="fetch", target="http://127.0.0.1:9/")
+
+
+#: Task limits out of range, refused alike by REST and gRPC.
+BAD_LIMITS = [
+    ("memory_mb", 63), ("memory_mb", 2**20 + 1), ("memory_mb", -1),
+    ("cpu_s_limit", 0), ("cpu_s_limit", -1.0), ("cpu_s_limit", 86_400.5), ("cpu_s_limit", float("nan")),
+    ("cpu_s_limit", float("inf")),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -115,6 +131,10 @@ def test_spec_round_trips() -> None:
         (
             pb.TaskSpec(name="n", type="f", target="t", max_lost_attempts=0),
             {"name": "n", "type": "f", "target": "t", "max_lost_attempts": 0},
+        ),
+        *(
+            (pb.TaskSpec(name="n", type="f", target="t", **{k: v}), {"name": "n", "type": "f", "target": "t", k: v})
+            for k, v in BAD_LIMITS
         ),
     ],
 )

@@ -745,3 +745,20 @@ async def test_node_records_beat_and_count_assigned_tasks(store: Store) -> None:
     assert (seen.name, seen.slots, seen.types, seen.assigned, seen.last_beat) == ("n1", 3, ("echo", "fetch"), 1, beat)
     await store.nodes.forget("n1")
     assert await store.nodes.all() == []
+
+
+async def test_a_task_keeps_the_limits_it_asked_for_and_none_when_it_asked_for_none(store: Store) -> None:
+    specs = [
+        TaskSpec(name="bounded", type="echo", target="x", memory_mb=512, cpu_s_limit=2.5),
+        TaskSpec(name="whole", type="echo", target="x", memory_mb=2**20, cpu_s_limit=86_400.0),
+        TaskSpec(name="free", type="echo", target="x"),
+    ]
+    created = await store.tasks.create(specs)
+    stored = await store.tasks.get_many([t.id for t in created])
+    assert [(t.memory_mb, t.cpu_s_limit) for t in created] == [(512, 2.5), (2**20, 86_400.0), (None, None)]
+    assert [(t.memory_mb, t.cpu_s_limit) for t in stored] == [(512, 2.5), (2**20, 86_400.0), (None, None)]
+    assert isinstance(stored[0].cpu_s_limit, float) and isinstance(stored[0].memory_mb, int)
+    # A task stored before the fields existed reads as one that asked for none.
+    await store.redis.hdel(store.keys.task(created[0].id), "memory_mb", "cpu_s_limit")
+    older = await store.tasks.get(created[0].id)
+    assert (older.memory_mb, older.cpu_s_limit) == (None, None)

@@ -107,6 +107,8 @@ class TaskSpec:
     timeout_s: float | None = None
     max_retries: int = 0
     max_lost_attempts: int | None = None  # None: the cluster's default, fixed when the task is stored
+    memory_mb: int | None = None  # None: the type's bound, else the node's default
+    cpu_s_limit: float | None = None  # None: the type's bound, else the node's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,10 @@ class Task:
     max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS
     lost_attempts: int = 0  # attempts that ended lost so far; at max_lost_attempts the task is quarantined
     attempts_dropped: int = 0  # attempts left out of ``history`` (it keeps the first and the latest)
+    #: What the task asked for each attempt (None: the type's bound, else the node's default). An attempt
+    #: never gets more than its type allows: a larger ask is held to the type's bound when it runs.
+    memory_mb: int | None = None
+    cpu_s_limit: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The task as the REST API shows it (``state`` by name)."""

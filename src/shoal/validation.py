@@ -25,6 +25,10 @@ MAX_TARGET_CHARS = 8192
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_RETRIES = 100
 MAX_LOST_ATTEMPTS = 100
+#: Bounds of a task's (and a type's) ``memory_mb``, in MiB, and ``cpu_s_limit``, in seconds.
+MIN_MEMORY_MB = 64
+MAX_MEMORY_MB = 1024 * 1024
+MAX_CPU_S_LIMIT = 86_400.0
 #: Most ids one bulk kill or delete may name.
 MAX_BULK_IDS = 1000
 MAX_PAGE = 1000
@@ -33,6 +37,7 @@ MAX_WAIT_S = 60.0
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
+_SPEC_FIELDS |= {"memory_mb", "cpu_s_limit"}
 
 
 def task_spec(data: Any) -> TaskSpec:
@@ -63,6 +68,8 @@ def task_spec(data: Any) -> TaskSpec:
         timeout_s=timeout(data.get("timeout_s")),
         max_retries=retries(data.get("max_retries")),
         max_lost_attempts=lost_attempts(data.get("max_lost_attempts")),
+        memory_mb=memory_mb(data.get("memory_mb")),
+        cpu_s_limit=cpu_s_limit(data.get("cpu_s_limit")),
     )
 
 
@@ -109,6 +116,28 @@ def lost_attempts(value: Any) -> int | None:
     if not 1 <= value <= MAX_LOST_ATTEMPTS:
         raise InvalidInput(f"max_lost_attempts must be between 1 and {MAX_LOST_ATTEMPTS}")
     return value
+
+
+def memory_mb(value: Any) -> int | None:
+    """A task's ``memory_mb``: None (the type's bound, else the node's default) or MIN..MAX_MEMORY_MB MiB."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("memory_mb must be a whole number of MiB")
+    if not MIN_MEMORY_MB <= value <= MAX_MEMORY_MB:
+        raise InvalidInput(f"memory_mb must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB}")
+    return value
+
+
+def cpu_s_limit(value: Any) -> float | None:
+    """A task's ``cpu_s_limit``: None (the type's bound, else the node's default) or 0 < S <= MAX_CPU_S_LIMIT."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput("cpu_s_limit must be a number of seconds")
+    if not 0 < value <= MAX_CPU_S_LIMIT:
+        raise InvalidInput(f"cpu_s_limit must be above 0 and at most {MAX_CPU_S_LIMIT:g} seconds")
+    return float(value)
 
 
 def task_id(value: Any) -> str:

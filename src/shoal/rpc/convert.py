@@ -86,6 +86,10 @@ def task_to_proto(task: Task) -> pb.Task:
         msg.finished_at = task.finished_at
     if task.error is not None:
         msg.error = _utf8(task.error)
+    if task.memory_mb is not None:
+        msg.memory_mb = task.memory_mb
+    if task.cpu_s_limit is not None:
+        msg.cpu_s_limit = task.cpu_s_limit
     return msg
 
 
@@ -152,7 +156,7 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
         data["params"] = _json_object(msg.params_json, "params_json")
     if msg.HasField("timeout_s"):
         data["timeout_s"] = msg.timeout_s
-    for name in ("max_retries", "max_lost_attempts"):
+    for name in ("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit"):
         if msg.HasField(name):
             data[name] = getattr(msg, name)
     return validation.task_spec(data)
@@ -166,6 +170,10 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
         msg.timeout_s = spec.timeout_s
     if spec.max_lost_attempts is not None:
         msg.max_lost_attempts = spec.max_lost_attempts
+    if spec.memory_mb is not None:
+        msg.memory_mb = spec.memory_mb
+    if spec.cpu_s_limit is not None:
+        msg.cpu_s_limit = spec.cpu_s_limit
     return msg
 
 
@@ -219,6 +227,8 @@ def task_from_proto(msg: pb.Task) -> Task:
         max_lost_attempts=msg.max_lost_attempts if msg.HasField("max_lost_attempts") else DEFAULT_MAX_LOST_ATTEMPTS,
         lost_attempts=msg.lost_attempts,
         attempts_dropped=msg.attempts_dropped,
+        memory_mb=msg.memory_mb if msg.HasField("memory_mb") else None,
+        cpu_s_limit=msg.cpu_s_limit if msg.HasField("cpu_s_limit") else None,
     )
 
 

@@ -81,6 +81,8 @@ class TaskStore:
             timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
             params = orjson.dumps(spec.params).decode()
             args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries, lost]
+            cpu = "" if spec.cpu_s_limit is None else repr(spec.cpu_s_limit)
+            args += ["" if spec.memory_mb is None else spec.memory_mb, cpu]
         reply = await self._run("submit", *args)
         created = float(reply[0])
         return [
@@ -100,6 +102,8 @@ class TaskStore:
                 finished_at=None,
                 error=None,
                 max_lost_attempts=lost,
+                memory_mb=spec.memory_mb,
+                cpu_s_limit=spec.cpu_s_limit,
             )
             for task_id, spec, lost in zip(ids, specs, most_lost, strict=True)
         ]
@@ -322,6 +326,10 @@ def _f(value: bytes | None) -> float | None:
     return float(value) if value else None
 
 
+def _i(value: bytes | None) -> int | None:
+    return int(value) if value else None
+
+
 def _handed_back(reply: builtins.list[Any]) -> HandedBack:
     back = int(reply[1])
     ids = HandedBack(reply[2 : 2 + back])
@@ -377,4 +385,6 @@ def _task(fields: dict[bytes, bytes], attempts: builtins.list[bytes]) -> Task:
         max_lost_attempts=int(fields.get(b"max_lost_attempts") or DEFAULT_MAX_LOST_ATTEMPTS),
         lost_attempts=int(fields.get(b"lost_attempts", 0)),
         attempts_dropped=int(fields.get(b"attempts_dropped", 0)),
+        memory_mb=_i(fields.get(b"memory_mb")),
+        cpu_s_limit=_f(fields.get(b"cpu_s_limit")),
     )

@@ -33,6 +33,20 @@ class TaskIn(BaseModel):
         description="attempts lost with their node or worker process before the task is quarantined "
         "(ends RUNTIME_ERROR); default: the cluster's max_lost_attempts",
     )
+    memory_mb: int | None = Field(
+        None,
+        ge=validation.MIN_MEMORY_MB,
+        le=validation.MAX_MEMORY_MB,
+        description="memory (address space) each attempt may add in its worker process, in MiB; default: the "
+        "type's memory_mb, else the node's. Never above the type's (or, for a type with none, the node's): a "
+        "larger value is held to that bound when the attempt runs, and the attempt's error says so",
+    )
+    cpu_s_limit: float | None = Field(
+        None,
+        gt=0,
+        le=validation.MAX_CPU_S_LIMIT,
+        description="CPU seconds each attempt may use in its worker process; default and bound as for memory_mb",
+    )
 
 
 class AttemptOut(BaseModel):
@@ -73,6 +87,12 @@ class TaskOut(BaseModel):
     max_lost_attempts: int = Field(description="lost attempts (node lost, crashed) that quarantine the task")
     lost_attempts: int = Field(description="attempts lost so far")
     attempts_dropped: int = Field(description="attempts left out of history between the first and the latest")
+    memory_mb: int | None = Field(
+        description="the memory_mb the task asked for (MiB); null: its type's bound, else the node's default"
+    )
+    cpu_s_limit: float | None = Field(
+        description="the cpu_s_limit the task asked for (s); null: its type's bound, else the node's default"
+    )
 
 
 class TaskPageOut(BaseModel):

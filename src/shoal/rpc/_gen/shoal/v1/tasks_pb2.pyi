@@ -117,6 +117,8 @@ class Task(_message.Message):
     MAX_LOST_ATTEMPTS_FIELD_NUMBER: _builtins.int
     LOST_ATTEMPTS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_DROPPED_FIELD_NUMBER: _builtins.int
+    MEMORY_MB_FIELD_NUMBER: _builtins.int
+    CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -150,6 +152,12 @@ class Task(_message.Message):
     """Attempts lost so far."""
     attempts_dropped: _builtins.int
     """Attempts left out of `history`, between the first and the latest."""
+    memory_mb: _builtins.int
+    """The memory (MiB) and CPU seconds the task asked for each attempt in its worker process; unset: its
+    type's bound, else the node's default. An attempt never gets more than its type allows (or, for a type
+    with no bound, the node's default): a larger ask is held to that bound and the attempt's error says so.
+    """
+    cpu_s_limit: _builtins.float
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
@@ -175,17 +183,23 @@ class Task(_message.Message):
         max_lost_attempts: _builtins.int | None = ...,
         lost_attempts: _builtins.int = ...,
         attempts_dropped: _builtins.int = ...,
+        memory_mb: _builtins.int | None = ...,
+        cpu_s_limit: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "node", b"node", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "name", b"name", "node", b"node", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
+    _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__finished_at: _TypeAlias = _typing.Literal["finished_at"]  # noqa: Y015
     _WhichOneofArgType__finished_at: _TypeAlias = _typing.Literal["_finished_at", b"_finished_at"]  # noqa: Y015
     _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
+    _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
+    _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__node: _TypeAlias = _typing.Literal["node"]  # noqa: Y015
     _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
     _WhichOneofReturnType__started_at: _TypeAlias = _typing.Literal["started_at"]  # noqa: Y015
@@ -193,11 +207,15 @@ class Task(_message.Message):
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__finished_at) -> _WhichOneofReturnType__finished_at | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
     @_typing.overload
@@ -318,6 +336,8 @@ class TaskSpec(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     MAX_LOST_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    MEMORY_MB_FIELD_NUMBER: _builtins.int
+    CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -332,6 +352,12 @@ class TaskSpec(_message.Message):
     """Retries after a failed attempt (0..100); unset means 0."""
     max_lost_attempts: _builtins.int
     """Lost attempts (1..100) before the task is quarantined; unset means the cluster's default."""
+    memory_mb: _builtins.int
+    """Memory (address space, 64..1048576 MiB) each attempt may add in its worker process; unset means the
+    type's bound, else the node's default. Held to the type's bound when the attempt runs.
+    """
+    cpu_s_limit: _builtins.float
+    """CPU seconds (0 < cpu_s_limit <= 86400) each attempt may use; unset and bound as for memory_mb."""
     def __init__(
         self,
         *,
@@ -342,21 +368,31 @@ class TaskSpec(_message.Message):
         timeout_s: _builtins.float | None = ...,
         max_retries: _builtins.int | None = ...,
         max_lost_attempts: _builtins.int | None = ...,
+        memory_mb: _builtins.int | None = ...,
+        cpu_s_limit: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_timeout_s", b"_timeout_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "timeout_s", b"timeout_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_timeout_s", b"_timeout_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "name", b"name", "params_json", b"params_json", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
+    _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
     _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
+    _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
 
