@@ -75,6 +75,8 @@ def test_a_task_created_in_the_form_goes_live_to_succeed_and_shows_its_fetched_s
     dialog.get_by_label("Type").select_option("fetch")
     dialog.get_by_label("Target").fill(f"{origin.url}/slow?s=1")
     dialog.get_by_label("Lost attempts").fill("2")
+    dialog.get_by_label("Memory").fill("512")
+    dialog.get_by_label("CPU limit").fill("2.5")
     dialog.get_by_role("button", name="Create").click()
     expect(dialog).to_be_hidden()
 
@@ -98,6 +100,8 @@ def test_a_task_created_in_the_form_goes_live_to_succeed_and_shows_its_fetched_s
     expect(page.locator("#timeline li")).to_have_count(3)  # created, attempt started, attempt succeeded
     expect(page.locator("#timeline")).to_contain_text("attempt 1 succeeded on ")
     expect(page.locator("#fields")).to_contain_text("0 (quarantined at 2)")
+    expect(page.locator("#fields")).to_contain_text("512 MiB")
+    expect(page.locator("#fields")).to_contain_text("2.5 s")
     expect(page.locator("#attempt-rows tr")).to_have_count(1)
     with page.expect_download() as download:
         page.get_by_role("link", name="Download").click()
@@ -141,6 +145,14 @@ def test_validation_messages_appear_next_to_the_fields(cluster: list[Any], new_p
     dialog.get_by_role("button", name="Create").click()
     lost_field = dialog.locator(".field", has=page.get_by_label("Lost attempts"))
     expect(lost_field).to_contain_text("max_lost_attempts must be between 1 and 100")
+    dialog.get_by_label("Lost attempts").fill("")
+    dialog.get_by_label("Memory").fill("63")
+    dialog.get_by_label("CPU limit").fill("0")
+    dialog.get_by_role("button", name="Create").click()
+    memory_field = dialog.locator(".field", has=page.get_by_label("Memory"))
+    cpu_field = dialog.locator(".field", has=page.get_by_label("CPU limit"))
+    expect(memory_field).to_contain_text("memory_mb must be between 64 and 1048576")
+    expect(cpu_field).to_contain_text("cpu_s_limit must be above 0 and at most 86400 seconds")
     shot(page, "create-form")
     with api(node) as client:
         assert client.get("/api/v1/tasks").json()["total"] == 0  # nothing was created

@@ -170,6 +170,10 @@ def tasks_table(tasks: Iterable[Task], title: str | None = None) -> Table:
     return table
 
 
+#: How ``shoal task show`` reads a task's memory_mb or cpu_s_limit left unset.
+LIMIT_DEFAULT = "default (the type's, else the node's)"
+
+
 def task_detail(task: Task) -> RenderableType:
     """Every field of one task, then its attempts."""
     fields = Table.grid(padding=(0, 2))
@@ -185,6 +189,8 @@ def task_detail(task: Task) -> RenderableType:
         ("attempts", f"{task.attempts} (retries allowed: {task.max_retries})"),
         ("lost", f"{task.lost_attempts} (quarantined at {task.max_lost_attempts})"),
         ("timeout", f"{task.timeout_s:g}s" if task.timeout_s else "type default"),
+        ("memory limit", LIMIT_DEFAULT if task.memory_mb is None else f"{task.memory_mb} MiB"),
+        ("cpu limit", LIMIT_DEFAULT if task.cpu_s_limit is None else f"{task.cpu_s_limit:g}s"),
         ("created", when(task.created_at)),
         ("started", when(task.started_at)),
         ("finished", when(task.finished_at)),

@@ -88,6 +88,19 @@ def _code_text(task_id: str, code: str) -> str:
     metavar="N",
     help="Attempts lost with their node or worker process before the task is quarantined [default: the cluster's].",
 )
+@click.option(
+    "--memory-mb",
+    type=click.IntRange(validation.MIN_MEMORY_MB, validation.MAX_MEMORY_MB),
+    metavar="MIB",
+    help="Memory (MiB) each attempt may add in its worker process; held to the type's bound "
+    "[default: the type's, else the node's].",
+)
+@click.option(
+    "--cpu-s-limit",
+    type=click.FloatRange(0, validation.MAX_CPU_S_LIMIT, min_open=True),
+    metavar="S",
+    help="CPU seconds each attempt may use; held to the type's bound [default: the type's, else the node's].",
+)
 @click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
 @api_options
 @json_option
@@ -100,6 +113,8 @@ def submit(
     timeout_s: float | None,
     retries: int,
     max_lost_attempts: int | None,
+    memory_mb: int | None,
+    cpu_s_limit: float | None,
     wait: bool,
     as_json: bool,
 ) -> None:
@@ -113,6 +128,8 @@ def submit(
             timeout_s=timeout_s,
             max_retries=retries,
             max_lost_attempts=max_lost_attempts,
+            memory_mb=memory_mb,
+            cpu_s_limit=cpu_s_limit,
         )
         if not wait:
             if as_json:

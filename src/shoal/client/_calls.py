@@ -77,6 +77,8 @@ def submit(
     timeout_s: float | None,
     max_retries: int,
     max_lost_attempts: int | None,
+    memory_mb: int | None,
+    cpu_s_limit: float | None,
     wait: float | None,
 ) -> Call[Task]:
     body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
@@ -88,6 +90,10 @@ def submit(
         body["max_retries"] = max_retries
     if max_lost_attempts is not None:
         body["max_lost_attempts"] = max_lost_attempts
+    if memory_mb is not None:
+        body["memory_mb"] = memory_mb
+    if cpu_s_limit is not None:
+        body["cpu_s_limit"] = cpu_s_limit
     query, held = _wait_param(wait)
     return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
 

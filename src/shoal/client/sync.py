@@ -84,11 +84,15 @@ class Client:
         max_retries: int = 0,
         wait: float | None = None,
         max_lost_attempts: int | None = None,
+        memory_mb: int | None = None,
+        cpu_s_limit: float | None = None,
     ) -> Task:
         """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s.
 
         ``max_lost_attempts``: attempts lost with their node or worker process before the task is quarantined
-        (ends RUNTIME_ERROR); None leaves it to the cluster's default.
+        (ends RUNTIME_ERROR); None leaves it to the cluster's default. ``memory_mb`` (MiB) and ``cpu_s_limit``
+        (seconds) bound each attempt in its worker process; None leaves them to the type's bound, else the
+        node's default, and a value above the type's bound is held to it when the attempt runs.
         """
         return self._send(
             _calls.submit(
@@ -100,6 +104,8 @@ class Client:
                 max_retries=max_retries,
                 max_lost_attempts=max_lost_attempts,
                 wait=wait,
+                memory_mb=memory_mb,
+                cpu_s_limit=cpu_s_limit,
             )
         )
 

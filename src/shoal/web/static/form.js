@@ -3,7 +3,7 @@
 
 import { get, post } from './api.js';
 
-const FIELDS = ['name', 'type', 'target', 'params', 'timeout_s', 'max_retries', 'max_lost_attempts'];
+const FIELDS = ['name', 'type', 'target', 'params', 'timeout_s', 'max_retries', 'max_lost_attempts', 'memory_mb', 'cpu_s_limit'];
 const URL_RE = /^https?:\/\/[^/\s?#]+/i;
 
 // Which fields a server message is about: "name and target are required" names two, "params.delay_s
@@ -122,6 +122,18 @@ export class CreateForm {
       const n = Number(lost);
       if (!Number.isInteger(n) || n < 1 || n > 100) errors.max_lost_attempts = 'max_lost_attempts must be between 1 and 100';
       else body.max_lost_attempts = n;
+    }
+    const memory = value('memory_mb');
+    if (memory) {
+      const n = Number(memory);
+      if (!Number.isInteger(n) || n < 64 || n > 1048576) errors.memory_mb = 'memory_mb must be between 64 and 1048576';
+      else body.memory_mb = n;
+    }
+    const cpu = value('cpu_s_limit');
+    if (cpu) {
+      const n = Number(cpu);
+      if (!Number.isFinite(n) || n <= 0 || n > 86400) errors.cpu_s_limit = 'cpu_s_limit must be above 0 and at most 86400 seconds';
+      else body.cpu_s_limit = n;
     }
     return { body, errors };
   }

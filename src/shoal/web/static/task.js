@@ -32,6 +32,8 @@ function renderFields(t) {
     ...field('Attempts', `${t.attempts} (retries allowed: ${t.max_retries})`),
     ...field('Lost attempts', `${t.lost_attempts ?? 0} (quarantined at ${t.max_lost_attempts})`),
     ...field('Timeout', t.timeout_s ? `${t.timeout_s} s` : 'the type\'s default'),
+    ...field('Memory limit', t.memory_mb ? `${t.memory_mb} MiB` : 'the type\'s, else the node\'s default'),
+    ...field('CPU limit', t.cpu_s_limit ? `${t.cpu_s_limit} s` : 'the type\'s, else the node\'s default'),
     ...field('Created', fmtExact(t.created_at)),
     ...field('Started', fmtExact(t.started_at)),
     ...field('Finished', fmtExact(t.finished_at)),
