@@ -103,6 +103,7 @@ def test_a_task_created_in_the_form_goes_live_to_succeed_and_shows_its_fetched_s
     expect(page.locator("#fields")).to_contain_text("512 MiB")
     expect(page.locator("#fields")).to_contain_text("2.5 s")
     expect(page.locator("#attempt-rows tr")).to_have_count(1)
+    expect(page.locator("#attempt-rows")).to_contain_text("memory_mb and cpu_s_limit not applied")  # fetch: inline
     with page.expect_download() as download:
         page.get_by_role("link", name="Download").click()
     assert download.value.suggested_filename.startswith("slow-page-")

@@ -23,6 +23,7 @@ from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
 from shoal.worker.handlers import Output, TaskContext, TaskType, TaskTypes
+from shoal.worker.limits import attempt_limits, not_applied
 from shoal.worker.loopwatch import LoopWatch
 from shoal.worker.metrics import AttemptMetrics
 from shoal.worker.pool import ChildResult, ProcessPool
@@ -42,6 +43,11 @@ PROCESS_OUTCOMES = {
     "over limit": AttemptOutcome.OVER_LIMIT,
     "timed out": AttemptOutcome.TIMED_OUT,
 }
+
+
+def _noted(error: str, note: str) -> str:
+    """An attempt's error with a note on the limits it ran under, on a line of its own ('' and '' give '')."""
+    return f"{error}\n{note}" if error and note else error or note
 
 
 class Executor:
@@ -230,22 +236,33 @@ class Executor:
     ) -> tuple[AttemptOutcome, str, Output | None, Footprint]:
         """Run one attempt where its type says: in a worker process of the pool, or on this event loop.
 
-        Inline attempts report their wall time and how long they held the event loop (a LoopWatch); their
-        CPU and memory are the node's own, and a figure for them would be wrong. A kill (CancelledError)
-        returns from here only once the work has stopped.
+        A process-isolated attempt runs under the task's ``memory_mb`` and ``cpu_s_limit`` held to its type's
+        bounds (see shoal.worker.limits); its error says when the task asked for more. Inline attempts report
+        their wall time and how long they held the event loop (a LoopWatch); their CPU and memory are the
+        node's own, and a figure for them would be wrong, as would limits. A kill (CancelledError) returns
+        from here only once the work has stopped.
         """
         if task_type is None:
             error = f"LookupError: task type {task.type!r} is not registered on node {self.node}"
             return AttemptOutcome.FAILED, error, None, Footprint()
         if task_type.isolation == "process" and self.pool is not None:
+            limits = attempt_limits(
+                task,
+                task_type,
+                node=self.node,
+                node_memory_mb=self.pool.memory_mb,
+                node_cpu_s_limit=self.pool.cpu_s_limit,
+            )
+            if limits.note:
+                log.info("task %s: %s", task.id, limits.note)
             done: ChildResult = await self.pool.run(
                 task_type.handler,
                 ctx,
-                memory_mb=task_type.memory_mb,
-                cpu_s_limit=task_type.cpu_s_limit,
+                memory_mb=limits.memory_mb,
+                cpu_s_limit=limits.cpu_s_limit,
                 timeout=task.timeout_s,
             )
-            return PROCESS_OUTCOMES[done.kind], done.error, done.value, done.footprint
+            return PROCESS_OUTCOMES[done.kind], _noted(done.error, limits.note), done.value, done.footprint
         started, watch = time.monotonic(), LoopWatch(task_type.run(ctx), task_type.name)
         outcome, error = AttemptOutcome.SUCCEEDED, ""
         output: Output | None = None
@@ -260,7 +277,7 @@ class Executor:
         except Exception as exc:
             outcome, error = AttemptOutcome.FAILED, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         footprint = Footprint(wall_s=time.monotonic() - started, loop_blocked_s=watch.blocked_s or None)
-        return outcome, error, output, footprint
+        return outcome, _noted(error, not_applied(task, task_type.name)), output, footprint
 
     async def _persist(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Make a store call until it gets through: a task must not be stranded by a Redis restart.
