@@ -74,6 +74,20 @@ class OtherLoad:
 _HZ = os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ticks(pid: int) -> tuple[str, int, int] | None:
+    """From /proc/PID/stat: the process's start time, its own CPU (utime + stime, all its threads) and the
+    CPU of the children it has reaped (cutime + cstime), in clock ticks; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[19], int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def ticks_to_s(ticks: int) -> float:
+    return ticks / _HZ
+
+
 def _foreign_times() -> dict[int, tuple[str, int]]:
     mine = {os.getpid(), *descendants(os.getpid())}
     times = {}
@@ -81,11 +95,9 @@ def _foreign_times() -> dict[int, tuple[str, int]]:
         pid = int(stat.parent.name)
         if pid in mine:
             continue
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        times[pid] = (fields[19], int(fields[11]) + int(fields[12]))  # starttime, utime + stime
+        ticks = cpu_ticks(pid)
+        if ticks is not None:
+            times[pid] = ticks[:2]
     return times
 
 
@@ -107,22 +119,21 @@ class TreeLoad:
         for pid, (started, ticks) in self._times().items():
             prior = self._before.get(pid)
             spent = ticks - prior[1] if prior is not None and prior[0] == started else ticks
-            label = _label(pid)
+            label = process_role(pid)
             used[label] = used.get(label, 0.0) + round(100.0 * spent / _HZ / elapsed, 1)
         return dict(sorted(used.items()))
 
     def _times(self) -> dict[int, tuple[str, int]]:
         times = {}
         for pid in descendants(self.root):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            times[pid] = (fields[19], int(fields[11]) + int(fields[12]))
+            ticks = cpu_ticks(pid)
+            if ticks is not None:
+                times[pid] = ticks[:2]
         return times
 
 
-def _label(pid: int) -> str:
+def process_role(pid: int) -> str:
+    """A shoal node by its ``--name``, the redis-server, else the program's name."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:

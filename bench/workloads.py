@@ -4,7 +4,9 @@
   returned), ``n`` submissions with up to ``concurrency`` in flight. The batch is then drained, untimed,
   so the next workload starts on an idle system.
 - ``Throughput``: end to end, from the first submission of ``n`` echo tasks to the moment the last one
-  has a stored result.
+  has a stored result. With a ``window``, submissions are paced so that at most that many tasks are ever
+  submitted and not yet done: no backlog builds up, so the work the system does per task stays the same
+  whatever the pace of the tasks (what a CPU cost per task needs).
 - ``Latency``: ``n`` sequential submit-to-result round trips on an otherwise idle system, after
   ``warmup`` untimed ones; p50/p99 by nearest rank.
 
@@ -19,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.adapters.base import Client
+from bench.adapters.base import Batch, Client
 
 
 def _cpu() -> float:
@@ -57,12 +59,13 @@ class Accept:
 class Throughput:
     n: int = 5000
     concurrency: int = 64
+    window: int | None = None
     name: str = "throughput"
 
     async def run(self, client: Client) -> dict[str, Any]:
         await client.prepare()
         cpu0, t0 = _cpu(), time.perf_counter()
-        batch = await client.submit_many(self.n, self.concurrency)
+        batch = await (self._paced(client) if self.window else client.submit_many(self.n, self.concurrency))
         submitted = time.perf_counter() - t0
         if not batch.accepted:
             raise RuntimeError(f"{client.path}: no submission accepted: {batch.errors[:3]}")
@@ -78,7 +81,23 @@ class Throughput:
             "seconds": elapsed,
             "per_s": batch.accepted / elapsed,
             "client_cpu_pct": 100.0 * (_cpu() - cpu0) / elapsed,
+            **({"window": self.window} if self.window else {}),
         }
+
+    async def _paced(self, client: Client) -> Batch:
+        """Submit in steps of a quarter window, each once no more than three quarters are left undone."""
+        assert self.window is not None
+        step = max(1, self.window // 4)
+        batch = await client.submit_many(min(step, self.n), self.concurrency)
+        sent = batch.accepted + batch.failed
+        while sent < self.n:
+            done = Batch(accepted=max(0, batch.accepted - (self.window - step)), baseline=batch.baseline)
+            await client.wait_all(done, timeout=_timeout(self.n))
+            more = await client.submit_many(min(step, self.n - sent), self.concurrency)
+            batch.accepted, batch.failed = batch.accepted + more.accepted, batch.failed + more.failed
+            batch.errors += more.errors
+            sent += more.accepted + more.failed
+        return batch
 
 
 @dataclass(frozen=True)

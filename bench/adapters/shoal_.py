@@ -9,6 +9,11 @@ client spent ~7 ms of CPU per request and was the bottleneck, not the node).
 Completion of a batch is read from the task index, not from each task:
 ``GET /api/v1/tasks?state=SUCCEED&limit=1`` answers ``total`` in one cheap call, polled every
 ``Settings.poll_interval`` seconds (20 ms), which bounds the error on an end-to-end time to one interval.
+
+Options beside ``nodes`` and ``shoal_ref``: ``node_args`` (given to every node after ``--``, e.g.
+``["--task-modules", "bench.noop_types"]``) and ``pythonpath`` (directories put after the shoal code on
+the nodes' PYTHONPATH, where such modules are found). A client submits ``echo`` tasks unless told another
+type with ``use_type``.
 """
 
 from __future__ import annotations
@@ -102,7 +107,11 @@ class ShoalSystem:
             "--proxy-port",
             str(self.proxy_port),
         ]
-        env = dict(os.environ, PYTHONPATH=str(self.src))
+        node_args = [str(arg) for arg in self.settings.options.get("node_args") or ()]
+        if node_args:
+            argv += ["--", *node_args]
+        paths = [str(self.src), *(str(p) for p in self.settings.options.get("pythonpath") or ())]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
         log = self.settings.workdir / "shoal-up.log"
         # grace: shoal up may wait for the nodes' shutdown_grace (30 s) + 15 s before it gives up on one
         self.proc = REAPER.spawn("shoal up", argv, log=log, env=env, cwd=self.src, grace=50.0)
@@ -209,6 +218,11 @@ class ShoalRest:
         self.http: httpx.AsyncClient | None = None
         self.lanes: list[httpx.AsyncClient] = []
         self._baseline = Counts(0, 0)
+        self.body = ECHO_BODY
+
+    def use_type(self, task_type: str) -> None:
+        """Submit tasks of ``task_type`` (one that returns its target, as ``echo`` does) from now on."""
+        self.body = orjson.dumps({**ECHO, "name": task_type, "type": task_type})
 
     async def connect(self) -> None:
         urls = self.system.http_urls
@@ -238,13 +252,13 @@ class ShoalRest:
 
     async def submit_many(self, n: int, concurrency: int) -> Batch:
         batch = Batch(accepted=0, baseline=self._baseline)
-        left = n
+        body, left = self.body, n
 
         async def lane(http: httpx.AsyncClient) -> None:
             nonlocal left
             while left > 0:
                 left -= 1
-                r = await http.post("/api/v1/tasks", content=ECHO_BODY)
+                r = await http.post("/api/v1/tasks", content=body)
                 if r.status_code == 201:
                     batch.accepted += 1
                 else:
@@ -263,11 +277,11 @@ class ShoalRest:
     async def roundtrip(self, timeout: float) -> None:
         assert self.http is not None
         if self.mode == "wait":
-            r = await self.http.post("/api/v1/tasks", params={"wait": timeout}, content=ECHO_BODY)
+            r = await self.http.post("/api/v1/tasks", params={"wait": timeout}, content=self.body)
             if r.status_code != 201 or orjson.loads(r.content)["state"] != "SUCCEED":
                 raise RuntimeError(f"shoal REST: {r.status_code} {r.text[:300]}")
             return
-        r = await self.http.post("/api/v1/tasks", content=ECHO_BODY)
+        r = await self.http.post("/api/v1/tasks", content=self.body)
         if r.status_code != 201:
             raise RuntimeError(f"shoal REST: {r.status_code} {r.text[:300]}")
         task_id = orjson.loads(r.content)["id"]

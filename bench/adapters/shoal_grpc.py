@@ -43,10 +43,14 @@ class ShoalGrpc:
         self.stubs = [tasks_stub(channel) for channel in self.channels]
         self.channel, self.stub = self.channels[0], self.stubs[0]
         self.md = (("authorization", f"Bearer {self.system.token}"),)
-        self.spec = pb.TaskSpec(name=ECHO["name"], type=ECHO["type"], target=ECHO["target"])
+        self.use_type(ECHO["type"])
         self.queries = {s: pb.Query(state=[pb.Task.State.Value(s)], limit=1) for s in ("SUCCEED", *FAILED_STATES)}
         for channel in self.channels:
             await asyncio.wait_for(channel.channel_ready(), 10.0)
+
+    def use_type(self, task_type: str) -> None:
+        """Submit tasks of ``task_type`` (one that returns its target, as ``echo`` does) from now on."""
+        self.spec = self.pb.TaskSpec(name=task_type, type=task_type, target=ECHO["target"])
 
     async def _count(self, state: str) -> int:
         page = await self.stub.ListTask(self.queries[state], metadata=self.md, timeout=30.0)
