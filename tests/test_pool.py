@@ -226,7 +226,7 @@ async def test_memory_over_the_limit(make_pool):
     pool = make_pool(memory_mb=100)
     result = await pool.run(tasks.allocate, ctx(mb=500))
     assert result.kind == "over limit"
-    assert result.error.startswith("memory_mb: the attempt went past its 100 MB")
+    assert result.error.startswith("memory_mb: the attempt went past its 100 MiB")
     fits = await pool.run(tasks.allocate, ctx(mb=20))
     assert (fits.kind, fits.value) == ("returned", Output(str(20 * MB)))
     assert fits.pid != result.pid, "a worker that passed a limit is replaced"

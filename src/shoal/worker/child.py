@@ -185,7 +185,7 @@ class Worker:
             if memory_mb is None:
                 kind, error = "raised", _describe(exc)
             else:
-                kind, error = "over limit", f"memory_mb: the attempt went past its {memory_mb} MB ({_describe(exc)})"
+                kind, error = "over limit", f"memory_mb: the attempt went past its {memory_mb} MiB ({_describe(exc)})"
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             kind, error = "raised", _describe(exc)
         wall = time.perf_counter() - started

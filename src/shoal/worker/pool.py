@@ -463,7 +463,7 @@ def _ended(
         kind: Kind = "over limit"
         error = f"cpu_s_limit: the attempt used more than its {cpu_s_limit:g}s of CPU"
     elif memory_mb is not None and OUT_OF_MEMORY.search(tail):
-        kind, error = "over limit", f"memory_mb: the attempt went past its {memory_mb} MB"
+        kind, error = "over limit", f"memory_mb: the attempt went past its {memory_mb} MiB"
     else:
         kind = "crashed"
         if ended.signal:
