@@ -29,8 +29,9 @@ from shoal.store.embedded import EmbeddedRedis, die_with_parent
 
 log = logging.getLogger("shoal.launcher")
 
-#: A node that exits this soon after its start, QUICK_EXITS times in a row, is in a crash loop.
-QUICK_EXIT_S = 10.0
+#: A node that exits this many times in a row before it was ready is in a crash loop. One that dies after
+#: it was ready (a task that kills its node, say) is started again: the task is quarantined after its
+#: max_lost_attempts, and the node must come back for the rest of the cluster's work.
 QUICK_EXITS = 3
 #: Lines of a crashed node's log shown with the error.
 LOG_TAIL_LINES = 20
@@ -70,8 +71,8 @@ class NodeProcess:
     next_start: float = 0.0
     tied: bool = False
     started_at: float = 0.0
-    ready: bool = False  # answered /readyz as itself at least once
-    quick_exits: int = 0  # exits in a row, each within QUICK_EXIT_S of its start
+    ready: bool = False  # answered /readyz as itself since its last start
+    quick_exits: int = 0  # exits in a row, each before it was ready
 
     @property
     def http_url(self) -> str:
@@ -93,6 +94,7 @@ class NodeProcess:
             preexec_fn=die_with_parent() if self.tied else None,
         )
         self.started_at = time.monotonic()
+        self.ready = False
         log_file.close()
 
     def alive(self) -> bool:
@@ -230,18 +232,22 @@ class LocalCluster:
                 if waiting:
                     time.sleep(0.05)
 
-    def supervise(self) -> None:
+    def supervise(self, client: httpx.Client | None = None) -> None:
         """Start again any node that exited by itself, waiting longer after each of its restarts; raise
-        CrashLoop for a node that exited QUICK_EXITS times in a row, each soon after its start."""
+        CrashLoop for a node that exited QUICK_EXITS times in a row before it was ready. ``client`` asks
+        restarted nodes whether they are ready yet."""
         now = time.monotonic()
         for proc in self.processes:
-            if proc.alive() or proc.process is None:
+            if proc.alive():
+                if not proc.ready and client is not None:
+                    proc.ready = _probe(client, proc) is None
+                continue
+            if proc.process is None:
                 continue
             if proc.next_start == 0.0:
-                quick = now - proc.started_at < QUICK_EXIT_S
-                proc.quick_exits = proc.quick_exits + 1 if quick else 0
+                proc.quick_exits = 0 if proc.ready else proc.quick_exits + 1
                 if proc.quick_exits >= QUICK_EXITS:
-                    raise proc.crashed(f"{QUICK_EXITS} times in a row, each within {QUICK_EXIT_S:g}s of its start")
+                    raise proc.crashed(f"{QUICK_EXITS} times in a row before it was ready")
                 delay = min(30.0, 0.5 * 2**proc.restarts)
                 proc.next_start = now + delay
                 self.say(f"{proc.name} exited with {proc.process.returncode}; starting it again in {delay:.1f}s")

@@ -9,7 +9,6 @@ The sync ones run in the node's worker processes; ``iso-poison`` runs inline, in
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -111,19 +110,10 @@ def nap(ctx: TaskContext) -> str:
     return ctx.target
 
 
-def _uptime_s() -> float:
-    """How long this process has run, from the kernel's record of its start."""
-    start_ticks = int(Path("/proc/self/stat").read_text().rsplit(") ", 1)[1].split()[19])
-    return float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
-
-
 @task_type("iso-poison", isolation="inline")
 async def poison(ctx: TaskContext) -> str:
-    """Kill the node that runs it, on every attempt: inline, its process is the node's own.
-
-    It first lets the node reach ``params.uptime_s`` seconds of life (so that its death is not one at start),
-    then notes the node's name and pid in the file ``target``."""
-    await asyncio.sleep(max(0.0, float(ctx.params.get("uptime_s", 0)) - _uptime_s()))
+    """Kill the node that runs it, on every attempt: inline, its process is the node's own. It first notes
+    the node's name and pid in the file ``target``."""
     with Path(ctx.target).open("a") as f:
         f.write(f"{ctx.node} {os.getpid()} attempt {ctx.attempt}\n")
     os.kill(os.getpid(), signal.SIGKILL)

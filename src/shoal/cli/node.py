@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from shoal import config as config_module
+from shoal.cli._api import BadInput
 from shoal.errors import EmbeddedRedisError, InvalidInput, StoreUnavailable
 
 _SKIP = {"sources"}
@@ -69,7 +70,7 @@ def node_command(config_file: Path | None, **flags: Any) -> None:
     try:
         _run(run_node(config))
     except InvalidInput as exc:  # e.g. a task module that cannot be imported: exit 2, not restarted by systemd
-        raise click.UsageError(exc.message) from None
+        raise BadInput(exc.message) from None
     except (EmbeddedRedisError, StoreUnavailable) as exc:
         raise click.ClickException(exc.message) from None
     except OSError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -112,8 +113,9 @@ def up_command(
         cluster.wait_ready(ready_timeout, cancel=stop)
         if not stop.is_set():
             _print(console, cluster)
-        while not stop.wait(0.5):
-            cluster.supervise()
+        with httpx.Client(timeout=0.5, trust_env=False) as probes:
+            while not stop.wait(0.5):
+                cluster.supervise(probes)
         console.print(f"stopping the cluster: running tasks get up to {config.shutdown_grace:g}s to finish "
                       "(Ctrl-C or SIGTERM again hands them back now)...")  # fmt: skip
     except EmbeddedRedisError as exc:

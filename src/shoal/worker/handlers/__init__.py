@@ -42,8 +42,9 @@ class Output:
 
 @dataclass(frozen=True, slots=True)
 class TaskContext:
-    """What a handler knows about the task it runs. ``cancelled`` is set when the task is killed, so
-    that a sync handler (which runs in a thread and cannot be interrupted) may stop early."""
+    """What a handler knows about the task it runs. ``cancelled.is_set()`` turns true when the attempt is
+    stopped (killed, timed out, its node leaving), so that a handler may stop early and cleanly; in a worker
+    process the handler is also interrupted (shoal.TaskCancelled) and, after kill_grace, killed."""
 
     task_id: str
     name: str
@@ -112,7 +113,8 @@ class TaskType:
     cpu_s_limit: float | None = None
 
     async def run(self, ctx: TaskContext) -> Output:
-        """Call the handler: awaited if async, in a worker thread if sync (so it cannot block the node)."""
+        """Call the handler on the node (an inline type): awaited if async, in a thread if sync. Types with
+        isolation "process" are run by the worker pool instead (shoal.worker.pool)."""
         if inspect.iscoroutinefunction(self.handler):
             value = await self.handler(ctx)
         else:
