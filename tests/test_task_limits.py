@@ -189,7 +189,7 @@ def test_a_task_held_to_its_own_memory_mb_ends_over_limit_and_without_it_succeed
     assert held["state"] == "RUNTIME_ERROR" and held["memory_mb"] == 100, held
     attempt = last_attempt(held)
     assert attempt["outcome"] == "over limit" and attempt["error"].startswith("memory_mb"), attempt
-    assert "100 MB" in attempt["error"] and "held to" not in attempt["error"]
+    assert "100 MiB" in attempt["error"] and "held to" not in attempt["error"]
     assert held["error"].startswith("memory_mb")
 
     free = api.run("limit-use", params={"mb": 500})
@@ -217,7 +217,7 @@ def test_a_task_asking_for_more_than_its_type_allows_is_held_to_the_types_bound(
     assert greedy["state"] == "RUNTIME_ERROR" and greedy["memory_mb"] == 2048, greedy  # kept as asked
     attempt = last_attempt(greedy)
     assert attempt["outcome"] == "over limit" and attempt["error"].startswith("memory_mb"), attempt
-    assert "200 MB" in attempt["error"]
+    assert "200 MiB" in attempt["error"]
     held = "memory_mb held to 200 MiB, the most type 'limit-capped' allows (the task asked for 2048 MiB)"
     assert held in attempt["error"], attempt
 
@@ -235,7 +235,7 @@ def test_a_task_asking_for_more_than_its_type_allows_is_held_to_the_types_bound(
     # A task asking for less than its type allows gets just that.
     thrifty = api.run("limit-capped", params={"mb": 150}, memory_mb=100)
     assert thrifty["state"] == "RUNTIME_ERROR" and last_attempt(thrifty)["outcome"] == "over limit", thrifty
-    assert "100 MB" in last_attempt(thrifty)["error"] and "held to" not in last_attempt(thrifty)["error"]
+    assert "100 MiB" in last_attempt(thrifty)["error"] and "held to" not in last_attempt(thrifty)["error"]
 
 
 @e2e
