@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64, help="submissions in flight, for clients that pipeline")
     p.add_argument("--repeat", type=int, default=1, help="run each measurement N times and keep the median run")
     p.add_argument("--quick", action="store_true", help="small numbers for a smoke run (500 / 500 / 50)")
+    p.add_argument("--no-isolation", action="store_true", help="skip bench/isolation.py, run after shoal's figures")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"figures written here (default {DEFAULT_JSON})")
     p.add_argument("--workdir", type=Path, default=None, help="keep data dirs and logs here instead of a temp dir")
     p.add_argument("--nodes", type=int, default=1, help="shoal nodes (shoal up --nodes N); lanes spread over them")
@@ -173,6 +174,13 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     write_json(args.json, payload)
     print(f"\nfigures written to {args.json}")
     failed = any("error" in fig for figs in results.values() for fig in figs.values())
+    if "shoal" in names and not args.no_isolation:  # 2,000 sync no-ops through worker processes beside inline ones
+        from bench import isolation
+
+        print("\nisolation: what a task run in a worker process costs its node, beside an inline one")
+        extra = ["--quick"] if args.quick else []
+        extra += ["--shoal-ref", args.shoal_ref] if args.shoal_ref else []
+        failed |= await isolation.main_async(isolation.parse_args(extra), workdir / "isolation") != 0
     return 1 if failed else 0
 
 
