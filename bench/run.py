@@ -178,7 +178,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
         from bench import isolation
 
         print("\nisolation: what a task run in a worker process costs its node, beside an inline one")
-        extra = ["--quick"] if args.quick else []
+        extra = ["--json", str(args.json.with_name("isolation.json"))] + (["--quick"] if args.quick else [])
         extra += ["--shoal-ref", args.shoal_ref] if args.shoal_ref else []
         failed |= await isolation.main_async(isolation.parse_args(extra), workdir / "isolation") != 0
     return 1 if failed else 0
