@@ -20,3 +20,9 @@ async def cancel_and_wait(task: asyncio.Task[Any], every_s: float = 0.05) -> Non
     if not task.cancelled():
         with contextlib.suppress(Exception):
             task.result()  # retrieved, so that asyncio does not log it as never retrieved
+
+
+def is_digits(text: str) -> bool:
+    """Whether ``text`` is a plain decimal number: ASCII digits only. ``str.isdigit`` also takes "²" (which
+    ``int`` then refuses) and "٣" (which it reads as 3): numbers a stranger sends are checked with this."""
+    return text.isascii() and text.isdigit()

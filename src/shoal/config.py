@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from shoal._utils import is_digits
 from shoal.errors import InvalidInput
 
 ENV_PREFIX = "SHOAL_"
@@ -242,7 +243,7 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
 def split_addr(addr: str, key: str) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` too), refusing anything else with the option's name."""
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not is_digits(port) or not 0 <= int(port) <= 65535:
         raise InvalidInput(f"option {key!r}: {addr!r} is not host:port")
     return host.strip("[]") or "0.0.0.0", int(port)
 

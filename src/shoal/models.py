@@ -11,6 +11,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shoal._utils import is_digits
+
 
 class TaskState(enum.IntEnum):
     """The seed's task states; the numbers are the protobuf enum values."""
@@ -30,7 +32,7 @@ class TaskState(enum.IntEnum):
     def parse(cls, text: str) -> TaskState:
         """Read a state from its name (any case) or its number; raise ValueError otherwise."""
         key = text.strip().upper()
-        if key.isdigit() and int(key) in cls._value2member_map_:
+        if is_digits(key) and int(key) in cls._value2member_map_:
             return cls(int(key))
         try:
             return cls[key]

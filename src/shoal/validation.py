@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from shoal._utils import is_digits
 from shoal.errors import InvalidInput
 from shoal.models import TaskSpec, TaskState
 
@@ -180,7 +181,7 @@ def cursor(value: str | None) -> str | None:
     """A cursor is the decimal sequence number ``next_cursor`` gave; anything else is refused."""
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 20:
+    if not is_digits(value) or len(value) > 20:
         raise InvalidInput("malformed cursor: pass back the next_cursor of the page before")
     return value
 

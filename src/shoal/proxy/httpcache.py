@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shoal._utils import is_digits
 from shoal.cache.keys import http_key
 from shoal.errors import InvalidInput
 from shoal.models import CacheItem, Fill
@@ -180,13 +181,13 @@ class _Fill:
             size, limit = 0, self.owner.max_value
             declared = response.headers.get("content-length", "")
             rest = response.aiter_raw()
-            if not (declared.isdigit() and int(declared) > limit):
+            if not (is_digits(declared) and int(declared) > limit):
                 async for chunk in rest:
                     chunks.append(chunk)
                     size += len(chunk)
                     if size > limit:
                         break
-            if size > limit or (declared.isdigit() and int(declared) > limit):
+            if size > limit or (is_digits(declared) and int(declared) > limit):
                 log.debug("not stored: the body is over %d bytes", limit)
                 self.stream = streamed(response, b"".join(chunks), rest)
                 handed_on = self.finished = True

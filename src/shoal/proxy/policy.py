@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from shoal._utils import is_digits
+
 Headers = Sequence[tuple[str, str]]
 
 #: Hop-by-hop headers (RFC 9110 7.6.1), never forwarded nor stored; plus those a Connection header names.
@@ -99,7 +101,7 @@ def _split_list(value: str) -> list[str]:
 
 def seconds(value: str | None) -> float | None:
     """A delta-seconds value; None when absent or not a non-negative integer."""
-    if value is None or not value.strip().isdigit():
+    if value is None or not is_digits(value.strip()):
         return None
     return float(value.strip())
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 
+from shoal._utils import is_digits
 from shoal.worker.handlers.fetch import resolve
 
 CHUNK = 64 * 1024
@@ -19,7 +20,7 @@ CHUNK = 64 * 1024
 def parse_authority(target: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` too) of a CONNECT request; ValueError when it is anything else."""
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not is_digits(port) or not 0 < int(port) < 65536:
         raise ValueError(f"CONNECT needs host:port, not {target!r}")
     if host.startswith("["):
         if not host.endswith("]"):

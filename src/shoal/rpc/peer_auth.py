@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
+from shoal._utils import is_digits
 from shoal.rpc.auth import Refusal
 from shoal.rpc.tokens import TokenKeeper
 
@@ -215,7 +216,7 @@ class NodeCredentials:
 def _malformed(node: str, ts: str, nonce: str, sig: str) -> str | None:
     if not node or len(node) > _MAX_NODE_CHARS:
         return f"{H_NODE} must be 1-{_MAX_NODE_CHARS} characters"
-    if not ts.isascii() or not ts.isdigit() or len(ts) > 16:
+    if not is_digits(ts) or len(ts) > 16:
         return f"{H_TS} must be Unix milliseconds"
     if not _NONCE.fullmatch(nonce):
         return f"{H_NONCE} must be 16-64 URL-safe characters"

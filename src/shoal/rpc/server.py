@@ -19,6 +19,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shoal._utils import is_digits
 from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken, ServerInterceptor
 from shoal.rpc.convert import cache_grpc, el_grpc, hb_grpc, pb_grpc
 from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
@@ -233,7 +234,7 @@ async def start_rpc_server(
 
 def _bind(server: grpc.aio.Server, bind: str) -> int:
     host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not is_digits(port):
         raise ValueError(f"gRPC bind address must be host:port, got {bind!r}")
     try:
         bound = server.add_insecure_port(bind)

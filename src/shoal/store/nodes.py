@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from shoal._utils import is_digits
 from shoal.errors import StaleEpoch
 from shoal.keys import Keys
 from shoal.store.scripts import Scripts
@@ -228,7 +229,7 @@ def _record(fields: dict[bytes, bytes], assigned: int) -> NodeRecord:
 
     def i(key: str, default: int = 0) -> int:
         text = s(key)
-        return int(text) if text.lstrip("-").isdigit() else default
+        return int(text) if is_digits(text.lstrip("-")) else default
 
     return NodeRecord(
         name=s("name"),

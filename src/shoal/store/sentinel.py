@@ -24,7 +24,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelMan
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shoal._utils import cancel_and_wait
+from shoal._utils import cancel_and_wait, is_digits
 from shoal.errors import InvalidInput
 from shoal.store.refusals import RefusalsAsDown
 
@@ -66,7 +66,7 @@ def parse(url: str) -> SentinelURL:
         raise InvalidInput(f"a sentinel URL names the service, then optionally the db number: {USAGE}")
     db = 0
     if len(path) == 2:
-        if not path[1].isdigit():
+        if not is_digits(path[1]):
             raise InvalidInput(f"the db number in a sentinel URL must be a number, not {path[1]!r}")
         db = int(path[1])
     query = parse_qs(parts.query, keep_blank_values=True)
@@ -101,7 +101,7 @@ def _address(item: str) -> tuple[str, int]:
         host, _, port = item.partition(":")
     else:
         host, port = item, ""
-    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+    if not host or (port and not (is_digits(port) and 0 < int(port) < 65536)):
         raise InvalidInput(f"{item!r} in a sentinel URL is not host:port")
     return host, int(port) if port else DEFAULT_PORT
 

@@ -14,6 +14,8 @@ import socket
 import threading
 from collections.abc import MutableMapping
 
+from shoal._utils import is_digits
+
 log = logging.getLogger("shoal.systemd.notify")
 
 #: Environment variables of the protocol; read once, then removed so that task subprocesses never see them.
@@ -40,12 +42,12 @@ def watchdog_seconds(env: MutableMapping[str, str], pid: int | None = None) -> f
         return None
     raw_pid = env.get(WATCHDOG_PID)
     if raw_pid is not None:
-        if not raw_pid.strip().isdigit():
+        if not is_digits(raw_pid.strip()):
             log.warning("ignoring the watchdog: %s=%r is not a process id", WATCHDOG_PID, raw_pid)
             return None
         if int(raw_pid) != (os.getpid() if pid is None else pid):
             return None
-    if not raw_usec.strip().isdigit() or int(raw_usec) == 0:
+    if not is_digits(raw_usec.strip()) or int(raw_usec) == 0:
         log.warning("ignoring the watchdog: %s=%r is not a positive number of microseconds", WATCHDOG_USEC, raw_usec)
         return None
     return int(raw_usec) / 1e6

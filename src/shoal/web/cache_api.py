@@ -27,6 +27,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from shoal import validation
+from shoal._utils import is_digits
 from shoal.errors import InvalidInput, ShoalError, ValueTooLarge
 from shoal.models import CacheItem
 from shoal.types import CacheAPI
@@ -105,7 +106,7 @@ async def read_value(request: Request, limit: int) -> bytes:
     size in the message is what had arrived when it passed)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        if not is_digits(declared.strip()):
             raise InvalidInput("malformed Content-Length header")
         if int(declared) > limit:
             raise ValueTooLarge(int(declared), limit)

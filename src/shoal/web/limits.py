@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shoal._utils import is_digits
 from shoal.web.errors import BodyTooLarge, error_response, shoal_error_response
 
 
@@ -53,5 +54,5 @@ def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() else -1
+            return int(text) if is_digits(text) else -1
     return None

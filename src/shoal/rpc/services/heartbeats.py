@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from shoal._utils import is_digits
 from shoal.errors import InvalidInput
 from shoal.rpc.convert import hb_grpc, hb_pb
 from shoal.rpc.peer_auth import caller_name
@@ -67,7 +68,7 @@ def target(node: hb_pb.Node) -> tuple[str, str]:
     if not node.name or len(node.name) > MAX_NAME_CHARS:
         raise InvalidInput(f"Node.name must be 1-{MAX_NAME_CHARS} characters")
     host, sep, port = node.host.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not is_digits(port) or not 0 < int(port) < 65536:
         raise InvalidInput(f"Node.host must be the node's gRPC address host:port, got {node.host!r}")
     return node.name, node.host
 

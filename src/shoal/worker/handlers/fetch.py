@@ -24,6 +24,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from shoal._utils import is_digits
 from shoal.errors import InvalidInput
 from shoal.proxy.httpcache import HIT, MISS, REVALIDATED, HttpCache, Served, streamed
 from shoal.worker.handlers import Output, TaskContext
@@ -196,7 +197,7 @@ class Fetcher:
     async def _read(self, served: Served) -> tuple[bytes, str | None]:
         """The body, decoded as its Content-Encoding says, within ``max_bytes``; and its charset."""
         declared = _header(served, "content-length") or ""
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if is_digits(declared) and int(declared) > self.max_bytes:
             raise FetchFailed(f"body is {declared} bytes; the limit is {self.max_bytes}")
         decoded = httpx.Response(served.status, headers=served.headers, stream=_Chunks(served.body, served.rest))
         chunks: list[bytes] = []
