@@ -17,10 +17,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from shoal.addresses import AddressRefused, refuse_address, resolve
 from shoal.errors import InvalidInput
 from shoal.testing import TestNode, wait_for
 from shoal.worker.handlers import TaskContext
-from shoal.worker.handlers.fetch import Fetcher, FetchFailed, FetchRefused, refuse_address, resolve, validate
+from shoal.worker.handlers.fetch import Fetcher, FetchFailed, validate
 
 TERMINAL = ("SUCCEED", "RUNTIME_ERROR", "KILLED")
 LIMITS = ["--fetch-max-redirects", "3", "--fetch-max-bytes", "4096", "--fetch-timeout", "1"]
@@ -229,7 +230,7 @@ async def test_redirect_to_a_refused_address_is_refused_before_connecting(
 ) -> None:
     fetch = fetcher(transport)
     async with fetch.client:
-        with pytest.raises(FetchRefused, match="refused"):
+        with pytest.raises(AddressRefused, match="refused"):
             await fetch(context(f"{origin.url}/redirect-to?url={quote(location, safe='')}"))
     assert len(transport.sent) == 1  # the origin only
     assert httpx.URL(transport.sent[0]).path == "/redirect-to"
@@ -267,13 +268,14 @@ def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         "100.100.100.200",
         "::ffff:100.100.100.200",
         "fd00:ec2::254",
+        "fd20:ce::254",  # Google Cloud's IPv6 metadata address
         "64:ff9b::169.254.169.254",  # NAT64: reaches the IPv4 address through the network's translator
         "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
         "::169.254.169.254",  # IPv4-compatible IPv6 (deprecated, still parsed)
     ],
 )
 def test_refused_addresses(address: str) -> None:
-    with pytest.raises(FetchRefused, match="refused"):
+    with pytest.raises(AddressRefused, match="refused"):
         refuse_address(ip(address))
 
 
@@ -312,7 +314,7 @@ async def test_resolve_literal_and_loopback_names() -> None:
     assert await resolve("[::1]", 80) == ip("::1")
     assert (await resolve("localhost", 80)).is_loopback  # from the hosts file
     for host in ("169.254.169.254", "[fe80::1]", "[::ffff:169.254.169.254]", "metadata.google.internal"):
-        with pytest.raises(FetchRefused):
+        with pytest.raises(AddressRefused):
             await resolve(host, 80)
 
 
@@ -321,5 +323,5 @@ async def test_resolve_refuses_numeric_spellings_of_a_metadata_address() -> None
     # as inet_aton shows first): the address they resolve to is what is checked.
     for host in ("2852039166", "0xa9fea9fe", "169.254.43518"):
         assert socket.inet_aton(host) == socket.inet_aton("169.254.169.254")
-        with pytest.raises(FetchRefused):
+        with pytest.raises(AddressRefused):
             await resolve(host, 80)

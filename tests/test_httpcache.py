@@ -261,6 +261,13 @@ async def test_metadata_targets_are_refused(proxied: Proxied) -> None:
     for url in ("http://169.254.169.254/latest/meta-data/", "http://metadata.google.internal/"):
         response = await proxied.client.get(url)
         assert response.status_code == 403 and "refused" in response.text, url
+    # IPv6 literals by hand: httpx drops the brackets from an IPv6 host in a proxy's absolute-form target
+    for url in ("http://[fd20:ce::254]/computeMetadata/v1/", "http://[fd00:ec2::254]/latest/"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxied.server.port)
+        writer.write(f"GET {url} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {_basic(TOKEN)}\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.split()[1] == b"403" and b"cloud metadata address" in answer, (url, answer)
 
 
 async def test_a_loop_through_the_proxy_is_cut(proxied: Proxied) -> None:
@@ -290,7 +297,7 @@ async def test_oversized_request_head_is_refused(proxied: Proxied) -> None:
 
 async def test_connect_checks_its_target_and_closes_an_idle_tunnel(proxied: Proxied) -> None:
     auth = _basic(TOKEN)
-    for target, status in (("169.254.169.254:443", b"403"), ("no-port", b"400")):
+    for target, status in (("169.254.169.254:443", b"403"), ("[fd20:ce::254]:443", b"403"), ("no-port", b"400")):
         reader, writer = await asyncio.open_connection("127.0.0.1", proxied.server.port)
         writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {auth}\r\n\r\n".encode())
         assert (await asyncio.wait_for(reader.read(), 5)).split()[1] == status, target

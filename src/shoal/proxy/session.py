@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import h11
 import httpx
 
+from shoal.addresses import refuse_host
 from shoal.proxy import policy, tunnel
 from shoal.proxy.httpcache import Served, streamed
-from shoal.worker.handlers.fetch import refuse_host
 
 if TYPE_CHECKING:
     from shoal.proxy.server import ProxyServer

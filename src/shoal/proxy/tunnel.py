@@ -1,6 +1,6 @@
 """CONNECT: a byte pump between the client and the target, for HTTPS through the proxy. Nothing is cached.
 
-The target is checked and pinned as any upstream is (``shoal.worker.handlers.fetch.resolve``). The tunnel
+The target is checked and pinned as any upstream is (``shoal.addresses.resolve``). The tunnel
 ends when both sides have closed, when either side fails, or when no byte has moved either way for the
 idle limit.
 """
@@ -12,7 +12,7 @@ import contextlib
 import time
 
 from shoal._utils import is_digits
-from shoal.worker.handlers.fetch import resolve
+from shoal.addresses import resolve
 
 CHUNK = 64 * 1024
 

@@ -1,6 +1,6 @@
 """Requests from the proxy to origins, and what their failures mean to the proxy's client.
 
-Every target goes through the checks of the ``fetch`` task type (``shoal.worker.handlers.fetch.resolve``):
+Every target goes through the checks of the ``fetch`` task type (``shoal.addresses.resolve``):
 cloud-metadata names and link-local or metadata addresses are refused, and the connection goes to the
 very address that was checked (Host header and TLS name stay the URL's), so DNS cannot change it between
 check and connect.
@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 import httpx
 
+from shoal.addresses import AddressRefused, Unresolvable, resolve
 from shoal.proxy import policy
 from shoal.proxy.httpcache import Loader
-from shoal.worker.handlers.fetch import FetchFailed, FetchRefused, resolve
+from shoal.worker.handlers.fetch import FetchFailed
 
 #: Connections kept open to origins, over all of them.
 KEEPALIVE = 64
@@ -67,8 +68,10 @@ class Upstream:
     def failure(self, exc: BaseException, target: str) -> tuple[int, str]:
         """The status and text the client gets when the request to ``target`` failed with ``exc``;
         anything that is not an upstream failure is raised again."""
-        if isinstance(exc, FetchRefused):
+        if isinstance(exc, AddressRefused):
             return 403, str(exc)
+        if isinstance(exc, Unresolvable):
+            return 502, str(exc)
         if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
             return 504, f"no answer from {target} within {self.timeout_s:g}s"
         if isinstance(exc, FetchFailed):

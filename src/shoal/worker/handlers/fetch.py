@@ -15,8 +15,6 @@ limits hold either way: a stored body over ``max_bytes`` fails the fetch as a do
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,20 +23,10 @@ from urllib.parse import urljoin
 import httpx
 
 from shoal._utils import is_digits
+from shoal.addresses import AddressRefused, Unresolvable, refuse_host, resolve
 from shoal.errors import InvalidInput
 from shoal.proxy.httpcache import HIT, MISS, REVALIDATED, HttpCache, Served, streamed
 from shoal.worker.handlers import Output, TaskContext
-
-#: Names that resolve to an instance-metadata service on some cloud.
-METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data"})
-#: Metadata addresses that are not link-local (link-local ones are refused as a whole range).
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("100.100.100.200", "fd00:ec2::254"))
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class FetchRefused(Exception):
-    """Raised when a URL leads to an address that fetch must never contact."""
 
 
 class FetchFailed(Exception):
@@ -55,66 +43,8 @@ def validate(target: str, params: dict[str, Any]) -> None:
         raise InvalidInput("target must be an absolute http:// or https:// URL with a host")
     try:
         refuse_host(url.host)
-    except FetchRefused as exc:
+    except AddressRefused as exc:
         raise InvalidInput(str(exc)) from None
-
-
-def refuse_host(host: str) -> None:
-    """Refuse a metadata name or a refused address literal, without looking anything up."""
-    refuse_name(host)
-    literal = _literal(host)
-    if literal is not None:
-        refuse_address(literal)
-
-
-def refuse_name(host: str) -> None:
-    if host.lower().rstrip(".") in METADATA_NAMES:
-        raise FetchRefused(f"refused: {host} is a cloud metadata service")
-
-
-#: The well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches IPv4 a.b.c.d through the network's translator.
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def refuse_address(ip: IPAddress) -> None:
-    """Refuse ``ip`` and every IPv4 address it carries (IPv4-mapped, IPv4-compatible, NAT64, 6to4)."""
-    candidates: list[IPAddress | None] = [ip]
-    if isinstance(ip, ipaddress.IPv6Address):
-        candidates += [ip.ipv4_mapped, ip.sixtofour]
-        if ip in NAT64 or int(ip) >> 32 == 0:
-            candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    for candidate in candidates:
-        if candidate is None:
-            continue
-        if candidate in METADATA_ADDRESSES:
-            raise FetchRefused(f"refused: {ip} is a cloud metadata address")
-        if candidate.is_link_local:
-            raise FetchRefused(f"refused: {ip} is a link-local address")
-
-
-def _literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-async def resolve(host: str, port: int) -> IPAddress:
-    """The address to connect to, after refusing metadata names and every refused address it has."""
-    refuse_name(host)
-    literal = _literal(host)
-    if literal is not None:
-        refuse_address(literal)
-        return literal
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise FetchFailed(f"cannot resolve {host}: {exc.strerror}") from None
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    for address in addresses:
-        refuse_address(address)
-    return addresses[0]
 
 
 #: Statuses after which a fetch follows the Location header.
@@ -140,8 +70,10 @@ class Fetcher:
                 return await self._fetch(ctx.target)
         except TimeoutError:
             raise FetchFailed(f"fetch took longer than {self.timeout_s:g}s") from None
-        except FetchRefused:
+        except AddressRefused:
             raise
+        except Unresolvable as exc:
+            raise FetchFailed(str(exc)) from None
         except httpx.HTTPError as exc:
             raise FetchFailed(f"{type(exc).__name__}: {exc}") from None
 
