@@ -148,6 +148,8 @@ async def test_bad_content_length_is_400(client: httpx.AsyncClient) -> None:
         ("GET", "/api/v1/tasks?limit=many", b"", "limit"),
         ("GET", "/api/v1/tasks?limit=0", b"", "limit must be between"),
         ("GET", "/api/v1/tasks?cursor=abc", b"", "cursor"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "echo", "target": "a\\u0000b"}', "NUL"),
+        ("POST", "/api/v1/tasks", b'{"name": "n", "type": "echo", "target": "a\\ud800b"}', "surrogate"),
         ("GET", "/api/v1/tasks?cursor=%C2%B2", b"", "cursor"),  # "²": a digit to str.isdigit, not to int
         ("GET", "/api/v1/tasks?cursor=%D9%A3", b"", "cursor"),  # Arabic-Indic three
         ("GET", "/api/v1/tasks?limit=%D9%A3", b"", "limit"),

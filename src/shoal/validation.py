@@ -60,7 +60,7 @@ def task_spec(data: Any) -> TaskSpec:
     task_type = _text(data["type"], "type", 64)
     if not _TYPE_RE.match(task_type):
         raise InvalidInput("type may hold only letters, digits and _ . : - (at most 64)")
-    target = _text(data["target"], "target", MAX_TARGET_CHARS)
+    target = _target(data["target"])
     return TaskSpec(
         name=name,
         type=task_type,
@@ -197,6 +197,23 @@ def wait_seconds(value: float | None, name: str = "wait") -> float | None:
 
 def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _target(value: Any) -> str:
+    """A target is text: any characters but NUL, as valid UTF-8 (no lone surrogates). What more a type
+    needs (``fetch``: a URL, which refuses tabs and newlines) its own validator decides."""
+    if not isinstance(value, str):
+        raise InvalidInput("target must be a string")
+    value = value.strip()
+    if len(value) > MAX_TARGET_CHARS:
+        raise InvalidInput(f"target is {len(value)} characters; the limit is {MAX_TARGET_CHARS}")
+    if "\x00" in value:
+        raise InvalidInput("target must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("target must be valid UTF-8 text (it holds a lone surrogate)") from None
+    return str(value)
 
 
 def _text(value: Any, name: str, limit: int) -> str:
