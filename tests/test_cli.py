@@ -293,7 +293,7 @@ def test_failures_exit_1_with_one_clear_line(shoal: Run, tmp_path: Path) -> None
     refused = shoal("task", "list", env={"SHOAL_API": f"http://127.0.0.1:{port}"})
     assert refused.returncode == 1
     assert f"http://127.0.0.1:{port}" in one_error_line(refused.stderr)
-    wrong = shoal("cluster", "status", "--token", "wrong")
+    wrong = shoal("cluster", "status", env={"SHOAL_TOKEN": "wrong"})
     assert wrong.returncode == 1 and "unauthorized" in one_error_line(wrong.stderr)
     missing = shoal("task", "show", UNKNOWN_ID)
     assert missing.returncode == 1 and UNKNOWN_ID in one_error_line(missing.stderr)
@@ -311,7 +311,9 @@ def test_cluster_status(shoal: Run, shoal_node: Any) -> None:
 def test_api_and_token_from_flags_and_token_file(shoal_node: Any, tmp_path: Path) -> None:
     bare = Run(tmp_path, None)  # no SHOAL_API, no SHOAL_TOKEN
     api, token = shoal_node.http_url, shoal_node.token
-    assert bare("--api", api, "--token", token, "task", "list", "--json").returncode == 0
+    flagged = bare("--api", api, "--token", token, "task", "list", "--json")
+    assert flagged.returncode == 0 and flagged.stderr.count("warning: --token shows the cluster token") == 1
+    assert token not in flagged.stderr and flagged.stdout.startswith("{")
     assert bare("task", "list", "--api", api, "--token", token, "--json").returncode == 0
     no_token = bare("task", "list", "--api", api)
     assert no_token.returncode == 1 and "no token found" in one_error_line(no_token.stderr)
@@ -319,3 +321,4 @@ def test_api_and_token_from_flags_and_token_file(shoal_node: Any, tmp_path: Path
     (tmp_path / ".shoal" / "token").write_text(token + "\n")
     from_file = bare("task", "list", "--api", api, "--json")
     assert from_file.returncode == 0 and orjson.loads(from_file.stdout)["total"] == 0
+    assert "warning" not in from_file.stderr

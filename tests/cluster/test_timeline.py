@@ -48,8 +48,9 @@ def check_true_order(newest_first: list[dict[str, Any]]) -> list[dict[str, Any]]
     return events
 
 
-def shoal_cli(*args: str) -> str:
+def shoal_cli(*args: str, token: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")} | {"NO_COLOR": "1", "COLUMNS": "200"}
+    env["SHOAL_TOKEN"] = token
     done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0 and not done.stderr, done.stderr
     return done.stdout
@@ -72,9 +73,9 @@ def test_each_election_comes_before_the_admissions_of_its_master(cluster: Cluste
     assert [e["kind"] for e in events[:4]] == ["elected", "alive", "alive", "alive"], events
     assert events[1]["node"] == view["master"] and events[1]["rule"] == "the master itself"
 
-    api = ("--api", node.http_url, "--token", node.token)
-    assert orjson.loads(shoal_cli("cluster", "timeline", "--json", *api)) == events
-    lines = shoal_cli("cluster", "timeline", *api).splitlines()
+    api = ("--api", node.http_url)
+    assert orjson.loads(shoal_cli("cluster", "timeline", "--json", *api, token=node.token)) == events
+    lines = shoal_cli("cluster", "timeline", *api, token=node.token).splitlines()
     assert len(lines) == len(events)
     for line, event in zip(lines, events, strict=True):
         when = time.strftime("%H:%M:%S", time.localtime(event["at"])) + f".{int(event['at'] * 1000) % 1000:03d}"

@@ -50,6 +50,7 @@ class ApiSettings:
 
     api: str | None = None
     token: str | None = None
+    warned: bool = False  # about --token, once per command
 
 
 def _store(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -60,14 +61,24 @@ def _store(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     return callback
 
 
+def _token_flag(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Take ``--token``, and say once that a secret on the command line is in every user's process list."""
+    s = ctx.ensure_object(ApiSettings)
+    if value is not None and not s.warned:
+        click.echo("warning: --token shows the cluster token to every user of this machine (ps); "
+                   "prefer SHOAL_TOKEN or the token file", err=True)  # fmt: skip
+        s.warned = True
+    _store("token")(ctx, param, value)
+
+
 def api_options(f: F) -> F:
     """``--api URL`` and ``--token TOKEN``, accepted on the root group and on every command that calls the API."""
     f = click.option(
         "--token",
         metavar="TOKEN",
         expose_value=False,
-        callback=_store("token"),
-        help="Cluster token [default: $SHOAL_TOKEN, then ./.shoal/token].",
+        callback=_token_flag,
+        help="Cluster token [default: $SHOAL_TOKEN, then ./.shoal/token]; as a flag it shows in the process list.",
     )(f)
     f = click.option(
         "--api",
