@@ -30,10 +30,9 @@ from typing import Any, NoReturn
 
 import orjson
 
-from shoal.worker.handlers import Output, TaskContext
+from shoal.worker.handlers import MAX_ERROR_CHARS, TaskContext, as_output
 
 #: Longest exception text sent back for one attempt, as the node keeps it.
-MAX_ERROR_CHARS = 4000
 #: prctl option: the signal this process gets when its parent exits (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!I")
@@ -243,15 +242,12 @@ async def _wait(awaitable: Any) -> Any:
 
 
 def _as_output(value: Any) -> tuple[str, bytes]:
-    """A handler's return value as the result's code and meta (JSON), as ``TaskType.run`` reads it."""
-    if isinstance(value, Output):
-        try:
-            return str(value.code), orjson.dumps(value.meta) if value.meta else b""
-        except TypeError as exc:
-            raise TypeError(f"the result's meta cannot be kept as JSON: {exc}") from None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace"), b""
-    return ("" if value is None else str(value)), b""
+    """A handler's return value as the result's code and meta (JSON, as the store keeps it)."""
+    output = as_output(value)
+    try:
+        return str(output.code), orjson.dumps(output.meta) if output.meta else b""
+    except TypeError as exc:
+        raise TypeError(f"the result's meta cannot be kept as JSON: {exc}") from None
 
 
 def _describe(exc: BaseException) -> str:

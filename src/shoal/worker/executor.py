@@ -22,7 +22,7 @@ from shoal.models import AttemptOutcome, Footprint, Task, TaskResult
 from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
-from shoal.worker.handlers import Output, TaskContext, TaskType, TaskTypes
+from shoal.worker.handlers import MAX_ERROR_CHARS, Output, TaskContext, TaskType, TaskTypes
 from shoal.worker.limits import attempt_limits, not_applied
 from shoal.worker.loopwatch import LoopWatch
 from shoal.worker.metrics import AttemptMetrics
@@ -31,7 +31,6 @@ from shoal.worker.reconcile import Reconciler
 
 log = logging.getLogger("shoal.worker.executor")
 
-MAX_ERROR_CHARS = 4000
 #: Errors that mean the store could not be reached, as opposed to a refused or broken call.
 STORE_DOWN = (*store_redis.STORE_DOWN, OSError)
 T = TypeVar("T")

@@ -29,6 +29,8 @@ from shoal.errors import InvalidInput
 log = logging.getLogger("shoal.worker.handlers")
 
 ENTRY_POINT_GROUP = "shoal.task_types"
+#: Characters of an attempt's error text that are kept.
+MAX_ERROR_CHARS = 4000
 _MARK = "__shoal_task_type__"
 
 
@@ -121,11 +123,16 @@ class TaskType:
             value = await asyncio.to_thread(self.handler, ctx)
             if inspect.isawaitable(value):
                 value = await value
-        if isinstance(value, Output):
-            return value
-        if isinstance(value, bytes):
-            return Output(value.decode("utf-8", "replace"))
-        return Output("" if value is None else str(value))
+        return as_output(value)
+
+
+def as_output(value: Any) -> Output:
+    """A handler's return value as an ``Output``: itself, bytes decoded as UTF-8, else text (None: empty)."""
+    if isinstance(value, Output):
+        return value
+    if isinstance(value, bytes):
+        return Output(value.decode("utf-8", "replace"))
+    return Output("" if value is None else str(value))
 
 
 class TaskTypes:
