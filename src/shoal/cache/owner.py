@@ -5,7 +5,8 @@ When callers anywhere in the cluster miss the same key at once, each asks the ke
 (any ``store`` of the key answers them) and get it as a hit. If the holder keeps nothing (``release``),
 or has not stored within ``hold_s``, or a waiter's own ``wait_s`` runs out, the waiter is told to fill
 on its own: a lost filler costs at most one wait, never a hang. A lease not answered within ``hold_s``
-lapses, and the next caller gets a new one.
+lapses, and the next caller gets a new one. Lapsed leases are dropped as leases are asked for, whatever
+their key, so the leases of fillers that died on keys no one asks for again do not pile up.
 """
 
 from __future__ import annotations
@@ -34,12 +35,22 @@ class ShardOwner:
         shard: this node's shard.
         hold_s: how long a lease holder may take to fill before its lease lapses.
         clock: Unix seconds, for TTLs.
+        timer: monotonic seconds, for lease expiry.
     """
 
-    def __init__(self, shard: Shard, *, hold_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        shard: Shard,
+        *,
+        hold_s: float,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.shard = shard
         self.hold_s = hold_s
         self._clock = clock
+        self._timer = timer
+        # In the order they lapse: every lease lasts hold_s, and a new lease on a key is added at the end.
         self._leases: dict[str, _Lease] = {}
         self.granted = 0
         self.waited = 0
@@ -68,12 +79,9 @@ class ShardOwner:
         item = self.shard.get(key)
         if item is not None and item.fresh(self._clock()):
             return CacheGrant(item, hit=True)
-        now = time.monotonic()
+        now = self._timer()
+        self._drop_lapsed(now)
         current = self._leases.get(key)
-        if current is not None and current.until <= now:
-            self.lapsed += 1
-            self._end(key, current)
-            current = None
         if current is None:
             token = secrets.token_urlsafe(12)
             self._leases[key] = _Lease(token, now + self.hold_s, asyncio.get_running_loop().create_future())
@@ -95,7 +103,17 @@ class ShardOwner:
 
     def leases(self) -> int:
         """Fill leases held now."""
+        self._drop_lapsed(self._timer())
         return len(self._leases)
+
+    def _drop_lapsed(self, now: float) -> None:
+        """End the leases whose holder has not answered within hold_s (it failed, or died filling)."""
+        while self._leases:
+            key, oldest = next(iter(self._leases.items()))
+            if oldest.until > now:
+                return
+            self.lapsed += 1
+            self._end(key, oldest)
 
     def _end(self, key: str, lease: _Lease) -> None:
         """Drop the lease; its waiters fill on their own."""
