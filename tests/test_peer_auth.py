@@ -10,10 +10,12 @@ import secrets
 
 import pytest
 
+from shoal.rpc.auth import BodyCheck, Refusal
 from shoal.rpc.peer_auth import (
     H_NODE,
     H_NONCE,
     H_SIG,
+    H_TO,
     H_TS,
     CallSigner,
     NodeCredentials,
@@ -29,6 +31,7 @@ TOKEN = "cluster-token-0123456789abcdef"
 NEW_TOKEN = "rotated-token-fedcba9876543210"
 OTHER = "someone-elses-token-000000000000"
 METHOD = "/shoal.v1.HeartBeats/IsAlive"
+BODY = b"\x08\x01\x12\x06node-a"
 T0 = 1_700_000_000.0
 
 
@@ -42,12 +45,27 @@ class Clock:
         return self.now
 
 
-def signed(token: str = TOKEN, *, node: str = "node-a", at: float = T0, method: str = METHOD) -> dict[str, str]:
-    return dict(CallSigner(TokenKeeper(token), node, clock=Clock(at)).metadata(method))
+def signed(
+    token: str = TOKEN, *, node: str = "node-a", to: str = "node-b", at: float = T0, method: str = METHOD,
+    body: bytes = BODY,
+) -> dict[str, str]:  # fmt: skip
+    return dict(CallSigner(TokenKeeper(token), node, clock=Clock(at)).metadata(method, to, body))
 
 
-def server(token: str = TOKEN, clock: Clock | None = None, **kwargs: object) -> NodeCredentials:
-    return NodeCredentials(TokenKeeper(token), clock=clock or Clock(), **kwargs)  # type: ignore[arg-type]
+class Server:
+    """Node ``node-b``'s check of a whole call: its metadata, then its request bytes."""
+
+    def __init__(self, keeper: TokenKeeper, clock: Clock, name: str = "node-b", **kwargs: object) -> None:
+        self.credentials = NodeCredentials(keeper, name=name, clock=clock, **kwargs)  # type: ignore[arg-type]
+        self.replays = self.credentials.replays
+
+    def authenticate(self, method: str, metadata: dict[str, str], body: bytes = BODY) -> Refusal | None:
+        answer = self.credentials.authenticate(method, metadata)
+        return answer.check(body) if isinstance(answer, BodyCheck) else answer
+
+
+def server(token: str = TOKEN, clock: Clock | None = None, **kwargs: object) -> Server:
+    return Server(TokenKeeper(token), clock or Clock(), **kwargs)
 
 
 # --- per-call signatures ----------------------------------------------------------------------------
@@ -55,7 +73,7 @@ def server(token: str = TOKEN, clock: Clock | None = None, **kwargs: object) -> 
 
 def test_a_signed_call_is_accepted_and_names_its_caller() -> None:
     metadata = signed(node="node a/1")
-    assert set(metadata) == {H_NODE, H_TS, H_NONCE, H_SIG}
+    assert set(metadata) == {H_NODE, H_TO, H_TS, H_NONCE, H_SIG}
     assert TOKEN not in "".join(metadata.values())
     assert server().authenticate(METHOD, metadata) is None
     assert caller_name(list(metadata.items())) == "node a/1"
@@ -94,13 +112,30 @@ def test_a_signature_holds_for_one_method_node_and_nonce_only() -> None:
     assert check.authenticate(METHOD, fresh_nonce) is not None
 
 
+def test_a_signature_holds_for_one_callee_and_one_request_only() -> None:
+    """A call captured on its way to one node is refused by another, and its request cannot be changed."""
+    metadata = signed(to="node-b")
+    elsewhere = server(name="node-c").authenticate(METHOD, metadata)
+    assert elsewhere is not None and elsewhere.presented
+    assert "signed for 'node-b', this is 'node-c'" in elsewhere.message
+    check = server()
+    changed = check.authenticate(METHOD, metadata, body=BODY + b"\x18\x01")
+    assert changed is not None and "request was changed" in changed.message
+    assert check.authenticate(METHOD, metadata, body=b"") is not None
+    assert len(check.replays) == 0  # a refused call uses up no nonce: the real one still goes through
+    assert check.authenticate(METHOD, metadata) is None
+    # The callee's name is in what is signed, not only in the header: rewriting the header fails too.
+    redirected = server(name="node-c").authenticate(METHOD, metadata | {H_TO: "node-c"})
+    assert redirected is not None and "wrong node signature" in redirected.message
+
+
 def test_missing_and_malformed_credentials_say_what_is_wrong() -> None:
     check = server()
     none = check.authenticate(METHOD, {})
     assert none is not None and not none.presented and "x-shoal-sig" in none.message
     partial = check.authenticate(METHOD, {k: v for k, v in signed().items() if k != H_SIG})
     assert partial is not None and partial.presented and "missing x-shoal-sig" in partial.message
-    for key, bad in [(H_TS, "soon"), (H_NONCE, "short"), (H_SIG, "zz"), (H_SIG, ",".join(["a" * 64] * 3))]:
+    for key, bad in [(H_TS, "soon"), (H_NONCE, "short"), (H_SIG, "zz"), (H_SIG, ",".join(["a" * 64] * 3)), (H_TO, "")]:
         refused = check.authenticate(METHOD, signed() | {key: bad})
         assert refused is not None and refused.message.startswith("malformed") and key in refused.message
 
@@ -190,7 +225,7 @@ def test_adopting_a_sealed_token_rotates_the_keeper() -> None:
 def test_the_previous_token_is_accepted_during_the_grace_period_only() -> None:
     clock = Clock()
     keeper = TokenKeeper(TOKEN, grace_s=60, clock=clock)
-    check = NodeCredentials(keeper, clock=lambda: T0)
+    check = Server(keeper, Clock())
     assert keeper.rotate(NEW_TOKEN)
     assert not keeper.rotate(NEW_TOKEN)
     assert keeper.accepted() == (NEW_TOKEN, TOKEN)
@@ -208,7 +243,7 @@ def test_the_previous_token_is_accepted_during_the_grace_period_only() -> None:
 def test_during_a_rotation_calls_are_signed_so_both_sides_accept_them() -> None:
     keeper = TokenKeeper(TOKEN)
     keeper.rotate(NEW_TOKEN)
-    metadata = dict(CallSigner(keeper, "node-a", clock=Clock()).metadata(METHOD))
+    metadata = dict(CallSigner(keeper, "node-a", clock=Clock()).metadata(METHOD, "node-b", BODY))
     assert len(metadata[H_SIG].split(",")) == 2
     assert server(TOKEN).authenticate(METHOD, metadata) is None  # a node not told yet
     assert server(NEW_TOKEN).authenticate(METHOD, metadata) is None  # a node that started with the new one
@@ -223,4 +258,4 @@ def test_the_keeper_refuses_unusable_tokens_and_hides_them() -> None:
         with pytest.raises(ValueError):
             keeper.rotate(bad)
     assert keeper.current == TOKEN
-    assert TOKEN not in repr(keeper) and TOKEN not in repr(NodeCredentials(keeper))
+    assert TOKEN not in repr(keeper) and TOKEN not in repr(NodeCredentials(keeper, name="node-b"))

@@ -38,6 +38,7 @@ OTHER = "someone-elses-token-000000000000"
 SCALE = float(os.environ.get("SHOAL_TEST_MULTIPLIER", "1"))
 T = TypeVar("T")
 IS_ALIVE = "/shoal.v1.HeartBeats/IsAlive"
+ELECTION = "/shoal.v1.Elections/RequestElection"
 VERIFY = "/shoal.v1.Elections/VerifyNode"
 
 
@@ -173,6 +174,7 @@ async def start() -> AsyncIterator[Start]:
             bind=f"127.0.0.1:{port}",
             peer=node if peer else None,
             interceptors=[recorder],
+            node_name=name,
         )
         member = Member(node, rpc, recorder, clock)
         members.append(member)
@@ -212,8 +214,8 @@ def free_port() -> int:
 
 async def test_is_alive_answers_with_name_and_incarnation_over_one_reused_channel(start: Start) -> None:
     a, b = await start("a"), await start("b", incarnation=7)
-    assert await a.peer.client.is_alive(b.addr, timeout_s=2) == ("b", 7)
-    assert await a.peer.client.is_alive(b.addr, timeout_s=2) == ("b", 7)
+    assert await a.peer.client.is_alive("b", b.addr, timeout_s=2) == ("b", 7)
+    assert await a.peer.client.is_alive("b", b.addr, timeout_s=2) == ("b", 7)
     assert a.peer.client.open_channels() == [b.addr]
     hello = b.recorder.calls[0]
     assert hb_pb.HeartBeat.FromString(hello.request) == hb_pb.HeartBeat(alive=True, who="a")
@@ -226,12 +228,12 @@ async def test_failures_come_back_as_none_or_false_never_as_exceptions(start: St
     client = a.peer.client
     dead = f"127.0.0.1:{free_port()}"
     began = time.monotonic()
-    assert await client.is_alive(dead, timeout_s=2) is None
-    assert await client.is_alive("not an address", timeout_s=1) is None
-    assert await client.is_alive(a.addr, timeout_s=0) is None
-    assert not await client.ask_alive(dead, "a", a.addr, timeout_s=1)
-    assert not await client.request_election(dead, None, timeout_s=1)
-    assert not await client.update_secret(dead, NEW_TOKEN, timeout_s=1)
+    assert await client.is_alive("x", dead, timeout_s=2) is None
+    assert await client.is_alive("x", "not an address", timeout_s=1) is None
+    assert await client.is_alive("a", a.addr, timeout_s=0) is None
+    assert not await client.ask_alive("x", dead, "a", a.addr, timeout_s=1)
+    assert not await client.request_election("x", dead, None, timeout_s=1)
+    assert not await client.update_secret("x", dead, NEW_TOKEN, timeout_s=1)
     verdict = await client.verify(dead, "x", timeout_s=1)
     assert not verdict and "unreachable" in verdict.reason and verdict.unreachable
     assert time.monotonic() - began < 5 * SCALE
@@ -240,18 +242,18 @@ async def test_failures_come_back_as_none_or_false_never_as_exceptions(start: St
 
 async def test_ask_alive_probes_the_target_through_another_node(start: Start) -> None:
     a, b, c = await start("a"), await start("b"), await start("c")
-    assert await a.peer.client.ask_alive(b.addr, "c", c.addr, timeout_s=2)
+    assert await a.peer.client.ask_alive("b", b.addr, "c", c.addr, timeout_s=2)
     assert b.recorder.only("/shoal.v1.HeartBeats/AskAlive")
-    assert not await a.peer.client.ask_alive(b.addr, "not-c", c.addr, timeout_s=2)
+    assert not await a.peer.client.ask_alive("b", b.addr, "not-c", c.addr, timeout_s=2)
     await c.rpc.stop(None)
     began = time.monotonic()
-    assert not await a.peer.client.ask_alive(b.addr, "c", c.addr, timeout_s=1)
+    assert not await a.peer.client.ask_alive("b", b.addr, "c", c.addr, timeout_s=1)
     assert time.monotonic() - began < 1.5 * SCALE  # b answered within a's deadline
 
 
 async def test_ask_alive_refuses_a_target_without_an_address(start: Start) -> None:
     a, b = await start("a"), await start("b")
-    async with a.peer.client.link(b.addr) as channel:
+    async with a.peer.client.link("b", b.addr) as channel:
         error = await refused(el_hb(channel).AskAlive(hb_pb.Node(name="c", host="c"), timeout=2))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "host:port" in (error.details() or "")
 
@@ -262,13 +264,13 @@ def el_hb(channel: grpc.aio.Channel) -> Any:
 
 async def test_a_node_restarted_on_the_same_address_is_reached_at_once(start: Start) -> None:
     a, c = await start("a"), await start("c", incarnation=1)
-    assert await a.peer.client.is_alive(c.addr, timeout_s=2) == ("c", 1)
+    assert await a.peer.client.is_alive("c", c.addr, timeout_s=2) == ("c", 1)
     port = c.rpc.port
     await c.rpc.stop(None)
-    assert await a.peer.client.is_alive(c.addr, timeout_s=1) is None
+    assert await a.peer.client.is_alive("c", c.addr, timeout_s=1) is None
     await start("c", incarnation=2, port=port)
     began = time.monotonic()
-    assert await eventually(lambda: a.peer.client.is_alive(c.addr, timeout_s=1)) == ("c", 2)
+    assert await eventually(lambda: a.peer.client.is_alive("c", c.addr, timeout_s=1)) == ("c", 2)
     assert time.monotonic() - began < 2 * SCALE
 
 
@@ -277,11 +279,11 @@ async def test_idle_channels_are_closed(start: Start) -> None:
     clock = Clock(100.0)
     client = PeerClient(a.peer.keeper, "a", idle_s=60, clock=clock)
     try:
-        assert await client.is_alive(b.addr, timeout_s=2)
+        assert await client.is_alive("b", b.addr, timeout_s=2)
         clock.now += 61
-        assert await client.is_alive(c.addr, timeout_s=2)
+        assert await client.is_alive("c", c.addr, timeout_s=2)
         assert client.open_channels() == [c.addr]
-        assert await client.is_alive(b.addr, timeout_s=2)  # reopened on demand
+        assert await client.is_alive("b", b.addr, timeout_s=2)  # reopened on demand
     finally:
         await client.close()
     assert client.open_channels() == []
@@ -316,7 +318,7 @@ TASK_ID = "3f1c1a9e-0000-4000-8000-000000000000"
 
 async def test_node_credentials_reach_tasks_too_so_a_node_can_forward(start: Start) -> None:
     a, b = await start("a"), await start("b")
-    async with a.peer.client.link(b.addr) as channel:
+    async with a.peer.client.link("b", b.addr) as channel:
         error = await refused(tasks_stub(channel).GetTask(pb.ID(id=[TASK_ID]), timeout=2))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "authorization" not in dict(b.recorder.only("/shoal.v1.Tasks/GetTask").metadata)
@@ -324,17 +326,18 @@ async def test_node_credentials_reach_tasks_too_so_a_node_can_forward(start: Sta
 
 async def test_a_replayed_call_is_refused_on_the_wire(start: Start) -> None:
     a, b = await start("a"), await start("b")
-    metadata = CallSigner(a.peer.keeper, "a").metadata(IS_ALIVE)
+    hello = hb_pb.HeartBeat().SerializeToString()
+    metadata = CallSigner(a.peer.keeper, "a").metadata(IS_ALIVE, "b", hello)
     channel = grpc.aio.insecure_channel(b.addr)
     try:
         stub = hb_grpc.HeartBeatsStub(channel)
         assert (await stub.IsAlive(hb_pb.HeartBeat(), metadata=metadata, timeout=2)).name == "b"
         error = await refused(stub.IsAlive(hb_pb.HeartBeat(), metadata=metadata, timeout=2))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED and "replayed" in (error.details() or "")
-        old = CallSigner(a.peer.keeper, "a", clock=lambda: time.time() - 31).metadata(IS_ALIVE)
+        old = CallSigner(a.peer.keeper, "a", clock=lambda: time.time() - 31).metadata(IS_ALIVE, "b", hello)
         error = await refused(stub.IsAlive(hb_pb.HeartBeat(), metadata=old, timeout=2))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED and "timestamp" in (error.details() or "")
-        wrong = CallSigner(TokenKeeper(OTHER), "a").metadata(IS_ALIVE)
+        wrong = CallSigner(TokenKeeper(OTHER), "a").metadata(IS_ALIVE, "b", hello)
         error = await refused(stub.IsAlive(hb_pb.HeartBeat(), metadata=wrong, timeout=2))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED and "wrong node signature" in (error.details() or "")
     finally:
@@ -342,12 +345,57 @@ async def test_a_replayed_call_is_refused_on_the_wire(start: Start) -> None:
     assert b.rpc.node_auth.replays and len(b.recorder.calls) == 1
 
 
+async def replay(addr: str, record: Recorded, body: bytes | None = None) -> grpc.aio.AioRpcError | bytes:
+    """Send ``record``'s metadata with ``body`` (its own request bytes by default) to ``addr``, byte for byte."""
+    metadata = [(k, v) for k, v in record.metadata if k.startswith("x-shoal-")]
+    channel = grpc.aio.insecure_channel(addr)
+    try:
+        raw = channel.unary_unary(record.method, request_serializer=None, response_deserializer=None)
+        answer: bytes = await raw(record.request if body is None else body, metadata=metadata, timeout=2)
+        return answer
+    except grpc.aio.AioRpcError as err:
+        return err
+    finally:
+        await channel.close(None)
+
+
+async def test_a_call_captured_on_its_way_to_one_node_is_refused_by_another_and_cannot_be_altered(
+    start: Start,
+) -> None:
+    a, b, c = await start("a"), await start("b", master=True), await start("c", master=True)
+    # A real signed call from a to b, as it came off the wire at b (metadata and request bytes).
+    assert await a.peer.client.request_election("b", b.addr, "a")
+    captured = b.recorder.only("/shoal.v1.Elections/RequestElection")
+    assert el_pb.Election.FromString(captured.request).candidate == "a" and b.peer.handed_to == ["a"]
+
+    # Played against c, which holds the same token: refused, and c is still master.
+    error = await replay(c.addr, captured)
+    assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "signed for 'b', this is 'c'" in (error.details() or "")
+    assert c.peer.master and c.peer.handed_to == [] and c.recorder.calls == []
+    # Played again against b itself: refused as a replay.
+    again = await replay(b.addr, captured)
+    assert isinstance(again, grpc.aio.AioRpcError) and "replayed" in (again.details() or "")
+
+    # A fresh call to c whose request is changed after signing: refused, nothing handed over.
+    c_call = CallSigner(a.peer.keeper, "a").metadata(ELECTION, "c", el_pb.Election(candidate="a").SerializeToString())
+    forged = Recorded(ELECTION, c_call, el_pb.Election(candidate="a").SerializeToString())
+    changed = await replay(c.addr, forged, body=el_pb.Election(candidate="mallory").SerializeToString())
+    assert isinstance(changed, grpc.aio.AioRpcError) and changed.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "request was changed" in (changed.details() or "")
+    assert c.peer.master and c.peer.handed_to == [] and c.recorder.calls == []
+    # The same signed call with the request it was signed over goes through.
+    answer = await replay(c.addr, forged)
+    assert isinstance(answer, bytes) and dict(pb.OptResult.FromString(answer).succeed) == {"a": True}
+    assert c.peer.handed_to == ["a"]
+
+
 async def test_a_node_with_another_token_gets_no_answer(start: Start) -> None:
     b = await start("b")
     stranger = PeerClient(TokenKeeper(OTHER), "stranger")
     try:
-        assert await stranger.is_alive(b.addr, timeout_s=2) is None
-        assert not await stranger.request_election(b.addr, "stranger")
+        assert await stranger.is_alive("b", b.addr, timeout_s=2) is None
+        assert not await stranger.request_election("b", b.addr, "stranger")
         verdict = await stranger.verify(b.addr, "b", timeout_s=2)
         assert not verdict and "refused this node's credentials" in verdict.reason
     finally:
@@ -389,12 +437,12 @@ async def test_verify_fails_for_a_wrong_token_wrong_proof_or_wrong_name(start: S
     assert TOKEN.encode() not in liar.recorder.only(VERIFY).request
     b = await start("b")
     verdict = await a.peer.client.verify(b.addr, "someone", timeout_s=2)
-    assert not verdict and "answered as 'b'" in verdict.reason
+    assert not verdict and "signed for 'someone', this is 'b'" in verdict.reason
 
 
 async def test_verify_node_refuses_a_challenge_in_another_nodes_name_or_of_the_wrong_size(start: Start) -> None:
     a, b = await start("a"), await start("b")
-    async with a.peer.client.link(b.addr) as channel:
+    async with a.peer.client.link("b", b.addr) as channel:
         stub = el_grpc.ElectionsStub(channel)
         error = await refused(stub.VerifyNode(el_pb.Challenge(challenge=b"c" * 32, verifier="b"), timeout=2))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -407,9 +455,9 @@ async def test_verify_node_refuses_a_challenge_in_another_nodes_name_or_of_the_w
 
 async def test_request_election_asks_the_master_to_hand_over(start: Start) -> None:
     a, b = await start("a"), await start("b", master=True)
-    assert await a.peer.client.request_election(b.addr, "c")
+    assert await a.peer.client.request_election("b", b.addr, "c")
     assert b.peer.handed_to == ["c"]
-    assert not await a.peer.client.request_election(b.addr, None)  # b is no longer master
+    assert not await a.peer.client.request_election("b", b.addr, None)  # b is no longer master
     assert el_pb.Election.FromString(b.recorder.calls[-1].request).candidate == ""
 
 
@@ -418,7 +466,7 @@ async def test_request_election_asks_the_master_to_hand_over(start: Start) -> No
 
 async def test_update_secret_rotates_the_token_without_sending_it_in_clear(start: Start) -> None:
     a, b = await start("a"), await start("b")
-    assert await a.peer.client.update_secret(b.addr, NEW_TOKEN, timeout_s=2)
+    assert await a.peer.client.update_secret("b", b.addr, NEW_TOKEN, timeout_s=2)
     assert b.peer.keeper.current == NEW_TOKEN and b.peer.keeper.previous == TOKEN
     call = b.recorder.only("/shoal.v1.Elections/UpdateSecret")
     wire = call.request + call.response + repr(call.metadata).encode()
@@ -428,18 +476,18 @@ async def test_update_secret_rotates_the_token_without_sending_it_in_clear(start
     assert dict(pb.OptResult.FromString(call.response).succeed) == {"b": True}
 
     # a, not rotated yet, is still let in during the grace period; then it rotates too.
-    assert await a.peer.client.is_alive(b.addr, timeout_s=2) == ("b", 1)
+    assert await a.peer.client.is_alive("b", b.addr, timeout_s=2) == ("b", 1)
     a.peer.keeper.rotate(NEW_TOKEN)
-    assert await a.peer.client.is_alive(b.addr, timeout_s=2) == ("b", 1)
+    assert await a.peer.client.is_alive("b", b.addr, timeout_s=2) == ("b", 1)
     # Sending it again, after rotating, is harmless (sealed under the previous token).
-    assert await a.peer.client.update_secret(b.addr, NEW_TOKEN, timeout_s=2)
+    assert await a.peer.client.update_secret("b", b.addr, NEW_TOKEN, timeout_s=2)
     assert b.peer.keeper.generation == 1
 
 
 async def test_a_sender_that_rotated_first_seals_under_the_token_the_receiver_holds(start: Start) -> None:
     a, b = await start("a"), await start("b")
     a.peer.keeper.rotate(NEW_TOKEN)
-    assert await a.peer.client.update_secret(b.addr, NEW_TOKEN, timeout_s=2)
+    assert await a.peer.client.update_secret("b", b.addr, NEW_TOKEN, timeout_s=2)
     assert b.peer.keeper.current == NEW_TOKEN
 
 
@@ -447,7 +495,7 @@ async def test_update_secret_from_outside_the_cluster_changes_nothing(start: Sta
     b = await start("b")
     stranger = PeerClient(TokenKeeper(OTHER), "stranger")
     try:
-        assert not await stranger.update_secret(b.addr, NEW_TOKEN, timeout_s=2)
+        assert not await stranger.update_secret("b", b.addr, NEW_TOKEN, timeout_s=2)
     finally:
         await stranger.close()
     assert b.peer.keeper.current == TOKEN and b.peer.keeper.generation == 0
@@ -455,23 +503,23 @@ async def test_update_secret_from_outside_the_cluster_changes_nothing(start: Sta
 
 async def test_the_old_token_works_during_the_grace_period_only(start: Start) -> None:
     a, b = await start("a"), await start("b")
-    assert await a.peer.client.update_secret(b.addr, NEW_TOKEN, timeout_s=2)
+    assert await a.peer.client.update_secret("b", b.addr, NEW_TOKEN, timeout_s=2)
     old_node = PeerClient(TokenKeeper(TOKEN), "old")
     new_user, old_user = open_channel(b.addr, NEW_TOKEN), open_channel(b.addr, TOKEN)
     try:
         for user in (new_user, old_user):
             error = await refused(tasks_stub(user).GetTask(pb.ID(id=[TASK_ID]), timeout=2))
             assert error.code() == grpc.StatusCode.NOT_FOUND  # accepted, then not found
-        assert await old_node.is_alive(b.addr, timeout_s=2) == ("b", 1)
+        assert await old_node.is_alive("b", b.addr, timeout_s=2) == ("b", 1)
 
         b.clock.now += 61  # past b's grace period
         error = await refused(tasks_stub(old_user).GetTask(pb.ID(id=[TASK_ID]), timeout=2))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED and error.details() == "wrong token"
-        assert await old_node.is_alive(b.addr, timeout_s=2) is None
+        assert await old_node.is_alive("b", b.addr, timeout_s=2) is None
         error = await refused(tasks_stub(new_user).GetTask(pb.ID(id=[TASK_ID]), timeout=2))
         assert error.code() == grpc.StatusCode.NOT_FOUND
         a.peer.keeper.rotate(NEW_TOKEN)
-        assert await a.peer.client.is_alive(b.addr, timeout_s=2) == ("b", 1)
+        assert await a.peer.client.is_alive("b", b.addr, timeout_s=2) == ("b", 1)
     finally:
         await old_node.close()
         await new_user.close(None)
@@ -505,7 +553,7 @@ async def test_node_services_are_served_and_listed_only_with_a_peer(start: Start
         await channel.close(None)
     listed = await _services(without.addr)
     assert "shoal.v1.Tasks" in listed and "shoal.v1.HeartBeats" not in listed
-    async with with_peer.peer.client.link(without.addr) as channel:
+    async with with_peer.peer.client.link("lone", without.addr) as channel:
         error = await refused(hb_grpc.HeartBeatsStub(channel).IsAlive(hb_pb.HeartBeat(), timeout=2))
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
 
@@ -517,7 +565,7 @@ async def test_node_services_are_served_and_listed_only_with_a_peer(start: Start
 async def test_a_real_node_takes_a_task_forwarded_with_node_credentials(shoal_node: Any) -> None:
     client = PeerClient(TokenKeeper(shoal_node.token), "forwarder")
     try:
-        async with client.link(shoal_node.grpc_addr) as channel:
+        async with client.link(shoal_node.name, shoal_node.grpc_addr) as channel:
             stub = tasks_stub(channel)
             created = await stub.CreateTask(pb.TaskSpec(name="fwd", type="echo", target="hi"), timeout=10)
             done = await stub.GetTask(pb.ID(id=[created.id], wait_s=20 * SCALE), timeout=30 * SCALE)

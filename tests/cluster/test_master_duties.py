@@ -37,10 +37,12 @@ class ScriptedProber:
         self.verdicts = verdicts
         self.asked: list[str] = []
 
-    async def is_alive(self, addr: str, timeout_s: float) -> tuple[str, int] | None:
+    async def is_alive(self, name: str, addr: str, timeout_s: float) -> tuple[str, int] | None:
         return ("someone", 1)
 
-    async def ask_alive(self, via_addr: str, target_name: str, target_addr: str, timeout_s: float) -> bool:
+    async def ask_alive(
+        self, via_name: str, via_addr: str, target_name: str, target_addr: str, timeout_s: float
+    ) -> bool:
         return True
 
     async def verify(self, addr: str, expected_name: str, timeout_s: float) -> Verdict:

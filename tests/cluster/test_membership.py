@@ -71,7 +71,7 @@ def test_request_election_hands_the_master_role_to_the_chosen_node(cluster: Clus
     async def ask() -> bool:
         client = PeerClient(TokenKeeper(master.token), "operator")
         try:
-            return await client.request_election(master.grpc_addr, chosen.name, timeout_s=5)
+            return await client.request_election(master.name, master.grpc_addr, chosen.name, timeout_s=5)
         finally:
             await client.close()
 
@@ -95,7 +95,7 @@ def test_request_election_signed_with_another_token_changes_nothing(cluster: Clu
     async def ask() -> bool:
         client = PeerClient(TokenKeeper("not-the-cluster-token-" + "x" * 20), "intruder")
         try:
-            return await client.request_election(master.grpc_addr, other.name, timeout_s=5)
+            return await client.request_election(master.name, master.grpc_addr, other.name, timeout_s=5)
         finally:
             await client.close()
 

@@ -37,7 +37,7 @@ class Io:
         if self.peers is None:
             return False, None
         try:
-            return True, await self.peers.load(self.membership.address(node), key)
+            return True, await self.peers.load(node, self.membership.address(node), key)
         except (PeerCallFailed, KeyError) as exc:
             self._failed(node, "load", exc)
             return False, None
@@ -54,7 +54,7 @@ class Io:
         if self.peers is None:
             return False
         try:
-            await self.peers.store(self.membership.address(node), key, value, ttl_s, keep_s)
+            await self.peers.store(node, self.membership.address(node), key, value, ttl_s, keep_s)
         except (PeerCallFailed, KeyError) as exc:
             self._failed(node, "store", exc)
             return False
@@ -76,7 +76,7 @@ class Io:
         if self.peers is None:
             return False, False
         try:
-            return True, await self.peers.drop(self.membership.address(node), key)
+            return True, await self.peers.drop(node, self.membership.address(node), key)
         except (PeerCallFailed, KeyError) as exc:
             self._failed(node, "drop", exc)
             return False, False
@@ -113,7 +113,7 @@ class Io:
             if self.peers is None:
                 continue
             try:
-                return node, await self.peers.lease(self.membership.address(node), key, wait_s)
+                return node, await self.peers.lease(node, self.membership.address(node), key, wait_s)
             except (PeerCallFailed, KeyError) as exc:
                 self._failed(node, "lease", exc)
         return None, CacheGrant()
@@ -125,7 +125,7 @@ class Io:
         if self.peers is None:
             return
         try:
-            await self.peers.release(self.membership.address(node), key, lease)
+            await self.peers.release(node, self.membership.address(node), key, lease)
         except (PeerCallFailed, KeyError) as exc:
             self._failed(node, "release", exc)
 

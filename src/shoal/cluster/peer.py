@@ -44,7 +44,7 @@ class Peer:
         return self.name, self.heartbeat.incarnation
 
     async def probe(self, name: str, grpc_addr: str, timeout_s: float) -> bool:
-        answer = await self.client.is_alive(grpc_addr, timeout_s)
+        answer = await self.client.is_alive(name, grpc_addr, timeout_s)
         return answer is not None and answer[0] == name
 
     def prove(self, challenge: bytes, verifier: str) -> bytes:

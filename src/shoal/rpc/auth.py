@@ -6,13 +6,19 @@ the check too: it answers token holders only.
 
 A credential is checked by an ``Authenticator``; a call passes when any of them accepts it. Users hold
 the cluster token (``BearerToken``); nodes sign each call with it (``shoal.rpc.peer_auth.NodeCredentials``:
-an HMAC over the call, proving the token without sending it). An authenticator refuses to vouch for
-methods it does not cover by returning a ``Refusal``: the bearer token is refused on the node-to-node
-services, which only nodes may call.
+an HMAC over the call and its request, proving the token without sending it). An authenticator refuses to
+vouch for methods it does not cover by returning a ``Refusal``: the bearer token is refused on the
+node-to-node services, which only nodes may call.
+
+A credential that covers the request body answers with a ``BodyCheck`` instead: the interceptor then lets
+the call reach its handler only through a deserializer that first hands the raw request bytes to that
+check, so a call whose body was changed after signing is refused before any handler (or later
+interceptor) sees it.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from shoal.rpc.tokens import TokenKeeper
 
 log = logging.getLogger("shoal.rpc.auth")
 
+_UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
 #: Services anyone may call: the standard health service.
 PUBLIC_SERVICES = frozenset({"grpc.health.v1.Health"})
 
@@ -46,12 +53,20 @@ class Refusal:
     presented: bool
 
 
+@dataclass(frozen=True, slots=True)
+class BodyCheck:
+    """The credentials are good so far; the call passes only if ``check(raw request bytes)`` returns None.
+    ``check`` must not raise or block."""
+
+    check: Callable[[bytes], Refusal | None]
+
+
 class Authenticator(Protocol):
     """One way a caller may prove it belongs to the cluster. Called for every call, concurrently; must
     not block (no I/O)."""
 
-    def authenticate(self, method: str, metadata: Mapping[str, str]) -> Refusal | None:
-        """None to accept the call, or a Refusal that says why not."""
+    def authenticate(self, method: str, metadata: Mapping[str, str]) -> Refusal | BodyCheck | None:
+        """None to accept the call, a BodyCheck to accept it if its request passes, or a Refusal."""
         ...
 
 
@@ -119,6 +134,8 @@ class AuthInterceptor(ServerInterceptor):
         refusal = self.check(method, _metadata(handler_call_details.invocation_metadata))
         if refusal is None:
             return await continuation(handler_call_details)
+        if isinstance(refusal, BodyCheck):
+            return self._checked(await continuation(handler_call_details), method, refusal)
         self.refused += 1
         log.debug("refused %s: %s", method, refusal.message)
         # Answer in the shape of the method the caller asked for, so streaming clients see the
@@ -126,15 +143,58 @@ class AuthInterceptor(ServerInterceptor):
         handler: Handler | None = await continuation(handler_call_details)
         return _deny(handler, refusal.message)
 
-    def check(self, method: str, metadata: Mapping[str, str]) -> Refusal | None:
-        """None if some authenticator accepts the call, else the most telling refusal."""
+    def check(self, method: str, metadata: Mapping[str, str]) -> Refusal | BodyCheck | None:
+        """None if some authenticator accepts the call outright, else the first check of its request,
+        else the most telling refusal."""
         refusals: list[Refusal] = []
+        body_check: BodyCheck | None = None
         for authenticator in self._authenticators:
-            refusal = authenticator.authenticate(method, metadata)
-            if refusal is None:
+            answer = authenticator.authenticate(method, metadata)
+            if answer is None:
                 return None
-            refusals.append(refusal)
+            if isinstance(answer, BodyCheck):
+                body_check = body_check or answer
+            else:
+                refusals.append(answer)
+        if body_check is not None:
+            return body_check
         return next((r for r in refusals if r.presented), refusals[0])
+
+    def _checked(self, handler: Handler | None, method: str, body: BodyCheck) -> Handler:
+        """``handler`` behind ``body``: its request bytes are checked before they are parsed."""
+
+        def refuse(message: str) -> _Refused:
+            self.refused += 1
+            log.debug("refused %s: %s", method, message)
+            return _Refused(message)
+
+        if handler is None:  # an unknown method: still answer only a caller whose whole call is good
+
+            def check_only(raw: bytes) -> _Refused:
+                refusal = body.check(raw)
+                return (
+                    refuse(refusal.message) if refusal else _Refused("Method not found!", grpc.StatusCode.UNIMPLEMENTED)
+                )
+
+            return grpc.unary_unary_rpc_method_handler(_refuse_call, request_deserializer=check_only)
+        if handler.request_streaming:
+            self.refused += 1
+            return _deny(handler, "a node call carries one request message, which its signature covers")
+        inner = handler.request_deserializer
+
+        def deserialize(raw: bytes) -> Any:
+            refusal = body.check(raw)
+            if refusal is not None:
+                return refuse(refusal.message)
+            return inner(raw) if inner is not None else raw
+
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(handler.unary_stream), deserialize, handler.response_serializer
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            _unary(handler.unary_unary), deserialize, handler.response_serializer
+        )
 
     def __repr__(self) -> str:
         return f"AuthInterceptor(authenticators={len(self._authenticators)}, refused={self.refused})"
@@ -152,6 +212,47 @@ def _metadata(items: Any) -> dict[str, str]:
         if isinstance(value, str):
             found.setdefault(key.lower(), value)
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """What a checking deserializer returns instead of the request: the call is answered with ``code``."""
+
+    message: str
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+
+
+async def _refuse_call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+    assert isinstance(request, _Refused)
+    await context.abort(request.code, request.message)
+
+
+def _unary(behavior: Callable[..., Any] | None) -> Callable[..., Awaitable[Any]]:
+    assert behavior is not None
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, _Refused):
+            await _refuse_call(request, context)
+        answer = behavior(request, context)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    return call
+
+
+def _streaming(behavior: Callable[..., Any] | None) -> Callable[..., Any]:
+    assert behavior is not None
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, _Refused):
+            await _refuse_call(request, context)
+        answers = behavior(request, context)
+        if hasattr(answers, "__aiter__"):
+            async for answer in answers:
+                yield answer
+        elif inspect.isawaitable(answers):
+            await answers
+
+    return stream
 
 
 def _deny(handler: Handler | None, message: str) -> Handler:

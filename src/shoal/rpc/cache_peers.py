@@ -59,35 +59,36 @@ class CachePeers:
     def __repr__(self) -> str:
         return f"<CachePeers calls={self.calls} failures={self.failures}>"
 
-    async def load(self, addr: str, key: str) -> CacheItem | None:
-        entry = await self._call(addr, "Load", cache_pb.CacheKey(key=key), self.timeout_s)
+    async def load(self, node: str, addr: str, key: str) -> CacheItem | None:
+        entry = await self._call(node, addr, "Load", cache_pb.CacheKey(key=key), self.timeout_s)
         assert isinstance(entry, cache_pb.CacheEntry)
         return cc.entry_from_proto(entry)
 
-    async def store(self, addr: str, key: str, value: bytes, ttl_s: float | None, keep_s: float) -> None:
-        await self._call(addr, "Store", cc.write_to_proto(key, value, ttl_s, keep_s), self.timeout_s)
+    async def store(self, node: str, addr: str, key: str, value: bytes, ttl_s: float | None, keep_s: float) -> None:
+        await self._call(node, addr, "Store", cc.write_to_proto(key, value, ttl_s, keep_s), self.timeout_s)
 
-    async def drop(self, addr: str, key: str) -> bool:
-        deleted = await self._call(addr, "Drop", cache_pb.CacheKey(key=key), self.timeout_s)
+    async def drop(self, node: str, addr: str, key: str) -> bool:
+        deleted = await self._call(node, addr, "Drop", cache_pb.CacheKey(key=key), self.timeout_s)
         assert isinstance(deleted, cache_pb.CacheDeleted)
         return deleted.found
 
-    async def lease(self, addr: str, key: str, wait_s: float) -> CacheGrant:
+    async def lease(self, node: str, addr: str, key: str, wait_s: float) -> CacheGrant:
         wait_s = max(0.0, min(wait_s, cc.MAX_LEASE_WAIT_S))
         request = cache_pb.LeaseRequest(key=key, wait_s=wait_s)
-        grant = await self._call(addr, "Lease", request, wait_s + self.lease_margin_s)
+        grant = await self._call(node, addr, "Lease", request, wait_s + self.lease_margin_s)
         assert isinstance(grant, cache_pb.LeaseGrant)
         return cc.grant_from_proto(grant)
 
-    async def release(self, addr: str, key: str, lease: str) -> None:
-        await self._call(addr, "Release", cache_pb.LeaseRelease(key=key, lease=lease), self.timeout_s)
+    async def release(self, node: str, addr: str, key: str, lease: str) -> None:
+        await self._call(node, addr, "Release", cache_pb.LeaseRelease(key=key, lease=lease), self.timeout_s)
 
-    async def _call(self, addr: str, method: str, request: Any, timeout_s: float) -> Any:
+    async def _call(self, node: str, addr: str, method: str, request: Any, timeout_s: float) -> Any:
+        """``method`` on node ``node`` at ``addr``."""
         self.calls += 1
         if not (timeout_s > 0 and math.isfinite(timeout_s)):
             raise ValueError(f"bad deadline {timeout_s!r}")
         try:
-            async with self.peers.link(addr) as channel:
+            async with self.peers.link(node, addr) as channel:
                 stub = cache_grpc.CacheShardsStub(channel)
                 return await getattr(stub, method)(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as err:

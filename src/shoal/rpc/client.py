@@ -32,8 +32,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
-#: Makes the metadata to add to one call, given its method path (bytes in grpc.aio's client interceptors).
-MetadataFor = Callable[[str | bytes], Sequence[tuple[str, str]]]
+#: Makes the metadata to add to one call, given its method path (bytes in grpc.aio's client interceptors)
+#: and its request message (None for a streamed request).
+MetadataFor = Callable[[str | bytes, Any], Sequence[tuple[str, str]]]
 
 
 class _AddMetadata:
@@ -42,9 +43,9 @@ class _AddMetadata:
     def __init__(self, extra: MetadataFor) -> None:
         self._extra = extra
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def _details(self, details: grpc.aio.ClientCallDetails, request: Any = None) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        for key, value in self._extra(details.method):
+        for key, value in self._extra(details.method, request):
             if key not in metadata:
                 metadata.add(key, value)
         return grpc.aio.ClientCallDetails(
@@ -55,12 +56,12 @@ class _AddMetadata:
 # grpc.aio files each interceptor under the first call kind it implements, so one class per kind.
 class _UnaryUnary(_AddMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+        return await continuation(self._details(details, request), request)
 
 
 class _UnaryStream(_AddMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+        return await continuation(self._details(details, request), request)
 
 
 class _StreamUnary(_AddMetadata, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
@@ -74,7 +75,7 @@ class _StreamStream(_AddMetadata, grpc.aio.StreamStreamClientInterceptor):  # ty
 
 
 def metadata_interceptors(extra: MetadataFor) -> list[Any]:
-    """Client interceptors adding ``extra(method)`` to every call, of every kind (for ``interceptors=``)."""
+    """Client interceptors adding ``extra(method, request)`` to every call, of every kind (for ``interceptors=``)."""
     return [kind(extra) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
@@ -91,7 +92,7 @@ def open_channel(
     interceptors = None
     if token is not None:
         entry = (("authorization", f"Bearer {token}"),)
-        interceptors = metadata_interceptors(lambda method: entry)
+        interceptors = metadata_interceptors(lambda method, request: entry)
     return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
 
 

@@ -1,21 +1,23 @@
 """Node-to-node credentials: every call signed with the cluster token, which itself never travels.
 
-A calling node adds four metadata entries (``CallSigner``); the callee checks them (``NodeCredentials``,
+A calling node adds five metadata entries (``CallSigner``); the callee checks them (``NodeCredentials``,
 an ``Authenticator`` for ``shoal.rpc.auth.AuthInterceptor``):
 
     x-shoal-node   the caller's name (percent-encoded, so any name is valid metadata)
+    x-shoal-to     the callee's name, the node the call is meant for (percent-encoded)
     x-shoal-ts     the caller's clock, Unix milliseconds
     x-shoal-nonce  22 random URL-safe characters
-    x-shoal-sig    hex HMAC-SHA256(token, "shoal/v1 call" | method | node | ts | nonce)
+    x-shoal-sig    hex HMAC-SHA256(token, "shoal/v1 call" | method | node | to | ts | nonce | sha256(request))
 
-The callee refuses a timestamp more than ``window_s`` (30 s) off its own clock, a nonce it has seen
-within that window (``ReplayCache``), and a signature under none of its accepted tokens. During a
-rotation the caller signs under both its tokens (comma-separated), so a callee that has rotated and one
-that has not yet both accept the call.
+The callee refuses a call meant for another node, a timestamp more than ``window_s`` (30 s) off its own
+clock, a nonce it has seen within that window (``ReplayCache``), and a signature under none of its
+accepted tokens over the request bytes it received. So a captured call can be played neither against
+another node (it names its callee) nor again against the same one (its nonce), and its request cannot be
+changed (the digest). During a rotation the caller signs under both its tokens (comma-separated), so a
+callee that has rotated and one that has not yet both accept the call.
 
-The signature proves who may call; it does not cover the request body. Bodies that must not be forged
-carry their own protection (the sealed token of UpdateSecret is AEAD); keeping bodies from being read or
-changed on the way needs TLS on the channel.
+The signature keeps requests from being forged or redirected, not from being read: that needs TLS on
+the channel (the sealed token of UpdateSecret is AEAD for that reason).
 
 Admission uses the same key differently: ``admission_proof`` answers a verifier's random challenge, bound
 to the verifier's and the prover's names, so a proof is good for one exchange only.
@@ -34,14 +36,15 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from shoal._utils import is_digits
-from shoal.rpc.auth import Refusal
+from shoal.rpc.auth import BodyCheck, Refusal
 from shoal.rpc.tokens import TokenKeeper
 
 H_NODE = "x-shoal-node"
+H_TO = "x-shoal-to"
 H_TS = "x-shoal-ts"
 H_NONCE = "x-shoal-nonce"
 H_SIG = "x-shoal-sig"
-HEADERS = (H_NODE, H_TS, H_NONCE, H_SIG)
+HEADERS = (H_NODE, H_TO, H_TS, H_NONCE, H_SIG)
 
 #: How far a call's timestamp may be from the callee's clock, either way.
 DEFAULT_WINDOW_S = 30.0
@@ -63,9 +66,11 @@ def frame(*parts: bytes) -> bytes:
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
-def call_signature(token: str, method: str, node: str, ts: str, nonce: str) -> str:
-    """The hex HMAC that proves a call from ``node`` to ``method`` was made by a token holder."""
-    message = frame(_CALL_LABEL, method.encode(), node.encode(), ts.encode(), nonce.encode())
+def call_signature(token: str, method: str, node: str, to: str, ts: str, nonce: str, request: bytes) -> str:
+    """The hex HMAC that proves a token holder, node ``node``, made this call to ``method`` on node ``to``
+    with this request (``node`` and ``to`` as they travel, percent-encoded)."""
+    digest = hashlib.sha256(request).digest()
+    message = frame(_CALL_LABEL, method.encode(), node.encode(), to.encode(), ts.encode(), nonce.encode(), digest)
     return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
 
 
@@ -95,13 +100,19 @@ class CallSigner:
         self._wire_node = quote(node, safe="")
         self._clock = clock
 
-    def metadata(self, method: str | bytes) -> list[tuple[str, str]]:
-        """The four ``x-shoal-*`` entries for a call to ``method`` (``/package.Service/Method``)."""
+    def metadata(self, method: str | bytes, to: str, request: bytes) -> list[tuple[str, str]]:
+        """The ``x-shoal-*`` entries for a call to ``method`` (``/package.Service/Method``) on node ``to``
+        whose serialized request is ``request``."""
+        if not to:
+            raise ValueError("the called node's name is required")
         path = method.decode() if isinstance(method, bytes) else method
+        wire_to = quote(to, safe="")
         ts = str(int(self._clock() * 1000))
         nonce = secrets.token_urlsafe(16)
-        sigs = ",".join(call_signature(t, path, self._wire_node, ts, nonce) for t in self.keeper.accepted())
-        return [(H_NODE, self._wire_node), (H_TS, ts), (H_NONCE, nonce), (H_SIG, sigs)]
+        sigs = ",".join(
+            call_signature(t, path, self._wire_node, wire_to, ts, nonce, request) for t in self.keeper.accepted()
+        )
+        return [(H_NODE, self._wire_node), (H_TO, wire_to), (H_TS, ts), (H_NONCE, nonce), (H_SIG, sigs)]
 
     def __repr__(self) -> str:
         return f"CallSigner(node={self.node!r})"
@@ -159,6 +170,7 @@ class NodeCredentials:
 
     Parameters:
         keeper: the tokens a signature may be made with (current, and previous during a rotation).
+        name: this node's name: calls meant for another node are refused.
         window_s: how far a call's timestamp may be from this node's clock.
         max_nonces: bound on the replay cache.
         clock: wall-clock seconds (timestamps cross machines, so not monotonic).
@@ -168,26 +180,36 @@ class NodeCredentials:
         self,
         keeper: TokenKeeper,
         *,
+        name: str,
         window_s: float = DEFAULT_WINDOW_S,
         max_nonces: int = DEFAULT_MAX_NONCES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keeper = keeper
+        self.name = name
+        self._wire_name = quote(name, safe="")
         self.window_s = window_s
         self.replays = ReplayCache(window_s, max_nonces)
         self._clock = clock
 
-    def authenticate(self, method: str, metadata: Mapping[str, str]) -> Refusal | None:
+    def authenticate(self, method: str, metadata: Mapping[str, str]) -> Refusal | BodyCheck | None:
+        """Check what the metadata alone can tell; the signature, which covers the request, is checked
+        by the returned ``BodyCheck`` once the request's bytes have arrived."""
         values = [metadata.get(h) for h in HEADERS]
         if all(v is None for v in values):
             return Refusal(f"missing node credentials: send {', '.join(HEADERS)}", presented=False)
         missing = [h for h, v in zip(HEADERS, values, strict=True) if v is None]
         if missing:
             return Refusal(f"incomplete node credentials: missing {', '.join(missing)}", presented=True)
-        node, ts, nonce, sig = (v or "" for v in values)
-        malformed = _malformed(node, ts, nonce, sig)
+        node, to, ts, nonce, sig = (v or "" for v in values)
+        malformed = _malformed(node, to, ts, nonce, sig)
         if malformed:
             return Refusal(f"malformed node credentials: {malformed}", presented=True)
+        if not self.name or not hmac.compare_digest(to.encode(), self._wire_name.encode()):
+            return Refusal(
+                f"node credentials for another node: the call was signed for {unquote(to)!r}, this is {self.name!r}",
+                presented=True,
+            )
         now = self._clock()
         skew = int(ts) / 1000 - now
         if abs(skew) > self.window_s:
@@ -196,14 +218,25 @@ class NodeCredentials:
                 f"(limit ±{self.window_s:g} s; are the clocks in sync?)",
                 presented=True,
             )
-        given = sig.split(",")
+
+        def check(request: bytes) -> Refusal | None:
+            return self._check_signature(method, node, ts, nonce, sig.split(","), request, now)
+
+        return BodyCheck(check)
+
+    def _check_signature(
+        self, method: str, node: str, ts: str, nonce: str, given: list[str], request: bytes, now: float
+    ) -> Refusal | None:
         good = False
         for token in self.keeper.accepted():
-            expected = call_signature(token, method, node, ts, nonce)
+            expected = call_signature(token, method, node, self._wire_name, ts, nonce, request)
             for candidate in given:
                 good |= hmac.compare_digest(candidate, expected)
         if not good:
-            return Refusal("wrong node signature: the caller holds another cluster token", presented=True)
+            return Refusal(
+                "wrong node signature: the caller holds another cluster token, or the request was changed",
+                presented=True,
+            )
         replay = self.replays.check_and_remember(nonce, int(ts) / 1000, now)
         if replay:
             return Refusal(replay, presented=True)
@@ -213,9 +246,10 @@ class NodeCredentials:
         return f"NodeCredentials(window_s={self.window_s:g}, remembered={len(self.replays)})"
 
 
-def _malformed(node: str, ts: str, nonce: str, sig: str) -> str | None:
-    if not node or len(node) > _MAX_NODE_CHARS:
-        return f"{H_NODE} must be 1-{_MAX_NODE_CHARS} characters"
+def _malformed(node: str, to: str, ts: str, nonce: str, sig: str) -> str | None:
+    for header, name in ((H_NODE, node), (H_TO, to)):
+        if not name or len(name) > _MAX_NODE_CHARS:
+            return f"{header} must be 1-{_MAX_NODE_CHARS} characters"
     if not is_digits(ts) or len(ts) > 16:
         return f"{H_TS} must be Unix milliseconds"
     if not _NONCE.fullmatch(nonce):

@@ -1,14 +1,15 @@
 """Call other nodes: probes, admission, hand-over, token rotation, and signed channels for forwarding.
 
-``PeerClient`` keeps one channel per address, signs every call with the cluster token (``CallSigner``),
-puts a deadline on every call, and closes channels left idle. It is made for the cluster's loops: no
+``PeerClient`` keeps one channel per node and address, signs every call with the cluster token for the
+node it is meant for and over its request (``CallSigner``), puts a deadline on every call, and closes
+channels left idle. It is made for the cluster's loops: no
 method raises (but for cancellation); a failure returns None or False, with the reason logged at debug,
 and ``verify`` also says why in its ``Verdict``.
 
     peers = PeerClient(keeper, "node-a")
-    who = await peers.is_alive("10.0.0.2:6666", timeout_s=0.5)        # ("node-b", 3) or None
+    who = await peers.is_alive("node-b", "10.0.0.2:6666", timeout_s=0.5)   # ("node-b", 3) or None
     verdict = await peers.verify("10.0.0.2:6666", "node-b", timeout_s=2)
-    async with peers.link("10.0.0.2:6666") as channel:                # forward a Tasks call
+    async with peers.link("node-b", "10.0.0.2:6666") as channel:          # forward a Tasks call
         task = await tasks_stub(channel).GetTask(pb.ID(id=[task_id]), timeout=5)
 
 A channel that failed with UNAVAILABLE or DEADLINE_EXCEEDED is replaced by a fresh one on the next call,
@@ -78,11 +79,14 @@ class Verdict:
 
 
 class _Link:
-    """One channel to one address, with the stubs on it and who is using it."""
+    """One channel to one node at one address, with the stubs on it and who is using it."""
 
-    __slots__ = ("address", "channel", "closed", "elections", "heartbeats", "in_flight", "last_used", "retired")
+    __slots__ = (
+        "address", "channel", "closed", "elections", "heartbeats", "in_flight", "last_used", "name", "retired",
+    )  # fmt: skip
 
-    def __init__(self, address: str, channel: grpc.aio.Channel, now: float) -> None:
+    def __init__(self, name: str, address: str, channel: grpc.aio.Channel, now: float) -> None:
+        self.name = name
         self.address = address
         self.channel = channel
         self.heartbeats = hb_grpc.HeartBeatsStub(channel)
@@ -118,38 +122,41 @@ class PeerClient:
         self.idle_s = idle_s
         self._options = list(options)
         self._clock = clock
-        self._links: dict[str, _Link] = {}
+        self._links: dict[tuple[str, str], _Link] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.failures = 0
 
     # -- probes --------------------------------------------------------------------------------------
 
-    async def is_alive(self, addr: str, timeout_s: float) -> tuple[str, int] | None:
-        """Direct probe: the name and incarnation of the node at ``addr``, or None if it did not answer."""
+    async def is_alive(self, name: str, addr: str, timeout_s: float) -> tuple[str, int] | None:
+        """Direct probe of node ``name`` at ``addr``: the name and incarnation it answers with, or None if
+        it did not answer (another node there refuses a call meant for ``name``)."""
 
         async def call(link: _Link) -> tuple[str, int] | None:
             ok = await link.heartbeats.IsAlive(hb_pb.HeartBeat(alive=True, who=self.my_name), timeout=timeout_s)
             return (ok.name, ok.incarnation) if ok.ok and ok.name else None
 
-        answer, _, _ = await self._invoke("IsAlive", addr, timeout_s, call)
+        answer, _, _ = await self._invoke("IsAlive", name, addr, timeout_s, call)
         return answer
 
     async def probe(self, name: str, addr: str, timeout_s: float) -> bool:
         """Whether node ``name`` answers at ``addr`` (another name there counts as no answer)."""
-        answer = await self.is_alive(addr, timeout_s)
+        answer = await self.is_alive(name, addr, timeout_s)
         if answer is not None and answer[0] != name:
             log.debug("probe of %s at %s: answered by %s", name, addr, answer[0])
             return False
         return answer is not None
 
-    async def ask_alive(self, via_addr: str, target_name: str, target_addr: str, timeout_s: float) -> bool:
-        """Indirect probe: ask the node at ``via_addr`` to probe ``target_name`` at ``target_addr``."""
+    async def ask_alive(
+        self, via_name: str, via_addr: str, target_name: str, target_addr: str, timeout_s: float
+    ) -> bool:
+        """Indirect probe: ask node ``via_name`` at ``via_addr`` to probe ``target_name`` at ``target_addr``."""
 
         async def call(link: _Link) -> bool:
             ok = await link.heartbeats.AskAlive(hb_pb.Node(name=target_name, host=target_addr), timeout=timeout_s)
             return ok.ok
 
-        answer, _, _ = await self._invoke("AskAlive", via_addr, timeout_s, call)
+        answer, _, _ = await self._invoke("AskAlive", via_name, via_addr, timeout_s, call)
         return bool(answer)
 
     # -- admission, hand-over, rotation ---------------------------------------------------------------
@@ -167,25 +174,27 @@ class PeerClient:
                 return Verdict(False, "wrong admission proof: it does not hold the cluster token", answer.incarnation)
             return Verdict(True, "verified", answer.incarnation)
 
-        verdict, reason, code = await self._invoke("VerifyNode", addr, timeout_s, call)
+        verdict, reason, code = await self._invoke("VerifyNode", expected_name, addr, timeout_s, call)
         if verdict is None:
             return Verdict(False, reason, unreachable=code is None or code in _NO_ANSWER)
         if not verdict:
             log.debug("VerifyNode %s at %s: %s", expected_name, addr, verdict.reason)
         return verdict
 
-    async def request_election(self, addr: str, candidate: str | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-        """Ask the master at ``addr`` to hand its role to ``candidate`` (None: the next in line)."""
+    async def request_election(
+        self, name: str, addr: str, candidate: str | None, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> bool:
+        """Ask the master, node ``name`` at ``addr``, to hand its role to ``candidate`` (None: the next in line)."""
 
         async def call(link: _Link) -> bool:
             answer = await link.elections.RequestElection(el_pb.Election(candidate=candidate or ""), timeout=timeout_s)
             return bool(answer.succeed.get(candidate or "", False))
 
-        handed, _, _ = await self._invoke("RequestElection", addr, timeout_s, call)
+        handed, _, _ = await self._invoke("RequestElection", name, addr, timeout_s, call)
         return bool(handed)
 
-    async def update_secret(self, addr: str, new_token: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-        """Send ``new_token`` to the node at ``addr``, sealed under the token it holds now.
+    async def update_secret(self, name: str, addr: str, new_token: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+        """Send ``new_token`` to node ``name`` at ``addr``, sealed under the token it holds now.
 
         That is this node's current token, or its previous one if this node has already rotated to
         ``new_token``; so the fan-out may come before or after ``keeper.rotate(new_token)``.
@@ -200,21 +209,22 @@ class PeerClient:
             answer = await link.elections.UpdateSecret(el_pb.Secret(sealed=sealed, key_id=kid), timeout=timeout_s)
             return bool(answer.succeed) and all(answer.succeed.values())
 
-        adopted, _, _ = await self._invoke("UpdateSecret", addr, timeout_s, call)
+        adopted, _, _ = await self._invoke("UpdateSecret", name, addr, timeout_s, call)
         return bool(adopted)
 
     # -- channels -------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def link(self, addr: str) -> AsyncIterator[grpc.aio.Channel]:
-        """A signed channel to ``addr`` for any shoal service (e.g. forwarding a Tasks call), kept open
-        while the block runs. Errors inside the block are the caller's; put a deadline on each call."""
-        async with self._use(addr) as link:
+    async def link(self, name: str, addr: str) -> AsyncIterator[grpc.aio.Channel]:
+        """A channel to node ``name`` at ``addr``, its calls signed for that node, for any shoal service
+        (e.g. forwarding a Tasks call), kept open while the block runs. Errors inside the block are the
+        caller's; put a deadline on each call."""
+        async with self._use(name, addr) as link:
             yield link.channel
 
     def open_channels(self) -> list[str]:
         """The addresses this client holds a channel to."""
-        return sorted(self._links)
+        return sorted({addr for _, addr in self._links})
 
     async def close(self) -> None:
         """Close every channel (calls in flight are cancelled)."""
@@ -229,15 +239,16 @@ class PeerClient:
         return f"PeerClient({self.my_name!r}, channels={len(self._links)}, failures={self.failures})"
 
     async def _invoke(
-        self, what: str, addr: str, timeout_s: float, call: Callable[[_Link], Awaitable[T]]
+        self, what: str, name: str, addr: str, timeout_s: float, call: Callable[[_Link], Awaitable[T]]
     ) -> tuple[T | None, str, grpc.StatusCode | None]:
-        """Run ``call`` on the link to ``addr``: its result, or None with why it failed and the status."""
+        """Run ``call`` on the link to ``name`` at ``addr``: its result, or None with why it failed and the
+        status."""
         code: grpc.StatusCode | None = None
         if not timeout_s > 0:
             reason = f"no time left for the call (timeout {timeout_s!r} s)"
         else:
             try:
-                async with self._use(addr) as link:
+                async with self._use(name, addr) as link:
                     return await call(link), "", None
             except grpc.aio.AioRpcError as err:
                 code = err.code()
@@ -249,8 +260,8 @@ class PeerClient:
         return None, reason, code
 
     @asynccontextmanager
-    async def _use(self, addr: str) -> AsyncIterator[_Link]:
-        link = self._acquire(addr)
+    async def _use(self, name: str, addr: str) -> AsyncIterator[_Link]:
+        link = self._acquire(name, addr)
         try:
             yield link
         except grpc.aio.AioRpcError as err:
@@ -263,23 +274,31 @@ class PeerClient:
             if link.retired and link.in_flight == 0:
                 self._close_later(link)
 
-    def _acquire(self, addr: str) -> _Link:
+    def _acquire(self, name: str, addr: str) -> _Link:
         now = self._clock()
         for idle in [k for k in self._links.values() if k.in_flight == 0 and now - k.last_used > self.idle_s]:
             self._retire(idle)
-        link = self._links.get(addr)
+        link = self._links.get((name, addr))
         if link is None:
-            interceptors = metadata_interceptors(self.signer.metadata)
+            interceptors = metadata_interceptors(self._signing_for(name))
             channel = grpc.aio.insecure_channel(addr, options=self._options, interceptors=interceptors)
-            link = self._links[addr] = _Link(addr, channel, now)
+            link = self._links[(name, addr)] = _Link(name, addr, channel, now)
         link.in_flight += 1
         link.last_used = now
         return link
 
+    def _signing_for(self, name: str) -> Callable[[str | bytes, Any], list[tuple[str, str]]]:
+        """The metadata maker of a channel to node ``name``: each call signed for it, over its request."""
+
+        def sign(method: str | bytes, request: Any) -> list[tuple[str, str]]:
+            return self.signer.metadata(method, name, b"" if request is None else request.SerializeToString())
+
+        return sign
+
     def _retire(self, link: _Link) -> None:
         """Stop handing ``link`` out; close it once its last call ends."""
-        if self._links.get(link.address) is link:
-            del self._links[link.address]
+        if self._links.get((link.name, link.address)) is link:
+            del self._links[(link.name, link.address)]
         link.retired = True
         if link.in_flight == 0:
             self._close_later(link)

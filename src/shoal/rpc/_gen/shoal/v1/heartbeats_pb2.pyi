@@ -6,11 +6,13 @@ shoal's node-to-node liveness service: the seed's `communicate.HeartBeats`, grow
 Only nodes may call it. Every call carries per-call credentials proven with the cluster token, never
 the token itself (metadata, all text):
   x-shoal-node   the caller's node name
+  x-shoal-to     the callee's node name; a call meant for another node is refused
   x-shoal-ts     the caller's clock, Unix milliseconds; refused when more than 30 s off the callee's
   x-shoal-nonce  16 to 64 random URL-safe characters, never reused; a replay within the window is refused
   x-shoal-sig    hex HMAC-SHA256 under the cluster token of the length-prefixed fields
-                 ("shoal/v1 call", method path, node, ts, nonce); during a token rotation the caller may
-                 send two, comma-separated: one under the new token and one under the old.
+                 ("shoal/v1 call", method path, node, to, ts, nonce, SHA-256 of the request bytes);
+                 during a token rotation the caller may send two, comma-separated: one under the new
+                 token and one under the old.
 A user's `authorization: Bearer <token>` is refused here (UNAUTHENTICATED): the heartbeat services
 are for nodes only. Liveness for load balancers is the standard grpc.health.v1.Health service.
 
