@@ -15,6 +15,7 @@ import redis
 import skip_summary
 import tiers
 
+from shoal.store.acl import USER as ACL_USER
 from shoal.store.embedded import EmbeddedRedis, ServerBinary, find_server, inspect_server, installed_servers
 from shoal.testing import TestNode
 
@@ -43,7 +44,8 @@ def redis_binary(request: pytest.FixtureRequest) -> ServerBinary:
 @pytest.fixture(scope="session")
 def redis_server(redis_binary: ServerBinary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """One real redis-server per server binary for the whole run (AOF on, so tests can restart it and keep
-    the data)."""
+    the data), closed as a node's embedded store is: its ``url`` is shoal's user, which may send only the
+    commands of shoal.store.acl, so every node of the suite runs under it."""
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=redis_binary.path)
     server.start()
     yield server
@@ -51,24 +53,46 @@ def redis_server(redis_binary: ServerBinary, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    """The suite's Redis, emptied before the test."""
-    return emptied(redis_server)
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """The suite's Redis as shoal's user, emptied before the test; a command refused to that user during
+    the test fails it (shoal.store.acl lacks a command shoal sends)."""
+    yield emptied(redis_server)
+    check_refusals(redis_server)
 
 
 @pytest.fixture(scope="module")
-def module_redis_url(redis_server: EmbeddedRedis) -> str:
+def module_redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     """The suite's Redis, emptied once for a module whose nodes live across its tests."""
-    return emptied(redis_server)
+    yield emptied(redis_server)
+    check_refusals(redis_server)
+
+
+@pytest.fixture
+def redis_admin_url(redis_url: str, redis_server: EmbeddedRedis) -> str:
+    """The suite's Redis as its administrator, for a test that sets it up in ways shoal never does."""
+    return redis_server.admin_url
 
 
 def emptied(server: EmbeddedRedis) -> str:
     """``server``'s URL, started again if a test stopped it, with every key removed."""
     if server_down(server):
         server.start()
-    with redis.Redis.from_url(server.url) as client:
+    with redis.Redis.from_url(server.admin_url) as client:
         client.flushall()
+        client.acl_log_reset()
     return server.url
+
+
+def check_refusals(server: EmbeddedRedis) -> None:
+    """Fail when the server refused shoal's user a command since it was emptied."""
+    if server_down(server):
+        return
+    with redis.Redis.from_url(server.admin_url) as client:
+        entries = [e for e in client.acl_log(128) if e.get("username") == ACL_USER]
+        client.acl_log_reset()
+    if entries:
+        refused = sorted({f"{e.get('reason')} {e.get('object')}" for e in entries})
+        pytest.fail(f"the store refused shoal's user: {', '.join(refused)} (add it to shoal.store.acl.COMMANDS?)")
 
 
 def server_down(server: EmbeddedRedis) -> bool:

