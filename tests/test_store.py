@@ -86,8 +86,8 @@ pytestmark = pytest.mark.every_server
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    redis = Redis.from_url(redis_url)
+async def store(redis_admin_url: str) -> AsyncIterator[Store]:
+    redis = Redis.from_url(redis_admin_url)  # the tests look with commands shoal never sends (EXISTS, HDEL)
     try:
         yield Store(redis)
     finally:
