@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import Iterator
 
-import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
@@ -33,6 +32,7 @@ from shoal.config import NodeConfig, split_addr
 from shoal.errors import StoreUnavailable
 from shoal.events import EventHub
 from shoal.keys import Keys
+from shoal.outbound import client as outbound_client
 from shoal.proxy.httpcache import HttpCache
 from shoal.proxy.server import ProxyServer, start_proxy
 from shoal.rpc.cache_peers import channel_options
@@ -77,7 +77,7 @@ class Node:
         self.http: _Server | None = None
         self.proxy: ProxyServer | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._http_client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=config.fetch_timeout)
+        self._http_client = outbound_client(timeout=config.fetch_timeout)  # checked addresses, pooled by name
         self.metrics = CollectorRegistry()
         self.started = False
 

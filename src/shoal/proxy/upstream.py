@@ -1,18 +1,21 @@
 """Requests from the proxy to origins, and what their failures mean to the proxy's client.
 
 Every target goes through the checks of the ``fetch`` task type (``shoal.addresses.resolve``):
-cloud-metadata names and link-local or metadata addresses are refused, and the connection goes to the
-very address that was checked (Host header and TLS name stay the URL's), so DNS cannot change it between
-check and connect.
+cloud-metadata names and link-local or metadata addresses are refused, and a connection goes only to the
+very address that was checked, so DNS cannot change it between check and connect. Connections are pooled
+and TLS-verified under the URL's name (``shoal.outbound``): one verified for a name never serves another.
+A body is passed on as the origin sent it, never decoded here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 
-from shoal.addresses import AddressRefused, Unresolvable, resolve
+from shoal import outbound
+from shoal.addresses import AddressRefused, IPAddress, Unresolvable, resolve
 from shoal.proxy import policy
 from shoal.proxy.httpcache import Loader
 from shoal.worker.handlers.fetch import FetchFailed
@@ -28,30 +31,34 @@ class Upstream:
         timeout_s: limit on connecting and on every wait for the origin (each read of the response).
         via: this proxy's ``Via`` entry, added to every forwarded request.
         max_connections: connections open to origins at once.
+        resolve: the checked address to connect to for a host and port (the proxy's access policy).
+        verify: the CAs to trust (tests give their own); by default certifi's.
     """
 
-    def __init__(self, *, timeout_s: float, via: str, max_connections: int) -> None:
+    def __init__(self, *, timeout_s: float, via: str, max_connections: int,
+                 resolve: Callable[[str, int], Awaitable[IPAddress]] = resolve,
+                 verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
         self.timeout_s = timeout_s
         self.via = via
-        self.client = httpx.AsyncClient(
-            trust_env=False,
-            follow_redirects=False,
+        self.resolve = resolve
+        self.client = outbound.client(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=KEEPALIVE),
+            verify=verify,
+            backend=outbound.CheckedBackend(resolve),
         )
         self.client.headers.clear()  # forward the client's headers, not httpx's defaults
 
     async def open(
         self, method: str, url: httpx.URL, headers: Sequence[tuple[str, str]], content: bytes | None = None
     ) -> httpx.Response:
-        """Send the request; the response comes back with its body unread (close it)."""
+        """Send the request; the response comes back with its body unread (close it). Every request is
+        checked, also one that a pooled connection serves; a new connection is checked as it is opened."""
         port = url.port or (443 if url.scheme == "https" else 80)
-        address = await resolve(url.host, port)
-        pinned = url.copy_with(host=str(address), username=None, password=None)
+        await self.resolve(url.host, port)
         sent = [*policy.without(headers, {"host"}), ("Host", _authority(url)), ("Via", self.via)]
-        request = self.client.build_request(
-            method, pinned, headers=sent, content=content, extensions={"sni_hostname": url.host}
-        )
+        target = url.copy_with(username=None, password=None)
+        request = self.client.build_request(method, target, headers=sent, content=content)
         return await self.client.send(request, stream=True)
 
     def loader(self, url: httpx.URL) -> Loader:

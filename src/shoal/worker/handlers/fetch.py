@@ -2,8 +2,10 @@
 
 Limits (time in all, body size, redirects) come from the node's config. Every hop's address is checked
 before any connection is made: cloud-metadata and link-local addresses are refused, and the connection
-then goes to the very address that was checked (the Host header and TLS name stay the URL's), so a DNS
-answer that changes between check and connect cannot slip past.
+then goes to the very address that was checked, pooled and TLS-verified under the URL's name
+(``shoal.outbound``), so a DNS answer that changes between check and connect cannot slip past. The body is
+decoded a bounded step at a time (``shoal.http_decode``): ``max_bytes`` holds for the decoded bytes, so a
+small compressed body cannot expand past it.
 
 With the node's HTTP cache (``shoal.proxy.httpcache``), every hop is a GET through the cluster cache: a
 fresh stored copy is served without touching the site, and what the site allows is stored for the next
@@ -22,8 +24,9 @@ from urllib.parse import urljoin
 
 import httpx
 
+from shoal import http_decode
 from shoal._utils import is_digits
-from shoal.addresses import AddressRefused, Unresolvable, refuse_host, resolve
+from shoal.addresses import AddressRefused, Unresolvable, refuse_host
 from shoal.errors import InvalidInput
 from shoal.proxy.httpcache import HIT, MISS, REVALIDATED, HttpCache, Served, streamed
 from shoal.worker.handlers import Output, TaskContext
@@ -55,8 +58,9 @@ _RANK = {HIT: 0, REVALIDATED: 1, MISS: 2}
 
 @dataclass(slots=True)
 class Fetcher:
-    """The fetch handler bound to a node's limits, its shared HTTP connection pool and its HTTP cache
-    (None: every fetch goes to the site; the node sets it once its cache exists, before any task runs)."""
+    """The fetch handler bound to a node's limits, its shared HTTP connection pool (a ``shoal.outbound``
+    client, which checks every address it connects to) and its HTTP cache (None: every fetch goes to the
+    site; the node sets it once its cache exists, before any task runs)."""
 
     client: httpx.AsyncClient
     timeout_s: float = 30.0
@@ -103,7 +107,7 @@ class Fetcher:
                 "redirects": redirects,
                 "cache": max(used, key=_RANK.__getitem__),
             }
-            return Output(body.decode(encoding or "utf-8", "replace"), meta)
+            return Output(body.decode(encoding, "replace"), meta)
         raise FetchFailed(f"more than {self.max_redirects} redirects")
 
     async def _get(self, url: httpx.URL) -> Served:
@@ -111,50 +115,34 @@ class Fetcher:
         refuse_host(url.host)
 
         async def load(headers: list[tuple[str, str]]) -> httpx.Response:
-            port = url.port or (443 if url.scheme == "https" else 80)
-            address = await resolve(url.host, port)
-            pinned = url.copy_with(host=str(address))
-            request = self.client.build_request(
-                "GET",
-                pinned,
-                headers=[("Host", url.netloc.decode()), *headers],
-                extensions={"sni_hostname": url.host},
-            )
+            request = self.client.build_request("GET", url, headers=headers)
             return await self.client.send(request, stream=True)
 
         if self.cache is None:
-            return streamed(await load([]))
+            return streamed(await load([("Accept-Encoding", http_decode.ACCEPT_ENCODING)]))
         return await self.cache.get(str(url), [], load)
 
-    async def _read(self, served: Served) -> tuple[bytes, str | None]:
+    async def _read(self, served: Served) -> tuple[bytearray, str]:
         """The body, decoded as its Content-Encoding says, within ``max_bytes``; and its charset."""
         declared = _header(served, "content-length") or ""
         if is_digits(declared) and int(declared) > self.max_bytes:
             raise FetchFailed(f"body is {declared} bytes; the limit is {self.max_bytes}")
-        decoded = httpx.Response(served.status, headers=served.headers, stream=_Chunks(served.body, served.rest))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in decoded.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise FetchFailed(f"body is over the limit of {self.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks), decoded.encoding
+        codings = [v for k, v in served.headers if k.lower() == "content-encoding"]
+        body = bytearray()
+        try:
+            async for piece in http_decode.decoded(_chunks(served), codings, self.max_bytes):
+                body += piece
+        except http_decode.BodyRefused as exc:
+            raise FetchFailed(str(exc)) from None
+        return body, httpx.Response(served.status, headers=served.headers).encoding or "utf-8"
 
 
-class _Chunks(httpx.AsyncByteStream):
-    """A body's start and the rest still to come, as a stream httpx can decode."""
-
-    def __init__(self, start: bytes, rest: AsyncIterator[bytes] | None) -> None:
-        self.start = start
-        self.rest = rest
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self.start:
-            yield self.start
-        if self.rest is not None:
-            async for chunk in self.rest:
-                yield chunk
+async def _chunks(served: Served) -> AsyncIterator[bytes]:
+    """A body's bytes as sent: the start already read (all of it, when stored), then the rest still to come."""
+    yield served.body
+    if served.rest is not None:
+        async for chunk in served.rest:
+            yield chunk
 
 
 def _header(served: Served, name: str) -> str | None:
