@@ -43,9 +43,9 @@ class Store:
         return (await self.nodes.take_lease("master", TTL_S)).epoch
 
     async def pending(self) -> list[tuple[str, str]]:
-        """Read new pending-stream entries as the scheduler does: (entry id, task id)."""
-        await self.tasks.ensure_groups()
-        reply: Any = await self.redis.xreadgroup(SCHEDULER_GROUP, "master", {self.keys.pending: ">"}, count=100)
+        """Read new entries of the echo tasks' pending stream as the scheduler does: (entry id, task id)."""
+        await self.tasks.ensure_groups(types=["echo"])
+        reply: Any = await self.redis.xreadgroup(SCHEDULER_GROUP, "master", {self.keys.pending("echo"): ">"}, count=100)
         if not reply:
             return []
         return [(e.decode(), f[b"id"].decode()) for e, f in reply[0][1]]
@@ -125,8 +125,8 @@ async def test_create_stores_waiting_tasks_indexed_and_queued(store: Store) -> N
         assert await store.indexed(task.id) == {"all", "WAITING"}
     entries = await store.pending()
     assert [task_id for _, task_id in entries] == [t.id for t in created]
-    raw: Any = await store.redis.xrange(store.keys.pending)
-    assert all(f[b"type"] == b"echo" for _, f in raw)
+    assert await store.tasks.pending_types() == {"echo"}
+    assert await store.tasks.pending_count() == 3
     assert (await store.tasks.counts())["WAITING"] == 3
 
 
@@ -148,8 +148,8 @@ async def test_place_with_current_epoch_puts_task_in_queue_and_acks_its_entry(st
     assert await store.indexed(task_id) == {"all", "INQUEUE"}
     assert await store.assigned("n1") == {task_id}
     assert await store.inbox("n1") == [("run", task_id)]
-    assert await store.redis.xlen(store.keys.pending) == 0  # acknowledged and deleted in the same step
-    pending: Any = await store.redis.xpending(store.keys.pending, SCHEDULER_GROUP)
+    assert await store.redis.xlen(store.keys.pending("echo")) == 0  # acknowledged and deleted in the same step
+    pending: Any = await store.redis.xpending(store.keys.pending("echo"), SCHEDULER_GROUP)
     assert pending["pending"] == 0
 
 
@@ -174,7 +174,7 @@ async def test_place_with_stale_epoch_raises_and_changes_nothing(store: Store) -
     assert task.state is TaskState.WAITING and task.node is None
     assert await store.indexed(task_id) == {"all", "WAITING"}
     assert await store.assigned("n1") == set() and await store.inbox("n1") == []
-    pending: Any = await store.redis.xpending(store.keys.pending, SCHEDULER_GROUP)
+    pending: Any = await store.redis.xpending(store.keys.pending("echo"), SCHEDULER_GROUP)
     assert pending["pending"] == 1  # still there for the next master
 
 
@@ -190,7 +190,7 @@ async def test_place_never_exceeds_slots(store: Store) -> None:
         assert task.state is TaskState.WAITING and task.node is None
     assert await store.assigned("n1") == {first}
     assert await store.inbox("n1") == [("run", first)]
-    assert await store.redis.xlen(store.keys.pending) == 2
+    assert await store.redis.xlen(store.keys.pending("echo")) == 2
     # With two slots, one more fits and the last is refused.
     assert await store.tasks.place(epoch, "n1", 2, [second, third], entries[1:]) == [1, -1]
     assert (await store.tasks.get(third)).state is TaskState.WAITING

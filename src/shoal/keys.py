@@ -10,7 +10,12 @@
     seq                      string   submit.lua          counter; each task's sequence number (listing order)
     index:all                zset     Lua scripts         every task id, score = sequence number
     index:{STATE}            zset     Lua scripts         task ids in that state, score = sequence number
-    pending                  stream   submit/requeue      ids of WAITING tasks to place; group "scheduler"
+    pending:{type}           stream   Lua scripts         ids of WAITING tasks of one type to place; group "scheduler".
+                                                          One per type, so that tasks no live node runs wait in
+                                                          their own stream and never hold up the others
+    pending-types            set      Lua scripts         the types that have a pending stream
+    pending                  stream   older versions      their single pending stream (every type); its entries
+                                                          are moved to the per-type streams when a master starts
     delayed                  zset     finish.lua          WAITING tasks held back for retry, score = due time
     inbox:{node}             stream   place/kill          run and kill orders for one node; group "worker"
     assigned:{node}          set      Lua scripts         ids placed on the node and not yet terminal
@@ -43,7 +48,9 @@ class Keys:
         self.prefix = f"shoal:{cluster}:"
         self.seq = self.prefix + "seq"
         self.all = self.prefix + "index:all"
-        self.pending = self.prefix + "pending"
+        self.pending_types = self.prefix + "pending-types"
+        self.pending_prefix = self.prefix + "pending:"
+        self.legacy_pending = self.prefix + "pending"
         self.delayed = self.prefix + "delayed"
         self.nodes = self.prefix + "nodes"
         self.lease = self.prefix + "lease"
@@ -52,6 +59,9 @@ class Keys:
         self.public = self.prefix + "public"
         self.timeline = self.prefix + "timeline"
         self.handover = self.prefix + "handover"
+
+    def pending(self, task_type: str) -> str:
+        return self.pending_prefix + task_type
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"

@@ -114,6 +114,20 @@ class TaskSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LateResult:
+    """The report of an attempt the task had moved on from (its node was lost or handed it back) that
+    finished after all: kept beside the task, with its result in full, never written over it."""
+
+    node: str
+    attempt: int
+    outcome: str
+    error: str | None
+    finished_at: float
+    code: str | None = None  # the result's ``code`` when the attempt succeeded
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """A task as stored, with the attempts made at it so far."""
 
@@ -139,6 +153,7 @@ class Task:
     #: never gets more than its type allows: a larger ask is held to the type's bound when it runs.
     memory_mb: int | None = None
     cpu_s_limit: float | None = None
+    late_results: tuple[LateResult, ...] = ()  # the latest reports of superseded attempts, oldest first
 
     def to_json(self) -> dict[str, Any]:
         """The task as the REST API shows it (``state`` by name)."""

@@ -181,12 +181,19 @@ class Cluster:
             fields = self.task_hash(task_id)
             where[(fields.get("state"), fields.get("node"), fields.get("epoch"))] += 1
         master = self.redis.mget(f"{PREFIX}lease", f"{PREFIX}epoch")
-        pending: Any = self.redis.xpending(f"{PREFIX}pending", "scheduler")
+        types = sorted(self.redis.smembers(f"{PREFIX}pending-types"))
+        pending = {
+            t: (
+                self.redis.xlen(f"{PREFIX}pending:{t}"),
+                self.redis.xpending(f"{PREFIX}pending:{t}", "scheduler")["pending"],
+            )
+            for t in types
+        }
         nodes = {n: self.redis.hgetall(f"{PREFIX}node:{n}") for n in self.nodes}
         states = {n: (f.get("state"), f.get("incarnation"), f.get("state_incarnation")) for n, f in nodes.items()}
         assigned = {n: self.redis.scard(f"{PREFIX}assigned:{n}") for n in self.nodes}
         return (f"{len(ids)} by (state, node, epoch): {dict(where)}; lease, epoch: {master}; "
-                f"pending stream: {self.redis.xlen(f'{PREFIX}pending')} entries, unacked {pending}; "
+                f"pending streams (entries, unacked) by type: {pending}; "
                 f"nodes (state, incarnation, verdict on): {states}; assigned: {assigned}")  # fmt: skip
 
     def running_on(self, via: TestNode, name: str) -> int:

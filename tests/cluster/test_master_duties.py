@@ -134,11 +134,11 @@ async def test_the_scheduler_takes_over_entries_an_earlier_master_read_and_never
     await registry.beat(record("worker"))
     assert await registry.set_state(epoch, "worker", ALIVE, 1, "joined")
     scheduler = Scheduler(store=store, registry=registry, node="new-master", epoch=epoch, alive_within=30)
-    await store.ensure_groups()
+    await store.ensure_groups(types=["echo"])
     await scheduler.tick()  # the new term has begun and found nothing to place
     # Submitted after the new master took over, and served to the old one's last blocking read.
     ids = {t.id for t in await store.create([TaskSpec(name="echo", type="echo", target=f"t{i}") for i in range(5)])}
-    reply: Any = await redis.xreadgroup(SCHEDULER_GROUP, "old-master", {keys.pending: ">"}, count=100)
+    reply: Any = await redis.xreadgroup(SCHEDULER_GROUP, "old-master", {keys.pending("echo"): ">"}, count=100)
     assert {f[b"id"].decode() for _, f in reply[0][1]} == ids
 
     async def placed() -> bool:
@@ -147,7 +147,7 @@ async def test_the_scheduler_takes_over_entries_an_earlier_master_read_and_never
         return all(t.state.name == "INQUEUE" and t.node == "worker" for t in got)
 
     await until(placed, 10, "the tasks read by the old master to be placed")
-    summary: Any = await redis.xpending(keys.pending, SCHEDULER_GROUP)
+    summary: Any = await redis.xpending(keys.pending("echo"), SCHEDULER_GROUP)
     assert summary["pending"] == 0
     for task_id in ids:
         assert int(await redis.hget(keys.task(task_id), "epoch") or 0) == epoch

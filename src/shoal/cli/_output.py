@@ -214,7 +214,23 @@ def task_detail(task: Task) -> RenderableType:
             str(a.number), a.node, ago(a.started_at), ago(a.finished_at), outcome(a),
             seconds(a.wall_s), seconds(a.cpu_s), rss, short(a.error),
         )  # fmt: skip
-    return Group(fields, Text(""), history)
+    return Group(fields, Text(""), history, *late_results(task))
+
+
+def late_results(task: Task) -> list[RenderableType]:
+    """Reports of superseded attempts that finished after all, each with its result in full."""
+    if not task.late_results:
+        return []
+    table = plain_table("late results (attempts the task had moved on from, finished after all)")
+    for column in ("#", "NODE", "FINISHED", "OUTCOME", "ERROR"):
+        table.add_column(column)
+    codes: list[RenderableType] = []
+    for r in task.late_results:
+        table.add_row(str(r.attempt), r.node, ago(r.finished_at), r.outcome, short(r.error))
+        if r.code is not None:
+            head = Text(f"result of attempt {r.attempt} on {r.node}:", style="bold")
+            codes += [head, Text(r.code, no_wrap=True, overflow="ignore")]  # whole, as `shoal task result`
+    return [Text(""), table, *codes]
 
 
 def cluster_table(view: ClusterView) -> RenderableType:

@@ -181,7 +181,7 @@ def show(task_id: str, as_json: bool) -> None:
     if as_json:
         o.print_json(task.to_json())
     else:
-        o.out.print(o.task_detail(task))
+        o.out.print(o.task_detail(task), crop=False)  # late results' codes are printed whole
 
 
 def _one(c: Client, verb: str, task_id: str) -> tuple[str, str]:

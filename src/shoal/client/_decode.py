@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 from shoal.errors import ShoalError
-from shoal.models import Attempt, ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskState
+from shoal.models import Attempt, ClusterView, LateResult, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskState
 
 T = TypeVar("T")
 
@@ -44,7 +44,9 @@ def task(data: Any) -> Task:
     if not isinstance(data, dict):
         raise MalformedResponse("expected a task object")
     history = tuple(_pick(Attempt, a) for a in data.get("history") or ())
-    return _pick(Task, data, state=state(data.get("state")), history=history, params=data.get("params") or {})
+    late = tuple(_pick(LateResult, r) for r in data.get("late_results") or ())
+    params = data.get("params") or {}
+    return _pick(Task, data, state=state(data.get("state")), history=history, late_results=late, params=params)
 
 
 def result(data: Any) -> TaskResult:

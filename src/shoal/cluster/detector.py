@@ -85,6 +85,7 @@ class Detector:
     async def tick(self) -> None:
         now, records = await self.registry.all_with_time()
         others = [r for r in records if r.name != self.me]
+        self._forget_retries_of_gone(records)
         for record in records:
             if record.name in self.busy:
                 continue
@@ -116,6 +117,13 @@ class Detector:
         if r.state == SUSPECT:
             return self._set(r, ALIVE, "beats resumed")
         return None
+
+    def _forget_retries_of_gone(self, records: list[NodeRecord]) -> None:
+        """Drop the verification retries of node incarnations no longer in the registry (the node left, or
+        came back as a new incarnation), so that nodes coming and going do not pile them up."""
+        current = {(r.name, r.incarnation) for r in records}
+        for gone in [key for key in self._retry_at if key not in current]:
+            del self._retry_at[gone]
 
     def _done(self, name: str, task: asyncio.Task[None]) -> None:
         self.busy.pop(name, None)

@@ -1,5 +1,11 @@
 """The master's scheduler: places pending tasks on the nodes with the most free slots, in batches.
 
+Waiting tasks are queued in one pending stream per task type. The scheduler reads only the streams of
+types that some live node runs, and holds at most about TYPE_BACKLOG unplaced tasks of each type in
+memory: tasks of a type no live node runs stay in their stream, however many there are, and never keep a
+runnable task from being placed. Each batch offers every runnable type its share (up to the slots of the
+nodes that run it), oldest first, so a type whose nodes are full does not hold up the others either.
+
 A ``fetch`` goes first to the node that owns its URL in the cache ring (``owner_of``), if that node runs
 fetches and has a free slot: its fill of the cache is then local, and one URL's fetches meet at one node.
 Those tasks are offered to place.lua with their owner as the only node; what finds no room there joins
@@ -7,8 +13,10 @@ the rest of the batch, placed by free slots.
 
 It runs only while this node holds the master lease, and every placement carries the lease's epoch:
 place.lua refuses it once another master has taken over, and the scheduler stops (``StaleEpoch``).
-Tasks are read from the pending stream with a blocking XREADGROUP and acknowledged only once placed
-(or found gone), so a master that dies mid-batch leaves them for the next one, which claims them all.
+Tasks are read from the pending streams with a blocking XREADGROUP and acknowledged only once placed
+(or found gone), so a master that dies mid-batch leaves them for the next one, which claims them. It reads
+as a consumer named after its node and term, so that what an earlier term read and did not place is
+another consumer's, claimed as room allows, and everything this term holds unacknowledged is in memory.
 It goes on claiming: a deposed master's blocking read can still be served by Redis after the new master
 took over (its connection outlives its term by a moment, or it was paused), and what it got there would
 otherwise wait in its name for ever.
@@ -17,12 +25,15 @@ otherwise wait in its name for ever.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from shoal.cache.keys import http_key
 from shoal.keys import SCHEDULER_GROUP
@@ -32,13 +43,15 @@ from shoal.store.tasks import TaskStore
 
 log = logging.getLogger("shoal.cluster.scheduler")
 
-#: Most tasks read from the pending stream at once, and most held unplaced in memory.
+#: Most tasks read from one pending stream at once.
 READ_BATCH = 1000
-MAX_BACKLOG = 20_000
+#: A type's stream is read while fewer than this many of its tasks wait unplaced in memory (so at most
+#: TYPE_BACKLOG + READ_BATCH - 1 are held per type; the rest wait in the stream).
+TYPE_BACKLOG = 2000
 #: Entries another consumer has held unacknowledged this long are taken over (a live master acknowledges
 #: each one within milliseconds of reading it, unless no node has room, and then it is the only consumer).
 STRAY_IDLE_MS = 2 * BLOCK_MS
-#: Seconds between two looks for such entries.
+#: Seconds between two looks for such entries (and for entries of an older version's single stream).
 STRAY_EVERY_S = 1.0
 #: Most tasks offered to place.lua in one call.
 PLACE_BATCH = 500
@@ -47,13 +60,22 @@ PLACE_BATCH = 500
 NODES_TTL = 0.5
 #: The task type placed on the owner of its target's cache key.
 FETCH = "fetch"
+#: A node's task types: this one means every type.
+ANY_TYPE = "*"
 
 
 @dataclass(slots=True)
 class _Pending:
     task_id: str
-    type: str | None = None
+    type: str
+    entry: str  # its entry in the type's pending stream
     target: str | None = None  # read only for fetches, when they are first placed
+
+
+def _entry_order(p: _Pending) -> tuple[int, int]:
+    """Stream entry ids are "ms-counter": across streams, the order they were queued in (to the ms)."""
+    ms, _, counter = p.entry.partition("-")
+    return int(ms), int(counter or 0)
 
 
 class Scheduler:
@@ -76,26 +98,38 @@ class Scheduler:
         self.registry = registry
         self.node = node
         self.epoch = epoch
+        self.consumer = f"{node}#{epoch}"  # this term's name in the pending streams' consumer group
         self.alive_within = alive_within
-        self.backlog: OrderedDict[str, _Pending] = OrderedDict()  # stream entry id -> task
+        self.backlogs: dict[str, OrderedDict[str, _Pending]] = {}  # type -> stream entry id -> task
         self.placed = 0
         self.last_tick = time.monotonic()  # when the loop last looked at the backlog (the watchdog reads it)
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()
+        self._readable_changed = asyncio.Event()
         self._next_promote = 0.0
         self._next_strays = 0.0
         self._nodes: list[NodeRecord] = []
         self._nodes_read = 0.0
+        self._types: set[str] = set()  # types with a pending stream
+        self._types_read = 0.0
+        self._grouped: set[str] = set()  # types whose stream has the scheduler group, made sure this term
+        self._reading: set[str] = set()  # types the blocked reader waits on
 
     def __repr__(self) -> str:
-        return f"<Scheduler epoch={self.epoch} backlog={len(self.backlog)} placed={self.placed}>"
+        return f"<Scheduler epoch={self.epoch} backlog={self.backlog_size} placed={self.placed}>"
+
+    @property
+    def backlog_size(self) -> int:
+        """Tasks read from the pending streams and not yet placed."""
+        return sum(len(b) for b in self.backlogs.values())
 
     def poke(self) -> None:
         """Something changed (a slot freed, a node joined, a retry fell due): look again. Thread: loop only."""
         self._wake.set()
 
     async def run(self) -> None:
-        await self.store.ensure_groups()
+        await self.store.migrate_pending()
+        await self._refresh_types(force=True)
+        await self._candidates()
         await self._claim_orphans()
         # A flag per run, not per scheduler: the leader runs this again after a store error, and the
         # reader of the new run must not see the flag that stopped the old one.
@@ -123,121 +157,237 @@ class Scheduler:
             if due is not None:
                 delay = max(0.0, due - await self.registry.now())
                 asyncio.get_running_loop().call_later(delay + 0.01, self.poke)
+        nodes = await self._candidates()
+        await self._refresh_types()
         if now >= self._next_strays:
             self._next_strays = now + STRAY_EVERY_S
+            if await self.store.migrate_pending():  # an older version's node queued work in the old stream
+                await self._refresh_types(force=True)
             await self._claim_strays()
-        if self.backlog:
-            await self._place()
+        await self._read_new_types()
+        if nodes and any(self.backlogs.values()):
+            await self._place(nodes)
+
+    # -- which streams are read ------------------------------------------------------------------
+
+    async def _refresh_types(self, *, force: bool = False) -> None:
+        """The set of types with a pending stream; read at most every NODES_TTL seconds."""
+        if force or time.monotonic() - self._types_read > NODES_TTL:
+            self._types = await self.store.pending_types()
+            self._types_read = time.monotonic()
+
+    def _runnable(self) -> set[str]:
+        """Types some schedulable node runs, among those with a pending stream."""
+        runs: set[str] = set()
+        for n in self._nodes:
+            runs.update(n.types)
+        return set(self._types) if ANY_TYPE in runs else runs & self._types
+
+    def _readable(self) -> list[str]:
+        """Runnable types with room in memory for more of their tasks."""
+        return sorted(t for t in self._runnable() if len(self.backlogs.get(t, ())) < TYPE_BACKLOG)
+
+    async def _ensure_groups(self, types: Iterable[str]) -> None:
+        new = [t for t in types if t not in self._grouped]
+        if new:
+            await self.store.ensure_groups(types=new)
+            self._grouped.update(new)
+
+    async def _read_new_types(self) -> None:
+        """Read at once, without blocking, the readable streams the blocked reader is not waiting on (a type
+        first queued, or whose node just joined, or that has room again); the reader takes them in its
+        next round."""
+        fresh = [t for t in self._readable() if t not in self._reading]
+        if not fresh:
+            return
+        self._readable_changed.set()
+        if not self._reading:  # the reader is between two reads or idle: it will read them itself
+            return
+        await self._ensure_groups(fresh)
+        try:
+            reply: Any = await self.store.redis.xreadgroup(
+                SCHEDULER_GROUP, self.consumer, {self.store.keys.pending(t): ">" for t in fresh}, count=READ_BATCH
+            )
+        except ResponseError as exc:  # NOGROUP: the stream went away since; the groups are made again
+            log.info("pending streams changed while read (%s)", exc)
+            self._grouped.difference_update(fresh)
+            return
+        self._add_reply(reply)
+
+    async def _read(self, stopped: asyncio.Event) -> None:
+        redis = self.store.redis
+        while not stopped.is_set():
+            types = self._readable()
+            if not types:
+                self._readable_changed.clear()
+                try:
+                    await asyncio.wait_for(self._readable_changed.wait(), BLOCK_MS / 1000)
+                except TimeoutError:
+                    pass
+                continue
+            await self._ensure_groups(types)
+            self._reading = set(types)
+            try:
+                reply: Any = await redis.xreadgroup(
+                    SCHEDULER_GROUP,
+                    self.consumer,
+                    {self.store.keys.pending(t): ">" for t in types},
+                    count=READ_BATCH,
+                    block=BLOCK_MS,
+                )
+            finally:
+                self._reading = set()
+            if self._add_reply(reply):
+                self.poke()
+
+    def _add_reply(self, reply: Any) -> bool:
+        """Add what an XREADGROUP returned; whether there was anything."""
+        added = False
+        for stream, entries in reply or ():
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            self._add(name.removeprefix(self.store.keys.pending_prefix), entries)
+            added = added or bool(entries)
+        return added
+
+    def _add(self, task_type: str, entries: Any) -> None:
+        backlog = self.backlogs.setdefault(task_type, OrderedDict())
+        for msg_id, fields in entries:
+            if fields and b"id" in fields:
+                entry = msg_id.decode()
+                backlog[entry] = _Pending(fields[b"id"].decode(), task_type, entry)
+
+    def _room(self, task_type: str) -> int:
+        return max(0, min(READ_BATCH, TYPE_BACKLOG - len(self.backlogs.get(task_type, ()))))
+
+    # -- taking over what other consumers left ---------------------------------------------------
 
     async def _claim_orphans(self) -> None:
-        """Take every entry read but not acknowledged by an earlier master (or an earlier life of this one)."""
-        start = "0-0"
-        while True:
-            reply = await self.store.redis.xautoclaim(
-                self.store.keys.pending, SCHEDULER_GROUP, self.node, min_idle_time=0, start_id=start, count=READ_BATCH
-            )
-            start, entries = reply[0], reply[1]
-            self._add(entries)
-            if start in (b"0-0", "0-0") or not entries:
-                break
-        if self.backlog:
-            log.info("took over %d unplaced task(s) from the previous master", len(self.backlog))
+        """Take the entries read but not acknowledged by earlier masters (or earlier terms of this one), as
+        far as there is room for them; forget the consumers of earlier terms that hold nothing."""
+        redis = self.store.redis
+        for task_type in self._readable():
+            stream = self.store.keys.pending(task_type)
+            await self._ensure_groups([task_type])
+            start = "0-0"
+            while room := self._room(task_type):
+                reply = await redis.xautoclaim(
+                    stream, SCHEDULER_GROUP, self.consumer, min_idle_time=0, start_id=start, count=room
+                )
+                start, entries = reply[0], reply[1]
+                self._add(task_type, entries)
+                if start in (b"0-0", "0-0") or not entries:
+                    break
+        await self._forget_idle_consumers()
+        if self.backlog_size:
+            log.info("took over %d unplaced task(s) from the previous master", self.backlog_size)
             self.poke()
+
+    async def _forget_idle_consumers(self) -> None:
+        """Each term reads under a name of its own: drop the names of earlier ones once they hold nothing."""
+        redis = self.store.redis
+        for task_type in sorted(self._types & self._grouped):
+            stream = self.store.keys.pending(task_type)
+            consumers: Any = await redis.xinfo_consumers(stream, SCHEDULER_GROUP)
+            for c in consumers:
+                name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+                if name != self.consumer and not int(c["pending"]):
+                    await redis.xgroup_delconsumer(stream, SCHEDULER_GROUP, name)
 
     async def _claim_strays(self) -> None:
         """Take the entries other consumers (earlier masters) read and have left unacknowledged for long."""
-        redis, stream = self.store.redis, self.store.keys.pending
-        summary: Any = await redis.xpending(stream, SCHEDULER_GROUP)
-        for consumer in summary.get("consumers") or ():
-            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
-            if name == self.node or not int(consumer["pending"]):
-                continue
-            rows: Any = await redis.xpending_range(
-                stream, SCHEDULER_GROUP, min="-", max="+", count=READ_BATCH, consumername=name, idle=STRAY_IDLE_MS
-            )
-            if rows:
-                claimed: Any = await redis.xclaim(
-                    stream, SCHEDULER_GROUP, self.node, STRAY_IDLE_MS, [r["message_id"] for r in rows]
-                )
-                self._add(claimed)
-                if claimed:
-                    log.warning("took over %d unplaced task(s) left unacknowledged by %s", len(claimed), name)
-                    self.poke()
-
-    async def _read(self, stopped: asyncio.Event) -> None:
-        redis, stream = self.store.redis, self.store.keys.pending
-        while not stopped.is_set():
-            while len(self.backlog) >= MAX_BACKLOG:
-                self._room.clear()
-                await self._room.wait()
-            reply: Any = await redis.xreadgroup(
-                SCHEDULER_GROUP, self.node, {stream: ">"}, count=READ_BATCH, block=BLOCK_MS
-            )
-            if reply:
-                self._add(reply[0][1])
-                self.poke()
-
-    def _add(self, entries: Any) -> None:
-        for msg_id, fields in entries:
-            if fields and b"id" in fields:
-                task_type = fields.get(b"type")
-                self.backlog[msg_id.decode()] = _Pending(fields[b"id"].decode(), task_type and task_type.decode())
-
-    async def _place(self) -> None:
-        nodes = await self._candidates()
-        if not nodes:
+        redis = self.store.redis
+        types = self._readable()
+        if not types:
             return
-        await self._learn_types()
-        runnable = set().union(*(n.types for n in nodes))
-        room = min(PLACE_BATCH, sum(n.slots for n in nodes))  # free slots are counted by place.lua
-        batch = [(m, p) for m, p in self.backlog.items() if p.type in runnable][:room]
+        await self._ensure_groups(types)
+        async with redis.pipeline(transaction=False) as pipe:
+            for task_type in types:
+                pipe.xpending(self.store.keys.pending(task_type), SCHEDULER_GROUP)
+            summaries: list[Any] = await pipe.execute(raise_on_error=False)
+        for task_type, summary in zip(types, summaries, strict=True):
+            if isinstance(summary, Exception):  # NOGROUP: made again before the next read
+                self._grouped.discard(task_type)
+                continue
+            stream = self.store.keys.pending(task_type)
+            for consumer in summary.get("consumers") or ():
+                name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+                room = self._room(task_type)
+                if name == self.consumer or not int(consumer["pending"]) or not room:
+                    continue
+                rows: Any = await redis.xpending_range(
+                    stream, SCHEDULER_GROUP, min="-", max="+", count=room, consumername=name, idle=STRAY_IDLE_MS
+                )
+                if rows:
+                    claimed: Any = await redis.xclaim(
+                        stream, SCHEDULER_GROUP, self.consumer, STRAY_IDLE_MS, [r["message_id"] for r in rows]
+                    )
+                    self._add(task_type, claimed)
+                    if claimed:
+                        log.warning("took over %d unplaced task(s) left unacknowledged by %s", len(claimed), name)
+                        self.poke()
+
+    # -- placing ---------------------------------------------------------------------------------
+
+    def _batch(self, nodes: list[NodeRecord]) -> list[_Pending]:
+        """Each type's oldest tasks, up to the slots of the nodes that run it, then oldest first in all."""
+        per_type: list[list[_Pending]] = []
+        for task_type, backlog in self.backlogs.items():
+            slots = sum(n.slots for n in nodes if task_type in n.types or ANY_TYPE in n.types)
+            if backlog and slots:
+                take = min(slots, PLACE_BATCH)
+                per_type.append([p for _, p in zip(range(take), backlog.values(), strict=False)])
+        merged = heapq.merge(*per_type, key=_entry_order)
+        return [p for _, p in zip(range(PLACE_BATCH), merged, strict=False)]
+
+    def _done(self, p: _Pending, verdict: int) -> bool:
+        """Forget a task place.lua placed or found gone (it acknowledged its entry); whether it did."""
+        if verdict < 0:
+            return False
+        self.backlogs[p.type].pop(p.entry, None)
+        self.placed += verdict > 0
+        return True
+
+    async def _place(self, nodes: list[NodeRecord]) -> None:
+        batch = self._batch(nodes)
         if not batch:
             return
         if self.owner_of is not None:
             batch = await self._place_on_owners(nodes, batch)
-            if not batch:
-                self._room.set()
-                return
-        outcome = await self.store.place_many(
-            self.epoch, [(n.name, n.slots, n.types) for n in nodes], [(p.task_id, m, p.type or "") for m, p in batch]
-        )
-        for (msg_id, _), verdict in zip(batch, outcome, strict=True):
-            if verdict >= 0:  # placed or gone: place.lua acknowledged its entry
-                self.backlog.pop(msg_id, None)
-                self.placed += verdict > 0
-        self._room.set()
+        if batch:
+            outcome = await self.store.place_many(
+                self.epoch, [(n.name, n.slots, n.types) for n in nodes], [(p.task_id, p.entry, p.type) for p in batch]
+            )
+            for p, verdict in zip(batch, outcome, strict=True):
+                self._done(p, verdict)
+        self._readable_changed.set()
 
-    async def _place_on_owners(
-        self, nodes: list[NodeRecord], batch: list[tuple[str, _Pending]]
-    ) -> list[tuple[str, _Pending]]:
+    async def _place_on_owners(self, nodes: list[NodeRecord], batch: list[_Pending]) -> list[_Pending]:
         """Offer each fetch in ``batch`` to the owner of its URL's cache key; return what is left to place."""
         assert self.owner_of is not None
-        fetches = [p for _, p in batch if p.type == FETCH]
+        fetches = [p for p in batch if p.type == FETCH]
         if not fetches:
             return batch
         await self._learn_targets(fetches)
-        runs_fetch = {n.name: n for n in nodes if FETCH in n.types or "*" in n.types}
-        groups: dict[str, list[tuple[str, _Pending]]] = {}
-        for msg_id, p in batch:
-            if p.type == FETCH and p.target:
+        runs_fetch = {n.name: n for n in nodes if FETCH in n.types or ANY_TYPE in n.types}
+        groups: dict[str, list[_Pending]] = {}
+        for p in fetches:
+            if p.target:
                 try:
                     owner = self.owner_of(http_key(p.target))
                 except ValueError:  # not a URL the cache can key: placed as any other task
                     continue
                 if owner in runs_fetch:
-                    groups.setdefault(owner, []).append((msg_id, p))
+                    groups.setdefault(owner, []).append(p)
         done: set[str] = set()
         for owner, group in groups.items():
             node = runs_fetch[owner]
             outcome = await self.store.place_many(
-                self.epoch, [(node.name, node.slots, node.types)], [(p.task_id, m, p.type or "") for m, p in group]
+                self.epoch, [(node.name, node.slots, node.types)], [(p.task_id, p.entry, p.type) for p in group]
             )
-            for (msg_id, _), verdict in zip(group, outcome, strict=True):
-                if verdict >= 0:  # placed on its owner, or gone
-                    self.backlog.pop(msg_id, None)
-                    self.placed += verdict > 0
-                    done.add(msg_id)
-        return [(m, p) for m, p in batch if m not in done]
+            for p, verdict in zip(group, outcome, strict=True):
+                if self._done(p, verdict):  # placed on its owner, or gone
+                    done.add(p.entry)
+        return [p for p in batch if not (p.type == FETCH and p.entry in done)]
 
     async def _learn_targets(self, fetches: list[_Pending]) -> None:
         unknown = [p for p in fetches if p.target is None]
@@ -256,18 +406,6 @@ class Scheduler:
             self._nodes_read = time.monotonic()
         return self._nodes
 
-    async def _learn_types(self) -> None:
-        unknown = [p for p in self.backlog.values() if p.type is None]
-        if not unknown:
-            return
-        gone = []
-        for p, t in zip(unknown, await self._read_field(unknown, "type"), strict=True):
-            p.type = t
-            if not t:
-                gone.append(p)
-        if gone:  # deleted before placement: nothing to place
-            await self._ack([m for m, p in self.backlog.items() if p in gone])
-
     async def _read_field(self, pending: list[_Pending], field: str) -> list[str]:
         """One field of each pending task's hash, in one round trip; "" for a task that is gone."""
         async with self.store.redis.pipeline(transaction=False) as pipe:
@@ -275,13 +413,3 @@ class Scheduler:
                 pipe.hget(self.store.keys.task(p.task_id), field)
             values = await pipe.execute()
         return [v.decode() if v else "" for v in values]
-
-    async def _ack(self, msg_ids: list[str]) -> None:
-        stream = self.store.keys.pending
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, SCHEDULER_GROUP, *msg_ids)
-            pipe.xdel(stream, *msg_ids)
-            await pipe.execute()
-        for msg_id in msg_ids:
-            self.backlog.pop(msg_id, None)
-        self._room.set()

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 _NAMES = (
-    *("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote"),
+    *("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
     *("lease", "release", "member", "break", "note"),
 )
 

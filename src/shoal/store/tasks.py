@@ -21,6 +21,7 @@ from shoal.models import (
     Attempt,
     AttemptOutcome,
     Footprint,
+    LateResult,
     Task,
     TaskPage,
     TaskResult,
@@ -33,6 +34,9 @@ from shoal.store.scripts import Scripts
 #: in between are dropped past that and counted in ``Task.attempts_dropped``.
 KEEP_FIRST_ATTEMPTS = 5
 KEEP_LAST_ATTEMPTS = 20
+#: Late results (reports of superseded attempts) kept per task, the latest ones; each is at most
+#: result_max_bytes.
+KEEP_LATE_RESULTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +132,11 @@ class TaskStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.task(task_id))
             pipe.lrange(self.keys.attempts(task_id), 0, -1)
-            fields, attempts = await pipe.execute()
+            pipe.lrange(self.keys.dupes(task_id), 0, -1)
+            fields, attempts, late = await pipe.execute()
         if not fields:
             raise TaskNotFound(task_id)
-        return _task(fields, attempts)
+        return _task(fields, attempts, late)
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that still exist, in the order asked for."""
@@ -141,8 +146,10 @@ class TaskStore:
             for task_id in task_ids:
                 pipe.hgetall(self.keys.task(task_id))
                 pipe.lrange(self.keys.attempts(task_id), 0, -1)
+                pipe.lrange(self.keys.dupes(task_id), 0, -1)
             replies = await pipe.execute()
-        return [_task(f, a) for f, a in zip(replies[::2], replies[1::2], strict=True) if f]
+        rows = zip(replies[::3], replies[1::3], replies[2::3], strict=True)
+        return [_task(f, a, late) for f, a, late in rows if f]
 
     async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
         """Newest first, from the state's index; the cursor is the last sequence number seen."""
@@ -298,16 +305,40 @@ class TaskStore:
                 error = f"result is {len(payload)} bytes; the limit is {self.result_max_bytes}"
                 payload = b""
         cost = _footprint_json(footprint)
-        reply = await self._run(
-            "finish", task_id, node, attempt, outcome, error, payload, backoff, cost, self.max_lost_attempts
-        )
+        kept = (self.max_lost_attempts, KEEP_LATE_RESULTS)
+        reply = await self._run("finish", task_id, node, attempt, outcome, error, payload, backoff, cost, *kept)
         return Finish(reply[0], reply[1] if len(reply) > 1 else None)
 
     # -- streams ---------------------------------------------------------------------------------
 
-    async def ensure_groups(self, node: str | None = None) -> None:
-        """Create the consumer groups (and streams) if they are missing."""
-        streams = [(self.keys.pending, SCHEDULER_GROUP)]
+    async def pending_types(self) -> set[str]:
+        """The task types that have a pending stream (tasks of them may wait to be placed)."""
+        members: Any = await self.redis.smembers(self.keys.pending_types)
+        return {t.decode() for t in members}
+
+    async def pending_count(self) -> int:
+        """Entries in all pending streams: tasks waiting to be placed, of every type."""
+        types = sorted(await self.pending_types())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_type in types:
+                pipe.xlen(self.keys.pending(task_type))
+            pipe.xlen(self.keys.legacy_pending)
+            return sum(await pipe.execute())
+
+    async def migrate_pending(self, batch: int = 1000) -> int:
+        """Move what the single pending stream of older versions holds into the per-type streams; return
+        how many tasks were moved. Done in steps of ``batch`` entries, each one atomic."""
+        moved = 0
+        while True:
+            done, left = await self._run("migrate", batch)
+            moved += int(done)
+            if not int(left):
+                return moved
+
+    async def ensure_groups(self, node: str | None = None, types: Sequence[str] = ()) -> None:
+        """Create the consumer groups (and streams) if they are missing: the worker group on ``node``'s
+        inbox, the scheduler group on the pending stream of each of ``types``."""
+        streams = [(self.keys.pending(t), SCHEDULER_GROUP) for t in types]
         if node is not None:
             streams.append((self.keys.inbox(node), WORKER_GROUP))
         for stream, group in streams:
@@ -364,7 +395,22 @@ def _attempt(raw: bytes) -> Attempt:
     return Attempt(**data)
 
 
-def _task(fields: dict[bytes, bytes], attempts: builtins.list[bytes]) -> Task:
+def _late(raw: bytes) -> LateResult:
+    """A late report as finish.lua keeps it; its result, when it has one, is the TaskResult's JSON."""
+    data = orjson.loads(raw)
+    result = orjson.loads(data["result"]) if data.get("result") else {}
+    return LateResult(
+        node=data["node"],
+        attempt=int(data["attempt"]),
+        outcome=data["outcome"],
+        error=data.get("error") or None,
+        finished_at=float(data["finished_at"]),
+        code=result.get("code"),
+        meta=result.get("meta") or {},
+    )
+
+
+def _task(fields: dict[bytes, bytes], attempts: Sequence[bytes], late: Sequence[bytes] = ()) -> Task:
     history = tuple(_attempt(a) for a in attempts)
     return Task(
         id=fields[b"id"].decode(),
@@ -387,4 +433,5 @@ def _task(fields: dict[bytes, bytes], attempts: builtins.list[bytes]) -> Task:
         attempts_dropped=int(fields.get(b"attempts_dropped", 0)),
         memory_mb=_i(fields.get(b"memory_mb")),
         cpu_s_limit=_f(fields.get(b"cpu_s_limit")),
+        late_results=tuple(_late(d) for d in late),
     )

@@ -138,8 +138,8 @@ def loops(node: Node, period: float) -> list[Loop]:
 
     async def pending_waiting() -> int:
         scheduler = node.leader.scheduler
-        backlog = len(scheduler.backlog) if scheduler is not None else 0
-        return backlog or int(await redis.xlen(keys.pending))
+        backlog = scheduler.backlog_size if scheduler is not None else 0
+        return backlog or await node.store.pending_count()
 
     def scheduler_last() -> float | None:
         scheduler = node.leader.scheduler

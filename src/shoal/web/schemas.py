@@ -68,6 +68,16 @@ class AttemptOut(BaseModel):
     )
 
 
+class LateResultOut(BaseModel):
+    node: str
+    attempt: int = Field(description="the number of the superseded attempt")
+    outcome: str = Field(description="how it ended, as an attempt's outcome")
+    error: str | None
+    finished_at: float = Field(description="Unix seconds")
+    code: str | None = Field(None, description="its result's code, in full, when it succeeded")
+    meta: dict[str, Any] = Field(default_factory=dict, description="what its type reported beside the code")
+
+
 class TaskOut(BaseModel):
     id: str = Field(description="a UUID")
     name: str
@@ -92,6 +102,10 @@ class TaskOut(BaseModel):
     )
     cpu_s_limit: float | None = Field(
         description="the cpu_s_limit the task asked for (s); null: its type's bound, else the node's default"
+    )
+    late_results: list[LateResultOut] = Field(
+        description="the latest reports of attempts the task had moved on from (their node was lost or handed "
+        "them back) that finished after all, oldest first; the first final result stays the task's"
     )
 
 

@@ -224,7 +224,7 @@ class Executor:
             self.failed += 1
         if finish.verdict == "duplicate":
             log.info(
-                "task %s: attempt %d finished after the task moved on (%s); kept as a duplicate",
+                "task %s: attempt %d finished after the task moved on (%s); kept beside it as a late result",
                 task_id,
                 attempt,
                 finish.state,

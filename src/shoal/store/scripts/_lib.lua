@@ -26,6 +26,17 @@ local function publish(id, state, node, t)
     cjson.encode({kind = 'task', id = id, state = state, node = node or '', at = t}))
 end
 
+-- Queue a WAITING task for placement in the pending stream of its type. Each type has its own stream (and
+-- the scheduler's consumer group on it, made with the stream), so that tasks of a type no live node runs
+-- wait there without holding up any other type.
+local function enqueue(id, ttype)
+  local stream = P .. 'pending:' .. ttype
+  if redis.call('SADD', P .. 'pending-types', ttype) == 1 then
+    redis.pcall('XGROUP', 'CREATE', stream, 'scheduler', '0', 'MKSTREAM')  -- BUSYGROUP: it exists already
+  end
+  redis.call('XADD', stream, '*', 'id', id)
+end
+
 -- Move a task between state indexes and set its state field.
 local function set_state(id, from, to)
   local seq = redis.call('HGET', P .. 'task:' .. id, 'seq')

@@ -2,7 +2,8 @@
 -- Each task goes to the node with the most free slots that runs its type (the seed's "least loaded
 -- queue", done right), all in one atomic step however many tasks and nodes there are.
 -- ARGV: prefix, epoch, node count, then per node: name, slots, its task types as a comma list ('*' = any),
---       then task count, then per task: id, the pending-stream entry it came from ('' = none), its type.
+--       then task count, then per task: id, the entry it came from in its type's pending stream ('' = none),
+--       its type ('' = read from the task).
 -- Entries of tasks placed or gone are acknowledged and deleted here.
 -- Returns {'stale', current_epoch} or {'ok', v1, v2, ...}: per task the index (1-based) of the node it
 -- was placed on, 0 if it is gone (no longer WAITING: killed, deleted or placed already), -1 if no node
@@ -29,6 +30,7 @@ for _ = 1, n do
   local id, entry, ttype = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   i = i + 3
   local tkey = P .. 'task:' .. id
+  if ttype == '' then ttype = redis.call('HGET', tkey, 'type') or '' end
   local verdict = 0
   if redis.call('HGET', tkey, 'state') == 'WAITING' and not redis.call('ZSCORE', P .. 'delayed', id) then
     verdict = -1
@@ -50,8 +52,9 @@ for _ = 1, n do
     end
   end
   if entry ~= '' and verdict >= 0 then
-    redis.call('XACK', P .. 'pending', 'scheduler', entry)
-    redis.call('XDEL', P .. 'pending', entry)
+    local stream = P .. 'pending:' .. ttype
+    redis.call('XACK', stream, 'scheduler', entry)
+    redis.call('XDEL', stream, entry)
   end
   out[#out + 1] = verdict
 end

@@ -6,7 +6,7 @@ for _, id in ipairs(due) do
   redis.call('ZREM', P .. 'delayed', id)
   local task = redis.call('HMGET', P .. 'task:' .. id, 'state', 'type')
   if task[1] == 'WAITING' then
-    redis.call('XADD', P .. 'pending', '*', 'id', id, 'type', task[2])
+    enqueue(id, task[2])
   end
 end
 local nxt = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')

@@ -1,5 +1,5 @@
 -- Hand back tasks placed on a node that no longer runs them: each goes back to WAITING and to the pending
--- stream, its open attempt closed with the outcome given: 'node lost' (the node died, restarted, or lost
+-- stream of its type, its open attempt closed with the outcome given: 'node lost' (the node died, restarted, or lost
 -- track of it) or 'handed back' (the node stopped gracefully). Two uses:
 --   * every task of the node (it restarted, stopped, or was declared dead): the node's assigned set and
 --     inbox are dropped with them, so that a returning node cannot run what was re-placed elsewhere;
@@ -32,7 +32,7 @@ for _, id in ipairs(ids) do
     else
       set_state(id, state, 'WAITING')
       redis.call('HSET', tkey, 'node', '')
-      redis.call('XADD', P .. 'pending', '*', 'id', id, 'type', redis.call('HGET', tkey, 'type'))
+      enqueue(id, redis.call('HGET', tkey, 'type'))
       publish(id, 'WAITING', '', t)
       back[#back + 1] = id
     end

@@ -17,7 +17,7 @@ for i = 0, n - 1 do
     'created_at', fmt(t), 'seq', seq)
   redis.call('ZADD', P .. 'index:all', seq, id)
   redis.call('ZADD', P .. 'index:WAITING', seq, id)
-  redis.call('XADD', P .. 'pending', '*', 'id', id, 'type', ARGV[b + 2])
+  enqueue(id, ARGV[b + 2])
   publish(id, 'WAITING', '', t)
   out[#out + 1] = seq
 end

@@ -100,6 +100,16 @@ function renderAttempts(t) {
     h('td', { dataset: { label: 'Error' } }, a.error ? h('span', { class: 'error-text small' }, a.error) : ''))));
 }
 
+// Each late result with its code in full (text, never markup).
+function renderLate(t) {
+  const late = t.late_results || [];
+  $('late-card').hidden = !late.length;
+  $('late-results').replaceChildren(...late.map((r) => h('article', { class: 'late-result', dataset: { attempt: r.attempt } },
+    h('p', {}, `Attempt ${r.attempt} on ${r.node}: ${r.outcome}, at ${fmtExact(r.finished_at)}`),
+    r.error ? h('p', { class: 'error-text small' }, r.error) : '',
+    r.code !== null && r.code !== undefined ? h('pre', { class: 'late-code' }, r.code) : '')));
+}
+
 function render(t) {
   document.title = `${t.name} · shoal`;
   $('task-name').replaceChildren(t.name, ' ', h('code', { class: 'hint' }, shortId(t.id)));
@@ -110,6 +120,7 @@ function render(t) {
   $('error-text').textContent = t.error || '';
   renderTimeline(t);
   renderAttempts(t);
+  renderLate(t);
   $('kill').disabled = TERMINAL.has(t.state);
   $('delete').disabled = false;
 }
