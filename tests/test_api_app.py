@@ -8,6 +8,8 @@ is tested against a real node in ``test_api.py``.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -164,24 +166,133 @@ async def test_bad_input_is_400_before_the_node_is_asked(
     assert says in response.json()["message"]
 
 
-async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient) -> None:
-    response = await client.get("/openapi.json")
+class Types:
+    """A node that only says which task types live nodes run: all the document asks of it."""
+
+    def __init__(self, types: list[str]) -> None:
+        self.types = types
+
+    async def task_types(self) -> list[str]:
+        return self.types
+
+
+async def openapi_doc(types: list[str]) -> dict[str, Any]:
+    app = create_app(tasks=Types(types), cluster=Untouchable(), token=TOKEN, registry=CollectorRegistry())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shoal.test") as c:
+        response = await c.get("/openapi.json")  # public: no token
     assert response.status_code == 200
-    doc = response.json()
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def refs(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "$ref" and isinstance(item, str):
+                yield item
+            yield from refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from refs(item)
+
+
+async def test_openapi_is_public_and_lists_every_route() -> None:
+    doc = await openapi_doc(["echo", "fetch", "resize"])
     for method, path in ROUTES:
         template = path.replace(TASK_ID, "{task_id}")
         assert method.lower() in doc["paths"][template], (method, template)
     assert "/healthz" in doc["paths"] and "/readyz" in doc["paths"]
     schemas = doc["components"]["schemas"]
-    assert {"TaskIn", "TaskOut", "TaskPageOut", "ResultOut", "ClusterOut", "ErrorOut", "IdsIn"} <= set(schemas)
-    assert set(schemas["TaskIn"]["properties"]) == {
-        *("name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"),
-        *("memory_mb", "cpu_s_limit"),
-    }
+    assert {"TaskIn", "TaskOut", "TaskPageOut", "ResultOut", "ClusterOut", "ErrorOut", "IdsIn", "MasterIn"} <= set(
+        schemas
+    )
+    dangling = {r for r in refs(doc) if r.removeprefix("#/components/schemas/") not in schemas}
+    assert not dangling
     submit = doc["paths"]["/api/v1/tasks"]["post"]
     assert submit["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskIn")
     assert "422" not in submit["responses"] and "400" in submit["responses"] and "201" in submit["responses"]
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for model in ("EchoTaskIn", "FetchTaskIn", "PluginTaskIn"):
+        assert set(schemas[model]["properties"]) == {
+            *("name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"),
+            *("memory_mb", "cpu_s_limit"),
+        }
+        assert schemas[model]["additionalProperties"] is False  # the server refuses unknown fields
+    by_type = schemas["TaskIn"]["oneOf"]
+    assert by_type[:2] == [{"$ref": "#/components/schemas/EchoTaskIn"}, {"$ref": "#/components/schemas/FetchTaskIn"}]
+    assert by_type[2]["properties"] == {"type": {"enum": ["resize"]}}  # only the types live nodes run
+
+
+async def test_openapi_task_types_follow_the_live_nodes() -> None:
+    only_echo = (await openapi_doc(["echo"]))["components"]["schemas"]["TaskIn"]
+    assert only_echo["oneOf"] == [{"$ref": "#/components/schemas/EchoTaskIn"}]
+    unknown = (await openapi_doc([]))["components"]["schemas"]["TaskIn"]  # no live node: every built-in type
+    assert [b.get("$ref") for b in unknown["oneOf"]][:2] == [
+        "#/components/schemas/EchoTaskIn",
+        "#/components/schemas/FetchTaskIn",
+    ]
+
+
+async def test_openapi_parameters_say_what_the_server_takes() -> None:
+    doc = await openapi_doc(["echo"])
+    one = {p["name"]: p["schema"] for p in doc["paths"]["/api/v1/tasks/{task_id}"]["get"]["parameters"]}
+    assert one["task_id"]["format"] == "uuid"
+    assert (one["wait"]["type"], one["wait"]["exclusiveMinimum"], one["wait"]["maximum"]) == ("number", 0, 60)
+    put = {p["name"]: p["schema"] for p in doc["paths"]["/api/v1/cache/{key}"]["put"]["parameters"]}
+    assert put["ttl"]["type"] == "number"
+    listing = {p["name"]: p["schema"] for p in doc["paths"]["/api/v1/tasks"]["get"]["parameters"]}
+    assert (listing["limit"]["minimum"], listing["limit"]["maximum"]) == (1, validation.MAX_PAGE)
+    events = doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    assert events["schema"] == {"$ref": "#/components/schemas/EventFrame"}  # one event, as OpenAPI 3.1 reads it
+    frames = doc["components"]["schemas"]["EventFrame"]["discriminator"]["mapping"]
+    assert set(frames) == {"task", "node", "lagged", "error"}
+
+
+ALLOWED = [
+    ("OPTIONS", "/api/v1/tasks", "GET, POST"),
+    ("OPTIONS", f"/api/v1/tasks/{TASK_ID}", "DELETE, GET"),  # two routes on one path
+    ("PUT", f"/api/v1/tasks/{TASK_ID}", "DELETE, GET"),
+    ("OPTIONS", "/api/v1/cache/page/1", "DELETE, GET, PUT"),
+    ("GET", "/api/v1/tasks/kill", "POST"),  # not the id "kill"
+    ("DELETE", "/api/v1/tasks/delete", "POST"),
+    ("POST", "/api/v1/tasks/counts", "GET"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), ALLOWED)
+async def test_405_allow_names_every_method_the_path_takes(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(method, path, headers=auth())
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_space_is_what_strip_removes() -> None:
+    from shoal.web.schemas import SPACE
+
+    spaces = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+    assert re.fullmatch(f"[{SPACE}]+", spaces)
+    assert not re.search(f"[{SPACE}]", "".join(chr(c) for c in range(0x110000) if not chr(c).isspace()))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", " a ", "\ta\n", "\x1ca\x1f", "a b", "a\x7fb", "x" * 200, " " + "x" * 200 + "\u3000", "\u2028é\u2029",
+     "", "   ", "\t\n", "a\tb", "a\x00", "x" * 201, "\x01a", "a\x1fb"],
+)  # fmt: skip
+def test_name_pattern_agrees_with_the_server(name: str) -> None:
+    from shoal.errors import InvalidInput
+    from shoal.web.schemas import EchoTaskIn
+
+    pattern = EchoTaskIn.model_json_schema()["properties"]["name"]["pattern"]
+    try:
+        validation.task_spec({"name": name, "type": "echo", "target": "t"})
+        accepted = True
+    except InvalidInput:
+        accepted = False
+    assert bool(re.search(pattern, name)) == accepted
 
 
 def test_documented_shapes_match_the_models() -> None:

@@ -152,7 +152,8 @@ async def test_a_value_past_its_ttl_is_a_miss(client: AsyncClient, cache: ShardC
 
 
 BAD_PUTS = [
-    ("/api/v1/cache/k", {"ttl": "soon"}, 400, "ttl must be a number of seconds"),
+    ("/api/v1/cache/k", {"ttl": "soon"}, 400, "ttl: Input should be a valid number"),
+    ("/api/v1/cache/k", {"ttl": "\u0663"}, 400, "ttl: Input should be a valid number"),  # Arabic-Indic three
     ("/api/v1/cache/k", {"ttl": "0"}, 400, "ttl must be above 0"),
     ("/api/v1/cache/k", {"ttl": "-5"}, 400, "ttl must be above 0"),
     ("/api/v1/cache/k", {"ttl": "nan"}, 400, "ttl must be a number"),

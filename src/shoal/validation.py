@@ -101,7 +101,8 @@ def timeout(value: Any) -> float | None:
 def retries(value: Any) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = _whole(value)
+    if not isinstance(value, int):
         raise InvalidInput("max_retries must be a whole number")
     if not 0 <= value <= MAX_RETRIES:
         raise InvalidInput(f"max_retries must be between 0 and {MAX_RETRIES}")
@@ -112,7 +113,8 @@ def lost_attempts(value: Any) -> int | None:
     """``max_lost_attempts``: None (the cluster's default) or 1..MAX_LOST_ATTEMPTS (1: quarantined at the first)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = _whole(value)
+    if not isinstance(value, int):
         raise InvalidInput("max_lost_attempts must be a whole number")
     if not 1 <= value <= MAX_LOST_ATTEMPTS:
         raise InvalidInput(f"max_lost_attempts must be between 1 and {MAX_LOST_ATTEMPTS}")
@@ -123,7 +125,8 @@ def memory_mb(value: Any) -> int | None:
     """A task's ``memory_mb``: None (the type's bound, else the node's default) or MIN..MAX_MEMORY_MB MiB."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = _whole(value)
+    if not isinstance(value, int):
         raise InvalidInput("memory_mb must be a whole number of MiB")
     if not MIN_MEMORY_MB <= value <= MAX_MEMORY_MB:
         raise InvalidInput(f"memory_mb must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB}")
@@ -193,6 +196,14 @@ def wait_seconds(value: float | None, name: str = "wait") -> float | None:
     if not math.isfinite(value) or not 0 < value <= MAX_WAIT_S:
         raise InvalidInput(f"{name} must be above 0 and at most {MAX_WAIT_S:g} seconds")
     return float(value)
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number with no fraction as an int (``36.0`` is the integer 36 to JSON Schema and to JavaScript);
+    anything else (bools included) as it is, for the caller to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None if isinstance(value, bool) else value
 
 
 def _present(value: Any) -> bool:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, WithJsonSchema
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from shoal import validation
@@ -26,12 +27,14 @@ MAX_WAIT_S = validation.MAX_WAIT_S
 wait_seconds = validation.wait_seconds
 
 
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` that documents a JSON body the handler reads itself."""
+def body_schema(model: type[BaseModel] | str) -> dict[str, Any]:
+    """``openapi_extra`` that documents a JSON body the handler reads itself (``model`` or its name among the
+    components that ``shoal.web.openapi`` adds)."""
+    name = model if isinstance(model, str) else model.__name__
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
     }
 
@@ -47,8 +50,25 @@ async def json_body(request: Request) -> Any:
         raise InvalidInput(f"malformed JSON: {exc}") from None
 
 
+class _TaskIdSegment(Convertor[str]):
+    """A task id's path segment: anything but the names of the routes beside ``/tasks/{task_id}``, so that
+    ``GET /tasks/kill`` is a method that route does not take (405 with ``Allow: POST``), not a malformed id."""
+
+    regex = r"(?!(?:kill|delete|counts|throughput)$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("task_id", _TaskIdSegment())
+ONE_TASK = "/tasks/{task_id:task_id}"
+
 _WAIT_DOC = f"long-poll: answer once the task is terminal or after this many seconds (at most {MAX_WAIT_S:g})"
-WaitQuery = Annotated[float | None, Query(description=_WAIT_DOC)]
+WaitQuery = Annotated[float | None, WithJsonSchema(schemas.WAIT_SCHEMA), Query(description=_WAIT_DOC)]
+TaskIdPath = Annotated[str, WithJsonSchema(schemas.TaskId.model_json_schema()), Path(description="a UUID")]
 
 
 def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
@@ -60,7 +80,7 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
         status_code=201,
         response_model=schemas.TaskOut,
         responses=errors(400, 413),
-        openapi_extra=body_schema(schemas.TaskIn),
+        openapi_extra=body_schema("TaskIn"),
         summary="Submit a task",
     )
     async def submit(request: Request, wait: WaitQuery = None) -> Response:
@@ -97,20 +117,20 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
         succeed = await tasks.delete_many(ids)
         return JSONResponse({"succeed": succeed})
 
-    @api.get("/tasks/{task_id}", response_model=schemas.TaskOut, responses=errors(400, 404), summary="Get a task")
-    async def get_task(task_id: str, wait: WaitQuery = None) -> Response:
+    @api.get(ONE_TASK, response_model=schemas.TaskOut, responses=errors(400, 404), summary="Get a task")
+    async def get_task(task_id: TaskIdPath, wait: WaitQuery = None) -> Response:
         tid = validation.task_id(task_id)
         wait_s = wait_seconds(wait)
         task = await tasks.wait(tid, wait_s) if wait_s is not None else await tasks.get(tid)
         return JSONResponse(task.to_json())
 
     @api.get(
-        "/tasks/{task_id}/result",
+        f"{ONE_TASK}/result",
         response_model=schemas.ResultOut,
         responses=errors(400, 404),
         summary="Get a task's result (404 until there is one)",
     )
-    async def get_result(task_id: str, wait: WaitQuery = None) -> Response:
+    async def get_result(task_id: TaskIdPath, wait: WaitQuery = None) -> Response:
         tid = validation.task_id(task_id)
         wait_s = wait_seconds(wait)
         if wait_s is not None:
@@ -119,15 +139,15 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
         return JSONResponse(result.to_json())
 
     @api.post(
-        "/tasks/{task_id}/kill", response_model=schemas.TaskOut, responses=errors(400, 404, 409), summary="Kill a task"
+        f"{ONE_TASK}/kill", response_model=schemas.TaskOut, responses=errors(400, 404, 409), summary="Kill a task"
     )
-    async def kill(task_id: str) -> Response:
+    async def kill(task_id: TaskIdPath) -> Response:
         tid = validation.task_id(task_id)
         task = await tasks.kill(tid)
         return JSONResponse(task.to_json())
 
-    @api.delete("/tasks/{task_id}", status_code=204, responses=errors(400, 404), summary="Delete a task and its result")
-    async def delete(task_id: str) -> Response:
+    @api.delete(ONE_TASK, status_code=204, responses=errors(400, 404), summary="Delete a task and its result")
+    async def delete(task_id: TaskIdPath) -> Response:
         tid = validation.task_id(task_id)
         await tasks.delete(tid)
         return Response(status_code=204)

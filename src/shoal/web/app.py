@@ -77,7 +77,7 @@ def create_app(
         description=DESCRIPTION,
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url=None,  # served by shoal.web.openapi
         default_response_class=JSONResponse,
     )
     errors.install(app)
@@ -98,7 +98,7 @@ def create_app(
     app.include_router(cluster_api.build_cluster_router(cluster=cluster, token=token))
     app.include_router(events.build_router(streams, token=token))
     app.include_router(cache_api.build_cache_router(cache=cache, token=token, max_value=cache_max_value))
-    openapi.install(app, [schemas.TaskIn, schemas.IdsIn])
+    openapi.install(app, tasks)
     tag = static_tag()
     pages = Pages(cluster=cluster, accepts=accepter(token), node_name=node_name, static_tag=tag)
     app.include_router(build_pages_router(pages))

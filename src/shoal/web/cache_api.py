@@ -22,7 +22,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
@@ -31,6 +31,7 @@ from shoal._utils import is_digits
 from shoal.errors import InvalidInput, ShoalError, ValueTooLarge
 from shoal.models import CacheItem
 from shoal.types import CacheAPI
+from shoal.web import schemas
 from shoal.web.errors import error_response
 from shoal.web.responses import JSONResponse
 from shoal.web.schemas import errors
@@ -79,26 +80,17 @@ class CacheNodesOut(BaseModel):
     nodes: dict[str, CacheStatsOut] = Field(description="every live node's shard, by node name")
 
 
-KeyPath = Annotated[str, Path(description="any printable UTF-8 up to 512 bytes; may contain `/`")]
-TtlQuery = Annotated[str | None, Query(description="seconds the value stays fresh; none: until evicted")]
+_KEY_DOC = f"any text without control characters, at most {validation.MAX_CACHE_KEY_BYTES} bytes as UTF-8; may hold /"
+KeyPath = Annotated[str, WithJsonSchema(schemas.CACHE_KEY_SCHEMA), Path(description=_KEY_DOC)]
+_TTL_DOC = "seconds the value stays fresh; none: until evicted"
+TtlQuery = Annotated[float | None, WithJsonSchema(schemas.CACHE_TTL_SCHEMA), Query(description=_TTL_DOC)]
 
 _VALUE_BODY = {
     "requestBody": {
-        "required": True,
+        "required": False,  # no body: the empty value
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
-
-
-def parse_ttl(text: str | None) -> float | None:
-    """``?ttl=`` as seconds; absent means none (until evicted)."""
-    if text is None:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise InvalidInput(f"ttl must be a number of seconds, not {text[:40]!r}") from None
-    return validation.cache_ttl(seconds)
 
 
 async def read_value(request: Request, limit: int) -> bytes:
@@ -178,7 +170,7 @@ def build_cache_router(*, cache: CacheAPI | None, token: str | TokenCheck, max_v
     )
     async def cache_set(key: KeyPath, request: Request, ttl: TtlQuery = None) -> Response:
         key = validation.cache_key(key)
-        ttl_s = parse_ttl(ttl)
+        ttl_s = validation.cache_ttl(ttl)
         target = served()
         value = await read_value(request, max_value)
         await target.set(key, value, ttl_s)

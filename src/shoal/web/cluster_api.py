@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import WithJsonSchema
 from starlette.responses import Response
 
 from shoal import validation
@@ -41,7 +44,9 @@ def build_cluster_router(*, cluster: ClusterAPI, token: str | TokenCheck) -> API
 
     @router.get("/cluster/timeline", response_model=schemas.TimelineOut, responses=errors(400),
              summary="Membership events, newest first")  # fmt: skip
-    async def timeline(limit: int | None = None) -> Response:
+    async def timeline(
+        limit: Annotated[int | None, WithJsonSchema(schemas.PAGE_SIZE_SCHEMA), Query(description="default 200")] = None,
+    ) -> Response:
         return JSONResponse({"events": await cluster.timeline(validation.page_limit(limit, 200))})
 
     return router

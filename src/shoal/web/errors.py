@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.errors import InvalidInput, ShoalError, Unauthorized
@@ -93,7 +94,20 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers) if exc.headers else None
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    if status == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
     return error_response(status, kind, message, headers)
+
+
+#: Methods that ``Allow`` may name.
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path. Starlette's own ``Allow`` names only the first route that
+    matched the path, though ``GET`` and ``DELETE /api/v1/tasks/{id}`` are two routes."""
+    routes = request.app.router.routes
+    return [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:

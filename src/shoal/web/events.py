@@ -214,7 +214,7 @@ def build_router(streams: EventStreams, *, token: str | TokenCheck) -> APIRouter
         "/events",
         summary="Task state changes and node events as Server-Sent Events",
         response_class=_EventStreamResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        responses={200: {"content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/EventFrame"}}}}},
     )
     async def events() -> StreamingResponse:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import WithJsonSchema
 from starlette.responses import Response
 
 from shoal import validation
@@ -28,6 +29,8 @@ _Q_DOC = (
     "search: tasks whose name or target contains this text (any case). A search looks at the newest "
     f"{SEARCH_SCAN} tasks of the listing at most; `complete` says whether that was all of them"
 )
+
+_Q_SCHEMA = {"type": "string", "pattern": schemas.stripped_text(MAX_QUERY_CHARS, required=False)}
 
 
 def search_query(value: str | None) -> str:
@@ -47,10 +50,18 @@ def add_routes(router: APIRouter, tasks: TaskAPI) -> None:
 
     @router.get("/tasks", response_model=schemas.TaskPageOut, responses=errors(400), summary="List tasks, newest first")
     async def list_tasks(
-        state: Annotated[str | None, Query(description=f"one of {', '.join(schemas.STATES)}")] = None,
-        limit: Annotated[int | None, Query(description=f"page size, 1..{validation.MAX_PAGE} (default 50)")] = None,
-        cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
-        q: Annotated[str | None, Query(description=_Q_DOC)] = None,
+        state: Annotated[
+            str | None,
+            WithJsonSchema(schemas.STATE_SCHEMA),
+            Query(description="only tasks in this state (the name in any case, or its number)"),
+        ] = None,
+        limit: Annotated[
+            int | None, WithJsonSchema(schemas.PAGE_SIZE_SCHEMA), Query(description="page size (default 50)")
+        ] = None,
+        cursor: Annotated[
+            str | None, WithJsonSchema(schemas.CURSOR_SCHEMA), Query(description="next_cursor of the page before")
+        ] = None,
+        q: Annotated[str | None, WithJsonSchema(_Q_SCHEMA), Query(description=_Q_DOC)] = None,
     ) -> Response:
         wanted, size, after = validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor)
         query = search_query(q)
@@ -79,7 +90,11 @@ def add_routes(router: APIRouter, tasks: TaskAPI) -> None:
         summary="Tasks that ended per second, as this node saw them",
     )
     async def throughput(
-        seconds: Annotated[int | None, Query(description=f"how far back, 1..{WINDOW_S} (default 300)")] = None,
+        seconds: Annotated[
+            int | None,
+            WithJsonSchema({"type": "integer", "minimum": 1, "maximum": WINDOW_S}),
+            Query(description="how far back (default 300)"),
+        ] = None,
     ) -> Response:
         if seconds is not None and not 1 <= seconds <= WINDOW_S:
             raise InvalidInput(f"seconds must be between 1 and {WINDOW_S}")

@@ -60,7 +60,7 @@ class HttpMetrics:
 
 def _route(scope: Scope) -> str:
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)  # the template without its convertors: {task_id}, not {task_id:task_id}
     return path if isinstance(path, str) else "unmatched"
 
 

@@ -2,30 +2,78 @@
 
 They are documentation only: requests are checked by ``shoal.validation`` (so REST and gRPC refuse the
 same things with the same words) and responses are the models' own ``to_json()``. Keep these in step
-with ``shoal.models``; ``tests/test_api.py`` compares the two.
+with ``shoal.models`` and ``shoal.validation``: ``tests/test_api.py`` compares them, and
+``tests/test_openapi.py`` fuzzes a node with the document, which fails on any request the document allows
+and the node refuses (or the other way round).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic.config import JsonDict
 
 from shoal import validation
+from shoal.addresses import METADATA_NAMES
 from shoal.models import AttemptOutcome, TaskState
+from shoal.worker.handlers.echo import MAX_DELAY_S
 
 STATES = [s.name for s in TaskState]
 
+#: What ``str.strip()`` removes (every character whose ``isspace()`` is true), as a regex class body that
+#: Python, ECMAScript and Rust regexes read alike.
+SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+CONTROL = r"\x00-\x1f"
 
-class TaskIn(BaseModel):
-    """A task to run: ``name`` and ``target`` are required, ``type`` names a registered task type."""
 
-    name: str = Field(max_length=validation.MAX_NAME_CHARS, examples=["front page"])
-    type: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", examples=["fetch"])
-    target: str = Field(max_length=validation.MAX_TARGET_CHARS, examples=["http://127.0.0.1:8000/"])
-    params: dict[str, Any] | None = Field(None, description=f"at most {validation.MAX_PARAMS_BYTES} bytes as JSON")
+def stripped_text(max_chars: int, *, refused: str = CONTROL, required: bool = True) -> str:
+    """The pattern of text the server strips and then checks: 1..``max_chars`` characters left (0 too when not
+    ``required``), none of them in the class ``refused``. Whitespace around it is allowed, as it is removed."""
+    inside, edge = f"[^{refused}]", f"[^{refused}{SPACE}]"
+    text = f"{edge}(?:{inside}{{0,{max_chars - 2}}}{edge})?"
+    return f"^[{SPACE}]*{text if required else f'(?:{text})?'}[{SPACE}]*$"
+
+
+#: A task id: the canonical UUID form (the server also reads the other forms ``uuid.UUID`` takes).
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_LABEL = "[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_NOT_METADATA = "(?!(?:" + "|".join(n.replace(".", r"\.") for n in sorted(METADATA_NAMES)) + r")\.?(?:[:/]|$))"
+#: A ``fetch`` target: an http(s) URL with a host name (not a cloud metadata name). The server takes any URL
+#: that httpx parses, IP literals included (link-local and metadata addresses refused).
+FETCH_URL_PATTERN = (
+    rf"^https?://{_NOT_METADATA}{_LABEL}(?:\.{_LABEL})*(?::{_PORT})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$"
+)
+
+
+class TaskId(RootModel[str]):
+    """A task id: a UUID (the server also reads the other forms Python's ``uuid.UUID`` takes)."""
+
+    root: str = Field(json_schema_extra={"format": "uuid", "pattern": UUID_PATTERN})
+
+
+def _pattern(pattern: str, **extra: Any) -> Any:
+    """A string field with a JSON Schema ``pattern`` that pydantic does not compile (these are for clients:
+    lookahead and long repetitions are beyond pydantic's regex engine, and the server checks by hand)."""
+    return Field(json_schema_extra={"pattern": pattern}, **extra)
+
+
+_PARAMS_DOC = f"at most {validation.MAX_PARAMS_BYTES} bytes as JSON"
+
+
+class _TaskFields(BaseModel):
+    """What every task type takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = _pattern(stripped_text(validation.MAX_NAME_CHARS), examples=["front page"])
+    target: str = _pattern(
+        stripped_text(validation.MAX_TARGET_CHARS, refused=r"\x00"),
+        description="text (no NUL), stripped of the whitespace around it; what the type does with it",
+    )
     timeout_s: float | None = Field(None, gt=0, le=validation.MAX_TIMEOUT_S)
-    max_retries: int = Field(0, ge=0, le=validation.MAX_RETRIES)
+    max_retries: int | None = Field(None, ge=0, le=validation.MAX_RETRIES, description="default 0")
     max_lost_attempts: int | None = Field(
         None,
         ge=1,
@@ -47,6 +95,79 @@ class TaskIn(BaseModel):
         le=validation.MAX_CPU_S_LIMIT,
         description="CPU seconds each attempt may use in its worker process; default and bound as for memory_mb",
     )
+
+
+class EchoParams(BaseModel):
+    """``echo``'s own parameter; any other key is kept and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    delay_s: float = Field(0, ge=0, le=MAX_DELAY_S, description="seconds to wait before answering")
+
+
+class EchoTaskIn(_TaskFields):
+    """An ``echo`` task: its result is its target, after ``params.delay_s`` seconds."""
+
+    type: Literal["echo"]
+    params: EchoParams | None = Field(None, description=_PARAMS_DOC)
+
+
+class FetchTaskIn(_TaskFields):
+    """A ``fetch`` task: GET the target and keep its source as the result."""
+
+    type: Literal["fetch"]
+    params: dict[str, Any] | None = Field(None, description=_PARAMS_DOC)
+    target: str = _pattern(FETCH_URL_PATTERN, examples=["http://127.0.0.1:8000/"])
+
+
+class PluginTaskIn(_TaskFields):
+    """A task of a type that a plug-in registered; the type's own checks apply to its target and params."""
+
+    params: dict[str, Any] | None = Field(None, description=_PARAMS_DOC)
+    type: str = _pattern(rf"^[{SPACE}]*[A-Za-z0-9_.:-]{{1,64}}[{SPACE}]*$", description="a type that live nodes run")
+
+
+#: The task models of the built-in types, by type; other types are ``PluginTaskIn``.
+BUILT_IN_TASKS: dict[str, type[_TaskFields]] = {"echo": EchoTaskIn, "fetch": FetchTaskIn}
+
+
+def task_in_schema(types: list[str] | None) -> dict[str, Any]:
+    """``TaskIn``: one of the task models, chosen by ``type``, for the types live nodes run (``GET
+    /api/v1/types``; the server refuses any other). None or none (not known now, or no node is live): every
+    built-in type and any well-formed plug-in type."""
+    built_in = [t for t in types if t in BUILT_IN_TASKS] if types else list(BUILT_IN_TASKS)
+    plugins = [t for t in types if t not in BUILT_IN_TASKS] if types else None
+    branches = [_ref(BUILT_IN_TASKS[t]) for t in built_in]
+    if plugins is None:
+        branches.append({"allOf": [_ref(PluginTaskIn)], "properties": {"type": {"not": {"enum": built_in}}}})
+    elif plugins:
+        branches.append({"allOf": [_ref(PluginTaskIn)], "properties": {"type": {"enum": plugins}}})
+    return {
+        "title": "TaskIn",
+        "description": "A task to run: `name` and `target` are required, `type` names a task type live nodes run.",
+        "oneOf": branches,
+    }
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+#: Query parameters.
+WAIT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": validation.MAX_WAIT_S}
+PAGE_SIZE_SCHEMA = {"type": "integer", "minimum": 1, "maximum": validation.MAX_PAGE}
+CURSOR_SCHEMA = {"type": "string", "pattern": "^[0-9]{0,20}$"}
+#: A state by its name (the server reads any case) or its number.
+STATE_SCHEMA = {
+    "anyOf": [{"type": "string", "enum": STATES}, {"type": "integer", "minimum": 0, "maximum": len(STATES) - 1}]
+}
+CACHE_KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": validation.MAX_CACHE_KEY_BYTES,
+    "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+}
+CACHE_TTL_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": validation.MAX_CACHE_TTL_S}
 
 
 class AttemptOut(BaseModel):
@@ -148,7 +269,9 @@ class ResultOut(BaseModel):
 
 
 class IdsIn(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=validation.MAX_BULK_IDS)
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[TaskId] = Field(min_length=1, max_length=validation.MAX_BULK_IDS)
 
 
 class OptResultOut(BaseModel):
@@ -174,6 +297,9 @@ class NodeOut(BaseModel):
     cache: dict[str, int] | None = Field(
         None, description="the node's cache shard: items, bytes, capacity, hits, misses, evictions, ..."
     )
+    clock_skew: float | None = Field(
+        None, description="seconds its clock is ahead of the store's (negative: behind), as its last beat measured"
+    )
 
 
 class ClusterOut(BaseModel):
@@ -183,6 +309,8 @@ class ClusterOut(BaseModel):
 
 
 class MasterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     node: str = Field(description="name of the node that should become master")
 
 
@@ -214,6 +342,92 @@ class TimelineOut(BaseModel):
 
 class TypesOut(BaseModel):
     types: list[str]
+
+
+class TaskEventData(BaseModel):
+    kind: Literal["task"]
+    id: str = Field(description="the task's id")
+    state: str = Field(description=f"one of {', '.join(STATES)} (a deleted task's last event says KILLED)")
+    node: str | None
+    at: float = Field(description="Unix seconds")
+
+
+class NodeBeatData(BaseModel):
+    kind: Literal["beat"]
+    node: str
+    incarnation: int | None
+    running: int | None = Field(description="the node's RUNNING tasks")
+    at: float
+
+
+class NodeMemberData(BaseModel):
+    kind: Literal["member"]
+    node: str
+    state: str = Field(description="the master's verdict: alive, suspect, dead or rejected")
+    reason: str
+    at: float
+
+
+class NodeHandoverData(BaseModel):
+    kind: Literal["handover"]
+    node: str = Field(description="the master that gives up its role")
+    candidate: Any = Field(description="the node it hands over to; null: the next election decides")
+    at: float
+
+
+class LaggedData(BaseModel):
+    kind: Literal["lagged"]
+    dropped: int = Field(description="events this client missed: re-list to catch up")
+
+
+class NodeEventData(RootModel[NodeBeatData | NodeMemberData | NodeHandoverData]):
+    """A heartbeat, a membership verdict or a master's hand-over, by ``kind``."""
+
+    root: NodeBeatData | NodeMemberData | NodeHandoverData = Field(discriminator="kind")
+
+
+def _json_of(model: str) -> Any:
+    """An SSE ``data`` line: the JSON text of ``model``."""
+    schema: JsonDict = {"$ref": f"#/components/schemas/{model}"}
+    return Field(json_schema_extra={"contentMediaType": "application/json", "contentSchema": schema})
+
+
+# One model per event as clients parse it, its ``event`` name and ``data`` line: OpenAPI 3.1 reads the
+# ``schema`` of ``text/event-stream`` as that of each event (3.2 names it ``itemSchema``).
+
+
+class TaskFrame(BaseModel):
+    """A task changed state."""
+
+    event: Literal["task"]
+    data: str = _json_of("TaskEventData")
+
+
+class NodeFrame(BaseModel):
+    """A node's heartbeat, membership verdict or hand-over."""
+
+    event: Literal["node"]
+    data: str = _json_of("NodeEventData")
+
+
+class LaggedFrame(BaseModel):
+    """This client read too slowly and events were dropped."""
+
+    event: Literal["lagged"]
+    data: str = _json_of("LaggedData")
+
+
+class ErrorFrame(BaseModel):
+    """The watch failed; the stream ends after this event."""
+
+    event: Literal["error"]
+    data: str = _json_of("ErrorOut")
+
+
+class EventFrame(RootModel[TaskFrame | NodeFrame | LaggedFrame | ErrorFrame]):
+    """One event of ``GET /api/v1/events``, by its ``event`` name."""
+
+    root: TaskFrame | NodeFrame | LaggedFrame | ErrorFrame = Field(discriminator="event")
 
 
 class ErrorOut(BaseModel):
