@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from shoal.cli.main import cli
 from shoal.client import Client
 from shoal.errors import EmbeddedRedisError
 from shoal.models import Task
+from shoal.store import backup_file
 from shoal.store.backup_file import MAGIC
 from shoal.store.embedded import EmbeddedRedis, ServerBinary
 from shoal.testing import TestNode, free_port, multiplier, wait_for
@@ -105,21 +108,21 @@ def version_of(r: redis.Redis) -> tuple[int, ...]:
 
 
 @contextlib.contextmanager
-def restricted(redis_url: str) -> Iterator[str]:
+def restricted(admin_url: str) -> Iterator[str]:
     """The URL of a user that may not run CLIENT LIST or CLIENT PAUSE, as on some hosted services."""
-    with redis.Redis.from_url(redis_url) as r:
+    with redis.Redis.from_url(admin_url) as r:
         rules = ["reset", "on", ">pw", "~*", "&*", "+@all", "-client", "+client|setname"]
         if version_of(r) >= (7, 2):  # redis-py names its library on connect (CLIENT SETINFO) since Redis 7.2
             rules.append("+client|setinfo")
         r.execute_command("ACL", "SETUSER", "operator", *rules)
         try:
-            yield redis_url.replace("redis://", "redis://operator:pw@")
+            yield re.sub(r"^redis://[^@/]*@", "redis://operator:pw@", admin_url)
         finally:
             r.execute_command("ACL", "DELUSER", "operator")
 
 
 def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
-    node_factory: Callable[..., TestNode], redis_url: str, tmp_path: Path
+    node_factory: Callable[..., TestNode], redis_url: str, redis_admin_url: str, tmp_path: Path
 ) -> None:
     old = node_factory("old-1", args=["--slots", "2"])
     with Client(old.http_url, old.token) as client:
@@ -133,7 +136,7 @@ def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
     assert report["tasks"] == want and report["paused_s"] is not None, report  # a live cluster: writes waited
     assert (tmp_path / "cluster.shoal-backup").stat().st_mode & 0o777 == 0o600
 
-    with restricted(redis_url) as url:  # a Redis that does not tell who is connected, nor pause writes
+    with restricted(redis_admin_url) as url:  # a Redis that does not tell who is connected, nor pause writes
         refused = run("store", "restore", str(tmp_path / "cluster.shoal-backup"), "--redis", url, "--replace")
         assert refused.exit_code == 2 and "old-1" in refused.output, refused.output  # seen beating
         refused = run("store", "backup", str(tmp_path / "unpaused.shoal-backup"), "--redis", url)
@@ -141,7 +144,7 @@ def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
         assert not (tmp_path / "unpaused.shoal-backup").exists()
 
     old.kill()  # the machine and its store are lost
-    with redis.Redis.from_url(redis_url) as r:
+    with redis.Redis.from_url(redis_admin_url) as r:
         r.flushall()
     done = shoal("store", "restore", "cluster.shoal-backup", "--redis", redis_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -199,9 +202,10 @@ def test_an_embedded_store_backed_up_live_and_restored_into_a_new_data_dir(
 
 
 @pytest.fixture
-def stored(redis_url: str, tmp_path: Path) -> Iterator[tuple[redis.Redis, Path]]:
-    """A store with shoal keys of every kind a backup meets, another application's key, and a good backup."""
-    r = redis.Redis.from_url(redis_url)
+def stored(redis_url: str, redis_admin_url: str, tmp_path: Path) -> Iterator[tuple[redis.Redis, Path]]:
+    """A store with shoal keys of every kind a backup meets, another application's key, and a good backup;
+    the client is the administrator's (it sees every key)."""
+    r = redis.Redis.from_url(redis_admin_url)
     r.set(PREFIX + "seq", 7)
     r.hset(PREFIX + "task:t1", mapping={"state": "4", "name": "kept"})
     r.zadd(PREFIX + "index:all", {"t1": 1})
@@ -294,8 +298,10 @@ def test_restore_replace_puts_back_exactly_the_clusters_keys(stored: tuple[redis
     assert r.get("other:app") == b"changed since", "a restore touches only the cluster's keys"
 
 
-def test_a_live_store_too_big_for_the_write_pause_gives_up_and_writes_nothing(redis_url: str, tmp_path: Path) -> None:
-    with redis.Redis.from_url(redis_url) as r:
+def test_a_live_store_too_big_for_the_write_pause_gives_up_and_writes_nothing(
+    redis_url: str, redis_admin_url: str, tmp_path: Path
+) -> None:
+    with redis.Redis.from_url(redis_admin_url) as r:
         with r.pipeline(transaction=False) as pipe:
             for i in range(300_000):  # several times what the fastest server copies in 0.1 s
                 pipe.set(f"{PREFIX}result:{i}", "x" * 100)
@@ -308,11 +314,13 @@ def test_a_live_store_too_big_for_the_write_pause_gives_up_and_writes_nothing(re
         assert r.set("written", "after the pause"), "writes go on"
 
 
-def test_a_live_copy_is_one_moment_of_the_store_while_scripts_write(redis_url: str, tmp_path: Path) -> None:
+def test_a_live_copy_is_one_moment_of_the_store_while_scripts_write(
+    redis_url: str, redis_admin_url: str, tmp_path: Path
+) -> None:
     """Every write of shoal is a script; the copy must not fall between two of them, across all its batches."""
     keys = [f"{PREFIX}result:{i}" for i in range(3000)]
     stop = threading.Event()
-    with redis.Redis.from_url(redis_url) as r:
+    with redis.Redis.from_url(redis_admin_url) as r:
         r.mset(dict.fromkeys(keys, 0))
         now = r.time()
         r.zadd(PREFIX + "nodes", {"busy": now[0] + now[1] / 1e6})  # a node beating on it
@@ -349,3 +357,46 @@ def test_a_second_server_is_never_started_on_a_served_data_dir(tmp_path: Path) -
     finally:
         server.stop()
     assert not (tmp_path / "redis" / "url").exists()
+
+
+def crc64(data: bytes) -> int:
+    """Redis's CRC-64 (Jones, reflected), which ends every DUMP payload."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x95AC9329AC4BC9B5 if crc & 1 else 0)
+    return crc
+
+
+def forged(payload: bytes) -> bytes:
+    """The DUMP payload of a small hash with its element count raised past its entries and the checksum
+    made right again: its checksum and version pass, and only a Redis that checks a payload whole sees the
+    damage (Redis 6.2 keeps such a hash as a ziplist, 7.0 as a listpack; the count is in either header)."""
+    body = bytearray(payload[:-8])
+    body[2 + (8 if payload[0] == 13 else 4)] += 2  # type, string length, then the header's count
+    return bytes(body) + struct.pack("<Q", crc64(bytes(body)))
+
+
+def test_a_forged_payload_is_refused_whole_and_the_store_keeps_serving(
+    stored: tuple[redis.Redis, Path], redis_url: str
+) -> None:
+    r, good = stored
+    r.hset(PREFIX + "task:forged", mapping={"name": "x", "state": "4"})
+    payload = forged(r.dump(PREFIX + "task:forged"))
+    r.delete(PREFIX + "task:forged")
+    path = good.parent / "forged.backup"
+    writer = backup_file.Writer(path)
+    writer.begin(backup_file.Header("shoal", time.time(), "7.0.15", {"SUCCEED": 2}))
+    writer.add(b"task:t1", -1, r.dump(PREFIX + "task:t1"))
+    writer.add(b"task:forged", -1, payload)
+    writer.commit()
+    assert run("store", "verify", str(path)).exit_code == 0, "the file itself is whole: the damage is inside"
+
+    before = contents(r)
+    result = run("store", "restore", str(path), "--redis", redis_url, "--replace")
+    assert result.exit_code == 2, result.output
+    assert "damaged key 'task:forged'" in result.output and "nothing was restored" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert contents(r) == before, "the store is as it was"
+    assert r.ping() and r.hgetall(PREFIX + "task:t1") == {b"state": b"4", b"name": b"kept"}, "and still serves"

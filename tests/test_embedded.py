@@ -63,7 +63,8 @@ def test_lone_node_starts_and_stops_its_own_redis(tmp_path: Path) -> None:
         server = find_server()  # the log says which server binary and version the store runs
         said = re.search(rf"embedded store: {re.escape(str(server))} on 127\.0\.0\.1:(\d+)", text)
         assert said is not None, text
-        assert f"store: {server.product} {server.version_text} at redis://127.0.0.1:" in text, text
+        assert f"store: {server.product} {server.version_text} at redis://shoal:***@127.0.0.1:" in text, text
+        assert (tmp_path / "redis" / "password").read_text().strip() not in text, "no password in the log"
         port = int(said.group(1))
         assert _answers(port)
         assert any(p.name.startswith("appendonly") for p in (tmp_path / "redis").iterdir()), "AOF is on"

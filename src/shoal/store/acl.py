@@ -25,8 +25,8 @@ PATTERN = "shoal:*"
 #: Every command shoal sends to its store, by where it comes from. A new Redis call needs its command
 #: here, or the embedded store refuses it (NOPERM); the test suite runs its nodes as this user.
 COMMANDS = (
-    # connecting (redis-py): log in, name the connection, health checks
-    "auth", "ping", "client|setname",
+    # connecting (redis-py): log in (RESP3: HELLO), name the connection, health checks
+    "hello", "auth", "ping", "client|setname",
     # scripts (shoal.store.scripts, shoal.store.search): redis-py runs them by SHA and loads them when missing
     "evalsha", "script|load", "script|exists",
     # what the scripts call (shoal/store/scripts/*.lua, the search script), and reads and writes outside them
@@ -49,9 +49,15 @@ COMMANDS = (
 
 
 def commands_for(version: tuple[int, ...], product: str = "Redis") -> list[str]:
-    """``COMMANDS``, plus CLIENT SETINFO where the server has it (Redis 7.2, Valkey): redis-py sends it on
-    connect and a server that does not know the subcommand refuses a rule that names it."""
-    extra = ["client|setinfo"] if product != "Redis" or version >= (7, 2) else []
+    """``COMMANDS``, plus what redis-py sends on connect where a rule may name it. Redis 7 and Valkey refuse
+    a rule naming a subcommand they lack, and answer such a subcommand "unknown" before any ACL check;
+    Redis 6.2 takes any name and checks the ACL first. CLIENT SETINFO is in Redis 7.2 and Valkey; CLIENT
+    MAINT_NOTIFICATIONS (which redis-py tries and does without) in none that shoal runs on."""
+    extra = []
+    if product != "Redis" or not (7, 0) <= version < (7, 2):
+        extra.append("client|setinfo")
+    if product == "Redis" and version < (7, 0):
+        extra.append("client|maint_notifications")
     return [*COMMANDS, *extra]
 
 

@@ -48,7 +48,8 @@ BATCH_KEYS = 500
 BATCH_BYTES = 16 * 1024 * 1024
 #: Writes must not wait longer than the nodes' 10 s reply timeout (shoal.store.redis.SOCKET_TIMEOUT).
 MAX_PAUSE_LIMIT = 8.0
-PROBE_KEY = "restore-probe"
+#: The scratch key every payload is restored under once, to be checked, before the store is changed.
+CHECK_KEY = "restore-check"
 #: This tool's connections; a node's are named ``shoal-NAME`` (shoal.node), which this can never be.
 CLIENT_NAME = "shoal:store"
 
@@ -87,7 +88,7 @@ async def open_store(config: NodeConfig, *, create: bool) -> AsyncIterator[Store
             await asyncio.to_thread(server.start)
             url = server.url
             where += " (stopped; opened for this)"
-    redis = connect(url, name=CLIENT_NAME, max_connections=4)
+    redis = connect(url, name=CLIENT_NAME, max_connections=4, password_file=config.redis_password_file)
     try:
         try:
             await redis.ping()
@@ -305,8 +306,7 @@ async def restore(
     if present and not replace:
         raise InvalidInput(f"{store.where} already holds cluster {cluster!r}: restore into an empty store, or pass "
                            "--replace to drop what is there first")  # fmt: skip
-    if summary.probe is not None:
-        await _probe(redis, keys, summary)
+    await _check_payloads(redis, keys, summary, path)
     dropped = await _drop(redis, keys.prefix) if present else 0
     restored = 0
     _, records = backup_file.read(path)
@@ -340,20 +340,54 @@ async def _any_key(redis: Redis, prefix: str) -> bool:
             return False
 
 
-async def _probe(redis: Redis, keys: Keys, summary: backup_file.Summary) -> None:
-    """Restore one key of the newest RDB format under a scratch name and drop it: a Redis older than the
-    one that made the backup says so here, before anything of the store is replaced."""
-    assert summary.probe is not None
-    scratch = keys.prefix + PROBE_KEY
+async def _check_payloads(redis: Redis, keys: Keys, summary: backup_file.Summary, path: Path) -> None:
+    """Restore every payload once under one scratch key, each replacing the one before, then drop it, so
+    that one this Redis cannot take is refused before the store is changed: written by a newer Redis, or
+    damaged or forged inside (a server with ``sanitize-dump-payload yes``, as the embedded store runs,
+    checks each payload whole; one without would take it and might crash when the key is read)."""
+    scratch = (keys.prefix + CHECK_KEY).encode()
+    _, records = backup_file.read(path)
+    batch: list[backup_file.Record] = []
+    size = 0
     try:
-        await redis.restore(scratch, 60_000, summary.probe.payload, replace=True)
-    except ResponseError as exc:
-        info: Any = await redis.info("server")
-        raise InvalidInput(f"this Redis ({info.get('redis_version')}) cannot take the backup's keys, written by "
-                           f"Redis {summary.header.redis_version} ({exc}): restore into that version or a newer "
-                           "one") from None  # fmt: skip
+        async with Wire(redis) as wire:
+            for record in records:
+                batch.append(record)
+                size += len(record.payload)
+                if len(batch) >= BATCH_KEYS or size >= BATCH_BYTES:
+                    await _check_batch(redis, wire, scratch, batch, summary, path)
+                    batch, size = [], 0
+            if batch:
+                await _check_batch(redis, wire, scratch, batch, summary, path)
     finally:
-        await redis.delete(scratch)
+        with contextlib.suppress(*STORE_DOWN, ResponseError):
+            await redis.delete(scratch)
+
+
+async def _check_batch(redis: Redis, wire: Wire, scratch: bytes, batch: list[backup_file.Record],
+                       summary: backup_file.Summary, path: Path) -> None:  # fmt: skip
+    try:
+        await wire.call([(b"RESTORE", scratch, b"0", r.payload, b"REPLACE") for r in batch])
+        return
+    except ResponseError:
+        pass
+    for record in batch:  # one was refused: which?
+        try:
+            await redis.restore(scratch, 0, record.payload, replace=True)
+        except ResponseError as exc:
+            raise await _refused(redis, record, exc, summary, path) from None
+    raise ShoalError("this Redis refused a key of the backup, then took each one alone; try the restore again")
+
+
+async def _refused(redis: Redis, record: backup_file.Record, exc: ResponseError, summary: backup_file.Summary,
+                   path: Path) -> InvalidInput:  # fmt: skip
+    info: Any = await redis.info("server")
+    this = f"this Redis ({info.get('redis_version')})"
+    if "version" in str(exc):
+        return InvalidInput(f"{this} cannot take the backup's keys, written by Redis {summary.header.redis_version} "
+                            f"({exc}): restore into that version or a newer one; nothing was restored")  # fmt: skip
+    return InvalidInput(f"{path} holds a damaged key {record.key.decode(errors='replace')!r}: {this} refused its "
+                        f"payload ({exc}); nothing was restored")  # fmt: skip
 
 
 async def _drop(redis: Redis, prefix: str) -> int:

@@ -10,6 +10,8 @@ Layout (integers big-endian)::
 
 A restore file is whatever an operator hands over, so everything read is bounded before it is read (header,
 key and payload sizes, TTLs) and a file that is short, long, garbled or not a backup is refused as a whole.
+The checksum tells damage, not forgery: what is inside a payload is for the Redis restoring it to check
+(shoal.store.backup has it do so for every key before it changes anything).
 """
 
 from __future__ import annotations
@@ -51,11 +53,6 @@ class Record:
     ttl_ms: int
     payload: bytes
 
-    @property
-    def rdb_version(self) -> int:
-        """The RDB format of the Redis that dumped it; a Redis older than that cannot restore it."""
-        return int.from_bytes(self.payload[-PAYLOAD_FOOTER : -PAYLOAD_FOOTER + 2], "little")
-
 
 @dataclass(frozen=True)
 class Header:
@@ -74,14 +71,12 @@ class Header:
 
 @dataclass(frozen=True)
 class Summary:
-    """A whole file, checked: its header, how many keys and payload bytes, and ``probe``, the smallest of
-    the keys in the newest RDB format, with which a restore asks the target Redis whether it can read them."""
+    """A whole file, checked: its header, and how many keys and payload bytes it holds."""
 
     header: Header
     keys: int
     payload_bytes: int
     file_bytes: int
-    probe: Record | None
 
 
 class Writer:
@@ -232,10 +227,7 @@ def verify(path: Path) -> Summary:
     """Read the whole file and check it (bounds, structure, checksum) without keeping it in memory."""
     header, records = read(path)
     keys = size = 0
-    probe: Record | None = None
     for record in records:
         keys += 1
         size += len(record.payload)
-        if probe is None or (record.rdb_version, -len(record.payload)) > (probe.rdb_version, -len(probe.payload)):
-            probe = record
-    return Summary(header=header, keys=keys, payload_bytes=size, file_bytes=path.stat().st_size, probe=probe)
+    return Summary(header=header, keys=keys, payload_bytes=size, file_bytes=path.stat().st_size)

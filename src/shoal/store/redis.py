@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -37,35 +38,62 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-def check_url(url: str) -> None:
-    """Refuse a URL that ``connect`` could not use, with a message that names no password."""
+#: Longest password file read (redis_password_file): a password, not a document.
+MAX_PASSWORD_FILE = 4096
+
+
+def check_url(url: str, *, password_file: Path | None = None) -> None:
+    """Refuse a URL that ``connect`` could not use, with a message that names no password; and a password
+    given twice, in the URL and in ``password_file``."""
     scheme = urlsplit(url).scheme
     if scheme not in _SCHEMES:
         raise InvalidInput(
             f"unsupported Redis URL scheme {scheme!r}: use redis://, rediss://, unix:// or {sentinel.USAGE}"
         )
     if scheme == sentinel.SCHEME:
-        sentinel.parse(url)
-        return
+        has_password = sentinel.parse(url).password is not None
+    else:
+        try:
+            has_password = parse_url(url).get("password") is not None
+        except ValueError as exc:
+            raise InvalidInput(f"bad Redis URL {redacted(url)}: {exc}") from None
+    if has_password and password_file is not None:
+        raise InvalidInput("the URL has a password and redis_password_file gives one: give it in one place")
+
+
+def read_password(path: Path) -> str:
+    """The password in ``path`` (its first line), for a store whose URL carries none."""
     try:
-        parse_url(url)
-    except ValueError as exc:
-        raise InvalidInput(f"bad Redis URL {redacted(url)}: {exc}") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_PASSWORD_FILE + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read redis_password_file {path}: {exc.strerror}") from None
+    lines = data.decode("utf-8", "replace").splitlines()
+    password = lines[0].strip() if lines else ""
+    if len(data) > MAX_PASSWORD_FILE or not password:
+        raise InvalidInput(f"redis_password_file {path} must hold a password on its first line (at most "
+                           f"{MAX_PASSWORD_FILE} bytes in all)")  # fmt: skip
+    return password
 
 
-def connect(url: str, *, name: str = "shoal", max_connections: int = 128) -> Redis:
+def connect(url: str, *, name: str = "shoal", max_connections: int = 128, password_file: Path | None = None) -> Redis:
     """A client for ``url``; a ``redis+sentinel://`` URL follows Sentinel failovers (see shoal.store.sentinel).
 
-    Passwords and TLS come from the URL as redis-py reads them (``rediss://``, ``?ssl_cert_reqs=``).
+    Passwords and TLS come from the URL as redis-py reads them (``rediss://``, ``?ssl_cert_reqs=``), or the
+    password from ``password_file`` (so that it is in no URL: a mounted secret).
     """
-    check_url(url)
+    check_url(url, password_file=password_file)
+    password = read_password(password_file) if password_file is not None else None
     if urlsplit(url).scheme == sentinel.SCHEME:
-        return sentinel.connect_sentinel(url, name=name, max_connections=max_connections, options=_OPTIONS)
+        return sentinel.connect_sentinel(url, name=name, max_connections=max_connections, options=_OPTIONS,
+                                         password=password)  # fmt: skip
     # A blocking pool makes a burst of requests wait for a connection instead of failing.
     # Built as BlockingConnectionPool.from_url does (what the URL says wins), but with shoal's connection
     # classes, which from_url would replace by the URL's.
     options: dict[str, Any] = {"client_name": name, "max_connections": max_connections, "timeout": SOCKET_TIMEOUT,
                                **_OPTIONS, **parse_url(url)}  # fmt: skip
+    if password is not None:
+        options["password"] = password
     options["connection_class"] = _CONNECTIONS[options.get("connection_class", Connection)]
     if options["connection_class"] is _UnixConnection:
         options.pop("socket_keepalive")  # a TCP option: a Unix socket connection refuses it
