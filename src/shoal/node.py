@@ -88,7 +88,7 @@ class Node:
             self.embedded = EmbeddedRedis(c.data_dir, fsync=c.redis_fsync, binary=c.redis_server)
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
-        self.redis = connect(url, name=f"shoal-{c.name}")
+        self.redis = connect(url, name=f"shoal-{c.name}", password_file=c.redis_password_file)
         await self._wait_for_store(url)
         keys = Keys(c.cluster)
         self.store = TaskStore(

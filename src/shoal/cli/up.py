@@ -168,7 +168,12 @@ def _print(console: Console, cluster: LocalCluster) -> None:
     for proc in cluster.processes:
         table.add_row(proc.name, str(proc.pid), proc.http_url, proc.grpc, proc.proxy, str(proc.log_path))
     console.print(table)
-    store = cluster.redis.url if cluster.redis else "external (--redis)"
+    if cluster.redis is not None:  # its password stays in the url file (0600), out of the terminal's scrollback
+        from shoal.store.redis import redacted
+
+        store = f"{redacted(cluster.redis.url)}  (with its password: {(cluster.redis.dir / 'url').resolve()})"
+    else:
+        store = "external (--redis)"
     console.print(f"store:  {store}", soft_wrap=True)
     console.print(f"token:  {cluster.token_path.resolve()}  (API: Authorization: Bearer <token>)", soft_wrap=True)
     console.print(f"web:    {cluster.processes[0].http_url}/", soft_wrap=True)

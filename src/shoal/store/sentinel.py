@@ -169,9 +169,12 @@ class SentinelRedis(Redis):
             await pool.sentinel_manager.aclose()
 
 
-def connect_sentinel(url: str, *, name: str, max_connections: int, options: dict[str, Any]) -> Redis:
+def connect_sentinel(
+    url: str, *, name: str, max_connections: int, options: dict[str, Any], password: str | None = None
+) -> Redis:
     """A client of the master that ``url``'s sentinels name; ``options`` are the plain URL's connection
-    settings (timeouts, keepalive, health checks), so both kinds of store behave alike."""
+    settings (timeouts, keepalive, health checks), so both kinds of store behave alike. ``password`` is
+    Redis's, when the URL has none."""
     u = parse(url)
     sentinel_options: dict[str, Any] = {
         "socket_timeout": SENTINEL_TIMEOUT,
@@ -183,7 +186,7 @@ def connect_sentinel(url: str, *, name: str, max_connections: int, options: dict
         list(u.sentinels),
         sentinel_kwargs=sentinel_options,
         username=u.username,
-        password=u.password,
+        password=u.password if u.password is not None else password,
         db=u.db,
         client_name=name,
         **options,
