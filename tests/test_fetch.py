@@ -19,7 +19,7 @@ import httpcore
 import httpx
 import pytest
 
-from shoal.addresses import AddressRefused, refuse_address, resolve
+from shoal.addresses import AddressRefused, IPAddress, refuse_address, resolve
 from shoal.errors import InvalidInput
 from shoal.outbound import CheckedBackend, client
 from shoal.testing import TestNode, wait_for
@@ -240,6 +240,23 @@ async def test_redirect_to_a_refused_address_is_refused_before_connecting(
         with pytest.raises(AddressRefused, match="refused"):
             await fetch(context(f"{origin.url}/redirect-to?url={quote(location, safe='')}"))
     assert transport.connected == ["127.0.0.1"]  # the origin only
+
+
+async def test_a_name_resolving_to_a_refused_address_is_refused_as_the_connection_opens(
+    transport: LoopbackOnly,
+) -> None:
+    async def rebound(host: str, port: int) -> IPAddress:
+        """A name whose DNS answer is the metadata address (what a rebinding attacker serves)."""
+        assert host == "rebound.test", host
+        return await resolve("169.254.169.254", port)
+
+    pool = client(timeout=5.0, limits=httpx.Limits(max_connections=1), backend=CheckedBackend(rebound, transport))
+    fetch = Fetcher(pool, timeout_s=5.0)
+    async with fetch.client:
+        for _ in range(3):  # a refused connection does not keep the pool's only slot
+            with pytest.raises(AddressRefused, match="169.254.169.254"):
+                await fetch(context("http://rebound.test/latest/meta-data/"))
+    assert transport.connected == []
 
 
 async def test_redirect_to_a_non_http_url_fails(transport: LoopbackOnly, origin: Any) -> None:
