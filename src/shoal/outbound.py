@@ -71,7 +71,7 @@ def client(
 ) -> httpx.AsyncClient:
     """An HTTP client for strangers' URLs: checked addresses, no redirects followed, no environment proxies.
 
-    ``verify`` and ``backend`` are for tests (a test CA, names pointed at loopback); by default the
-    system's trusted CAs (certifi's) and ``shoal.addresses.resolve``."""
+    ``verify`` and ``backend`` are for tests (a test CA, names pointed at loopback); by default certifi's
+    CA bundle (as httpx's) and ``shoal.addresses.resolve``."""
     transport = CheckedTransport(verify=verify, limits=limits, backend=backend)
     return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False, timeout=timeout)
