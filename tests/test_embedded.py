@@ -156,12 +156,12 @@ def test_embedded_redis_keeps_data_across_restarts(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path)
     server.start()
     with redis.Redis.from_url(server.url) as client:
-        client.set("kept", "yes")
+        client.set("shoal:kept", "yes")
     server.stop()
     server.start()
     try:
         with redis.Redis.from_url(server.url) as client:
-            assert client.get("kept") == b"yes"
+            assert client.get("shoal:kept") == b"yes"
     finally:
         server.stop()
 
@@ -229,3 +229,54 @@ def test_a_task_module_that_cannot_be_imported_exits_2_in_one_line(
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "data" / "redis" / "url").exists(), "the embedded server stops with the node"
+
+
+def test_a_store_password_from_a_file_is_in_no_url_argument_or_log(tmp_path: Path, password_redis: str) -> None:
+    """As compose and Kubernetes give it: a mounted secret, named by redis_password_file."""
+    secret = tmp_path / "redis-password"
+    secret.write_text("s3cret-pw\n")
+    bare = password_redis.replace(":s3cret-pw@", "")
+    node = TestNode(tmp_path / "data", bare, args=["--redis-password-file", str(secret)]).start()
+    try:
+        assert _submit_echo(node.http_url, node.token, "password from a file")["state"] == "SUCCEED"
+        assert node.proc.process is not None
+        argv = Path(f"/proc/{node.proc.process.pid}/cmdline").read_bytes()
+        assert b"s3cret-pw" not in argv and "s3cret-pw" not in node.log()
+        backup = subprocess.run(
+            [sys.executable, "-m", "shoal", "store", "backup", str(tmp_path / "b.backup"), "--redis", bare],
+            env={**_env(), "SHOAL_REDIS_PASSWORD_FILE": str(secret)}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert backup.returncode == 0 and "1 task(s)" in backup.stdout, backup.stdout + backup.stderr
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "is for a redis URL"),
+        (("--redis", "redis://:pw@127.0.0.1:6379/0"), "give it in one place"),
+    ],
+    ids=["embedded", "twice"],
+)
+def test_a_password_file_that_cannot_be_used_is_refused(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    from click.testing import CliRunner
+
+    from shoal.cli.main import cli
+
+    secret = tmp_path / "pw"
+    secret.write_text("pw\n")
+    shown = CliRunner().invoke(cli, ["config", "show", "--redis-password-file", str(secret), *args],
+                               env={"SHOAL_REDIS": None})  # fmt: skip
+    assert shown.exit_code == 2 and says in shown.output, shown.output
+
+
+def test_a_missing_password_file_stops_the_node_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shoal", "node", "--data-dir", str(tmp_path), "--redis", "redis://127.0.0.1:1/0",
+         "--redis-password-file", str(tmp_path / "nowhere"), "--http", f"127.0.0.1:{free_port()}",
+         "--grpc", f"127.0.0.1:{free_port()}", "--proxy", f"127.0.0.1:{free_port()}"],
+        env=_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot read redis_password_file" in result.stderr and "nowhere" in result.stderr, result.stderr

@@ -31,6 +31,8 @@ def _store_options(fn: F) -> F:
     fn = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                       help="the node's data directory, for the embedded store (env SHOAL_DATA_DIR) [default: .shoal]",
                       )(fn)  # fmt: skip
+    fn = click.option("--redis-password-file", type=click.Path(dir_okay=False, path_type=Path),
+                      help="the --redis store's password, in a file (env SHOAL_REDIS_PASSWORD_FILE)")(fn)  # fmt: skip
     fn = click.option("--redis", metavar="URL", help="the cluster's Redis (env SHOAL_REDIS) [default: embedded]")(fn)
     fn = click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), envvar="SHOAL_CONFIG",
                       help="a node's TOML config file, to reach its store (env SHOAL_CONFIG)")(fn)  # fmt: skip
@@ -96,11 +98,12 @@ def store_group() -> None:
 @_store_options
 @handle_errors
 def backup_command(file: Path, cluster: str | None, max_pause: float, config_file: Path | None, redis: str | None,
-                   data_dir: Path | None, as_json: bool) -> None:  # fmt: skip
+                   redis_password_file: Path | None, data_dir: Path | None, as_json: bool) -> None:  # fmt: skip
     """Copy the cluster's store to a new FILE, consistently, while it runs."""
     from shoal.store import backup
 
-    config = _config(config_file, redis=redis, data_dir=data_dir, cluster=cluster)
+    config = _config(config_file, redis=redis, redis_password_file=redis_password_file, data_dir=data_dir,
+                     cluster=cluster)  # fmt: skip
     if file.exists():
         raise BadInput(f"{file} already exists: choose a new file name (a backup never overwrites one)")
 
@@ -151,7 +154,7 @@ def verify_command(file: Path, as_json: bool) -> None:
 @_store_options
 @handle_errors
 def restore_command(file: Path, replace: bool, force: bool, config_file: Path | None, redis: str | None,
-                    data_dir: Path | None, as_json: bool) -> None:  # fmt: skip
+                    redis_password_file: Path | None, data_dir: Path | None, as_json: bool) -> None:  # fmt: skip
     """Put the cluster's store back from FILE; then start the nodes.
 
     The whole file is checked before the store is touched. Tasks that were placed on nodes when the backup
@@ -159,7 +162,7 @@ def restore_command(file: Path, replace: bool, force: bool, config_file: Path | 
     """
     from shoal.store import backup, backup_file
 
-    config = _config(config_file, redis=redis, data_dir=data_dir)
+    config = _config(config_file, redis=redis, redis_password_file=redis_password_file, data_dir=data_dir)
     try:
         summary = backup_file.verify(file)
     except InvalidInput as exc:
