@@ -34,8 +34,10 @@ NODE = "node-1"
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
+def store(redis_admin_url: str) -> Iterator[redis.Redis]:
+    """The store as its administrator sees it: the tests write what a lost write leaves, with commands shoal
+    itself never sends (INCRBY)."""
+    with redis.Redis.from_url(redis_admin_url) as client:
         yield client
 
 
