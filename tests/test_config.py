@@ -162,3 +162,41 @@ def test_node_help_describes_every_option_and_names_its_variable() -> None:
         assert len(option_help(name).split()) >= 3, f"{name}: {option_help(name)!r} says too little"
         assert text.startswith(option_help(name) + " ("), f"{flag} has no description: {shown[0]!r}"
         assert re.search(rf"\((?:[^()]*; )?env SHOAL_{name.upper()}\)$", text), f"{flag}: {text!r}"
+
+
+@pytest.mark.e2e
+def test_proxy_policy_from_every_source(tmp_path: Path) -> None:
+    defaults = show_json()
+    assert defaults["config"]["proxy_connect_ports"] == [443]
+    assert (defaults["config"]["proxy_allow"], defaults["config"]["proxy_deny"]) == ([], [])
+    file = tmp_path / "node.toml"
+    file.write_text('proxy_deny = ["192.168.0.0/16", "db.internal:5432"]\nproxy_connect_ports = [443, 8443]\n')
+    shown = show_json("--config", str(file), "--proxy-connect-ports", "443,563",
+                      env={"SHOAL_PROXY_ALLOW": "10.1.0.0/16,[fd00::1]:8443"})  # fmt: skip
+    config, sources = shown["config"], shown["sources"]
+    assert (config["proxy_connect_ports"], sources["proxy_connect_ports"]) == ([443, 563], "flag")
+    assert (config["proxy_allow"], sources["proxy_allow"]) == (["10.1.0.0/16", "[fd00::1]:8443"],
+                                                               "env SHOAL_PROXY_ALLOW")  # fmt: skip
+    assert (config["proxy_deny"], sources["proxy_deny"]) == (["192.168.0.0/16", "db.internal:5432"], f"file {file}")
+    table = shoal("config", "show", "--config", str(file))
+    rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.strip()}
+    assert "443, 8443" in rows["proxy_connect_ports"] and "192.168.0.0/16, db.internal:5432" in rows["proxy_deny"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--proxy-connect-ports", "0"], "option 'proxy_connect_ports': must be at most 1000 port numbers from 1"),
+        (["--proxy-connect-ports", "https"], "option 'proxy_connect_ports' in flag --proxy-connect-ports: "),
+        (["--proxy-allow", "10.0.0.0/33"], "option 'proxy_allow': '10.0.0.0/33' is not a network"),
+        (["--proxy-deny", "db.internal:99999"], "option 'proxy_deny': 'db.internal:99999': the port must be a number"),
+        (["--proxy-deny", "bad host"], "option 'proxy_deny': 'bad host' is not a network"),
+    ],
+)
+def test_bad_proxy_policy_is_refused_with_its_name(flags: list[str], says: str, tmp_path: Path) -> None:
+    for command in (["config", "show"], ["node", "--data-dir", str(tmp_path / "data")]):
+        done = shoal(*command, *flags, cwd=tmp_path)
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert says in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()

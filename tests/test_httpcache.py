@@ -276,16 +276,17 @@ async def test_a_loop_through_the_proxy_is_cut(proxied: Proxied) -> None:
 
 
 async def test_connections_over_the_limit_get_503(proxied: Proxied) -> None:
-    held = [await asyncio.open_connection("127.0.0.1", proxied.server.port) for _ in range(4)]
+    """Four token holders keep their connections (keep-alive) in the four client slots; a fifth gets a 503."""
+    proxy = f"http://user:{TOKEN}@127.0.0.1:{proxied.server.port}"
+    held = [httpx.AsyncClient(proxy=proxy, trust_env=False) for _ in range(4)]
     try:
-        await _wait(lambda: len(proxied.server._sessions) == 4)
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxied.server.port)
-        answer = await asyncio.wait_for(reader.read(), 5)
-        writer.close()
-        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert [(await c.get(proxied.page())).status_code for c in held] == [200] * 4
+        assert len(proxied.server._sessions) == 4
+        response = await proxied.client.get(proxied.page())
+        assert response.status_code == 503 and "serving all the clients it can" in response.text
     finally:
-        for _, w in held:
-            w.close()
+        for client in held:
+            await client.aclose()
     await _wait(lambda: not proxied.server._sessions)
     assert (await proxied.client.get(proxied.page())).status_code == 200
 

@@ -37,7 +37,8 @@ PROXY_TIMEOUT = 1.0
 
 @pytest.fixture(scope="module")
 def node(module_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
-    args = ["--proxy-timeout", str(PROXY_TIMEOUT), "--shutdown-grace", "2"]
+    # CONNECT reaches only 443 by default; the TLS origin listens on a free loopback port.
+    args = ["--proxy-timeout", str(PROXY_TIMEOUT), "--shutdown-grace", "2", "--proxy-allow", "127.0.0.1"]
     started = TestNode(tmp_path_factory.mktemp("proxy-node"), module_redis_url, args=args).start()
     yield started
     started.stop(timeout=15)

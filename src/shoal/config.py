@@ -82,6 +82,11 @@ class NodeConfig:
     proxy_timeout: float = _option(
         30.0, "seconds for an upstream connect and whole response, per proxy request; idle limit of tunnels"
     )
+    proxy_connect_ports: tuple[int, ...] = _option((443,), "ports the proxy's CONNECT may reach")
+    proxy_allow: tuple[str, ...] = _option(
+        (), "networks (CIDR) or host:port the proxy's CONNECT may reach beyond proxy_connect_ports"
+    )
+    proxy_deny: tuple[str, ...] = _option((), "networks (CIDR) or host:port the proxy never reaches; beats proxy_allow")
     shutdown_grace: float = _option(30.0, "seconds running tasks get on SIGTERM before the rest are handed back")
     kill_grace: float = _option(2.0, "seconds a stopped task's worker process gets after SIGTERM, then SIGKILL")
     max_tasks_per_child: int = _option(1000, "attempts a worker process runs before a fresh one replaces it")
@@ -160,8 +165,11 @@ def _coerce(key: str, raw: Any, where: str) -> Any:
         if "Path" in kind:
             return Path(str(raw))
         if kind.startswith("tuple"):
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(str(i).strip() for i in items if str(i).strip())
+            items = list(raw) if isinstance(raw, list | tuple) else [raw]  # each may be a comma list
+            texts = tuple(part.strip() for i in items for part in str(i).split(",") if part.strip())
+            if kind == "tuple[int, ...]" and not all(is_digits(t) for t in texts):
+                raise InvalidInput(f"option {key!r} in {where}: {raw!r} is not a list of whole numbers")
+            return tuple(int(t) for t in texts) if kind == "tuple[int, ...]" else texts
         if kind == "bool":
             return _bool(raw)
         if kind == "int":
@@ -223,6 +231,15 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
         raise bad("cache_max_value", "must be between 1 KiB and cache_bytes (at most 512 MiB)")
     if not 1 <= c.proxy_max_connections <= 100_000:
         raise bad("proxy_max_connections", "must be between 1 and 100000")
+    if len(c.proxy_connect_ports) > 1000 or not all(0 < p < 65536 for p in c.proxy_connect_ports):
+        raise bad("proxy_connect_ports", "must be at most 1000 port numbers from 1 to 65535")
+    from shoal.proxy.access import parse_rules  # the rules' syntax lives with the policy
+
+    for key in ("proxy_allow", "proxy_deny"):
+        try:
+            parse_rules(getattr(c, key), key)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
     for key in ("retry_backoff", "fetch_timeout", "shutdown_grace", "proxy_timeout"):
         if not 0 < getattr(c, key) <= 86_400:
             raise bad(key, "must be a positive number of seconds")

@@ -108,7 +108,7 @@ def _text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ", ".join(value) or "-"
+        return ", ".join(str(v) for v in value) or "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)

@@ -2,7 +2,12 @@
 
 Clients authenticate with ``Proxy-Authorization: Basic`` whose password is the cluster token (any user
 name), checked in constant time against every token the node accepts now (a rotation's previous one
-too). At most ``proxy_max_connections`` clients are served at once; one more gets a 503 and is closed.
+too). Where requests may go is ``shoal.proxy.access``.
+
+Connections are counted in two pools. One that has not yet authenticated is *pending*: its first request
+head must arrive whole within ``HEAD_TIMEOUT_S``, and at most ``max_connections`` are pending at once; one
+more pushes out the oldest, so strangers that drip their heads slowly cannot keep token holders out. An
+authenticated connection is *served*: at most ``max_connections`` at once, one more gets a 503.
 ``proxy_timeout`` bounds connecting to an origin, waiting for its answer (a cached GET's whole body),
 each later wait for body bytes, a client's silence between requests, and an idle tunnel.
 """
@@ -13,9 +18,11 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+from shoal.addresses import IPAddress, resolve
 from shoal.config import NodeConfig, split_addr
+from shoal.proxy.access import ProxyAccess, parse_rules, store_addresses
 from shoal.proxy.httpcache import HttpCache
 from shoal.proxy.session import Session
 from shoal.proxy.upstream import Upstream
@@ -23,13 +30,12 @@ from shoal.types import CacheAPI
 
 log = logging.getLogger("shoal.proxy")
 
-_BUSY_TEXT = b"the proxy is serving all the clients it can; try again later\n"
-BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_TEXT), _BUSY_TEXT)
-)
 #: Bytes the kernel may queue for a listening socket before ``accept``.
 BACKLOG = 1024
+#: Seconds a new connection has to send its first request head whole (at most ``proxy_timeout``).
+HEAD_TIMEOUT_S = 10.0
+#: Seconds between two reads of the cluster's addresses, at least.
+ACCESS_REFRESH_S = 2.0
 
 
 class ProxyServer:
@@ -41,23 +47,32 @@ class ProxyServer:
         cache: the HTTP cache GETs go through (None: every request goes to the origin).
         accepts: whether a given password is an accepted token (None: no authentication).
         timeout_s: see the module docstring.
-        max_connections: client connections served at once.
+        max_connections: authenticated client connections served at once, and pending ones held at once.
+        access: where requests may go (None: anywhere ``shoal.addresses`` allows).
+        access_refresh_s: seconds between two reads of the cluster's addresses for ``access``.
     """
 
     def __init__(self, *, bind: str, node: str, cache: HttpCache | None, accepts: Callable[[str | None], bool] | None,
-                 timeout_s: float, max_connections: int) -> None:  # fmt: skip
+                 timeout_s: float, max_connections: int, access: ProxyAccess | None = None,
+                 access_refresh_s: float = ACCESS_REFRESH_S) -> None:  # fmt: skip
         self.bind = bind
         self.via_name = f"shoal-{node}".lower()
         self.via = f"1.1 shoal-{node}"
         self.cache = cache
         self.accepts = accepts
         self.timeout_s = timeout_s
+        self.head_timeout_s = min(HEAD_TIMEOUT_S, timeout_s)
         self.max_connections = max_connections
-        self.upstream = Upstream(timeout_s=timeout_s, via=self.via, max_connections=max_connections)
+        self.access = access
+        self.access_refresh_s = access_refresh_s
+        self.upstream = Upstream(timeout_s=timeout_s, via=self.via, max_connections=max_connections,
+                                 resolve=self.request_target)  # fmt: skip
         self.stats: Counter[str] = Counter()
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: set[asyncio.Task[None]] = set()  # authenticated
+        self._pending: dict[asyncio.Task[None], None] = {}  # not yet authenticated, oldest first
+        self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         host, port = split_addr(self.bind, "proxy")
@@ -66,14 +81,21 @@ class ProxyServer:
         except OSError as exc:
             raise OSError(f"cannot serve the proxy on {self.bind}: {exc.strerror or exc}") from None
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.access is not None:
+            self.access.own.append((host, self.port))
+            await self.access.refresh()
+            self._refresher = asyncio.create_task(self.access.run(self.access_refresh_s), name="proxy-access")
         log.info("proxy listening on %s:%d", host, self.port)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._sessions):
+        if self._refresher is not None:
+            self._refresher.cancel()
+        tasks = [*self._sessions, *self._pending]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._sessions, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -81,7 +103,32 @@ class ProxyServer:
 
     @property
     def connections(self) -> int:
-        return len(self._sessions)
+        return len(self._sessions) + len(self._pending)
+
+    async def request_target(self, host: str, port: int) -> IPAddress:
+        """The checked address of a plain request's origin (AccessRefused or AddressRefused: a 403)."""
+        if self.access is None:
+            return await resolve(host, port)
+        return await self.access.resolve(host, port, tunnel=False)
+
+    async def tunnel_target(self, host: str, port: int) -> IPAddress:
+        """The checked address of a CONNECT's target."""
+        if self.access is None:
+            return await resolve(host, port)
+        return await self.access.resolve(host, port, tunnel=True)
+
+    def admit(self) -> bool:
+        """Move the calling session from pending to served, now that it has authenticated; False (and the
+        session stays pending) when all ``max_connections`` are served already."""
+        task = asyncio.current_task()
+        if task not in self._pending:
+            return True
+        if len(self._sessions) >= self.max_connections:
+            self.stats["busy"] += 1
+            return False
+        del self._pending[task]
+        self._sessions.add(task)
+        return True
 
     def count(self, cache: str) -> None:
         self.stats["requests"] += 1
@@ -89,35 +136,59 @@ class ProxyServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None
         try:
-            if len(self._sessions) >= self.max_connections:
-                self.stats["busy"] += 1
-                writer.write(BUSY)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.drain(), 1)
-                return
-            assert task is not None
-            self._sessions.add(task)
+            if len(self._pending) >= self.max_connections:
+                oldest = next(iter(self._pending))
+                del self._pending[oldest]
+                oldest.cancel()
+                self.stats["dropped"] += 1
+            self._pending[task] = None
             await Session(self, reader, writer).run()
         except asyncio.CancelledError:
-            pass  # close() ends the sessions; a task that ends cancelled would be logged by asyncio as an error
+            pass  # close() or a newer connection ended it; a task that ends cancelled would be logged as an error
         except Exception:
             log.exception("proxy connection failed")
         finally:
-            if task is not None:
-                self._sessions.discard(task)
+            self._pending.pop(task, None)
+            self._sessions.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)
+            if not writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # a client that stopped reading: drop what it would never take
 
     def __repr__(self) -> str:
-        return f"ProxyServer({self.bind}, clients={len(self._sessions)}, {dict(self.stats)})"
+        return (f"ProxyServer({self.bind}, clients={len(self._sessions)}, pending={len(self._pending)}, "
+                f"{dict(self.stats)})")  # fmt: skip
 
 
-async def start_proxy(config: NodeConfig, cache: CacheAPI, accepts: Callable[[str | None], bool]) -> ProxyServer | None:
-    """The node's proxy on ``config.proxy``, started; None when ``proxy_enabled`` is off."""
+async def start_proxy(
+    config: NodeConfig,
+    cache: CacheAPI,
+    accepts: Callable[[str | None], bool],
+    *,
+    store_url: str,
+    cluster: Callable[[], Awaitable[Iterable[str]]] | None = None,
+    listeners: Iterable[str] = (),
+) -> ProxyServer | None:
+    """The node's proxy on ``config.proxy``, started; None when ``proxy_enabled`` is off.
+
+    Parameters:
+        store_url: the store's URL (the embedded server's too), whose addresses the proxy refuses.
+        cluster: reads every node's addresses from the store, which the proxy refuses too.
+        listeners: this node's other listeners (``host:port`` as bound).
+    """
     if not config.proxy_enabled:
         return None
+    own = [*store_addresses(store_url), *(split_addr(addr, "address") for addr in listeners)]
+    access = ProxyAccess(
+        connect_ports=config.proxy_connect_ports,
+        allow=parse_rules(config.proxy_allow, "proxy_allow"),
+        deny=parse_rules(config.proxy_deny, "proxy_deny"),
+        own=own,
+        cluster=cluster,
+    )
     server = ProxyServer(
         bind=config.proxy,
         node=config.name,
@@ -125,6 +196,8 @@ async def start_proxy(config: NodeConfig, cache: CacheAPI, accepts: Callable[[st
         accepts=accepts,
         timeout_s=config.proxy_timeout,
         max_connections=config.proxy_max_connections,
+        access=access,
+        access_refresh_s=max(ACCESS_REFRESH_S, config.heartbeat_interval),
     )
     await server.start()
     return server

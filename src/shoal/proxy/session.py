@@ -26,6 +26,9 @@ from shoal.proxy.httpcache import Served, streamed
 if TYPE_CHECKING:
     from shoal.proxy.server import ProxyServer
 
+#: What a client gets when the proxy serves all the clients it may.
+BUSY_TEXT = "the proxy is serving all the clients it can; try again later"
+
 log = logging.getLogger("shoal.proxy")
 
 #: Largest request head (request line and headers) in bytes, and most header lines in it.
@@ -67,10 +70,14 @@ class Session:
         self.writer = writer
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.method = ""
+        self.head_deadline = 0.0  # loop time by which the request head being read must be whole
 
     async def run(self) -> None:
+        head_s = self.proxy.head_timeout_s  # the first head, from a stranger; later ones get the idle limit
         while True:
             self.method = ""
+            self.head_deadline = asyncio.get_running_loop().time() + head_s
+            head_s = self.proxy.timeout_s
             try:
                 event = await self._next()
                 if not isinstance(event, h11.Request) or not await self._handle(event):
@@ -85,12 +92,16 @@ class Session:
             self.conn.start_next_cycle()
 
     async def _next(self) -> object:
-        """The next event from the client (or ``h11.PAUSED``), waiting at most the proxy's timeout for bytes."""
+        """The next event from the client (or ``h11.PAUSED``), waiting at most the proxy's timeout for bytes,
+        and for a request head no later than ``head_deadline`` (a head dripped byte by byte ends there)."""
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            async with asyncio.timeout(self.proxy.timeout_s):
+            wait = self.proxy.timeout_s
+            if self.conn.their_state is h11.IDLE:
+                wait = min(wait, self.head_deadline - asyncio.get_running_loop().time())
+            async with asyncio.timeout(max(0.0, wait)):
                 data = await self.reader.read(READ_CHUNK)
             self.conn.receive_data(data)
 
@@ -109,6 +120,8 @@ class Session:
             self.proxy.stats["unauthorized"] += 1
             challenge = [("Proxy-Authenticate", 'Basic realm="shoal"')]
             return await self._error(407, "proxy authentication required: the cluster token as password", challenge)
+        if not self.proxy.admit():
+            return await self._error(503, BUSY_TEXT)
         if self._passed_here(headers):
             return await self._error(508, "loop detected: this request has already passed this proxy")
         if self.method == "CONNECT":
@@ -213,7 +226,7 @@ class Session:
         await self._body()
         try:
             refuse_host(host)
-            upstream = await tunnel.connect(host, port, self.proxy.timeout_s)
+            upstream = await tunnel.connect(host, port, self.proxy.timeout_s, self.proxy.tunnel_target)
         except Exception as exc:
             status, text = self._failure(exc, httpx.URL(f"https://{target}/"))
             log.debug("CONNECT %s -> %d (%s)", target, status, text)

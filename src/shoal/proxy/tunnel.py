@@ -1,8 +1,9 @@
 """CONNECT: a byte pump between the client and the target, for HTTPS through the proxy. Nothing is cached.
 
-The target is checked and pinned as any upstream is (``shoal.addresses.resolve``). The tunnel
-ends when both sides have closed, when either side fails, or when no byte has moved either way for the
-idle limit.
+The target is checked and pinned as any upstream is (``shoal.addresses.resolve``, through the proxy's
+access policy). The tunnel ends when both sides have closed, when either side fails, when no byte has
+moved either way for the idle limit, or when a side has taken no byte of what it is sent for the idle
+limit (a peer that stopped reading would otherwise hold the tunnel and its buffers for ever).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 from shoal._utils import is_digits
-from shoal.addresses import resolve
+from shoal.addresses import IPAddress, resolve
 
 CHUNK = 64 * 1024
 
@@ -31,10 +33,12 @@ def parse_authority(target: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def connect(host: str, port: int, timeout_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a TCP connection to the checked address of ``host`` within ``timeout_s``."""
+async def connect(
+    host: str, port: int, timeout_s: float, checked: Callable[[str, int], Awaitable[IPAddress]] = resolve
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a TCP connection to the address ``checked`` gives for ``host`` within ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
-        address = await resolve(host, port)
+        address = await checked(host, port)
         return await asyncio.open_connection(str(address), port, limit=CHUNK)
 
 
@@ -58,7 +62,7 @@ class Tunnel:
         try:
             if first:
                 self.target[1].write(first)
-                await self.target[1].drain()
+                await self._drain(self.target[1])
             up = asyncio.create_task(self._copy(self.client[0], self.target[1]))
             down = asyncio.create_task(self._copy(self.target[0], self.client[1]))
             try:
@@ -68,6 +72,9 @@ class Tunnel:
                     task.cancel()
                 await asyncio.gather(up, down, return_exceptions=True)
         finally:
+            for _, writer in (self.client, self.target):
+                if writer.transport.get_write_buffer_size():
+                    writer.transport.abort()  # what it holds will never be read: drop it with the connection
             self.target[1].close()
             with contextlib.suppress(Exception):
                 await self.target[1].wait_closed()
@@ -85,7 +92,23 @@ class Tunnel:
             self.last = time.monotonic()
             self.moved += len(data)
             writer.write(data)
-            await writer.drain()
+            await self._drain(writer)
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Wait until ``writer`` takes what it was given, as long as its peer takes some of it within every
+        ``idle_s``: a slow reader keeps the tunnel, one that stopped reading ends it."""
+        transport = writer.transport
+        pending = transport.get_write_buffer_size()
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_s):
+                    await writer.drain()
+                return
+            except TimeoutError:
+                left = transport.get_write_buffer_size()
+                if left >= pending:
+                    raise TimeoutError("tunnel peer stopped reading") from None
+                pending = left
 
     async def _read(self, reader: asyncio.StreamReader) -> bytes:
         """Read, waiting only as long as the tunnel as a whole has been idle less than ``idle_s``."""

@@ -49,6 +49,7 @@ class NodeRecord:
     reason: str = ""
     assigned: int = 0  # tasks placed on it and not finished
     cache: dict[str, int] | None = None  # its cache shard's stats as of its last beat
+    proxy: str = ""  # its forward proxy's advertised host:port; "" when it runs none
 
     @property
     def admitted(self) -> bool:
@@ -98,6 +99,7 @@ class NodeRegistry:
             "host": record.host,
             "http": record.http,
             "grpc": record.grpc,
+            "proxy": record.proxy,
             "slots": record.slots,
             "running": record.running,
             "pid": record.pid,
@@ -236,6 +238,7 @@ def _record(fields: dict[bytes, bytes], assigned: int) -> NodeRecord:
         host=s("host"),
         http=s("http"),
         grpc=s("grpc"),
+        proxy=s("proxy"),
         slots=i("slots"),
         running=i("running"),
         pid=i("pid"),
