@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
 
 TOKEN_FILE = "token"
+_TOKEN_ID_LABEL = b"shoal/v1 token-id"
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -32,6 +34,11 @@ def token_matches(given: str | None, expected: str) -> bool:
     if not given:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def token_id(token: str) -> str:
+    """A short public fingerprint of ``token``: which token a session was opened with, without keeping it."""
+    return hmac.new(token.encode(), _TOKEN_ID_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
 def bearer(header: str | None) -> str | None:

@@ -58,6 +58,7 @@ class NodeConfig:
         None, "host other nodes and clients reach this node by; default: the http host"
     )
     token: str | None = _option(None, "cluster token; default: read from, or created in, DATA_DIR/token")
+    session_ttl: float = _option(7 * 24 * 3600.0, "seconds a web task center sign-in lasts; signing out ends it")
     priority: int = _option(0, "rank in a master election: higher stands first")
     slots: int = _option(8, "tasks this node runs at once")
     run_tasks: bool = _option(True, "run tasks here; --no-run-tasks makes a node that only serves the API")
@@ -246,6 +247,8 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
     for key in ("result_max_bytes", "fetch_max_bytes"):
         if not 1024 <= getattr(c, key) <= 512 * 1024 * 1024:
             raise bad(key, "must be between 1 KiB and 512 MiB")
+    if not 1 <= c.session_ttl <= 90 * 86_400:
+        raise bad("session_ttl", "must be between 1 second and 90 days")
     if not 0 < c.kill_grace <= 300:
         raise bad("kill_grace", "must be above 0 and at most 300 seconds")
     if not 1 <= c.max_tasks_per_child <= 1_000_000:

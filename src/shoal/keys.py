@@ -26,6 +26,9 @@
     timeline                 stream   master (Lua)        membership events: joins, suspicions, deaths, rejections,
                                                           elections, each with the rule that fired (capped)
     handover                 string   release.lua         the node a leaving master named to take over (short TTL)
+    session:{sha256 of id}   hash     web sign-in         a web task center session: csrf, token_id (the token's
+                                                          fingerprint); expires with the session (session_ttl)
+    rotation                 string   token rotation      "node random": the rotation under way (SET NX, short TTL)
     lease                    string   election            name of the master; expires unless renewed
     epoch                    string   election            fencing counter, incremented by each new master
     events                   pubsub   Lua scripts         task state changes (JSON); may be lost
@@ -59,6 +62,7 @@ class Keys:
         self.public = self.prefix + "public"
         self.timeline = self.prefix + "timeline"
         self.handover = self.prefix + "handover"
+        self.rotation = self.prefix + "rotation"
 
     def pending(self, task_type: str) -> str:
         return self.pending_prefix + task_type
@@ -86,3 +90,6 @@ class Keys:
 
     def node(self, name: str) -> str:
         return f"{self.prefix}node:{name}"
+
+    def session(self, digest: str) -> str:
+        return f"{self.prefix}session:{digest}"

@@ -1,9 +1,10 @@
 """A whole local cluster on loopback: one embedded redis-server and N ``python -m shoal node`` processes.
 
 Used by ``shoal up``, by the tests and by the benchmark. Node i listens on each base port + i - 1 and
-shares the data directory's token. A node that exits on its own after running a while is started again
-(with a growing delay), since a cluster started with one command should keep running by itself; a node
-that keeps dying right at start is a crash loop, which stops the cluster with the end of its log instead.
+shares the data directory's token, which it reads from the file at each start (a rotation rewrites it).
+A node that exits on its own after running a while is started again (with a growing delay), since a
+cluster started with one command should keep running by itself; a node that keeps dying right at start
+is a crash loop, which stops the cluster with the end of its log instead.
 """
 
 from __future__ import annotations
@@ -183,14 +184,16 @@ class LocalCluster:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        token = load_or_create_token(self.data_dir)
+        load_or_create_token(self.data_dir)
         url = self.redis_url
         if url is None:
             self.redis = EmbeddedRedis(self.data_dir)
             self.redis.start()
             url = self.redis.url
         (self.data_dir / "logs").mkdir(exist_ok=True)
-        env = {**os.environ, "SHOAL_TOKEN": token, "SHOAL_REDIS": url}
+        # No SHOAL_TOKEN: a node reads the token from the shared DATA_DIR/token each time it starts, so one
+        # restarted after a rotation (which rewrites that file) comes back with the current token.
+        env = {**{k: v for k, v in os.environ.items() if k != "SHOAL_TOKEN"}, "SHOAL_REDIS": url}
         for i in range(self.nodes):
             name = f"node-{i + 1}"
             proc = NodeProcess(

@@ -43,6 +43,8 @@ from shoal.service import ClusterService, TaskService
 from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
 from shoal.store.redis import connect, redacted, server_version
+from shoal.store.rotation import RotationLease
+from shoal.store.sessions import SessionStore
 from shoal.store.tasks import TaskStore
 from shoal.systemd.supervision import Supervision
 from shoal.web.app import create_app
@@ -95,6 +97,7 @@ class Node:
             self.redis, keys, result_max_bytes=c.result_max_bytes, max_lost_attempts=c.max_lost_attempts
         )
         self.registry = NodeRegistry(self.redis, keys)
+        self.sessions = SessionStore(self.redis, keys, ttl_s=c.session_ttl)
         self.types = self._task_types()
         self.hub = EventHub(self.redis, keys.events, keys.public)
         # Workers start on demand (the first process-isolated attempt boots the fork server), from the
@@ -169,6 +172,7 @@ class Node:
             keeper=self.keeper,
             data_dir=c.data_dir,
             alive_within=self.alive_within,
+            rotations=RotationLease(self.redis, keys),
         )
         self.cluster = ClusterService(
             registry=self.registry, alive_within=self.alive_within, ready=self._ready, admin=self.admin, hub=self.hub
@@ -256,6 +260,7 @@ class Node:
             node_name=self.config.name,
             cache=self.cache,
             cache_max_value=self.config.cache_max_value,
+            sessions=self.sessions,
         )
         host, port = split_addr(self.config.http, "http")
         server_config = uvicorn.Config(

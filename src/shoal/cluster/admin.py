@@ -4,7 +4,9 @@ and rotate the cluster token on every live node without a restart.
 Handing over is something only the master may do, so the node that got the request forwards it to the
 master over gRPC (``Elections.RequestElection``, signed with the cluster token). A rotation is sent to
 every live node sealed under the current token (``Elections.UpdateSecret``), so the new token never
-crosses the wire in clear; the old one stays accepted for a grace period.
+crosses the wire in clear; the old one stays accepted for a grace period. Rotations are serialized
+cluster-wide by a lease in the store (``shoal.store.rotation``): one started while another runs is refused
+(409), so two at once cannot leave the nodes on different tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from shoal.errors import InvalidInput, NotFound, ShoalError
 from shoal.rpc.peers import PeerClient
 from shoal.rpc.tokens import TokenKeeper
 from shoal.store.nodes import DEAD, REJECTED, NodeRegistry
+from shoal.store.rotation import RotationLease
 
 log = logging.getLogger("shoal.cluster.admin")
 
@@ -30,6 +33,17 @@ class NoMaster(ShoalError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class RotationInProgress(ShoalError):
+    """Raised when a token rotation is asked for while another one runs."""
+
+    http_status = 409
+    grpc_code = "ABORTED"
+
+
+#: How long a rotation may hold the lease: its calls to the nodes have deadlines well within it.
+ROTATION_LEASE_S = 60.0
 
 
 class ClusterAdmin:
@@ -45,6 +59,7 @@ class ClusterAdmin:
         keeper: TokenKeeper,
         data_dir: Path,
         alive_within: float,
+        rotations: RotationLease,
     ) -> None:
         self.name = name
         self.registry = registry
@@ -53,6 +68,7 @@ class ClusterAdmin:
         self.keeper = keeper
         self.data_dir = data_dir
         self.alive_within = alive_within
+        self.rotations = rotations
 
     async def hand_over(self, candidate: str, timeout_s: float = 10.0) -> tuple[str, int]:
         """Make ``candidate`` the master; return (master, epoch) once it is, or raise."""
@@ -85,7 +101,21 @@ class ClusterAdmin:
         raise NoMaster(f"no new master within {timeout_s:g}s after {master} stepped down")
 
     async def rotate_token(self) -> tuple[str, dict[str, bool]]:
-        """Give every live node a new token; return it and which nodes took it."""
+        """Give every live node a new token; return it and which nodes took it. Raises RotationInProgress
+        while another rotation runs."""
+        held = await self.rotations.acquire(self.name, ttl_s=ROTATION_LEASE_S)
+        if held is None:
+            holder = await self.rotations.holder()
+            raise RotationInProgress(
+                f"a token rotation is already under way (started on {holder or 'another node'}); "
+                "try again once it has ended"
+            )
+        try:
+            return await self._rotate()
+        finally:
+            await self.rotations.release(held)
+
+    async def _rotate(self) -> tuple[str, dict[str, bool]]:
         new_token = secrets.token_urlsafe(32)
         now, records = await self.registry.all_with_time()
         live = [r for r in records if r.name != self.name and now - r.last_beat <= self.alive_within

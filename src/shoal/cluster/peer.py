@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +70,9 @@ class Peer:
 def write_token(data_dir: Path, token: str) -> None:
     """Replace ``data_dir/token`` atomically, readable by this user only."""
     path = data_dir / TOKEN_FILE
-    tmp = path.with_suffix(".new")
+    # Nodes of one ``shoal up`` share the data directory and write the same token at once: each writes its
+    # own temporary file, so none replaces (or removes) another's half-written one.
+    tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

@@ -23,13 +23,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.responses import Response
 
 from shoal import validation
+from shoal.store.sessions import SessionStore
 from shoal.types import CacheAPI, ClusterAPI, TaskAPI
 from shoal.version import __version__
 from shoal.web import api, cache_api, cluster_api, errors, events, openapi, schemas
 from shoal.web.limits import BodyLimit
 from shoal.web.metrics import HttpMetrics, register_cache_metrics
 from shoal.web.responses import JSONResponse
-from shoal.web.security import TokenCheck, accepter, require_token
+from shoal.web.security import TokenCheck, as_check, require_token
 from shoal.web.ui.cors import ClusterCors, origins_of
 from shoal.web.ui.pages import Pages, build_pages_router, static_files, static_tag
 
@@ -53,6 +54,7 @@ def create_app(
     node_name: str | None = None,
     cache: CacheAPI | None = None,
     cache_max_value: int = DEFAULT_CACHE_MAX_VALUE,
+    sessions: SessionStore | None = None,
 ) -> FastAPI:
     """Build the HTTP app over the node's APIs.
 
@@ -67,6 +69,7 @@ def create_app(
         cache: the cluster cache as this node offers it, served at ``/api/v1/cache`` (None: those routes
             answer 503) and its shard's use at ``/metrics``.
         cache_max_value: largest cache value a PUT may carry (413 above it); the node's ``cache_max_value``.
+        sessions: where the task center's sign-in sessions live (the store); without it, no one can sign in.
 
     ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
     the server does not wait on them.
@@ -92,6 +95,7 @@ def create_app(
 
     streams = events.EventStreams(tasks, cluster=cluster, keepalive_s=keepalive_s, registry=registry)
     app.state.event_streams = streams
+    app.state.sessions = sessions
     if cache is not None:
         register_cache_metrics(registry, cache)
     app.include_router(api.build_router(tasks=tasks, token=token))
@@ -100,7 +104,7 @@ def create_app(
     app.include_router(cache_api.build_cache_router(cache=cache, token=token, max_value=cache_max_value))
     openapi.install(app, tasks)
     tag = static_tag()
-    pages = Pages(cluster=cluster, accepts=accepter(token), node_name=node_name, static_tag=tag)
+    pages = Pages(cluster=cluster, tokens=as_check(token), node_name=node_name, static_tag=tag)
     app.include_router(build_pages_router(pages))
     app.mount("/static", static_files(tag), name="static")
 

@@ -36,8 +36,8 @@ def build_cluster_router(*, cluster: ClusterAPI, token: str | TokenCheck) -> API
         master, epoch = await cluster.hand_over(data["node"][:64])
         return JSONResponse({"master": master, "epoch": epoch})
 
-    @router.post("/cluster/token", response_model=schemas.TokenOut, responses=errors(503),
-              summary="Rotate the cluster token on every live node")  # fmt: skip
+    @router.post("/cluster/token", response_model=schemas.TokenOut, responses=errors(409, 503),
+              summary="Rotate the cluster token on every live node (409 while another rotation runs)")  # fmt: skip
     async def rotate_token() -> Response:
         token, succeed = await cluster.rotate_token()
         return JSONResponse({"token": token, "succeed": succeed})

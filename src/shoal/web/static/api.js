@@ -1,6 +1,7 @@
-// The REST API as the pages call it: JSON in and out, the session cookie for auth, the CSRF header
-// on every call that may change something. `base` is '' (the node that served the page) until the
-// live connection moves to another node of the cluster (see live.js).
+// The REST API as the pages call it: JSON in and out, the session cookie for auth (it holds a session
+// id that every node of the cluster knows, never the token), the session's CSRF header on every call
+// that may change something. `base` is '' (the node that served the page) until the live connection
+// moves to another node of the cluster (see live.js).
 
 const csrfMeta = document.querySelector('meta[name="csrf-token"]');
 const csrf = csrfMeta ? csrfMeta.content : '';

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -28,10 +27,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from shoal import validation
+from shoal.auth import token_id
 from shoal.errors import InvalidInput
 from shoal.models import TaskState
+from shoal.store.sessions import Session
 from shoal.types import ClusterAPI
 from shoal.version import __version__
+from shoal.web.security import TokenCheck
 from shoal.web.ui import session
 from shoal.web.ui.cors import ORIGINS_TTL_S, origins_of
 
@@ -105,13 +107,12 @@ def safe_next(value: str | None) -> str:
 
 
 class Pages:
-    """Renders the pages for one node; ``accepts`` says whether a token is the cluster's (it may rotate)."""
+    """Renders the pages for one node; ``tokens`` says which tokens are the cluster's now (they may rotate)."""
 
-    def __init__(
-        self, *, cluster: ClusterAPI, accepts: Callable[[str | None], bool], node_name: str | None, static_tag: str
-    ) -> None:
+    def __init__(self, *, cluster: ClusterAPI, tokens: TokenCheck, node_name: str | None, static_tag: str) -> None:
         self.cluster = cluster
-        self.accepts = accepts
+        self.tokens = tokens
+        self.accepts = tokens.matches
         self.node_name = node_name
         self.env = _environment(static_tag)
         self._origins: list[str] = []
@@ -129,23 +130,25 @@ class Pages:
         return self._origins
 
     async def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        token = session.session_token(request)
-        signed_in = token is not None and self.accepts(token)
-        others = await self._cluster_origins() if signed_in else []
+        found = await self.session(request)
+        others = await self._cluster_origins() if found else []
         html = self.env.get_template(template).render(
             request=request,
             node=self.node_name or "",
-            signed_in=signed_in,
-            csrf=session.csrf_token(token) if signed_in and token else "",
+            signed_in=found is not None,
+            csrf=found.csrf if found else "",
             **{"modules": [], **context},
         )
         response = HTMLResponse(html, status_code=status)
         _page_headers(response, others)
         return response
 
-    def signed_in(self, request: Request) -> bool:
-        token = session.session_token(request)
-        return token is not None and self.accepts(token)
+    async def session(self, request: Request) -> Session | None:
+        """The request's live session, if it is signed in."""
+        return await session.current(request, self.tokens)
+
+    async def signed_in(self, request: Request) -> bool:
+        return await self.session(request) is not None
 
 
 def _page_headers(response: Response, connect: list[str]) -> None:
@@ -186,19 +189,19 @@ def build_pages_router(pages: Pages) -> APIRouter:
 
     @router.get("/")
     async def tasks_page(request: Request) -> Response:
-        if not pages.signed_in(request):
+        if not await pages.signed_in(request):
             return _to_signin(request)
         return await pages.render(request, "tasks.html", page="tasks", open_create=False, modules=TASKS_MODULES)
 
     @router.get("/new")
     async def new_task_page(request: Request) -> Response:
-        if not pages.signed_in(request):
+        if not await pages.signed_in(request):
             return _to_signin(request)
         return await pages.render(request, "tasks.html", page="tasks", open_create=True, modules=TASKS_MODULES)
 
     @router.get("/tasks/{task_id}")
     async def task_page(request: Request, task_id: str) -> Response:
-        if not pages.signed_in(request):
+        if not await pages.signed_in(request):
             return _to_signin(request)
         try:
             tid = validation.task_id(task_id)
@@ -208,7 +211,7 @@ def build_pages_router(pages: Pages) -> APIRouter:
 
     @router.get("/nodes")
     async def nodes_page(request: Request) -> Response:
-        if not pages.signed_in(request):
+        if not await pages.signed_in(request):
             return _to_signin(request)
         return await pages.render(request, "nodes.html", page="nodes", modules=NODES_MODULES)
 
@@ -221,7 +224,7 @@ def _add_session_routes(router: APIRouter, pages: Pages) -> None:
 
     @router.get("/signin")
     async def signin_page(request: Request, next: str | None = None) -> Response:
-        if pages.signed_in(request):
+        if await pages.signed_in(request):
             return RedirectResponse(safe_next(next), status_code=303)
         return await pages.render(request, "signin.html", page="signin", next=safe_next(next), error="")
 
@@ -239,17 +242,22 @@ def _add_session_routes(router: APIRouter, pages: Pages) -> None:
         if not pages.accepts(token):
             return await pages.render(request, "signin.html", status=401, page="signin", next=target,
                                       error="wrong token: use the cluster token (DATA_DIR/token)")  # fmt: skip
+        store = session.store_of(request)
+        if store is None:
+            return await pages.render(request, "signin.html", status=503, page="signin", next=target,
+                                      error="signing in needs the store, which this node does not have")  # fmt: skip
+        opened = await store.open(token_id(token))
         response = RedirectResponse(target, status_code=303)
-        session.start(response, request, token)
+        session.start(response, request, opened, store.ttl_s)
         return response
 
     @router.post("/signout")
     async def signout(request: Request) -> Response:
         form = await _form(request)
-        token = session.session_token(request)
-        if token is not None and not session.csrf_matches(token, form.get(session.CSRF_FIELD)):
+        found = await pages.session(request)
+        if found is not None and not session.csrf_matches(found, form.get(session.CSRF_FIELD)):
             return await pages.render(request, "missing.html", status=403, page="signin",
                                       message="sign out from a page of the task center")  # fmt: skip
         response = RedirectResponse("/signin", status_code=303)
-        session.end(response, request)
+        await session.end(response, request)
         return response
