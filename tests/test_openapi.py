@@ -1,0 +1,76 @@
+"""The REST API against its own ``/openapi.json``: schemathesis fuzzes a real node with every check it has.
+
+A request the document allows and the node refuses (or the other way round), a response or event that does
+not match its schema, a 405 whose ``Allow`` is wrong, a reference that does not resolve, a 500: any of them
+fails the run. Excluded is ``POST /api/v1/cluster/token``, which rotates the token the fuzzer holds and would
+lock it out of every later call (it is tested in ``test_api.py``).
+
+The fuzzer runs as the ``schemathesis`` command with a fixed seed, so a run is repeatable; the token reaches
+it through the environment and its config file, never its command line. ``schemathesis_hooks.py`` keeps its
+``fetch`` tasks on loopback and its long polls short (see there).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shoal.testing import TestNode
+
+TESTS = Path(__file__).resolve().parent
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+EXCLUDED = ["/api/v1/cluster/token"]
+#: Warnings that mean the document itself is wrong or unusable; "missing test data" (random ids are 404) is not.
+FAIL_ON = [
+    "missing_auth",
+    "validation_mismatch",
+    "missing_deserializer",
+    "unsupported_regex",
+    "unresolvable_reference",
+    "method_not_allowed",
+    "unmatched_filter",
+]
+CONFIG = f"""\
+headers = {{ Authorization = "Bearer ${{SHOAL_TOKEN}}" }}
+
+[warnings]
+fail-on = {FAIL_ON!r}
+"""
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not SCHEMATHESIS.exists(), reason="schemathesis is in the test extra"),
+]
+
+
+def fuzz(node: TestNode, workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """One schemathesis run over every operation of the node's document but ``EXCLUDED``."""
+    config = workdir / "schemathesis.toml"
+    config.write_text(CONFIG)
+    env = {
+        **os.environ,
+        "SHOAL_TOKEN": node.token,
+        "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "NO_COLOR": "1",
+    }
+    command = [str(SCHEMATHESIS), "--config-file", str(config), "run", f"{node.http_url}/openapi.json"]
+    command += ["--checks", "all", "--seed", "1", "--max-examples", "15", "--workers", "1", "--no-color"]
+    command += ["--request-timeout", "20", "--max-failures", "20"]
+    for path in EXCLUDED:
+        command += ["--exclude-path", path]
+    return subprocess.run(
+        [*command, *extra], cwd=workdir, env=env, capture_output=True, text=True, timeout=280, check=False
+    )
+
+
+def test_the_api_does_what_its_document_says(shoal_node: TestNode, tmp_path: Path) -> None:
+    run = fuzz(shoal_node, tmp_path)
+    assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
+    assert "Tested: 22" in run.stdout  # every operation of the document but the token rotation
+    assert shoal_node.token not in run.stdout + run.stderr
