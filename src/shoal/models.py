@@ -200,6 +200,40 @@ class TaskEvent:
         return {"kind": "task", "id": self.id, "state": self.state.name, "node": self.node, "at": self.at}
 
 
+#: The master's verdicts on a node (``NodeRecord.state``); the rule that reads them is ``shoal.liveness``.
+ALIVE, SUSPECT, DEAD, REJECTED = "alive", "suspect", "dead", "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A node as it last described itself in the store, and what the master last decided about it.
+
+    Whether it is alive and a member is decided in one place, ``shoal.liveness.liveness(record, ...)``.
+    """
+
+    name: str
+    host: str
+    http: str
+    grpc: str
+    slots: int
+    running: int
+    pid: int
+    types: tuple[str, ...]
+    run_tasks: bool
+    last_beat: float
+    incarnation: int = 0
+    priority: int = 0
+    master_eligible: bool = True
+    draining: bool = False
+    state: str = ""  # the master's verdict; "" until it has seen this node
+    state_incarnation: int = 0  # the incarnation the verdict is about
+    reason: str = ""
+    assigned: int = 0  # tasks placed on it and not finished
+    cache: dict[str, int] | None = None  # its cache shard's stats as of its last beat
+    clock_skew: float | None = None  # its wall clock minus the store's, in seconds, as of its last beat
+    proxy: str = ""  # its forward proxy's advertised host:port; "" when it runs none
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     """A node as the cluster sees it."""
@@ -220,6 +254,7 @@ class NodeInfo:
     priority: int = 0
     draining: bool = False
     cache: dict[str, int] | None = None  # this node's cache shard: items, bytes, capacity, hits, misses, ...
+    clock_skew: float | None = None  # its wall clock minus the store's, in seconds; None until measured
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

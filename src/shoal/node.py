@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from redis.exceptions import AuthenticationError
 from shoal._utils import cancel_and_wait
 from shoal.auth import load_or_create_token
 from shoal.cache.cluster import build_cache
+from shoal.clock import NodeClock
 from shoal.cluster.admin import ClusterAdmin
 from shoal.cluster.election import Election
 from shoal.cluster.heartbeat import Heartbeat
@@ -81,6 +83,7 @@ class Node:
         self._loops: list[asyncio.Task[None]] = []
         self._http_client = outbound_client(timeout=config.fetch_timeout)  # checked addresses, pooled by name
         self.metrics = CollectorRegistry()
+        self.clock = NodeClock.from_environ(os.environ)
         self.started = False
 
     async def start(self) -> None:
@@ -128,8 +131,11 @@ class Node:
             on_declared_dead=self._drop_work,
             on_beat=self._poke_scheduler,
             cache_stats=lambda: self.cache.stats(),
+            clock=self.clock,
         )
-        self.peers = PeerClient(self.keeper, c.name, options=channel_options(c.cache_max_value))
+        self.peers = PeerClient(
+            self.keeper, c.name, options=channel_options(c.cache_max_value), signing_clock=self.clock.store_time
+        )
         self.cache = build_cache(c, registry=self.registry, peers=self.peers, alive_within=self.alive_within)
         self.fetcher.cache = HttpCache(self.cache, max_value=c.cache_max_value)
         self.election = Election(
@@ -147,6 +153,7 @@ class Node:
             interval=c.heartbeat_interval,
             dead_after=c.dead_after,
             may_write=self.election.may_write,
+            on_stopped=self.election.duty_stopped,
             owner_of=self.cache.owner_of,
         )
         self.peer = Peer(
@@ -193,15 +200,13 @@ class Node:
             cache_owner=self.cache.owner,
             cache_max_value=c.cache_max_value,
             node_name=c.name,
+            node_clock=self.clock.store_time,
         )
         await self._start_http()
         await self.heartbeat.join()  # announce this node and stand for master before serving work
         await self.election.tick()
         await self.cache.refresh()
-        listeners = [self.rpc.address, c.http]
-        self.proxy = await start_proxy(
-            c, self.cache, self.keeper.matches, store_url=url, cluster=self._cluster_addresses, listeners=listeners
-        )
+        self.proxy = await start_proxy(c, self.cache, self.keeper.matches)
         if self.proxy is not None:
             proxy = self.proxy
             self.metrics.register(ProxyCollector(lambda: proxy.stats, lambda: proxy.connections))
@@ -218,10 +223,6 @@ class Node:
             c.advertised(c.grpc),
             redacted(url),
         )
-
-    async def _cluster_addresses(self) -> list[str]:
-        """Every node's advertised HTTP, gRPC and proxy addresses, as their records say: the proxy refuses them."""
-        return [addr for r in await self.registry.all() for addr in (r.http, r.grpc, r.proxy) if addr]
 
     async def _wait_for_store(self, url: str, timeout: float = 15.0) -> None:
         assert self.redis is not None
@@ -305,6 +306,8 @@ class Node:
         for loop in self._loops:
             if loop.done():
                 return False, f"the {loop.get_name()} loop has stopped"
+        if self.election.is_master and (stopped := self.leader.stopped()):
+            return False, f"master without its duties: {stopped}"
         return True, "ready"
 
     # -- master duties ---------------------------------------------------------------------------

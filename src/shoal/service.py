@@ -15,9 +15,10 @@ from typing import Any
 from shoal.cluster.admin import ClusterAdmin
 from shoal.errors import IllegalTransition, NoLiveNode, NotFound, UnknownTaskType
 from shoal.events import EventHub
+from shoal.liveness import liveness
 from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
 from shoal.store import search
-from shoal.store.nodes import ALIVE, DEAD, REJECTED, SUSPECT, NodeRecord, NodeRegistry
+from shoal.store.nodes import NodeRegistry
 from shoal.store.tasks import TaskStore
 from shoal.throughput import Throughput
 from shoal.worker.handlers import TaskTypes
@@ -56,7 +57,7 @@ class TaskService:
 
     async def _read_types(self) -> None:
         now, nodes = await self.registry.all_with_time()
-        live = [n for n in nodes if now - n.last_beat <= self.alive_within and n.state not in (DEAD, REJECTED)]
+        live = [n for n in nodes if liveness(n, now, self.alive_within).present]
         self._types = {t for node in live for t in node.types}
         self._live = bool(live)
         self._types_read = time.monotonic()
@@ -178,14 +179,15 @@ class ClusterService:
         master, epoch = await self.registry.master()
         nodes = []
         for n in records:
+            seen = liveness(n, now, self.alive_within)
             nodes.append(
                 NodeInfo(
                     name=n.name,
                     host=n.host,
                     http=n.http,
                     grpc=n.grpc,
-                    state=_state(n, now, self.alive_within),
-                    reason=n.reason if n.state_incarnation == n.incarnation else "rejoined; not yet verified",
+                    state=seen.state,
+                    reason=n.reason if seen.verdict else f"{'rejoined' if n.state else 'joined'}; not yet verified",
                     incarnation=n.incarnation,
                     priority=n.priority,
                     draining=n.draining,
@@ -196,6 +198,7 @@ class ClusterService:
                     last_beat=n.last_beat,
                     types=n.types,
                     cache=n.cache,
+                    clock_skew=n.clock_skew,
                 )
             )
         return ClusterView(master=master, epoch=epoch, nodes=nodes)
@@ -232,10 +235,3 @@ async def _nothing() -> AsyncIterator[dict[str, Any]]:
     """The node events of a service built without a hub: none, ending at once."""
     return
     yield {}
-
-
-def _state(n: NodeRecord, now: float, alive_within: float) -> str:
-    """The master's verdict on the node's current incarnation; until there is one, what its beats say."""
-    if n.state_incarnation == n.incarnation and n.state in (ALIVE, SUSPECT, DEAD, REJECTED):
-        return n.state
-    return ALIVE if now - n.last_beat <= alive_within else SUSPECT

@@ -1,8 +1,8 @@
 """The nodes the cache spreads keys over, as this node last read them from the registry.
 
 A member is a node the master admitted in its current incarnation, that is not draining and that beat
-within ``alive_within``: the same rule on every node, over the same records, so that nodes agree on a
-key's owners (for a moment they may not, right after a change; a read then falls over to a replica).
+within ``alive_within`` (``shoal.liveness``): the same rule on every node, over the same records, so that
+nodes agree on a key's owners (for a moment they may not, right after a change; a read then falls over to a replica).
 The registry is read once per refresh (about once a heartbeat), never per cache operation.
 
 A member this node failed to reach is marked down for ``down_s``: it stays in the ring (the others may
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from shoal.cache import ring
+from shoal.liveness import liveness
 from shoal.store.nodes import NodeRecord
 
 
@@ -66,7 +67,7 @@ class Membership:
         members: dict[str, str] = {}
         stats: dict[str, dict[str, int]] = {}
         for r in records:
-            if r.admitted and not r.draining and now - r.last_beat <= self.alive_within and r.grpc:
+            if r.grpc and liveness(r, now, self.alive_within).member:
                 members[r.name] = r.grpc
                 if r.cache is not None:
                     stats[r.name] = dict(r.cache)

@@ -2,7 +2,10 @@
 
 Runs only on the master, for one term (its epoch fences every verdict it writes):
 - a node seen in a new incarnation is verified (challenge–response over gRPC, proving it holds the
-  cluster token without sending it) and becomes ``alive``, or ``rejected`` with the reason;
+  cluster token without sending it) and becomes ``alive``, or ``rejected`` with the reason; a node whose
+  clock is too far from the store's (as its own beats measure it) is rejected without a call. A rejected
+  node is verified again: each beat while its clock is the reason, after ``REVERIFY_AFTER`` if it could
+  not be reached, after ``REVERIFY_REFUSED`` otherwise;
 - an admitted node silent for ``dead_after`` beats becomes ``suspect``; it is probed directly and, if that
   fails, through up to ``indirect_probes`` other nodes (SWIM); if none reaches it, it is ``dead`` and its
   INQUEUE and RUNNING tasks go back to WAITING to be placed elsewhere;
@@ -21,6 +24,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from shoal.clock import CLOCK_REFUSAL, skew_refusal
+from shoal.errors import StaleEpoch
+from shoal.liveness import liveness
+from shoal.liveness import verdict as verdict_on
 from shoal.store.nodes import ALIVE, DEAD, REJECTED, SUSPECT, NodeRecord, NodeRegistry
 from shoal.store.tasks import TaskStore
 
@@ -28,6 +35,10 @@ log = logging.getLogger("shoal.cluster.detector")
 
 #: Seconds before a node that could not be reached for verification is tried again.
 REVERIFY_AFTER = 5.0
+#: Seconds before a node refused for another reason (a wrong proof) is verified again; each new master
+#: also verifies every refused node once. A node refused for its clock is looked at every beat instead:
+#: its record says when its clock is right again, and that look costs no call.
+REVERIFY_REFUSED = 60.0
 
 
 class Prober(Protocol):
@@ -69,6 +80,7 @@ class Detector:
         self.busy: dict[str, asyncio.Task[None]] = {}  # node -> its admission or probe in flight
         self._retry_at: dict[tuple[str, int], float] = {}
         self.deaths = 0
+        self.stale: StaleEpoch | None = None  # set when a verdict found this term over: the detector stops
 
     def __repr__(self) -> str:
         return f"<Detector epoch={self.epoch} busy={sorted(self.busy)} deaths={self.deaths}>"
@@ -77,6 +89,8 @@ class Detector:
         try:
             while True:
                 await self.tick()
+                if self.stale is not None:
+                    raise self.stale
                 await asyncio.sleep(self.interval / 2)
         finally:
             for task in self.busy.values():
@@ -90,7 +104,7 @@ class Detector:
             if record.name in self.busy:
                 continue
             if record.name == self.me:
-                if not (record.state == ALIVE and record.admitted):
+                if verdict_on(record) != ALIVE:
                     await self.registry.set_state(self.epoch, self.me, ALIVE, record.incarnation, "the master itself")
                 continue
             job = self._job(record, now, others)
@@ -101,18 +115,18 @@ class Detector:
 
     def _job(self, r: NodeRecord, now: float, others: list[NodeRecord]) -> Coroutine[Any, Any, None] | None:
         silent = now - r.last_beat
-        if r.state_incarnation != r.incarnation or r.state == "":
-            if silent <= self.silence_limit and time.monotonic() >= self._retry_at.get((r.name, r.incarnation), 0):
+        beating = liveness(r, now, self.silence_limit).beating
+        if verdict_on(r) == "":  # new, or back in a new incarnation
+            if beating and time.monotonic() >= self._retry_at.get((r.name, r.incarnation), 0):
                 return self._admit(r)
             return None
         if r.state == DEAD:
             return self._requeue(r, "left over from an earlier verdict") if r.assigned else None
-        if r.state == REJECTED:  # for good, unless it could not be reached: then it is verified again later
-            retry_at = self._retry_at.get((r.name, r.incarnation))
-            if retry_at is not None and time.monotonic() >= retry_at and silent <= self.silence_limit:
+        if r.state == REJECTED:  # verified again in time (_admit says when); first of all by a new master
+            if beating and time.monotonic() >= self._retry_at.get((r.name, r.incarnation), 0):
                 return self._admit(r)
             return None
-        if silent > self.silence_limit:
+        if not beating:
             return self._suspect(r, silent, others)
         if r.state == SUSPECT:
             return self._set(r, ALIVE, "beats resumed")
@@ -128,6 +142,8 @@ class Detector:
     def _done(self, name: str, task: asyncio.Task[None]) -> None:
         self.busy.pop(name, None)
         if not task.cancelled() and task.exception() is not None:
+            if isinstance(task.exception(), StaleEpoch):
+                self.stale = task.exception()  # type: ignore[assignment]
             log.warning("checking node %s failed: %s", name, task.exception())
 
     async def _set(self, r: NodeRecord, state: str, reason: str, extra: dict[str, object] | None = None) -> None:
@@ -135,14 +151,20 @@ class Detector:
             log.info("node %s is %s: %s", r.name, state, reason)
 
     async def _admit(self, r: NodeRecord) -> None:
+        off = skew_refusal(r.clock_skew)  # its clock against the store's, never against this master's own
+        if off is not None:
+            self._retry_at[(r.name, r.incarnation)] = time.monotonic() + self.interval
+            if not (verdict_on(r) == REJECTED and r.reason.startswith(CLOCK_REFUSAL)):  # said once, not every beat
+                await self._set(r, REJECTED, off)
+            return
         verdict = await self.prober.verify(r.grpc, r.name, timeout_s=max(1.0, self.interval))
         if verdict:
             self._retry_at.pop((r.name, r.incarnation), None)
             await self._set(r, ALIVE, f"joined (incarnation {r.incarnation}): proved it holds the cluster token")
             return
         reason = str(getattr(verdict, "reason", "") or "verification failed")
-        if getattr(verdict, "unreachable", False):
-            self._retry_at[(r.name, r.incarnation)] = time.monotonic() + REVERIFY_AFTER
+        later = REVERIFY_AFTER if getattr(verdict, "unreachable", False) else REVERIFY_REFUSED
+        self._retry_at[(r.name, r.incarnation)] = time.monotonic() + later
         await self._set(r, REJECTED, f"verification failed: {reason}")
 
     async def _suspect(self, r: NodeRecord, silent: float, others: list[NodeRecord]) -> None:
@@ -154,7 +176,7 @@ class Detector:
             if silent > 3 * self.silence_limit:
                 await self._declare_dead(r, f"no beat for {silent:.0f}s though it answers probes: it cannot report")
             return
-        helpers = [o for o in others if o.state == ALIVE and o.admitted and self.registry_fresh(o, r)]
+        helpers = [o for o in others if verdict_on(o) == ALIVE and self.registry_fresh(o, r)]
         helpers = random.sample(helpers, min(self.indirect_probes, len(helpers)))
         answers = await asyncio.gather(
             *(self.prober.ask_alive(h.name, h.grpc, r.name, r.grpc, timeout * 2) for h in helpers),

@@ -11,6 +11,12 @@ Three things shorten the wait for a lapsed lease without weakening it:
   frees its lease (break.lua) instead of waiting for it to run out; a master that is merely slow or cut
   off does not refuse, so it keeps its lease until the lease expires;
 - a master that cannot renew steps down by its own clock before its lease can have expired.
+
+A term is one epoch, and the master's duties (scheduler, failure detector) are what it is for: a duty that
+stops, for whatever reason, ends the term (``duty_stopped``): the master steps down, says why on the
+timeline and frees the lease, and the next election starts a new term with its duties running. The epoch
+never goes backwards: every node remembers the highest it has seen, and a new term starts above it
+(``NodeRegistry.take_lease``), so a store that lost writes cannot give two terms one number.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import orjson
 
 from shoal.cluster.heartbeat import REQUEST_ELECTION, Heartbeat
 from shoal.config import NodeConfig, split_addr
-from shoal.store.nodes import DEAD, REJECTED, NodeRecord, NodeRegistry
+from shoal.liveness import liveness
+from shoal.store.nodes import NodeRecord, NodeRegistry
 
 log = logging.getLogger("shoal.cluster.election")
 
@@ -50,14 +57,7 @@ async def port_refuses(addr: str, timeout_s: float) -> bool:
 
 def standing_order(records: list[NodeRecord], now: float, alive_within: float, handover: str | None) -> list[str]:
     """Who may stand for master, first to last: a named successor, then by priority (high first) and name."""
-    eligible = [
-        r
-        for r in records
-        if r.master_eligible
-        and not r.draining
-        and now - r.last_beat <= alive_within
-        and not (r.state in (DEAD, REJECTED) and r.state_incarnation == r.incarnation)
-    ]
+    eligible = [r for r in records if r.master_eligible and liveness(r, now, alive_within).may_stand]
     order = [r.name for r in sorted(eligible, key=lambda r: (-r.priority, r.name))]
     if handover in order:
         order.remove(handover)
@@ -89,6 +89,7 @@ class Election:
         self.master: str | None = None
         self.elections_won = 0
         self._lease_until = 0.0  # monotonic time before which the lease surely has not expired
+        self._resign: tuple[int, str] | None = None  # (epoch, why) of a term whose duty stopped
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -104,6 +105,11 @@ class Election:
         return self.is_master and time.monotonic() < self._lease_until
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def duty_stopped(self, epoch: int, why: str) -> None:
+        """A master duty of term ``epoch`` stopped: end that term at once (from this loop, not the duty's)."""
+        self._resign = (epoch, why)
         self._wake.set()
 
     async def run(self) -> None:
@@ -139,6 +145,8 @@ class Election:
     async def tick(self) -> None:
         async with self._lock:
             try:  # a store that does not answer must not hold this loop past the lease
+                if self._resign is not None:
+                    await self._end_term(*self._resign)
                 if self.is_master:
                     await asyncio.wait_for(self._renew(), self.interval)
                 elif self.config.master_eligible:
@@ -155,7 +163,7 @@ class Election:
 
     async def _renew(self) -> None:
         asked = time.monotonic()
-        state = await self.registry.take_lease(self.config.name, self.lease_ttl)
+        state = await self.registry.take_lease(self.config.name, self.lease_ttl, term=self.epoch)
         self.master = state.holder
         if state.verdict == "held":
             log.warning("%s holds the master lease now (epoch %d); stepping down", state.holder, state.epoch)
@@ -191,7 +199,7 @@ class Election:
                 self.master = holder
                 return
         asked = time.monotonic()
-        state = await self.registry.take_lease(self.config.name, self.lease_ttl)
+        state = await self.registry.take_lease(self.config.name, self.lease_ttl, term=0)
         self.master = state.holder
         if state.verdict != "held":
             self._lease_until = asked + self.lease_ttl * SAFE_SHARE
@@ -202,9 +210,10 @@ class Election:
         master = await self.registry.get(holder)
         if master is None:
             return
-        silent = await self.registry.now() - master.last_beat
-        if silent < 1.5 * self.interval:
+        now = await self.registry.now()
+        if liveness(master, now, 1.5 * self.interval).beating:
             return
+        silent = now - master.last_beat
         if await port_refuses(master.grpc, timeout_s=min(0.5, self.interval)):
             rule = f"no beat for {silent:.1f}s and its gRPC port refuses connections: process gone"
             if await self.registry.break_lease(holder, rule):
@@ -222,6 +231,15 @@ class Election:
         if self.epoch is not None:
             self.epoch = None
             await self.on_deposed()
+
+    async def _end_term(self, epoch: int, why: str) -> None:
+        """Step down from term ``epoch`` because a duty stopped, say why on the timeline, free the lease."""
+        self._resign = None
+        if self.epoch != epoch:  # that term is over already
+            return
+        log.warning("stepping down from epoch %d: %s", epoch, why)
+        await self._step_down()
+        await self.registry.release_lease(self.config.name, None, note_ttl_s=self.lease_ttl, why=why, epoch=epoch)
 
     async def hand_over(self, candidate: str | None) -> bool:
         """Give the master role away now (to ``candidate``, or the next in line); False if not master."""

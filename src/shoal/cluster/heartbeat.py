@@ -1,7 +1,8 @@
 """This node's presence in the cluster: its record, its beats, its incarnation.
 
 Every ``heartbeat_interval`` the node writes its record (addresses, slots, load) with the Redis clock and
-announces itself on the ``public`` channel in the seed's message shape. Each start, and each return after
+announces itself on the ``public`` channel in the seed's message shape. Each beat also measures how far
+this node's wall clock is from the store's (``shoal.clock``) and records it. Each start, and each return after
 being declared dead, is a new incarnation: the master verifies it again before giving it work, and the
 node first drops whatever it still ran, since the master has already handed those tasks to others.
 """
@@ -17,7 +18,9 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from shoal.clock import NodeClock
 from shoal.config import NodeConfig
+from shoal.liveness import verdict
 from shoal.store.nodes import DEAD, NodeRecord, NodeRegistry
 
 log = logging.getLogger("shoal.cluster.heartbeat")
@@ -39,8 +42,10 @@ class Heartbeat:
         on_declared_dead: Callable[[], Awaitable[None]],
         on_beat: Callable[[], None] = lambda: None,
         cache_stats: Callable[[], dict[str, int]] | None = None,
+        clock: NodeClock | None = None,
     ) -> None:
         self.config = config
+        self.clock = clock or NodeClock()
         self.registry = registry
         self.types = types
         self.load = load
@@ -71,7 +76,6 @@ class Heartbeat:
             host=c.host,
             http=c.advertised(c.http),
             grpc=c.advertised(c.grpc),
-            proxy=c.advertised(c.proxy) if c.proxy_enabled else "",
             slots=c.slots,
             running=self.load(),
             pid=os.getpid(),
@@ -96,7 +100,7 @@ class Heartbeat:
 
     async def tick(self) -> None:
         try:
-            await asyncio.wait_for(self.registry.beat(self.record()), self.config.heartbeat_interval)
+            await asyncio.wait_for(self.registry.beat(self.record(), self.clock), self.config.heartbeat_interval)
             message = {"kind": HEARTBEAT, "who": self.config.name, "alive": True, "incarnation": self.incarnation,
                        "load": self.load()}  # fmt: skip
             await self.registry.redis.publish(self.registry.keys.public, orjson.dumps(message))
@@ -110,7 +114,7 @@ class Heartbeat:
             return
         if mine is not None:
             self.state, self.reason = mine.state, mine.reason
-            if mine.state == DEAD and mine.state_incarnation == self.incarnation:
+            if mine.incarnation == self.incarnation and verdict(mine) == DEAD:
                 await self._come_back(mine.reason)
         self.on_beat()
 

@@ -1,14 +1,17 @@
 """The master's duties, started when this node wins the lease and stopped when it loses it.
 
 One term = one epoch: ``establish(epoch)`` starts a scheduler and a failure detector built for that
-epoch; ``revoke()`` stops them. A duty that finds its epoch stale (another master took over) stops
-itself; the election notices the lost lease on its next renewal.
+epoch; ``revoke()`` stops them. A duty that stops ends the term: one that finds its epoch stale (another
+master took over, or the store lost the term), one that returns, and one that keeps failing for a whole
+lease; ``on_stopped(epoch, why)`` tells the election, which steps down and says why. A duty that fails
+now and then (the store restarting) is started again. ``stopped()`` says why a master is not ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -35,6 +38,7 @@ class LeaderRole:
         interval: float,
         dead_after: int,
         may_write: Callable[[], bool],
+        on_stopped: Callable[[int, str], None] = lambda epoch, why: None,
         owner_of: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
@@ -44,16 +48,19 @@ class LeaderRole:
         self.interval = interval
         self.dead_after = dead_after
         self.may_write = may_write
+        self.on_stopped = on_stopped
         self.owner_of = owner_of
         self.scheduler: Scheduler | None = None
         self.detector: Detector | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = ""  # why a duty of the current term stopped, until the term ends
 
     def __repr__(self) -> str:
         return f"<LeaderRole {self.me} scheduler={self.scheduler!r} detector={self.detector!r}>"
 
     async def establish(self, epoch: int) -> None:
         await self.revoke()
+        self._stopped = ""
         self.scheduler = Scheduler(
             store=self.store,
             registry=self.registry,
@@ -73,27 +80,51 @@ class LeaderRole:
             dead_after=self.dead_after,
         )
         self._tasks = [
-            asyncio.create_task(self._keep(self.detector.run, "detector"), name="detector"),
-            asyncio.create_task(self._keep(self.scheduler.run, "scheduler"), name="scheduler"),
+            asyncio.create_task(self._keep(epoch, self.detector.run, "detector"), name="detector"),
+            asyncio.create_task(self._keep(epoch, self.scheduler.run, "scheduler"), name="scheduler"),
         ]
 
-    async def _keep(self, run: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
-        """Run a duty until the term ends; restart it after an unexpected error (e.g. Redis restarting)."""
+    async def _keep(self, epoch: int, run: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
+        """Run a duty for the whole term; restart it after an unexpected error (e.g. Redis restarting),
+        and end the term when it stops for good."""
+        lease_s = self.interval * self.dead_after
+        failing_since: float | None = None
         while True:
+            started = time.monotonic()
             try:
                 await run()
+                why = f"the {what} stopped"
             except StaleEpoch as exc:
-                log.warning("deposed: %s; the %s stops", exc, what)
-                return
+                why = f"the {what} stopped: {exc}"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("the %s failed (%s); restarting it", what, exc)
-                await asyncio.sleep(0.5)
+                now = time.monotonic()
+                if failing_since is None or now - started > lease_s:  # it ran a while: a new run of failures
+                    failing_since = started
+                if now - failing_since <= lease_s:
+                    log.warning("the %s failed (%s); restarting it", what, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                why = f"the {what} kept failing for {now - failing_since:.1f}s: {type(exc).__name__}: {exc}"
+            self._stopped = why
+            log.warning("%s; ending the term (epoch %d)", why, epoch)
+            self.on_stopped(epoch, why)
+            return
+
+    def stopped(self) -> str:
+        """Why a duty of this term is not running ("" while all run, or while this node is not master)."""
+        if self._stopped:
+            return self._stopped
+        for task in self._tasks:
+            if task.done():
+                return f"the {task.get_name()} is not running"
+        return ""
 
     async def revoke(self) -> None:
         tasks, self._tasks = self._tasks, []
         self.scheduler = self.detector = None
+        self._stopped = ""
         for task in tasks:
             task.cancel()
         for task in tasks:

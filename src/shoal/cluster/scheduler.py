@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 
 from shoal.cache.keys import http_key
 from shoal.keys import SCHEDULER_GROUP
+from shoal.liveness import liveness
 from shoal.store.nodes import NodeRecord, NodeRegistry
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import TaskStore
@@ -402,7 +403,7 @@ class Scheduler:
             return []
         if time.monotonic() - self._nodes_read > NODES_TTL:
             now, records = await self.registry.all_with_time()
-            self._nodes = [n for n in records if n.schedulable(now, self.alive_within, ignore_load=True)]
+            self._nodes = [n for n in records if n.run_tasks and liveness(n, now, self.alive_within).healthy]
             self._nodes_read = time.monotonic()
         return self._nodes
 

@@ -105,6 +105,8 @@ class PeerClient:
         my_name: this node's name, sent (signed) with every call.
         idle_s: a channel unused this long is closed.
         options: channel arguments.
+        signing_clock: the time calls are signed with: the node's reading of the store's clock
+            (``NodeClock.store_time``), so that a node with a wrong clock is not refused by the others.
     """
 
     def __init__(
@@ -115,10 +117,11 @@ class PeerClient:
         idle_s: float = DEFAULT_IDLE_S,
         options: tuple[tuple[str, Any], ...] = PEER_CHANNEL_OPTIONS,
         clock: Callable[[], float] = time.monotonic,
+        signing_clock: Callable[[], float] = time.time,
     ) -> None:
         self.keeper = keeper
         self.my_name = my_name
-        self.signer = CallSigner(keeper, my_name)
+        self.signer = CallSigner(keeper, my_name, clock=signing_clock)
         self.idle_s = idle_s
         self._options = list(options)
         self._clock = clock

@@ -5,15 +5,15 @@ reflection.
 ``start_rpc_server`` binds (port 0 picks a free port), starts, and returns an ``RpcServer`` that knows
 its port. The standard health service reports SERVING for the whole server ("") and for each shoal
 service while the node serves, and NOT_SERVING from the moment shutdown begins, so a balancer drains the
-node before its port closes. Anyone may call it; the Watch streams of callers without credentials are
-capped apart (``shoal.rpc.health``), so they cannot take the calls token holders need.
+node before its port closes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -23,7 +23,6 @@ from grpc_reflection.v1alpha import reflection
 from shoal._utils import is_digits
 from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken, ServerInterceptor
 from shoal.rpc.convert import cache_grpc, el_grpc, hb_grpc, pb_grpc
-from shoal.rpc.health import WATCH, PublicHealth, public_watch_limit
 from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
 from shoal.rpc.services.cache import SERVICE_NAME as CACHE_SERVICE
 from shoal.rpc.services.cache import SHARDS_SERVICE_NAME as CACHE_SHARDS_SERVICE
@@ -38,6 +37,19 @@ from shoal.rpc.tokens import TokenKeeper
 from shoal.types import CacheAPI, CacheOwnerAPI, PeerAPI, TaskAPI
 
 log = logging.getLogger("shoal.rpc.server")
+
+
+class _Health(Protocol):
+    """The asyncio health servicer (``grpc_health.v1.health.aio``), which the type stubs do not know."""
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
+def _health_servicer() -> _Health:
+    servicer: _Health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    return servicer
 
 
 #: Services that only nodes may call: the user bearer token is refused on them.
@@ -87,7 +99,7 @@ class RpcServer:
         *,
         host: str,
         port: int,
-        health_servicer: PublicHealth,
+        health_servicer: _Health,
         tasks_servicer: TasksServicer,
         services: Sequence[str],
         keeper: TokenKeeper,
@@ -150,6 +162,7 @@ async def start_rpc_server(
     cache_owner: CacheOwnerAPI | None = None,
     cache_max_value: int = 0,
     node_name: str = "",
+    node_clock: Callable[[], float] = time.time,
 ) -> RpcServer:
     """Build, bind and start the server.
 
@@ -163,20 +176,21 @@ async def start_rpc_server(
         authenticators: accepted beside the token and node credentials.
         interceptors: run after the auth interceptor; the handlers they return serve authenticated calls
             only (a refused call is answered by the auth interceptor's own handler).
-        maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED; health Watch streams
-            without credentials may take a quarter of them at most (``shoal.rpc.health``).
+        maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED.
         node_auth_window_s: how far a node call's timestamp may be from this node's clock.
         cache: what the Cache service serves (users); without it the service is not registered.
         cache_owner: this node's shard, served to the other nodes by CacheShards.
         cache_max_value: the largest cache value: messages up to it (and their fields) are accepted.
         node_name: this node's name, as the Cache service's Stats names it and as node calls must be signed
             for (default: the peer's name; with neither, no node call is accepted).
+        node_clock: the time node calls' timestamps are held to: the node's reading of the store's clock
+            (``NodeClock.store_time``), as callers sign with theirs.
     Raises:
         OSError: when the address cannot be bound.
     """
     keeper = token if isinstance(token, TokenKeeper) else TokenKeeper(token)
     me = node_name or (peer.identity()[0] if peer is not None else "")
-    node_auth = NodeCredentials(keeper, name=me, window_s=node_auth_window_s)
+    node_auth = NodeCredentials(keeper, name=me, window_s=node_auth_window_s, clock=node_clock)
     interceptor = AuthInterceptor([BearerToken(keeper, node_only=NODE_SERVICES), node_auth, *authenticators])
     server = grpc.aio.server(
         interceptors=[interceptor, *interceptors],
@@ -196,10 +210,7 @@ async def start_rpc_server(
     if cache_owner is not None:
         cache_grpc.add_CacheShardsServicer_to_server(CacheShardsServicer(cache_owner), server)
         shoal_services += (CACHE_SHARDS_SERVICE,)
-    health_servicer = PublicHealth(
-        max_public_watches=public_watch_limit(maximum_concurrent_rpcs),
-        is_member=lambda metadata: interceptor.check(WATCH, metadata) is None,
-    )
+    health_servicer = _health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*shoal_services, health.SERVICE_NAME, reflection.SERVICE_NAME),

@@ -16,55 +16,17 @@ import orjson
 from redis.asyncio import Redis
 
 from shoal._utils import is_digits
+from shoal.clock import NodeClock
 from shoal.errors import StaleEpoch
 from shoal.keys import Keys
+from shoal.models import ALIVE, DEAD, REJECTED, SUSPECT, NodeRecord
 from shoal.store.scripts import Scripts
 
-ALIVE, SUSPECT, DEAD, REJECTED = "alive", "suspect", "dead", "rejected"
+__all__ = ["ALIVE", "DEAD", "LEFT_TTL_S", "REJECTED", "SUSPECT", "LeaseState", "NodeRecord", "NodeRegistry"]
+
 #: Seconds the record of a node that left stays behind, marked draining (far longer than any master
 #: keeps a list of nodes before placing from it).
 LEFT_TTL_S = 60
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
-    """A node as it last described itself, and what the master last decided about it."""
-
-    name: str
-    host: str
-    http: str
-    grpc: str
-    slots: int
-    running: int
-    pid: int
-    types: tuple[str, ...]
-    run_tasks: bool
-    last_beat: float
-    incarnation: int = 0
-    priority: int = 0
-    master_eligible: bool = True
-    draining: bool = False
-    state: str = ""  # the master's verdict; "" until it has seen this node
-    state_incarnation: int = 0  # the incarnation the verdict is about
-    reason: str = ""
-    assigned: int = 0  # tasks placed on it and not finished
-    cache: dict[str, int] | None = None  # its cache shard's stats as of its last beat
-    proxy: str = ""  # its forward proxy's advertised host:port; "" when it runs none
-
-    @property
-    def admitted(self) -> bool:
-        """Verified by the master in its current incarnation, and not since declared dead or rejected."""
-        return self.state in (ALIVE, SUSPECT) and self.state_incarnation == self.incarnation
-
-    def schedulable(self, now: float, alive_within: float, *, ignore_load: bool = False) -> bool:
-        return (
-            self.run_tasks
-            and not self.draining
-            and self.state == ALIVE
-            and self.admitted
-            and now - self.last_beat <= alive_within
-            and (ignore_load or self.assigned < self.slots)
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +45,14 @@ class NodeRegistry:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
+        #: The highest epoch this node has seen. The store may lose writes (a restart without persistence, a
+        #: failover to a replica that lagged) and with them its epoch; a term this node starts begins above it.
+        self.highest_epoch = 0
+
+    def saw_epoch(self, epoch: int) -> int:
+        """Remember ``epoch`` if it is the highest seen so far; return it."""
+        self.highest_epoch = max(self.highest_epoch, epoch)
+        return epoch
 
     async def _run(self, script: str, *args: Any) -> builtins.list[Any]:
         reply: Any = await self.scripts.run(script, self.keys.prefix, *args)
@@ -90,16 +60,24 @@ class NodeRegistry:
             return [reply]
         return [v.decode() if isinstance(v, bytes) else v for v in reply]
 
-    async def beat(self, record: NodeRecord) -> float:
-        """Write this node's own fields with the Redis clock as its beat time, and return that time."""
+    async def beat(self, record: NodeRecord, clock: NodeClock | None = None) -> float:
+        """Write this node's own fields with the Redis clock as its beat time, and return that time.
+
+        With ``clock``, also measure how far the node's wall clock is from the store's (read on both sides of
+        the ``TIME`` call, so the round trip does not count), tell ``clock``, and record it as ``clock_skew``.
+        """
+        before = clock.wall() if clock is not None else 0.0
         secs, micros = await self.redis.time()
         now = secs + micros / 1e6
+        skew = None
+        if clock is not None:
+            skew = round((before + clock.wall()) / 2 - now, 3)
+            clock.observe(skew)
         fields: dict[Any, Any] = {
             "name": record.name,
             "host": record.host,
             "http": record.http,
             "grpc": record.grpc,
-            "proxy": record.proxy,
             "slots": record.slots,
             "running": record.running,
             "pid": record.pid,
@@ -113,6 +91,8 @@ class NodeRegistry:
         }
         if record.cache is not None:
             fields["cache"] = orjson.dumps(record.cache)
+        if skew is not None:
+            fields["clock_skew"] = skew
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.node(record.name), mapping=fields)
             pipe.persist(self.keys.node(record.name))  # back within LEFT_TTL_S of leaving: keep the record
@@ -174,7 +154,7 @@ class NodeRegistry:
         """Record the master's verdict on a node, fenced by ``epoch``; False if it was already so."""
         reply = await self._run("member", epoch, name, state, incarnation, reason, orjson.dumps(extra or {}))
         if reply[0] == "stale":
-            raise StaleEpoch(epoch, int(reply[1]))
+            raise StaleEpoch(epoch, self.saw_epoch(int(reply[1])))
         return bool(reply[0] == "ok")
 
     async def note(self, kind: str, node: str, rule: str, epoch: int, extra: dict[str, Any] | None = None) -> None:
@@ -197,15 +177,26 @@ class NodeRegistry:
 
     # -- the lease -------------------------------------------------------------------------------
 
-    async def take_lease(self, name: str, ttl_s: float) -> LeaseState:
-        reply = await self._run("lease", name, int(ttl_s * 1000))
-        if reply[0] == "held":
-            return LeaseState("held", reply[1], int(reply[2]))
-        return LeaseState(reply[0], name, int(reply[1]))
+    async def take_lease(self, name: str, ttl_s: float, term: int | None = None) -> LeaseState:
+        """Renew the lease of ``term`` (the epoch this node is master in, 0 for none), or take it if free.
 
-    async def release_lease(self, name: str, candidate: str | None = None, note_ttl_s: float = 5.0) -> bool:
-        """Give up the lease now, naming the node that should take it (``None``: the next in line)."""
-        reply = await self._run("release", name, candidate or "", int(note_ttl_s * 1000))
+        A lease that is this node's but not in ``term`` (the store lost the term, or this node is not acting
+        as master in it) is taken as a new term; ``term=None`` renews whatever term the store has. A new
+        term's epoch is above both the store's and every epoch this node has seen, so the epoch never goes
+        backwards (lease.lua).
+        """
+        floor = self.highest_epoch
+        reply = await self._run("lease", name, int(ttl_s * 1000), "" if term is None else term, floor)
+        if reply[0] == "held":
+            return LeaseState("held", reply[1], self.saw_epoch(int(reply[2])))
+        return LeaseState(reply[0], name, self.saw_epoch(int(reply[1])))
+
+    async def release_lease(
+        self, name: str, candidate: str | None = None, note_ttl_s: float = 5.0, why: str = "", epoch: int = 0
+    ) -> bool:
+        """Give up the lease now, naming the node that should take it (``None``: the next in line); with
+        ``why``, write on the timeline, in the same step, that the master of ``epoch`` stepped down and why."""
+        reply = await self._run("release", name, candidate or "", int(note_ttl_s * 1000), why, epoch)
         return bool(reply[0])
 
     async def break_lease(self, holder: str, rule: str) -> bool:
@@ -217,7 +208,7 @@ class NodeRegistry:
     async def master(self) -> tuple[str | None, int]:
         reply: Any = await self.redis.mget(self.keys.lease, self.keys.epoch)
         holder, epoch = reply
-        return (holder.decode() if holder else None), int(epoch or 0)
+        return (holder.decode() if holder else None), self.saw_epoch(int(epoch or 0))
 
     async def handover(self) -> str | None:
         """The node a leaving master named to take over, while that note lasts."""
@@ -238,7 +229,6 @@ def _record(fields: dict[bytes, bytes], assigned: int) -> NodeRecord:
         host=s("host"),
         http=s("http"),
         grpc=s("grpc"),
-        proxy=s("proxy"),
         slots=i("slots"),
         running=i("running"),
         pid=i("pid"),
@@ -254,7 +244,17 @@ def _record(fields: dict[bytes, bytes], assigned: int) -> NodeRecord:
         reason=s("reason"),
         assigned=assigned,
         cache=_stats(fields.get(b"cache")),
+        clock_skew=_number(s("clock_skew")),
     )
+
+
+def _number(text: str) -> float | None:
+    """A float the registry wrote; None when absent or unreadable."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
 
 
 def _stats(raw: bytes | None) -> dict[str, int] | None:

@@ -1,5 +1,9 @@
 -- Give up the master lease at once, if this node still holds it, naming who should take it next.
--- ARGV: prefix, node, candidate ('' = the next in line), ttl of the handover note in ms. Returns 1 or 0.
+-- ARGV: prefix, node, candidate ('' = the next in line), ttl of the handover note in ms, and optionally why
+-- the master steps down with the epoch of its term, written on the membership timeline. Returns 1 or 0.
+if ARGV[5] and ARGV[5] ~= '' then
+  timeline('stepped down', ARGV[2], ARGV[5], ARGV[6] or '0', '{}')
+end
 if redis.call('GET', P .. 'lease') == ARGV[2] then
   redis.call('DEL', P .. 'lease')
   if ARGV[3] ~= '' then

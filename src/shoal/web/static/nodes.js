@@ -1,5 +1,5 @@
-// The nodes page: every node with its state, role (the master highlighted), epoch, load, cache use and
-// last beat; tasks finished per second; and the membership timeline with the rule behind each verdict and the
+// The nodes page: every node with its state, role (the master highlighted), epoch, load, cache use, last
+// beat and clock skew; tasks finished per second; and the membership timeline with the rule behind each verdict and the
 // tasks it re-placed. Heartbeats and verdicts arrive live; the view is re-read at most once a second.
 
 import { get } from './api.js';
@@ -44,6 +44,15 @@ function cacheCell(n) {
       `${fmtNumber(c.items)} item${c.items === 1 ? '' : 's'} · ${ratio}${evicted}`));
 }
 
+// How far the node's clock is from the store's, as its last beat measured: "+12 ms", "-45.0 s".
+function skewCell(n) {
+  if (typeof n.clock_skew !== 'number') return h('span', { class: 'hint' }, '–');
+  const s = n.clock_skew;
+  const text = Math.abs(s) < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(1)} s`;
+  return h('span', { class: 'skew', title: `clock ${s >= 0 ? 'ahead of' : 'behind'} the store's` },
+    `${s > 0 ? '+' : ''}${text}`);
+}
+
 function nodeRow(n) {
   const master = view.master === n.name;
   return h('tr', { class: master ? 'master' : '', dataset: { node: n.name, state: n.state } },
@@ -58,6 +67,7 @@ function nodeRow(n) {
       n.state === 'dead' || n.state === 'rejected' ? h('span', { class: 'hint' }, `– / ${n.slots}`) : loadBar(n)),
     h('td', { dataset: { label: 'Cache' } }, cacheCell(n)),
     h('td', { dataset: { label: 'Last beat' } }, n.last_beat ? age(n.last_beat, ' ago') : 'never'),
+    h('td', { dataset: { label: 'Clock skew' } }, skewCell(n)),
     h('td', { dataset: { label: 'Why' }, class: 'reason' }, n.reason || '–'));
 }
 
