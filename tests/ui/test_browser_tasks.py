@@ -39,7 +39,7 @@ def test_sign_in_keeps_the_token_out_of_urls_and_sign_out_ends_it(cluster: list[
     sign_in(page, node)
     expect(page.locator("#served-by")).to_have_text(node.name)
     cookies = {c["name"]: c for c in page.context.cookies()}
-    session = cookies["shoal_session"]
+    session = cookies[f"shoal_session_{node.http_port}"]
     assert session["httpOnly"] and session["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""  # scripts cannot read it
     assert urls and not any(node.token in url for url in urls)

@@ -1,20 +1,26 @@
-"""The task center's session over HTTP, against a real node: sign-in cookie, CSRF, pages, CORS, headers.
+"""The task center's session over HTTP, against real nodes: sign-in cookie, CSRF, pages, CORS, headers.
 
-These are what a browser relies on but does not show: the cookie's flags, the token never in a URL, a
-cookie-authenticated change refused without the CSRF header (and nothing changed), cross-origin answers
-only for the cluster's own nodes.
+These are what a browser relies on but does not show: the cookie's flags, neither the token nor anything
+made from it in a cookie or a URL, a session that every node of the cluster knows and that sign-out or
+expiry ends everywhere, a cookie-authenticated change refused without the CSRF header (and nothing
+changed), cross-origin answers only for the cluster's own nodes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from shoal.auth import token_id
+from shoal.testing import wait_for
 from shoal.web.ui.pages import static_tag
-from shoal.web.ui.session import COOKIE, CSRF_HEADER, csrf_token
+from shoal.web.ui.session import COOKIE_PREFIX, CSRF_HEADER
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +36,28 @@ def sign_in(client: httpx.Client, token: str, next_path: str = "/") -> httpx.Res
     return client.post("/signin", data={"token": token, "next": next_path}, headers={"Origin": str(client.base_url)})
 
 
+def cookie_of(node: Any) -> str:
+    """The name of the session cookie a node sets: its HTTP port in it."""
+    return f"{COOKIE_PREFIX}{node.http_port}"
+
+
+def csrf_of(page: httpx.Response) -> str:
+    """The CSRF token a signed-in page carries."""
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def with_cookie(node: Any, name: str, value: str) -> httpx.Client:
+    """A fresh client on ``node`` holding one cookie, as a browser that kept it would send it."""
+    return httpx.Client(base_url=node.http_url, timeout=20, follow_redirects=False, cookies={name: value})
+
+
+def with_cookies(node: Any) -> httpx.Client:
+    """A client on ``node`` that keeps cookies and does not follow redirects."""
+    return httpx.Client(base_url=node.http_url, timeout=20, follow_redirects=False)
+
+
 def test_pages_send_a_stranger_to_sign_in_and_the_token_sets_a_strict_cookie(
     browser_like: httpx.Client, shoal_node: Any
 ) -> None:
@@ -40,7 +68,7 @@ def test_pages_send_a_stranger_to_sign_in_and_the_token_sets_a_strict_cookie(
 
     wrong = sign_in(browser_like, "not-the-token", "/nodes")
     assert wrong.status_code == 401 and "wrong token" in wrong.text
-    assert COOKIE not in browser_like.cookies and "set-cookie" not in wrong.headers
+    assert not browser_like.cookies and "set-cookie" not in wrong.headers
 
     empty = sign_in(browser_like, "  ", "/nodes")
     assert empty.status_code == 400 and "token is required" in empty.text
@@ -50,13 +78,14 @@ def test_pages_send_a_stranger_to_sign_in_and_the_token_sets_a_strict_cookie(
     cookie = ok.headers["set-cookie"]
     flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
     assert {"httponly", "path", "samesite", "max-age"} <= flags, cookie
-    assert "samesite=strict" in cookie.lower()
+    assert "samesite=strict" in cookie.lower() and "path=/;" in cookie.lower() + ";"
+    assert cookie.startswith(cookie_of(shoal_node) + "=")
     assert shoal_node.token not in ok.headers["location"]
 
     page = browser_like.get("/nodes")
     assert page.status_code == 200
-    assert f'<meta name="csrf-token" content="{csrf_token(shoal_node.token)}">' in page.text
-    assert shoal_node.token not in page.text  # the token stays in the HttpOnly cookie
+    assert len(csrf_of(page)) >= 32
+    assert shoal_node.token not in page.text
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
     assert page.headers["cache-control"] == "no-store"
@@ -64,7 +93,7 @@ def test_pages_send_a_stranger_to_sign_in_and_the_token_sets_a_strict_cookie(
 
 def test_sign_in_refuses_other_origins_and_foreign_next(browser_like: httpx.Client, shoal_node: Any) -> None:
     forged = browser_like.post("/signin", data={"token": shoal_node.token}, headers={"Origin": "http://evil.example"})
-    assert forged.status_code == 403 and COOKIE not in browser_like.cookies
+    assert forged.status_code == 403 and not browser_like.cookies
     away = sign_in(browser_like, shoal_node.token, "//evil.example/x")
     assert away.status_code == 303 and away.headers["location"] == "/"
 
@@ -73,6 +102,7 @@ def test_the_cookie_authenticates_the_api_and_changes_need_the_csrf_header(
     browser_like: httpx.Client, shoal_node: Any
 ) -> None:
     sign_in(browser_like, shoal_node.token)
+    csrf = csrf_of(browser_like.get("/"))
     listed = browser_like.get("/api/v1/tasks")
     assert listed.status_code == 200 and listed.json()["total"] == 0
     spec = {"name": "by cookie", "type": "echo", "target": "x"}
@@ -83,7 +113,7 @@ def test_the_cookie_authenticates_the_api_and_changes_need_the_csrf_header(
     assert wrong.status_code == 403
     assert browser_like.get("/api/v1/tasks").json()["total"] == 0  # the refusals changed nothing
 
-    made = browser_like.post("/api/v1/tasks", json=spec, headers={CSRF_HEADER: csrf_token(shoal_node.token)})
+    made = browser_like.post("/api/v1/tasks", json=spec, headers={CSRF_HEADER: csrf})
     assert made.status_code == 201, made.text
     # a bearer caller needs no CSRF token, cookie or not
     bearer = httpx.post(f"{shoal_node.http_url}/api/v1/tasks", json=spec, headers=shoal_node.headers(), timeout=20)
@@ -91,15 +121,71 @@ def test_the_cookie_authenticates_the_api_and_changes_need_the_csrf_header(
     assert browser_like.get("/api/v1/tasks").json()["total"] == 2
 
 
-def test_sign_out_needs_the_csrf_token_and_ends_the_session(browser_like: httpx.Client, shoal_node: Any) -> None:
-    sign_in(browser_like, shoal_node.token)
+def test_sign_out_needs_the_csrf_token_and_ends_the_session_on_every_node(node_factory: Any) -> None:
+    first = node_factory("node-1")
+    other = node_factory("node-2")
+    with with_cookies(first) as browser_like:
+        sign_out_everywhere(browser_like, first, other)
+
+
+def sign_out_everywhere(browser_like: httpx.Client, first: Any, other: Any) -> None:
+    sign_in(browser_like, first.token)
+    kept = browser_like.cookies[cookie_of(first)]  # what a browser (or a thief) kept of the session
     forged = browser_like.post("/signout", data={"csrf": "nope"})
     assert forged.status_code == 403 and browser_like.get("/api/v1/tasks").status_code == 200
-    out = browser_like.post("/signout", data={"csrf": csrf_token(shoal_node.token)})
+    out = browser_like.post("/signout", data={"csrf": csrf_of(browser_like.get("/"))})
     assert out.status_code == 303 and out.headers["location"] == "/signin"
-    assert COOKIE not in browser_like.cookies
+    assert not browser_like.cookies
     assert browser_like.get("/api/v1/tasks").status_code == 401
     assert browser_like.get("/").status_code == 303
+    for node in (first, other):  # the old cookie, sent again, is refused by every node
+        with with_cookie(node, cookie_of(first), kept) as replay:
+            refused = replay.get("/api/v1/tasks")
+            assert refused.status_code == 401 and "sign in again" in refused.json()["message"]
+            assert replay.get("/nodes").headers["location"] == "/signin?next=%2Fnodes"
+
+
+def test_the_cookie_holds_a_random_session_id_never_the_token_and_every_node_takes_it(
+    node_factory: Any, redis_url: str
+) -> None:
+    first = node_factory("node-1")
+    other = node_factory("node-2")
+    ids = []
+    for _ in range(2):
+        with with_cookies(first) as browser:
+            sign_in(browser, first.token)
+            ids.append(browser.cookies[cookie_of(first)])
+    token = first.token
+    for value in ids:
+        assert token not in value and value not in token
+        assert value not in (token_id(token), hashlib.sha256(token.encode()).hexdigest())
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", value)
+    assert ids[0] != ids[1]  # random per sign-in, so not made from the token
+    with redis.Redis.from_url(redis_url) as store:  # the store keeps a digest of the id, not the id itself
+        keys = [k.decode() for k in store.scan_iter(match="shoal:*:session:*")]
+        assert len(keys) == 2 and not any(value in key for key in keys for value in ids)
+        assert all(token not in str(store.hgetall(key)) for key in keys)
+
+    # The session opened on node-1 works on node-2 (a balancer may send the browser to either), CSRF too.
+    with with_cookie(other, cookie_of(first), ids[1]) as elsewhere:
+        page = elsewhere.get("/")
+        assert page.status_code == 200
+        made = elsewhere.post("/api/v1/tasks", json={"name": "via node-2", "type": "echo", "target": "x"},
+                              headers={CSRF_HEADER: csrf_of(page)})  # fmt: skip
+        assert made.status_code == 201, made.text
+        assert elsewhere.get("/api/v1/tasks").json()["total"] == 1
+    # A cookie with an id the cluster never gave out is refused.
+    with with_cookie(other, cookie_of(other), "x" * 43) as stranger:
+        assert stranger.get("/api/v1/tasks").status_code == 401
+
+
+def test_a_session_ends_when_it_expires(node_factory: Any) -> None:
+    node = node_factory("node-1", args=["--session-ttl", "2"])
+    with with_cookies(node) as client:
+        sign_in(client, node.token)
+        assert client.get("/api/v1/tasks").status_code == 200
+        wait_for(lambda: client.get("/api/v1/tasks").status_code == 401, 10, "the session to expire")
+        assert client.get("/").status_code == 303
 
 
 def test_cors_answers_only_the_clusters_own_origins(node_factory: Any) -> None:

@@ -4,9 +4,9 @@ The token is compared in constant time (``shoal.auth.token_matches``). The depen
 FastAPI's ``HTTPBearer`` so that the OpenAPI document shows the scheme; the check itself is ours, so a
 missing or wrong token gets shoal's 401 body and ``WWW-Authenticate: Bearer``.
 
-Without an ``Authorization`` header, the ``shoal_session`` cookie set by the sign-in page is accepted
-instead; a cookie-authenticated request that may change something must then carry the CSRF header
-(``shoal.web.ui.session``), or it gets 403. Bearer calls never need one.
+Without an ``Authorization`` header, a session cookie set by the sign-in page is accepted instead, while
+its session lives in the store; a cookie-authenticated request that may change something must then carry
+the session's CSRF header (``shoal.web.ui.session``), or it gets 403. Bearer calls never need one.
 """
 
 from __future__ import annotations
@@ -25,21 +25,43 @@ _scheme = HTTPBearer(auto_error=False, description="The cluster token (`DATA_DIR
 
 
 class TokenCheck(Protocol):
-    """Anything that says whether a token is accepted now (a rotating ``TokenKeeper`` does)."""
+    """Anything that says which tokens are accepted now (a rotating ``TokenKeeper`` does)."""
 
     def matches(self, given: str | None) -> bool: ...
+
+    def accepted(self) -> tuple[str, ...]: ...
+
+
+class _FixedToken:
+    """One token that never changes, as a TokenCheck."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def matches(self, given: str | None) -> bool:
+        return token_matches(given, self._token)
+
+    def accepted(self) -> tuple[str, ...]:
+        return (self._token,)
+
+    def __repr__(self) -> str:
+        return "_FixedToken(<hidden>)"
+
+
+def as_check(token: str | TokenCheck) -> TokenCheck:
+    """``token`` as a TokenCheck."""
+    return _FixedToken(token) if isinstance(token, str) else token
 
 
 def accepter(token: str | TokenCheck) -> Callable[[str | None], bool]:
     """``token`` as a predicate on a given token."""
-    if isinstance(token, str):
-        return lambda given: token_matches(given, token)
-    return token.matches
+    return as_check(token).matches
 
 
 def require_token(token: str | TokenCheck) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that refuses any request without the token (bearer header or session cookie)."""
-    accepts = accepter(token)
+    tokens = as_check(token)
+    accepts = tokens.matches
 
     async def check(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)]
@@ -48,11 +70,11 @@ def require_token(token: str | TokenCheck) -> Callable[..., Awaitable[None]]:
             if not accepts(credentials.credentials):
                 raise Unauthorized("wrong token")
             return
-        cookie = session.session_token(request)
-        if cookie is None:
+        if not session.presented(request):
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
-        if not accepts(cookie):
-            raise Unauthorized("wrong token: the session's token is no longer accepted; sign in again")
-        session.check_csrf(request, cookie)
+        found = await session.current(request, tokens)
+        if found is None:
+            raise Unauthorized("the session has ended (signed out, expired, or the token was rotated); sign in again")
+        session.check_csrf(request, found)
 
     return check
