@@ -206,7 +206,10 @@ class Node:
         await self.heartbeat.join()  # announce this node and stand for master before serving work
         await self.election.tick()
         await self.cache.refresh()
-        self.proxy = await start_proxy(c, self.cache, self.keeper.matches)
+        listeners = [self.rpc.address, c.http]
+        self.proxy = await start_proxy(
+            c, self.cache, self.keeper.matches, store_url=url, cluster=self._cluster_addresses, listeners=listeners
+        )
         if self.proxy is not None:
             proxy = self.proxy
             self.metrics.register(ProxyCollector(lambda: proxy.stats, lambda: proxy.connections))
@@ -223,6 +226,10 @@ class Node:
             c.advertised(c.grpc),
             redacted(url),
         )
+
+    async def _cluster_addresses(self) -> list[str]:
+        """Every node's advertised HTTP, gRPC and proxy addresses, as their records say: the proxy refuses them."""
+        return [addr for r in await self.registry.all() for addr in (r.http, r.grpc, r.proxy) if addr]
 
     async def _wait_for_store(self, url: str, timeout: float = 15.0) -> None:
         assert self.redis is not None

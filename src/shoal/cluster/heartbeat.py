@@ -76,6 +76,7 @@ class Heartbeat:
             host=c.host,
             http=c.advertised(c.http),
             grpc=c.advertised(c.grpc),
+            proxy=c.advertised(c.proxy) if c.proxy_enabled else "",
             slots=c.slots,
             running=self.load(),
             pid=os.getpid(),

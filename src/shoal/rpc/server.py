@@ -5,7 +5,8 @@ reflection.
 ``start_rpc_server`` binds (port 0 picks a free port), starts, and returns an ``RpcServer`` that knows
 its port. The standard health service reports SERVING for the whole server ("") and for each shoal
 service while the node serves, and NOT_SERVING from the moment shutdown begins, so a balancer drains the
-node before its port closes.
+node before its port closes. Anyone may call it; the Watch streams of callers without credentials are
+capped apart (``shoal.rpc.health``), so they cannot take the calls token holders need.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -23,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from shoal._utils import is_digits
 from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken, ServerInterceptor
 from shoal.rpc.convert import cache_grpc, el_grpc, hb_grpc, pb_grpc
+from shoal.rpc.health import WATCH, PublicHealth, public_watch_limit
 from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
 from shoal.rpc.services.cache import SERVICE_NAME as CACHE_SERVICE
 from shoal.rpc.services.cache import SHARDS_SERVICE_NAME as CACHE_SHARDS_SERVICE
@@ -37,19 +39,6 @@ from shoal.rpc.tokens import TokenKeeper
 from shoal.types import CacheAPI, CacheOwnerAPI, PeerAPI, TaskAPI
 
 log = logging.getLogger("shoal.rpc.server")
-
-
-class _Health(Protocol):
-    """The asyncio health servicer (``grpc_health.v1.health.aio``), which the type stubs do not know."""
-
-    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None: ...
-
-    async def enter_graceful_shutdown(self) -> None: ...
-
-
-def _health_servicer() -> _Health:
-    servicer: _Health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    return servicer
 
 
 #: Services that only nodes may call: the user bearer token is refused on them.
@@ -99,7 +88,7 @@ class RpcServer:
         *,
         host: str,
         port: int,
-        health_servicer: _Health,
+        health_servicer: PublicHealth,
         tasks_servicer: TasksServicer,
         services: Sequence[str],
         keeper: TokenKeeper,
@@ -176,7 +165,8 @@ async def start_rpc_server(
         authenticators: accepted beside the token and node credentials.
         interceptors: run after the auth interceptor; the handlers they return serve authenticated calls
             only (a refused call is answered by the auth interceptor's own handler).
-        maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED.
+        maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED; health Watch streams
+            without credentials may take a quarter of them at most (``shoal.rpc.health``).
         node_auth_window_s: how far a node call's timestamp may be from this node's clock.
         cache: what the Cache service serves (users); without it the service is not registered.
         cache_owner: this node's shard, served to the other nodes by CacheShards.
@@ -210,7 +200,10 @@ async def start_rpc_server(
     if cache_owner is not None:
         cache_grpc.add_CacheShardsServicer_to_server(CacheShardsServicer(cache_owner), server)
         shoal_services += (CACHE_SHARDS_SERVICE,)
-    health_servicer = _health_servicer()
+    health_servicer = PublicHealth(
+        max_public_watches=public_watch_limit(maximum_concurrent_rpcs),
+        is_member=lambda metadata: interceptor.check(WATCH, metadata) is None,
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*shoal_services, health.SERVICE_NAME, reflection.SERVICE_NAME),
