@@ -16,16 +16,22 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 import yaml
 
 from shoal import config
-from shoal.testing import TestNode
+from shoal.store.embedded import find_server
+from shoal.testing import TestNode, free_port, wait_for
 
 from .conftest import DEPLOY, ROOT, missing, tool
 
 K8S = DEPLOY / "k8s"
+#: Where compose mounts the Redis password (the secret redis_password), and where Kubernetes mounts its Secret.
+COMPOSE_SECRET = "/run/secrets/redis_password"
+K8S_SECRET_DIR = "/run/secrets/redis"
 #: The oldest Kubernetes the manifests are meant for, and the newest whose schemas the checker ships.
 K8S_VERSIONS = ("1.27.0", "latest")
 
@@ -70,6 +76,55 @@ def nginx_site() -> tuple[int, str, int]:
     upstream = re.search(r"^\s*set \$shoal_nodes ([\w.-]+):(\d+);", text, re.M)
     assert listen and upstream, "deploy/nginx.conf lost its listen or upstream site line"
     return int(listen.group(1)), upstream.group(1), int(upstream.group(2))
+
+
+def redis_script(command: list[str]) -> str:
+    """The shell script a deployment's Redis runs (``sh -c SCRIPT NAME``), as the shell sees it."""
+    assert command[:2] == ["sh", "-c"] and len(command) == 4, command
+    return command[2].replace("$$", "$")  # docker-compose config writes a literal $ as $$
+
+
+def start_redis_as_deployed(script: str, secret: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    """Run a deployment's Redis script here: the secret's path pointed at a file of the test, the image's
+    entrypoint a shim, and loopback-only settings after the script's own (a later setting wins)."""
+    password = "deploy-test-password_1"
+    (tmp_path / "secret").write_text(password + "\n")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "docker-entrypoint.sh").write_text('#!/bin/sh\nexec "$@"\n')
+    (shim / "docker-entrypoint.sh").chmod(0o755)
+    port = free_port()
+    path = f"{shim}:{Path(find_server().path).parent}:/usr/bin:/bin"
+    proc = subprocess.Popen(
+        ["sh", "-c", script.replace(secret, str(tmp_path / "secret")), "redis", "--port", str(port),
+         "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "", "--logfile", str(tmp_path / "redis.log")],
+        env={"PATH": path}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _pong(port, password), 10, "the deployment's redis-server")
+    except TimeoutError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port, password
+
+
+def _pong(port: int, password: str | None) -> bool:
+    with redis.Redis(port=port, password=password, socket_timeout=2) as r:
+        return bool(r.ping())
+
+
+def check_password_is_required(proc: subprocess.Popen[bytes], port: int, password: str, health: str) -> None:
+    """Without the password Redis refuses, with it answers; the password is on no command line, and the
+    health check (run with redis-cli pointed at this port) passes only with the right one."""
+    with pytest.raises(redis.AuthenticationError):
+        _pong(port, None)
+    assert _pong(port, password)
+    argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    assert b"redis-server" in argv and password.encode() not in argv, argv
+    cli = tool("redis-cli", "apt-get install redis-tools")
+    check = health.replace("redis-cli ping", f"{cli} -p {port} ping")
+    assert subprocess.run(["sh", "-c", check], capture_output=True, timeout=10).returncode == 0, check
 
 
 # -- Dockerfile --------------------------------------------------------------------------------------------
@@ -135,10 +190,14 @@ def compose_config(tmp_path: Path, token: str | None) -> subprocess.CompletedPro
 def test_compose_file_is_valid_and_matches_the_image_and_nginx(tmp_path: Path) -> None:
     out = compose_config(tmp_path, "compose-test-token")
     assert out.returncode == 0, out.stderr
-    services = yaml.safe_load(out.stdout)["services"]
+    rendered = yaml.safe_load(out.stdout)
+    services = rendered["services"]
     assert set(services) == {"redis", "shoal-1", "shoal-2", "shoal-3", "nginx"}
-    command = services["redis"]["command"]
-    assert command[command.index("--appendonly") + 1] == "yes"
+    script = redis_script(services["redis"]["command"])
+    assert "--appendonly yes" in script and "requirepass" in script and COMPOSE_SECRET in script, script
+    assert [s["source"] for s in services["redis"]["secrets"]] == ["redis_password"]
+    assert rendered["secrets"]["redis_password"]["file"] == str(ROOT / "redis-password")
+    assert "redis-password" in (ROOT / ".gitignore").read_text().splitlines(), "the password file stays out of git"
     assert any(v.endswith(":/data:rw") for v in services["redis"]["volumes"])
 
     listen, upstream, node_port = nginx_site()
@@ -148,7 +207,9 @@ def test_compose_file_is_valid_and_matches_the_image_and_nginx(tmp_path: Path) -
         env = node["environment"]
         assert env["SHOAL_NAME"] == env["SHOAL_ADVERTISE_HOST"] == node["hostname"] == name
         assert env["SHOAL_TOKEN"] == "compose-test-token"
-        assert env["SHOAL_REDIS"].startswith("redis://redis:")
+        assert env["SHOAL_REDIS"].startswith("redis://redis:") and urlsplit(env["SHOAL_REDIS"]).password is None
+        assert env["SHOAL_REDIS_PASSWORD_FILE"] == COMPOSE_SECRET
+        assert [s["source"] for s in node["secrets"]] == ["redis_password"]
         assert shoal_vars(env) <= known_vars()
         for var in ("SHOAL_HTTP", "SHOAL_GRPC", "SHOAL_PROXY"):
             assert port_of(env[var]) == port_of(image[var])
@@ -170,6 +231,25 @@ def test_compose_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     out = compose_config(tmp_path, None)
     assert out.returncode != 0
     assert "set SHOAL_TOKEN" in out.stderr
+
+
+@pytest.mark.e2e
+def test_compose_redis_asks_for_the_password_of_its_secret(tmp_path: Path) -> None:
+    out = compose_config(tmp_path, "compose-test-token")
+    assert out.returncode == 0, out.stderr
+    redis_service = yaml.safe_load(out.stdout)["services"]["redis"]
+    health = redis_service["healthcheck"]["test"]
+    assert health[0] == "CMD-SHELL" and COMPOSE_SECRET in health[1], health
+    proc, port, password = start_redis_as_deployed(redis_script(redis_service["command"]), COMPOSE_SECRET, tmp_path)
+    try:
+        check = health[1].replace("$$", "$").replace(COMPOSE_SECRET, str(tmp_path / "secret"))
+        check_password_is_required(proc, port, password, check)
+        (tmp_path / "secret").write_text("not-the-password\n")
+        failing = check.replace("redis-cli ping", f"redis-cli -p {port} ping")
+        assert subprocess.run(["sh", "-c", failing], capture_output=True, timeout=10).returncode != 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 # -- nginx.conf (the live behaviour is in test_nginx.py) ---------------------------------------------------
@@ -240,17 +320,23 @@ def test_kustomize_renders_a_token_secret_that_the_nodes_read(tmp_path: Path) ->
     for path in K8S.glob("*.yaml"):
         (tmp_path / path.name).write_text(path.read_text())
     (tmp_path / "token.env").write_text("token=kustomize-test-token\n")
+    (tmp_path / "redis-password.env").write_text("password=kustomize-test-password\n")
     out = subprocess.run([kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     kubernetes_validate = schema_checker()
     for doc in docs:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
-    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    secrets = {d["metadata"]["name"].rsplit("-", 1)[0]: d for d in docs if d["kind"] == "Secret"}
+    secret, password = secrets["shoal-token"], secrets["redis-password"]
     assert base64.b64decode(secret["data"]["token"]) == b"kustomize-test-token"
-    (sts,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "shoal"]
-    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert base64.b64decode(password["data"]["password"]) == b"kustomize-test-password"
+    sets = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "StatefulSet"}
+    env = {e["name"]: e for e in sets["shoal"]["containers"][0]["env"]}
     assert env["SHOAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "token"}
+    for pod in sets.values():  # Redis and the nodes mount the very Secret
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["redis-password"]["secret"]["secretName"] == password["metadata"]["name"]
 
 
 def test_kustomization_lists_every_manifest_and_makes_the_token_secret() -> None:
@@ -262,6 +348,8 @@ def test_kustomization_lists_every_manifest_and_makes_the_token_secret() -> None
     env = {e["name"]: e for e in shoal["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SHOAL_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] in secrets
     assert "token.env" in (ROOT / ".gitignore").read_text(), "the token file must stay out of git"
+    assert "deploy/k8s/redis-password.env" in (ROOT / ".gitignore").read_text(), "and the password file"
+    assert {"shoal-token", "redis-password"} <= secrets
 
 
 def test_k8s_statefulset_matches_the_image_and_its_config(tmp_path: Path) -> None:
@@ -286,7 +374,11 @@ def test_k8s_statefulset_matches_the_image_and_its_config(tmp_path: Path) -> Non
     node = config.load(tmp_path / "shoal.toml", {}, {})  # refuses an unknown key or a bad value
     assert container["args"] == ["node", "--config", f"{mounts['config']}/shoal.toml"]
     assert str(node.data_dir) == mounts["data"] == image_env()["SHOAL_DATA_DIR"]
-    assert node.redis is not None and node.redis.startswith("redis://redis:")
+    assert node.redis is not None and node.redis.startswith("redis://redis:") and urlsplit(node.redis).password is None
+    assert node.redis_password_file is not None and str(node.redis_password_file.parent) == mounts["redis-password"]
+    assert {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} == {
+        "redis-password": "redis-password"
+    }
     assert ("Service", "redis") in found
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -304,5 +396,22 @@ def test_k8s_statefulset_matches_the_image_and_its_config(tmp_path: Path) -> Non
     pdb = found[("PodDisruptionBudget", "shoal")]["spec"]
     assert pdb["selector"]["matchLabels"] == sts["selector"]["matchLabels"]
 
-    redis_args = found[("StatefulSet", "redis")]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
+    redis_pod = found[("StatefulSet", "redis")]["spec"]["template"]["spec"]
+    script = redis_script(redis_pod["containers"][0]["command"])
+    assert "--appendonly yes" in script and f"{K8S_SECRET_DIR}/password" in script, script
+    redis_mounts = {m["name"]: m["mountPath"] for m in redis_pod["containers"][0]["volumeMounts"]}
+    assert redis_mounts["redis-password"] == K8S_SECRET_DIR == mounts["redis-password"]
+
+
+@pytest.mark.e2e
+def test_k8s_redis_asks_for_the_password_of_its_secret(tmp_path: Path) -> None:
+    container = manifests()[("StatefulSet", "redis")]["spec"]["template"]["spec"]["containers"][0]
+    secret = f"{K8S_SECRET_DIR}/password"
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[:2] == ["sh", "-c"] and secret in probe[2], probe
+    proc, port, password = start_redis_as_deployed(redis_script(container["command"]), secret, tmp_path)
+    try:
+        check_password_is_required(proc, port, password, probe[2].replace(secret, str(tmp_path / "secret")))
+    finally:
+        proc.terminate()
+        proc.wait(10)
