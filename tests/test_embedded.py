@@ -239,6 +239,7 @@ def test_a_store_password_from_a_file_is_in_no_url_argument_or_log(tmp_path: Pat
     node = TestNode(tmp_path / "data", bare, args=["--redis-password-file", str(secret)]).start()
     try:
         assert _submit_echo(node.http_url, node.token, "password from a file")["state"] == "SUCCEED"
+        assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700, "a new data directory is its owner's"
         assert node.proc.process is not None
         argv = Path(f"/proc/{node.proc.process.pid}/cmdline").read_bytes()
         assert b"s3cret-pw" not in argv and "s3cret-pw" not in node.log()

@@ -14,7 +14,7 @@ _TOKEN_ID_LABEL = b"shoal/v1 token-id"
 
 def load_or_create_token(data_dir: Path) -> str:
     """Return the token in ``data_dir/token``, creating a new URL-safe one (mode 0600) if there is none."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the token, logs, the embedded store: the owner's
     path = data_dir / TOKEN_FILE
     try:
         token = path.read_text().strip()

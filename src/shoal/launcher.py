@@ -183,7 +183,7 @@ class LocalCluster:
                                 f"another {option} ({hint})")  # fmt: skip
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         load_or_create_token(self.data_dir)
         url = self.redis_url
         if url is None:
