@@ -170,10 +170,10 @@ def test_second_sigterm_hurries_and_hands_running_tasks_back(pair: Callable[[flo
         assert task["node"] == master.name and [a["outcome"] for a in task["history"]] == ["handed back", "succeeded"]
 
 
-async def test_a_leaving_node_gets_no_task_from_a_master_with_an_older_list_of_nodes(redis_url: str) -> None:
+async def test_a_leaving_node_gets_no_task_from_a_master_with_an_older_list_of_nodes(redis_admin_url: str) -> None:
     """The master places from a list of nodes read a moment ago; place.lua must refuse a node that has since
     begun to leave, or left, since nobody would ever run or hand back what lands there."""
-    redis = Redis.from_url(redis_url)
+    redis = Redis.from_url(redis_admin_url)  # TTL is not a command of shoal's
     keys = Keys("graceful")
     store, registry = TaskStore(redis, keys, result_max_bytes=4096), NodeRegistry(redis, keys)
     try:
