@@ -90,9 +90,7 @@ class ProxyServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._refresher is not None:
-            self._refresher.cancel()
-        tasks = [*self._sessions, *self._pending]
+        tasks = [*self._sessions, *self._pending, *([self._refresher] if self._refresher is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
