@@ -11,14 +11,21 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
+from starlette.requests import Request
 
 from shoal.auth import token_id
+from shoal.keys import Keys
+from shoal.rpc.tokens import TokenKeeper
+from shoal.store.sessions import SessionStore
 from shoal.testing import wait_for
+from shoal.web.ui import session
 from shoal.web.ui.pages import static_tag
 from shoal.web.ui.session import COOKIE_PREFIX, CSRF_HEADER
 
@@ -234,3 +241,41 @@ def test_a_malformed_task_page_is_a_page_not_found(browser_like: httpx.Client, s
     missing = browser_like.get("/tasks/not-an-id")
     assert missing.status_code == 404 and "a task id is a UUID" in missing.text
     assert "text/html" in missing.headers["content-type"]
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (for the token keeper's grace period)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def request_with(cookie: str, store: SessionStore) -> Request:
+    """A request to a node on port 8080 carrying this port's session cookie, as the node's app sees it."""
+    app = SimpleNamespace(state=SimpleNamespace(sessions=store))
+    headers = [(b"host", b"127.0.0.1:8080"), (b"cookie", f"{COOKIE_PREFIX}8080={cookie}".encode())]
+    scope = {"type": "http", "method": "GET", "scheme": "http", "server": ("127.0.0.1", 8080), "path": "/",
+             "query_string": b"", "app": app, "headers": headers}  # fmt: skip
+    return Request(scope)
+
+
+async def test_a_token_rotation_ends_the_sessions_opened_with_the_old_token_after_its_grace(redis_url: str) -> None:
+    old, new = "old-cluster-token-0123456789", "new-cluster-token-9876543210"
+    client = AsyncRedis.from_url(redis_url)
+    try:
+        store = SessionStore(client, Keys("shoal"), ttl_s=3600)
+        clock = Clock()
+        keeper = TokenKeeper(old, grace_s=60, clock=clock)
+        opened = await store.open(token_id(old))
+        request = request_with(opened.id, store)
+        assert await session.current(request, keeper) == opened
+        keeper.rotate(new)
+        assert await session.current(request, keeper) == opened  # the old token's grace period
+        clock.now += 61
+        assert await session.current(request, keeper) is None  # over: signed out, on every node alike
+        assert await session.current(request_with((await store.open(token_id(new))).id, store), keeper)
+    finally:
+        await client.aclose()
