@@ -8,6 +8,7 @@ proxy ports, this node's and the other node's, by address and by name, CONNECT a
 from __future__ import annotations
 
 import base64
+import ipaddress
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,9 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from shoal.proxy.access import AccessRefused, ProxyAccess, parse_rule, parse_rules
 from shoal.testing import TestNode, wait_for
-
-pytestmark = pytest.mark.e2e
 
 
 class Listener:
@@ -122,6 +122,7 @@ def own_addresses(node: TestNode, redis_url: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("via", ["strict", "open"])
 def test_the_clusters_own_addresses_are_refused_even_where_loopback_is_allowed(
     nodes: dict[str, TestNode], module_redis_url: str, via: str
@@ -143,12 +144,14 @@ def test_the_clusters_own_addresses_are_refused_even_where_loopback_is_allowed(
     assert get(proxy, f"http://127.0.0.1:{proxy.http_port}/healthz").status_code == 403
 
 
+@pytest.mark.e2e
 def test_connect_goes_only_to_443_by_default(nodes: dict[str, TestNode], listener: Listener) -> None:
     status, text = connect_status(nodes["strict"], f"127.0.0.1:{listener.port}")
     assert status == 403
     assert f"CONNECT goes only to port 443 (proxy_connect_ports), not {listener.port}" in text
 
 
+@pytest.mark.e2e
 def test_proxy_allow_opens_connect_to_a_network(nodes: dict[str, TestNode], listener: Listener) -> None:
     status, _, sock = connect(nodes["open"], f"127.0.0.1:{listener.port}")
     with sock:
@@ -157,12 +160,14 @@ def test_proxy_allow_opens_connect_to_a_network(nodes: dict[str, TestNode], list
         assert sock.recv(100) == b"echo:hello\n"
 
 
+@pytest.mark.e2e
 def test_plain_requests_still_reach_other_ports(nodes: dict[str, TestNode], origin: Any) -> None:
     for node in nodes.values():
         response = get(node, f"{origin.url}/hello")
         assert (response.status_code, response.text) == (200, "hello shoal")
 
 
+@pytest.mark.e2e
 def test_proxy_deny_beats_proxy_allow(nodes: dict[str, TestNode], denied: Listener) -> None:
     status, text = connect_status(nodes["open"], f"127.0.0.1:{denied.port}")
     assert (status, text) == (403, f"refused: 127.0.0.1:{denied.port} is denied by proxy_deny")
@@ -171,6 +176,7 @@ def test_proxy_deny_beats_proxy_allow(nodes: dict[str, TestNode], denied: Listen
     assert connect_status(nodes["strict"], f"127.0.0.1:{denied.port}")[0] == 403  # by port: strict allows no more
 
 
+@pytest.mark.e2e
 def test_refusals_are_logged_without_secrets(nodes: dict[str, TestNode], module_redis_url: str) -> None:
     node = nodes["strict"]
     target = own_addresses(node, module_redis_url)["store"]
@@ -179,3 +185,54 @@ def test_refusals_are_logged_without_secrets(nodes: dict[str, TestNode], module_
                                   and target in x), None), 10, "the refusal in the log")  # fmt: skip
     assert "this cluster's own addresses" in line
     assert "hunter2" not in node.log() and "secret-path" not in node.log() and node.token not in node.log()
+
+
+# -- the policy's rules, without a node ------------------------------------------------------------------
+
+
+def test_rules_are_networks_or_names_with_an_optional_port() -> None:
+    assert (
+        parse_rule("10.0.0.0/8").network == ipaddress.ip_network("10.0.0.0/8") and parse_rule("10.0.0.0/8").port is None
+    )
+    assert (parse_rule("10.1.2.3:22").network, parse_rule("10.1.2.3:22").port) == (
+        ipaddress.ip_network("10.1.2.3/32"),
+        22,
+    )
+    assert (parse_rule("[fd00::/8]:8443").network, parse_rule("[fd00::/8]:8443").port) == (
+        ipaddress.ip_network("fd00::/8"),
+        8443,
+    )
+    assert parse_rule("::1").network == ipaddress.ip_network("::1/128")
+    assert (parse_rule("Git.Internal.:22").name, parse_rule("Git.Internal.:22").port) == ("git.internal", 22)
+    for bad in ("10.0.0.0/33:x", "host:0", "host:65536", "bad host", "[::1", "a..b", "", "h\u00e9llo.example"):
+        with pytest.raises(ValueError):
+            parse_rule(bad)
+    with pytest.raises(ValueError, match="option 'proxy_deny': at most 1000 entries"):
+        parse_rules(["10.0.0.1"] * 1001, "proxy_deny")
+
+
+async def test_the_clusters_addresses_beat_the_policy_and_deny_beats_allow() -> None:
+    access = ProxyAccess(connect_ports=[443], allow=parse_rules(["127.0.0.0/8", "10.0.0.0/8"], "proxy_allow"),
+                         deny=parse_rules(["10.9.0.0/16", "127.0.0.1:2222"], "proxy_deny"),
+                         own=[("127.0.0.1", 6379), ("0.0.0.0", 8080), ("10.1.1.1", 6666)])  # fmt: skip
+    await access.refresh()
+
+    def verdict(address: str, port: int, tunnel: bool = True, host: str = "") -> str:
+        try:
+            access.check(host or address, ipaddress.ip_address(address), port, tunnel=tunnel)
+        except AccessRefused as exc:
+            return str(exc)
+        return "ok"
+
+    assert "own addresses" in verdict("127.0.0.1", 6379)  # allowed network, still the store
+    assert "own addresses" in verdict("127.0.0.2", 6379, tunnel=False)  # loopback reaches a loopback listener
+    assert "own addresses" in verdict("0.0.0.0", 8080)  # a wildcard listener, by every address of this host
+    assert "own addresses" in verdict("::1", 8080)
+    assert "own addresses" in verdict("10.1.1.1", 6666, tunnel=False)  # another node's, by its address
+    assert verdict("10.1.1.2", 6666) == "ok"
+    assert "denied by proxy_deny" in verdict("10.9.1.1", 443)  # deny beats allow
+    assert "denied by proxy_deny" in verdict("127.0.0.1", 2222)
+    assert verdict("127.0.0.1", 2223) == "ok"  # allowed network: any port
+    assert "CONNECT goes only to port 443" in verdict("192.0.2.1", 8443)
+    assert verdict("192.0.2.1", 8443, tunnel=False) == "ok"  # plain requests: any other port
+    assert verdict("192.0.2.1", 443) == "ok"

@@ -72,7 +72,9 @@ def parse_rule(text: str) -> Rule:
     entry = text.strip()
     host, port = entry, None
     if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{text!r}: an IPv6 network in brackets needs its closing bracket")
         if rest:
             port = _port(rest.removeprefix(":"), entry) if rest.startswith(":") else _port("", entry)
     elif entry.count(":") == 1:
