@@ -32,7 +32,6 @@ from shoal.rpc.tokens import TokenKeeper
 
 log = logging.getLogger("shoal.rpc.auth")
 
-_UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
 #: Services anyone may call: the standard health service.
 PUBLIC_SERVICES = frozenset({"grpc.health.v1.Health"})
 
@@ -172,9 +171,9 @@ class AuthInterceptor(ServerInterceptor):
 
             def check_only(raw: bytes) -> _Refused:
                 refusal = body.check(raw)
-                return (
-                    refuse(refusal.message) if refusal else _Refused("Method not found!", grpc.StatusCode.UNIMPLEMENTED)
-                )
+                if refusal is not None:
+                    return refuse(refusal.message)
+                return _Refused("Method not found!", grpc.StatusCode.UNIMPLEMENTED)
 
             return grpc.unary_unary_rpc_method_handler(_refuse_call, request_deserializer=check_only)
         if handler.request_streaming:
