@@ -111,6 +111,13 @@ def get(node: TestNode, url: str) -> httpx.Response:
         return client.get(url)
 
 
+def proxy_event(node: TestNode, event: str) -> float:
+    """A ``shoal_proxy_events_total`` count from the node's /metrics."""
+    metrics = httpx.get(f"{node.http_url}/metrics", headers=node.headers(), trust_env=False).text
+    line = f'shoal_proxy_events_total{{event="{event}"}} '
+    return float(next(x for x in metrics.splitlines() if x.startswith(line)).split()[-1])
+
+
 def own_addresses(node: TestNode, redis_url: str) -> dict[str, str]:
     store = urlsplit(redis_url)
     return {
@@ -184,6 +191,7 @@ def test_refusals_are_logged_without_secrets(nodes: dict[str, TestNode], module_
     line = wait_for(lambda: next((x for x in node.log().splitlines() if "proxy refused a request to" in x
                                   and target in x), None), 10, "the refusal in the log")  # fmt: skip
     assert "this cluster's own addresses" in line
+    assert proxy_event(node, "refused") >= 1
     assert "hunter2" not in node.log() and "secret-path" not in node.log() and node.token not in node.log()
 
 

@@ -94,6 +94,9 @@ def test_slow_drip_heads_do_not_keep_a_token_holder_out(node: TestNode, origin: 
     finally:
         drippers.close()
     assert [(r.status_code, r.text) for r in responses] == [(200, "hello shoal")] * 3
+    metrics = httpx.get(f"{node.http_url}/metrics", headers=node.headers(), trust_env=False).text
+    dropped = next(x for x in metrics.splitlines() if x.startswith('shoal_proxy_events_total{event="dropped"} '))
+    assert float(dropped.split()[-1]) >= 10 * PROXY_SLOTS - PROXY_SLOTS  # the drippers beyond the 4 pending slots
 
 
 @pytest.mark.e2e

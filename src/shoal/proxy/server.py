@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from shoal.addresses import IPAddress, resolve
 from shoal.config import NodeConfig, split_addr
-from shoal.proxy.access import ProxyAccess, parse_rules, store_addresses
+from shoal.proxy.access import AccessRefused, ProxyAccess, parse_rules, store_addresses
 from shoal.proxy.httpcache import HttpCache
 from shoal.proxy.session import Session
 from shoal.proxy.upstream import Upstream
@@ -105,15 +105,20 @@ class ProxyServer:
 
     async def request_target(self, host: str, port: int) -> IPAddress:
         """The checked address of a plain request's origin (AccessRefused or AddressRefused: a 403)."""
-        if self.access is None:
-            return await resolve(host, port)
-        return await self.access.resolve(host, port, tunnel=False)
+        return await self._target(host, port, tunnel=False)
 
     async def tunnel_target(self, host: str, port: int) -> IPAddress:
         """The checked address of a CONNECT's target."""
+        return await self._target(host, port, tunnel=True)
+
+    async def _target(self, host: str, port: int, *, tunnel: bool) -> IPAddress:
         if self.access is None:
             return await resolve(host, port)
-        return await self.access.resolve(host, port, tunnel=True)
+        try:
+            return await self.access.resolve(host, port, tunnel=tunnel)
+        except AccessRefused:
+            self.stats["refused"] += 1
+            raise
 
     def admit(self) -> bool:
         """Move the calling session from pending to served, now that it has authenticated; False (and the

@@ -111,7 +111,7 @@ class ProxyCollector(Collector):
     """The forward proxy's counters (``ProxyServer.stats``) and open client connections, read at scrape time."""
 
     OUTCOMES = ("hit", "miss", "revalidated")
-    EVENTS = ("tunnels", "unauthorized", "busy", "errors")
+    EVENTS = ("tunnels", "unauthorized", "busy", "dropped", "refused", "errors")
 
     def __init__(self, stats: Callable[[], Mapping[str, int]], connections: Callable[[], int]) -> None:
         self.stats = stats
@@ -126,7 +126,9 @@ class ProxyCollector(Collector):
             served.add_metric([outcome], stats.get(outcome, 0))
         yield served
         refused = CounterMetricFamily(
-            "shoal_proxy_events", "CONNECT tunnels, refused credentials, connections turned away, upstream errors.",
+            "shoal_proxy_events",
+            "CONNECT tunnels, refused credentials, clients turned away (busy) or pushed out before they "
+            "authenticated (dropped), targets the access policy refused, errors.",
             labels=["event"],
         )  # fmt: skip
         for event in self.EVENTS:
