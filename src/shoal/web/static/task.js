@@ -107,7 +107,7 @@ function renderLate(t) {
   $('late-results').replaceChildren(...late.map((r) => h('article', { class: 'late-result', dataset: { attempt: r.attempt } },
     h('p', {}, `Attempt ${r.attempt} on ${r.node}: ${r.outcome}, at ${fmtExact(r.finished_at)}`),
     r.error ? h('p', { class: 'error-text small' }, r.error) : '',
-    r.code !== null && r.code !== undefined ? h('pre', { class: 'late-code' }, r.code) : '')));
+    r.code !== null && r.code !== undefined ? h('pre', { class: 'code late-code' }, r.code) : '')));
 }
 
 function render(t) {
