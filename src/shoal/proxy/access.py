@@ -205,7 +205,8 @@ class ProxyAccess:
         if any(rule.matches(name, address, port) for rule in self.allow):
             return
         ports = ", ".join(str(p) for p in sorted(self.connect_ports)) or "none"
-        raise AccessRefused(f"refused: CONNECT goes only to port {ports} (proxy_connect_ports), not {port}")
+        noun = "port" if len(self.connect_ports) == 1 else "ports"
+        raise AccessRefused(f"refused: CONNECT goes only to {noun} {ports} (proxy_connect_ports), not {port}")
 
     def is_cluster(self, address: IPAddress, port: int) -> bool:
         return (address, port) in self._exact or (port in self._local_ports and is_this_host(address))
