@@ -219,6 +219,8 @@ def test_a_whole_cluster_runs_as_the_url_user_and_is_refused_nothing(
     proc, data, http, shown = up
     password = (data / "redis" / "password").read_text().strip()
     assert password not in shown and f"redis://{acl.USER}:***@127.0.0.1:" in shown, shown
+    listed = subprocess.run(["ps", "-ww", "-e", "-o", "args="], capture_output=True, text=True, timeout=10).stdout
+    assert "shoal node --name node-2" in listed and password not in listed, "no password in any process list"
     token = (data / "token").read_text().strip()
     base = f"http://127.0.0.1:{http}"
     with Client(base, token) as client:

@@ -24,9 +24,11 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{16,1024}")
 
 
 def private_dir(path: Path) -> None:
-    """Create ``path`` (and its parents) if missing, and make it 0700 if it is this user's and is not yet."""
+    """Create ``path`` (and its parents) if missing, and make it 0700 if it is this user's and is not yet
+    (never a shared directory such as /tmp, which has the sticky bit)."""
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    _restrict(path, DIR_MODE)
+    if not path.stat().st_mode & stat.S_ISVTX:
+        _restrict(path, DIR_MODE)
 
 
 def tighten(folder: Path) -> None:
