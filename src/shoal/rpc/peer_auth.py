@@ -5,12 +5,13 @@ an ``Authenticator`` for ``shoal.rpc.auth.AuthInterceptor``):
 
     x-shoal-node   the caller's name (percent-encoded, so any name is valid metadata)
     x-shoal-to     the callee's name, the node the call is meant for (percent-encoded)
-    x-shoal-ts     the caller's clock, Unix milliseconds
+    x-shoal-ts     the caller's clock, Unix milliseconds (a node's reading of the store's, ``shoal.clock``)
     x-shoal-nonce  22 random URL-safe characters
     x-shoal-sig    hex HMAC-SHA256(token, "shoal/v1 call" | method | node | to | ts | nonce | sha256(request))
 
 The callee refuses a call meant for another node, a timestamp more than ``window_s`` (30 s) off its own
-clock, a nonce it has seen within that window (``ReplayCache``), and a signature under none of its
+clock (nodes sign and check on the store's clock, so one machine's wrong clock refuses nothing), a nonce
+it has seen within that window (``ReplayCache``), and a signature under none of its
 accepted tokens over the request bytes it received. So a captured call can be played neither against
 another node (it names its callee) nor again against the same one (its nonce), and its request cannot be
 changed (the digest). During a rotation the caller signs under both its tokens (comma-separated), so a
