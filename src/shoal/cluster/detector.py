@@ -114,21 +114,15 @@ class Detector:
                 task.add_done_callback(functools.partial(self._done, record.name))
 
     def _job(self, r: NodeRecord, now: float, others: list[NodeRecord]) -> Coroutine[Any, Any, None] | None:
-        silent = now - r.last_beat
-        beating = liveness(r, now, self.silence_limit).beating
-        if verdict_on(r) == "":  # new, or back in a new incarnation
-            if beating and time.monotonic() >= self._retry_at.get((r.name, r.incarnation), 0):
-                return self._admit(r)
-            return None
-        if r.state == DEAD:
+        seen = liveness(r, now, self.silence_limit)
+        if seen.verdict in ("", REJECTED):  # new, back as a new incarnation, or refused: verified when due
+            due = time.monotonic() >= self._retry_at.get((r.name, r.incarnation), 0)  # _admit says when again
+            return self._admit(r) if seen.beating and due else None
+        if seen.verdict == DEAD:
             return self._requeue(r, "left over from an earlier verdict") if r.assigned else None
-        if r.state == REJECTED:  # verified again in time (_admit says when); first of all by a new master
-            if beating and time.monotonic() >= self._retry_at.get((r.name, r.incarnation), 0):
-                return self._admit(r)
-            return None
-        if not beating:
-            return self._suspect(r, silent, others)
-        if r.state == SUSPECT:
+        if not seen.beating:
+            return self._suspect(r, now - r.last_beat, others)
+        if seen.verdict == SUSPECT:
             return self._set(r, ALIVE, "beats resumed")
         return None
 
