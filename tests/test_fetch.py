@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpcore
 import httpx
@@ -165,6 +165,31 @@ def test_redirect_to_a_metadata_address_is_refused(start: Callable[..., Api], or
     assert task["state"] == "RUNTIME_ERROR"
     assert "refused" in task["error"] and "169.254.169.254" in task["error"]
     assert origin.hits("/redirect-to") == before + 1
+
+
+@pytest.mark.e2e
+def test_the_clusters_own_addresses_are_refused_as_fetch_targets(
+    node_factory: Callable[..., TestNode], origin: Any
+) -> None:
+    """A token holder must not reach the store or a node's ports through a fetch, as through the proxy:
+    directly, by name, on a wildcard's other address, or behind a redirect from a page they control."""
+    node = node_factory()
+    api = Api(node)
+    store_port = urlsplit(node.redis_url).port
+    targets = [
+        f"http://127.0.0.1:{store_port}/",
+        f"http://localhost:{node.http_port}/healthz",
+        f"http://127.0.0.2:{node.http_port}/healthz",
+        f"http://127.0.0.1:{node.grpc_port}/",
+        f"http://127.0.0.1:{node.proxy_port}/",
+        f"{origin.url}/redirect-to?url={quote(f'http://127.0.0.1:{store_port}/', safe='')}",
+    ]
+    for target in targets:
+        task = api.run(target)
+        assert task["state"] == "RUNTIME_ERROR", (target, task)
+        assert "this cluster's own addresses" in task["error"], (target, task["error"])
+    assert api.run(f"{origin.url}/hello")["state"] == "SUCCEED"  # another port of this host is no cluster's
+    api.http.close()
 
 
 # -- in process: the Fetcher and the address checks ----------------------------------------------------

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from shoal.cluster.addresses import ClusterAddresses
 from shoal.proxy.access import AccessRefused, ProxyAccess, parse_rule, parse_rules
 from shoal.testing import TestNode, wait_for
 
@@ -220,9 +221,12 @@ def test_rules_are_networks_or_names_with_an_optional_port() -> None:
 
 
 async def test_the_clusters_addresses_beat_the_policy_and_deny_beats_allow() -> None:
-    access = ProxyAccess(connect_ports=[443], allow=parse_rules(["127.0.0.0/8", "10.0.0.0/8"], "proxy_allow"),
-                         deny=parse_rules(["10.9.0.0/16", "127.0.0.1:2222"], "proxy_deny"),
-                         own=[("127.0.0.1", 6379), ("0.0.0.0", 8080), ("10.1.1.1", 6666)])  # fmt: skip
+    cluster = ClusterAddresses()
+    cluster.add([("127.0.0.1", 6379), ("0.0.0.0", 8080), ("10.1.1.1", 6666)])
+    await cluster.refresh()
+    allow = parse_rules(["127.0.0.0/8", "10.0.0.0/8"], "proxy_allow")
+    deny = parse_rules(["10.9.0.0/16", "127.0.0.1:2222"], "proxy_deny")
+    access = ProxyAccess(connect_ports=[443], allow=allow, deny=deny, cluster=cluster)
     await access.refresh()
 
     def verdict(address: str, port: int, tunnel: bool = True, host: str = "") -> str:

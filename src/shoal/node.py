@@ -25,6 +25,8 @@ from shoal._utils import cancel_and_wait
 from shoal.auth import load_or_create_token
 from shoal.cache.cluster import build_cache
 from shoal.clock import NodeClock
+from shoal.cluster.addresses import REFRESH_S as ADDRESSES_REFRESH_S
+from shoal.cluster.addresses import ClusterAddresses, store_addresses
 from shoal.cluster.admin import ClusterAdmin
 from shoal.cluster.election import Election
 from shoal.cluster.heartbeat import Heartbeat
@@ -34,6 +36,7 @@ from shoal.config import NodeConfig, split_addr
 from shoal.errors import StoreUnavailable
 from shoal.events import EventHub
 from shoal.keys import Keys
+from shoal.outbound import CheckedBackend
 from shoal.outbound import client as outbound_client
 from shoal.proxy.httpcache import HttpCache
 from shoal.proxy.server import ProxyServer, start_proxy
@@ -81,7 +84,10 @@ class Node:
         self.http: _Server | None = None
         self.proxy: ProxyServer | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._http_client = outbound_client(timeout=config.fetch_timeout)  # checked addresses, pooled by name
+        self.cluster_addresses = ClusterAddresses(nodes=self._node_addresses)  # fetch and the proxy refuse them
+        self._http_client = outbound_client(  # checked addresses, pooled by name
+            timeout=config.fetch_timeout, backend=CheckedBackend(self.cluster_addresses.resolve)
+        )
         self.metrics = CollectorRegistry()
         self.clock = NodeClock.from_environ(os.environ)
         self.started = False
@@ -206,10 +212,12 @@ class Node:
         await self.heartbeat.join()  # announce this node and stand for master before serving work
         await self.election.tick()
         await self.cache.refresh()
-        listeners = [self.rpc.address, c.http]
-        self.proxy = await start_proxy(
-            c, self.cache, self.keeper.matches, store_url=url, cluster=self._cluster_addresses, listeners=listeners
-        )
+        listeners = [split_addr(addr, "address") for addr in (self.rpc.address, c.http)]
+        self.cluster_addresses.add([*store_addresses(url), *listeners])
+        await self.cluster_addresses.refresh()
+        refresh_s = max(ADDRESSES_REFRESH_S, c.heartbeat_interval)
+        self._loops.append(asyncio.create_task(self.cluster_addresses.run(refresh_s), name="cluster-addresses"))
+        self.proxy = await start_proxy(c, self.cache, self.keeper.matches, cluster=self.cluster_addresses)
         if self.proxy is not None:
             proxy = self.proxy
             self.metrics.register(ProxyCollector(lambda: proxy.stats, lambda: proxy.connections))
@@ -227,8 +235,9 @@ class Node:
             redacted(url),
         )
 
-    async def _cluster_addresses(self) -> list[str]:
-        """Every node's advertised HTTP, gRPC and proxy addresses, as their records say: the proxy refuses them."""
+    async def _node_addresses(self) -> list[str]:
+        """Every node's advertised HTTP, gRPC and proxy addresses, as their records say: fetch and the proxy
+        refuse them."""
         return [addr for r in await self.registry.all() for addr in (r.http, r.grpc, r.proxy) if addr]
 
     async def _wait_for_store(self, url: str, timeout: float = 15.0) -> None:

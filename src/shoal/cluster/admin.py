@@ -20,9 +20,10 @@ from pathlib import Path
 from shoal.cluster.election import Election
 from shoal.cluster.peer import write_token
 from shoal.errors import InvalidInput, NotFound, ShoalError
+from shoal.liveness import liveness
 from shoal.rpc.peers import PeerClient
 from shoal.rpc.tokens import TokenKeeper
-from shoal.store.nodes import DEAD, REJECTED, NodeRegistry
+from shoal.store.nodes import NodeRegistry
 from shoal.store.rotation import RotationLease
 
 log = logging.getLogger("shoal.cluster.admin")
@@ -76,9 +77,10 @@ class ClusterAdmin:
         target = next((r for r in records if r.name == candidate), None)
         if target is None:
             raise NotFound(f"no node named {candidate!r}")
-        if not target.master_eligible or target.draining or target.state in (DEAD, REJECTED):
+        seen = liveness(target, now, self.alive_within)
+        if not target.master_eligible or seen.draining or seen.refused:
             raise InvalidInput(f"node {candidate!r} cannot be master (not eligible, draining, dead or rejected)")
-        if now - target.last_beat > self.alive_within:
+        if not seen.may_stand:
             raise InvalidInput(f"node {candidate!r} is not beating; it cannot take over")
         master, epoch = await self.registry.master()
         if master == candidate:
@@ -118,8 +120,7 @@ class ClusterAdmin:
     async def _rotate(self) -> tuple[str, dict[str, bool]]:
         new_token = secrets.token_urlsafe(32)
         now, records = await self.registry.all_with_time()
-        live = [r for r in records if r.name != self.name and now - r.last_beat <= self.alive_within
-                and r.state != REJECTED]  # fmt: skip
+        live = [r for r in records if r.name != self.name and liveness(r, now, self.alive_within).present]
         answers = await asyncio.gather(*(self.peers.update_secret(r.name, r.grpc, new_token) for r in live))
         self.keeper.rotate(new_token)
         write_token(self.data_dir, new_token)

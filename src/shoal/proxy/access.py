@@ -5,10 +5,8 @@ Every target is checked after its name is resolved, on the very address the prox
 this order (the first rule that matches decides; a refusal is a 403 with its reason):
 
 1. metadata names, metadata and link-local addresses (``shoal.addresses``): refused, as ``fetch`` refuses them.
-2. the cluster's own addresses: refused, whatever the policy says. They are the store (from the store URL,
-   the embedded server included), every node's gRPC, HTTP and proxy address as its record in the store
-   says, and this node's own listeners. A listener bound to a wildcard or loopback address is reached
-   through any address of its machine, so its port is refused on every address of this host.
+2. the cluster's own addresses (``shoal.cluster.addresses``: the store, every node's ports): refused,
+   whatever the policy says, as ``fetch`` refuses them.
 3. ``proxy_deny``: refused (deny beats allow).
 4. ``proxy_allow``: CONNECT may reach what it lists, on any port (a network or name without a port) or
    on the port given (``host:port``), beyond ``proxy_connect_ports``.
@@ -17,33 +15,26 @@ this order (the first rule that matches decides; a refusal is a 403 with its rea
 
 A rule is a network (``10.0.0.0/8``, an address, ``[fd00::/8]``) or a host name, either with an optional
 ``:port``. A name matches the name asked for and, in ``proxy_deny``, every address it resolved to at the
-last refresh. The cluster's addresses are re-read every few seconds (``refresh``), so a node that joins
-is refused within one refresh.
+last refresh (``run``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from shoal._utils import is_digits
 from shoal.addresses import AddressRefused, IPAddress, resolve
+from shoal.cluster.addresses import ClusterAddresses, addresses_of, plain
 
 log = logging.getLogger("shoal.proxy.access")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Most rules in ``proxy_allow`` or ``proxy_deny``.
 MAX_RULES = 1000
-#: Longest a refresh waits for one name to resolve.
-RESOLVE_TIMEOUT_S = 5.0
-#: Port of a store URL that names none.
-REDIS_PORT = 6379
 
 
 class AccessRefused(AddressRefused):
@@ -112,80 +103,35 @@ def parse_rules(texts: Sequence[str], key: str) -> tuple[Rule, ...]:
         raise ValueError(f"option {key!r}: {exc}") from None
 
 
-def store_addresses(url: str) -> list[tuple[str, int]]:
-    """The ``host:port`` pairs a store URL names: its server, or its sentinels; none for a Unix socket."""
-    from shoal.store import sentinel
-
-    parts = urlsplit(url)
-    if parts.scheme == sentinel.SCHEME:
-        return list(sentinel.parse(url).sentinels)
-    if parts.scheme in ("redis", "rediss") and parts.hostname:
-        return [(parts.hostname, parts.port or REDIS_PORT)]
-    return []
-
-
-def split_host_port(addr: str) -> tuple[str, int] | None:
-    """``host:port`` (``[v6]:port`` too) of an address in a node record; None when it is not one."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not is_digits(port) or not 0 < int(port) < 65536:
-        return None
-    return host.strip("[]"), int(port)
-
-
-def is_this_host(address: IPAddress) -> bool:
-    """Whether connecting to ``address`` reaches this machine: loopback, unspecified, or one of its own."""
-    if address.is_loopback or address.is_unspecified:
-        return True
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((str(address), 0))  # only an address of this machine can be bound
-        except OSError:
-            return False
-    return True
-
-
-def _plain(address: IPAddress) -> IPAddress:
-    """An IPv4-mapped IPv6 address as the IPv4 address it is."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 class ProxyAccess:
-    """The proxy's access policy and the cluster's addresses it refuses. ``refresh()`` before use, then
+    """The proxy's access policy over the cluster's own addresses. ``refresh()`` before use, then
     periodically (``run``); ``resolve`` may be called concurrently from any number of requests.
 
     Parameters:
         connect_ports: ports CONNECT may reach (``proxy_connect_ports``).
         allow: ``proxy_allow`` rules; deny: ``proxy_deny`` rules.
-        own: ``host:port`` of this node's listeners and its store.
-        cluster: reads the ``host:port`` addresses of every node in the cluster (their records in the store).
+        cluster: the cluster's own addresses (the node refreshes them; the proxy adds its own listener).
     """
 
     def __init__(self, *, connect_ports: Iterable[int], allow: Sequence[Rule], deny: Sequence[Rule],
-                 own: Iterable[tuple[str, int]] = (),
-                 cluster: Callable[[], Awaitable[Iterable[str]]] | None = None) -> None:  # fmt: skip
+                 cluster: ClusterAddresses) -> None:  # fmt: skip
         self.connect_ports = frozenset(connect_ports)
         self.allow = tuple(allow)
         self.deny = tuple(deny)
-        self.own = list(own)
         self.cluster = cluster
         self.refused = 0
-        self._exact: frozenset[tuple[IPAddress, int]] = frozenset()
-        self._local_ports: frozenset[int] = frozenset()
         self._denied_names: dict[str, frozenset[IPAddress]] = {}
 
     def __repr__(self) -> str:
         return (f"ProxyAccess(connect_ports={sorted(self.connect_ports)}, allow={len(self.allow)}, "
-                f"deny={len(self.deny)}, own={len(self._exact)}, refused={self.refused})")  # fmt: skip
+                f"deny={len(self.deny)}, refused={self.refused})")  # fmt: skip
 
     async def resolve(self, host: str, port: int, *, tunnel: bool) -> IPAddress:
         """The checked address to connect to for ``host:port``; AccessRefused (or AddressRefused) if the
         policy refuses it. ``tunnel``: a CONNECT, held to the CONNECT ports."""
         address = await resolve(host, port)
         try:
-            self.check(host, _plain(address), port, tunnel=tunnel)
+            self.check(host, plain(address), port, tunnel=tunnel)
         except AccessRefused as exc:
             self.refused += 1
             log.info("proxy refused %s %s:%d: %s", "CONNECT" if tunnel else "a request to", host, port, exc)
@@ -195,7 +141,7 @@ class ProxyAccess:
     def check(self, host: str, address: IPAddress, port: int, *, tunnel: bool) -> None:
         """Refuse ``address:port`` (asked for as ``host``) if the policy says so; see the module docstring."""
         target = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
-        if self.is_cluster(address, port):
+        if self.cluster.contains(address, port):
             raise AccessRefused(f"refused: {target} is one of this cluster's own addresses")
         name = host.lower().rstrip(".")
         if any(rule.matches(name, address, port, self._denied_names.get(rule.name or "", ())) for rule in self.deny):
@@ -208,25 +154,11 @@ class ProxyAccess:
         noun = "port" if len(self.connect_ports) == 1 else "ports"
         raise AccessRefused(f"refused: CONNECT goes only to {noun} {ports} (proxy_connect_ports), not {port}")
 
-    def is_cluster(self, address: IPAddress, port: int) -> bool:
-        return (address, port) in self._exact or (port in self._local_ports and is_this_host(address))
-
     async def refresh(self) -> None:
-        """Read the cluster's addresses again and resolve every name they and ``proxy_deny`` hold."""
-        pairs = list(self.own)
-        if self.cluster is not None:
-            pairs += [p for p in (split_host_port(a) for a in await self.cluster()) if p is not None]
-        exact: set[tuple[IPAddress, int]] = set()
-        local_ports: set[int] = set()
-        names = {host for host, _ in pairs} | {rule.name for rule in self.deny if rule.name is not None}
-        resolved = dict(zip(names, await asyncio.gather(*(self._addresses(n) for n in names)), strict=True))
-        for host, port in pairs:
-            for address in resolved[host]:
-                exact.add((address, port))
-                if is_this_host(address):
-                    local_ports.add(port)
-        self._exact, self._local_ports = frozenset(exact), frozenset(local_ports)
-        self._denied_names = {rule.name: resolved[rule.name] for rule in self.deny if rule.name is not None}
+        """Resolve every name ``proxy_deny`` holds again."""
+        names = [rule.name for rule in self.deny if rule.name is not None]
+        resolved = await asyncio.gather(*(addresses_of(name) for name in names))
+        self._denied_names = dict(zip(names, resolved, strict=True))
 
     async def run(self, interval: float) -> None:
         """``refresh`` every ``interval`` seconds until cancelled; a failed refresh keeps the last addresses."""
@@ -237,18 +169,4 @@ class ProxyAccess:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("could not refresh the cluster's addresses for the proxy: %s", exc)
-
-    async def _addresses(self, host: str) -> frozenset[IPAddress]:
-        """Every address ``host`` has now (none when it does not resolve); a wildcard host means this host."""
-        try:
-            return frozenset({_plain(ipaddress.ip_address(host))})
-        except ValueError:
-            pass
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
-                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-            return frozenset(_plain(ipaddress.ip_address(info[4][0])) for info in infos)
-        log.debug("cannot resolve %s to refuse it", host)
-        return frozenset()
+                log.warning("could not resolve proxy_deny's names again: %s", exc)

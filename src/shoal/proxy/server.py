@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 
 from shoal.addresses import IPAddress, resolve
+from shoal.cluster.addresses import REFRESH_S, ClusterAddresses
 from shoal.config import NodeConfig, split_addr
-from shoal.proxy.access import AccessRefused, ProxyAccess, parse_rules, store_addresses
+from shoal.proxy.access import AccessRefused, ProxyAccess, parse_rules
 from shoal.proxy.httpcache import HttpCache
 from shoal.proxy.session import Session
 from shoal.proxy.upstream import Upstream
@@ -34,8 +35,6 @@ log = logging.getLogger("shoal.proxy")
 BACKLOG = 1024
 #: Seconds a new connection has to send its first request head whole (at most ``proxy_timeout``).
 HEAD_TIMEOUT_S = 10.0
-#: Seconds between two reads of the cluster's addresses, at least.
-ACCESS_REFRESH_S = 2.0
 
 
 class ProxyServer:
@@ -49,12 +48,12 @@ class ProxyServer:
         timeout_s: see the module docstring.
         max_connections: authenticated client connections served at once, and pending ones held at once.
         access: where requests may go (None: anywhere ``shoal.addresses`` allows).
-        access_refresh_s: seconds between two reads of the cluster's addresses for ``access``.
+        access_refresh_s: seconds between two resolutions of ``proxy_deny``'s names.
     """
 
     def __init__(self, *, bind: str, node: str, cache: HttpCache | None, accepts: Callable[[str | None], bool] | None,
                  timeout_s: float, max_connections: int, access: ProxyAccess | None = None,
-                 access_refresh_s: float = ACCESS_REFRESH_S) -> None:  # fmt: skip
+                 access_refresh_s: float = REFRESH_S) -> None:  # fmt: skip
         self.bind = bind
         self.via_name = f"shoal-{node}".lower()
         self.via = f"1.1 shoal-{node}"
@@ -82,7 +81,8 @@ class ProxyServer:
             raise OSError(f"cannot serve the proxy on {self.bind}: {exc.strerror or exc}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         if self.access is not None:
-            self.access.own.append((host, self.port))
+            self.access.cluster.add([(host, self.port)])
+            await self.access.cluster.refresh()
             await self.access.refresh()
             self._refresher = asyncio.create_task(self.access.run(self.access_refresh_s), name="proxy-access")
         log.info("proxy listening on %s:%d", host, self.port)
@@ -171,25 +171,16 @@ async def start_proxy(
     cache: CacheAPI,
     accepts: Callable[[str | None], bool],
     *,
-    store_url: str,
-    cluster: Callable[[], Awaitable[Iterable[str]]] | None = None,
-    listeners: Iterable[str] = (),
+    cluster: ClusterAddresses,
 ) -> ProxyServer | None:
-    """The node's proxy on ``config.proxy``, started; None when ``proxy_enabled`` is off.
-
-    Parameters:
-        store_url: the store's URL (the embedded server's too), whose addresses the proxy refuses.
-        cluster: reads every node's addresses from the store, which the proxy refuses too.
-        listeners: this node's other listeners (``host:port`` as bound).
-    """
+    """The node's proxy on ``config.proxy``, started; None when ``proxy_enabled`` is off. ``cluster``: the
+    cluster's own addresses, which the proxy refuses (it adds its own listener to them)."""
     if not config.proxy_enabled:
         return None
-    own = [*store_addresses(store_url), *(split_addr(addr, "address") for addr in listeners)]
     access = ProxyAccess(
         connect_ports=config.proxy_connect_ports,
         allow=parse_rules(config.proxy_allow, "proxy_allow"),
         deny=parse_rules(config.proxy_deny, "proxy_deny"),
-        own=own,
         cluster=cluster,
     )
     server = ProxyServer(
@@ -200,7 +191,7 @@ async def start_proxy(
         timeout_s=config.proxy_timeout,
         max_connections=config.proxy_max_connections,
         access=access,
-        access_refresh_s=max(ACCESS_REFRESH_S, config.heartbeat_interval),
+        access_refresh_s=max(REFRESH_S, config.heartbeat_interval),
     )
     await server.start()
     return server
