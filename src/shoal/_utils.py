@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -26,3 +28,16 @@ def is_digits(text: str) -> bool:
     """Whether ``text`` is a plain decimal number: ASCII digits only. ``str.isdigit`` also takes "²" (which
     ``int`` then refuses) and "٣" (which it reads as 3): numbers a stranger sends are checked with this."""
     return text.isascii() and text.isdigit()
+
+
+async def every(interval: float, step: Callable[[], Awaitable[None]], log: logging.Logger, failed: str) -> None:
+    """Run ``step`` every ``interval`` seconds until cancelled. A step that fails is logged as ``failed: error``
+    and the loop goes on: what the last good step read stays in use."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: %s", failed, exc)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shoal import validation
+from shoal._utils import every
 from shoal.cache.membership import Membership
 from shoal.cache.owner import ShardOwner
 from shoal.cache.routing import Io
@@ -168,14 +169,7 @@ class ClusterCache:
 
     async def run(self) -> None:
         """Refresh every ``interval`` until cancelled; a failed refresh keeps the last membership."""
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("cache membership refresh failed: %s", exc)
+        await every(self.interval, self.refresh, log, "cache membership refresh failed")
 
     async def close(self) -> None:
         for task in list(self._background):

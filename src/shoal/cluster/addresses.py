@@ -19,7 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
-from shoal._utils import is_digits
+from shoal._utils import every, is_digits
 from shoal.addresses import AddressRefused, IPAddress, resolve
 
 log = logging.getLogger("shoal.cluster.addresses")
@@ -141,11 +141,4 @@ class ClusterAddresses:
 
     async def run(self, interval: float) -> None:
         """``refresh`` every ``interval`` seconds until cancelled; a failed refresh keeps the last addresses."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("could not refresh the cluster's addresses: %s", exc)
+        await every(interval, self.refresh, log, "could not refresh the cluster's addresses")

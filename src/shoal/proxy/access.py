@@ -26,7 +26,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from shoal._utils import is_digits
+from shoal._utils import every, is_digits
 from shoal.addresses import AddressRefused, IPAddress, resolve
 from shoal.cluster.addresses import ClusterAddresses, addresses_of, plain
 
@@ -162,11 +162,4 @@ class ProxyAccess:
 
     async def run(self, interval: float) -> None:
         """``refresh`` every ``interval`` seconds until cancelled; a failed refresh keeps the last addresses."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("could not resolve proxy_deny's names again: %s", exc)
+        await every(interval, self.refresh, log, "could not resolve proxy_deny's names again")

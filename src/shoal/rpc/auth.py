@@ -130,7 +130,7 @@ class AuthInterceptor(ServerInterceptor):
         method: str = handler_call_details.method
         if _service_of(method) in self._public:
             return await continuation(handler_call_details)
-        refusal = self.check(method, _metadata(handler_call_details.invocation_metadata))
+        refusal = self.check(method, metadata_of(handler_call_details.invocation_metadata))
         if refusal is None:
             return await continuation(handler_call_details)
         if isinstance(refusal, BodyCheck):
@@ -204,7 +204,7 @@ def _service_of(method: str) -> str:
     return method.lstrip("/").partition("/")[0]
 
 
-def _metadata(items: Any) -> dict[str, str]:
+def metadata_of(items: Any) -> dict[str, str]:
     """Text metadata as a dict (keys are lower case on the wire); binary ``-bin`` entries are left out."""
     found: dict[str, str] = {}
     for key, value in items or ():

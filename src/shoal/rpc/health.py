@@ -17,6 +17,8 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2
 
+from shoal.rpc.auth import metadata_of
+
 #: Full name of the standard health service.
 SERVICE_NAME = "grpc.health.v1.Health"
 WATCH = f"/{SERVICE_NAME}/Watch"
@@ -53,7 +55,7 @@ class PublicHealth:
         return await self.inner.Check(request, context)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        if self.is_member(_metadata(context.invocation_metadata())):
+        if self.is_member(metadata_of(context.invocation_metadata())):
             await self.inner.Watch(request, context)
             return
         if self.public_watches >= self.max_public_watches:
@@ -74,12 +76,3 @@ class PublicHealth:
 
     async def enter_graceful_shutdown(self) -> None:
         await self.inner.enter_graceful_shutdown()
-
-
-def _metadata(items: Any) -> dict[str, str]:
-    """Text metadata as a dict (keys lower case); binary ``-bin`` entries are left out."""
-    found: dict[str, str] = {}
-    for key, value in items or ():
-        if isinstance(value, str):
-            found.setdefault(key.lower(), value)
-    return found
