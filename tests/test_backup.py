@@ -55,11 +55,8 @@ pytestmark = pytest.mark.every_server
 
 
 def embedded_node(data_dir: Path, name: str, *args: str) -> TestNode:
-    """A node that runs its own redis-server in ``data_dir`` (no --redis)."""
-    node = TestNode(data_dir, "", name=name, args=list(args))
-    at = node.proc.args.index("--redis")
-    del node.proc.args[at : at + 2]
-    return node
+    """A node that runs its own redis-server in ``data_dir`` (no store URL)."""
+    return TestNode(data_dir, "", name=name, args=list(args))
 
 
 def wait_states(client: Client, want: dict[str, str]) -> dict[str, Task]:

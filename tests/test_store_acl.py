@@ -165,9 +165,7 @@ def test_an_older_data_directory_keeps_its_tasks_and_is_closed_on_its_next_start
         old.wait(10)
     assert mode(old_dir / "redis.log") & 0o044, "the old way: readable by all"
 
-    node = TestNode(data, "", name="upgraded")
-    at = node.proc.args.index("--redis")
-    del node.proc.args[at : at + 2]  # its own embedded store, on the old directory
+    node = TestNode(data, "", name="upgraded")  # its own embedded store, on the old directory
     node.start()
     try:
         with Client(node.http_url, node.token) as client:

@@ -47,7 +47,8 @@ def wait_for(
 
 
 class TestNode:
-    """A real ``python -m shoal node`` process on ``redis_url`` with free loopback ports."""
+    """A real ``python -m shoal node`` process on ``redis_url`` (empty: its own embedded store), with free
+    loopback ports. The URL goes by environment, so its password is in no process list."""
 
     __test__ = False  # not a pytest test class
 
@@ -75,8 +76,6 @@ class TestNode:
                 name,
                 "--data-dir",
                 str(data_dir),
-                "--redis",
-                redis_url,
                 "--http",
                 f"127.0.0.1:{self.http_port}",
                 "--grpc",
@@ -85,7 +84,8 @@ class TestNode:
                 f"127.0.0.1:{self.proxy_port}",
                 *(args or []),
             ],  # fmt: skip
-            env={**base_env, **(env or {})},
+            # the store URL (its password too) by environment, not in the process list; none: its own store
+            env={**base_env, **({"SHOAL_REDIS": redis_url} if redis_url else {}), **(env or {})},
             log_path=data_dir / f"{name}.log",
         )
 
