@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from shoal.addresses import Unresolvable, resolve
 from shoal.cluster.addresses import ClusterAddresses
 from shoal.proxy.access import AccessRefused, ProxyAccess, parse_rule, parse_rules
 from shoal.testing import TestNode, wait_for
@@ -196,6 +197,14 @@ def test_refusals_are_logged_without_secrets(nodes: dict[str, TestNode], module_
     assert "hunter2" not in node.log() and "secret-path" not in node.log() and node.token not in node.log()
 
 
+@pytest.mark.e2e
+def test_a_host_name_that_cannot_be_encoded_gets_an_answer(nodes: dict[str, TestNode]) -> None:
+    status, text = connect_status(nodes["open"], "x..y:443")
+    assert (status, text) == (502, "cannot resolve x..y: not a valid host name")
+    response = get(nodes["open"], "http://x..y/")
+    assert response.status_code in (400, 502) and response.text.strip(), response
+
+
 # -- the policy's rules, without a node ------------------------------------------------------------------
 
 
@@ -248,3 +257,31 @@ async def test_the_clusters_addresses_beat_the_policy_and_deny_beats_allow() -> 
     assert "CONNECT goes only to port 443" in verdict("192.0.2.1", 8443)
     assert verdict("192.0.2.1", 8443, tunnel=False) == "ok"  # plain requests: any other port
     assert verdict("192.0.2.1", 443) == "ok"
+
+
+async def test_an_address_is_checked_for_every_address_it_reaches() -> None:
+    """A zone (``%1``) is ignored by the kernel for an address that is not link-local, and NAT64, 6to4 and
+    IPv4-mapped addresses reach the IPv4 address inside: none may slip past the cluster's or the deny list."""
+    cluster = ClusterAddresses()
+    cluster.add([("fd00::5", 6379), ("10.0.0.9", 6379)])
+    await cluster.refresh()
+    access = ProxyAccess(connect_ports=[443], allow=(), deny=parse_rules(["10.0.0.0/8"], "proxy_deny"),
+                         cluster=cluster)  # fmt: skip
+
+    def verdict(address: str, port: int) -> str:
+        try:
+            access.check(address, ipaddress.ip_address(address), port, tunnel=False)
+        except AccessRefused as exc:
+            return str(exc)
+        return "ok"
+
+    for reaches_the_store in ("fd00::5%1", "64:ff9b::a00:9", "::ffff:10.0.0.9", "2002:a00:9::1"):
+        assert "own addresses" in verdict(reaches_the_store, 6379), reaches_the_store
+    for reaches_the_denied in ("64:ff9b::a00:1", "2002:a00:1::1", "::ffff:10.1.2.3"):
+        assert "denied by proxy_deny" in verdict(reaches_the_denied, 80), reaches_the_denied
+    assert verdict("fd00::7%1", 6379) == "ok"
+
+
+async def test_a_name_that_cannot_be_encoded_is_unresolvable_not_a_crash() -> None:
+    with pytest.raises(Unresolvable, match="not a valid host name"):
+        await resolve("x..y", 443)

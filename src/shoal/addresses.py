@@ -59,16 +59,29 @@ def refuse_name(host: str) -> None:
         raise AddressRefused(f"refused: {host} is a cloud metadata service")
 
 
-def refuse_address(ip: IPAddress) -> None:
-    """Refuse ``ip`` and every IPv4 address it carries (IPv4-mapped, IPv4-compatible, NAT64, 6to4)."""
-    candidates: list[IPAddress | None] = [ip]
+def unscoped(ip: IPAddress) -> IPAddress:
+    """``ip`` without an IPv6 zone (``fd00::5%1``): the kernel ignores the zone of an address that is not
+    link-local, but ``ipaddress`` compares it, so a check must never see it."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return ipaddress.IPv6Address(int(ip))
+    return ip
+
+
+def carried(ip: IPAddress) -> list[IPAddress]:
+    """``ip`` (unscoped) and every IPv4 address it carries (IPv4-mapped, IPv4-compatible, NAT64, 6to4):
+    what a check of ``ip`` must look at, since a connection to it may reach any of them."""
+    ip = unscoped(ip)
+    found: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
-        candidates += [ip.ipv4_mapped, ip.sixtofour]
+        found += [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
         if ip in NAT64 or int(ip) >> 32 == 0:
-            candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    for candidate in candidates:
-        if candidate is None:
-            continue
+            found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def refuse_address(ip: IPAddress) -> None:
+    """Refuse ``ip`` if it or an IPv4 address it carries is a metadata or link-local address."""
+    for candidate in carried(ip):
         if candidate in METADATA_ADDRESSES:
             raise AddressRefused(f"refused: {ip} is a cloud metadata address")
         if candidate.is_link_local:
@@ -88,12 +101,14 @@ async def resolve(host: str, port: int) -> IPAddress:
     literal = _literal(host)
     if literal is not None:
         refuse_address(literal)
-        return literal
+        return unscoped(literal)
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise Unresolvable(f"cannot resolve {host}: {exc.strerror}") from None
+    except UnicodeError:  # a name IDNA cannot encode ("x..y")
+        raise Unresolvable(f"cannot resolve {host}: not a valid host name") from None
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for address in addresses:
         refuse_address(address)

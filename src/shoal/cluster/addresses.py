@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 from shoal._utils import every, is_digits
-from shoal.addresses import AddressRefused, IPAddress, resolve
+from shoal.addresses import AddressRefused, IPAddress, carried, resolve, unscoped
 
 log = logging.getLogger("shoal.cluster.addresses")
 
@@ -70,7 +70,8 @@ def is_this_host(address: IPAddress) -> bool:
 
 
 def plain(address: IPAddress) -> IPAddress:
-    """An IPv4-mapped IPv6 address as the IPv4 address it is."""
+    """An address as it is stored and compared: no IPv6 zone, an IPv4-mapped IPv6 address as its IPv4."""
+    address = unscoped(address)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
@@ -113,8 +114,10 @@ class ClusterAddresses:
         self.own.extend(pairs)
 
     def contains(self, address: IPAddress, port: int) -> bool:
-        address = plain(address)
-        return (address, port) in self._exact or (port in self._local_ports and is_this_host(address))
+        return any(
+            (each, port) in self._exact or (port in self._local_ports and is_this_host(each))
+            for each in carried(address)
+        )
 
     def refuse(self, address: IPAddress, port: int) -> None:
         """ClusterAddressRefused if ``address:port`` is one of the cluster's own."""

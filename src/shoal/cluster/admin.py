@@ -115,7 +115,10 @@ class ClusterAdmin:
         try:
             return await self._rotate()
         finally:
-            await self.rotations.release(held)
+            try:
+                await self.rotations.release(held)
+            except Exception as exc:  # the rotation's own outcome matters more; the lease lapses by itself
+                log.warning("could not release the token rotation lease (it lapses in %gs): %s", ROTATION_LEASE_S, exc)
 
     async def _rotate(self) -> tuple[str, dict[str, bool]]:
         new_token = secrets.token_urlsafe(32)

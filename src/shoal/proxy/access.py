@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shoal._utils import every, is_digits
-from shoal.addresses import AddressRefused, IPAddress, resolve
+from shoal.addresses import AddressRefused, IPAddress, carried, resolve
 from shoal.cluster.addresses import ClusterAddresses, addresses_of, plain
 
 log = logging.getLogger("shoal.proxy.access")
@@ -53,9 +53,10 @@ class Rule:
     def matches(self, host: str, address: IPAddress, port: int, resolved: Iterable[IPAddress] = ()) -> bool:
         if self.port is not None and self.port != port:
             return False
-        if self.network is not None:
-            return address in self.network
-        return host == self.name or address in resolved
+        network, seen = self.network, frozenset(resolved)
+        if network is not None:
+            return any(each in network for each in carried(address))  # NAT64 and friends reach the IPv4 inside
+        return host == self.name or any(each in seen for each in carried(address))
 
 
 def parse_rule(text: str) -> Rule:

@@ -141,7 +141,7 @@ class Session:
                 refuse_host(url.host)
                 served = await self._serve(url, policy.end_to_end(headers), body)
         except Exception as exc:
-            status, text = self._failure(exc, url)
+            status, text = self._failure(exc, url.netloc.decode("ascii", "replace"), loggable(url))
             log.debug("%s %s -> %d (%s)", self.method, loggable(url), status, text)
             return await self._error(status, text)
         keep = await self._respond(served)
@@ -172,12 +172,13 @@ class Session:
                 log.warning("could not drop the stored GET after a %s: %s", self.method, exc)
         return streamed(response)
 
-    def _failure(self, exc: Exception, url: httpx.URL) -> tuple[int, str]:
-        target = url.netloc.decode("ascii", "replace")
+    def _failure(self, exc: Exception, target: str, shown: str) -> tuple[int, str]:
+        """The status and text for a request to ``target`` (``host:port``) that failed; ``shown``: the
+        request as the log may show it."""
         try:
             return self.proxy.upstream.failure(exc, target)
         except Exception:
-            log.exception("proxy request to %s failed", loggable(url))
+            log.exception("proxy request to %s failed", shown)
             return 502, f"the proxy could not reach {target}"
 
     async def _body(self) -> bytes | None:
@@ -228,7 +229,7 @@ class Session:
             refuse_host(host)
             upstream = await tunnel.connect(host, port, self.proxy.timeout_s, self.proxy.tunnel_target)
         except Exception as exc:
-            status, text = self._failure(exc, httpx.URL(f"https://{target}/"))
+            status, text = self._failure(exc, target, f"CONNECT {target}")
             log.debug("CONNECT %s -> %d (%s)", target, status, text)
             return await self._error(status, text)
         self.proxy.stats["tunnels"] += 1
