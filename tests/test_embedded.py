@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shoal.errors import EmbeddedRedisError
+from shoal.store import embedded
 from shoal.store.embedded import EmbeddedRedis, find_binary, find_server
 from shoal.testing import TestNode, free_port, wait_for
 
@@ -281,3 +284,37 @@ def test_a_missing_password_file_stops_the_node_in_one_line(tmp_path: Path) -> N
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "cannot read redis_password_file" in result.stderr and "nowhere" in result.stderr, result.stderr
+
+
+def test_no_password_goes_to_a_stranger_on_the_port_the_url_file_names(tmp_path: Path) -> None:
+    """After a crash the URL file's port may be anyone's: shoal asks whether its server still runs there
+    only once the listener is found working in the store's own directory, so a stranger who took the port
+    hears nothing, not the administrator's password."""
+    stranger = socket.create_server(("127.0.0.1", 0))
+    port = stranger.getsockname()[1]
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir(mode=0o700)
+    (redis_dir / embedded.URL_FILE).write_text(f"redis://shoal:pw@127.0.0.1:{port}/0\n")
+    (redis_dir / embedded.ADMIN_PASSWORD_FILE).write_text("admin-secret\n")
+    heard = bytearray()
+
+    def listen() -> None:
+        stranger.settimeout(3)
+        try:
+            conn, _ = stranger.accept()
+        except TimeoutError:
+            return
+        with conn:
+            conn.settimeout(1)
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(4096):
+                    heard.extend(chunk)
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    try:
+        assert embedded.serving(redis_dir) is None
+    finally:
+        thread.join(5)
+        stranger.close()
+    assert b"admin-secret" not in heard and heard == b""

@@ -129,7 +129,7 @@ def serving(redis_dir: Path) -> str | None:
     except OSError:
         return None
     port = _port_of(url)
-    if port is None:
+    if port is None or not _served_from(redis_dir, port):
         return None
     import redis
 
@@ -152,6 +152,37 @@ def serving(redis_dir: Path) -> str | None:
     except (redis.RedisError, OSError, ValueError):
         return None
     return url if reply.get("dir") == str(redis_dir.resolve()) else None
+
+
+def _served_from(redis_dir: Path, port: int) -> bool:
+    """Whether the process listening on 127.0.0.1:``port`` works in ``redis_dir`` (redis-server moves into
+    its ``dir``). Checked before any password is sent: after a crash the port of the URL file may be
+    anyone's, and only this user's own processes can be found working in its 0700 directory."""
+    inode = _listening_inode(port)
+    if inode is None:
+        return False
+    wanted = redis_dir.resolve()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == f"socket:[{inode}]" for fd in fd_dir.iterdir()):
+                return (fd_dir.parent / "cwd").resolve() == wanted
+        except OSError:  # another user's process, or one that ended meanwhile
+            continue
+    return False
+
+
+def _listening_inode(port: int) -> str | None:
+    """The socket inode of the TCP listener on 127.0.0.1:``port``, from /proc/net/tcp; None if none."""
+    local = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == local and fields[3] == "0A":  # 0A: LISTEN
+            return fields[9]
+    return None
 
 
 def _port_of(url: str) -> int | None:
