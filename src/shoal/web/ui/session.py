@@ -4,7 +4,8 @@ Signing in with the cluster token opens a session in the store (``shoal.store.se
 random id in a cookie: HttpOnly (page scripts never see it), SameSite=Strict (no other site's page or link
 makes the browser send it), Secure when the page came over HTTPS, path ``/``. The token itself is never in
 a cookie or a URL, so another service on the same host, which gets the host's cookies whatever its port,
-gets nothing it could use against the cluster's API. The cookie's name carries the port the browser
+gets at most a session: one that sign-out, ``session_ttl`` or a rotation ends, never the token itself.
+(Serve the task center on a host name of its own where other services share the address.) The cookie's name carries the port the browser
 reached the node on (``shoal_session_8080``), so two clusters on one host do not overwrite each other's
 sign-in; a node accepts any ``shoal_session_*`` cookie whose id its store knows, so a page served by one
 node keeps working through another node of the same cluster.
