@@ -239,7 +239,11 @@ class Election:
             return
         log.warning("stepping down from epoch %d: %s", epoch, why)
         await self._step_down()
-        await self.registry.release_lease(self.config.name, None, note_ttl_s=self.lease_ttl, why=why, epoch=epoch)
+        # The next in line other than this node: a fault of this node's own would stop its next term too.
+        now, records = await self.registry.all_with_time()
+        order = standing_order(records, now, 2.5 * self.interval, None)
+        successor = next((name for name in order if name != self.config.name), None)
+        await self.registry.release_lease(self.config.name, successor, note_ttl_s=self.lease_ttl, why=why, epoch=epoch)
 
     async def hand_over(self, candidate: str | None) -> bool:
         """Give the master role away now (to ``candidate``, or the next in line); False if not master."""
