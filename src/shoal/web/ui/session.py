@@ -5,10 +5,10 @@ random id in a cookie: HttpOnly (page scripts never see it), SameSite=Strict (no
 makes the browser send it), Secure when the page came over HTTPS, path ``/``. The token itself is never in
 a cookie or a URL, so another service on the same host, which gets the host's cookies whatever its port,
 gets at most a session: one that sign-out, ``session_ttl`` or a rotation ends, never the token itself.
-(Serve the task center on a host name of its own where other services share the address.) The cookie's name carries the port the browser
-reached the node on (``shoal_session_8080``), so two clusters on one host do not overwrite each other's
-sign-in; a node accepts any ``shoal_session_*`` cookie whose id its store knows, so a page served by one
-node keeps working through another node of the same cluster.
+(Serve the task center on a host name of its own where other services share the address.) The cookie's name
+carries the port the browser reached the node on (``shoal_session_8080``), so two clusters on one host do
+not overwrite each other's sign-in; a node accepts any ``shoal_session_*`` cookie whose id its store knows,
+so a page served by one node keeps working through another node of the same cluster.
 
 A session ends at sign-out (on every node at once), ``session_ttl`` after sign-in, or when the token it
 was opened with is no longer accepted: a token rotation ends every session once the old token's grace
