@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
-import socket
 import subprocess
 import sys
 import termios
@@ -19,6 +18,8 @@ from typing import Any
 
 import orjson
 import pytest
+
+from shoal.testing import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -87,13 +88,6 @@ def one_error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_version_and_help(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from shoal.client import ApiUnreachable, AsyncClient, Client, Lagged, WaitTimeout
 from shoal.errors import IllegalTransition, InvalidInput, ResultNotFound, TaskNotFound, Unauthorized, UnknownTaskType
 from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, Attempt, ClusterView, Task, TaskEvent, TaskResult, TaskState
-from shoal.testing import wait_for
+from shoal.testing import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -124,9 +123,7 @@ def test_cluster_health_and_types(client: Client, shoal_node: Any) -> None:
 
 
 def test_unreachable_api_names_the_url() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     with Client(f"http://127.0.0.1:{port}", "t") as c, pytest.raises(ApiUnreachable) as info:
         c.list()
     assert f"http://127.0.0.1:{port}" in str(info.value) and "refused" in str(info.value)
@@ -184,9 +181,7 @@ async def test_async_client_and_event_stream(shoal_node: Any, origin: Any) -> No
 
 
 async def test_async_unreachable_api_names_the_url() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     async with AsyncClient(f"http://127.0.0.1:{port}", "t") as c:
         with pytest.raises(ApiUnreachable) as info:
             await c.get(UNKNOWN_ID)

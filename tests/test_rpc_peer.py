@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from shoal.rpc.peers import PeerClient
 from shoal.rpc.sealing import SealError, adopt_sealed
 from shoal.rpc.server import RpcServer, start_rpc_server
 from shoal.rpc.tokens import TokenKeeper
+from shoal.testing import free_port
 
 TOKEN = "cluster-token-0123456789abcdef"
 NEW_TOKEN = "rotated-token-fedcba9876543210"
@@ -200,13 +200,6 @@ async def refused(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
     return info.value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- probes -----------------------------------------------------------------------------------------

@@ -191,19 +191,27 @@ def _port_of(url: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_ports_given: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now, picked below the kernel's ephemeral range: a port found free inside
-    that range can be taken by any outgoing connection before whoever asked for it binds it."""
+    """A port nothing listens on now and never handed out before by this process, picked below the kernel's
+    ephemeral range: a port found free inside that range can be taken by any outgoing connection before
+    whoever asked for it binds it, and one handed out twice (two picks before either is bound) collides."""
     low = _ephemeral_low()
     rng = random.Random()
     for _ in range(100):
         port = rng.randrange(10_000, low) if low > 10_001 else 0
+        if port in _ports_given:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
             found: int = s.getsockname()[1]
+        if found not in _ports_given:
+            _ports_given.add(found)
             return found
     raise OSError(f"no free port on {host}")
 
