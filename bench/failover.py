@@ -50,10 +50,10 @@ class PlacementTap:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None:
                     continue
-                event = orjson.loads(message["data"])
-                if event.get("state") == "INQUEUE":
-                    self.placed.append((event["id"], event.get("node", ""), float(event["at"])))
-                    self.changed.set()
+                for task_id, state, node, at in orjson.loads(message["data"])["events"]:
+                    if state == "INQUEUE":
+                        self.placed.append((task_id, node, float(at)))
+                        self.changed.set()
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -62,7 +62,7 @@ class Store:
 
     async def inbox(self, node: str) -> list[tuple[str, str]]:
         entries: Any = await self.redis.xrange(self.keys.inbox(node))
-        return [(f[b"op"].decode(), f[b"id"].decode()) for _, f in entries]
+        return [(f[b"op"].decode(), (f.get(b"ids") or f[b"id"]).decode()) for _, f in entries]
 
     async def indexed(self, task_id: str) -> set[str]:
         """The names of the indexes that hold ``task_id``."""
@@ -640,6 +640,7 @@ async def test_delete_removes_everything_kept_about_a_task(store: Store) -> None
     await store.running(task_id, "n2")
     await store.tasks.finish(task_id, "n2", 2, "succeeded", result=result(task_id, node="n2", attempt=2))
     await store.tasks.finish(task_id, "n1", old, "succeeded", result=result(task_id))  # a duplicate
+    await store.redis.set(store.keys.result(task_id), b"{}")  # where earlier versions kept the result
     keys = [store.keys.task(task_id), store.keys.attempts(task_id), store.keys.result(task_id)]
     keys.append(store.keys.dupes(task_id))
     assert await store.redis.exists(*keys) == 4

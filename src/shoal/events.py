@@ -101,30 +101,26 @@ class EventHub:
                     await pubsub.aclose()
 
     def _dispatch(self, raw: bytes) -> None:
+        """One message of the ``events`` channel: every task change one script made (see shoal.keys)."""
         try:
-            data = orjson.loads(raw)
-            state = TaskState.__members__.get(data["state"])
-            event = TaskEvent(
-                id=data["id"],
-                state=state if state is not None else TaskState.KILLED,
-                node=data.get("node") or None,
-                at=float(data["at"]),
-            )
-            deleted = state is None
-        except (ValueError, KeyError, TypeError):
+            rows = orjson.loads(raw)["events"]
+            changes = [(str(r[0]), TaskState.__members__.get(r[1]), r[2] or None, float(r[3])) for r in rows]
+        except (ValueError, KeyError, TypeError, IndexError):
             log.warning("ignoring a malformed task event")
             return
-        if deleted or event.state.terminal:  # waiters wait for the end; other changes would only wake them
-            for waiter in self._waiters.get(event.id, ()):
-                waiter.set()
-        if deleted:
-            return
-        _offer(self._watchers, event)
-        for hook in self.hooks:
-            try:
-                hook(event)
-            except Exception:
-                log.exception("task event hook failed")
+        for task_id, state, node, at in changes:
+            if state is None or state.terminal:  # waiters wait for the end; other changes would only wake them
+                for waiter in self._waiters.get(task_id, ()):
+                    waiter.set()
+            if state is None:  # deleted
+                continue
+            event = TaskEvent(id=task_id, state=state, node=node, at=at)
+            _offer(self._watchers, event)
+            for hook in self.hooks:
+                try:
+                    hook(event)
+                except Exception:
+                    log.exception("task event hook failed")
 
     def _dispatch_node(self, raw: bytes) -> None:
         if not self._node_watchers:

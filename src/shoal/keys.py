@@ -2,10 +2,12 @@
 
     key                      type     writer              what
     task:{id}                hash     Lua scripts only    the task (fields of models.Task, params as JSON; ``epoch``:
-                                                          the master term that last placed it)
+                                                          the master term that last placed it; ``result``: JSON
+                                                          of models.TaskResult, at most result_max_bytes;
+                                                          ``due``: when a retry waiting out its backoff is due)
     attempts:{id}            list     Lua scripts only    one JSON object per attempt (models.Attempt); the first
                                                           and the latest kept (start.lua), the others counted
-    result:{id}              string   finish.lua          JSON of models.TaskResult, at most result_max_bytes
+    result:{id}              string   older versions      their copy of the result, read where the hash has none
     dupes:{id}               list     finish.lua          late results of attempts that lost the race
     seq                      string   submit.lua          counter; each task's sequence number (listing order)
     index:all                zset     Lua scripts         every task id, score = sequence number
@@ -17,7 +19,8 @@
     pending                  stream   older versions      their single pending stream (every type); its entries
                                                           are moved to the per-type streams when a master starts
     delayed                  zset     finish.lua          WAITING tasks held back for retry, score = due time
-    inbox:{node}             stream   place/kill          run and kill orders for one node; group "worker"
+    inbox:{node}             stream   place/kill          run orders (``ids``: every task one placement put on the
+                                                          node) and kill orders (``id``); group "worker"
     assigned:{node}          set      Lua scripts         ids placed on the node and not yet terminal
     node:{name}              hash     the node; master    the node writes its addresses, slots, load, incarnation and
                                                           beat; the master (member.lua) its state and the reason;
@@ -31,8 +34,11 @@
     rotation                 string   token rotation      "node random": the rotation under way (SET NX, short TTL)
     lease                    string   election            name of the master; expires unless renewed
     epoch                    string   election            fencing counter, incremented by each new master
-    events                   pubsub   Lua scripts         task state changes (JSON); may be lost
+    events                   pubsub   Lua scripts         task state changes, one message per script: {"kind":
+                                                          "tasks", "events": [[id, state, node, at], ...]}; may
+                                                          be lost
     public                   pubsub   every node          heartbeats (the seed's channel); may be lost
+    (both channel names end in "@db{n}" on a database n other than 0: pub/sub ignores database numbers)
 
 Task state changes go through the scripts in ``store/scripts``, which keep the hash, the indexes, the
 assigned sets and the streams consistent in one atomic step.
@@ -44,10 +50,17 @@ SCHEDULER_GROUP = "scheduler"
 WORKER_GROUP = "worker"
 
 
+def channel_suffix(db: int) -> str:
+    """What a channel name carries of the store's database number: pub/sub ignores the number, so two
+    clusters of one name on two databases of one server would otherwise hear each other. Nothing for
+    database 0, whose channel names are those of earlier versions."""
+    return f"@db{db}" if db else ""
+
+
 class Keys:
     """Key names for one cluster. Cheap to build; holds no connection."""
 
-    def __init__(self, cluster: str) -> None:
+    def __init__(self, cluster: str, db: int = 0) -> None:
         self.prefix = f"shoal:{cluster}:"
         self.seq = self.prefix + "seq"
         self.all = self.prefix + "index:all"
@@ -58,8 +71,8 @@ class Keys:
         self.nodes = self.prefix + "nodes"
         self.lease = self.prefix + "lease"
         self.epoch = self.prefix + "epoch"
-        self.events = self.prefix + "events"
-        self.public = self.prefix + "public"
+        self.events = self.prefix + "events" + channel_suffix(db)
+        self.public = self.prefix + "public" + channel_suffix(db)
         self.timeline = self.prefix + "timeline"
         self.handover = self.prefix + "handover"
         self.rotation = self.prefix + "rotation"

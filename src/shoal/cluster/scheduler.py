@@ -31,16 +31,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-from redis.exceptions import ResponseError
 
 from shoal.cache.keys import http_key
-from shoal.keys import SCHEDULER_GROUP
 from shoal.liveness import liveness
 from shoal.store.nodes import NodeRecord, NodeRegistry
 from shoal.store.redis import BLOCK_MS
-from shoal.store.tasks import TaskStore
+from shoal.store.tasks import GroupMissing, Queued, TaskStore
 
 log = logging.getLogger("shoal.cluster.scheduler")
 
@@ -151,6 +147,10 @@ class Scheduler:
             reader.cancel()
 
     async def tick(self) -> None:
+        """Place what is read first (the latency of a submit runs through here), then the upkeep."""
+        nodes = await self._candidates()
+        if nodes and any(self.backlogs.values()):
+            await self._place(nodes)
         now = time.monotonic()
         if now >= self._next_promote:
             due = await self.store.promote_due()
@@ -158,7 +158,6 @@ class Scheduler:
             if due is not None:
                 delay = max(0.0, due - await self.registry.now())
                 asyncio.get_running_loop().call_later(delay + 0.01, self.poke)
-        nodes = await self._candidates()
         await self._refresh_types()
         if now >= self._next_strays:
             self._next_strays = now + STRAY_EVERY_S
@@ -166,8 +165,6 @@ class Scheduler:
                 await self._refresh_types(force=True)
             await self._claim_strays()
         await self._read_new_types()
-        if nodes and any(self.backlogs.values()):
-            await self._place(nodes)
 
     # -- which streams are read ------------------------------------------------------------------
 
@@ -206,17 +203,14 @@ class Scheduler:
             return
         await self._ensure_groups(fresh)
         try:
-            reply: Any = await self.store.redis.xreadgroup(
-                SCHEDULER_GROUP, self.consumer, {self.store.keys.pending(t): ">" for t in fresh}, count=READ_BATCH
-            )
-        except ResponseError as exc:  # NOGROUP: the stream went away since; the groups are made again
+            found = await self.store.read_pending(self.consumer, fresh, count=READ_BATCH)
+        except GroupMissing as exc:  # the stream went away since; the groups are made again
             log.info("pending streams changed while read (%s)", exc)
             self._grouped.difference_update(fresh)
             return
-        self._add_reply(reply)
+        self._add_found(found)
 
     async def _read(self, stopped: asyncio.Event) -> None:
-        redis = self.store.redis
         while not stopped.is_set():
             types = self._readable()
             if not types:
@@ -229,33 +223,22 @@ class Scheduler:
             await self._ensure_groups(types)
             self._reading = set(types)
             try:
-                reply: Any = await redis.xreadgroup(
-                    SCHEDULER_GROUP,
-                    self.consumer,
-                    {self.store.keys.pending(t): ">" for t in types},
-                    count=READ_BATCH,
-                    block=BLOCK_MS,
-                )
+                found = await self.store.read_pending(self.consumer, types, count=READ_BATCH, block_ms=BLOCK_MS)
             finally:
                 self._reading = set()
-            if self._add_reply(reply):
+            if self._add_found(found):
                 self.poke()
 
-    def _add_reply(self, reply: Any) -> bool:
-        """Add what an XREADGROUP returned; whether there was anything."""
-        added = False
-        for stream, entries in reply or ():
-            name = stream.decode() if isinstance(stream, bytes) else stream
-            self._add(name.removeprefix(self.store.keys.pending_prefix), entries)
-            added = added or bool(entries)
-        return added
+    def _add_found(self, found: dict[str, list[Queued]]) -> bool:
+        """Add what a read of the pending streams returned; whether there was anything."""
+        for task_type, entries in found.items():
+            self._add(task_type, entries)
+        return any(found.values())
 
-    def _add(self, task_type: str, entries: Any) -> None:
+    def _add(self, task_type: str, entries: list[Queued]) -> None:
         backlog = self.backlogs.setdefault(task_type, OrderedDict())
-        for msg_id, fields in entries:
-            if fields and b"id" in fields:
-                entry = msg_id.decode()
-                backlog[entry] = _Pending(fields[b"id"].decode(), task_type, entry)
+        for q in entries:
+            backlog[q.entry] = _Pending(q.task_id, task_type, q.entry)
 
     def _room(self, task_type: str) -> int:
         return max(0, min(READ_BATCH, TYPE_BACKLOG - len(self.backlogs.get(task_type, ()))))
@@ -265,18 +248,13 @@ class Scheduler:
     async def _claim_orphans(self) -> None:
         """Take the entries read but not acknowledged by earlier masters (or earlier terms of this one), as
         far as there is room for them; forget the consumers of earlier terms that hold nothing."""
-        redis = self.store.redis
         for task_type in self._readable():
-            stream = self.store.keys.pending(task_type)
             await self._ensure_groups([task_type])
             start = "0-0"
             while room := self._room(task_type):
-                reply = await redis.xautoclaim(
-                    stream, SCHEDULER_GROUP, self.consumer, min_idle_time=0, start_id=start, count=room
-                )
-                start, entries = reply[0], reply[1]
+                start, entries = await self.store.claim_pending(task_type, self.consumer, start, room)
                 self._add(task_type, entries)
-                if start in (b"0-0", "0-0") or not entries:
+                if start == "0-0" or not entries:
                     break
         await self._forget_idle_consumers()
         if self.backlog_size:
@@ -285,47 +263,28 @@ class Scheduler:
 
     async def _forget_idle_consumers(self) -> None:
         """Each term reads under a name of its own: drop the names of earlier ones once they hold nothing."""
-        redis = self.store.redis
         for task_type in sorted(self._types & self._grouped):
-            stream = self.store.keys.pending(task_type)
-            consumers: Any = await redis.xinfo_consumers(stream, SCHEDULER_GROUP)
-            for c in consumers:
-                name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
-                if name != self.consumer and not int(c["pending"]):
-                    await redis.xgroup_delconsumer(stream, SCHEDULER_GROUP, name)
+            await self.store.forget_consumers(task_type, keep=self.consumer)
 
     async def _claim_strays(self) -> None:
         """Take the entries other consumers (earlier masters) read and have left unacknowledged for long."""
-        redis = self.store.redis
         types = self._readable()
         if not types:
             return
         await self._ensure_groups(types)
-        async with redis.pipeline(transaction=False) as pipe:
-            for task_type in types:
-                pipe.xpending(self.store.keys.pending(task_type), SCHEDULER_GROUP)
-            summaries: list[Any] = await pipe.execute(raise_on_error=False)
-        for task_type, summary in zip(types, summaries, strict=True):
-            if isinstance(summary, Exception):  # NOGROUP: made again before the next read
+        for task_type, holders in (await self.store.pending_holders(types)).items():
+            if holders is None:  # the group is gone: made again before the next read
                 self._grouped.discard(task_type)
                 continue
-            stream = self.store.keys.pending(task_type)
-            for consumer in summary.get("consumers") or ():
-                name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            for name, held in holders.items():
                 room = self._room(task_type)
-                if name == self.consumer or not int(consumer["pending"]) or not room:
+                if name == self.consumer or not held or not room:
                     continue
-                rows: Any = await redis.xpending_range(
-                    stream, SCHEDULER_GROUP, min="-", max="+", count=room, consumername=name, idle=STRAY_IDLE_MS
-                )
-                if rows:
-                    claimed: Any = await redis.xclaim(
-                        stream, SCHEDULER_GROUP, self.consumer, STRAY_IDLE_MS, [r["message_id"] for r in rows]
-                    )
-                    self._add(task_type, claimed)
-                    if claimed:
-                        log.warning("took over %d unplaced task(s) left unacknowledged by %s", len(claimed), name)
-                        self.poke()
+                claimed = await self.store.claim_idle(task_type, self.consumer, name, STRAY_IDLE_MS, room)
+                self._add(task_type, claimed)
+                if claimed:
+                    log.warning("took over %d unplaced task(s) left unacknowledged by %s", len(claimed), name)
+                    self.poke()
 
     # -- placing ---------------------------------------------------------------------------------
 
@@ -394,7 +353,7 @@ class Scheduler:
         unknown = [p for p in fetches if p.target is None]
         if not unknown:
             return
-        for p, t in zip(unknown, await self._read_field(unknown, "target"), strict=True):
+        for p, t in zip(unknown, await self.store.field_of([p.task_id for p in unknown], "target"), strict=True):
             p.target = t
 
     async def _candidates(self) -> list[NodeRecord]:
@@ -406,11 +365,3 @@ class Scheduler:
             self._nodes = [n for n in records if n.run_tasks and liveness(n, now, self.alive_within).healthy]
             self._nodes_read = time.monotonic()
         return self._nodes
-
-    async def _read_field(self, pending: list[_Pending], field: str) -> list[str]:
-        """One field of each pending task's hash, in one round trip; "" for a task that is gone."""
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for p in pending:
-                pipe.hget(self.store.keys.task(p.task_id), field)
-            values = await pipe.execute()
-        return [v.decode() if v else "" for v in values]

@@ -30,8 +30,8 @@ COMMANDS = (
     # scripts (shoal.store.scripts, shoal.store.search): redis-py runs them by SHA and loads them when missing
     "evalsha", "script|load", "script|exists",
     # what the scripts call (shoal/store/scripts/*.lua, the search script), and reads and writes outside them
-    "get", "set", "mget", "incr", "exists", "del", "unlink", "expire", "pexpire", "persist", "time",
-    "hget", "hgetall", "hmget", "hset", "hincrby",
+    "get", "set", "mget", "incr", "incrby", "exists", "del", "unlink", "expire", "pexpire", "persist", "time",
+    "hdel", "hget", "hgetall", "hmget", "hset", "hincrby",
     "lindex", "llen", "lrange", "lrem", "lset", "ltrim", "rpush",
     "sadd", "scard", "smembers", "srem",
     "zadd", "zcard", "zrange", "zrangebyscore", "zrevrangebyscore", "zrem", "zscore",

@@ -1,7 +1,8 @@
 """The Lua scripts that make every state change one atomic step, loaded once per connection pool.
 
 Each ``scripts/*.lua`` file is prefixed with ``_lib.lua`` (shared helpers) and registered with redis-py,
-which runs it by SHA and reloads it by itself after a Redis restart.
+which runs it by SHA and reloads it by itself after a Redis restart. Its body runs as a function, after
+which ``flush`` (in ``_lib.lua``) makes the index writes and publishes the task events it gathered.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from shoal.keys import channel_suffix
 
 _NAMES = (
     *("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
@@ -23,10 +26,21 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         folder = resources.files("shoal.store") / "scripts"
-        lib = (folder / "_lib.lua").read_text()
+        suffix = channel_suffix(database_of(redis))
+        channel = f"local EVENTS_CHANNEL = P .. 'events{suffix}'"
+        lib = (folder / "_lib.lua").read_text().replace("local EVENTS_CHANNEL\n", channel + "\n", 1)
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(lib + "\n" + (folder / f"{name}.lua").read_text()) for name in _NAMES
+            name: redis.register_script(
+                f"{lib}\nlocal function main()\n{(folder / f'{name}.lua').read_text()}\nend\n"
+                "local reply = main()\nflush()\nreturn reply\n"
+            )
+            for name in _NAMES
         }
 
     async def run(self, name: str, *args: Any) -> Any:
         return await self._scripts[name](keys=[], args=list(args))
+
+
+def database_of(redis: Redis) -> int:
+    """The database number the client selects (pub/sub channels ignore it; shoal's channel names do not)."""
+    return int(redis.connection_pool.connection_kwargs.get("db") or 0)

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound
 from shoal.keys import SCHEDULER_GROUP, WORKER_GROUP, Keys
@@ -45,6 +46,44 @@ class Finish:
 
     verdict: str
     state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """How one attempt ended, as a node reports it (see ``TaskStore.finish``)."""
+
+    task_id: str
+    attempt: int
+    outcome: str
+    error: str = ""
+    result: TaskResult | None = None
+    footprint: Footprint | None = None
+
+
+class GroupMissing(Exception):
+    """A pending stream has lost the scheduler's consumer group (the stream was removed since)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An entry of a pending stream: the WAITING task it queues."""
+
+    entry: str
+    task_id: str
+
+
+def _queued(entries: Any) -> builtins.list[Queued]:
+    """Stream entries as read; an entry deleted while unacknowledged comes back without fields (skipped)."""
+    return [Queued(e.decode(), f[b"id"].decode()) for e, f in entries if f and b"id" in f]
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One entry of a node's inbox: ``op`` "run" (``ids``: the tasks placed on it) or "kill" (one id)."""
+
+    entry: bytes
+    op: str
+    ids: builtins.list[str]
 
 
 class HandedBack(builtins.list[str]):
@@ -177,14 +216,16 @@ class TaskStore:
         return counts
 
     async def result(self, task_id: str) -> TaskResult:
+        """The stored result: a field of the task's hash (a key of its own in earlier versions, still read)."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.task(task_id), "result", "state")
             pipe.get(self.keys.result(task_id))
-            pipe.hget(self.keys.task(task_id), "state")
             pipe.llen(self.keys.dupes(task_id))
-            raw, state, dupes = await pipe.execute()
+            (raw, state), legacy, dupes = await pipe.execute()
         if state is None:
             raise TaskNotFound(task_id)
-        if raw is None:
+        raw = raw or legacy
+        if not raw:
             raise ResultNotFound(task_id, state.decode())
         data = orjson.loads(raw)
         data["duplicates"] = dupes
@@ -273,12 +314,19 @@ class TaskStore:
 
         ``resume`` accepts a task already RUNNING on this node: the retry of a start whose reply was lost.
         """
-        keep = (KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS)
-        reply: Any = await self.scripts.run("start", self.keys.prefix, task_id, node, "1" if resume else "", *keep)
-        if reply[0] != b"ok":
-            return None
-        flat = reply[2:]
-        return _task(dict(zip(flat[::2], flat[1::2], strict=True)), [])
+        return (await self.begin_many(node, [(task_id, resume)]))[0]
+
+    async def begin_many(self, node: str, starts: Sequence[tuple[str, bool]]) -> builtins.list[Task | None]:
+        """Start each (task id, resume) on ``node`` in one atomic call; per task as ``begin``."""
+        args: builtins.list[Any] = [node, KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS, len(starts)]
+        for task_id, resume in starts:
+            args += [task_id, "1" if resume else ""]
+        replies: Any = await self.scripts.run("start", self.keys.prefix, *args)
+        tasks: builtins.list[Task | None] = []
+        for reply in replies:
+            flat = reply[2:]
+            tasks.append(_task(dict(zip(flat[::2], flat[1::2], strict=True)), []) if reply[0] == b"ok" else None)
+        return tasks
 
     async def finish(
         self,
@@ -297,17 +345,23 @@ class TaskStore:
         SUCCEEDED stores ``result``; any other outcome is retried per the task's max_retries with the
         backoff. CRASHED also counts toward max_lost_attempts: at that count the task is quarantined.
         """
-        payload = b""
-        if result is not None:
-            payload = orjson.dumps(result.to_json() | {"duplicates": 0})
-            if len(payload) > self.result_max_bytes:
-                outcome = "failed"
-                error = f"result is {len(payload)} bytes; the limit is {self.result_max_bytes}"
-                payload = b""
-        cost = _footprint_json(footprint)
-        kept = (self.max_lost_attempts, KEEP_LATE_RESULTS)
-        reply = await self._run("finish", task_id, node, attempt, outcome, error, payload, backoff, cost, *kept)
-        return Finish(reply[0], reply[1] if len(reply) > 1 else None)
+        report = Report(task_id, attempt, outcome, error, result, footprint)
+        return (await self.finish_many(node, [report], backoff=backoff))[0]
+
+    async def finish_many(self, node: str, reports: Sequence[Report], *, backoff: float = 1.0) -> builtins.list[Finish]:
+        """Take reports of attempts on ``node`` in one atomic call; per report as ``finish``."""
+        args: builtins.list[Any] = [node, backoff, self.max_lost_attempts, KEEP_LATE_RESULTS, len(reports)]
+        for r in reports:
+            outcome, error, payload = str(r.outcome), r.error, b""
+            if r.result is not None:
+                payload = orjson.dumps(r.result.to_json() | {"duplicates": 0})
+                if len(payload) > self.result_max_bytes:
+                    outcome = "failed"
+                    error = f"result is {len(payload)} bytes; the limit is {self.result_max_bytes}"
+                    payload = b""
+            args += [r.task_id, r.attempt, outcome, error, payload, _footprint_json(r.footprint)]
+        replies: Any = await self.scripts.run("finish", self.keys.prefix, *args)
+        return [Finish(reply[0].decode(), reply[1].decode() if len(reply) > 1 else None) for reply in replies]
 
     # -- streams ---------------------------------------------------------------------------------
 
@@ -334,6 +388,121 @@ class TaskStore:
             moved += int(done)
             if not int(left):
                 return moved
+
+    # -- the scheduler's reads of the pending streams ----------------------------------------------
+
+    async def read_pending(
+        self, consumer: str, types: Sequence[str], *, count: int, block_ms: int | None = None
+    ) -> dict[str, builtins.list[Queued]]:
+        """New entries of the pending streams of ``types`` for the scheduler's ``consumer``, by type; waits
+        up to ``block_ms`` when given. Raises GroupMissing if a stream lost its group (it is made again by
+        ``ensure_groups``)."""
+        streams: dict[Any, Any] = {self.keys.pending(t): ">" for t in types}
+        try:
+            reply: Any = await self.redis.xreadgroup(SCHEDULER_GROUP, consumer, streams, count=count, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                raise GroupMissing(str(exc)) from None
+            raise
+        found: dict[str, builtins.list[Queued]] = {}
+        for stream, entries in reply or ():
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            found[name.removeprefix(self.keys.pending_prefix)] = _queued(entries)
+        return found
+
+    async def claim_pending(
+        self, task_type: str, consumer: str, start: str, count: int
+    ) -> tuple[str, builtins.list[Queued]]:
+        """Take over for ``consumer`` up to ``count`` entries of the type's stream that others read and did not
+        acknowledge, from entry ``start`` on; the entry to go on from ("0-0" at the end) and those taken."""
+        reply: Any = await self.redis.xautoclaim(
+            self.keys.pending(task_type), SCHEDULER_GROUP, consumer, min_idle_time=0, start_id=start, count=count
+        )
+        nxt = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        return nxt, _queued(reply[1])
+
+    async def forget_consumers(self, task_type: str, keep: str) -> None:
+        """Drop the scheduler consumers of the type's stream, but ``keep``, that hold no entry."""
+        stream = self.keys.pending(task_type)
+        consumers: Any = await self.redis.xinfo_consumers(stream, SCHEDULER_GROUP)
+        for c in consumers:
+            name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+            if name != keep and not int(c["pending"]):
+                await self.redis.xgroup_delconsumer(stream, SCHEDULER_GROUP, name)
+
+    async def pending_holders(self, types: Sequence[str]) -> dict[str, dict[str, int] | None]:
+        """Per type, how many entries each scheduler consumer holds unacknowledged (None: the group is gone)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_type in types:
+                pipe.xpending(self.keys.pending(task_type), SCHEDULER_GROUP)
+            summaries: builtins.list[Any] = await pipe.execute(raise_on_error=False)
+        held: dict[str, dict[str, int] | None] = {}
+        for task_type, summary in zip(types, summaries, strict=True):
+            if isinstance(summary, Exception):
+                held[task_type] = None
+                continue
+            held[task_type] = {
+                (c["name"].decode() if isinstance(c["name"], bytes) else c["name"]): int(c["pending"])
+                for c in summary.get("consumers") or ()
+            }
+        return held
+
+    async def claim_idle(
+        self, task_type: str, consumer: str, holder: str, idle_ms: int, count: int
+    ) -> builtins.list[Queued]:
+        """Take over for ``consumer`` up to ``count`` entries ``holder`` has kept unacknowledged ``idle_ms``."""
+        stream = self.keys.pending(task_type)
+        rows: Any = await self.redis.xpending_range(
+            stream, SCHEDULER_GROUP, min="-", max="+", count=count, consumername=holder, idle=idle_ms
+        )
+        if not rows:
+            return []
+        claimed: Any = await self.redis.xclaim(
+            stream, SCHEDULER_GROUP, consumer, idle_ms, [r["message_id"] for r in rows]
+        )
+        return _queued(claimed)
+
+    async def field_of(self, task_ids: Sequence[str], field: str) -> builtins.list[str]:
+        """One field of each task's hash, in one round trip; "" for a task that is gone."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(self.keys.task(task_id), field)
+            values = await pipe.execute()
+        return [v.decode() if v else "" for v in values]
+
+    # -- a worker's inbox ----------------------------------------------------------------------------
+
+    async def read_orders(self, node: str, *, again: bool, count: int, block_ms: int) -> builtins.list[Order]:
+        """The next run and kill orders of ``node``'s inbox, waiting up to ``block_ms`` for some.
+
+        ``again``: read instead the orders delivered before and not acknowledged (after a failed read or
+        acknowledgement they may never have been seen). A missing consumer group is made again, and the
+        read answers nothing that time.
+        """
+        inbox = self.keys.inbox(node)
+        try:
+            reply: Any = await self.redis.xreadgroup(
+                WORKER_GROUP, node, {inbox: "0" if again else ">"}, count=count, block=None if again else block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_groups(node)
+            return []
+        orders = []
+        for entry, fields in reply[0][1] if reply else ():
+            ids = fields.get(b"ids") or fields.get(b"id") or b""  # an entry deleted unacknowledged has no fields
+            orders.append(Order(entry, fields.get(b"op", b"").decode(), ids.decode().split(",") if ids else []))
+        return orders
+
+    async def ack_orders(self, node: str, orders: Sequence[Order]) -> None:
+        """Acknowledge and delete inbox entries that were taken."""
+        if orders:
+            inbox, entries = self.keys.inbox(node), [o.entry for o in orders]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(inbox, WORKER_GROUP, *entries)
+                pipe.xdel(inbox, *entries)
+                await pipe.execute()
 
     async def ensure_groups(self, node: str | None = None, types: Sequence[str] = ()) -> None:
         """Create the consumer groups (and streams) if they are missing: the worker group on ``node``'s

@@ -10,18 +10,17 @@ is handed back to WAITING, so nothing is lost and nothing runs twice here. While
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from shoal._utils import cancel_and_wait
-from shoal.keys import WORKER_GROUP
+from shoal.batching import Coalescer
 from shoal.models import AttemptOutcome, Footprint, Task, TaskResult
 from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
-from shoal.store.tasks import TaskStore
+from shoal.store.tasks import Finish, Report, TaskStore
 from shoal.worker.handlers import MAX_ERROR_CHARS, Output, TaskContext, TaskType, TaskTypes
 from shoal.worker.limits import attempt_limits, not_applied
 from shoal.worker.loopwatch import LoopWatch
@@ -34,6 +33,8 @@ log = logging.getLogger("shoal.worker.executor")
 #: Errors that mean the store could not be reached, as opposed to a refused or broken call.
 STORE_DOWN = (*store_redis.STORE_DOWN, OSError)
 T = TypeVar("T")
+#: Most inbox orders taken at once.
+INBOX_BATCH = 256
 #: How a process-isolated attempt's end reads as an attempt outcome.
 PROCESS_OUTCOMES = {
     "returned": AttemptOutcome.SUCCEEDED,
@@ -80,6 +81,11 @@ class Executor:
         self._hurry = asyncio.Event()
         self._stoppers: set[asyncio.Task[None]] = set()
         self._reread = False
+        # Starts and reports of attempts go to the store in batches, one call per batch (see shoal.batching).
+        self._begin: Coalescer[tuple[str, bool], Task | None] = Coalescer(lambda starts: store.begin_many(node, starts))
+        self._finish: Coalescer[Report, Finish] = Coalescer(
+            lambda reports: store.finish_many(node, reports, backoff=retry_backoff)
+        )
         self.reconciler = Reconciler(store=store, node=node, worker=self, interval=reconcile_every)
 
     def __repr__(self) -> str:
@@ -102,45 +108,30 @@ class Executor:
             await cancel_and_wait(checker)
 
     async def _take_orders(self) -> None:
-        inbox = self.store.keys.inbox(self.node)
-        redis = self.store.redis
         # After a failed read or ack, orders Redis delivered to this consumer may never have been seen
-        # here: read this consumer's unacknowledged entries ("0") before blocking for new ones (">").
-        backlog = False
+        # here: read this consumer's unacknowledged entries again before blocking for new ones.
+        again = False
         while not self._closing:
-            backlog, self._reread = backlog or self._reread, False
+            again, self._reread = again or self._reread, False
             try:
-                start = "0" if backlog else ">"
-                reply: Any = await redis.xreadgroup(WORKER_GROUP, self.node, {inbox: start}, count=256, block=BLOCK_MS)
-                entries = reply[0][1] if reply else []
-                backlog = backlog and len(entries) == 256
+                orders = await self.store.read_orders(self.node, again=again, count=INBOX_BATCH, block_ms=BLOCK_MS)
+                again = again and len(orders) == INBOX_BATCH
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                backlog = True
-                if "NOGROUP" in str(exc):
-                    with contextlib.suppress(Exception):
-                        await self.store.ensure_groups(self.node)
-                    continue
+                again = True
                 log.warning("reading the inbox failed: %s; retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
             self.last_progress = time.monotonic()
-            if not entries:
-                continue
-            ids = []
-            for msg_id, fields in entries:
-                ids.append(msg_id)
-                if fields:  # an entry deleted but still unacknowledged comes back without fields
-                    self._order(fields.get(b"op", b"").decode(), fields.get(b"id", b"").decode())
+            for order in orders:
+                for task_id in order.ids:
+                    self._order(order.op, task_id)
             try:
-                async with redis.pipeline(transaction=False) as pipe:
-                    pipe.xack(inbox, WORKER_GROUP, *ids)
-                    pipe.xdel(inbox, *ids)
-                    await pipe.execute()
+                await self.store.ack_orders(self.node, orders)
             except Exception as exc:  # the orders are taken; re-reading them later is harmless
                 log.warning("acknowledging inbox orders failed: %s", exc)
-                backlog = True
+                again = True
 
     def _order(self, op: str, task_id: str) -> None:
         if op == "run" and task_id not in self.running:
@@ -182,7 +173,7 @@ class Executor:
         def begin() -> Awaitable[Task | None]:
             nonlocal tries
             tries += 1  # a retry may follow a start whose reply was lost: then the task is already ours
-            return self.store.begin(task_id, self.node, resume=tries > 1)
+            return self._begin((task_id, tries > 1))
 
         task = await self._persist("starting", begin)
         if task is None:
@@ -205,19 +196,8 @@ class Executor:
             result = TaskResult(task.id, output.code, self.node, attempt, time.time(), output.meta)
         if self.metrics is not None:
             self.metrics.record(task.type, footprint)
-        finish = await self._persist(
-            "reporting",
-            lambda: self.store.finish(
-                task_id,
-                self.node,
-                attempt,
-                outcome,
-                error=error,
-                result=result,
-                backoff=self.retry_backoff,
-                footprint=footprint,
-            ),
-        )
+        report = Report(task_id, attempt, outcome, error, result, footprint)
+        finish = await self._persist("reporting", lambda: self._finish(report))
         if outcome is AttemptOutcome.SUCCEEDED:
             self.completed += 1
         else:

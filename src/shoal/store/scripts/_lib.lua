@@ -21,18 +21,64 @@ local function timeline(kind, node, rule, epoch, extra)
   return t
 end
 
+-- Task events are gathered while the script runs and published once at its end (flush, which scripts.py
+-- calls after every script), as one message however many tasks changed: {"kind": "tasks", "events":
+-- [[id, state, node, at], ...]}. scripts.py names the channel here (the name carries the store's database).
+local EVENTS_CHANNEL
+local EVENTS = {}
+
 local function publish(id, state, node, t)
-  redis.call('PUBLISH', P .. 'events',
-    cjson.encode({kind = 'task', id = id, state = state, node = node or '', at = t}))
+  EVENTS[#EVENTS + 1] = {id, state, node or '', t}
+end
+
+-- Index writes of a batch, made at its end as one variadic ZREM and ZADD per index. Only for a task that
+-- changes state once in the script (the batch scripts check each task's state field, written at once).
+local MOVES = {}
+
+local function move_later(id, seq, from, to)
+  MOVES[#MOVES + 1] = {id, seq, from, to}
+end
+
+-- Run a variadic command over ``args`` in chunks (Lua's unpack is limited to a few thousand values).
+local function variadic(cmd, key, args)
+  for i = 1, #args, 4000 do
+    local last = math.min(#args, i + 3999)
+    redis.call(cmd, key, unpack(args, i, last))
+  end
+end
+
+local function flush()
+  if #MOVES > 0 then
+    local rem, add = {}, {}
+    for _, m in ipairs(MOVES) do
+      if m[3] then
+        rem[m[3]] = rem[m[3]] or {}
+        table.insert(rem[m[3]], m[1])
+      end
+      add[m[4]] = add[m[4]] or {}
+      table.insert(add[m[4]], m[2])
+      table.insert(add[m[4]], m[1])
+    end
+    for state, ids in pairs(rem) do variadic('ZREM', P .. 'index:' .. state, ids) end
+    for state, pairs_ in pairs(add) do variadic('ZADD', P .. 'index:' .. state, pairs_) end
+  end
+  if #EVENTS > 0 then
+    redis.call('PUBLISH', EVENTS_CHANNEL, cjson.encode({kind = 'tasks', events = EVENTS}))
+  end
 end
 
 -- Queue a WAITING task for placement in the pending stream of its type. Each type has its own stream (and
 -- the scheduler's consumer group on it, made with the stream), so that tasks of a type no live node runs
 -- wait there without holding up any other type.
+local GROUPED = {}
+
 local function enqueue(id, ttype)
   local stream = P .. 'pending:' .. ttype
-  if redis.call('SADD', P .. 'pending-types', ttype) == 1 then
-    redis.pcall('XGROUP', 'CREATE', stream, 'scheduler', '0', 'MKSTREAM')  -- BUSYGROUP: it exists already
+  if not GROUPED[ttype] then
+    GROUPED[ttype] = true
+    if redis.call('SADD', P .. 'pending-types', ttype) == 1 then
+      redis.pcall('XGROUP', 'CREATE', stream, 'scheduler', '0', 'MKSTREAM')  -- BUSYGROUP: it exists already
+    end
   end
   redis.call('XADD', stream, '*', 'id', id)
 end

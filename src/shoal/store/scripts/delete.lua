@@ -12,5 +12,5 @@ end
 redis.call('ZREM', P .. 'index:' .. state, id)
 redis.call('ZREM', P .. 'index:all', id)
 redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id)
-redis.call('PUBLISH', P .. 'events', cjson.encode({kind = 'task', id = id, state = 'DELETED', node = '', at = t}))
+publish(id, 'DELETED', '', t)
 return {'ok', state}
