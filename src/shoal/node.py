@@ -49,6 +49,7 @@ from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
 from shoal.store.redis import connect, redacted, server_version
 from shoal.store.rotation import RotationLease
+from shoal.store.scripts import database_of
 from shoal.store.sessions import SessionStore
 from shoal.store.tasks import TaskStore
 from shoal.systemd.supervision import Supervision
@@ -101,7 +102,7 @@ class Node:
             url = self.embedded.url
         self.redis = connect(url, name=f"shoal-{c.name}", password_file=c.redis_password_file)
         await self._wait_for_store(url)
-        keys = Keys(c.cluster)
+        keys = Keys(c.cluster, db=database_of(self.redis))
         self.store = TaskStore(
             self.redis, keys, result_max_bytes=c.result_max_bytes, max_lost_attempts=c.max_lost_attempts
         )
