@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -18,7 +19,7 @@ from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotF
 from shoal.keys import SCHEDULER_GROUP, Keys
 from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, AttemptOutcome, Footprint, TaskResult, TaskSpec, TaskState
 from shoal.store.nodes import NodeRecord, NodeRegistry
-from shoal.store.tasks import KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS, HandedBack, TaskStore
+from shoal.store.tasks import KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS, HandedBack, Report, TaskStore
 from shoal.testing import multiplier
 
 RESULT_MAX = 4096
@@ -763,3 +764,57 @@ async def test_a_task_keeps_the_limits_it_asked_for_and_none_when_it_asked_for_n
     await store.redis.hdel(store.keys.task(created[0].id), "memory_mb", "cpu_s_limit")
     older = await store.tasks.get(created[0].id)
     assert (older.memory_mb, older.cpu_s_limit) == (None, None)
+
+
+# -- batches: one script call for many tasks -------------------------------------------------------
+
+
+async def _script_calls(redis: Redis) -> int:
+    stats: Any = await redis.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_a_batch_of_starts_and_reports_is_one_call_each_and_treats_each_task_on_its_own(store: Store) -> None:
+    first, gone, third = [await store.new(f"t{k}", max_retries=1) for k in range(3)]
+    epoch = await store.epoch()
+    assert await store.tasks.place(epoch, "n1", 8, [first, gone, third]) == [1, 1, 1]
+    assert await store.inbox("n1") == [("run", f"{first},{gone},{third}")]  # one run order for the batch
+    await store.tasks.kill(gone)
+    await store.tasks.begin_many("n1", [])  # the scripts loaded, so that a call below is one call
+    await store.tasks.finish_many("n1", [])
+
+    calls = await _script_calls(store.redis)
+    started = await store.tasks.begin_many("n1", [(first, False), (gone, False), (third, False)])
+    assert await _script_calls(store.redis) == calls + 1
+    assert [t.attempts if t else None for t in started] == [1, None, 1]
+    assert {t.state for t in started if t} == {TaskState.RUNNING}
+
+    reports = [
+        Report(first, 1, AttemptOutcome.SUCCEEDED, result=result(first, "one")),
+        Report(third, 1, AttemptOutcome.FAILED, error="ValueError: no"),
+        Report(gone, 1, AttemptOutcome.SUCCEEDED, result=result(gone)),
+    ]
+    calls = await _script_calls(store.redis)
+    finished = await store.tasks.finish_many("n1", reports, backoff=30)
+    assert await _script_calls(store.redis) == calls + 1
+    assert [(f.verdict, f.state) for f in finished][::2] == [("done", "SUCCEED"), ("duplicate", "KILLED")]
+    assert finished[1].verdict == "retry"
+    assert (await store.tasks.result(first)).code == "one"
+    assert await store.indexed(first) == {"all", "SUCCEED"}
+    assert await store.indexed(third) == {"all", "WAITING"}
+    assert await store.field(third, "due") == finished[1].state  # waits out its backoff, not placed before
+    assert await store.tasks.place(epoch, "n1", 8, [third]) == [0]
+    assert await store.assigned("n1") == set()
+    history = (await store.tasks.get(third)).history
+    assert [(a.number, a.outcome, a.error) for a in history] == [(1, AttemptOutcome.FAILED, "ValueError: no")]
+
+
+async def test_a_result_kept_where_earlier_versions_kept_it_is_still_read(store: Store) -> None:
+    task_id = await store.new()
+    await store.running(task_id)
+    await store.redis.hset(store.keys.task(task_id), mapping={"state": "SUCCEED"})
+    with pytest.raises(ResultNotFound):
+        await store.tasks.result(task_id)
+    old = orjson.dumps(result(task_id, "from before").to_json() | {"duplicates": 0})
+    await store.redis.set(store.keys.result(task_id), old)
+    assert (await store.tasks.result(task_id)).code == "from before"
