@@ -8,7 +8,7 @@
 -- the tasks placed on it ('ids', comma-separated), and one event message tells of them all.
 -- Returns {'stale', current_epoch} or {'ok', v1, v2, ...}: per task the index (1-based) of the node it
 -- was placed on, 0 if it is gone (no longer WAITING: killed, deleted or placed already, or waiting out a
--- retry's backoff), -1 if no node running its type has room.
+-- retry's backoff), -1 if no node running its type has room (a task is then not read: it may be gone too).
 local cur = stale(ARGV[2])
 if cur then return {'stale', cur} end
 local epoch = ARGV[2]
@@ -29,29 +29,38 @@ i = i + 1
 local t = now()
 local out = {'ok'}
 local acks = {}  -- stream -> entries
+-- The node with the most free slots that runs ``ttype`` (nil when none has room).
+local function best_for(ttype)
+  local best
+  for k, node in ipairs(nodes) do
+    if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not best or node.free > nodes[best].free) then
+      best = k
+    end
+  end
+  return best
+end
 for _ = 1, n do
   local id, entry, ttype = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   i = i + 3
-  local tkey = P .. 'task:' .. id
-  local task = redis.call('HMGET', tkey, 'state', 'seq', 'due', 'type')
-  if ttype == '' then ttype = task[4] or '' end
-  local verdict = 0
-  if task[1] == 'WAITING' and not task[3] then
-    verdict = -1
-    local best
-    for k, node in ipairs(nodes) do
-      if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not best or node.free > nodes[best].free) then
-        best = k
+  local verdict = -1
+  -- A task offered again and again while every node is full is not read each time: only when there is room.
+  if ttype == '' or best_for(ttype) then
+    local tkey = P .. 'task:' .. id
+    local task = redis.call('HMGET', tkey, 'state', 'seq', 'due', 'type')
+    if ttype == '' then ttype = task[4] or '' end
+    verdict = 0
+    if task[1] == 'WAITING' and not task[3] then
+      verdict = -1
+      local best = best_for(ttype)
+      if best then
+        local node = nodes[best]
+        redis.call('HSET', tkey, 'state', 'INQUEUE', 'node', node.name, 'epoch', epoch)
+        move_later(id, task[2], 'WAITING', 'INQUEUE')
+        node.placed[#node.placed + 1] = id
+        publish(id, 'INQUEUE', node.name, t)
+        node.free = node.free - 1
+        verdict = best
       end
-    end
-    if best then
-      local node = nodes[best]
-      redis.call('HSET', tkey, 'state', 'INQUEUE', 'node', node.name, 'epoch', epoch)
-      move_later(id, task[2], 'WAITING', 'INQUEUE')
-      node.placed[#node.placed + 1] = id
-      publish(id, 'INQUEUE', node.name, t)
-      node.free = node.free - 1
-      verdict = best
     end
   end
   if entry ~= '' and verdict >= 0 then
