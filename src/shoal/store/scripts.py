@@ -15,6 +15,11 @@ from redis.commands.core import AsyncScript
 
 from shoal.keys import channel_suffix
 
+#: A task's attempt list keeps its first attempts (how it began) and its latest (how it is going); the ones
+#: in between are dropped past that and counted in ``Task.attempts_dropped``.
+KEEP_FIRST_ATTEMPTS = 5
+KEEP_LAST_ATTEMPTS = 20
+
 _NAMES = (
     *("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
     *("lease", "release", "member", "break", "note"),
@@ -26,9 +31,13 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         folder = resources.files("shoal.store") / "scripts"
-        suffix = channel_suffix(database_of(redis))
-        channel = f"local EVENTS_CHANNEL = P .. 'events{suffix}'"
-        lib = (folder / "_lib.lua").read_text().replace("local EVENTS_CHANNEL\n", channel + "\n", 1)
+        settings = {
+            "local EVENTS_CHANNEL": f"P .. 'events{channel_suffix(database_of(redis))}'",
+            "local KEEP_FIRST, KEEP_LAST": f"{KEEP_FIRST_ATTEMPTS}, {KEEP_LAST_ATTEMPTS}",
+        }
+        lib = (folder / "_lib.lua").read_text()
+        for name, value in settings.items():  # the settings _lib.lua declares without a value
+            lib = lib.replace(f"{name}\n", f"{name} = {value}\n", 1)
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(
                 f"{lib}\nlocal function main()\n{(folder / f'{name}.lua').read_text()}\nend\n"

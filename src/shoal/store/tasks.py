@@ -31,10 +31,6 @@ from shoal.models import (
 )
 from shoal.store.scripts import Scripts
 
-#: A task's attempt list keeps its first attempts (how it began) and its latest (how it is going); the ones
-#: in between are dropped past that and counted in ``Task.attempts_dropped``.
-KEEP_FIRST_ATTEMPTS = 5
-KEEP_LAST_ATTEMPTS = 20
 #: Late results (reports of superseded attempts) kept per task, the latest ones; each is at most
 #: result_max_bytes.
 KEEP_LATE_RESULTS = 10
@@ -318,7 +314,7 @@ class TaskStore:
 
     async def begin_many(self, node: str, starts: Sequence[tuple[str, bool]]) -> builtins.list[Task | None]:
         """Start each (task id, resume) on ``node`` in one atomic call; per task as ``begin``."""
-        args: builtins.list[Any] = [node, KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS, len(starts)]
+        args: builtins.list[Any] = [node, len(starts)]
         for task_id, resume in starts:
             args += [task_id, "1" if resume else ""]
         replies: Any = await self.scripts.run("start", self.keys.prefix, *args)
@@ -580,7 +576,9 @@ def _late(raw: bytes) -> LateResult:
 
 
 def _task(fields: dict[bytes, bytes], attempts: Sequence[bytes], late: Sequence[bytes] = ()) -> Task:
-    history = tuple(_attempt(a) for a in attempts)
+    """A task from its hash, its closed attempts and its late results; the open attempt is in the hash."""
+    run = fields.get(b"run")
+    history = tuple(_attempt(a) for a in (*attempts, *([run] if run else ())))
     return Task(
         id=fields[b"id"].decode(),
         name=fields[b"name"].decode(),

@@ -91,20 +91,51 @@ local function set_state(id, from, to)
   redis.call('HSET', P .. 'task:' .. id, 'state', to)
 end
 
--- Close the open attempt (the last one, if it has no outcome yet), adding what it cost where that was
--- measured (``footprint``: a table of wall_s, cpu_s, max_rss_bytes, exit_code, signal, or nil).
--- Returns whether an attempt was open.
-local function close_attempt(id, outcome, err, t, footprint)
+-- A task's attempts: the open one (started, not ended) is the field 'run' of its hash, a JSON object of
+-- number, node and started_at, so that starting costs no write of its own; closed ones are pushed to the
+-- list attempts:{id}, which keeps the first KEEP_FIRST and the latest KEEP_LAST (scripts.py sets both): past
+-- that the oldest in between is dropped and counted in attempts_dropped, so a task lost over and over
+-- cannot grow its list without end.
+local KEEP_FIRST, KEEP_LAST
+
+local function push_attempt(id, a)
+  local key = P .. 'attempts:' .. id
+  if redis.call('RPUSH', key, cjson.encode(a)) > KEEP_FIRST + KEEP_LAST then
+    redis.call('LSET', key, KEEP_FIRST, '')
+    redis.call('LREM', key, 1, '')
+    redis.call('HINCRBY', P .. 'task:' .. id, 'attempts_dropped', 1)
+  end
+end
+
+-- The closed record of an open attempt ``run`` (its JSON), with what it cost where that was measured
+-- (``footprint``: a table of wall_s, cpu_s, max_rss_bytes, exit_code, signal, or nil).
+local function closed(run, outcome, err, t, footprint)
+  local a = cjson.decode(run)
+  a.finished_at = t
+  a.outcome = outcome
+  a.error = err
+  for k, v in pairs(footprint or {}) do a[k] = v end
+  return a
+end
+
+-- Close the open attempt of a task, if it has one; returns whether it had. ``run`` is its 'run' field
+-- when the caller has read it already (nil: read it here); ``cleared``: the caller empties that field in a
+-- write of its own. A task started by an earlier version keeps its open attempt as the list's last entry,
+-- without an outcome: that one is closed in place.
+local function close_attempt(id, outcome, err, t, footprint, run, cleared)
+  local tkey = P .. 'task:' .. id
+  if not run then run = redis.call('HGET', tkey, 'run') end
+  if run and run ~= '' then
+    push_attempt(id, closed(run, outcome, err, t, footprint))
+    if not cleared then redis.call('HSET', tkey, 'run', '') end
+    return true
+  end
   local key = P .. 'attempts:' .. id
   local raw = redis.call('LINDEX', key, -1)
   if not raw then return false end
   local a = cjson.decode(raw)
   if a.outcome ~= nil and a.outcome ~= cjson.null then return false end
-  a.finished_at = t
-  a.outcome = outcome
-  a.error = err
-  for k, v in pairs(footprint or {}) do a[k] = v end
-  redis.call('LSET', key, -1, cjson.encode(a))
+  redis.call('LSET', key, -1, cjson.encode(closed(raw, outcome, err, t, footprint)))
   return true
 end
 

@@ -26,17 +26,6 @@ local function reported_before(id, attempt, outcome)
   return false
 end
 
--- The attempt record start.lua opened (number, node, started_at), closed: written over the list's last entry
--- without reading it back, since a RUNNING task's last attempt is always its open one.
-local function close_open(id, attempt, started_at, outcome, err, t, footprint)
-  local a = {number = attempt, node = node, started_at = tonumber(started_at), finished_at = t,
-    outcome = outcome, error = err}
-  if footprint ~= '' then
-    for k, v in pairs(cjson.decode(footprint)) do a[k] = v end
-  end
-  redis.call('LSET', P .. 'attempts:' .. id, -1, cjson.encode(a))
-end
-
 local t = now()
 local out, done = {}, {}
 for k = 0, tonumber(ARGV[6]) - 1 do
@@ -44,7 +33,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
   local id, attempt, outcome, err, result, footprint =
     ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local tkey = P .. 'task:' .. id
-  local task = redis.call('HMGET', tkey, 'state', 'node', 'attempts', 'max_retries', 'seq', 'started_at', 'failures')
+  local task = redis.call('HMGET', tkey, 'state', 'node', 'attempts', 'max_retries', 'seq', 'run', 'failures')
   local state = task[1]
   if not state then
     out[#out + 1] = {'gone'}
@@ -58,14 +47,15 @@ for k = 0, tonumber(ARGV[6]) - 1 do
     out[#out + 1] = {'duplicate', state}
   else
     done[#done + 1] = id
+    local cost = footprint ~= '' and cjson.decode(footprint) or nil
     if outcome == 'succeeded' then
-      close_open(id, attempt, task[6], outcome, err, t, footprint)
-      redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result)
+      close_attempt(id, outcome, err, t, cost, task[6] or '', true)
+      redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result, 'run', '')
       move_later(id, task[5], 'RUNNING', 'SUCCEED')
       publish(id, 'SUCCEED', node, t)
       out[#out + 1] = {'done', 'SUCCEED'}
     else
-      close_open(id, attempt, task[6], outcome, err, t, footprint)
+      close_attempt(id, outcome, err, t, cost, task[6] or '')
       if LOST[outcome] and count_lost(id, 'RUNNING', node, t, default_lost) then
         out[#out + 1] = {'done', 'RUNTIME_ERROR'}
       else
