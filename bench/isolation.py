@@ -117,13 +117,13 @@ def node_pid(system: ShoalSystem) -> int:
 async def batch(system: ShoalSystem, client: Any, kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Warm up, then one measured batch of ``--tasks`` tasks of ``kind``'s type; figures per attempt."""
     client.use_type(TYPES[kind])
-    store, window = system.store_address(), args.window or None
-    warm = await run_repeated(Throughput(args.warmup, args.concurrency, window), client, 1, store)
+    window = args.window or None
+    warm = await run_repeated(Throughput(args.warmup, args.concurrency, window), client, system)
     if "error" in warm:
         return {"error": f"warm-up: {warm['error']}"}
     cpu = NodeCpu(node_pid(system))
     cpu.start()
-    fig = await run_repeated(Throughput(args.tasks, args.concurrency, window), client, 1, store)
+    fig = await run_repeated(Throughput(args.tasks, args.concurrency, window), client, system)
     node_s, workers_s = cpu.stop()
     if "error" in fig:
         return fig
@@ -182,7 +182,7 @@ async def pool_alone(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def median(figs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(f[key] for f in figs)
+    return float(statistics.median(f[key] for f in figs))
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:

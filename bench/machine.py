@@ -1,4 +1,5 @@
-"""What the figures were measured on: cores, CPU model, kernel, Python, the Redis binary."""
+"""What the figures were measured on (cores, CPU model, kernel, Python, the Redis binary), what else ran
+meanwhile, and the CPU each process of a system used."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def machine_info() -> dict[str, Any]:
         "python_impl": platform.python_implementation(),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
-    try:
+    try:  # the binary every system of a run is given (each system's entry says what its server reported)
         binary = redis_binary()
         info["redis"] = redis_version(binary)
         info["redis_binary"] = str(binary)
@@ -143,3 +144,38 @@ def process_role(pid: int) -> str:
     if "--name" in argv[:-1]:
         return argv[argv.index("--name") + 1]
     return Path(argv[0]).name if argv and argv[0] else str(pid)
+
+
+class SystemCpu:
+    """CPU used over one span by every process of a system under test, by role, in seconds.
+
+    ``roots`` maps a role ("redis", "nodes", "workers") to the pid of the process the benchmark started for
+    it; the role's CPU is that of the process and of every process below it (utime + stime of each, plus
+    cutime + cstime: what the children it reaped had used, so a worker that ends within the span still
+    counts). The client is this process (all its threads), read with ``time.process_time``.
+    """
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+        self._before: dict[str, int] = {}
+        self._client0 = 0.0
+
+    def start(self) -> None:
+        self._before, self._client0 = self._ticks(), time.process_time()
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of CPU per role over the span, the client's included."""
+        after = self._ticks()
+        used = {role: ticks_to_s(after.get(role, 0) - ticks) for role, ticks in self._before.items()}
+        return {"client": time.process_time() - self._client0, **used}
+
+    def _ticks(self) -> dict[str, int]:
+        totals = {}
+        for role, root in self.roots.items():
+            total = 0
+            for pid in (root, *descendants(root)):
+                ticks = cpu_ticks(pid)
+                if ticks is not None:
+                    total += ticks[1] + ticks[2]
+            totals[role] = total
+        return totals

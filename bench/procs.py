@@ -222,6 +222,7 @@ def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """
     tree = {pid: _start_time(pid) for pid in descendants(proc.pid)}
     _signal_group(proc.pid, signal.SIGTERM)  # spawn() made the child a session (and group) leader
+    _signal_group(proc.pid, signal.SIGCONT)  # a group held with SIGSTOP acts on the SIGTERM only once resumed
     deadline = time.monotonic() + grace
     try:
         proc.wait(timeout=grace)

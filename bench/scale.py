@@ -57,7 +57,7 @@ async def _measure(workload: Throughput, system: ShoalSystem, path: str, idle: S
     busy, quiet = TreeLoad(system.proc.pid), TreeLoad(idle.proc.pid)
     busy.start()
     quiet.start()
-    fig = await run_repeated(workload, client, 1, system.store_address())
+    fig = await run_repeated(workload, client, system)
     fig["cpu_pct_by_process"] = busy.stop()  # the drain and the baseline reads included
     fig["idle_cluster_cpu_pct"] = round(sum(quiet.stop().values()), 1)
     return fig

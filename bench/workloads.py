@@ -1,12 +1,12 @@
 """The workloads, defined once and run unchanged against every system's clients.
 
-- ``Accept``: how many tasks per second one client process gets accepted (201 / OK / apply_async
-  returned), ``n`` submissions with up to ``concurrency`` in flight. The batch is then drained, untimed,
-  so the next workload starts on an idle system.
 - ``Throughput``: end to end, from the first submission of ``n`` echo tasks to the moment the last one
   has a stored result. With a ``window``, submissions are paced so that at most that many tasks are ever
   submitted and not yet done: no backlog builds up, so the work the system does per task stays the same
   whatever the pace of the tasks (what a CPU cost per task needs).
+- ``Drain``: ``n`` tasks queued while the system's workers are held back (``System.hold``), untimed; then
+  the workers are released (``System.release``) and the clock runs until the last one has its result:
+  how fast a system works off a backlog, with no submission in the way.
 - ``Latency``: ``n`` sequential submit-to-result round trips on an otherwise idle system, after
   ``warmup`` untimed ones; p50/p99 by nearest rank.
 
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.adapters.base import Batch, Client
+from bench.adapters.base import Batch, Client, System
 
 
 def _cpu() -> float:
@@ -29,40 +29,13 @@ def _cpu() -> float:
 
 
 @dataclass(frozen=True)
-class Accept:
-    n: int = 5000
-    concurrency: int = 64
-    name: str = "accept"
-
-    async def run(self, client: Client) -> dict[str, Any]:
-        await client.prepare()
-        cpu0, t0 = _cpu(), time.perf_counter()
-        batch = await client.submit_many(self.n, self.concurrency)
-        elapsed = time.perf_counter() - t0
-        cpu = _cpu() - cpu0
-        await client.wait_all(batch, timeout=_timeout(self.n))
-        drained = time.perf_counter() - t0
-        return {
-            "tasks": self.n,
-            "concurrency": self.concurrency,
-            "drained_seconds": drained,  # until every accepted task had its result; not the figure
-            "accepted": batch.accepted,
-            "failed": batch.failed,
-            "errors": batch.errors[:5],
-            "seconds": elapsed,
-            "per_s": batch.accepted / elapsed,
-            "client_cpu_pct": 100.0 * cpu / elapsed,
-        }
-
-
-@dataclass(frozen=True)
 class Throughput:
-    n: int = 5000
+    n: int = 10_000
     concurrency: int = 64
     window: int | None = None
     name: str = "throughput"
 
-    async def run(self, client: Client) -> dict[str, Any]:
+    async def run(self, client: Client, system: System) -> dict[str, Any]:
         await client.prepare()
         cpu0, t0 = _cpu(), time.perf_counter()
         batch = await (self._paced(client) if self.window else client.submit_many(self.n, self.concurrency))
@@ -101,21 +74,58 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class Drain:
+    n: int = 10_000
+    concurrency: int = 64
+    name: str = "drain"
+
+    async def run(self, client: Client, system: System) -> dict[str, Any]:
+        await system.hold()
+        try:
+            await client.prepare()
+            t_queue = time.perf_counter()
+            batch = await client.submit_many(self.n, self.concurrency)
+            queued = time.perf_counter() - t_queue
+        except BaseException:
+            await system.release()  # leave the system as it was found
+            raise
+        if not batch.accepted:
+            await system.release()
+            raise RuntimeError(f"{client.path}: no submission accepted: {batch.errors[:3]}")
+        cpu0, t0 = _cpu(), time.perf_counter()
+        await system.release()
+        await client.wait_all(batch, timeout=_timeout(self.n))
+        elapsed = time.perf_counter() - t0
+        return {
+            "tasks": self.n,
+            "accepted": batch.accepted,
+            "failed": batch.failed,
+            "errors": batch.errors[:5],
+            "queue_seconds": queued,  # how long queueing the backlog took; not the figure
+            "seconds": elapsed,
+            "per_s": batch.accepted / elapsed,
+            "client_cpu_pct": 100.0 * (_cpu() - cpu0) / elapsed,
+        }
+
+
+@dataclass(frozen=True)
 class Latency:
-    n: int = 300
-    warmup: int = 10
+    n: int = 500
+    warmup: int = 20
     timeout: float = 10.0
     name: str = "latency"
 
-    async def run(self, client: Client) -> dict[str, Any]:
+    async def run(self, client: Client, system: System) -> dict[str, Any]:
         await client.prepare()
         for _ in range(self.warmup):
             await client.roundtrip(self.timeout)
         samples = []
+        cpu0 = _cpu()
         for _ in range(self.n):
             t0 = time.perf_counter()
             await client.roundtrip(self.timeout)
             samples.append(time.perf_counter() - t0)
+        elapsed = sum(samples)
         samples.sort()
         return {
             "tasks": self.n,
@@ -123,9 +133,10 @@ class Latency:
             "p50_ms": 1000 * percentile(samples, 0.50),
             "p90_ms": 1000 * percentile(samples, 0.90),
             "p99_ms": 1000 * percentile(samples, 0.99),
-            "mean_ms": 1000 * sum(samples) / len(samples),
+            "mean_ms": 1000 * elapsed / len(samples),
             "min_ms": 1000 * samples[0],
             "max_ms": 1000 * samples[-1],
+            "client_cpu_pct": 100.0 * (_cpu() - cpu0) / elapsed,
         }
 
 
@@ -140,4 +151,4 @@ def _timeout(n: int) -> float:
     return max(60.0, n / 50.0)
 
 
-Workload = Accept | Throughput | Latency
+Workload = Throughput | Drain | Latency

@@ -19,6 +19,25 @@ def _celery(settings: Settings) -> System:
     return CelerySystem(settings)
 
 
-SYSTEMS: dict[str, Callable[[Settings], System]] = {"shoal": _shoal, "celery": _celery}
+def _dramatiq(settings: Settings) -> System:
+    from bench.adapters.dramatiq_ import DramatiqSystem
 
-__all__ = ["SYSTEMS", "Batch", "Client", "Settings", "System"]
+    return DramatiqSystem(settings)
+
+
+def _taskiq(settings: Settings) -> System:
+    from bench.adapters.taskiq_ import TaskiqSystem
+
+    return TaskiqSystem(settings)
+
+
+SYSTEMS: dict[str, Callable[[Settings], System]] = {
+    "shoal": _shoal,
+    "celery": _celery,
+    "dramatiq": _dramatiq,
+    "taskiq": _taskiq,
+}
+#: The systems shoal is compared with: each figure's ratio is to the best of them.
+PEERS = ("celery", "dramatiq", "taskiq")
+
+__all__ = ["PEERS", "SYSTEMS", "Batch", "Client", "Settings", "System"]

@@ -1,13 +1,16 @@
 """The two seams every task system plugs into: a ``System`` (its processes) and its ``Client`` paths.
 
-A ``System`` starts and stops whatever the task system needs (a shoal node; a Redis plus a Celery worker)
-and names the client paths it can be driven through ("REST", "gRPC", "apply_async"). A ``Client`` is one
-such path: it submits tasks, waits for a batch to finish and does one submit-to-result round trip. The
-workloads in ``bench.workloads`` only ever talk to these two Protocols, so adding arq, Dramatiq or
-taskiq is one module in ``bench/adapters`` plus a line in ``bench.adapters.SYSTEMS``.
+A ``System`` starts and stops whatever the task system needs (a redis-server and two shoal nodes; a
+redis-server and a Celery, Dramatiq or taskiq worker of two processes), can hold its workers back while a
+backlog is queued and release them (the drain run), and names the client paths it can be driven through
+("batch", "gRPC", "apply_async", ...). A ``Client`` is one such path: it submits tasks, waits for a batch to
+finish and does one submit-to-result round trip. The workloads in ``bench.workloads`` only ever talk to
+these two Protocols, so adding a system is one module in ``bench/adapters`` plus a line in
+``bench.adapters.SYSTEMS``.
 
-Clients may block the event loop (Celery's client is synchronous): the benchmark runs one workload at a
-time and nothing else shares the loop, so a blocking call is timed exactly as a user's program would see it.
+Clients may block the event loop (Celery's and Dramatiq's clients are synchronous): the benchmark runs one
+workload at a time and nothing else shares the loop, so a blocking call is timed exactly as a user's
+program would see it.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ class Settings:
 
 
 class Client(Protocol):
-    """One way into a system. ``workloads`` names the workloads this path takes part in."""
+    """One way into a system. ``workloads`` names the workloads this path takes part in; ``skipped`` those
+    it would take part in but cannot on the shoal being measured (an API not there yet), with the reason."""
 
     path: str
     workloads: frozenset[str]
+    skipped: dict[str, str]
     note: str
 
     async def prepare(self) -> None:
@@ -69,6 +74,17 @@ class System(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    async def hold(self) -> None:
+        """From now on, accept submissions but run no task: the workers are stopped (shoal: nodes that run
+        no tasks take the submissions). Called on an idle system."""
+
+    async def release(self) -> None:
+        """Start the workers again and return at once: the drain run's clock starts before this call."""
+
+    def processes(self) -> dict[str, int]:
+        """The pid of each process the system runs on, by role ("redis", "nodes", "workers"): each one's
+        CPU is counted with all the processes below it."""
 
     def clients(self) -> list[Client]:
         """Its client paths; the first one is the system's main path."""

@@ -1,6 +1,6 @@
 """The Celery application both the benchmark client and the Celery worker subprocess import.
 
-Broker and result backend are the same Redis, given by ``BENCH_CELERY_REDIS_URL`` (the worker reads it at
+Broker and result backend are the same Redis, given by ``BENCH_REDIS_URL`` (the worker reads it at
 import; the client calls ``configure``). Settings are Celery's defaults except where noted: JSON, the
 Redis result backend, no gossip/mingle/heartbeat chatter between workers (there is one worker).
 """
@@ -30,7 +30,7 @@ def configure(url: str) -> None:
     )
 
 
-configure(os.environ.get("BENCH_CELERY_REDIS_URL", "redis://127.0.0.1:6379/0"))
+configure(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
 
 
 @app.task(name="bench.echo")  # type: ignore[untyped-decorator]
