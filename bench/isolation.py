@@ -137,7 +137,11 @@ async def batch(system: ShoalSystem, client: Any, kind: str, args: argparse.Name
         node_cpu_pct=100.0 * node_s / fig["seconds"],
     )
     if kind == "process" and workers_s == 0:
-        fig["error"] = f"{TYPES[kind]} used no CPU in worker processes: it did not run isolated"
+        # a warm worker spends some 40 µs on a no-op: 500 of them can stay under one 10 ms clock tick
+        if not descendants(node_pid(system)):
+            fig["error"] = f"{TYPES[kind]}: no worker process below the node: it did not run isolated"
+        else:
+            fig["note"] = "the workers' CPU stayed under the clock's resolution (10 ms in all)"
     return fig
 
 
