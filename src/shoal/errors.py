@@ -10,12 +10,16 @@
     │   └── ResultNotFound
     ├── IllegalTransition       the task's state forbids the change: 409 / FAILED_PRECONDITION
     ├── StaleEpoch              a master write under an epoch that is no longer current
-    ├── StoreUnavailable        Redis cannot be reached: 503 / UNAVAILABLE
+    ├── StoreError              the store failed a call; ``detail`` has its own words, for the log
+    │   ├── StoreUnavailable    cannot be reached, timed out, still loading, refusing writes for now:
+    │   │                       503 / UNAVAILABLE; trying again later may work
+    │   └── StoreFault          refused a call for a reason waiting will not fix: 500 / INTERNAL
     ├── NoLiveNode              no node of the cluster has beaten lately: 503 / UNAVAILABLE
     └── EmbeddedRedisError      the embedded redis-server could not be found or started
 
 The HTTP and gRPC status of each class is kept beside it (``http_status``, ``grpc_code``) so that the
-web and rpc adapters share one table. This module imports nothing from shoal.
+web and rpc adapters share one table. This module imports nothing from shoal. Only ``shoal.store`` turns
+redis-py's exceptions into the store errors (``shoal.store.client``).
 """
 
 from __future__ import annotations
@@ -120,11 +124,38 @@ class StaleEpoch(ShoalError):
         self.current = current
 
 
-class StoreUnavailable(ShoalError):
-    """Raised when the Redis store cannot be reached."""
+class StoreError(ShoalError):
+    """Raised when the store fails a call. ``message`` is for users and names nothing of the store's
+    internals; ``detail`` is what the store (or redis-py) said, for the node's log, and ``str()`` has both."""
+
+    #: What users are told when no other message is given.
+    MESSAGE = "the store failed a call"
+    #: The store's own words; empty when there are none (e.g. an error rebuilt by the client).
+    detail = ""
+
+    def __init__(self, message: str = "", *, detail: str = "") -> None:
+        super().__init__(message or self.MESSAGE)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.detail})" if self.detail else self.message
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the store cannot serve for now: it cannot be reached, a call timed out, it is still
+    loading its data, or it refuses writes for now (a replica, a master short of replicas). Shoal's loops
+    retry on it; the API answers 503."""
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+    MESSAGE = "the store (Redis) cannot be reached right now; try again shortly"
+
+
+class StoreFault(StoreError):
+    """Raised when the store refuses a call for a reason waiting will not fix (a command its ACL forbids,
+    a key of the wrong type, a script error): a fault to look into, so the API answers 500."""
+
+    MESSAGE = "the store refused a call; the node's log says why"
 
 
 class NoLiveNode(ShoalError):

@@ -1,29 +1,34 @@
-"""Connections to the store: one pool per node from a redis://, rediss://, unix:// or sentinel URL."""
+"""Connections to the store: one pool per node from a redis://, rediss://, unix:// or sentinel URL, and a
+client over it that raises shoal's store errors (``shoal.store.client``)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shoal.errors import InvalidInput
+from shoal.errors import InvalidInput, StoreError, StoreUnavailable
 from shoal.store import sentinel
+from shoal.store.client import StoreClient
 from shoal.store.refusals import RefusalsAsDown
 
 #: Seconds a reply may take before the connection is dropped; blocking reads must block for less.
 SOCKET_TIMEOUT = 10.0
-#: Errors that mean the store could not be reached (as opposed to a call it refused). A store that cannot
-#: take writes for now (a demoted master, one short of the replicas it must have) raises a ConnectionError
-#: too: see shoal.store.refusals.
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
+#: Errors that mean the store could not be reached (as opposed to a call it refused): shoal's, as a
+#: StoreClient raises it, and redis-py's, as a raw connection (shoal.store.wire) or a plain client raises
+#: them. A store that cannot take writes for now (a demoted master, one short of the replicas it must have)
+#: reads as one that cannot be reached: see shoal.store.refusals.
+STORE_DOWN = (StoreUnavailable, RedisConnectionError, RedisTimeoutError)
 #: What users are told while the store cannot be reached.
-STORE_DOWN_MESSAGE = "the store (Redis) cannot be reached right now; try again shortly"
+STORE_DOWN_MESSAGE = StoreUnavailable.MESSAGE
 #: Milliseconds that XREADGROUP calls block for.
 BLOCK_MS = 2000
 
@@ -76,7 +81,9 @@ def read_password(path: Path) -> str:
     return password
 
 
-def connect(url: str, *, name: str = "shoal", max_connections: int = 128, password_file: Path | None = None) -> Redis:
+def connect(
+    url: str, *, name: str = "shoal", max_connections: int = 128, password_file: Path | None = None
+) -> StoreClient:
     """A client for ``url``; a ``redis+sentinel://`` URL follows Sentinel failovers (see shoal.store.sentinel).
 
     Passwords and TLS come from the URL as redis-py reads them (``rediss://``, ``?ssl_cert_reqs=``), or the
@@ -85,8 +92,10 @@ def connect(url: str, *, name: str = "shoal", max_connections: int = 128, passwo
     check_url(url, password_file=password_file)
     password = read_password(password_file) if password_file is not None else None
     if urlsplit(url).scheme == sentinel.SCHEME:
-        return sentinel.connect_sentinel(url, name=name, max_connections=max_connections, options=_OPTIONS,
-                                         password=password)  # fmt: skip
+        built = sentinel.connect_sentinel(url, name=name, max_connections=max_connections, options=_OPTIONS,
+                                          password=password)  # fmt: skip
+        built.auto_close_connection_pool = False  # its pool passes to the client below, which closes it
+        return cast(_SentinelClient, _SentinelClient.from_pool(built.connection_pool))
     # A blocking pool makes a burst of requests wait for a connection instead of failing.
     # Built as BlockingConnectionPool.from_url does (what the URL says wins), but with shoal's connection
     # classes, which from_url would replace by the URL's.
@@ -97,7 +106,11 @@ def connect(url: str, *, name: str = "shoal", max_connections: int = 128, passwo
     options["connection_class"] = _CONNECTIONS[options.get("connection_class", Connection)]
     if options["connection_class"] is _UnixConnection:
         options.pop("socket_keepalive")  # a TCP option: a Unix socket connection refuses it
-    return Redis.from_pool(BlockingConnectionPool(**options))  # closing the client closes its pool
+    return cast(StoreClient, StoreClient.from_pool(BlockingConnectionPool(**options)))  # closing it closes the pool
+
+
+class _SentinelClient(StoreClient, sentinel.SentinelRedis):  # type: ignore[misc]  # redis-py's own mixins disagree
+    """A StoreClient of the master the sentinels name; closing it closes the connections to them too."""
 
 
 class _Connection(RefusalsAsDown, Connection):
@@ -131,6 +144,25 @@ def redacted(url: str) -> str:
     if any("password" in key for key, _ in pairs):
         query = urlencode([(k, "***" if "password" in k else v) for k, v in pairs], safe="*")
     return parts._replace(netloc=netloc, query=query).geturl()
+
+
+async def wait_until_up(client: Redis, url: str, timeout: float = 15.0) -> str:
+    """Wait until the store at ``url`` answers, and return what it runs (``server_version``).
+
+    A store still starting (refusing connections, loading its data) is waited for up to ``timeout``
+    seconds; a wrong password or user is not, since waiting will not fix it. Either raises
+    StoreUnavailable, saying why, with no password in it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.ping()
+            return await server_version(client)
+        except Exception as exc:
+            if isinstance(exc, AuthenticationError) or time.monotonic() > deadline:
+                why = exc.detail if isinstance(exc, StoreError) and exc.detail else exc
+                raise StoreUnavailable(f"cannot reach Redis at {redacted(url)}: {why}") from None
+            await asyncio.sleep(0.2)
 
 
 async def server_version(redis: Redis) -> str:

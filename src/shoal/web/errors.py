@@ -20,8 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoal.errors import InvalidInput, ShoalError, Unauthorized
-from shoal.store.redis import STORE_DOWN, STORE_DOWN_MESSAGE
+from shoal.errors import InvalidInput, ShoalError, StoreFault, Unauthorized
 from shoal.web.responses import JSONResponse
 
 log = logging.getLogger("shoal.web")
@@ -76,8 +75,10 @@ def shoal_error_response(exc: ShoalError) -> JSONResponse:
 async def _on_shoal_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ShoalError)
     status = http_status(exc)
-    if status >= 500:
-        log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
+    if isinstance(exc, StoreFault):  # a fault to look into: where it came from, in the log only
+        log.error("%s %s -> %d: %s", request.method, request.url.path, status, exc, exc_info=exc)
+    elif status >= 500:  # str(): the message and, for a store error, what the store said
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return shoal_error_response(exc)
 
 
@@ -128,16 +129,9 @@ def describe_validation(errors: Any) -> str:
 
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``; ``CatchAll`` must be added as a middleware as well."""
-    app.add_exception_handler(ShoalError, _on_shoal_error)
-    for store_down in STORE_DOWN:
-        app.add_exception_handler(store_down, _on_store_down)
+    app.add_exception_handler(ShoalError, _on_shoal_error)  # the store's errors too (shoal.store.client)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-
-
-async def _on_store_down(request: Request, exc: Exception) -> Response:
-    log.warning("%s %s: store unreachable: %s", request.method, request.url.path, exc)
-    return error_response(503, "store_unavailable", STORE_DOWN_MESSAGE)
 
 
 class CatchAll:

@@ -13,8 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import grpc.aio
 
-from shoal.errors import ShoalError
-from shoal.store.redis import STORE_DOWN, STORE_DOWN_MESSAGE
+from shoal.errors import ShoalError, StoreError, StoreFault
 
 log = logging.getLogger("shoal.rpc.services")
 
@@ -28,11 +27,14 @@ async def answer(context: Context, method: str, call: Callable[[], Awaitable[T]]
     """Run one unary call, turning errors into statuses (a ShoalError's own, or a generic INTERNAL)."""
     try:
         return await call()
+    except StoreError as err:  # str(): what users are told, and what the store said (shoal.store.client)
+        if isinstance(err, StoreFault):
+            log.error("%s: %s", method, err, exc_info=err)
+        else:
+            log.warning("%s: %s", method, err)
+        await abort(context, err)
     except ShoalError as err:
         await abort(context, err)
-    except STORE_DOWN as exc:
-        log.warning("%s: store unreachable: %s", method, exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, STORE_DOWN_MESSAGE)
     except Exception:
         log.exception("%s failed", method)
         await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
