@@ -18,8 +18,6 @@ from collections.abc import Iterator
 
 import uvicorn
 from prometheus_client import CollectorRegistry, Gauge
-from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError
 
 from shoal._utils import cancel_and_wait
 from shoal.auth import load_or_create_token
@@ -33,7 +31,6 @@ from shoal.cluster.heartbeat import Heartbeat
 from shoal.cluster.leader import LeaderRole
 from shoal.cluster.peer import Peer
 from shoal.config import NodeConfig, split_addr
-from shoal.errors import StoreUnavailable
 from shoal.events import EventHub
 from shoal.keys import Keys
 from shoal.outbound import CheckedBackend
@@ -45,9 +42,10 @@ from shoal.rpc.peers import PeerClient
 from shoal.rpc.server import RpcServer, start_rpc_server
 from shoal.rpc.tokens import TokenKeeper
 from shoal.service import ClusterService, TaskService
+from shoal.store.client import StoreClient
 from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
-from shoal.store.redis import connect, redacted, server_version
+from shoal.store.redis import connect, redacted, wait_until_up
 from shoal.store.rotation import RotationLease
 from shoal.store.scripts import database_of
 from shoal.store.sessions import SessionStore
@@ -80,7 +78,7 @@ class Node:
         self.keeper = TokenKeeper(config.token or load_or_create_token(config.data_dir))
         self.alive_within = config.heartbeat_interval * config.dead_after
         self.embedded: EmbeddedRedis | None = None
-        self.redis: Redis | None = None
+        self.redis: StoreClient | None = None
         self.rpc: RpcServer | None = None
         self.http: _Server | None = None
         self.proxy: ProxyServer | None = None
@@ -101,7 +99,7 @@ class Node:
             await asyncio.to_thread(self.embedded.start)
             url = self.embedded.url
         self.redis = connect(url, name=f"shoal-{c.name}", password_file=c.redis_password_file)
-        await self._wait_for_store(url)
+        log.info("store: %s at %s", await wait_until_up(self.redis, url), redacted(url))
         keys = Keys(c.cluster, db=database_of(self.redis))
         self.store = TaskStore(
             self.redis, keys, result_max_bytes=c.result_max_bytes, max_lost_attempts=c.max_lost_attempts
@@ -240,20 +238,6 @@ class Node:
         """Every node's advertised HTTP, gRPC and proxy addresses, as their records say: fetch and the proxy
         refuse them."""
         return [addr for r in await self.registry.all() for addr in (r.http, r.grpc, r.proxy) if addr]
-
-    async def _wait_for_store(self, url: str, timeout: float = 15.0) -> None:
-        assert self.redis is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self.redis.ping()
-                log.info("store: %s at %s", await server_version(self.redis), redacted(url))
-                return
-            except Exception as exc:
-                refused = isinstance(exc, AuthenticationError)  # a wrong password: waiting will not fix it
-                if refused or time.monotonic() > deadline:
-                    raise StoreUnavailable(f"cannot reach Redis at {redacted(url)}: {exc}") from None
-                await asyncio.sleep(0.2)
 
     def _task_types(self) -> TaskTypes:
         c = self.config
