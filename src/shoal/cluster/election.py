@@ -27,8 +27,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
-
 from shoal.cluster.heartbeat import REQUEST_ELECTION, Heartbeat
 from shoal.config import NodeConfig, split_addr
 from shoal.liveness import liveness
@@ -126,21 +124,17 @@ class Election:
     async def _listen(self) -> None:
         """Wake at once when a master leaves (the seed's 'request election' message on ``public``)."""
         while True:
-            pubsub = self.registry.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.registry.keys.public)
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and orjson.loads(message["data"]).get("kind") == REQUEST_ELECTION:
-                        self._wake.set()
+                async with self.registry.public.subscribe() as messages:
+                    while True:
+                        message = await messages.next(timeout=1.0)
+                        if message is not None and message.get("kind") == REQUEST_ELECTION:
+                            self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.debug("public channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
 
     async def tick(self) -> None:
         async with self._lock:

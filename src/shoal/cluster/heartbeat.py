@@ -16,8 +16,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
-
 from shoal.clock import NodeClock
 from shoal.config import NodeConfig
 from shoal.liveness import verdict
@@ -65,8 +63,7 @@ class Heartbeat:
 
     async def join(self) -> None:
         """Start a new incarnation and beat once, so the cluster sees this node before it serves."""
-        self.incarnation = int(await self.registry.redis.hincrby(self.registry.keys.node(self.config.name),
-                                                                  "incarnation", 1))  # fmt: skip
+        self.incarnation = await self.registry.new_incarnation(self.config.name)
         await self.tick()
 
     def record(self) -> NodeRecord:
@@ -104,7 +101,7 @@ class Heartbeat:
             await asyncio.wait_for(self.registry.beat(self.record(), self.clock), self.config.heartbeat_interval)
             message = {"kind": HEARTBEAT, "who": self.config.name, "alive": True, "incarnation": self.incarnation,
                        "load": self.load()}  # fmt: skip
-            await self.registry.redis.publish(self.registry.keys.public, orjson.dumps(message))
+            await self.registry.public.publish(message)
             self.beats += 1
             self.last_ok = time.monotonic()
             mine = await self.registry.get(self.config.name)

@@ -1,8 +1,9 @@
 """The node registry, the membership timeline and the master lease in Redis.
 
 Each node writes its own fields of ``node:{name}`` (addresses, load, incarnation, beat) and its beat
-time in the ``nodes`` zset. The master writes the node's membership ``state`` there (member.lua, fenced
-by its epoch), with the reason, so that every node and every user sees the same verdict and why.
+time in the ``nodes`` zset, and announces its beats on the ``public`` channel (``NodeRegistry.public``). The
+master writes the node's membership ``state`` there (member.lua, fenced by its epoch), with the reason, so
+that every node and every user sees the same verdict and why.
 The lease and its fencing epoch change only through lease.lua, release.lua and break.lua.
 """
 
@@ -20,6 +21,7 @@ from shoal.clock import NodeClock
 from shoal.errors import StaleEpoch
 from shoal.keys import Keys
 from shoal.models import ALIVE, DEAD, REJECTED, SUSPECT, NodeRecord
+from shoal.store.public import PublicChannel
 from shoal.store.scripts import Scripts
 
 __all__ = ["ALIVE", "DEAD", "LEFT_TTL_S", "REJECTED", "SUSPECT", "LeaseState", "NodeRecord", "NodeRegistry"]
@@ -45,6 +47,8 @@ class NodeRegistry:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
+        #: The cluster's ``public`` channel: beats announced, elections asked for.
+        self.public = PublicChannel(redis, keys)
         #: The highest epoch this node has seen. The store may lose writes (a restart without persistence, a
         #: failover to a replica that lagged) and with them its epoch; a term this node starts begins above it.
         self.highest_epoch = 0
@@ -59,6 +63,11 @@ class NodeRegistry:
         if not isinstance(reply, list):
             return [reply]
         return [v.decode() if isinstance(v, bytes) else v for v in reply]
+
+    async def new_incarnation(self, name: str) -> int:
+        """Count one more life of node ``name`` (a start, a return after being declared dead) and return
+        its number, so that the master tells this life from the previous one."""
+        return int(await self.redis.hincrby(self.keys.node(name), "incarnation", 1))
 
     async def beat(self, record: NodeRecord, clock: NodeClock | None = None) -> float:
         """Write this node's own fields with the Redis clock as its beat time, and return that time.
@@ -102,6 +111,8 @@ class NodeRegistry:
         return now
 
     async def now(self) -> float:
+        """The store's clock, which every node's beats and verdicts are measured on; one round trip, so
+        also the cheapest proof that the store answers (StoreUnavailable if not)."""
         secs, micros = await self.redis.time()
         return float(secs + micros / 1e6)
 
