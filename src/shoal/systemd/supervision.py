@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING
 
 from shoal._utils import cancel_and_wait
+from shoal.store.inbox import NodeInbox
 from shoal.store.redis import BLOCK_MS, SOCKET_TIMEOUT
 from shoal.systemd.notify import WATCHDOG_PID, WATCHDOG_USEC, Notifier, watchdog_seconds
 from shoal.systemd.watchdog import Loop, Watchdog
@@ -130,11 +131,10 @@ class Supervision:
 
 def loops(node: Node, period: float) -> list[Loop]:
     """The node's loops the watchdog holds to progress."""
-    redis = node.store.redis
-    keys = node.store.keys
+    inbox = NodeInbox.of(node.store, node.config.name)
 
     async def inbox_waiting() -> int:
-        return int(await redis.xlen(keys.inbox(node.config.name)))
+        return await inbox.length()
 
     async def pending_waiting() -> int:
         scheduler = node.leader.scheduler

@@ -24,9 +24,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from shoal.keys import WORKER_GROUP
+from shoal.errors import StoreUnavailable
 from shoal.models import AttemptOutcome
-from shoal.store import redis as store_redis
+from shoal.store.inbox import NodeInbox, Order, Record
 from shoal.store.tasks import TaskStore
 
 log = logging.getLogger("shoal.worker.reconcile")
@@ -39,9 +39,6 @@ PLACED = ("INQUEUE", "RUNNING")
 #: What the task's history says about an attempt handed back while RUNNING.
 RUNNING_LOST = "no longer running on {node}: its run order or its last report was lost"
 INQUEUE_LOST = "its run order was lost"
-
-Record = tuple[str | None, str | None, str | None]
-"""A task's state, node and attempts as the store holds them (None for a missing task or field)."""
 
 
 class Worker(Protocol):
@@ -62,6 +59,7 @@ class Reconciler:
 
     def __init__(self, *, store: TaskStore, node: str, worker: Worker, interval: float) -> None:
         self.store = store
+        self.inbox = NodeInbox.of(store, node)
         self.node = node
         self.worker = worker
         self.interval = interval
@@ -80,33 +78,22 @@ class Reconciler:
             except Exception as exc:  # two checks in a row means two that worked
                 self._lost.clear()
                 self._gone.clear()
-                quiet = isinstance(exc, store_redis.STORE_DOWN)
+                quiet = isinstance(exc, StoreUnavailable)
                 log.log(logging.DEBUG if quiet else logging.WARNING, "checking this node's tasks failed: %s", exc)
 
     async def check(self) -> None:
         """Compare once; act on what the previous check found the same way."""
-        keys, redis = self.store.keys, self.store.redis
-        members = {m.decode() if isinstance(m, bytes) else m for m in await redis.smembers(keys.assigned(self.node))}
+        members = await self.inbox.assigned()
         running = set(self.worker.running)
         if members == running:  # the usual case: one SMEMBERS and done
             self._lost.clear()
             self._gone.clear()
             return
         ids = sorted((members - running) | (running - members))
-        inbox = keys.inbox(self.node)
-        async with redis.pipeline(transaction=True) as pipe:
-            for task_id in ids:
-                pipe.hmget(keys.task(task_id), "state", "node", "attempts")
-            pipe.xinfo_groups(inbox)
-            pipe.xpending_range(inbox, WORKER_GROUP, "-", "+", INBOX_SCAN)
-            pipe.xrange(inbox, "-", "+", INBOX_SCAN)
-            replies = await pipe.execute(raise_on_error=False)
+        snapshot = await self.inbox.snapshot(ids, INBOX_SCAN)
         running = set(self.worker.running)  # after the snapshot: an order read before it is running by now
-        for reply in replies[: len(ids)]:
-            if isinstance(reply, Exception):
-                raise reply
-        records = {task_id: _record(reply) for task_id, reply in zip(ids, replies, strict=False)}
-        ordered, complete = self._ordered(*replies[len(ids) :], running=running)
+        records, complete = snapshot.records, snapshot.complete
+        ordered = self._ordered(snapshot.orders, running=running)
         lost = {
             task_id: record
             for task_id, record in records.items()
@@ -128,32 +115,18 @@ class Reconciler:
     def _placed_here(self, record: Record) -> bool:
         return record[0] in PLACED and record[1] == self.node
 
-    def _ordered(self, groups: Any, pending: Any, entries: Any, *, running: set[str]) -> tuple[set[str], bool]:
-        """Ids with a run order the worker will still read, and whether the whole inbox was seen.
-
-        An entry is still to be read if it is after the group's last delivered one, or delivered but not
-        acknowledged (the worker reads those again after a failed read or acknowledgement). Errors mean a
-        missing stream or group: nothing delivered yet, so every entry is unread.
+    def _ordered(self, orders: list[Order], *, running: set[str]) -> set[str]:
+        """Ids with a run order the worker will still read: one after the group's last delivered entry, or
+        delivered but not acknowledged (the worker reads those again after a failed read or acknowledgement).
         """
-        last = (0, 0)
-        if not isinstance(groups, Exception):
-            for group in groups:
-                if group.get("name") == WORKER_GROUP.encode():
-                    last = _stream_id(group.get("last-delivered-id"))
-        unacked = set() if isinstance(pending, Exception) else {p["message_id"] for p in pending}
-        if isinstance(entries, Exception):
-            raise entries
         ordered: set[str] = set()
-        for entry_id, fields in entries:
-            task_id = (fields.get(b"id") or b"").decode()
-            if entry_id in unacked:
-                if fields.get(b"op") == b"run" and task_id not in running:
-                    self.worker.reread()  # delivered but never seen here (a lost reply): read it again
-            elif _stream_id(entry_id) <= last:
-                continue  # acknowledged already (its deletion failed)
-            if fields.get(b"op") == b"run":
-                ordered.add(task_id)
-        return ordered, len(entries) < INBOX_SCAN
+        for order in orders:
+            if order.op != "run" or order.acked:
+                continue  # a kill order, or one acknowledged already (its deletion failed)
+            if order.unacked and order.task_id not in running:
+                self.worker.reread()  # delivered but never seen here (a lost reply): read it again
+            ordered.add(order.task_id)
+        return ordered
 
     async def _hand_back(self, lost: dict[str, Record]) -> None:
         """Lost tasks go back to WAITING; ids of tasks no longer placed here leave the assigned set."""
@@ -182,15 +155,3 @@ class Reconciler:
             log.warning("task %s: stopped here: the store no longer places it on this node (%s)", task_id, where)
             self.stopped += 1
             self.worker.stop(task_id)
-
-
-def _record(reply: Any) -> Record:
-    state, node, attempts = (v.decode() if isinstance(v, bytes) else None for v in reply)
-    return state, node, attempts
-
-
-def _stream_id(raw: Any) -> tuple[int, int]:
-    """``b"1700000000000-3"`` -> (1700000000000, 3), so that entry ids compare in stream order."""
-    text = raw.decode() if isinstance(raw, bytes) else str(raw or "0-0")
-    ms, _, seq = text.partition("-")
-    return int(ms or 0), int(seq or 0)
