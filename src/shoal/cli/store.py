@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from redis.exceptions import RedisError
 
 from shoal import config as config_module
 from shoal.cli import _output as o
 from shoal.cli._api import BadInput, CommandError, handle_errors
-from shoal.errors import InvalidInput, ShoalError
+from shoal.errors import InvalidInput, ShoalError, StoreFault
+from shoal.store.client import translating
 
 T = TypeVar("T")
 F = Callable[..., Any]
@@ -53,13 +53,13 @@ def _live_within(config: config_module.NodeConfig) -> float:
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(coro)
+        return asyncio.run(translating(coro))  # the copy's raw connection raises redis-py's errors
     except InvalidInput as exc:
         raise BadInput(exc.message) from None
+    except StoreFault as exc:  # an operator at the store's side is told what it said
+        raise CommandError(f"the store refused: {exc.detail or exc.message}") from None
     except ShoalError as exc:
-        raise CommandError(exc.message) from None
-    except RedisError as exc:
-        raise CommandError(f"the store refused: {exc}") from None
+        raise CommandError(str(exc)) from None  # a store error's str() adds what the store said
 
 
 def _size(n: int) -> str:
