@@ -33,7 +33,6 @@ import httpx
 
 from shoal.store.embedded import EmbeddedRedis
 from shoal.testing import TestNode, wait_for
-from shoal.web.ui.session import COOKIE
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]  # fmt: skip
@@ -152,6 +151,11 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             wait_for(lambda: api.get("/api/v1/tasks/counts").json()["SUCCEED"] >= args.tasks, 600, "the tasks to end",
                      interval=0.5)  # fmt: skip
             drain_s = time.perf_counter() - drained
+            # a session, as the sign-in page opens one: its cookie (named for the port) is what a browser holds
+            signin = api.post("/signin", data={"token": node.token, "next": "/"}, headers={"Origin": node.http_url})
+            if signin.status_code != 303 or not signin.cookies:
+                raise RuntimeError(f"sign-in refused: {signin.status_code} {signin.text[:200]}")
+            cookie, session_id = next(iter(signin.cookies.items()))
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
                 host = node.http_url.split("//", 1)[1].split(":")[0]
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 def new_context() -> Any:
                     # bypass_csp: Playwright's wait_for_function evaluates a string, which the pages' CSP forbids
                     context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
-                    context.add_cookies([{"name": COOKIE, "value": node.token, "domain": host, "path": "/",
+                    context.add_cookies([{"name": cookie, "value": session_id, "domain": host, "path": "/",
                                           "httpOnly": True, "sameSite": "Strict"}])  # fmt: skip
                     return context
 
