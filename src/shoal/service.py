@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from shoal import validation
 from shoal.cluster.admin import ClusterAdmin
 from shoal.errors import IllegalTransition, NoLiveNode, NotFound, UnknownTaskType
 from shoal.events import EventHub
@@ -21,6 +22,7 @@ from shoal.store import search
 from shoal.store.nodes import NodeRegistry
 from shoal.store.tasks import TaskStore
 from shoal.throughput import Throughput
+from shoal.validation import RefusedTask
 from shoal.worker.handlers import TaskTypes
 
 #: Most submits folded into one store call.
@@ -43,7 +45,8 @@ class TaskService:
         self._queue: builtins.list[tuple[TaskSpec, asyncio.Future[Task]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._types: set[str] = set()
-        self._live = False
+        self._live = False  # whether a live node runs tasks
+        self._beating = 0  # live nodes, task runners or not
         self._types_read = 0.0
         self._types_lock = asyncio.Lock()
         self._throughput = Throughput()
@@ -56,26 +59,52 @@ class TaskService:
         return sorted(self._types)
 
     async def _read_types(self) -> None:
+        """The types of the live nodes that run tasks: a node started with ``--no-run-tasks`` beats with none,
+        and one alone must not make a submit look like a request for an unknown type."""
         now, nodes = await self.registry.all_with_time()
         live = [n for n in nodes if liveness(n, now, self.alive_within).present]
-        self._types = {t for node in live for t in node.types}
-        self._live = bool(live)
+        runners = [n for n in live if n.types]
+        self._types = {t for node in runners for t in node.types}
+        self._beating = len(live)
+        self._live = bool(runners)
         self._types_read = time.monotonic()
 
-    async def submit(self, spec: TaskSpec) -> Task:
-        if spec.type not in await self.task_types():
-            self._types_read = 0.0  # a node may have just joined with it: look again before refusing
-            known = await self.task_types()
+    async def _check_types(self, specs: Sequence[TaskSpec], *, batch: bool) -> None:
+        """Refuse the first spec whose type no live node runs (as ``RefusedTask`` naming its index in a
+        ``batch``), or the whole call when no live node runs tasks at all: then the cluster is unwell, not
+        the request, and trying again later may work."""
+        known = set(await self.task_types())
+        if self._live and all(spec.type in known for spec in specs):
+            return
+        self._types_read = 0.0  # a node may have just joined with it: look again before refusing
+        known = set(await self.task_types())
+        if not self._live:
+            raise _no_runner(self._beating)
+        for index, spec in enumerate(specs):
             if spec.type not in known:
-                if not self._live:  # no beats at all: the cluster is unwell, not the request
-                    raise NoLiveNode()
-                raise UnknownTaskType(spec.type, known)
+                refusal = UnknownTaskType(spec.type, sorted(known))
+                raise RefusedTask(index, refusal) if batch else refusal
+
+    async def submit(self, spec: TaskSpec) -> Task:
+        await self._check_types([spec], batch=False)
         self.local_types.validate(spec.type, spec.target, spec.params)
         future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         self._queue.append((spec, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
+        """Store every spec in one store call, in order, or none: the first spec refused (an unknown type, a
+        target or params its type refuses) refuses the batch with ``RefusedTask`` naming its index."""
+        validation.batch_size(len(specs))
+        await self._check_types(specs, batch=True)
+        for index, spec in enumerate(specs):
+            validation.each(index, self._validate_locally, spec)
+        return await self.store.create(specs)
+
+    def _validate_locally(self, spec: TaskSpec) -> None:
+        self.local_types.validate(spec.type, spec.target, spec.params)
 
     async def _flush(self) -> None:
         """Store every queued submit, many per Lua call; each caller gets its own task or error."""
@@ -154,6 +183,18 @@ class TaskService:
 
     def close(self) -> None:
         self.hub.close()
+
+
+def _no_runner(beating: int) -> NoLiveNode:
+    """``NoLiveNode`` (503 / UNAVAILABLE) that says why: no node beats, or only nodes that run no tasks."""
+    refusal = NoLiveNode()
+    if beating:
+        refusal.message = (
+            f"no live node runs tasks: {beating} node(s) beat, none of them runs tasks (started with "
+            "--no-run-tasks); start a node that runs tasks, or try again shortly"
+        )
+        refusal.args = (refusal.message,)
+    return refusal
 
 
 class ClusterService:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from shoal._utils import is_digits
-from shoal.errors import InvalidInput
+from shoal.errors import InvalidInput, ShoalError
 from shoal.models import TaskSpec, TaskState
 
 #: Largest request body the REST API reads, in bytes.
@@ -35,6 +36,11 @@ MAX_BULK_IDS = 1000
 MAX_PAGE = 1000
 #: Longest long poll (``?wait=`` in REST, ``wait_s`` in gRPC), in seconds.
 MAX_WAIT_S = 60.0
+#: Most tasks one batch submit (REST ``/tasks/batch``, gRPC ``CreateTasks``) may hold; also the most
+#: ``SubmitTasks`` stores per store call.
+MAX_BATCH = 1000
+
+T = TypeVar("T")
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
@@ -72,6 +78,57 @@ def task_spec(data: Any) -> TaskSpec:
         memory_mb=memory_mb(data.get("memory_mb")),
         cpu_s_limit=cpu_s_limit(data.get("cpu_s_limit")),
     )
+
+
+class RefusedTask(InvalidInput):
+    """Raised when one task of a batch is refused, which refuses the whole batch: ``index`` (0-based) says
+    which task, ``error`` why (an ``InvalidInput`` such as ``UnknownTaskType``, whose kind the REST body
+    keeps). The status is the cause's, so a batch answers as a single submit of that task would."""
+
+    def __init__(self, index: int, error: ShoalError) -> None:
+        super().__init__(f"tasks[{index}]: {error.message}")
+        self.index = index
+        self.error = error
+        self.http_status = error.http_status
+        self.grpc_code = error.grpc_code
+
+    def moved(self, offset: int) -> RefusedTask:
+        """The same refusal for a batch that began ``offset`` tasks earlier (a chunk of a longer stream)."""
+        return RefusedTask(self.index + offset, self.error)
+
+
+def task_specs(data: Any) -> list[TaskSpec]:
+    """The specs of a batch body ``{"tasks": [spec, ...]}`` (1..MAX_BATCH of them), each checked as
+    ``task_spec`` checks one; the first bad one refuses the batch (``RefusedTask`` naming its index)."""
+    if not isinstance(data, dict) or "tasks" not in data:
+        raise InvalidInput('the body must be a JSON object {"tasks": [task, ...]}')
+    extra = sorted(set(data) - {"tasks"})
+    if extra:
+        raise InvalidInput(f"unknown field(s): {', '.join(extra)}")
+    items = data["tasks"]
+    if not isinstance(items, list):
+        raise InvalidInput("tasks must be a list of task objects")
+    batch_size(len(items))
+    return [each(index, task_spec, item) for index, item in enumerate(items)]
+
+
+def batch_size(count: int) -> int:
+    """A batch holds 1..MAX_BATCH tasks."""
+    if count == 0:
+        raise InvalidInput("tasks is empty: a batch holds at least one task")
+    if count > MAX_BATCH:
+        raise InvalidInput(f"a batch holds at most {MAX_BATCH} tasks, got {count}")
+    return count
+
+
+def each(index: int, check: Callable[[Any], T], value: Any) -> T:
+    """``check(value)`` for the task at ``index`` of a batch; its refusal becomes ``RefusedTask``."""
+    try:
+        return check(value)
+    except RefusedTask:
+        raise
+    except InvalidInput as exc:
+        raise RefusedTask(index, exc) from None
 
 
 def params(value: Any) -> dict[str, Any]:

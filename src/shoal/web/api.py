@@ -7,7 +7,8 @@ and wrong types get shoal's 400 with the same words the gRPC adapter uses; the p
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Protocol, cast
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -16,7 +17,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from shoal import validation
-from shoal.errors import InvalidInput
+from shoal.errors import InvalidInput, ResultNotFound
+from shoal.models import Task, TaskResult, TaskSpec
 from shoal.types import TaskAPI
 from shoal.web import listing, schemas
 from shoal.web.responses import JSONResponse
@@ -54,7 +56,7 @@ class _TaskIdSegment(Convertor[str]):
     """A task id's path segment: anything but the names of the routes beside ``/tasks/{task_id}``, so that
     ``GET /tasks/kill`` is a method that route does not take (405 with ``Allow: POST``), not a malformed id."""
 
-    regex = r"(?!(?:kill|delete|counts|throughput)$)[^/]+"
+    regex = r"(?!(?:kill|delete|counts|throughput|batch)$)[^/]+"
 
     def convert(self, value: str) -> str:
         return value
@@ -68,7 +70,58 @@ ONE_TASK = "/tasks/{task_id:task_id}"
 
 _WAIT_DOC = f"long-poll: answer once the task is terminal or after this many seconds (at most {MAX_WAIT_S:g})"
 WaitQuery = Annotated[float | None, WithJsonSchema(schemas.WAIT_SCHEMA), Query(description=_WAIT_DOC)]
+_RESULT_DOC = (
+    "true: add `result`, the task's result (as `/result` answers it), or null while there is none (the task has not "
+    "ended within `wait`, or ended without one)"
+)
+ResultQuery = Annotated[bool | None, WithJsonSchema({"type": "boolean"}), Query(description=_RESULT_DOC)]
 TaskIdPath = Annotated[str, WithJsonSchema(schemas.TaskId.model_json_schema()), Path(description="a UUID")]
+
+
+class _BatchAPI(Protocol):
+    """``TaskAPI.submit_many``, which the node's ``TaskService`` serves."""
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]: ...
+
+
+#: The body of ``POST /tasks/batch``, inline: ``TaskIn`` is built per the live nodes' types.
+TASKS_IN = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "TasksIn",
+                    "type": "object",
+                    "properties": {
+                        "tasks": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/TaskIn"},
+                            "minItems": 1,
+                            "maxItems": validation.MAX_BATCH,
+                        }
+                    },
+                    "required": ["tasks"],
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+async def task_answer(tasks: TaskAPI, task: Task, with_result: bool | None, status_code: int = 200) -> Response:
+    """The task as JSON; with ``with_result``, its result too (null while it has none)."""
+    body = task.to_json()
+    if with_result:
+        found: TaskResult | None = None
+        if task.state.terminal:
+            try:
+                found = await tasks.result(task.id)
+            except ResultNotFound:
+                found = None
+        body["result"] = found.to_json() if found else None
+    return JSONResponse(body, status_code=status_code)
 
 
 def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
@@ -78,18 +131,31 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
     @api.post(
         "/tasks",
         status_code=201,
-        response_model=schemas.TaskOut,
-        responses=errors(400, 413),
+        response_model=schemas.WaitedTaskOut,
+        responses=errors(400, 413, 503),
         openapi_extra=body_schema("TaskIn"),
         summary="Submit a task",
     )
-    async def submit(request: Request, wait: WaitQuery = None) -> Response:
+    async def submit(request: Request, wait: WaitQuery = None, result: ResultQuery = None) -> Response:
         wait_s = wait_seconds(wait)
         spec = validation.task_spec(await json_body(request))
         task = await tasks.submit(spec)
         if wait_s is not None and not task.state.terminal:
             task = await tasks.wait(task.id, wait_s)
-        return JSONResponse(task.to_json(), status_code=201)
+        return await task_answer(tasks, task, result, status_code=201)
+
+    @api.post(
+        "/tasks/batch",
+        status_code=201,
+        response_model=schemas.TasksOut,
+        responses={**errors(413, 503), 400: {"model": schemas.BatchErrorOut}},
+        openapi_extra=TASKS_IN,
+        summary=f"Submit 1 to {validation.MAX_BATCH} tasks at once: all of them, or none",
+    )
+    async def submit_batch(request: Request) -> Response:
+        specs = validation.task_specs(await json_body(request))
+        created = await cast(_BatchAPI, tasks).submit_many(specs)
+        return JSONResponse({"tasks": [task.to_json() for task in created]}, status_code=201)
 
     listing.add_routes(api, tasks)
 
@@ -117,12 +183,12 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
         succeed = await tasks.delete_many(ids)
         return JSONResponse({"succeed": succeed})
 
-    @api.get(ONE_TASK, response_model=schemas.TaskOut, responses=errors(400, 404), summary="Get a task")
-    async def get_task(task_id: TaskIdPath, wait: WaitQuery = None) -> Response:
+    @api.get(ONE_TASK, response_model=schemas.WaitedTaskOut, responses=errors(400, 404), summary="Get a task")
+    async def get_task(task_id: TaskIdPath, wait: WaitQuery = None, result: ResultQuery = None) -> Response:
         tid = validation.task_id(task_id)
         wait_s = wait_seconds(wait)
         task = await tasks.wait(tid, wait_s) if wait_s is not None else await tasks.get(tid)
-        return JSONResponse(task.to_json())
+        return await task_answer(tasks, task, result)
 
     @api.get(
         f"{ONE_TASK}/result",

@@ -1,6 +1,7 @@
 """The one table from errors to HTTP responses, and the handlers that apply it.
 
-Every 4xx/5xx the REST API sends has the body ``{"error": "<snake_case kind>", "message": "<for a human>"}``.
+Every 4xx/5xx the REST API sends has the body ``{"error": "<snake_case kind>", "message": "<for a human>"}``
+(and ``index`` when one task refused a batch submit).
 The kind of a ``ShoalError`` is its class name in snake case (``TaskNotFound`` -> ``task_not_found``), so a
 client can map it back to the class (see ``shoal.client``); errors that are not ``ShoalError``s (unknown
 route, wrong method, unexpected crash) get a fixed kind from ``STATUS_KINDS``. Tracebacks go to the
@@ -21,6 +22,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.errors import InvalidInput, ShoalError, StoreFault, Unauthorized
+from shoal.validation import RefusedTask
 from shoal.web.responses import JSONResponse
 
 log = logging.getLogger("shoal.web")
@@ -69,6 +71,9 @@ def error_response(status: int, kind: str, message: str, headers: dict[str, str]
 
 def shoal_error_response(exc: ShoalError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, RefusedTask):  # one task refused a batch: its own kind, and which task it was
+        body = {"error": error_kind(exc.error), "message": exc.message, "index": exc.index}
+        return JSONResponse(body, status_code=http_status(exc))
     return error_response(http_status(exc), error_kind(exc), exc.message, headers)
 
 

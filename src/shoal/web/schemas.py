@@ -199,6 +199,16 @@ class LateResultOut(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict, description="what its type reported beside the code")
 
 
+class ResultOut(BaseModel):
+    task_id: str
+    code: str = Field(description="what the task produced; for a fetch, the fetched source")
+    node: str
+    attempt: int
+    finished_at: float
+    meta: dict[str, Any]
+    duplicates: int = Field(description="later attempts that also finished and were not kept")
+
+
 class TaskOut(BaseModel):
     id: str = Field(description="a UUID")
     name: str
@@ -230,6 +240,20 @@ class TaskOut(BaseModel):
     )
 
 
+class WaitedTaskOut(TaskOut):
+    """A task, with its result when ``?result=true`` asked for it."""
+
+    result: ResultOut | None = Field(
+        None,
+        description="only with ?result=true: the task's result, as GET /api/v1/tasks/{id}/result answers it; null "
+        "while there is none (the task has not ended within ?wait=, or ended without one)",
+    )
+
+
+class TasksOut(BaseModel):
+    tasks: list[TaskOut] = Field(description="the tasks stored, in the order of the request")
+
+
 class TaskPageOut(BaseModel):
     tasks: list[TaskOut]
     total: int = Field(description="tasks matching the filter, on every page")
@@ -256,16 +280,6 @@ class ThroughputOut(BaseModel):
     end: int = Field(description="Unix second of the last (current, partial) sample")
     succeeded: list[int] = Field(description="tasks that reached SUCCEED in each second, oldest first")
     failed: list[int] = Field(description="tasks that reached RUNTIME_ERROR in each second, oldest first")
-
-
-class ResultOut(BaseModel):
-    task_id: str
-    code: str = Field(description="what the task produced; for a fetch, the fetched source")
-    node: str
-    attempt: int
-    finished_at: float
-    meta: dict[str, Any]
-    duplicates: int = Field(description="later attempts that also finished and were not kept")
 
 
 class IdsIn(BaseModel):
@@ -433,6 +447,14 @@ class EventFrame(RootModel[TaskFrame | NodeFrame | LaggedFrame | ErrorFrame]):
 class ErrorOut(BaseModel):
     error: str = Field(description="snake_case kind, e.g. invalid_input, task_not_found, unauthorized")
     message: str
+
+
+class BatchErrorOut(ErrorOut):
+    index: int | None = Field(
+        None,
+        description="0-based index of the refused task, when one task refused the batch (nothing was stored); "
+        "`error` is the kind a single submit of that task gets",
+    )
 
 
 class StatusOut(BaseModel):
