@@ -10,6 +10,7 @@ about the protobuf shape (one id where one is meant, JSON text fields).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import orjson
@@ -28,6 +29,7 @@ from shoal.rpc._gen.shoal.v1 import tasks_pb2_grpc as pb_grpc
 
 __all__ = [
     "MAX_WAIT_S",
+    "batch_spec_from_proto",
     "cache_grpc",
     "cache_pb",
     "el_grpc",
@@ -46,6 +48,8 @@ __all__ = [
     "result_to_proto",
     "spec_from_proto",
     "spec_to_proto",
+    "spec_wait",
+    "specs_from_proto",
     "task_from_proto",
     "task_to_proto",
     "wait_from_proto",
@@ -59,8 +63,9 @@ MAX_WAIT_S = validation.MAX_WAIT_S
 # --- models -> messages (what the server sends) ---------------------------------------------------
 
 
-def task_to_proto(task: Task) -> pb.Task:
-    """The task as a Task message; unset optional fields stay unset rather than becoming 0 or ''."""
+def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
+    """The task as a Task message; unset optional fields stay unset rather than becoming 0 or ''. ``result``
+    is set only in the answer to a call that waited."""
     msg = pb.Task(
         id=task.id,
         name=task.name,
@@ -90,6 +95,8 @@ def task_to_proto(task: Task) -> pb.Task:
         msg.memory_mb = task.memory_mb
     if task.cpu_s_limit is not None:
         msg.cpu_s_limit = task.cpu_s_limit
+    if result is not None:
+        msg.result.CopyFrom(result_to_proto(result))
     return msg
 
 
@@ -160,6 +167,26 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
         if msg.HasField(name):
             data[name] = getattr(msg, name)
     return validation.task_spec(data)
+
+
+def spec_wait(msg: pb.TaskSpec) -> float | None:
+    """CreateTask's ``wait_s`` if the caller set it: 0 < wait_s <= MAX_WAIT_S, as REST's ``?wait=``."""
+    if not msg.HasField("wait_s"):
+        return None
+    return validation.wait_seconds(msg.wait_s, "wait_s")
+
+
+def batch_spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
+    """One spec of CreateTasks or SubmitTasks: as CreateTask's, without a wait (a batch answers at once)."""
+    if msg.HasField("wait_s"):
+        raise InvalidInput("wait_s applies to CreateTask only")
+    return spec_from_proto(msg)
+
+
+def specs_from_proto(msgs: Sequence[pb.TaskSpec], first: int = 0) -> list[TaskSpec]:
+    """CreateTasks' specs, checked one by one; the first bad one refuses the batch (``RefusedTask`` naming its
+    index, counted from ``first``)."""
+    return [validation.each(first + i, batch_spec_from_proto, msg) for i, msg in enumerate(msgs)]
 
 
 def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:

@@ -11,21 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, Protocol, cast
 
 import grpc
 import grpc.aio
 
 from shoal import validation
-from shoal.errors import InvalidInput, ShoalError
-from shoal.models import TaskEvent
+from shoal.errors import InvalidInput, ResultNotFound, ShoalError, StoreError, StoreFault
+from shoal.models import Task, TaskEvent, TaskResult, TaskSpec
 from shoal.rpc import convert
 from shoal.rpc.convert import pb, pb_grpc
 from shoal.rpc.services._status import INTERNAL_MESSAGE, Context, abort, answer
 from shoal.types import TaskAPI
+from shoal.validation import MAX_BATCH, RefusedTask
 
 log = logging.getLogger("shoal.rpc.services.tasks")
+
+#: Specs a SubmitTasks call reads ahead of the store: the client is held back (flow control) beyond it.
+READ_AHEAD = 2 * MAX_BATCH
+
+
+class _BatchAPI(Protocol):
+    """``TaskAPI.submit_many``, which the node's ``TaskService`` serves."""
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]: ...
+
 
 #: Full name of the service, for health and reflection.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Tasks"].full_name
@@ -44,8 +55,10 @@ class TasksServicer(pb_grpc.TasksServicer):
         async def call() -> pb.Task:
             task_id = convert.one_id(request)
             wait = convert.wait_from_proto(request)
-            task = await (self._tasks.wait(task_id, wait) if wait else self._tasks.get(task_id))
-            return convert.task_to_proto(task)
+            if not wait:
+                return convert.task_to_proto(await self._tasks.get(task_id))
+            task = await self._tasks.wait(task_id, wait)
+            return convert.task_to_proto(task, await self._result_of(task))
 
         return await answer(context, "GetTask", call)
 
@@ -59,9 +72,91 @@ class TasksServicer(pb_grpc.TasksServicer):
     async def CreateTask(self, request: pb.TaskSpec, context: Context) -> pb.Task:
         async def call() -> pb.Task:
             spec = convert.spec_from_proto(request)
-            return convert.task_to_proto(await self._tasks.submit(spec))
+            wait = convert.spec_wait(request)
+            task = await self._tasks.submit(spec)
+            if not wait:
+                return convert.task_to_proto(task)
+            if not task.state.terminal:
+                task = await self._tasks.wait(task.id, wait)
+            return convert.task_to_proto(task, await self._result_of(task))
 
         return await answer(context, "CreateTask", call)
+
+    async def _result_of(self, task: Task) -> TaskResult | None:
+        """The result of a task that ended with one; None otherwise."""
+        if not task.state.terminal:
+            return None
+        try:
+            return await self._tasks.result(task.id)
+        except ResultNotFound:
+            return None
+
+    async def CreateTasks(self, request: pb.CreateTasksRequest, context: Context) -> pb.CreateTasksResponse:
+        async def call() -> pb.CreateTasksResponse:
+            specs = convert.specs_from_proto(request.tasks)
+            created = await self._batch.submit_many(specs)
+            return pb.CreateTasksResponse(tasks=[convert.task_to_proto(t) for t in created])
+
+        return await answer(context, "CreateTasks", call)
+
+    async def SubmitTasks(
+        self, request_iterator: AsyncIterator[pb.TaskSpec], context: Context
+    ) -> AsyncIterator[pb.Task]:
+        """Store specs as they arrive, as many per store call as have arrived (at most MAX_BATCH), and send
+        back each stored task in order. A refused spec ends the call once every spec before it is stored."""
+        arrived: asyncio.Queue[_Arrival] = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.create_task(_pump(request_iterator, arrived))
+        sent = 0
+        try:
+            then: bool | Exception = False
+            while then is False:
+                chunk, then = await _next_chunk(arrived)
+                stored, refusal = await self._store_prefix(chunk, sent)
+                for task in stored:
+                    yield convert.task_to_proto(task)
+                sent += len(stored)
+                if refusal is not None:
+                    raise refusal
+            if isinstance(then, Exception):
+                raise then
+        except StoreError as err:  # as ``answer`` treats it, saying how far the stream had come
+            if isinstance(err, StoreFault):
+                log.error("SubmitTasks after %d task(s): %s", sent, err, exc_info=err)
+            else:
+                log.warning("SubmitTasks after %d task(s): %s", sent, err)
+            await abort(context, err)
+        except ShoalError as err:
+            await abort(context, err)
+        except Exception:
+            log.exception("SubmitTasks failed after %d task(s)", sent)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _store_prefix(self, chunk: list[pb.TaskSpec], first: int) -> tuple[list[Task], RefusedTask | None]:
+        """Store ``chunk`` (whose first spec is the stream's ``first``) in one store call; when a spec of it
+        is refused, store the specs before it instead and return the refusal, its index counted from the
+        stream's first spec."""
+        specs: list[TaskSpec] = []
+        refusal: RefusedTask | None = None
+        for msg in chunk:
+            try:
+                specs.append(convert.batch_spec_from_proto(msg))
+            except InvalidInput as exc:
+                refusal = RefusedTask(first + len(specs), exc)
+                break
+        while specs:
+            try:
+                return await self._batch.submit_many(specs), refusal
+            except RefusedTask as exc:  # the type check or the type's own: store what came before it
+                specs, refusal = specs[: exc.index], exc.moved(first)
+        return [], refusal
+
+    @property
+    def _batch(self) -> _BatchAPI:
+        return cast(_BatchAPI, self._tasks)
 
     async def DelTask(self, request: pb.ID, context: Context) -> pb.OptResult:
         async def call() -> pb.OptResult:
@@ -139,6 +234,34 @@ class TasksServicer(pb_grpc.TasksServicer):
 
     def __repr__(self) -> str:
         return f"TasksServicer(watchers={self.watchers}, closing={self._closing.done()})"
+
+
+#: What SubmitTasks' reader hands on: a spec, None at the stream's end, or the error that broke the stream.
+_Arrival = pb.TaskSpec | Exception | None
+
+
+async def _pump(source: AsyncIterator[pb.TaskSpec], into: asyncio.Queue[_Arrival]) -> None:
+    """Move a stream's specs into ``into``, then None for its end (or the error that broke it)."""
+    try:
+        async for msg in source:
+            await into.put(msg)
+    except Exception as exc:
+        await into.put(exc)
+        return
+    await into.put(None)
+
+
+async def _next_chunk(arrived: asyncio.Queue[_Arrival]) -> tuple[list[pb.TaskSpec], bool | Exception]:
+    """The specs that have arrived (waiting for one if none has), at most MAX_BATCH, and what follows them:
+    False (more may come), True (the stream ended) or the error that broke it."""
+    chunk: list[pb.TaskSpec] = []
+    msg = await arrived.get()
+    while isinstance(msg, pb.TaskSpec):
+        chunk.append(msg)
+        if len(chunk) >= MAX_BATCH or arrived.empty():
+            return chunk, False
+        msg = arrived.get_nowait()
+    return chunk, True if msg is None else msg
 
 
 def _bulk_ids(request: pb.ID) -> list[str]:

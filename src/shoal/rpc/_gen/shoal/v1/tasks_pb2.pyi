@@ -9,7 +9,7 @@ Errors come back as gRPC status codes with a message for a human:
   NOT_FOUND            no task with that id, or no result yet
   FAILED_PRECONDITION  the task's state forbids the change (e.g. killing a finished task)
   UNAUTHENTICATED      no token, or a wrong one
-  UNAVAILABLE          the store cannot be reached
+  UNAVAILABLE          the store cannot be reached, or no live node runs tasks
 
 Compatibility: the seed's message names, field numbers and enum values are kept; every field
 shoal added has a new number, and no number is ever reused. Where shoal changes a seed call's
@@ -119,6 +119,7 @@ class Task(_message.Message):
     ATTEMPTS_DROPPED_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
     CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -162,6 +163,12 @@ class Task(_message.Message):
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
 
+    @_builtins.property
+    def result(self) -> Global___TaskResult:
+        """The task's result, set only in the answer to a call that waited (CreateTask or GetTask with
+        wait_s) when the task has one by then; fetch it with GetTaskResult otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -185,10 +192,11 @@ class Task(_message.Message):
         attempts_dropped: _builtins.int = ...,
         memory_mb: _builtins.int | None = ...,
         cpu_s_limit: _builtins.float | None = ...,
+        result: Global___TaskResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
@@ -202,6 +210,8 @@ class Task(_message.Message):
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__node: _TypeAlias = _typing.Literal["node"]  # noqa: Y015
     _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
+    _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
+    _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
     _WhichOneofReturnType__started_at: _TypeAlias = _typing.Literal["started_at"]  # noqa: Y015
     _WhichOneofArgType__started_at: _TypeAlias = _typing.Literal["_started_at", b"_started_at"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
@@ -218,6 +228,8 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__started_at) -> _WhichOneofReturnType__started_at | None: ...
     @_typing.overload
@@ -338,6 +350,7 @@ class TaskSpec(_message.Message):
     MAX_LOST_ATTEMPTS_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
     CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
+    WAIT_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -358,6 +371,12 @@ class TaskSpec(_message.Message):
     """
     cpu_s_limit: _builtins.float
     """CPU seconds (0 < cpu_s_limit <= 86400) each attempt may use; unset and bound as for memory_mb."""
+    wait_s: _builtins.float
+    """CreateTask only: wait up to this many seconds (0 < wait_s <= 60) for the task to end, and answer
+    with it and its result (see CreateTask). The issue that asked for it named a CreateTaskRequest;
+    CreateTask takes a TaskSpec, so the field is here, which keeps the call compatible. CreateTasks
+    and SubmitTasks refuse it.
+    """
     def __init__(
         self,
         *,
@@ -370,10 +389,11 @@ class TaskSpec(_message.Message):
         max_lost_attempts: _builtins.int | None = ...,
         memory_mb: _builtins.int | None = ...,
         cpu_s_limit: _builtins.float | None = ...,
+        wait_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
@@ -385,6 +405,8 @@ class TaskSpec(_message.Message):
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
+    _WhichOneofReturnType__wait_s: _TypeAlias = _typing.Literal["wait_s"]  # noqa: Y015
+    _WhichOneofArgType__wait_s: _TypeAlias = _typing.Literal["_wait_s", b"_wait_s"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
     @_typing.overload
@@ -395,8 +417,54 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__wait_s) -> _WhichOneofReturnType__wait_s | None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class CreateTasksRequest(_message.Message):
+    """CreateTasks' request: 1..1000 specs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskSpec]: ...
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___TaskSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTasksRequest: _TypeAlias = CreateTasksRequest  # noqa: Y015
+
+@_typing.final
+class CreateTasksResponse(_message.Message):
+    """CreateTasks' answer: the stored tasks, in the order of the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]: ...
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___Task] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTasksResponse: _TypeAlias = CreateTasksResponse  # noqa: Y015
 
 @_typing.final
 class TaskResult(_message.Message):

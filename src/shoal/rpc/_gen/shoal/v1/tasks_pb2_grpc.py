@@ -49,6 +49,16 @@ class TasksStub:
                 request_serializer=shoal_dot_v1_dot_tasks__pb2.TaskSpec.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_tasks__pb2.Task.FromString,
                 _registered_method=True)
+        self.CreateTasks = channel.unary_unary(
+                '/shoal.v1.Tasks/CreateTasks',
+                request_serializer=shoal_dot_v1_dot_tasks__pb2.CreateTasksRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_tasks__pb2.CreateTasksResponse.FromString,
+                _registered_method=True)
+        self.SubmitTasks = channel.stream_stream(
+                '/shoal.v1.Tasks/SubmitTasks',
+                request_serializer=shoal_dot_v1_dot_tasks__pb2.TaskSpec.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_tasks__pb2.Task.FromString,
+                _registered_method=True)
         self.DelTask = channel.unary_unary(
                 '/shoal.v1.Tasks/DelTask',
                 request_serializer=shoal_dot_v1_dot_tasks__pb2.ID.SerializeToString,
@@ -96,6 +106,33 @@ class TasksServicer:
         answered with an OptResult; shoal takes a TaskSpec (only what a user may choose: a Task's id,
         state, node and times are the cluster's to set) and answers with the stored Task, so the caller
         has its id and state at once without a second call, as REST's `201` does.
+
+        With `TaskSpec.wait_s`, the call answers once the task has ended or wait_s seconds have passed,
+        whichever is first, with the task as it is then and, when it has one, its `result`: one call from
+        submit to result. (The wait is a TaskSpec field rather than one of a CreateTaskRequest because
+        CreateTask takes a TaskSpec itself since the first shoal release; a new field keeps every client
+        that exists working.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTasks(self, request, context):
+        """Submit 1..1000 tasks at once, stored in one store call: all of them, or none. The first spec
+        refused (malformed, an unknown type, ...) refuses the whole call with INVALID_ARGUMENT, whose
+        message names its index ("tasks[3]: ..."); nothing is stored then. UNAVAILABLE when no live node
+        runs tasks. The answer holds the stored tasks in the order given. `wait_s` is refused here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitTasks(self, request_iterator, context):
+        """Submit an unbounded stream of tasks: the server stores them as they arrive, up to 1000 per store
+        call, and streams back each stored Task in the order sent, so the client sees which are stored
+        while it still sends. A refused spec (as CreateTasks refuses one; its index counts from the
+        stream's first spec) ends the call with INVALID_ARGUMENT naming the index: every spec before it
+        was stored and sent back, none from it on. `wait_s` is refused here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,6 +185,16 @@ def add_TasksServicer_to_server(servicer, server):
             ),
             'CreateTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTask,
+                    request_deserializer=shoal_dot_v1_dot_tasks__pb2.TaskSpec.FromString,
+                    response_serializer=shoal_dot_v1_dot_tasks__pb2.Task.SerializeToString,
+            ),
+            'CreateTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTasks,
+                    request_deserializer=shoal_dot_v1_dot_tasks__pb2.CreateTasksRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_tasks__pb2.CreateTasksResponse.SerializeToString,
+            ),
+            'SubmitTasks': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitTasks,
                     request_deserializer=shoal_dot_v1_dot_tasks__pb2.TaskSpec.FromString,
                     response_serializer=shoal_dot_v1_dot_tasks__pb2.Task.SerializeToString,
             ),
@@ -251,6 +298,60 @@ class Tasks:
             request,
             target,
             '/shoal.v1.Tasks/CreateTask',
+            shoal_dot_v1_dot_tasks__pb2.TaskSpec.SerializeToString,
+            shoal_dot_v1_dot_tasks__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Tasks/CreateTasks',
+            shoal_dot_v1_dot_tasks__pb2.CreateTasksRequest.SerializeToString,
+            shoal_dot_v1_dot_tasks__pb2.CreateTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTasks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shoal.v1.Tasks/SubmitTasks',
             shoal_dot_v1_dot_tasks__pb2.TaskSpec.SerializeToString,
             shoal_dot_v1_dot_tasks__pb2.Task.FromString,
             options,

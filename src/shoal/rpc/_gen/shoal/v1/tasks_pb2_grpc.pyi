@@ -9,7 +9,7 @@ Errors come back as gRPC status codes with a message for a human:
   NOT_FOUND            no task with that id, or no result yet
   FAILED_PRECONDITION  the task's state forbids the change (e.g. killing a finished task)
   UNAUTHENTICATED      no token, or a wrong one
-  UNAVAILABLE          the store cannot be reached
+  UNAVAILABLE          the store cannot be reached, or no live node runs tasks
 
 Compatibility: the seed's message names, field numbers and enum values are kept; every field
 shoal added has a new number, and no number is ever reused. Where shoal changes a seed call's
@@ -60,6 +60,25 @@ class TasksStub:
     answered with an OptResult; shoal takes a TaskSpec (only what a user may choose: a Task's id,
     state, node and times are the cluster's to set) and answers with the stored Task, so the caller
     has its id and state at once without a second call, as REST's `201` does.
+
+    With `TaskSpec.wait_s`, the call answers once the task has ended or wait_s seconds have passed,
+    whichever is first, with the task as it is then and, when it has one, its `result`: one call from
+    submit to result. (The wait is a TaskSpec field rather than one of a CreateTaskRequest because
+    CreateTask takes a TaskSpec itself since the first shoal release; a new field keeps every client
+    that exists working.)
+    """
+    CreateTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CreateTasksRequest, _tasks_pb2.CreateTasksResponse]
+    """Submit 1..1000 tasks at once, stored in one store call: all of them, or none. The first spec
+    refused (malformed, an unknown type, ...) refuses the whole call with INVALID_ARGUMENT, whose
+    message names its index ("tasks[3]: ..."); nothing is stored then. UNAVAILABLE when no live node
+    runs tasks. The answer holds the stored tasks in the order given. `wait_s` is refused here.
+    """
+    SubmitTasks: _grpc.StreamStreamMultiCallable[_tasks_pb2.TaskSpec, _tasks_pb2.Task]
+    """Submit an unbounded stream of tasks: the server stores them as they arrive, up to 1000 per store
+    call, and streams back each stored Task in the order sent, so the client sees which are stored
+    while it still sends. A refused spec (as CreateTasks refuses one; its index counts from the
+    stream's first spec) ends the call with INVALID_ARGUMENT naming the index: every spec before it
+    was stored and sent back, none from it on. `wait_s` is refused here.
     """
     DelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ID, _tasks_pb2.OptResult]
     """Delete each task (killing it first if it runs) with its result. `succeed[id]` says whether
@@ -95,6 +114,25 @@ class TasksAsyncStub(TasksStub):
     answered with an OptResult; shoal takes a TaskSpec (only what a user may choose: a Task's id,
     state, node and times are the cluster's to set) and answers with the stored Task, so the caller
     has its id and state at once without a second call, as REST's `201` does.
+
+    With `TaskSpec.wait_s`, the call answers once the task has ended or wait_s seconds have passed,
+    whichever is first, with the task as it is then and, when it has one, its `result`: one call from
+    submit to result. (The wait is a TaskSpec field rather than one of a CreateTaskRequest because
+    CreateTask takes a TaskSpec itself since the first shoal release; a new field keeps every client
+    that exists working.)
+    """
+    CreateTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CreateTasksRequest, _tasks_pb2.CreateTasksResponse]  # type: ignore[assignment]
+    """Submit 1..1000 tasks at once, stored in one store call: all of them, or none. The first spec
+    refused (malformed, an unknown type, ...) refuses the whole call with INVALID_ARGUMENT, whose
+    message names its index ("tasks[3]: ..."); nothing is stored then. UNAVAILABLE when no live node
+    runs tasks. The answer holds the stored tasks in the order given. `wait_s` is refused here.
+    """
+    SubmitTasks: _aio.StreamStreamMultiCallable[_tasks_pb2.TaskSpec, _tasks_pb2.Task]  # type: ignore[assignment]
+    """Submit an unbounded stream of tasks: the server stores them as they arrive, up to 1000 per store
+    call, and streams back each stored Task in the order sent, so the client sees which are stored
+    while it still sends. A refused spec (as CreateTasks refuses one; its index counts from the
+    stream's first spec) ends the call with INVALID_ARGUMENT naming the index: every spec before it
+    was stored and sent back, none from it on. `wait_s` is refused here.
     """
     DelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ID, _tasks_pb2.OptResult]  # type: ignore[assignment]
     """Delete each task (killing it first if it runs) with its result. `succeed[id]` says whether
@@ -145,6 +183,37 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         answered with an OptResult; shoal takes a TaskSpec (only what a user may choose: a Task's id,
         state, node and times are the cluster's to set) and answers with the stored Task, so the caller
         has its id and state at once without a second call, as REST's `201` does.
+
+        With `TaskSpec.wait_s`, the call answers once the task has ended or wait_s seconds have passed,
+        whichever is first, with the task as it is then and, when it has one, its `result`: one call from
+        submit to result. (The wait is a TaskSpec field rather than one of a CreateTaskRequest because
+        CreateTask takes a TaskSpec itself since the first shoal release; a new field keeps every client
+        that exists working.)
+        """
+
+    @_abc_1.abstractmethod
+    def CreateTasks(
+        self,
+        request: _tasks_pb2.CreateTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.CreateTasksResponse, _abc.Awaitable[_tasks_pb2.CreateTasksResponse]]:
+        """Submit 1..1000 tasks at once, stored in one store call: all of them, or none. The first spec
+        refused (malformed, an unknown type, ...) refuses the whole call with INVALID_ARGUMENT, whose
+        message names its index ("tasks[3]: ..."); nothing is stored then. UNAVAILABLE when no live node
+        runs tasks. The answer holds the stored tasks in the order given. `wait_s` is refused here.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitTasks(
+        self,
+        request_iterator: _MaybeAsyncIterator[_tasks_pb2.TaskSpec],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tasks_pb2.Task], _abc.AsyncIterator[_tasks_pb2.Task]]:
+        """Submit an unbounded stream of tasks: the server stores them as they arrive, up to 1000 per store
+        call, and streams back each stored Task in the order sent, so the client sees which are stored
+        while it still sends. A refused spec (as CreateTasks refuses one; its index counts from the
+        stream's first spec) ends the call with INVALID_ARGUMENT naming the index: every spec before it
+        was stored and sent back, none from it on. `wait_s` is refused here.
         """
 
     @_abc_1.abstractmethod
