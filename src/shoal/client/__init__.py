@@ -12,7 +12,16 @@ Calls return ``shoal.models`` dataclasses and raise ``shoal.errors`` classes (``
 
 from shoal.client._sse import Lagged, StreamItem
 from shoal.client.aio import AsyncClient
-from shoal.client.errors import ApiError, ApiUnreachable, WaitTimeout
+from shoal.client.errors import ApiError, ApiUnreachable, TaskFailed, WaitTimeout
 from shoal.client.sync import Client
 
-__all__ = ["ApiError", "ApiUnreachable", "AsyncClient", "Client", "Lagged", "StreamItem", "WaitTimeout"]
+__all__ = [
+    "ApiError",
+    "ApiUnreachable",
+    "AsyncClient",
+    "Client",
+    "Lagged",
+    "StreamItem",
+    "TaskFailed",
+    "WaitTimeout",
+]

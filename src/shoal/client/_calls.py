@@ -7,7 +7,9 @@ cache keys with ``shoal.validation.cache_key`` (and then percent-encoded whole, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -17,9 +19,9 @@ import orjson
 
 from shoal import validation
 from shoal.client import _decode
-from shoal.client.errors import from_response
-from shoal.errors import InvalidInput
-from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskState
+from shoal.client.errors import TaskFailed, build, from_response
+from shoal.errors import InvalidInput, ResultNotFound, ShoalError
+from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState
 
 T = TypeVar("T")
 
@@ -96,6 +98,112 @@ def submit(
         body["cpu_s_limit"] = cpu_s_limit
     query, held = _wait_param(wait)
     return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
+
+
+def _task_and_result(data: Any) -> tuple[Task, TaskResult | None]:
+    found = data.get("result") if isinstance(data, dict) else None
+    return _decode.task(data), None if found is None else _decode.result(found)
+
+
+def submit_and_wait(body: dict[str, Any], wait: float) -> Call[tuple[Task, TaskResult | None]]:
+    """Submit, wait up to ``wait`` s (at most MAX_WAIT_S) and answer with the task and its result if it has one."""
+    query, held = _wait_param(wait)
+    return Call("POST", "/api/v1/tasks", lambda r: _task_and_result(json_of(r)), {**query, "result": "true"}, body,
+                held)  # fmt: skip
+
+
+def get_with_result(task_id: str, wait: float) -> Call[tuple[Task, TaskResult | None]]:
+    query, held = _wait_param(wait)
+    path = f"/api/v1/tasks/{validation.task_id(task_id)}"
+    return Call("GET", path, lambda r: _task_and_result(json_of(r)), {**query, "result": "true"}, hold_s=held)
+
+
+def outcome(task: Task, found: TaskResult | None) -> TaskResult:
+    """What ``run`` returns for a task that ended: its result, or the error of a task that did not succeed."""
+    if task.state is not TaskState.SUCCEED:
+        raise TaskFailed(task)
+    if found is None:
+        raise build(ResultNotFound, f"task {task.id!r} has no result (state {task.state.name})", 404,
+                    "result_not_found")  # fmt: skip
+    return found
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+#: Most tasks per batch request.
+MAX_BATCH = validation.MAX_BATCH
+#: Largest batch body the client sends: the server's limit, less room for the ``{"tasks": []}`` around it.
+MAX_BATCH_BYTES = validation.MAX_BODY_BYTES - 64
+_INDEX = re.compile(r"^tasks\[\d+\]: ")
+
+
+def spec_body(spec: TaskSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """A task's JSON body from a ``TaskSpec`` or a mapping of the REST fields (``name`` defaults to ``type``),
+    checked as the server checks it, so a malformed one is refused before anything is sent."""
+    if isinstance(spec, TaskSpec):
+        body = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
+        if not body.get("params"):
+            body.pop("params", None)
+    elif isinstance(spec, Mapping):
+        body = {k: v for k, v in spec.items() if v is not None}
+        if "name" not in body and isinstance(body.get("type"), str):
+            body["name"] = body["type"]
+    else:
+        raise InvalidInput(f"a task is a TaskSpec or a mapping of its fields, not {type(spec).__name__}")
+    validation.task_spec(body)
+    return body
+
+
+def batch_bodies(specs: Iterable[TaskSpec | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every spec's body; the first malformed one raises ``RefusedTask`` naming its index."""
+    return [validation.each(i, spec_body, spec) for i, spec in enumerate(specs)]
+
+
+def chunked(bodies: list[dict[str, Any]], chunk: int) -> list[list[dict[str, Any]]]:
+    """``bodies`` cut into batches of at most ``chunk`` tasks and at most MAX_BATCH_BYTES of JSON each."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= validation.MAX_BATCH:
+        raise InvalidInput(f"chunk must be a whole number from 1 to {validation.MAX_BATCH}")
+    out: list[list[dict[str, Any]]] = []
+    size = 0
+    for body in bodies:
+        length = len(orjson.dumps(body)) + 1
+        if not out or len(out[-1]) >= chunk or size + length > MAX_BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(body)
+        size += length
+    return out
+
+
+def submit_batch(bodies: list[dict[str, Any]]) -> Call[list[Task]]:
+    return Call("POST", "/api/v1/tasks/batch", lambda r: _decode.tasks(json_of(r)), body={"tasks": bodies})
+
+
+def refused_chunk(exc: ShoalError, offset: int, stored: list[Task]) -> ShoalError:
+    """The error of a chunk that began at ``offset`` of the caller's list, said of that whole list: the index
+    of the refused task counted from its start (``index``), why (``reason``) and the tasks earlier chunks stored
+    (``stored``)."""
+    index = getattr(exc, "index", None)
+    if not isinstance(index, int):
+        if stored:  # e.g. the API went away between two chunks: the error as it is, saying what was stored
+            exc.message += f"; {len(stored)} task(s) of earlier chunks were stored (the error's .stored lists them)"
+            exc.args = (exc.message,)
+        exc.stored = list(stored)  # type: ignore[attr-defined]
+        return exc
+    reason = _INDEX.sub("", exc.message)
+    message = f"tasks[{index + offset}]: {reason}"
+    if stored:
+        message += (
+            f"; the {len(stored)} task(s) before it, sent in earlier chunks, were stored (the error's .stored "
+            "lists them), none from it on"
+        )
+    else:
+        message += "; nothing was stored"
+    refused = build(type(exc), message, int(getattr(exc, "status", exc.http_status)), str(getattr(exc, "kind", "")))
+    refused.index = index + offset  # type: ignore[attr-defined]
+    refused.reason = reason  # type: ignore[attr-defined]
+    refused.stored = list(stored)  # type: ignore[attr-defined]
+    return refused
 
 
 def get(task_id: str, wait: float | None = None) -> Call[Task]:

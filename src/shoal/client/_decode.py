@@ -53,6 +53,12 @@ def result(data: Any) -> TaskResult:
     return _pick(TaskResult, data)
 
 
+def tasks(data: Any) -> list[Task]:
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+        raise MalformedResponse('expected {"tasks": [...]}')
+    return [task(t) for t in data["tasks"]]
+
+
 def page(data: Any) -> TaskPage:
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
         raise MalformedResponse("expected {tasks, total, next_cursor}")

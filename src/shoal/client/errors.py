@@ -5,9 +5,11 @@
     │       rebuilt from the ``error`` field of the body (``task_not_found`` -> TaskNotFound)
     ├── ApiError          an error answer with a kind this client has no class for
     ├── ApiUnreachable    no answer at all: connection refused, DNS, timeout
-    └── WaitTimeout       (also a TimeoutError) a task was not terminal in time
+    ├── WaitTimeout       (also a TimeoutError) a task was not terminal in time
+    └── TaskFailed        ``run``'s task ended other than SUCCEED
 
-Every error raised from an answer carries ``status`` (the HTTP status) and ``kind`` (the ``error`` field).
+Every error raised from an answer carries ``status`` (the HTTP status) and ``kind`` (the ``error`` field);
+one that a task of a batch caused also ``index``, that task's 0-based place in the batch.
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ class WaitTimeout(ShoalError, TimeoutError):
         self.timeout_s = timeout_s
 
 
+class TaskFailed(ShoalError):
+    """Raised by ``run`` when the task ended RUNTIME_ERROR or KILLED; ``task`` is the task as it ended."""
+
+    http_status = 409
+
+    def __init__(self, task: Task) -> None:
+        detail = f": {task.error}" if task.error else ""
+        super().__init__(f"task {task.id} ended {task.state.name}{detail}")
+        self.task = task
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -100,7 +113,11 @@ def from_response(response: httpx.Response) -> ShoalError:
     cls = KINDS.get(kind) or _BY_STATUS.get(status)
     if cls is None:
         return ApiError(status, kind or "http_error", message)
-    return build(cls, message, status, kind or _snake(cls.__name__))
+    error = build(cls, message, status, kind or _snake(cls.__name__))
+    index = body.get("index") if isinstance(body, dict) else None
+    if isinstance(index, int) and not isinstance(index, bool):
+        error.index = index  # type: ignore[attr-defined]
+    return error
 
 
 def _refused(exc: BaseException) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,12 +14,14 @@ import httpx
 from shoal.client import _calls, _config
 from shoal.client._sse import Parser, StreamItem
 from shoal.client.errors import WaitTimeout, from_response, unreachable
-from shoal.errors import ResultNotFound
-from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskState
+from shoal.errors import InvalidInput, ResultNotFound, ShoalError
+from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = _config.DEFAULT_TIMEOUT_S
+#: How long ``run`` waits for its task by default, in seconds.
+DEFAULT_RUN_TIMEOUT_S = 60.0
 
 
 class Client:
@@ -108,6 +110,63 @@ class Client:
                 cpu_s_limit=cpu_s_limit,
             )
         )
+
+    def submit_many(
+        self,
+        specs: Iterable[TaskSpec | Mapping[str, Any]],
+        *,
+        chunk: int = _calls.MAX_BATCH,
+        on_chunk: Callable[[builtins.list[Task]], None] | None = None,
+    ) -> builtins.list[Task]:
+        """Submit many tasks, ``chunk`` (at most 1000) per request, and return them stored, in order.
+
+        Each spec is a ``TaskSpec`` or a mapping of the REST fields (``name`` defaults to ``type``). Every
+        spec is checked before anything is sent: a malformed one raises InvalidInput naming its ``index`` and
+        nothing is stored. Each chunk is stored whole or not at all, so a chunk the server refuses (e.g. a type
+        no live node runs) raises the server's error (UnknownTaskType, InvalidInput...) with ``index`` counted
+        over the whole list; the chunks before it stay stored, and the error's ``stored`` lists their tasks
+        (its message says how many). Requests also stay under the server's body limit. ``on_chunk`` is
+        called with each chunk's tasks once stored (e.g. to show progress).
+        """
+        stored: builtins.list[Task] = []
+        for part in _calls.chunked(_calls.batch_bodies(specs), chunk):
+            try:
+                created = self._send(_calls.submit_batch(part))
+            except ShoalError as exc:
+                raise _calls.refused_chunk(exc, len(stored), stored) from None
+            stored.extend(created)
+            if on_chunk is not None:
+                on_chunk(created)
+        return stored
+
+    def run(
+        self,
+        type: str,
+        target: str,
+        *,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float = DEFAULT_RUN_TIMEOUT_S,
+        **spec_fields: Any,
+    ) -> TaskResult:
+        """Submit a task and return its result once it succeeded, in one call (and one request when it ends
+        within a minute). ``spec_fields`` are the other task fields (``timeout_s``, ``max_retries``,
+        ``max_lost_attempts``, ``memory_mb``, ``cpu_s_limit``).
+
+        Raises WaitTimeout (a TimeoutError, with the task) if it has not ended within ``timeout`` seconds; it
+        runs on. Raises TaskFailed (with the task) if it ended RUNTIME_ERROR or KILLED.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidInput("timeout must be a number of seconds above 0")
+        body = _calls.spec_body({"type": type, "target": target, "name": name, "params": params, **spec_fields})
+        deadline = time.monotonic() + timeout
+        task, found = self._send(_calls.submit_and_wait(body, timeout))
+        while not task.state.terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(task, timeout)
+            task, found = self._send(_calls.get_with_result(task.id, remaining))
+        return _calls.outcome(task, found)
 
     def get(self, task_id: str, wait: float | None = None) -> Task:
         return self._send(_calls.get(task_id, wait))
