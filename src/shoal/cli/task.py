@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 import click
 import orjson
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shoal import validation
 from shoal.cli import _output as o
 from shoal.cli._api import BadInput, CommandError, api_options, client, handle_errors, json_option
 from shoal.cli._watch import wait_with_progress, watch_tasks
 from shoal.client import Client
-from shoal.errors import ResultNotFound
+from shoal.errors import InvalidInput, ResultNotFound, ShoalError
 from shoal.models import Task, TaskState
 
 
@@ -76,8 +80,16 @@ def _code_text(task_id: str, code: str) -> str:
 
 
 @task_group.command("submit")
-@click.argument("task_type", metavar="TYPE")
-@click.argument("target")
+@click.argument("task_type", metavar="TYPE", required=False)
+@click.argument("target", required=False)
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("rb"),
+    metavar="FILE",
+    help="Submit the tasks of FILE instead, one JSON object per line as POST /api/v1/tasks takes it (blank lines "
+    "skipped; - reads stdin), in batches of up to 1000; prints their ids.",
+)
 @click.option("--name", help="Task name [default: the type].")
 @click.option("--param", "params", multiple=True, metavar="K=V", help="A parameter; repeat for more. V may be JSON.")
 @click.option("--timeout", "timeout_s", type=float, metavar="S", help="Seconds the task may run in all.")
@@ -117,8 +129,29 @@ def submit(
     cpu_s_limit: float | None,
     wait: bool,
     as_json: bool,
+    from_file: IO[bytes] | None,
 ) -> None:
-    """Submit a task of TYPE (e.g. fetch) on TARGET (e.g. a URL)."""
+    """Submit a task of TYPE (e.g. fetch) on TARGET (e.g. a URL), or every task of --from-file."""
+    if from_file is not None:
+        given = {
+            "TYPE": task_type,
+            "TARGET": target,
+            "--name": name,
+            "--param": params,
+            "--timeout": timeout_s,
+            "--retries": retries,
+            "--max-lost-attempts": max_lost_attempts,
+            "--memory-mb": memory_mb,
+            "--cpu-s-limit": cpu_s_limit,
+            "--wait": wait,
+        }
+        clash = [flag for flag, value in given.items() if value]
+        if clash:
+            raise BadInput(f"--from-file takes each task's fields from its line; drop {', '.join(clash)}")
+        submit_file(from_file, as_json)
+        return
+    if task_type is None or target is None:
+        raise click.UsageError(f"Missing argument '{'TARGET' if task_type else 'TYPE'}' (or give --from-file)")
     with client() as c:
         task = c.submit(
             task_type,
@@ -141,6 +174,83 @@ def submit(
             click.echo(f"submitted {task.id}", err=True)
         final = wait_with_progress(c, task.id, show=not as_json)
         _print_outcome(c, final, as_json)
+
+
+#: Tasks per request of ``submit --from-file``.
+FILE_BATCH = validation.MAX_BATCH
+_INDEX = re.compile(r"^tasks\[\d+\]: ")
+
+
+def read_task_lines(stream: IO[bytes]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The task objects of a JSON Lines file and the line number of each; the first bad line is a BadInput
+    that names it, raised before anything is sent. ``name`` defaults to the type, as on the command line."""
+    specs: list[dict[str, Any]] = []
+    lines: list[int] = []
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadInput(f"line {number}: malformed JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadInput(f"line {number}: a task is a JSON object with type and target (and name, params, ...)")
+        if "name" not in data and isinstance(data.get("type"), str):
+            data["name"] = data["type"]
+        try:
+            validation.task_spec(data)
+        except InvalidInput as exc:
+            raise BadInput(f"line {number}: {exc.message}") from None
+        specs.append(data)
+        lines.append(number)
+    if not specs:
+        raise BadInput("the file holds no task (one JSON object per line)")
+    return specs, lines
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Any]:
+    """A callback that counts stored tasks, shown as a progress bar when stderr is a terminal."""
+    if not o.err.is_terminal:
+        yield lambda tasks: None
+        return
+    columns = (TextColumn("submitting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=o.err, transient=True) as bar:
+        job = bar.add_task("submit", total=total)
+        yield lambda tasks: bar.advance(job, len(tasks))
+
+
+def submit_file(stream: IO[bytes], as_json: bool) -> None:
+    """``submit --from-file``: every task of the file, in batches; their ids (or --json) on stdout."""
+    specs, lines = read_task_lines(stream)
+    stored: list[Task] = []
+    with client() as c, _progress(len(specs)) as advance:
+
+        def done(tasks: list[Task]) -> None:
+            stored.extend(tasks)
+            advance(tasks)
+
+        try:
+            c.submit_many(specs, chunk=FILE_BATCH, on_chunk=done)
+        except ShoalError as exc:
+            index = getattr(exc, "index", None)
+            if not isinstance(index, int) or not 0 <= index < len(lines):
+                raise
+            _print_ids(stored, as_json)
+            after = f"; the tasks of the {len(stored)} line(s) before it were submitted" if stored else ""
+            detail = getattr(exc, "reason", None) or _INDEX.sub("", exc.message)
+            raise BadInput(f"line {lines[index]}: {detail}{after or '; nothing was submitted'}") from None
+    _print_ids(stored, as_json)
+    if not as_json:
+        click.echo(f"submitted {len(stored)} task(s)", err=True)
+
+
+def _print_ids(tasks: list[Task], as_json: bool) -> None:
+    if as_json:
+        o.print_json({"tasks": [t.to_json() for t in tasks]})
+    elif tasks:
+        sys.stdout.write("".join(f"{t.id}\n" for t in tasks))
+        sys.stdout.flush()
 
 
 @task_group.command("list")
