@@ -31,12 +31,9 @@ def columns(results: Results, peers: tuple[str, ...]) -> list[tuple[str, str | N
         if system in peers:
             cols.append((system, None))
             continue
-        paths = []
-        for key, fig in figs.items():
-            path = key.split("/", 1)[1]
-            if "skipped" not in fig and path not in paths:
-                paths.append(path)
-        cols += [(system, path) for path in paths]
+        paths = list(dict.fromkeys(key.split("/", 1)[1] for key in figs))  # in the order the paths ran first
+        measured = {key.split("/", 1)[1] for key, fig in figs.items() if "skipped" not in fig}
+        cols += [(system, path) for path in paths if path in measured]
     return cols
 
 

@@ -318,6 +318,7 @@ class ShoalBatch(RestLanes):
         self.has_batch = r.status_code not in (404, 405)  # an empty batch is refused (4xx) where it exists
         if not self.has_batch:
             self.workloads = frozenset({"drain"})  # the drain's backlog is queued untimed, by single POSTs
+            self.note = "no batch API: the drain's backlog queued by single POSTs, 64 in flight (untimed)"
             self.skipped = {"throughput": "POST /api/v1/tasks/batch is not in this shoal yet"}
 
     async def submit_many(self, n: int, concurrency: int) -> Batch:
