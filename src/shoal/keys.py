@@ -5,8 +5,8 @@
                                                           the master term that last placed it; ``result``: JSON
                                                           of models.TaskResult, at most result_max_bytes;
                                                           ``due``: when a retry waiting out its backoff is due)
-    attempts:{id}            list     Lua scripts only    one JSON object per closed attempt (models.Attempt; the
-                                                          open one is the hash's ``run``); the first and the
+    attempts:{id}            list     Lua scripts only    one JSON object per attempt (models.Attempt) but the
+                                                          latest, which is the hash's ``run``; the first and the
                                                           latest kept (_lib.lua), the others counted
     result:{id}              string   older versions      their copy of the result, read where the hash has none
     dupes:{id}               list     finish.lua          late results of attempts that lost the race

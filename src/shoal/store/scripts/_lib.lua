@@ -91,51 +91,62 @@ local function set_state(id, from, to)
   redis.call('HSET', P .. 'task:' .. id, 'state', to)
 end
 
--- A task's attempts: the open one (started, not ended) is the field 'run' of its hash, a JSON object of
--- number, node and started_at, so that starting costs no write of its own; closed ones are pushed to the
--- list attempts:{id}, which keeps the first KEEP_FIRST and the latest KEEP_LAST (scripts.py sets both): past
--- that the oldest in between is dropped and counted in attempts_dropped, so a task lost over and over
--- cannot grow its list without end.
+-- A task's attempts: the latest one, open (started, not ended) or closed, is the field 'run' of its hash,
+-- a JSON object (models.Attempt), so that a task that runs once never writes an attempt list. When the next
+-- attempt starts, the one before goes to the list attempts:{id}, which keeps the first KEEP_FIRST and the
+-- latest KEEP_LAST (scripts.py sets both): past that the oldest in between is dropped and counted in
+-- attempts_dropped, so a task lost over and over cannot grow its list without end.
 local KEEP_FIRST, KEEP_LAST
 
-local function push_attempt(id, a)
+local function push_attempt(id, raw)
   local key = P .. 'attempts:' .. id
-  if redis.call('RPUSH', key, cjson.encode(a)) > KEEP_FIRST + KEEP_LAST then
+  if redis.call('RPUSH', key, raw) > KEEP_FIRST + KEEP_LAST - 1 then  -- the latest is 'run'
     redis.call('LSET', key, KEEP_FIRST, '')
     redis.call('LREM', key, 1, '')
     redis.call('HINCRBY', P .. 'task:' .. id, 'attempts_dropped', 1)
   end
 end
 
--- The closed record of an open attempt ``run`` (its JSON), with what it cost where that was measured
--- (``footprint``: a table of wall_s, cpu_s, max_rss_bytes, exit_code, signal, or nil).
-local function closed(run, outcome, err, t, footprint)
-  local a = cjson.decode(run)
+-- Every attempt record of a task, oldest first, decoded: the list's, then 'run' (``run``: that field when
+-- the caller has read it already).
+local function all_attempts(id, run)
+  local out = {}
+  for _, raw in ipairs(redis.call('LRANGE', P .. 'attempts:' .. id, 0, -1)) do out[#out + 1] = cjson.decode(raw) end
+  if run == nil then run = redis.call('HGET', P .. 'task:' .. id, 'run') end
+  if run and run ~= '' then out[#out + 1] = cjson.decode(run) end
+  return out
+end
+
+local function is_open(a)
+  return a.outcome == nil or a.outcome == cjson.null
+end
+
+-- Close the open attempt of a task, if it has one, with what it cost where that was measured (``footprint``:
+-- a table of wall_s, cpu_s, max_rss_bytes, exit_code, signal, or nil). ``run`` is the task's 'run' field when
+-- the caller has read it already (nil: read here). Returns false when no attempt was open; else the closed
+-- record's JSON for 'run' when ``caller_writes`` (the caller puts it in a write of its own), true otherwise.
+-- A task started by an earlier version keeps its open attempt as the list's last entry: closed in place.
+local function close_attempt(id, outcome, err, t, footprint, run, caller_writes)
+  local tkey = P .. 'task:' .. id
+  if run == nil then run = redis.call('HGET', tkey, 'run') end
+  local key, raw, legacy = P .. 'attempts:' .. id, run, false
+  if not raw or raw == '' then
+    raw, legacy = redis.call('LINDEX', key, -1), true
+    if not raw then return false end
+  end
+  local a = cjson.decode(raw)
+  if not is_open(a) then return false end
   a.finished_at = t
   a.outcome = outcome
   a.error = err
   for k, v in pairs(footprint or {}) do a[k] = v end
-  return a
-end
-
--- Close the open attempt of a task, if it has one; returns whether it had. ``run`` is its 'run' field
--- when the caller has read it already (nil: read it here); ``cleared``: the caller empties that field in a
--- write of its own. A task started by an earlier version keeps its open attempt as the list's last entry,
--- without an outcome: that one is closed in place.
-local function close_attempt(id, outcome, err, t, footprint, run, cleared)
-  local tkey = P .. 'task:' .. id
-  if not run then run = redis.call('HGET', tkey, 'run') end
-  if run and run ~= '' then
-    push_attempt(id, closed(run, outcome, err, t, footprint))
-    if not cleared then redis.call('HSET', tkey, 'run', '') end
+  local json = cjson.encode(a)
+  if legacy then
+    redis.call('LSET', key, -1, json)
     return true
   end
-  local key = P .. 'attempts:' .. id
-  local raw = redis.call('LINDEX', key, -1)
-  if not raw then return false end
-  local a = cjson.decode(raw)
-  if a.outcome ~= nil and a.outcome ~= cjson.null then return false end
-  redis.call('LSET', key, -1, cjson.encode(closed(raw, outcome, err, t, footprint)))
+  if caller_writes then return json end
+  redis.call('HSET', tkey, 'run', json)
   return true
 end
 
@@ -147,8 +158,7 @@ local LOST = {['node lost'] = true, crashed = true}
 -- the (capped) list still holds.
 local function lost_listing(id, count)
   local parts = {}
-  for _, raw in ipairs(redis.call('LRANGE', P .. 'attempts:' .. id, 0, -1)) do
-    local a = cjson.decode(raw)
+  for _, a in ipairs(all_attempts(id)) do
     if a.outcome == 'crashed' then
       local how = ''
       if type(a.signal) == 'string' then

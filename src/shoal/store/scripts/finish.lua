@@ -14,9 +14,8 @@ local node, backoff, default_lost, keep_late = ARGV[2], tonumber(ARGV[3]), ARGV[
 
 -- Whether this very report was taken already: the retry of a report whose reply was lost (the attempt closed
 -- with this outcome on this node, or a late report of it kept), which is no late result of its own.
-local function reported_before(id, attempt, outcome)
-  for _, raw in ipairs(redis.call('LRANGE', P .. 'attempts:' .. id, 0, -1)) do
-    local a = cjson.decode(raw)
+local function reported_before(id, attempt, outcome, run)
+  for _, a in ipairs(all_attempts(id, run)) do
     if a.number == attempt and a.node == node and a.outcome == outcome then return true end
   end
   for _, raw in ipairs(redis.call('LRANGE', P .. 'dupes:' .. id, 0, -1)) do
@@ -38,7 +37,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
   if not state then
     out[#out + 1] = {'gone'}
   elseif state ~= 'RUNNING' or task[2] ~= node or tonumber(task[3]) ~= attempt then
-    if not reported_before(id, attempt, outcome) then
+    if not reported_before(id, attempt, outcome, task[6] or '') then
       local dkey = P .. 'dupes:' .. id
       redis.call('RPUSH', dkey, cjson.encode({node = node, attempt = attempt, outcome = outcome, error = err,
         finished_at = t, result = result}))
@@ -49,8 +48,12 @@ for k = 0, tonumber(ARGV[6]) - 1 do
     done[#done + 1] = id
     local cost = footprint ~= '' and cjson.decode(footprint) or nil
     if outcome == 'succeeded' then
-      close_attempt(id, outcome, err, t, cost, task[6] or '', true)
-      redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result, 'run', '')
+      local run = close_attempt(id, outcome, err, t, cost, task[6] or '', true)
+      if type(run) == 'string' then
+        redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result, 'run', run)
+      else
+        redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result)
+      end
       move_later(id, task[5], 'RUNNING', 'SUCCEED')
       publish(id, 'SUCCEED', node, t)
       out[#out + 1] = {'done', 'SUCCEED'}

@@ -1,5 +1,5 @@
--- A node starts tasks placed on it: INQUEUE -> RUNNING, opening a new attempt of each (its 'run' field), in
--- one step. ARGV: prefix, node, task count, then per task: id, resume ('1': the caller retries a start whose
+-- A node starts tasks placed on it: INQUEUE -> RUNNING, opening a new attempt of each (its 'run' field; the
+-- attempt before, if any, goes to the attempt list), in one step. ARGV: prefix, node, task count, then per task: id, resume ('1': the caller retries a start whose
 -- reply it lost, so a task already RUNNING on this node is its own and is returned as it is).
 -- Returns per task {'ok', attempt, field1, value1, ...} (the task's hash after the change, so the worker
 -- needs no second read) or {'gone', state} if the task is no longer INQUEUE on this node (killed, deleted,
@@ -21,6 +21,7 @@ for k = 0, tonumber(ARGV[3]) - 1 do
     out[#out + 1] = {'gone', state or ''}
   else
     local attempt = tonumber(flat[at.attempts]) + 1
+    if at.run and flat[at.run] ~= '' then push_attempt(id, flat[at.run]) end
     local run = cjson.encode({number = attempt, node = node, started_at = t})
     local changed = {state = 'RUNNING', attempts = tostring(attempt), started_at = fmt(t), run = run}
     redis.call('HSET', tkey, 'state', changed.state, 'attempts', changed.attempts, 'started_at', changed.started_at,
