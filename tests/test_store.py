@@ -18,8 +18,10 @@ from redis.asyncio import Redis
 from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound
 from shoal.keys import SCHEDULER_GROUP, Keys
 from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, AttemptOutcome, Footprint, TaskResult, TaskSpec, TaskState
+from shoal.store.inbox import NodeInbox
 from shoal.store.nodes import NodeRecord, NodeRegistry
-from shoal.store.tasks import KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS, HandedBack, Report, TaskStore
+from shoal.store.scripts import KEEP_FIRST_ATTEMPTS, KEEP_LAST_ATTEMPTS
+from shoal.store.tasks import HandedBack, Report, TaskStore
 from shoal.testing import multiplier
 
 RESULT_MAX = 4096
@@ -491,7 +493,7 @@ async def test_finish_keeps_the_footprint_with_the_attempt(store: Store) -> None
     assert (a.outcome, a.wall_s, a.cpu_s, a.max_rss_bytes, a.signal) == ("crashed", 0.5, None, None, "SIGSEGV")
     [a] = (await store.tasks.get(bare)).history
     assert (a.wall_s, a.cpu_s, a.max_rss_bytes, a.exit_code, a.signal) == (None,) * 5
-    raw: Any = await store.redis.lindex(store.keys.attempts(bare), 0)
+    raw: Any = await store.redis.hget(store.keys.task(bare), "run")
     assert b"wall_s" not in raw and b"null" not in raw  # what was not measured takes no room
 
 
@@ -616,7 +618,7 @@ async def test_the_attempt_list_keeps_the_first_and_the_latest(store: Store) -> 
         await lose(store, task_id, f"n{k}", AttemptOutcome.HANDED_BACK)
     task = await store.tasks.get(task_id)
     assert task.attempts == total and task.attempts_dropped == 7
-    assert await store.redis.llen(store.keys.attempts(task_id)) == KEEP_FIRST_ATTEMPTS + KEEP_LAST_ATTEMPTS
+    assert len(task.history) == KEEP_FIRST_ATTEMPTS + KEEP_LAST_ATTEMPTS
     first = list(range(1, KEEP_FIRST_ATTEMPTS + 1))
     latest = list(range(total - KEEP_LAST_ATTEMPTS + 1, total + 1))
     assert [a.number for a in task.history] == first + latest
@@ -818,3 +820,45 @@ async def test_a_result_kept_where_earlier_versions_kept_it_is_still_read(store:
     old = orjson.dumps(result(task_id, "from before").to_json() | {"duplicates": 0})
     await store.redis.set(store.keys.result(task_id), old)
     assert (await store.tasks.result(task_id)).code == "from before"
+
+
+async def test_the_reconcilers_view_of_the_inbox_names_every_task_of_a_batched_run_order(store: Store) -> None:
+    ids = [await store.new(f"t{k}") for k in range(3)]
+    assert await store.tasks.place(await store.epoch(), "n1", 8, ids) == [1, 1, 1]
+    snapshot = await NodeInbox.of(store.tasks, "n1").snapshot(ids, 100)
+    assert [(o.task_id, o.op, o.unacked, o.acked) for o in snapshot.orders] == [(i, "run", False, False) for i in ids]
+
+
+async def test_an_attempt_opened_by_an_earlier_version_is_closed_where_it_was_kept(store: Store) -> None:
+    """Earlier versions kept the open attempt as the last entry of the list, not in the task's hash."""
+    first, second = await store.new("a"), await store.new("b")
+    for task_id in (first, second):
+        await store.running(task_id)
+        tkey = store.keys.task(task_id)
+        await store.redis.rpush(store.keys.attempts(task_id), await store.redis.hget(tkey, "run"))
+        await store.redis.hdel(tkey, "run")
+    await store.tasks.finish(first, "n1", 1, AttemptOutcome.SUCCEEDED, result=result(first))
+    await store.tasks.requeue("n1", "lost")
+    for task_id, outcome in ((first, AttemptOutcome.SUCCEEDED), (second, AttemptOutcome.NODE_LOST)):
+        history = (await store.tasks.get(task_id)).history
+        assert [(a.number, a.outcome) for a in history] == [(1, outcome)]
+
+
+async def test_a_task_that_runs_once_keeps_its_attempt_in_its_hash(store: Store) -> None:
+    task_id = await store.new(max_retries=1)
+    await store.running(task_id)
+    running = await store.tasks.get(task_id)
+    assert [(a.number, a.node, a.outcome) for a in running.history] == [(1, "n1", None)]
+    await store.tasks.finish(task_id, "n1", 1, AttemptOutcome.FAILED, error="once", backoff=0.01)
+    assert await store.redis.exists(store.keys.attempts(task_id)) == 0  # no list for one attempt
+
+    async def queued() -> bool:
+        await store.tasks.promote_due()
+        return await store.field(task_id, "due") is None
+
+    await eventually(queued, 5, "the retry queued")
+    await store.running(task_id, "n2")  # the second attempt sends the first to the list
+    await store.tasks.finish(task_id, "n2", 2, AttemptOutcome.SUCCEEDED, result=result(task_id, node="n2", attempt=2))
+    assert await store.redis.llen(store.keys.attempts(task_id)) == 1
+    history = (await store.tasks.get(task_id)).history
+    assert [(a.number, a.node, a.outcome) for a in history] == [(1, "n1", "failed"), (2, "n2", "succeeded")]

@@ -28,6 +28,9 @@ log = logging.getLogger("shoal.events")
 
 #: Events a slow watcher may fall behind by before the oldest are dropped.
 WATCH_QUEUE = 1000
+#: A subscription quiet this long is pinged; one that has heard nothing for LOST_AFTER_S is made again.
+PING_AFTER_S = 1.0
+LOST_AFTER_S = 5.0
 
 #: The seed's message kinds on the ``public`` channel (shoal.cluster.heartbeat), plus shoal's verdicts.
 _BEAT, _REQUEST_ELECTION, _VOTE, _MEMBERSHIP = 0, 1, 2, 3
@@ -79,26 +82,37 @@ class EventHub:
             try:
                 await pubsub.subscribe(self.channel, *([self.public] if self.public else []))
                 self.subscribed.set()
-                public = self.public.encode() if self.public else None
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    channel = message.get("channel")
-                    if public is not None and (channel == public or channel == self.public):
-                        self._dispatch_node(message["data"])
-                    else:
-                        self._dispatch(message["data"])
+                async with asyncio.TaskGroup() as group:
+                    heard = [asyncio.get_running_loop().time()]
+                    group.create_task(self._read(pubsub, heard))
+                    group.create_task(_keep_alive(pubsub, heard))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("task event subscription lost (%s); resubscribing", exc)
+                cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+                log.warning("task event subscription lost (%s); resubscribing", cause)
                 self.subscribed.clear()
                 self._wake_all()  # listeners re-read the store rather than miss a change
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _read(self, pubsub: Any, heard: list[float]) -> None:
+        """Messages as they come. A read waits without a timeout of its own, which would cost more than the
+        message at a few thousand a second: ``_keep_alive`` finds a connection gone quiet."""
+        public = self.public.encode() if self.public else None
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            heard[0] = loop.time()
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message.get("channel")
+            if public is not None and (channel == public or channel == self.public):
+                self._dispatch_node(message["data"])
+            else:
+                self._dispatch(message["data"])
 
     def _dispatch(self, raw: bytes) -> None:
         """One message of the ``events`` channel: every task change one script made (see shoal.keys)."""
@@ -161,6 +175,19 @@ class EventHub:
             for queue in watchers:
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(None)
+
+
+async def _keep_alive(pubsub: Any, heard: list[float]) -> None:
+    """Ping a subscription that has been quiet for PING_AFTER_S (the answer comes to the reader), and give it
+    up when nothing at all came for LOST_AFTER_S: a connection cut without a word never ends a blocked read."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(PING_AFTER_S)
+        quiet = loop.time() - heard[0]
+        if quiet > LOST_AFTER_S:
+            raise ConnectionError(f"no word on the subscription for {quiet:.0f}s")
+        if quiet >= PING_AFTER_S:
+            await pubsub.ping()
 
 
 def _offer(watchers: set[asyncio.Queue[T | None]], event: T) -> None:
