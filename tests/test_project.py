@@ -98,16 +98,6 @@ def test_a_script_beside_a_clone_named_shoal_imports_the_package(tmp_path: Path)
     assert done.returncode == 0 and done.stdout.split()[1] == "Client", done.stdout + done.stderr
 
 
-#: Modules outside shoal/store/ that may still import redis-py, as paths under src/.
-REDIS_IMPORTERS_ALLOWED = {
-    # moved with the hot-path rework
-    "shoal/cluster/scheduler.py",
-    "shoal/worker/executor.py",
-    "shoal/events.py",
-    "shoal/service.py",
-}
-
-
 def redis_importers(src: Path) -> set[str]:
     """Modules of the package under ``src`` outside shoal/store/ that import redis-py in any form (at the
     top, in a function, under TYPE_CHECKING), as paths relative to ``src``."""
@@ -130,14 +120,13 @@ def redis_importers(src: Path) -> set[str]:
 
 def test_only_the_store_imports_redis() -> None:
     """Every Redis command and every redis-py error goes through shoal.store: the rest sees shoal's errors."""
-    outside = redis_importers(ROOT / "src") - REDIS_IMPORTERS_ALLOWED
+    outside = redis_importers(ROOT / "src")
     assert not outside, f"these modules import redis-py; move their Redis access into shoal/store/: {sorted(outside)}"
 
 
 def test_the_redis_import_check_finds_every_form(tmp_path: Path) -> None:
     files = {
         "shoal/store/nodes.py": "from redis.asyncio import Redis\n",  # the store may
-        "shoal/events.py": "import redis\n",  # allowed for now
         "shoal/plain.py": "import redis\n",
         "shoal/dotted.py": "import json, redis.asyncio as aioredis\n",
         "shoal/web/deep.py": "from redis.exceptions import ResponseError\n",
@@ -149,5 +138,5 @@ def test_the_redis_import_check_finds_every_form(tmp_path: Path) -> None:
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    found = redis_importers(tmp_path) - REDIS_IMPORTERS_ALLOWED
+    found = redis_importers(tmp_path)
     assert found == {"shoal/plain.py", "shoal/dotted.py", "shoal/web/deep.py", "shoal/late.py", "shoal/typing_only.py"}

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import orjson
-from redis.asyncio import Redis
 
 from shoal.models import TaskEvent, TaskState
+from shoal.store.subscription import Store, Subscription, subscribe
 
 log = logging.getLogger("shoal.events")
 
@@ -66,7 +66,7 @@ def node_event(raw: bytes, now: float) -> NodeEvent | None:
 class EventHub:
     """Owns the node's subscription to task events. ``run()`` is its loop; listeners may come and go."""
 
-    def __init__(self, redis: Redis, channel: str, public: str | None = None) -> None:
+    def __init__(self, redis: Store, channel: str, public: str | None = None) -> None:
         self.redis = redis
         self.channel = channel
         self.public = public
@@ -77,15 +77,15 @@ class EventHub:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
+        channels = [self.channel, *([self.public] if self.public else [])]
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel, *([self.public] if self.public else []))
-                self.subscribed.set()
-                async with asyncio.TaskGroup() as group:
-                    heard = [asyncio.get_running_loop().time()]
-                    group.create_task(self._read(pubsub, heard))
-                    group.create_task(_keep_alive(pubsub, heard))
+                async with subscribe(self.redis, channels) as subscription:
+                    self.subscribed.set()
+                    async with asyncio.TaskGroup() as group:
+                        heard = [asyncio.get_running_loop().time()]
+                        group.create_task(self._read(subscription, heard))
+                        group.create_task(_keep_alive(subscription, heard))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -94,25 +94,21 @@ class EventHub:
                 self.subscribed.clear()
                 self._wake_all()  # listeners re-read the store rather than miss a change
                 await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
 
-    async def _read(self, pubsub: Any, heard: list[float]) -> None:
+    async def _read(self, subscription: Subscription, heard: list[float]) -> None:
         """Messages as they come. A read waits without a timeout of its own, which would cost more than the
         message at a few thousand a second: ``_keep_alive`` finds a connection gone quiet."""
-        public = self.public.encode() if self.public else None
         loop = asyncio.get_running_loop()
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            message = await subscription.next()
             heard[0] = loop.time()
-            if message is None or message.get("type") != "message":
+            if message is None:
                 continue
-            channel = message.get("channel")
-            if public is not None and (channel == public or channel == self.public):
-                self._dispatch_node(message["data"])
+            channel, data = message
+            if channel == self.public:
+                self._dispatch_node(data)
             else:
-                self._dispatch(message["data"])
+                self._dispatch(data)
 
     def _dispatch(self, raw: bytes) -> None:
         """One message of the ``events`` channel: every task change one script made (see shoal.keys)."""
@@ -177,7 +173,7 @@ class EventHub:
                     queue.put_nowait(None)
 
 
-async def _keep_alive(pubsub: Any, heard: list[float]) -> None:
+async def _keep_alive(subscription: Subscription, heard: list[float]) -> None:
     """Ping a subscription that has been quiet for PING_AFTER_S (the answer comes to the reader), and give it
     up when nothing at all came for LOST_AFTER_S: a connection cut without a word never ends a blocked read."""
     loop = asyncio.get_running_loop()
@@ -187,7 +183,7 @@ async def _keep_alive(pubsub: Any, heard: list[float]) -> None:
         if quiet > LOST_AFTER_S:
             raise ConnectionError(f"no word on the subscription for {quiet:.0f}s")
         if quiet >= PING_AFTER_S:
-            await pubsub.ping()
+            await subscription.ping()
 
 
 def _offer(watchers: set[asyncio.Queue[T | None]], event: T) -> None:

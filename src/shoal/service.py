@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from shoal import validation
+from shoal.batching import Coalescer
 from shoal.cluster.admin import ClusterAdmin
 from shoal.errors import IllegalTransition, NoLiveNode, NotFound, UnknownTaskType
 from shoal.events import EventHub
@@ -42,8 +43,8 @@ class TaskService:
         self.hub = hub
         self.local_types = local_types
         self.alive_within = alive_within
-        self._queue: builtins.list[tuple[TaskSpec, asyncio.Future[Task]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # Concurrent single submits go to the store together, many per Lua call (see shoal.batching).
+        self._create: Coalescer[TaskSpec, Task] = Coalescer(store.create, most=SUBMIT_BATCH)
         self._types: set[str] = set()
         self._live = False  # whether a live node runs tasks
         self._beating = 0  # live nodes, task runners or not
@@ -88,11 +89,7 @@ class TaskService:
     async def submit(self, spec: TaskSpec) -> Task:
         await self._check_types([spec], batch=False)
         self.local_types.validate(spec.type, spec.target, spec.params)
-        future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-        self._queue.append((spec, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return await self._create(spec)
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Store every spec in one store call, in order, or none: the first spec refused (an unknown type, a
@@ -105,21 +102,6 @@ class TaskService:
 
     def _validate_locally(self, spec: TaskSpec) -> None:
         self.local_types.validate(spec.type, spec.target, spec.params)
-
-    async def _flush(self) -> None:
-        """Store every queued submit, many per Lua call; each caller gets its own task or error."""
-        while self._queue:
-            batch, self._queue = self._queue[:SUBMIT_BATCH], self._queue[SUBMIT_BATCH:]
-            try:
-                tasks = await self.store.create([spec for spec, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), task in zip(batch, tasks, strict=True):
-                if not future.done():
-                    future.set_result(task)
 
     async def get(self, task_id: str) -> Task:
         return await self.store.get(task_id)
@@ -263,7 +245,6 @@ class ClusterService:
         if not ok:
             return ok, why
         try:
-            await self.registry.redis.ping()
             master, _ = await self.registry.master()
         except Exception as exc:
             return False, f"store unreachable: {exc}"
