@@ -110,11 +110,15 @@ class Shoal:
         commands: list[list[Any]] = []
         for task_id in ids:
             commands.append(["HGET", f"{PREFIX}task:{task_id}", "state"])
-            commands.append(["EXISTS", f"{PREFIX}result:{task_id}"])
+            commands.append(["HEXISTS", f"{PREFIX}task:{task_id}", "result"])
             commands.append(["LRANGE", f"{PREFIX}attempts:{task_id}", 0, -1])
+            commands.append(["HGET", f"{PREFIX}task:{task_id}", "run"])  # the latest attempt
             commands.append(["LLEN", f"{PREFIX}dupes:{task_id}"])
         replies: list[Any] = self.obs.call("redis", commands=commands, timeout=30.0)
-        return [replies[i : i + 4] for i in range(0, len(replies), 4)]
+        rows = [replies[i : i + 5] for i in range(0, len(replies), 5)]
+        return [
+            [state, result, [*attempts, *([run] if run else [])], dupes] for state, result, attempts, run, dupes in rows
+        ]
 
     def logs(self) -> str:
         """The tail of every log of the lab, for a failing run."""
@@ -129,9 +133,15 @@ class Shoal:
 
 
 def placements(records: list[list[Any]]) -> list[tuple[float, str, str, int]]:
-    """(Redis time, task id, node, epoch) of every placement written (place.lua's HSET node, epoch)."""
-    return [(r[0], r[3], r[4][1], int(r[4][3])) for r in records if r[2] == "hset" and r[4][0] == "node"
-            and len(r[4]) >= 4 and r[4][2] == "epoch"]  # fmt: skip
+    """(Redis time, task id, node, epoch) of every placement written (place.lua's HSET of node and epoch)."""
+    return [(r[0], r[3], f["node"], int(f["epoch"])) for r in records if r[2] == "hset"
+            and (f := written(r)).get("node") and "epoch" in f]  # fmt: skip
+
+
+def written(record: list[Any]) -> dict[str, str]:
+    """The fields and values an HSET record wrote."""
+    args = record[4]
+    return dict(zip(args[::2], args[1::2], strict=False))
 
 
 def lease_events(records: list[list[Any]]) -> list[tuple[float, str, str | None]]:
@@ -156,10 +166,13 @@ def running_on(records: list[list[Any]], node: str, since: float) -> set[str]:
     where: dict[str, str] = {}
     state: dict[str, tuple[str, float]] = {}
     for r in records:
-        if r[2] == "hset" and r[4][0] == "node":
-            where[r[3]] = r[4][1]
-        elif r[2] == "hset" and r[4][0] == "state":
-            state[r[3]] = (r[4][1], r[0])
+        if r[2] != "hset":
+            continue
+        fields = written(r)
+        if "node" in fields:
+            where[r[3]] = fields["node"]
+        if "state" in fields:
+            state[r[3]] = (fields["state"], r[0])
     return {t for t, (s, at) in state.items() if s == "RUNNING" and at >= since and where.get(t) == node}
 
 
@@ -167,7 +180,7 @@ def succeeded(records: list[list[Any]]) -> dict[str, int]:
     """Task id -> how many times its record was set to SUCCEED."""
     counts: dict[str, int] = {}
     for r in records:
-        if r[2] == "hset" and r[4][:2] == ["state", "SUCCEED"]:
+        if r[2] == "hset" and written(r).get("state") == "SUCCEED":
             counts[r[3]] = counts.get(r[3], 0) + 1
     return counts
 
