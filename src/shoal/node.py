@@ -45,9 +45,8 @@ from shoal.service import ClusterService, TaskService
 from shoal.store.client import StoreClient
 from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
-from shoal.store.redis import connect, redacted, wait_until_up
+from shoal.store.redis import connect, database_of, redacted, wait_until_up
 from shoal.store.rotation import RotationLease
-from shoal.store.scripts import database_of
 from shoal.store.sessions import SessionStore
 from shoal.store.tasks import TaskStore
 from shoal.systemd.supervision import Supervision

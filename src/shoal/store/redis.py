@@ -132,6 +132,11 @@ _CONNECTIONS: dict[type, type] = {
 }
 
 
+def database_of(redis: Redis) -> int:
+    """The database number the client selects (pub/sub channels ignore it; shoal's channel names do not)."""
+    return int(redis.connection_pool.connection_kwargs.get("db") or 0)
+
+
 def redacted(url: str) -> str:
     """The URL with any password (in the user part or a ``*password`` parameter) replaced, for logs."""
     parts = urlsplit(url)

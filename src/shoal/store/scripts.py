@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shoal.keys import channel_suffix
+from shoal.store.redis import database_of
 
 #: A task's attempt list keeps its first attempts (how it began) and its latest (how it is going); the ones
 #: in between are dropped past that and counted in ``Task.attempts_dropped``.
@@ -48,8 +49,3 @@ class Scripts:
 
     async def run(self, name: str, *args: Any) -> Any:
         return await self._scripts[name](keys=[], args=list(args))
-
-
-def database_of(redis: Redis) -> int:
-    """The database number the client selects (pub/sub channels ignore it; shoal's channel names do not)."""
-    return int(redis.connection_pool.connection_kwargs.get("db") or 0)

@@ -44,14 +44,17 @@ for _ = 1, n do
   i = i + 3
   local verdict = -1
   -- A task offered again and again while every node is full is not read each time: only when there is room.
-  if ttype == '' or best_for(ttype) then
+  local best = ttype ~= '' and best_for(ttype)
+  if ttype == '' or best then
     local tkey = P .. 'task:' .. id
     local task = redis.call('HMGET', tkey, 'state', 'seq', 'due', 'type')
-    if ttype == '' then ttype = task[4] or '' end
+    if ttype == '' then
+      ttype = task[4] or ''
+      best = best_for(ttype)
+    end
     verdict = 0
     if task[1] == 'WAITING' and not task[3] then
       verdict = -1
-      local best = best_for(ttype)
       if best then
         local node = nodes[best]
         redis.call('HSET', tkey, 'state', 'INQUEUE', 'node', node.name, 'epoch', epoch)
