@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 from shoal.keys import Keys
 from shoal.models import Footprint, TaskResult, TaskSpec
 from shoal.store.tasks import TaskStore
+from shoal.testing import multiplier
 
 pytest.importorskip("playwright", reason="browser tests need Python Playwright (pip install -e '.[test]')")
 
@@ -314,3 +316,28 @@ async def _attempts_with_footprints(redis_url: str) -> str:
         return task.id
     finally:
         await redis.aclose()
+
+
+def test_a_change_made_before_the_live_stream_opened_still_shows(cluster: list[Any], new_page: Any) -> None:
+    """The list is read before the event stream opens: a task that changed in between sent its event to
+    nobody, so the page must re-read once the stream is open rather than show the old state for ever."""
+    node = cluster[0]
+    task = submit(node, "gap", delay_s=120)
+    page = new_page()
+    sign_in(page, node)
+    expect(state_cell(page, "gap")).to_have_text("RUNNING", timeout=ms(LIVE_S))
+    held: list[Any] = []
+    page.route("**/api/v1/events", lambda route: held.append(route))
+    page.reload()
+    expect(state_cell(page, "gap")).to_have_text("RUNNING")
+    deadline = time.monotonic() + LIVE_S * multiplier()
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # lets the route handler run; the loop ends on the condition
+    assert held, "the page opened its event stream"
+    expect(page.locator("#live")).not_to_have_text("live")
+    with api(node) as client:
+        assert client.post(f"/api/v1/tasks/{task['id']}/kill").status_code == 200
+    held[0].continue_()
+    expect(page.locator("#live")).to_have_text("live", timeout=ms(LIVE_S))
+    expect(state_cell(page, "gap")).to_have_text("KILLED", timeout=ms(LIVE_S))
+    assert not page.script_errors

@@ -30,7 +30,6 @@ export class Live {
     this.lostSince = null;
     this.nextSearch = 0;
     this.searching = false;
-    this.opened = false;
     this.status = document.getElementById('live');
     this.banner = document.getElementById('stale');
   }
@@ -73,13 +72,13 @@ export class Live {
     const es = new EventSource(origin + '/api/v1/events', { withCredentials: Boolean(origin) });
     this.es = es;
     this.lastEvent = Date.now();
+    // The page read its data before the stream opened (or while it was down): whatever changed in
+    // between came as no event, so every open, the first included, is followed by a re-read.
     es.onopen = () => {
       this.lastEvent = Date.now();
-      const recovered = this.opened;
-      this.opened = true;
       this.lostSince = null;
       this.show();
-      if (recovered) this.emit('resync', { origin });
+      this.emit('resync', { origin });
     };
     es.addEventListener('task', (e) => {
       this.lastEvent = Date.now();
