@@ -1,53 +1,145 @@
 """Hooks for the schemathesis run of ``test_openapi.py`` (loaded through ``SCHEMATHESIS_HOOKS``).
 
-They keep the fuzzer's traffic on loopback and its run short, without changing what it checks:
+They keep the fuzzer's traffic on loopback and its run short, without changing what it checks: a case the
+document allows stays allowed, and one it refuses stays refused.
 
-- a ``fetch`` task is only submitted for a loopback URL: the node would fetch any
-  other target it generates, and the suite never sends traffic off the machine;
+- a ``fetch`` task, submitted alone or in a batch, fetches nothing but loopback: a target the document
+  allows (a host name) is moved to the test's own origin (``ORIGIN_ENV``, ``host:port`` of a loopback
+  server; same scheme and path, still allowed); one the document refuses but the node would still fetch off
+  loopback (an IP literal, say) drops the case; any other is left as it is (refused, or on loopback);
 - a valid long poll (``?wait=``) waits at most ``MAX_WAIT_S``, and a valid ``echo`` task at most
-  ``MAX_DELAY_S``: a minute-long wait or an hour-long task is as valid as a short one, only slower.
+  ``MAX_DELAY_S``: a minute-long wait or an hour-long task is as valid as a short one, only slower;
+- a batch the document allows holds at most ``MAX_BATCH_TASKS`` tasks: a thousand is as valid as a few.
+
+The same rules apply to the cases of the examples phase, which schemathesis builds without the case hooks
+(``before_add_examples`` sees them instead).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 import schemathesis
 
 from shoal import validation
-from shoal.worker.handlers import echo
+from shoal.errors import InvalidInput
+from shoal.web.schemas import FETCH_URL_PATTERN
+from shoal.worker.handlers import echo, fetch
 
 MAX_WAIT_S = 0.2
 MAX_DELAY_S = 0.05
+MAX_BATCH_TASKS = 5
+BATCH_PATH = "/api/v1/tasks/batch"
+#: The environment variable that names the loopback origin (``localhost:port``) fetch targets move to.
+ORIGIN_ENV = "SHOAL_FUZZ_ORIGIN"
+
+_DOCUMENTED_TARGET = re.compile(FETCH_URL_PATTERN)
 
 
 def _loopback(url: Any) -> bool:
     try:
-        host = urlsplit(str(url)).hostname or ""
+        host = urlsplit(str(url).strip()).hostname or ""
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
+def _specs(case: Any) -> list[dict[str, Any]]:
+    """The task objects in a submit's body: the body itself, or each task of a batch."""
+    body = case.body
+    if not isinstance(body, dict):
+        return []
+    if case.operation.path == BATCH_PATH:
+        tasks = body.get("tasks")
+        return [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
+    return [body]
+
+
+def _is_fetch(spec: dict[str, Any]) -> bool:
+    kind = spec.get("type")
+    return isinstance(kind, str) and kind.strip() == "fetch"
+
+
+def _documented(target: Any) -> bool:
+    """Whether the document allows ``target`` as a fetch target (JSON Schema's ``$`` ends the text)."""
+    return isinstance(target, str) and "\n" not in target and _DOCUMENTED_TARGET.match(target) is not None
+
+
+def _node_would_fetch(spec: dict[str, Any]) -> bool:
+    """Whether the node would take ``spec`` as a fetch task (and so fetch its target)."""
+    try:
+        checked = validation.task_spec(spec)
+        fetch.validate(checked.target, checked.params)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _fetches_off_loopback(spec: dict[str, Any]) -> bool:
+    """A fetch that would leave the machine even after ``_keep_on_loopback``."""
+    target = spec.get("target")
+    return _is_fetch(spec) and not _loopback(target) and not _documented(target) and _node_would_fetch(spec)
+
+
+def _keep_on_loopback(spec: dict[str, Any], origin: str) -> None:
+    """Move a documented fetch target to ``origin`` (on loopback), keeping its scheme and path."""
+    target = spec.get("target")
+    if _is_fetch(spec) and _documented(target):
+        parts = urlsplit(str(target))
+        spec["target"] = parts._replace(netloc=origin).geturl()
+
+
 @schemathesis.hook
 def filter_case(context: Any, case: Any) -> bool:
     """No fetch of anything but loopback."""
-    body = case.body
-    return not (isinstance(body, dict) and body.get("type") == "fetch" and not _loopback(body.get("target")))
+    return not any(_fetches_off_loopback(spec) for spec in _specs(case))
+
+
+@schemathesis.hook
+def before_add_examples(context: Any, examples: list[Any]) -> None:
+    """The examples phase's cases, filtered and mapped as ``filter_case`` and ``map_case`` do the others."""
+    examples[:] = [map_case(context, case) for case in examples if filter_case(context, case)]
 
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
-    """Short waits and short echo tasks."""
+    """Fetches on loopback, short waits, short echo tasks and small batches."""
     query, body = case.query, case.body
     if isinstance(query, dict) and _between(query.get("wait"), MAX_WAIT_S, validation.MAX_WAIT_S):
         query["wait"] = MAX_WAIT_S
-    params = body.get("params") if isinstance(body, dict) else None
-    if isinstance(params, dict) and _between(params.get("delay_s"), MAX_DELAY_S, echo.MAX_DELAY_S):
-        params["delay_s"] = MAX_DELAY_S
+    if case.operation.path == BATCH_PATH and isinstance(body, dict):
+        tasks = body.get("tasks")
+        if isinstance(tasks, list) and MAX_BATCH_TASKS < len(tasks) <= validation.MAX_BATCH:
+            body["tasks"] = _fewer(tasks)
+    origin = os.environ.get(ORIGIN_ENV) or f"localhost:{urlsplit(case.operation.schema.get_base_url()).port}"
+    for spec in _specs(case):
+        _keep_on_loopback(spec, origin)
+        params = spec.get("params")
+        if isinstance(params, dict) and _between(params.get("delay_s"), MAX_DELAY_S, echo.MAX_DELAY_S):
+            params["delay_s"] = MAX_DELAY_S
     return case
+
+
+def _fewer(tasks: list[Any]) -> list[Any]:
+    """At most ``MAX_BATCH_TASKS`` of ``tasks``, the one the node refuses first among them (if any), so that a
+    refused batch stays refused."""
+    refused = next((i for i, task in enumerate(tasks) if not _node_would_take(task)), None)
+    if refused is None or refused < MAX_BATCH_TASKS:
+        return tasks[:MAX_BATCH_TASKS]
+    return [*tasks[: MAX_BATCH_TASKS - 1], tasks[refused]]
+
+
+def _node_would_take(task: Any) -> bool:
+    """Whether the node's own checks (those it makes before the type's) take ``task``."""
+    try:
+        validation.task_spec(task)
+    except InvalidInput:
+        return False
+    return True
 
 
 def _between(value: Any, low: float, high: float) -> bool:
