@@ -7,7 +7,7 @@ thin and lets the same calls be served over REST and gRPC with one set of rules.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from shoal.models import (
@@ -30,6 +30,12 @@ class TaskAPI(Protocol):
     async def submit(self, spec: TaskSpec) -> Task:
         """Store a new task as WAITING; raise UnknownTaskType if no live node runs its type, NoLiveNode if no
         node is alive at all."""
+        ...
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
+        """Store every spec as WAITING in one store call, in order, or none: the first spec refused (an unknown
+        type, a target or params its type refuses) refuses the batch with ``RefusedTask`` naming its index;
+        NoLiveNode as ``submit``."""
         ...
 
     async def get(self, task_id: str) -> Task:

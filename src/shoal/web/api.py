@@ -7,8 +7,7 @@ and wrong types get shoal's 400 with the same words the gRPC adapter uses; the p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Protocol, cast
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -18,7 +17,7 @@ from starlette.responses import Response
 
 from shoal import validation
 from shoal.errors import InvalidInput, ResultNotFound
-from shoal.models import Task, TaskResult, TaskSpec
+from shoal.models import Task, TaskResult
 from shoal.types import TaskAPI
 from shoal.web import listing, schemas
 from shoal.web.responses import JSONResponse
@@ -76,12 +75,6 @@ _RESULT_DOC = (
 )
 ResultQuery = Annotated[bool | None, WithJsonSchema({"type": "boolean"}), Query(description=_RESULT_DOC)]
 TaskIdPath = Annotated[str, WithJsonSchema(schemas.TaskId.model_json_schema()), Path(description="a UUID")]
-
-
-class _BatchAPI(Protocol):
-    """``TaskAPI.submit_many``, which the node's ``TaskService`` serves."""
-
-    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]: ...
 
 
 #: The body of ``POST /tasks/batch``, inline: ``TaskIn`` is built per the live nodes' types.
@@ -154,7 +147,7 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
     )
     async def submit_batch(request: Request) -> Response:
         specs = validation.task_specs(await json_body(request))
-        created = await cast(_BatchAPI, tasks).submit_many(specs)
+        created = await tasks.submit_many(specs)
         return JSONResponse({"tasks": [task.to_json() for task in created]}, status_code=201)
 
     listing.add_routes(api, tasks)

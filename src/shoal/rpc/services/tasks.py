@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -30,12 +30,6 @@ log = logging.getLogger("shoal.rpc.services.tasks")
 
 #: Specs a SubmitTasks call reads ahead of the store: the client is held back (flow control) beyond it.
 READ_AHEAD = 2 * MAX_BATCH
-
-
-class _BatchAPI(Protocol):
-    """``TaskAPI.submit_many``, which the node's ``TaskService`` serves."""
-
-    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]: ...
 
 
 #: Full name of the service, for health and reflection.
@@ -94,7 +88,7 @@ class TasksServicer(pb_grpc.TasksServicer):
     async def CreateTasks(self, request: pb.CreateTasksRequest, context: Context) -> pb.CreateTasksResponse:
         async def call() -> pb.CreateTasksResponse:
             specs = convert.specs_from_proto(request.tasks)
-            created = await self._batch.submit_many(specs)
+            created = await self._tasks.submit_many(specs)
             return pb.CreateTasksResponse(tasks=[convert.task_to_proto(t) for t in created])
 
         return await answer(context, "CreateTasks", call)
@@ -149,14 +143,10 @@ class TasksServicer(pb_grpc.TasksServicer):
                 break
         while specs:
             try:
-                return await self._batch.submit_many(specs), refusal
+                return await self._tasks.submit_many(specs), refusal
             except RefusedTask as exc:  # the type check or the type's own: store what came before it
                 specs, refusal = specs[: exc.index], exc.moved(first)
         return [], refusal
-
-    @property
-    def _batch(self) -> _BatchAPI:
-        return cast(_BatchAPI, self._tasks)
 
     async def DelTask(self, request: pb.ID, context: Context) -> pb.OptResult:
         async def call() -> pb.OptResult:
