@@ -14,7 +14,8 @@
     │   ├── StoreUnavailable    cannot be reached, timed out, still loading, refusing writes for now:
     │   │                       503 / UNAVAILABLE; trying again later may work
     │   └── StoreFault          refused a call for a reason waiting will not fix: 500 / INTERNAL
-    ├── NoLiveNode              no node of the cluster has beaten lately: 503 / UNAVAILABLE
+    ├── NoLiveNode              no live node can serve the call (none beats, none runs tasks, no owner
+    │                           of a cache key answers): 503 / UNAVAILABLE
     └── EmbeddedRedisError      the embedded redis-server could not be found or started
 
 The HTTP and gRPC status of each class is kept beside it (``http_status``, ``grpc_code``) so that the
@@ -159,14 +160,22 @@ class StoreFault(StoreError):
 
 
 class NoLiveNode(ShoalError):
-    """Raised at submit when no node has beaten lately, so nothing could run the task (e.g. a store that
-    refuses writes refuses the heartbeats too); unlike an unknown type, trying again later may work."""
+    """Raised when no live node can serve the call: at submit, no node has beaten lately (e.g. a store that
+    refuses writes refuses the heartbeats too) or none of those that beat runs tasks; in the cluster cache, no
+    node that holds the key answered. Unlike an unknown type or a store that is down, the cluster is unwell,
+    and trying again later may work.
+
+    ``detail`` says what no live node did, after "no live node" (e.g. "runs tasks: ..."); without it, the
+    message says that no node has beaten lately."""
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+    #: What the message says without a ``detail``.
+    NO_HEARTBEAT = "in the cluster: no node has sent a heartbeat lately"
 
-    def __init__(self) -> None:
-        super().__init__("no live node in the cluster: no node has sent a heartbeat lately; try again shortly")
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"no live node {detail or self.NO_HEARTBEAT}; try again shortly")
+        self.detail = detail
 
 
 class EmbeddedRedisError(ShoalError):
