@@ -7,7 +7,8 @@ node answers for itself without RPC (its ``ShardOwner``) and reaches the others 
   key wins. A member that does not answer is skipped (and tried last for a while), so reads go on
   while a dead owner is still in the membership.
 - set / delete: every owner at once; a write that cannot reach an owner goes to the next member
-  instead, so ``replicas`` copies land while any ``replicas`` members answer.
+  instead, so ``replicas`` copies land while any ``replicas`` members answer; one that reaches no member is
+  ``NoLiveNode`` (503: the nodes failed it, not the store).
 - get_or_fill: concurrent callers on this node share one flight; the flight asks the key's owner for a
   fill lease (see ``shoal.cache.owner``), fills when granted it and stores on every owner, which
   answers every caller waiting at the owner, on any node. A lease holder that keeps nothing, fails or
@@ -30,7 +31,7 @@ from shoal.cache.owner import ShardOwner
 from shoal.cache.routing import Io
 from shoal.cache.shard import Shard
 from shoal.config import NodeConfig
-from shoal.errors import InvalidInput, StoreUnavailable, ValueTooLarge
+from shoal.errors import InvalidInput, NoLiveNode, ValueTooLarge
 from shoal.models import CacheItem, Fill
 from shoal.rpc.cache_convert import MAX_LEASE_WAIT_S
 from shoal.rpc.cache_peers import CachePeers
@@ -115,13 +116,13 @@ class ClusterCache:
         if len(value) > self.shard.max_value:
             raise ValueTooLarge(len(value), self.shard.max_value)
         if not await self.io.write(self.membership.order(key), self.replicas, key, bytes(value), ttl_s, keep_s):
-            raise StoreUnavailable(f"no node that holds cache key {key!r} could be reached")
+            raise _unreachable("store", key)
 
     async def delete(self, key: str) -> bool:
         key = validation.cache_key(key)
         reached, found = await self.io.drop(self.membership.order(key), self.replicas, key)
         if not reached:
-            raise StoreUnavailable(f"no node that holds cache key {key!r} could be reached")
+            raise _unreachable("drop", key)
         return found
 
     async def get_or_fill(self, key: str, fill: FillFn) -> tuple[bytes, bool]:
@@ -237,6 +238,12 @@ class ClusterCache:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _unreachable(action: str, key: str) -> NoLiveNode:
+    """A write that no node holding ``key`` (nor any member after them) answered: the cluster's nodes failed
+    it, not the store, so it is ``NoLiveNode`` (503), never ``StoreUnavailable``."""
+    return NoLiveNode(f"could {action} cache key {key!r}: none of the nodes that hold it answered")
 
 
 def _checked(key: str, ttl_s: float | None, keep_s: float) -> tuple[str, float | None, float]:
