@@ -35,6 +35,9 @@
     rotation                 string   token rotation      "node random": the rotation under way (SET NX, short TTL)
     lease                    string   election            name of the master; expires unless renewed
     epoch                    string   election            fencing counter, incremented by each new master
+    roster                   string   master (roster.lua) the nodes a submit may place on at once (JSON: epoch,
+                                                          nodes with slots and types, types it must not);
+                                                          expires within a second unless the master renews it
     events                   pubsub   Lua scripts         task state changes, one message per script: {"kind":
                                                           "tasks", "events": [[id, state, node, at], ...]}; may
                                                           be lost

@@ -147,14 +147,20 @@ class TaskService:
         return await self.store.result(task_id)
 
     async def wait(self, task_id: str, timeout_s: float) -> Task:
+        return (await self.wait_result(task_id, timeout_s, result=False))[0]
+
+    async def wait_result(
+        self, task_id: str, timeout_s: float, *, result: bool = True
+    ) -> tuple[Task, TaskResult | None]:
+        """The task once it has ended or ``timeout_s`` has passed, with its result (read with it) if asked."""
         deadline = time.monotonic() + timeout_s
         with self.hub.waiter(task_id) as changed:
             while True:
                 changed.clear()
-                task = await self.store.get(task_id)
+                task, found = await self.store.get_with_result(task_id, result=result)
                 remaining = deadline - time.monotonic()
                 if task.state.terminal or remaining <= 0:
-                    return task
+                    return task, found
                 try:  # events may be lost: look at the store again at least every second
                     await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
                 except TimeoutError:
@@ -169,14 +175,12 @@ class TaskService:
 
 def _no_runner(beating: int) -> NoLiveNode:
     """``NoLiveNode`` (503 / UNAVAILABLE) that says why: no node beats, or only nodes that run no tasks."""
-    refusal = NoLiveNode()
-    if beating:
-        refusal.message = (
-            f"no live node runs tasks: {beating} node(s) beat, none of them runs tasks (started with "
-            "--no-run-tasks); start a node that runs tasks, or try again shortly"
-        )
-        refusal.args = (refusal.message,)
-    return refusal
+    if not beating:
+        return NoLiveNode()
+    return NoLiveNode(
+        f"runs tasks: {beating} node(s) beat, none of them runs tasks (started with --no-run-tasks); start a "
+        "node that runs tasks"
+    )
 
 
 class ClusterService:

@@ -70,6 +70,12 @@ class TaskAPI(Protocol):
         """Return the task once it is terminal, or as it is when ``timeout_s`` runs out."""
         ...
 
+    async def wait_result(
+        self, task_id: str, timeout_s: float, *, result: bool = True
+    ) -> tuple[Task, TaskResult | None]:
+        """As ``wait``, with the task's result read in the same step (None while it has none)."""
+        ...
+
     def watch(self) -> AsyncIterator[TaskEvent]:
         """Every task state change from now on, until the caller stops iterating."""
         ...

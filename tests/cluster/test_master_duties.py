@@ -151,6 +151,7 @@ async def test_the_scheduler_takes_over_entries_an_earlier_master_read_and_never
     scheduler = Scheduler(store=store, registry=registry, node="new-master", epoch=epoch, alive_within=30)
     await store.ensure_groups(types=["echo"])
     await scheduler.tick()  # the new term has begun and found nothing to place
+    await store.withdraw_roster(epoch)  # submits queue their tasks for the master instead of placing them
     # Submitted after the new master took over, and served to the old one's last blocking read.
     ids = {t.id for t in await store.create([TaskSpec(name="echo", type="echo", target=f"t{i}") for i in range(5)])}
     reply: Any = await redis.xreadgroup(SCHEDULER_GROUP, "old-master", {keys.pending("echo"): ">"}, count=100)

@@ -25,6 +25,7 @@ otherwise wait in its name for ever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -55,6 +56,10 @@ PLACE_BATCH = 500
 #: Seconds the list of schedulable nodes is trusted (place.lua counts their free slots fresh each time,
 #: and refuses nodes declared dead or rejected since).
 NODES_TTL = 0.5
+#: The roster (the nodes a submit may place on at once, see ``TaskStore.publish_roster``) lasts this long
+#: unless renewed, so that a master that died stops vouching for its nodes soon, and is renewed this often.
+ROSTER_TTL_S = 1.0
+ROSTER_RENEW_S = 0.3
 #: The task type placed on the owner of its target's cache key.
 FETCH = "fetch"
 #: A node's task types: this one means every type.
@@ -110,6 +115,8 @@ class Scheduler:
         self._types_read = 0.0
         self._grouped: set[str] = set()  # types whose stream has the scheduler group, made sure this term
         self._reading: set[str] = set()  # types the blocked reader waits on
+        self._roster: list[tuple[str, int, tuple[str, ...]]] | None = None  # as last published
+        self._roster_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Scheduler epoch={self.epoch} backlog={self.backlog_size} placed={self.placed}>"
@@ -134,7 +141,8 @@ class Scheduler:
         reader = asyncio.create_task(self._read(stopped), name="scheduler reader")
         try:
             while True:
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):  # the roster is renewed while nothing happens, too
+                    await asyncio.wait_for(self._wake.wait(), ROSTER_RENEW_S)
                 self._wake.clear()
                 await self.tick()
                 self.last_tick = time.monotonic()
@@ -151,6 +159,7 @@ class Scheduler:
         nodes = await self._candidates()
         if nodes and any(self.backlogs.values()):
             await self._place(nodes)
+        await self._publish_roster(nodes)
         now = time.monotonic()
         if now >= self._next_promote:
             due = await self.store.promote_due()
@@ -287,6 +296,16 @@ class Scheduler:
                     self.poke()
 
     # -- placing ---------------------------------------------------------------------------------
+
+    async def _publish_roster(self, nodes: list[NodeRecord]) -> None:
+        """Let submits place on ``nodes`` themselves while they have room and nothing of the type waits (a
+        task then starts without a hop through this scheduler); fetches stay with the cache-owner rule."""
+        roster = [(n.name, n.slots, tuple(n.types)) for n in nodes]
+        if roster == self._roster and time.monotonic() - self._roster_at < ROSTER_RENEW_S:
+            return
+        skip = [FETCH] if self.owner_of is not None else []
+        await self.store.publish_roster(self.epoch, roster, skip, ROSTER_TTL_S)
+        self._roster, self._roster_at = roster, time.monotonic()
 
     def _batch(self, nodes: list[NodeRecord]) -> list[_Pending]:
         """Each type's oldest tasks, up to the slots of the nodes that run it, then oldest first in all."""

@@ -22,7 +22,7 @@ KEEP_FIRST_ATTEMPTS = 5
 KEEP_LAST_ATTEMPTS = 20
 
 _NAMES = (
-    *("submit", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
+    *("submit", "roster", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
     *("lease", "release", "member", "break", "note"),
 )
 

@@ -112,7 +112,8 @@ class TaskStore:
     # -- users' writes ---------------------------------------------------------------------------
 
     async def create(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
-        """Store the tasks as WAITING and queue them, in one atomic call however many there are."""
+        """Store the tasks, in one atomic call however many there are: each is placed at once on a node of
+        the master's roster that has room (INQUEUE), or queued for the master to place (WAITING)."""
         ids = [str(uuid.uuid4()) for _ in specs]
         most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
         args: builtins.list[Any] = [len(specs)]
@@ -124,6 +125,7 @@ class TaskStore:
             args += ["" if spec.memory_mb is None else spec.memory_mb, cpu]
         reply = await self._run("submit", *args)
         created = float(reply[0])
+        placed_on = reply[2::2]
         return [
             Task(
                 id=task_id,
@@ -131,8 +133,8 @@ class TaskStore:
                 type=spec.type,
                 target=spec.target,
                 params=spec.params,
-                state=TaskState.WAITING,
-                node=None,
+                state=TaskState.INQUEUE if node else TaskState.WAITING,
+                node=node or None,
                 attempts=0,
                 max_retries=spec.max_retries,
                 timeout_s=spec.timeout_s,
@@ -144,7 +146,7 @@ class TaskStore:
                 memory_mb=spec.memory_mb,
                 cpu_s_limit=spec.cpu_s_limit,
             )
-            for task_id, spec, lost in zip(ids, specs, most_lost, strict=True)
+            for task_id, spec, lost, node in zip(ids, specs, most_lost, placed_on, strict=True)
         ]
 
     async def kill(self, task_id: str, reason: str = "killed by user") -> TaskState:
@@ -164,14 +166,22 @@ class TaskStore:
     # -- reads -----------------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> Task:
+        return (await self.get_with_result(task_id, result=False))[0]
+
+    async def get_with_result(self, task_id: str, *, result: bool = True) -> tuple[Task, TaskResult | None]:
+        """The task, and its result if it has one (None otherwise, or when ``result`` is False), in one
+        round trip: a caller that waited for the end answers with both."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.task(task_id))
             pipe.lrange(self.keys.attempts(task_id), 0, -1)
             pipe.lrange(self.keys.dupes(task_id), 0, -1)
-            fields, attempts, late = await pipe.execute()
+            if result:
+                pipe.get(self.keys.result(task_id))
+            fields, attempts, late, *legacy = await pipe.execute()
         if not fields:
             raise TaskNotFound(task_id)
-        return _task(fields, attempts, late)
+        raw = fields.get(b"result") or (legacy[0] if legacy else None)
+        return _task(fields, attempts, late), _result(raw, len(late)) if result and raw else None
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that still exist, in the order asked for."""
@@ -223,11 +233,27 @@ class TaskStore:
         raw = raw or legacy
         if not raw:
             raise ResultNotFound(task_id, state.decode())
-        data = orjson.loads(raw)
-        data["duplicates"] = dupes
-        return TaskResult(**data)
+        return _result(raw, dupes)
 
     # -- the scheduler's writes (fenced by the master's epoch) -------------------------------------
+
+    async def publish_roster(
+        self, epoch: int, nodes: Sequence[tuple[str, int, Sequence[str]]], skip: Sequence[str], ttl_s: float
+    ) -> None:
+        """Name the nodes a submit may place its tasks on as it stores them (submit.lua), for ``ttl_s``:
+        (name, slots, task types); ``skip``: the types the master places itself. Raise StaleEpoch if this
+        master has been replaced."""
+        roster = {"epoch": str(epoch), "nodes": [[n, s, ",".join(t) or "-"] for n, s, t in nodes], "skip": skip}
+        await self._fenced("roster", epoch, max(1, int(ttl_s * 1000)), orjson.dumps(roster).decode())
+
+    async def withdraw_roster(self, epoch: int) -> None:
+        """Submits queue every task for the master again (this master steps down)."""
+        await self._fenced("roster", epoch, 0, "")
+
+    async def _fenced(self, script: str, epoch: int, *args: Any) -> None:
+        reply = await self._run(script, epoch, *args)
+        if reply[0] == "stale":
+            raise StaleEpoch(epoch, int(reply[1]))
 
     async def place(
         self, epoch: int, node: str, slots: int, task_ids: Sequence[str], entries: Sequence[str] = ()
@@ -468,23 +494,31 @@ class TaskStore:
 
     # -- a worker's inbox ----------------------------------------------------------------------------
 
-    async def read_orders(self, node: str, *, again: bool, count: int, block_ms: int) -> builtins.list[Order]:
+    async def read_orders(
+        self, node: str, *, again: bool, count: int, block_ms: int, taken: Sequence[Order] = ()
+    ) -> builtins.list[Order]:
         """The next run and kill orders of ``node``'s inbox, waiting up to ``block_ms`` for some.
 
-        ``again``: read instead the orders delivered before and not acknowledged (after a failed read or
-        acknowledgement they may never have been seen). A missing consumer group is made again, and the
-        read answers nothing that time.
+        ``taken``: orders read before and taken in hand, acknowledged and deleted in the same round trip.
+        ``again``: read instead the orders delivered before and not acknowledged (after a failed read, or
+        left by an earlier run of the node, they may never have been seen). A missing consumer group is
+        made again, and the read answers nothing that time.
         """
         inbox = self.keys.inbox(node)
-        try:
-            reply: Any = await self.redis.xreadgroup(
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if taken:
+                entries = [o.entry for o in taken]
+                pipe.xack(inbox, WORKER_GROUP, *entries)
+                pipe.xdel(inbox, *entries)
+            pipe.xreadgroup(
                 WORKER_GROUP, node, {inbox: "0" if again else ">"}, count=count, block=None if again else block_ms
             )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
+            *_, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, ResponseError) and "NOGROUP" in str(reply):
             await self.ensure_groups(node)
             return []
+        if isinstance(reply, Exception):
+            raise reply
         orders = []
         for entry, fields in reply[0][1] if reply else ():
             ids = fields.get(b"ids") or fields.get(b"id") or b""  # an entry deleted unacknowledged has no fields
@@ -573,6 +607,12 @@ def _late(raw: bytes) -> LateResult:
         code=result.get("code"),
         meta=result.get("meta") or {},
     )
+
+
+def _result(raw: bytes, duplicates: int) -> TaskResult:
+    data = orjson.loads(raw)
+    data["duplicates"] = duplicates
+    return TaskResult(**data)
 
 
 def _task(fields: dict[bytes, bytes], attempts: Sequence[bytes], late: Sequence[bytes] = ()) -> Task:

@@ -105,14 +105,18 @@ TASKS_IN = {
 
 async def task_answer(tasks: TaskAPI, task: Task, with_result: bool | None, status_code: int = 200) -> Response:
     """The task as JSON; with ``with_result``, its result too (null while it has none)."""
+    found: TaskResult | None = None
+    if with_result and task.state.terminal:
+        try:
+            found = await tasks.result(task.id)
+        except ResultNotFound:
+            found = None
+    return task_json(task, with_result, found, status_code)
+
+
+def task_json(task: Task, with_result: bool | None, found: TaskResult | None, status_code: int = 200) -> Response:
     body = task.to_json()
     if with_result:
-        found: TaskResult | None = None
-        if task.state.terminal:
-            try:
-                found = await tasks.result(task.id)
-            except ResultNotFound:
-                found = None
         body["result"] = found.to_json() if found else None
     return JSONResponse(body, status_code=status_code)
 
@@ -134,7 +138,8 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
         spec = validation.task_spec(await json_body(request))
         task = await tasks.submit(spec)
         if wait_s is not None and not task.state.terminal:
-            task = await tasks.wait(task.id, wait_s)
+            task, found = await tasks.wait_result(task.id, wait_s, result=bool(result))
+            return task_json(task, result, found, status_code=201)
         return await task_answer(tasks, task, result, status_code=201)
 
     @api.post(
@@ -180,8 +185,10 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
     async def get_task(task_id: TaskIdPath, wait: WaitQuery = None, result: ResultQuery = None) -> Response:
         tid = validation.task_id(task_id)
         wait_s = wait_seconds(wait)
-        task = await tasks.wait(tid, wait_s) if wait_s is not None else await tasks.get(tid)
-        return await task_answer(tasks, task, result)
+        if wait_s is not None:
+            task, found = await tasks.wait_result(tid, wait_s, result=bool(result))
+            return task_json(task, result, found)
+        return await task_answer(tasks, await tasks.get(tid), result)
 
     @api.get(
         f"{ONE_TASK}/result",

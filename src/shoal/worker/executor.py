@@ -10,6 +10,7 @@ is handed back to WAITING, so nothing is lost and nothing runs twice here. While
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from shoal.batching import Coalescer
 from shoal.models import AttemptOutcome, Footprint, Task, TaskResult
 from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
-from shoal.store.tasks import Finish, Report, TaskStore
+from shoal.store.tasks import Finish, Order, Report, TaskStore
 from shoal.worker.handlers import MAX_ERROR_CHARS, Output, TaskContext, TaskType, TaskTypes
 from shoal.worker.limits import attempt_limits, not_applied
 from shoal.worker.loopwatch import LoopWatch
@@ -108,14 +109,18 @@ class Executor:
             await cancel_and_wait(checker)
 
     async def _take_orders(self) -> None:
-        # After a failed read or ack, orders Redis delivered to this consumer may never have been seen
-        # here: read this consumer's unacknowledged entries again before blocking for new ones.
-        again = False
+        # Orders are acknowledged with the next read, in its round trip. After a failed read, and at start
+        # (an earlier run may have stopped before acknowledging), orders Redis delivered to this consumer
+        # may never have been seen here: read this consumer's unacknowledged entries before blocking for
+        # new ones. Taking an order twice is harmless: a task no longer placed here does not start.
+        again, taken = True, list[Order]()
         while not self._closing:
             again, self._reread = again or self._reread, False
             try:
-                orders = await self.store.read_orders(self.node, again=again, count=INBOX_BATCH, block_ms=BLOCK_MS)
-                again = again and len(orders) == INBOX_BATCH
+                orders = await self.store.read_orders(
+                    self.node, again=again, count=INBOX_BATCH, block_ms=BLOCK_MS, taken=taken
+                )
+                again, taken = again and len(orders) == INBOX_BATCH, []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -127,11 +132,9 @@ class Executor:
             for order in orders:
                 for task_id in order.ids:
                     self._order(order.op, task_id)
-            try:
-                await self.store.ack_orders(self.node, orders)
-            except Exception as exc:  # the orders are taken; re-reading them later is harmless
-                log.warning("acknowledging inbox orders failed: %s", exc)
-                again = True
+            taken = orders
+        with contextlib.suppress(Exception):  # else read again at the next start
+            await self.store.ack_orders(self.node, taken)
 
     def _order(self, op: str, task_id: str) -> None:
         if op == "run" and task_id not in self.running:

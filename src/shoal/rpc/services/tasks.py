@@ -51,8 +51,7 @@ class TasksServicer(pb_grpc.TasksServicer):
             wait = convert.wait_from_proto(request)
             if not wait:
                 return convert.task_to_proto(await self._tasks.get(task_id))
-            task = await self._tasks.wait(task_id, wait)
-            return convert.task_to_proto(task, await self._result_of(task))
+            return convert.task_to_proto(*await self._tasks.wait_result(task_id, wait))
 
         return await answer(context, "GetTask", call)
 
@@ -70,9 +69,9 @@ class TasksServicer(pb_grpc.TasksServicer):
             task = await self._tasks.submit(spec)
             if not wait:
                 return convert.task_to_proto(task)
-            if not task.state.terminal:
-                task = await self._tasks.wait(task.id, wait)
-            return convert.task_to_proto(task, await self._result_of(task))
+            if task.state.terminal:
+                return convert.task_to_proto(task, await self._result_of(task))
+            return convert.task_to_proto(*await self._tasks.wait_result(task.id, wait))
 
         return await answer(context, "CreateTask", call)
 

@@ -215,3 +215,46 @@ local function kill_task(id, state, t, reason)
   redis.call('HSET', tkey, 'finished_at', fmt(t), 'error', reason)
   publish(id, 'KILLED', node, t)
 end
+
+-- Placement, shared by place.lua (the master's batches) and submit.lua (a task placed as it is stored).
+-- A node is {name, free, types (set; '*' = any), placed (ids)}: free is its slots less what is assigned
+-- to it now, and 0 if since the master looked it was declared dead or rejected, or began to leave (it
+-- hands back what it holds; a task placed on it after that would wait there for ever).
+local function load_node(name, slots, types)
+  local set = {}
+  for t in string.gmatch(types, '[^,]+') do set[t] = true end
+  local free = tonumber(slots) - redis.call('SCARD', P .. 'assigned:' .. name)
+  local record = redis.call('HMGET', P .. 'node:' .. name, 'state', 'draining')
+  if record[1] == 'dead' or record[1] == 'rejected' or record[2] == '1' then free = 0 end
+  return {name = name, free = free, types = set, placed = {}}
+end
+
+-- The node with the most free slots that runs ``ttype`` (its index in ``nodes``; nil when none has room).
+local function best_for(nodes, ttype)
+  local best
+  for k, node in ipairs(nodes) do
+    if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not best or node.free > nodes[best].free) then
+      best = k
+    end
+  end
+  return best
+end
+
+-- Count a task as placed on ``node`` (its hash written by the caller: state INQUEUE, node, epoch), moving it
+-- out of the index of state ``from`` (nil for a task stored in this script).
+local function placed_on(node, id, seq, from, t)
+  move_later(id, seq, from, 'INQUEUE')
+  node.placed[#node.placed + 1] = id
+  publish(id, 'INQUEUE', node.name, t)
+  node.free = node.free - 1
+end
+
+-- One run order per node for every task placed on it here.
+local function send_orders(nodes)
+  for _, node in ipairs(nodes) do
+    if #node.placed > 0 then
+      variadic('SADD', P .. 'assigned:' .. node.name, node.placed)
+      redis.call('XADD', P .. 'inbox:' .. node.name, '*', 'op', 'run', 'ids', table.concat(node.placed, ','))
+    end
+  end
+end

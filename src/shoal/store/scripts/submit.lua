@@ -1,27 +1,64 @@
--- Store new tasks as WAITING and queue them for placement, all or nothing, in one step however many.
+-- Store new tasks, all or nothing, in one step however many. A task goes straight to a node when the
+-- master's roster (roster.lua) is current, a node on it that runs the task's type has a free slot, and no
+-- older task of that type waits in its pending stream (so none is overtaken); otherwise it is WAITING,
+-- queued in that stream for the master to place.
 -- ARGV: prefix, count, then per task: id, name, type, target, params (JSON), timeout_s ('' = none), max_retries,
 -- max_lost_attempts, memory_mb ('' = none), cpu_s_limit ('' = none)
--- Returns: the creation time, then each task's sequence number.
+-- Returns: the creation time, then per task its sequence number and the node it was placed on ('' = none).
 local t = now()
 local n = tonumber(ARGV[2])
 local first = redis.call('INCRBY', P .. 'seq', n) - n + 1
 local out = {fmt(t)}
 local all = {}
+
+local nodes, skip, epoch = {}, {}, nil
+local raw = redis.call('GET', P .. 'roster')
+if raw then
+  local roster = cjson.decode(raw)
+  if not stale(roster.epoch) then
+    epoch = roster.epoch
+    for k, r in ipairs(roster.nodes) do nodes[k] = load_node(r[1], r[2], r[3]) end
+    for _, ttype in ipairs(roster.skip) do skip[ttype] = true end
+  end
+end
+local queued = {}  -- type -> whether its tasks go to the pending stream (some wait there already)
+local function queues(ttype)
+  if queued[ttype] == nil then
+    queued[ttype] = not epoch or skip[ttype] or redis.call('XLEN', P .. 'pending:' .. ttype) > 0
+  end
+  return queued[ttype]
+end
+
 for i = 0, n - 1 do
   local b = 3 + i * 10
-  local id, seq = ARGV[b], first + i
-  redis.call('HSET', P .. 'task:' .. id,
-    'id', id, 'name', ARGV[b + 1], 'type', ARGV[b + 2], 'target', ARGV[b + 3], 'params', ARGV[b + 4],
+  local id, ttype, seq = ARGV[b], ARGV[b + 2], first + i
+  local best = not queues(ttype) and best_for(nodes, ttype)
+  local node = best and nodes[best]
+  local fields = {
+    'id', id, 'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'params', ARGV[b + 4],
     'timeout_s', ARGV[b + 5], 'max_retries', ARGV[b + 6], 'max_lost_attempts', ARGV[b + 7],
     'memory_mb', ARGV[b + 8], 'cpu_s_limit', ARGV[b + 9],
-    'state', 'WAITING', 'node', '', 'attempts', 0,
-    'created_at', fmt(t), 'seq', seq)
+    'state', node and 'INQUEUE' or 'WAITING', 'node', node and node.name or '', 'attempts', 0,
+    'created_at', fmt(t), 'seq', seq}
+  if node then
+    fields[#fields + 1] = 'epoch'
+    fields[#fields + 1] = epoch
+  end
+  redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   all[#all + 1] = seq
   all[#all + 1] = id
-  move_later(id, seq, nil, 'WAITING')
-  enqueue(id, ARGV[b + 2])
   publish(id, 'WAITING', '', t)
   out[#out + 1] = seq
+  if node then
+    placed_on(node, id, seq, nil, t)
+    out[#out + 1] = node.name
+  else
+    queued[ttype] = true  -- the rest of its type in this batch queue behind it
+    move_later(id, seq, nil, 'WAITING')
+    enqueue(id, ttype)
+    out[#out + 1] = ''
+  end
 end
 variadic('ZADD', P .. 'index:all', all)
+send_orders(nodes)
 return out
