@@ -122,7 +122,7 @@ class Observer:
             return [at, client, cmd.lower(), key, args[2:3]]
         if key == p + "epoch" and cmd == "INCR":
             return [at, client, "incr", key, []]
-        if key.startswith(p + "task:") and cmd == "HSET" and len(args) >= 4 and args[2] in ("state", "node"):
+        if key.startswith(p + "task:") and cmd == "HSET" and {"state", "node"} & set(args[2::2]):
             return [at, client, "hset", key.removeprefix(p + "task:"), args[2:]]
         return None
 

@@ -133,7 +133,8 @@ class Shoal:
 
 
 def placements(records: list[list[Any]]) -> list[tuple[float, str, str, int]]:
-    """(Redis time, task id, node, epoch) of every placement written (place.lua's HSET of node and epoch)."""
+    """(Redis time, task id, node, epoch) of every placement written (the HSET of node and epoch: place.lua's,
+    or submit.lua's for a task placed as it was stored)."""
     return [(r[0], r[3], f["node"], int(f["epoch"])) for r in records if r[2] == "hset"
             and (f := written(r)).get("node") and "epoch" in f]  # fmt: skip
 
