@@ -247,7 +247,7 @@ class TaskStore:
         await self._fenced("roster", epoch, max(1, int(ttl_s * 1000)), orjson.dumps(roster).decode())
 
     async def withdraw_roster(self, epoch: int) -> None:
-        """Submits queue every task for the master again (this master steps down)."""
+        """Submits queue every task for the master again, until a roster is published anew."""
         await self._fenced("roster", epoch, 0, "")
 
     async def _fenced(self, script: str, epoch: int, *args: Any) -> None:

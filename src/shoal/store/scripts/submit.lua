@@ -11,13 +11,12 @@ local first = redis.call('INCRBY', P .. 'seq', n) - n + 1
 local out = {fmt(t)}
 local all = {}
 
-local nodes, skip, epoch = {}, {}, nil
+local roster, skip, epoch = nil, {}, nil
 local raw = redis.call('GET', P .. 'roster')
 if raw then
-  local roster = cjson.decode(raw)
+  roster = cjson.decode(raw)
   if not stale(roster.epoch) then
     epoch = roster.epoch
-    for k, r in ipairs(roster.nodes) do nodes[k] = load_node(r[1], r[2], r[3]) end
     for _, ttype in ipairs(roster.skip) do skip[ttype] = true end
   end
 end
@@ -28,11 +27,19 @@ local function queues(ttype)
   end
   return queued[ttype]
 end
+local nodes  -- the roster's nodes with their free slots, read once some task may be placed
+local function placeable()
+  if not nodes then
+    nodes = {}
+    for k, r in ipairs(roster.nodes) do nodes[k] = load_node(r[1], r[2], r[3]) end
+  end
+  return nodes
+end
 
 for i = 0, n - 1 do
   local b = 3 + i * 10
   local id, ttype, seq = ARGV[b], ARGV[b + 2], first + i
-  local best = not queues(ttype) and best_for(nodes, ttype)
+  local best = not queues(ttype) and best_for(placeable(), ttype)
   local node = best and nodes[best]
   local fields = {
     'id', id, 'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'params', ARGV[b + 4],
@@ -60,5 +67,5 @@ for i = 0, n - 1 do
   end
 end
 variadic('ZADD', P .. 'index:all', all)
-send_orders(nodes)
+if nodes then send_orders(nodes) end
 return out
