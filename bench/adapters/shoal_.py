@@ -13,6 +13,9 @@ with the reason, rather than failed):
 - ``batch``: ``POST /api/v1/tasks/batch``, 1,000 tasks per call, one call in flight per node.
 - ``gRPC`` (``bench.adapters.shoal_grpc``): ``CreateTask``, 64 in flight; latency: one ``CreateTask`` with
   ``wait_s``, which answers with the task and its result.
+- ``producer``: ``shoal.producer.Producer``, which submits straight to the store as the peers' clients
+  write to their broker, one call at a time; latency: ``Producer.run`` (submit, then wait for the task's
+  end event and read the task with its result).
 - ``sequential``: shoal's own client (``shoal.client.AsyncClient.submit``), one call at a time, as the
   peers' clients send.
 - ``REST``: latency through ``POST /api/v1/tasks?wait=10&result=true`` (the task with its result).
@@ -149,7 +152,7 @@ class ShoalSystem:
         wait_until(self._all_alive, 60.0, f"{self.nodes} nodes alive", self.proc, interval=0.1)
         from bench.adapters.shoal_grpc import ShoalGrpc
 
-        self._clients = [ShoalBatch(self), ShoalGrpc(self), ShoalSequential(self), ShoalRest(self)]
+        self._clients = [ShoalBatch(self), ShoalGrpc(self), ShoalProducer(self), ShoalSequential(self), ShoalRest(self)]
         for client in self._clients:
             await client.connect()
 
@@ -410,4 +413,49 @@ class ShoalSequential(RestLanes):
         if self.client is not None:
             await self.client.aclose()
             self.client = None
+        await super().close()
+
+
+class ShoalProducer(RestLanes):
+    """``shoal.producer.Producer`` on the run's Redis, one submit at a time, as the peers' clients send."""
+
+    path = "producer"
+    workloads = frozenset({"throughput", "latency"})
+    skipped: dict[str, str] = {}
+    note = "shoal.producer.Producer.submit straight to the store, one call at a time; latency: Producer.run"
+
+    def __init__(self, system: ShoalSystem) -> None:
+        super().__init__(system)
+        self.producer: Any = None
+        self.task_type = ECHO["type"]
+
+    def use_type(self, task_type: str) -> None:
+        super().use_type(task_type)
+        self.task_type = task_type
+
+    async def connect(self) -> None:
+        await super().connect()
+        try:
+            from shoal.producer import Producer
+        except ImportError:
+            self.skipped = dict.fromkeys(self.workloads, "this shoal has no shoal.producer")
+            return
+        self.producer = await Producer.connect(self.system.redis.url)
+
+    async def submit_many(self, n: int, concurrency: int) -> Batch:
+        batch = Batch(accepted=0, baseline=self._baseline)
+        for _ in range(n):
+            await self.producer.submit(self.task_type, ECHO["target"], name=ECHO["name"])
+            batch.accepted += 1
+        return batch
+
+    async def roundtrip(self, timeout: float) -> None:
+        task, result = await self.producer.run(self.task_type, ECHO["target"], name=ECHO["name"], timeout_s=timeout)
+        if result is None or result.code != ECHO["target"]:
+            raise RuntimeError(f"shoal producer: {task.state.name} {task.error}")
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.aclose()
+            self.producer = None
         await super().close()

@@ -10,7 +10,7 @@ import asyncio
 import builtins
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from shoal import validation
 from shoal.batching import Coalescer
@@ -24,7 +24,6 @@ from shoal.store.nodes import NodeRegistry
 from shoal.store.tasks import TaskStore
 from shoal.throughput import Throughput
 from shoal.validation import RefusedTask
-from shoal.worker.handlers import TaskTypes
 
 #: Most submits folded into one store call.
 SUBMIT_BATCH = 500
@@ -32,11 +31,17 @@ SUBMIT_BATCH = 500
 TYPES_TTL = 1.0
 
 
+class TypeChecks(Protocol):
+    """The submit-time checks of the task types a submitter knows (``shoal.worker.handlers.TaskTypes``)."""
+
+    def validate(self, name: str, target: str, params: dict[str, Any]) -> None: ...
+
+
 class TaskService:
     """The TaskAPI of one node. Safe for any number of concurrent requests."""
 
     def __init__(
-        self, *, store: TaskStore, registry: NodeRegistry, hub: EventHub, local_types: TaskTypes, alive_within: float
+        self, *, store: TaskStore, registry: NodeRegistry, hub: EventHub, local_types: TypeChecks, alive_within: float
     ) -> None:
         self.store = store
         self.registry = registry
