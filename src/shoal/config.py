@@ -18,6 +18,7 @@ from typing import Any
 
 from shoal._utils import is_digits
 from shoal.errors import InvalidInput
+from shoal.validation import duration
 
 ENV_PREFIX = "SHOAL_"
 
@@ -67,6 +68,9 @@ class NodeConfig:
     heartbeat_interval: float = _option(1.0, "seconds between two heartbeats")
     dead_after: int = _option(5, "heartbeat intervals of silence before a node is suspected")
     retry_backoff: float = _option(1.0, "seconds before a failed task's first retry; doubles per attempt, at most 60")
+    retention: float = _option(
+        7 * 86400.0, "how long finished tasks are kept (seconds or 90s, 15m, 12h, 7d); 0 keeps them for ever"
+    )
     result_max_bytes: int = _option(16 * 1024 * 1024, "largest task result stored, in bytes")
     fetch_timeout: float = _option(30.0, "seconds a fetch task may take in all")
     fetch_max_bytes: int = _option(10 * 1024 * 1024, "largest page body a fetch task reads, in bytes")
@@ -112,6 +116,8 @@ class NodeConfig:
 
 
 _OPTIONS = {f.name: f for f in fields(NodeConfig) if f.name != "sources"}
+#: Options that take seconds or a duration string (``7d``).
+DURATIONS = frozenset({"retention"})
 
 
 def option_names() -> list[str]:
@@ -162,6 +168,8 @@ def _coerce(key: str, raw: Any, where: str) -> Any:
     if opt is None:
         raise InvalidInput(f"unknown option {key!r} in {where}")
     kind = str(opt.type)
+    if key in DURATIONS:
+        return duration(raw, f"option {key!r} in {where}")
     try:
         if "Path" in kind:
             return Path(str(raw))
@@ -247,6 +255,8 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
     for key in ("result_max_bytes", "fetch_max_bytes"):
         if not 1024 <= getattr(c, key) <= 512 * 1024 * 1024:
             raise bad(key, "must be between 1 KiB and 512 MiB")
+    if not 0 <= c.retention <= 10 * 365 * 86_400 or 0 < c.retention < 1:
+        raise bad("retention", "must be 0 (keep for ever) or between 1 second and 10 years")
     if not 1 <= c.session_ttl <= 90 * 86_400:
         raise bad("session_ttl", "must be between 1 second and 90 days")
     if not 0 < c.kill_grace <= 300:

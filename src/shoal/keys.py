@@ -20,6 +20,11 @@
     pending                  stream   older versions      their single pending stream (every type); its entries
                                                           are moved to the per-type streams when a master starts
     delayed                  zset     finish.lua          WAITING tasks held back for retry, score = due time
+    ended                    zset     Lua scripts         finished tasks, score = when they ended; the master's
+                                                          retention sweep (expire.lua) removes them oldest first
+                                                          once older than ``retention``
+    expiry                   zset     Lua scripts         finished tasks submitted with a result_ttl_s, score =
+                                                          when they expire (swept with ``ended``)
     inbox:{node}             stream   place/kill          run orders (``ids``: every task one placement put on the
                                                           node) and kill orders (``id``); group "worker"
     assigned:{node}          set      Lua scripts         ids placed on the node and not yet terminal
@@ -72,6 +77,8 @@ class Keys:
         self.pending_prefix = self.prefix + "pending:"
         self.legacy_pending = self.prefix + "pending"
         self.delayed = self.prefix + "delayed"
+        self.ended = self.prefix + "ended"
+        self.expiry = self.prefix + "expiry"
         self.nodes = self.prefix + "nodes"
         self.lease = self.prefix + "lease"
         self.epoch = self.prefix + "epoch"

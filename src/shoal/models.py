@@ -111,6 +111,7 @@ class TaskSpec:
     max_lost_attempts: int | None = None  # None: the cluster's default, fixed when the task is stored
     memory_mb: int | None = None  # None: the type's bound, else the node's default
     cpu_s_limit: float | None = None  # None: the type's bound, else the node's default
+    result_ttl_s: float | None = None  # None: kept for the cluster's retention once it has ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class Task:
     memory_mb: int | None = None
     cpu_s_limit: float | None = None
     late_results: tuple[LateResult, ...] = ()  # the latest reports of superseded attempts, oldest first
+    result_ttl_s: float | None = None  # kept this long once ended (None: the cluster's retention)
 
     def to_json(self) -> dict[str, Any]:
         """The task as the REST API shows it (``state`` by name)."""

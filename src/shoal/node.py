@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shoal._utils import cancel_and_wait
 from shoal.auth import load_or_create_token
@@ -87,6 +87,10 @@ class Node:
             timeout=config.fetch_timeout, backend=CheckedBackend(self.cluster_addresses.resolve)
         )
         self.metrics = CollectorRegistry()
+        self._expired = Counter(
+            "shoal_tasks_expired", "Finished tasks this node removed as master, past their retention.",
+            registry=self.metrics,
+        )  # fmt: skip
         self.clock = NodeClock.from_environ(os.environ)
         self.started = False
 
@@ -159,6 +163,8 @@ class Node:
             may_write=self.election.may_write,
             on_stopped=self.election.duty_stopped,
             owner_of=self.cache.owner_of,
+            retention_s=c.retention,
+            on_expired=self._expired.inc,
         )
         self.peer = Peer(
             name=c.name,

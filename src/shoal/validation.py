@@ -39,12 +39,16 @@ MAX_WAIT_S = 60.0
 #: Most tasks one batch submit (REST ``/tasks/batch``, gRPC ``CreateTasks``) may hold; also the most
 #: ``SubmitTasks`` stores per store call.
 MAX_BATCH = 1000
+#: Longest ``result_ttl_s``: a task may ask to be kept for less than the retention, at most a year.
+MAX_RESULT_TTL_S = 365 * 86400.0
 
 T = TypeVar("T")
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
-_SPEC_FIELDS |= {"memory_mb", "cpu_s_limit"}
+_SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s"}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def task_spec(data: Any) -> TaskSpec:
@@ -77,6 +81,7 @@ def task_spec(data: Any) -> TaskSpec:
         max_lost_attempts=lost_attempts(data.get("max_lost_attempts")),
         memory_mb=memory_mb(data.get("memory_mb")),
         cpu_s_limit=cpu_s_limit(data.get("cpu_s_limit")),
+        result_ttl_s=result_ttl(data.get("result_ttl_s")),
     )
 
 
@@ -319,3 +324,29 @@ def cache_ttl(value: float | None) -> float | None:
     if not 0 < value <= MAX_CACHE_TTL_S:
         raise InvalidInput(f"ttl must be above 0 and at most {MAX_CACHE_TTL_S:g} seconds")
     return float(value)
+
+
+def duration(value: Any, name: str) -> float:
+    """Seconds, from a number or a duration string (``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w``)."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{name} must be seconds or a duration such as 90s, 15m, 12h or 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.match(str(value)) if isinstance(value, str) else None
+        if match is None:
+            raise InvalidInput(f"{name} must be seconds or a duration such as 90s, 15m, 12h or 7d, got {value!r}")
+        seconds = float(match[1]) * _UNIT_S[match[2] or "s"]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidInput(f"{name} must be a duration of 0 seconds or more")
+    return seconds
+
+
+def result_ttl(value: Any) -> float | None:
+    """A task's ``result_ttl_s``: None (kept for the cluster's retention) or 0 < S <= MAX_RESULT_TTL_S."""
+    if value is None:
+        return None
+    seconds = duration(value, "result_ttl_s")
+    if not 0 < seconds <= MAX_RESULT_TTL_S:
+        raise InvalidInput(f"result_ttl_s must be above 0 and at most {MAX_RESULT_TTL_S:g} seconds (a year)")
+    return seconds

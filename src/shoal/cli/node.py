@@ -52,6 +52,8 @@ def _shown(value: Any) -> str:
 def _metavar(name: str, kind: str) -> str:
     if name in ("grpc", "http", "proxy"):
         return "HOST:PORT"
+    if name in config_module.DURATIONS:
+        return "DURATION"
     return {"int": "N", "float": "SECONDS", "Path": "DIR"}.get(kind, "TEXT")
 
 

@@ -1,7 +1,7 @@
 """The master's duties, started when this node wins the lease and stopped when it loses it.
 
-One term = one epoch: ``establish(epoch)`` starts a scheduler and a failure detector built for that
-epoch; ``revoke()`` stops them. A duty that stops ends the term: one that finds its epoch stale (another
+One term = one epoch: ``establish(epoch)`` starts a scheduler, a failure detector and a retention sweep
+built for that epoch; ``revoke()`` stops them. A duty that stops ends the term: one that finds its epoch stale (another
 master took over, or the store lost the term), one that returns, and one that keeps failing for a whole
 lease; ``on_stopped(epoch, why)`` tells the election, which steps down and says why. A duty that fails
 now and then (the store restarting) is started again. ``stopped()`` says why a master is not ready.
@@ -18,6 +18,7 @@ from typing import Any
 from shoal._utils import cancel_and_wait
 from shoal.cluster.detector import Detector, Prober
 from shoal.cluster.scheduler import Scheduler
+from shoal.cluster.sweeper import Sweeper
 from shoal.errors import StaleEpoch
 from shoal.store.nodes import NodeRegistry
 from shoal.store.tasks import TaskStore
@@ -40,6 +41,8 @@ class LeaderRole:
         may_write: Callable[[], bool],
         on_stopped: Callable[[int, str], None] = lambda epoch, why: None,
         owner_of: Callable[[str], str] | None = None,
+        retention_s: float = 0.0,
+        on_expired: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -50,6 +53,8 @@ class LeaderRole:
         self.may_write = may_write
         self.on_stopped = on_stopped
         self.owner_of = owner_of
+        self.retention_s = retention_s
+        self.on_expired = on_expired
         self.scheduler: Scheduler | None = None
         self.detector: Detector | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -79,9 +84,11 @@ class LeaderRole:
             interval=self.interval,
             dead_after=self.dead_after,
         )
+        sweeper = Sweeper(store=self.store, epoch=epoch, retention_s=self.retention_s, on_expired=self.on_expired)
         self._tasks = [
             asyncio.create_task(self._keep(epoch, self.detector.run, "detector"), name="detector"),
             asyncio.create_task(self._keep(epoch, self.scheduler.run, "scheduler"), name="scheduler"),
+            asyncio.create_task(self._keep(epoch, sweeper.run, "retention sweep"), name="retention sweep"),
         ]
 
     async def _keep(self, epoch: int, run: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:

@@ -23,6 +23,7 @@ KEEP_LAST_ATTEMPTS = 20
 
 _NAMES = (
     *("submit", "roster", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
+    *("expire", "backfill"),
     *("lease", "release", "member", "break", "note"),
 )
 

@@ -89,6 +89,10 @@ class HandedBack(builtins.list[str]):
     quarantined: tuple[str, ...] = ()
 
 
+#: The terminal states, in a fixed order (their indexes are read together).
+FINISHED_STATES = (TaskState.SUCCEED, TaskState.RUNTIME_ERROR, TaskState.KILLED)
+
+
 class TaskStore:
     """Reads and atomic writes of tasks for one cluster.
 
@@ -123,6 +127,7 @@ class TaskStore:
             args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries, lost]
             cpu = "" if spec.cpu_s_limit is None else repr(spec.cpu_s_limit)
             args += ["" if spec.memory_mb is None else spec.memory_mb, cpu]
+            args.append("" if spec.result_ttl_s is None else repr(spec.result_ttl_s))
         reply = await self._run("submit", *args)
         created = float(reply[0])
         placed_on = reply[2::2]
@@ -145,6 +150,7 @@ class TaskStore:
                 max_lost_attempts=lost,
                 memory_mb=spec.memory_mb,
                 cpu_s_limit=spec.cpu_s_limit,
+                result_ttl_s=spec.result_ttl_s,
             )
             for task_id, spec, lost, node in zip(ids, specs, most_lost, placed_on, strict=True)
         ]
@@ -254,6 +260,38 @@ class TaskStore:
         reply = await self._run(script, epoch, *args)
         if reply[0] == "stale":
             raise StaleEpoch(epoch, int(reply[1]))
+
+    async def expire(self, epoch: int, retention_s: float, most: int) -> tuple[int, bool]:
+        """Remove up to ``most`` finished tasks, oldest first, that ended more than ``retention_s`` ago (0:
+        none for that reason) or whose ``result_ttl_s`` has passed, with all that is kept about them. Return
+        how many were removed and whether more are due now. Raise StaleEpoch if this master was replaced."""
+        reply = await self._run("expire", epoch, repr(float(retention_s)), most)
+        if reply[0] == "stale":
+            raise StaleEpoch(epoch, int(reply[1]))
+        return int(reply[1]), reply[2] == "1"
+
+    async def unindexed_finished(self) -> int:
+        """How many more finished tasks the state indexes hold than the retention index ``ended``: tasks a
+        shoal without retention finished, which ``backfill_ended`` indexes (0 once all are)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in FINISHED_STATES:
+                pipe.zcard(self.keys.state_index(state.name))
+            pipe.zcard(self.keys.ended)
+            *finished, ended = await pipe.execute()
+        return int(sum(finished)) - int(ended)
+
+    async def backfill_ended(self, epoch: int, state: TaskState, first: int, count: int) -> tuple[int, int]:
+        """Index for retention the finished tasks of ``state`` (ranks ``first`` to ``first + count - 1`` of
+        its index) that are not yet; return how many were and the next rank (-1 at the end)."""
+        reply = await self._run("backfill", epoch, state.name, first, count)
+        if reply[0] == "stale":
+            raise StaleEpoch(epoch, int(reply[1]))
+        return int(reply[1]), int(reply[2])
+
+    async def oldest_finished_at(self) -> float | None:
+        """When the task that ended longest ago (of those the store keeps) ended; None if none has."""
+        oldest = await self.redis.zrange(self.keys.ended, 0, 0, withscores=True)
+        return float(oldest[0][1]) if oldest else None
 
     async def place(
         self, epoch: int, node: str, slots: int, task_ids: Sequence[str], entries: Sequence[str] = ()
@@ -641,4 +679,5 @@ def _task(fields: dict[bytes, bytes], attempts: Sequence[bytes], late: Sequence[
         memory_mb=_i(fields.get(b"memory_mb")),
         cpu_s_limit=_f(fields.get(b"cpu_s_limit")),
         late_results=tuple(_late(d) for d in late),
+        result_ttl_s=_f(fields.get(b"result_ttl")),
     )

@@ -95,6 +95,13 @@ class _TaskFields(BaseModel):
         le=validation.MAX_CPU_S_LIMIT,
         description="CPU seconds each attempt may use in its worker process; default and bound as for memory_mb",
     )
+    result_ttl_s: float | str | None = Field(
+        None,
+        description="how long the task (with its result) is kept once it has ended, if less than the cluster's "
+        "retention: seconds (above 0, at most a year) or a duration such as 90s, 15m, 12h or 7d; default: the "
+        "retention",
+        examples=[3600, "15m"],
+    )
 
 
 class EchoParams(BaseModel):
@@ -233,6 +240,9 @@ class TaskOut(BaseModel):
     )
     cpu_s_limit: float | None = Field(
         description="the cpu_s_limit the task asked for (s); null: its type's bound, else the node's default"
+    )
+    result_ttl_s: float | None = Field(
+        description="seconds the task is kept once it has ended, as it asked; null: the cluster's retention"
     )
     late_results: list[LateResultOut] = Field(
         description="the latest reports of attempts the task had moved on from (their node was lost or handed "

@@ -35,8 +35,15 @@ end
 -- changes state once in the script (the batch scripts check each task's state field, written at once).
 local MOVES = {}
 
-local function move_later(id, seq, from, to)
+-- Tasks that ended in the script, {id, result_ttl}: flush indexes them in 'ended' (score: when they ended),
+-- which the retention sweep (expire.lua) reads oldest first, and those with a result_ttl in 'expiry' (score:
+-- when they expire).
+local TERMINAL = {SUCCEED = true, RUNTIME_ERROR = true, KILLED = true}
+local ENDED = {}
+
+local function move_later(id, seq, from, to, result_ttl)
   MOVES[#MOVES + 1] = {id, seq, from, to}
+  if TERMINAL[to] then ENDED[#ENDED + 1] = {id, result_ttl or ''} end
 end
 
 -- Run a variadic command over ``args`` in chunks (Lua's unpack is limited to a few thousand values).
@@ -62,6 +69,21 @@ local function flush()
     for state, ids in pairs(rem) do variadic('ZREM', P .. 'index:' .. state, ids) end
     for state, pairs_ in pairs(add) do variadic('ZADD', P .. 'index:' .. state, pairs_) end
   end
+  if #ENDED > 0 then
+    local t = now()
+    local at, due = {}, {}
+    for _, e in ipairs(ENDED) do
+      at[#at + 1] = t
+      at[#at + 1] = e[1]
+      local ttl = tonumber(e[2])
+      if ttl then
+        due[#due + 1] = t + ttl
+        due[#due + 1] = e[1]
+      end
+    end
+    variadic('ZADD', P .. 'ended', at)
+    if #due > 0 then variadic('ZADD', P .. 'expiry', due) end
+  end
   if #EVENTS > 0 then
     redis.call('PUBLISH', EVENTS_CHANNEL, cjson.encode({kind = 'tasks', events = EVENTS}))
   end
@@ -85,10 +107,11 @@ end
 
 -- Move a task between state indexes and set its state field.
 local function set_state(id, from, to)
-  local seq = redis.call('HGET', P .. 'task:' .. id, 'seq')
+  local task = redis.call('HMGET', P .. 'task:' .. id, 'seq', 'result_ttl')
   redis.call('ZREM', P .. 'index:' .. from, id)
-  redis.call('ZADD', P .. 'index:' .. to, seq, id)
+  redis.call('ZADD', P .. 'index:' .. to, task[1], id)
   redis.call('HSET', P .. 'task:' .. id, 'state', to)
+  if TERMINAL[to] then ENDED[#ENDED + 1] = {id, task[2] or ''} end
 end
 
 -- A task's attempts: the latest one, open (started, not ended) or closed, is the field 'run' of its hash,

@@ -7,10 +7,13 @@ if not state then return {'gone'} end
 local t = now()
 if state ~= 'SUCCEED' and state ~= 'RUNTIME_ERROR' and state ~= 'KILLED' then
   kill_task(id, state, t, 'deleted by user')
+  ENDED[#ENDED] = nil  -- it is deleted here, not kept until it expires
   state = 'KILLED'
 end
 redis.call('ZREM', P .. 'index:' .. state, id)
 redis.call('ZREM', P .. 'index:all', id)
+redis.call('ZREM', P .. 'ended', id)
+redis.call('ZREM', P .. 'expiry', id)
 redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id)
 publish(id, 'DELETED', '', t)
 return {'ok', state}

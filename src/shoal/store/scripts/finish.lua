@@ -32,7 +32,8 @@ for k = 0, tonumber(ARGV[6]) - 1 do
   local id, attempt, outcome, err, result, footprint =
     ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local tkey = P .. 'task:' .. id
-  local task = redis.call('HMGET', tkey, 'state', 'node', 'attempts', 'max_retries', 'seq', 'run', 'failures')
+  local task = redis.call('HMGET', tkey, 'state', 'node', 'attempts', 'max_retries', 'seq', 'run', 'failures',
+    'result_ttl')
   local state = task[1]
   if not state then
     out[#out + 1] = {'gone'}
@@ -54,7 +55,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
       else
         redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result)
       end
-      move_later(id, task[5], 'RUNNING', 'SUCCEED')
+      move_later(id, task[5], 'RUNNING', 'SUCCEED', task[8])
       publish(id, 'SUCCEED', node, t)
       out[#out + 1] = {'done', 'SUCCEED'}
     else
@@ -74,7 +75,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
         else
           redis.call('HSET', tkey, 'state', 'RUNTIME_ERROR', 'finished_at', fmt(t), 'error', err,
             'failures', failures)
-          move_later(id, task[5], 'RUNNING', 'RUNTIME_ERROR')
+          move_later(id, task[5], 'RUNNING', 'RUNTIME_ERROR', task[8])
           publish(id, 'RUNTIME_ERROR', node, t)
           out[#out + 1] = {'done', 'RUNTIME_ERROR'}
         end

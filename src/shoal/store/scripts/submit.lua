@@ -3,7 +3,8 @@
 -- older task of that type waits in its pending stream (so none is overtaken); otherwise it is WAITING,
 -- queued in that stream for the master to place.
 -- ARGV: prefix, count, then per task: id, name, type, target, params (JSON), timeout_s ('' = none), max_retries,
--- max_lost_attempts, memory_mb ('' = none), cpu_s_limit ('' = none)
+-- max_lost_attempts, memory_mb ('' = none), cpu_s_limit ('' = none), result_ttl ('' = the retention's; else
+-- seconds the task is kept once it has ended)
 -- Returns: the creation time, then per task its sequence number and the node it was placed on ('' = none).
 local t = now()
 local n = tonumber(ARGV[2])
@@ -37,7 +38,7 @@ local function placeable()
 end
 
 for i = 0, n - 1 do
-  local b = 3 + i * 10
+  local b = 3 + i * 11
   local id, ttype, seq = ARGV[b], ARGV[b + 2], first + i
   local best = not queues(ttype) and best_for(placeable(), ttype)
   local node = best and nodes[best]
@@ -50,6 +51,10 @@ for i = 0, n - 1 do
   if node then
     fields[#fields + 1] = 'epoch'
     fields[#fields + 1] = epoch
+  end
+  if ARGV[b + 10] ~= '' then
+    fields[#fields + 1] = 'result_ttl'
+    fields[#fields + 1] = ARGV[b + 10]
   end
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   all[#all + 1] = seq
