@@ -84,7 +84,13 @@ class LeaderRole:
             interval=self.interval,
             dead_after=self.dead_after,
         )
-        sweeper = Sweeper(store=self.store, epoch=epoch, retention_s=self.retention_s, on_expired=self.on_expired)
+        sweeper = Sweeper(
+            store=self.store,
+            epoch=epoch,
+            retention_s=self.retention_s,
+            registry=self.registry,
+            on_expired=self.on_expired,
+        )
         self._tasks = [
             asyncio.create_task(self._keep(epoch, self.detector.run, "detector"), name="detector"),
             asyncio.create_task(self._keep(epoch, self.scheduler.run, "scheduler"), name="scheduler"),

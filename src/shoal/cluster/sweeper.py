@@ -10,6 +10,10 @@ Tasks finished by a shoal without retention (before an upgrade, or by a node not
 rolling upgrade) are not in the retention index: each round looks whether the state indexes hold more
 finished tasks than it, and if so indexes them (``TaskStore.backfill_ended``), BACKFILL_BATCH at a time,
 so that they expire like the others.
+
+Nodes declared dead (or rejected) and silent for FORGET_DEAD_AFTER_S are forgotten in the same rounds
+(``NodeRegistry.prune``): a cluster whose nodes come and go under new names (containers) would otherwise
+keep a record, an inbox and a listing of each for ever.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from collections.abc import Callable
 
 from shoal.models import TaskState
+from shoal.store.nodes import NodeRegistry
 from shoal.store.tasks import FINISHED_STATES, TaskStore
 
 log = logging.getLogger("shoal.cluster.sweeper")
@@ -30,6 +35,8 @@ SWEEP_BATCH = 200
 SWEEP_MOST = 50_000
 #: Seconds between two rounds.
 SWEEP_EVERY_S = 1.0
+#: A dead node's record is kept this long after its last beat (the task center shows it meanwhile).
+FORGET_DEAD_AFTER_S = 86_400.0
 #: Finished tasks looked at per backfill call, and most backfill calls per round.
 BACKFILL_BATCH = 1000
 BACKFILL_CALLS = 20
@@ -39,9 +46,16 @@ class Sweeper:
     """Removes expired tasks for one master term; ``on_expired(n)`` counts them (``/metrics``)."""
 
     def __init__(
-        self, *, store: TaskStore, epoch: int, retention_s: float, on_expired: Callable[[int], None] = lambda n: None
+        self,
+        *,
+        store: TaskStore,
+        epoch: int,
+        retention_s: float,
+        registry: NodeRegistry | None = None,
+        on_expired: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.store = store
+        self.registry = registry
         self.epoch = epoch
         self.retention_s = retention_s
         self.on_expired = on_expired
@@ -52,6 +66,9 @@ class Sweeper:
         while True:
             await self.backfill()
             await self.sweep()
+            if self.registry is not None:
+                for name in await self.registry.prune(self.epoch, FORGET_DEAD_AFTER_S, 100):
+                    log.info("forgot node %s: dead and silent for %.0f s", name, FORGET_DEAD_AFTER_S)
             await asyncio.sleep(SWEEP_EVERY_S)
 
     async def backfill(self) -> int:

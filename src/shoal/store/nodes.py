@@ -158,6 +158,14 @@ class NodeRegistry:
             pipe.zrem(self.keys.nodes, name)
             await pipe.execute()
 
+    async def prune(self, epoch: int, silent_s: float, most: int) -> list[str]:
+        """Forget up to ``most`` nodes declared dead or rejected that have not beaten for ``silent_s`` and
+        hold no task; return their names. Raise StaleEpoch if this master was replaced."""
+        reply = await self._run("prune", epoch, repr(float(silent_s)), most)
+        if reply[0] == "stale":
+            raise StaleEpoch(epoch, self.saw_epoch(int(reply[1])))
+        return [str(name) for name in reply[1:]]
+
     # -- the master's verdicts -----------------------------------------------------------------
 
     async def set_state(

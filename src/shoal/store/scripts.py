@@ -23,7 +23,7 @@ KEEP_LAST_ATTEMPTS = 20
 
 _NAMES = (
     *("submit", "roster", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
-    *("expire", "backfill"),
+    *("expire", "backfill", "prune"),
     *("lease", "release", "member", "break", "note"),
 )
 
