@@ -51,6 +51,26 @@
 
 Task state changes go through the scripts in ``store/scripts``, which keep the hash, the indexes, the
 assigned sets and the streams consistent in one atomic step.
+
+What bounds each key that grows, so that a cluster that runs for months keeps a bounded store:
+
+    task:{id}, result:{id}   removed with their task: by a delete, or by the master's retention sweep
+                             (expire.lua) once the task ended longer ago than ``retention`` or its result_ttl_s
+    attempts:{id}            the same; at most KEEP_FIRST + KEEP_LAST - 1 entries (store/scripts.py)
+    dupes:{id}               the same; at most KEEP_LATE_RESULTS entries (store/tasks.py)
+    index:all, index:{STATE} one entry per task kept (finished ones leave with their task)
+    ended, expiry            one entry per finished task kept
+    pending:{type}           one entry per WAITING task of the type, deleted once placed (place.lua) or found
+                             gone; pending-types: one member per task type a live node ran
+    delayed                  one entry per retry waiting out its backoff
+    inbox:{node}             orders deleted once the worker acknowledged them; dropped with the node's work
+                             (requeue.lua) and with the node (prune.lua)
+    assigned:{node}          the node's tasks that have not ended
+    node:{name}, nodes       one per node: kept a minute after a node leaves, a day after it was declared
+                             dead and fell silent (prune.lua, in the retention sweep)
+    timeline                 capped at about 2,000 entries (XADD MAXLEN ~)
+    session:*, lease, handover, rotation, roster   expire on their own (TTL)
+    seq, epoch               counters
 """
 
 from __future__ import annotations
