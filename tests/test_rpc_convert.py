@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -194,3 +195,39 @@ def test_query() -> None:
 
 def test_state_enum_matches_the_models() -> None:
     assert {s.name: s.value for s in TaskState} == dict(pb.Task.State.items())
+
+
+# -- result_ttl_s: text in TaskSpec (seconds or a duration), seconds in Task ---------------------------
+
+
+def test_result_ttl_reads_seconds_or_a_duration_and_the_task_shows_seconds() -> None:
+    for text, seconds in (("900", 900.0), ("15m", 900.0), ("0.5", 0.5), ("1s", 1.0), ("12h", 43_200.0),
+                          ("365d", validation.MAX_RESULT_TTL_S)):  # fmt: skip
+        spec = convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", result_ttl_s=text))
+        assert spec.result_ttl_s == seconds, text
+    unset = convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t"))
+    assert unset.result_ttl_s is None
+
+    kept = dataclasses.replace(TASK, result_ttl_s=900.0)
+    msg = convert.task_to_proto(kept)
+    assert msg.HasField("result_ttl_s") and msg.result_ttl_s == 900.0
+    assert convert.task_from_proto(pb.Task.FromString(msg.SerializeToString())) == kept
+    assert not convert.task_to_proto(TASK).HasField("result_ttl_s")
+    assert convert.task_from_proto(convert.task_to_proto(TASK)).result_ttl_s is None
+
+
+@pytest.mark.parametrize("seconds", [900.0, 0.5, 1 / 3, 1e-05, validation.MAX_RESULT_TTL_S])
+def test_a_spec_with_result_ttl_round_trips(seconds: float) -> None:
+    spec = TaskSpec(name="n", type="fetch", target="t", result_ttl_s=seconds)
+    msg = convert.spec_to_proto(spec)
+    assert "e" not in msg.result_ttl_s  # plain digits, which a duration takes, even for tiny values
+    assert convert.spec_from_proto(pb.TaskSpec.FromString(msg.SerializeToString())) == spec
+
+
+@pytest.mark.parametrize("text", ["soon", "0", "0s", "-5", "-1", "400d", "NaN", "inf", "", "15 minutes", "1e3"])
+def test_result_ttl_refusals_match_rest(text: str) -> None:
+    with pytest.raises(InvalidInput) as rest:
+        validation.task_spec({"name": "n", "type": "f", "target": "t", "result_ttl_s": text})
+    with pytest.raises(InvalidInput) as rpc:
+        convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", result_ttl_s=text))
+    assert rpc.value.message == rest.value.message and "result_ttl_s" in rpc.value.message

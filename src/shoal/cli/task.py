@@ -79,6 +79,17 @@ def _code_text(task_id: str, code: str) -> str:
     return f"{o.size(len(code.encode()))} in {lines} line{'s' * (lines != 1)} (shoal task result {task_id} prints it)"
 
 
+def _checked_result_ttl(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--result-ttl`` checked as the server checks ``result_ttl_s``, so a bad one exits 2 before anything is
+    sent; the text itself is sent (the server reads ``15m`` as it reads ``900``)."""
+    if value is not None:
+        try:
+            validation.result_ttl(value)
+        except InvalidInput as exc:
+            raise click.BadParameter(exc.message) from None
+    return value
+
+
 @task_group.command("submit")
 @click.argument("task_type", metavar="TYPE", required=False)
 @click.argument("target", required=False)
@@ -113,6 +124,14 @@ def _code_text(task_id: str, code: str) -> str:
     metavar="S",
     help="CPU seconds each attempt may use; held to the type's bound [default: the type's, else the node's].",
 )
+@click.option(
+    "--result-ttl",
+    "result_ttl",
+    callback=_checked_result_ttl,
+    metavar="DURATION",
+    help="Keep the task and its result this long once it has ended, if less than the cluster's retention: "
+    "seconds or a duration such as 90s, 15m, 12h or 7d (at most a year) [default: the cluster's retention].",
+)
 @click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
 @api_options
 @json_option
@@ -127,6 +146,7 @@ def submit(
     max_lost_attempts: int | None,
     memory_mb: int | None,
     cpu_s_limit: float | None,
+    result_ttl: str | None,
     wait: bool,
     as_json: bool,
     from_file: IO[bytes] | None,
@@ -143,6 +163,7 @@ def submit(
             "--max-lost-attempts": max_lost_attempts,
             "--memory-mb": memory_mb,
             "--cpu-s-limit": cpu_s_limit,
+            "--result-ttl": result_ttl,
             "--wait": wait,
         }
         clash = [flag for flag, value in given.items() if value]
@@ -163,6 +184,7 @@ def submit(
             max_lost_attempts=max_lost_attempts,
             memory_mb=memory_mb,
             cpu_s_limit=cpu_s_limit,
+            result_ttl_s=result_ttl,
         )
         if not wait:
             if as_json:

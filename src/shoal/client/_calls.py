@@ -81,6 +81,7 @@ def submit(
     max_lost_attempts: int | None,
     memory_mb: int | None,
     cpu_s_limit: float | None,
+    result_ttl_s: float | str | None,
     wait: float | None,
 ) -> Call[Task]:
     body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
@@ -96,6 +97,8 @@ def submit(
         body["memory_mb"] = memory_mb
     if cpu_s_limit is not None:
         body["cpu_s_limit"] = cpu_s_limit
+    if result_ttl_s is not None:
+        body["result_ttl_s"] = result_ttl_s  # as given: the server reads "15m" as it reads 900
     query, held = _wait_param(wait)
     return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
 

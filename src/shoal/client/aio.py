@@ -88,6 +88,7 @@ class AsyncClient:
         max_lost_attempts: int | None = None,
         memory_mb: int | None = None,
         cpu_s_limit: float | None = None,
+        result_ttl_s: float | str | None = None,
     ) -> Task:
         """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s.
 
@@ -95,6 +96,9 @@ class AsyncClient:
         (ends RUNTIME_ERROR); None leaves it to the cluster's default. ``memory_mb`` (MiB) and ``cpu_s_limit``
         (seconds) bound each attempt in its worker process; None leaves them to the type's bound, else the
         node's default, and a value above the type's bound is held to it when the attempt runs.
+        ``result_ttl_s``: how long the task and its result are kept once it has ended, if less than the
+        cluster's retention: seconds or a duration such as ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` (above 0,
+        at most a year); None keeps it for the retention.
         """
         return await self._send(
             _calls.submit(
@@ -108,6 +112,7 @@ class AsyncClient:
                 wait=wait,
                 memory_mb=memory_mb,
                 cpu_s_limit=cpu_s_limit,
+                result_ttl_s=result_ttl_s,
             )
         )
 
@@ -151,7 +156,7 @@ class AsyncClient:
     ) -> TaskResult:
         """Submit a task and return its result once it succeeded, in one call (and one request when it ends
         within a minute). ``spec_fields`` are the other task fields (``timeout_s``, ``max_retries``,
-        ``max_lost_attempts``, ``memory_mb``, ``cpu_s_limit``).
+        ``max_lost_attempts``, ``memory_mb``, ``cpu_s_limit``, ``result_ttl_s``).
 
         Raises WaitTimeout (a TimeoutError, with the task) if it has not ended within ``timeout`` seconds; it
         runs on. Raises TaskFailed (with the task) if it ended RUNTIME_ERROR or KILLED.

@@ -11,6 +11,7 @@ about the protobuf shape (one id where one is meant, JSON text fields).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -95,6 +96,8 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
         msg.memory_mb = task.memory_mb
     if task.cpu_s_limit is not None:
         msg.cpu_s_limit = task.cpu_s_limit
+    if task.result_ttl_s is not None:
+        msg.result_ttl_s = task.result_ttl_s
     if result is not None:
         msg.result.CopyFrom(result_to_proto(result))
     return msg
@@ -163,7 +166,7 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
         data["params"] = _json_object(msg.params_json, "params_json")
     if msg.HasField("timeout_s"):
         data["timeout_s"] = msg.timeout_s
-    for name in ("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit"):
+    for name in ("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit", "result_ttl_s"):
         if msg.HasField(name):
             data[name] = getattr(msg, name)
     return validation.task_spec(data)
@@ -201,6 +204,8 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
         msg.memory_mb = spec.memory_mb
     if spec.cpu_s_limit is not None:
         msg.cpu_s_limit = spec.cpu_s_limit
+    if spec.result_ttl_s is not None:
+        msg.result_ttl_s = _seconds_text(spec.result_ttl_s)
     return msg
 
 
@@ -256,6 +261,7 @@ def task_from_proto(msg: pb.Task) -> Task:
         attempts_dropped=msg.attempts_dropped,
         memory_mb=msg.memory_mb if msg.HasField("memory_mb") else None,
         cpu_s_limit=msg.cpu_s_limit if msg.HasField("cpu_s_limit") else None,
+        result_ttl_s=msg.result_ttl_s if msg.HasField("result_ttl_s") else None,
     )
 
 
@@ -311,6 +317,12 @@ def _json_object(text: str, field: str) -> dict[str, Any]:
 
 def _json_text(value: dict[str, Any]) -> str:
     return orjson.dumps(value).decode() if value else "{}"
+
+
+def _seconds_text(seconds: float) -> str:
+    """Seconds as TaskSpec.result_ttl_s text that reads back to the same float: plain digits, never the
+    exponent ``repr`` gives tiny values (``1e-05``), which a duration does not take."""
+    return format(Decimal(repr(seconds)), "f")
 
 
 def _utf8(text: str) -> str:

@@ -120,6 +120,7 @@ class Task(_message.Message):
     MEMORY_MB_FIELD_NUMBER: _builtins.int
     CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    RESULT_TTL_S_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -159,6 +160,10 @@ class Task(_message.Message):
     with no bound, the node's default): a larger ask is held to that bound and the attempt's error says so.
     """
     cpu_s_limit: _builtins.float
+    result_ttl_s: _builtins.float
+    """Seconds the task (with its result) is kept once it has ended, as it asked (TaskSpec.result_ttl_s,
+    read into seconds: "15m" is 900); unset: kept for the cluster's retention.
+    """
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
@@ -193,10 +198,11 @@ class Task(_message.Message):
         memory_mb: _builtins.int | None = ...,
         cpu_s_limit: _builtins.float | None = ...,
         result: Global___TaskResult | None = ...,
+        result_ttl_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "result_ttl_s", b"result_ttl_s", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "result_ttl_s", b"result_ttl_s", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
@@ -212,6 +218,8 @@ class Task(_message.Message):
     _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
     _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
     _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
+    _WhichOneofReturnType__result_ttl_s: _TypeAlias = _typing.Literal["result_ttl_s"]  # noqa: Y015
+    _WhichOneofArgType__result_ttl_s: _TypeAlias = _typing.Literal["_result_ttl_s", b"_result_ttl_s"]  # noqa: Y015
     _WhichOneofReturnType__started_at: _TypeAlias = _typing.Literal["started_at"]  # noqa: Y015
     _WhichOneofArgType__started_at: _TypeAlias = _typing.Literal["_started_at", b"_started_at"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
@@ -230,6 +238,8 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__result_ttl_s) -> _WhichOneofReturnType__result_ttl_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__started_at) -> _WhichOneofReturnType__started_at | None: ...
     @_typing.overload
@@ -351,6 +361,7 @@ class TaskSpec(_message.Message):
     MEMORY_MB_FIELD_NUMBER: _builtins.int
     CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
     WAIT_S_FIELD_NUMBER: _builtins.int
+    RESULT_TTL_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -377,6 +388,13 @@ class TaskSpec(_message.Message):
     CreateTask takes a TaskSpec, so the field is here, which keeps the call compatible. CreateTasks
     and SubmitTasks refuse it.
     """
+    result_ttl_s: _builtins.str
+    """How long the task (with its result) is kept once it has ended, if less than the cluster's retention:
+    seconds ("900", "0.5") or a duration ("90s", "15m", "12h", "7d", "2w"), above 0 and at most a year
+    (365d), as REST's result_ttl_s takes it. Text rather than a double so that one field takes both forms,
+    as a config file and REST do; the stored task shows it in seconds (Task.result_ttl_s). Unset: kept
+    for the cluster's retention (node option `retention`, 7 days by default).
+    """
     def __init__(
         self,
         *,
@@ -390,10 +408,11 @@ class TaskSpec(_message.Message):
         memory_mb: _builtins.int | None = ...,
         cpu_s_limit: _builtins.float | None = ...,
         wait_s: _builtins.float | None = ...,
+        result_ttl_s: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "result_ttl_s", b"result_ttl_s", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "result_ttl_s", b"result_ttl_s", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
@@ -403,6 +422,8 @@ class TaskSpec(_message.Message):
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
+    _WhichOneofReturnType__result_ttl_s: _TypeAlias = _typing.Literal["result_ttl_s"]  # noqa: Y015
+    _WhichOneofArgType__result_ttl_s: _TypeAlias = _typing.Literal["_result_ttl_s", b"_result_ttl_s"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__wait_s: _TypeAlias = _typing.Literal["wait_s"]  # noqa: Y015
@@ -415,6 +436,8 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__result_ttl_s) -> _WhichOneofReturnType__result_ttl_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
     @_typing.overload
