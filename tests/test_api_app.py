@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from shoal import validation
+from shoal.models import TaskState
 from shoal.web.app import create_app
 
 TOKEN = "in-process-token"
@@ -25,7 +26,7 @@ TASK_ID = "3f1c1a9e-0000-4000-8000-000000000000"
 
 
 class Untouchable:
-    """Stands where the node's TaskAPI/ClusterAPI go; any use of it is a failure of the test."""
+    """Stands where the node's TaskAPI/ClusterAPI/StoreAPI go; any use of it is a failure of the test."""
 
     def __getattr__(self, name: str) -> Any:
         pytest.fail(f"the request reached the node ({name}) though it should have been refused")
@@ -33,7 +34,9 @@ class Untouchable:
 
 @pytest.fixture
 async def client() -> Any:
-    app = create_app(tasks=Untouchable(), cluster=Untouchable(), token=TOKEN, registry=CollectorRegistry())
+    app = create_app(
+        tasks=Untouchable(), cluster=Untouchable(), token=TOKEN, registry=CollectorRegistry(), store=Untouchable()
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://shoal.test") as c:
         yield c
@@ -54,6 +57,7 @@ ROUTES = [
     ("POST", "/api/v1/tasks/delete"),
     ("GET", "/api/v1/cluster"),
     ("GET", "/api/v1/types"),
+    ("GET", "/api/v1/store"),
     ("GET", "/api/v1/events"),
     ("GET", "/metrics"),
 ]
@@ -218,6 +222,10 @@ async def test_openapi_is_public_and_lists_every_route() -> None:
             *("memory_mb", "cpu_s_limit", "result_ttl_s"),
         }
         assert schemas[model]["additionalProperties"] is False  # the server refuses unknown fields
+    store = schemas["StoreOut"]["properties"]
+    assert set(store) == {"server", "used_memory_bytes", "keys", "tasks", "oldest_finished_at", "retention_s"}
+    assert set(schemas["StoreServerOut"]["properties"]) == {"name", "version"}
+    assert set(schemas["StoreTasksOut"]["properties"]) == {state.name for state in TaskState}
     by_type = schemas["TaskIn"]["oneOf"]
     assert by_type[:2] == [{"$ref": "#/components/schemas/EchoTaskIn"}, {"$ref": "#/components/schemas/FetchTaskIn"}]
     assert by_type[2]["properties"] == {"type": {"enum": ["resize"]}}  # only the types live nodes run

@@ -41,7 +41,7 @@ from shoal.rpc.cache_peers import channel_options
 from shoal.rpc.peers import PeerClient
 from shoal.rpc.server import RpcServer, start_rpc_server
 from shoal.rpc.tokens import TokenKeeper
-from shoal.service import ClusterService, TaskService
+from shoal.service import ClusterService, StoreService, TaskService
 from shoal.store.client import StoreClient
 from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
@@ -268,6 +268,7 @@ class Node:
             cache=self.cache,
             cache_max_value=self.config.cache_max_value,
             sessions=self.sessions,
+            store=StoreService(store=self.store, retention_s=self.config.retention),
         )
         host, port = split_addr(self.config.http, "http")
         server_config = uvicorn.Config(

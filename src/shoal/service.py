@@ -1,4 +1,5 @@
-"""What users may do, as the REST and gRPC adapters call it: ``TaskService`` and ``ClusterService``.
+"""What users may do, as the REST and gRPC adapters call it: ``TaskService``, ``ClusterService`` and
+``StoreService``.
 
 Both are thin over the store; the rules that belong to no single Redis call live here: which task types
 exist in the cluster, batching of concurrent submits into one Lua call, and waiting for a task to end.
@@ -21,6 +22,7 @@ from shoal.liveness import liveness
 from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
 from shoal.store import search
 from shoal.store.nodes import NodeRegistry
+from shoal.store.stats import StoreStats, read_stats
 from shoal.store.tasks import TaskStore
 from shoal.throughput import Throughput
 from shoal.validation import RefusedTask
@@ -260,6 +262,17 @@ class ClusterService:
         if master is None:
             return False, "no master elected yet"
         return True, "ready"
+
+
+class StoreService:
+    """The StoreAPI of one node: the store's figures, with the retention this node was started with."""
+
+    def __init__(self, *, store: TaskStore, retention_s: float) -> None:
+        self.store = store
+        self.retention_s = retention_s
+
+    async def stats(self) -> StoreStats:
+        return await read_stats(self.store, self.retention_s)
 
 
 async def _nothing() -> AsyncIterator[dict[str, Any]]:

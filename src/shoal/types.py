@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.models import (
     CacheGrant,
@@ -22,6 +22,9 @@ from shoal.models import (
     TaskSpec,
     TaskState,
 )
+
+if TYPE_CHECKING:
+    from shoal.store.stats import StoreStats
 
 
 class TaskAPI(Protocol):
@@ -125,6 +128,14 @@ class ClusterAPI(Protocol):
 
     def watch(self) -> AsyncIterator[dict[str, Any]]:
         """Node events (beats, membership verdicts, hand-overs; see shoal.events.node_event) from now on."""
+        ...
+
+
+class StoreAPI(Protocol):
+    """What operators may see of the store: what it runs, what it holds and what it keeps."""
+
+    async def stats(self) -> StoreStats:
+        """The server, its memory and keys, tasks by state, the oldest finished task and the retention."""
         ...
 
 

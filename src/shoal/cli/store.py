@@ -1,4 +1,5 @@
-"""``shoal store backup|restore|verify``: a cluster's store to a file and back, without knowing Redis.
+"""``shoal store backup|restore|verify|stats``: a cluster's store to a file and back, and what it holds,
+without knowing Redis.
 
 They find the store as a node does (``--redis`` URL, else the embedded server of ``--data-dir``, from
 flags, ``SHOAL_*`` variables or ``--config FILE``), so running them with a node's configuration reaches that
@@ -81,12 +82,13 @@ def _tasks(counts: dict[str, int]) -> str:
 
 @click.group("store")
 def store_group() -> None:
-    """Back up and restore the cluster's store (tasks, results, nodes, timeline).
+    """Back up, restore and size up the cluster's store (tasks, results, nodes, timeline).
 
     \b
     shoal store backup FILE      copy the store of a running (or stopped) cluster
     shoal store verify FILE      check a backup file and say what it holds
     shoal store restore FILE     put it back into a stopped cluster's store
+    shoal store stats            what the store runs, holds and keeps
     """
 
 
@@ -194,3 +196,58 @@ def restore_command(file: Path, replace: bool, force: bool, config_file: Path | 
                f"as of {o.when(report.backed_up_at)}{dropped}")  # fmt: skip
     if again:
         click.echo(f"{again} task(s) were on nodes at backup time: they run again once the nodes start")
+
+
+@store_group.command("stats")
+@click.option("--cluster", metavar="NAME", help="the cluster whose tasks to count (env SHOAL_CLUSTER) [default: shoal]")
+@click.option("--retention", metavar="DURATION",
+              help="the retention to show, as the nodes' (env SHOAL_RETENTION) [default: 7d]")  # fmt: skip
+@_store_options
+@handle_errors
+def stats_command(cluster: str | None, retention: str | None, config_file: Path | None, redis: str | None,
+                  redis_password_file: Path | None, data_dir: Path | None, as_json: bool) -> None:  # fmt: skip
+    """What the store runs, its memory and keys, the cluster's tasks by state, and what retention keeps.
+
+    The figures of ``GET /api/v1/store``, read from the store itself, so it works with the nodes down.
+    """
+    from shoal.keys import Keys
+    from shoal.store import backup
+    from shoal.store.redis import database_of
+    from shoal.store.stats import StoreStats, read_stats
+    from shoal.store.tasks import TaskStore
+
+    config = _config(config_file, redis=redis, redis_password_file=redis_password_file, data_dir=data_dir,
+                     cluster=cluster, retention=retention)  # fmt: skip
+
+    async def go() -> tuple[StoreStats, str]:
+        async with backup.open_store(config, create=False) as store:
+            keys = Keys(config.cluster, db=database_of(store.redis))
+            tasks = TaskStore(store.redis, keys, result_max_bytes=config.result_max_bytes)
+            return await read_stats(tasks, config.retention), store.where
+
+    stats, where = _run(go())
+    if as_json:
+        o.print_json(stats.to_json())
+        return
+    table = o.plain_table(f"store of cluster {config.cluster!r}: {where}")
+    table.add_column("FIGURE")
+    table.add_column("VALUE", overflow="fold")
+    table.add_row("server", f"{stats.server_name} {stats.server_version}")
+    table.add_row("used memory", f"{o.size(stats.used_memory_bytes)} ({stats.used_memory_bytes} bytes)")
+    table.add_row("keys", str(stats.keys))
+    table.add_row("tasks", str(sum(stats.tasks.values())))
+    for state, n in stats.tasks.items():
+        table.add_row(f"  {state}", str(n))
+    table.add_row("oldest finished", o.when(stats.oldest_finished_at) if stats.oldest_finished_at else "none")
+    table.add_row("retention", _retention(stats.retention_s))
+    o.out.print(table)
+
+
+def _retention(seconds: float) -> str:
+    """``7d (604800 s)``, ``90m (5400 s)``; ``kept for ever`` for 0."""
+    if seconds <= 0:
+        return "0 (finished tasks are kept for ever)"
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit} ({seconds:g} s)"
+    return f"{seconds:g} s"

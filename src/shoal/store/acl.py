@@ -43,6 +43,8 @@ COMMANDS = (
     "publish", "subscribe", "unsubscribe",
     # the server's version in the log; who is connected, and a write pause, for a live backup
     "info", "client|list", "client|pause", "client|unpause",
+    # the store's figures (shoal.store.stats): how many keys its database holds
+    "dbsize",
     # shoal store backup and restore (shoal.store.backup)
     "scan", "dump", "pttl", "restore",
 )  # fmt: skip

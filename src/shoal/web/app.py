@@ -24,9 +24,9 @@ from starlette.responses import Response
 
 from shoal import validation
 from shoal.store.sessions import SessionStore
-from shoal.types import CacheAPI, ClusterAPI, TaskAPI
+from shoal.types import CacheAPI, ClusterAPI, StoreAPI, TaskAPI
 from shoal.version import __version__
-from shoal.web import api, cache_api, cluster_api, errors, events, openapi, schemas
+from shoal.web import api, cache_api, cluster_api, errors, events, openapi, schemas, store_api
 from shoal.web.limits import BodyLimit
 from shoal.web.metrics import HttpMetrics, register_cache_metrics
 from shoal.web.responses import JSONResponse
@@ -55,6 +55,7 @@ def create_app(
     cache: CacheAPI | None = None,
     cache_max_value: int = DEFAULT_CACHE_MAX_VALUE,
     sessions: SessionStore | None = None,
+    store: StoreAPI | None = None,
 ) -> FastAPI:
     """Build the HTTP app over the node's APIs.
 
@@ -70,6 +71,7 @@ def create_app(
             answer 503) and its shard's use at ``/metrics``.
         cache_max_value: largest cache value a PUT may carry (413 above it); the node's ``cache_max_value``.
         sessions: where the task center's sign-in sessions live (the store); without it, no one can sign in.
+        store: the store's figures, served at ``/api/v1/store`` (None: that route answers 503).
 
     ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
     the server does not wait on them.
@@ -102,6 +104,7 @@ def create_app(
     app.include_router(cluster_api.build_cluster_router(cluster=cluster, token=token))
     app.include_router(events.build_router(streams, token=token))
     app.include_router(cache_api.build_cache_router(cache=cache, token=token, max_value=cache_max_value))
+    app.include_router(store_api.build_store_router(store=store, token=token))
     openapi.install(app, tasks)
     tag = static_tag()
     pages = Pages(cluster=cluster, tokens=as_check(token), node_name=node_name, static_tag=tag)

@@ -364,6 +364,35 @@ class TimelineOut(BaseModel):
     events: list[TimelineEvent]
 
 
+class StoreServerOut(BaseModel):
+    name: Literal["redis", "valkey"] = Field(description="the server's product")
+    version: str = Field(description="its version, e.g. 7.2.4")
+
+
+class StoreTasksOut(BaseModel):
+    """How many tasks are in each state (every state is present)."""
+
+    WAITING: int
+    INQUEUE: int
+    RUNNING: int
+    SUCCEED: int
+    RUNTIME_ERROR: int
+    KILLED: int
+
+
+class StoreOut(BaseModel):
+    """The store's figures (``GET /api/v1/store``)."""
+
+    server: StoreServerOut
+    used_memory_bytes: int = Field(description="memory the server uses (INFO memory: used_memory)")
+    keys: int = Field(description="keys in the store's database (DBSIZE), other clusters' included")
+    tasks: StoreTasksOut = Field(description="the cluster's tasks kept, by state")
+    oldest_finished_at: float | None = Field(
+        description="Unix seconds at which the task that ended longest ago (of those kept) ended; null: none has"
+    )
+    retention_s: float = Field(description="how long this node keeps finished tasks, in seconds; 0: for ever")
+
+
 class TypesOut(BaseModel):
     types: list[str]
 
