@@ -229,7 +229,8 @@ def stats_command(cluster: str | None, retention: str | None, config_file: Path 
     if as_json:
         o.print_json(stats.to_json())
         return
-    table = o.plain_table(f"store of cluster {config.cluster!r}: {where}")
+    click.echo(f"store of cluster {config.cluster!r}: {where}")
+    table = o.plain_table()
     table.add_column("FIGURE")
     table.add_column("VALUE", overflow="fold")
     table.add_row("server", f"{stats.server_name} {stats.server_version}")

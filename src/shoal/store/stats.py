@@ -67,6 +67,14 @@ async def _server(redis: Redis) -> tuple[str, str, int, int]:
         pipe.info("memory")
         pipe.dbsize()
         server, memory, keys = await pipe.execute()
-    name = "valkey" if str(server.get("server_name", "")).lower() == "valkey" or "valkey_version" in server else "redis"
-    version = server.get("valkey_version") if name == "valkey" and "valkey_version" in server else None
-    return name, str(version or server.get("redis_version", "unknown")), int(memory["used_memory"]), int(keys)
+    name, version = server_of(server)
+    return name, version, int(memory["used_memory"]), int(keys)
+
+
+def server_of(info: dict[str, Any]) -> tuple[str, str]:
+    """The product and version that ``INFO server`` tells: Valkey has ``server_name:valkey`` and
+    ``valkey_version`` (and a ``redis_version`` it is compatible with, which is not its own); Redis has
+    neither."""
+    if str(info.get("server_name", "")).lower() == "valkey" or "valkey_version" in info:
+        return "valkey", str(info.get("valkey_version") or info.get("redis_version", "unknown"))
+    return "redis", str(info.get("redis_version", "unknown"))
