@@ -348,3 +348,14 @@ async def test_unexpected_error_is_a_generic_500_and_not_ready_is_503(caplog: py
         metrics = await c.get("/metrics", headers=auth())
         assert metrics.status_code == 200
         assert 'shoal_http_requests_total{method="GET",route="/api/v1/types",status="500"} 1.0' in metrics.text
+
+
+async def test_an_app_built_without_the_store_answers_503_on_its_route() -> None:
+    app = create_app(tasks=Untouchable(), cluster=Untouchable(), token=TOKEN, registry=CollectorRegistry())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shoal.test") as c:
+        response = await c.get("/api/v1/store", headers=auth())
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "store_stats_unavailable",
+        "message": "this node does not serve the store's figures",
+    }
