@@ -9,7 +9,8 @@ document allows stays allowed, and one it refuses stays refused.
   loopback (an IP literal, say) drops the case; any other is left as it is (refused, or on loopback);
 - a valid long poll (``?wait=``) waits at most ``MAX_WAIT_S``, and a valid ``echo`` task at most
   ``MAX_DELAY_S``: a minute-long wait or an hour-long task is as valid as a short one, only slower;
-- a batch the document allows holds at most ``MAX_BATCH_TASKS`` tasks: a thousand is as valid as a few.
+- a batch the document allows holds at most ``MAX_BATCH_TASKS`` tasks: a thousand is as valid as a few;
+- a ``result_ttl_s`` string the document's pattern allows but out of range (``0s``, ``400d``) becomes ``1s``.
 
 The same rules apply to the cases of the examples phase, which schemathesis builds without the case hooks
 (``before_add_examples`` sees them instead).
@@ -38,6 +39,7 @@ BATCH_PATH = "/api/v1/tasks/batch"
 ORIGIN_ENV = "SHOAL_FUZZ_ORIGIN"
 
 _DOCUMENTED_TARGET = re.compile(FETCH_URL_PATTERN)
+_DURATION = re.compile(validation.DURATION_PATTERN)
 
 
 def _loopback(url: Any) -> bool:
@@ -121,7 +123,21 @@ def map_case(context: Any, case: Any) -> Any:
         params = spec.get("params")
         if isinstance(params, dict) and _between(params.get("delay_s"), MAX_DELAY_S, echo.MAX_DELAY_S):
             params["delay_s"] = MAX_DELAY_S
+        if _documented_ttl_out_of_range(spec.get("result_ttl_s")):
+            spec["result_ttl_s"] = "1s"
     return case
+
+
+def _documented_ttl_out_of_range(value: Any) -> bool:
+    """A ``result_ttl_s`` string the document's pattern allows but whose value is out of range (``0s``,
+    ``400d``): a pattern cannot say "at most a year", so such a case is made an allowed one."""
+    if not isinstance(value, str) or _DURATION.fullmatch(value) is None:
+        return False
+    try:
+        validation.result_ttl(value)
+    except InvalidInput:
+        return True
+    return False
 
 
 def _fewer(tasks: list[Any]) -> list[Any]:

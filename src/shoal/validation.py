@@ -47,7 +47,10 @@ T = TypeVar("T")
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
 _SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s"}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+#: A duration string: a number of units (``90s``, ``15m``, ``12h``, ``7d``, ``2w``; none: seconds). ASCII
+#: digits only, as the REST document's pattern (JSON Schema) reads it.
+DURATION_PATTERN = r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)?$"
+_DURATION_RE = re.compile(DURATION_PATTERN)
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
@@ -333,7 +336,7 @@ def duration(value: Any, name: str) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION_RE.match(str(value)) if isinstance(value, str) else None
+        match = _DURATION_RE.fullmatch(value) if isinstance(value, str) else None
         if match is None:
             raise InvalidInput(f"{name} must be seconds or a duration such as 90s, 15m, 12h or 7d, got {value!r}")
         seconds = float(match[1]) * _UNIT_S[match[2] or "s"]
@@ -348,5 +351,5 @@ def result_ttl(value: Any) -> float | None:
         return None
     seconds = duration(value, "result_ttl_s")
     if not 0 < seconds <= MAX_RESULT_TTL_S:
-        raise InvalidInput(f"result_ttl_s must be above 0 and at most {MAX_RESULT_TTL_S:g} seconds (a year)")
+        raise InvalidInput(f"result_ttl_s must be above 0 and at most {MAX_RESULT_TTL_S / 86400:g}d (a year)")
     return seconds

@@ -9,7 +9,7 @@ and the node refuses (or the other way round).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from pydantic.config import JsonDict
@@ -95,7 +95,11 @@ class _TaskFields(BaseModel):
         le=validation.MAX_CPU_S_LIMIT,
         description="CPU seconds each attempt may use in its worker process; default and bound as for memory_mb",
     )
-    result_ttl_s: float | str | None = Field(
+    result_ttl_s: (
+        Annotated[float, Field(gt=0, le=validation.MAX_RESULT_TTL_S)]
+        | Annotated[str, Field(pattern=validation.DURATION_PATTERN)]
+        | None
+    ) = Field(
         None,
         description="how long the task (with its result) is kept once it has ended, if less than the cluster's "
         "retention: seconds (above 0, at most a year) or a duration such as 90s, 15m, 12h or 7d; default: the "
