@@ -191,6 +191,7 @@ def task_detail(task: Task) -> RenderableType:
         ("timeout", f"{task.timeout_s:g}s" if task.timeout_s else "type default"),
         ("memory limit", LIMIT_DEFAULT if task.memory_mb is None else f"{task.memory_mb} MiB"),
         ("cpu limit", LIMIT_DEFAULT if task.cpu_s_limit is None else f"{task.cpu_s_limit:g}s"),
+        ("kept", "the cluster's retention" if task.result_ttl_s is None else f"{task.result_ttl_s:g}s once ended"),
         ("created", when(task.created_at)),
         ("started", when(task.started_at)),
         ("finished", when(task.finished_at)),
