@@ -174,9 +174,7 @@ class Producer:
 
 
 def _spec(fields: dict[str, Any]) -> TaskSpec:
-    data = {key: value for key, value in fields.items() if key != "self" and value is not None}
-    data.setdefault("name", data.get("type"))
-    return validation.task_spec(data)
+    return _as_spec({key: value for key, value in fields.items() if key != "self" and value is not None})
 
 
 def _as_spec(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
