@@ -96,6 +96,7 @@ class Attempt:
     exit_code: int | None = None
     signal: str | None = None
     loop_blocked_s: float | None = None
+    epoch: int | None = None  # the master epoch of the placement that led to it (None: not recorded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,12 +104,13 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
 
 
 _Optional = Literal[
-    "finished_at", "outcome", "error", "wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal", "loop_blocked_s"
-]
+    "finished_at", "outcome", "error", "wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal", "loop_blocked_s",
+    "epoch",
+]  # fmt: skip
 #: Attempt fields that are optional in both the dataclass and the message, copied as they are.
 _ATTEMPT_OPTIONAL: tuple[_Optional, ...] = (
     *("finished_at", "outcome", "wall_s", "cpu_s"),
-    *("max_rss_bytes", "exit_code", "signal", "loop_blocked_s"),
+    *("max_rss_bytes", "exit_code", "signal", "loop_blocked_s", "epoch"),
 )  # fmt: skip
 
 

@@ -198,6 +198,9 @@ class AttemptOut(BaseModel):
     loop_blocked_s: float | None = Field(
         None, description="seconds this inline attempt held its node's event loop; null when it did not"
     )
+    epoch: int | None = Field(
+        None, description="the master epoch of the placement that led to this attempt; null where not recorded"
+    )
 
 
 class LateResultOut(BaseModel):

@@ -22,7 +22,8 @@ for k = 0, tonumber(ARGV[3]) - 1 do
   else
     local attempt = tonumber(flat[at.attempts]) + 1
     if at.run and flat[at.run] ~= '' then push_attempt(id, flat[at.run]) end
-    local run = cjson.encode({number = attempt, node = node, started_at = t})
+    -- the epoch of the placement that led here, so a history can be checked against the master's terms
+    local run = cjson.encode({number = attempt, node = node, started_at = t, epoch = at.epoch and tonumber(flat[at.epoch])})
     local changed = {state = 'RUNNING', attempts = tostring(attempt), started_at = fmt(t), run = run}
     redis.call('HSET', tkey, 'state', changed.state, 'attempts', changed.attempts, 'started_at', changed.started_at,
       'run', run)

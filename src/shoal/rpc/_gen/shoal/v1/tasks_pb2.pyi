@@ -265,6 +265,7 @@ class Attempt(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     LOOP_BLOCKED_S_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     node: _builtins.str
     started_at: _builtins.float
@@ -286,6 +287,8 @@ class Attempt(_message.Message):
     signal: _builtins.str
     loop_blocked_s: _builtins.float
     """Seconds an inline attempt held its node's event loop; unset when it did not."""
+    epoch: _builtins.int
+    """The master epoch of the placement that led to this attempt; unset for attempts recorded before shoal kept it."""
     def __init__(
         self,
         *,
@@ -301,13 +304,16 @@ class Attempt(_message.Message):
         exit_code: _builtins.int | None = ...,
         signal: _builtins.str | None = ...,
         loop_blocked_s: _builtins.float | None = ...,
+        epoch: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_loop_blocked_s", b"_loop_blocked_s", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "loop_blocked_s", b"loop_blocked_s", "max_rss_bytes", b"max_rss_bytes", "outcome", b"outcome", "signal", b"signal", "wall_s", b"wall_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_epoch", b"_epoch", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_loop_blocked_s", b"_loop_blocked_s", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "epoch", b"epoch", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "loop_blocked_s", b"loop_blocked_s", "max_rss_bytes", b"max_rss_bytes", "outcome", b"outcome", "signal", b"signal", "wall_s", b"wall_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_loop_blocked_s", b"_loop_blocked_s", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "loop_blocked_s", b"loop_blocked_s", "max_rss_bytes", b"max_rss_bytes", "node", b"node", "number", b"number", "outcome", b"outcome", "signal", b"signal", "started_at", b"started_at", "wall_s", b"wall_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s", "_epoch", b"_epoch", "_error", b"_error", "_exit_code", b"_exit_code", "_finished_at", b"_finished_at", "_loop_blocked_s", b"_loop_blocked_s", "_max_rss_bytes", b"_max_rss_bytes", "_outcome", b"_outcome", "_signal", b"_signal", "_wall_s", b"_wall_s", "cpu_s", b"cpu_s", "epoch", b"epoch", "error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "loop_blocked_s", b"loop_blocked_s", "max_rss_bytes", b"max_rss_bytes", "node", b"node", "number", b"number", "outcome", b"outcome", "signal", b"signal", "started_at", b"started_at", "wall_s", b"wall_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s: _TypeAlias = _typing.Literal["cpu_s"]  # noqa: Y015
     _WhichOneofArgType__cpu_s: _TypeAlias = _typing.Literal["_cpu_s", b"_cpu_s"]  # noqa: Y015
+    _WhichOneofReturnType__epoch: _TypeAlias = _typing.Literal["epoch"]  # noqa: Y015
+    _WhichOneofArgType__epoch: _TypeAlias = _typing.Literal["_epoch", b"_epoch"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
@@ -326,6 +332,8 @@ class Attempt(_message.Message):
     _WhichOneofArgType__wall_s: _TypeAlias = _typing.Literal["_wall_s", b"_wall_s"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s) -> _WhichOneofReturnType__cpu_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__epoch) -> _WhichOneofReturnType__epoch | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
