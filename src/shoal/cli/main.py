@@ -24,6 +24,7 @@ COMMANDS = {
     "service": "shoal.cli.service:service_group",
     "cache": "shoal.cli.cache:cache_group",
     "store": "shoal.cli.store:store_group",
+    "selftest": "shoal.cli.selftest:selftest_command",
 }
 
 
