@@ -16,6 +16,8 @@ from typing import Any
 from shoal.selftest.history import Ack, Election, Execution, History
 
 TERMINAL = ("SUCCEED", "RUNTIME_ERROR", "KILLED")
+#: The state the run records for a task the API failed to show (an error answer, not a 404).
+UNREADABLE = "UNREADABLE"
 #: Attempt outcomes that end an attempt without its handler finishing (not failures of the task's own).
 LOST_OUTCOMES = ("node lost", "crashed", "handed back")
 
@@ -136,7 +138,9 @@ def _acknowledged_final(facts: _Facts) -> tuple[int, list[Found]]:
     kept = _kept(facts)
     for task in kept:
         record = facts.record(task)
-        if record is not None and record.get("state") not in TERMINAL:
+        if record is not None and record.get("state") == UNREADABLE:
+            found.append((task, f"could not be read at the end of the run: {record.get('error')}"))
+        elif record is not None and record.get("state") not in TERMINAL:
             found.append((task, f"still {record.get('state')} at the end of the run"))
     return len(kept), found
 
@@ -355,7 +359,7 @@ def _moments(facts: _Facts, task: str | None, message: str) -> list[float]:
     were won)."""
     if task is None:
         return [e.at for e in facts.history.elections if f"epoch {e.epoch} " in message + " "]
-    times = [a.at for a in facts.acks.get(task, [])]
+    times = [a.at for a in facts.acks.get(task, []) if a.status != "refused"]  # a refusal wrote nothing
     record = facts.record(task)
     if record is not None:
         times += [float(record.get(k) or 0) for k in ("created_at", "started_at", "finished_at")]

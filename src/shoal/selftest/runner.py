@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal.client import Client
+from shoal.client.errors import ApiUnreachable
 from shoal.errors import NotFound, ShoalError
-from shoal.selftest.checker import TERMINAL, Verdict, check
+from shoal.selftest.checker import TERMINAL, UNREADABLE, Verdict, check
 from shoal.selftest.cluster import SelftestCluster
 from shoal.selftest.faults import Nemesis, PlannedFault, plan
 from shoal.selftest.history import Election, History, read_journal
@@ -66,8 +67,13 @@ def run(options: Options, say: Callable[[str], None]) -> Outcome:
         try:
             cluster.start()
         except (OSError, RuntimeError, ShoalError) as exc:
-            raise SelftestError(f"the selftest's cluster did not start: {exc}") from None
-        outcome = _exercise(cluster, options, data_dir, say)
+            raise SelftestError(
+                f"the selftest's cluster did not start: {exc} (its logs are kept in {data_dir})"
+            ) from None
+        try:
+            outcome = _exercise(cluster, options, data_dir, say)
+        except SelftestError as exc:
+            raise SelftestError(f"{exc} (the run's logs, journal and store are kept in {data_dir})") from None
         keep = not outcome.verdict.passed
         outcome.data_dir = data_dir if keep else None
         return outcome
@@ -124,10 +130,8 @@ def _settle(client: Client, history: History, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            seen: dict[str, dict[str, Any] | None] = {t.id: t.to_json() for t in client.iter_tasks(page_size=1000)}
-            for task_id in acked - seen.keys():
-                seen[task_id] = _get(client, task_id)
-        except ShoalError as exc:
+            seen = _read_all(client, acked)
+        except ApiUnreachable as exc:
             if time.monotonic() > deadline:
                 raise SelftestError(f"the tasks could not be read back: {exc}") from None
             time.sleep(0.5)
@@ -141,8 +145,28 @@ def _settle(client: Client, history: History, timeout: float) -> list[str]:
         time.sleep(0.5)
 
 
+def _read_all(client: Client, acked: set[str]) -> dict[str, dict[str, Any] | None]:
+    """Every task the listing shows, and each acknowledged one it does not, read alone. A listing the API
+    fails to answer is read task by task, so that one task it cannot show does not hide the others."""
+    try:
+        seen: dict[str, dict[str, Any] | None] = {t.id: t.to_json() for t in client.iter_tasks(page_size=1000)}
+    except ApiUnreachable:
+        raise
+    except ShoalError:
+        seen = {}
+    for task_id in acked - seen.keys():
+        seen[task_id] = _get(client, task_id)
+    return seen
+
+
 def _get(client: Client, task_id: str) -> dict[str, Any] | None:
+    """The task's JSON; None when the API says it does not exist; when the API fails to show it, a record
+    in state UNREADABLE with the API's answer, which no invariant takes for final."""
     try:
         return client.get(task_id).to_json()
     except NotFound:
         return None
+    except ApiUnreachable:
+        raise
+    except ShoalError as exc:
+        return {"id": task_id, "state": UNREADABLE, "error": f"the API failed to show it: {exc}", "history": []}

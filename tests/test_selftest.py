@@ -1,0 +1,86 @@
+"""``shoal selftest`` end to end: it starts its own cluster, injects faults from the seed, and must PASS on a
+sound shoal; its reports (text, ``--json PATH``, ``--json`` on stdout) and its refusals of bad usage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shoal.selftest.checker import INVARIANTS
+
+pytestmark = pytest.mark.e2e
+
+
+def selftest(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shoal", "selftest", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def assert_passed(run: subprocess.CompletedProcess[str], text: str) -> None:
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert text.rstrip("\n").splitlines()[-1] == "selftest: PASS", text[-3000:]
+
+
+@pytest.mark.timeout(600)
+def test_selftest_passes_and_writes_its_json_report(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    run = selftest("--duration", "20s", "--seed", "1", "--json", str(path))
+    assert_passed(run, run.stdout)
+    for name in INVARIANTS:
+        assert name in run.stdout
+    assert "faults injected" in run.stdout
+    doc = orjson.loads(path.read_bytes())
+    assert doc["result"] == "PASS" and doc["violation_count"] == 0 and doc["last_line"] == "selftest: PASS"
+    assert doc["options"]["seed"] == 1 and doc["options"]["duration"] == 20.0
+    assert [i["name"] for i in doc["invariants"]] == list(INVARIANTS)
+    assert all(i["checked"] > 0 and i["violations"] == 0 for i in doc["invariants"])
+    assert doc["faults"], "seed 1 plans faults within 20 s"
+    assert {f["kind"] for f in doc["faults"]} <= {"kill", "stop", "store-restart"}
+    assert all(f["healed_at"] >= f["at"] for f in doc["faults"])
+    assert doc["summary"]["requests"].get("submit ok", 0) > 20
+    assert doc["history"]["executions"], "the journal recorded the runs"
+    assert doc["data_dir"] is None  # a passing run leaves nothing behind
+
+
+@pytest.mark.timeout(300)
+def test_json_without_a_path_is_the_document_alone_on_stdout() -> None:
+    run = selftest("--duration", "8s", "--seed", "2", "--faults", "kill", "--json")
+    assert_passed(run, run.stderr)
+    doc = orjson.loads(run.stdout)  # nothing else on stdout
+    assert doc["result"] == "PASS" and doc["options"]["faults"] == ["kill"]
+    assert all(f["kind"] == "kill" for f in doc["faults"])
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--faults", "kill,meteor"], "unknown fault 'meteor'"),
+        (["--faults", ""], "--faults"),
+        (["--faults", "partition"], "partition is not supported"),
+        (["--duration", "soon"], "--duration"),
+        (["--duration", "1s"], "at least 5s"),
+        (["--nodes", "0"], "--nodes"),
+        (["--seed", "-3"], "--seed"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_code_2(args: list[str], words: str) -> None:
+    run = selftest(*args, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], run.stderr
+
+
+def test_an_unknown_option_exits_2() -> None:
+    assert selftest("--chaos", timeout=60).returncode == 2
+
+
+@pytest.mark.timeout(900)
+def test_the_ci_selftest_of_60_seconds_with_seed_1_passes() -> None:
+    """What .ci/run asks for (the README's pytest command runs it): exactly --duration 60s --seed 1."""
+    run = selftest("--duration", "60s", "--seed", "1")
+    assert_passed(run, run.stdout)
