@@ -1,6 +1,9 @@
 """Every Redis key shoal uses, in one place. All live under ``shoal:{cluster}:``.
 
     key                      type     writer              what
+    schema                   string   the first node      the version of this layout (store/schema.py): set by the
+                                                          first node on an empty store, raised by a node that
+                                                          upgrades an older one; a node refuses a greater one
     task:{id}                hash     Lua scripts only    the task (fields of models.Task, params as JSON; ``epoch``:
                                                           the master term that last placed it; ``result``: JSON
                                                           of models.TaskResult, at most result_max_bytes;
@@ -71,6 +74,7 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
     timeline                 capped at about 2,000 entries (XADD MAXLEN ~)
     session:*, lease, handover, rotation, roster   expire on their own (TTL)
     seq, epoch               counters
+    schema                   one integer
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class Keys:
 
     def __init__(self, cluster: str, db: int = 0) -> None:
         self.prefix = f"shoal:{cluster}:"
+        self.schema = self.prefix + "schema"
         self.seq = self.prefix + "seq"
         self.all = self.prefix + "index:all"
         self.pending_types = self.prefix + "pending-types"

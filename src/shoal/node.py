@@ -1,9 +1,9 @@
 """The node: builds every part from a NodeConfig, runs them in one event loop, and stops them in order.
 
-Start-up order: store (embedded redis-server if no URL) -> hand back what an earlier life of this node
-held -> event subscription -> RPC and HTTP servers -> heartbeat, worker. Stopping reverses it: stop
-taking work, hand over the master role, let running tasks finish within the grace period, hand back
-the rest, close the servers, stop the embedded Redis.
+Start-up order: store (embedded redis-server if no URL) -> its layout version checked (store/schema.py)
+-> hand back what an earlier life of this node held -> event subscription -> RPC and HTTP servers ->
+heartbeat, worker. Stopping reverses it: stop taking work, hand over the master role, let running tasks
+finish within the grace period, hand back the rest, close the servers, stop the embedded Redis.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from shoal.rpc.peers import PeerClient
 from shoal.rpc.server import RpcServer, start_rpc_server
 from shoal.rpc.tokens import TokenKeeper
 from shoal.service import ClusterService, StoreService, TaskService
+from shoal.store import schema
 from shoal.store.client import StoreClient
 from shoal.store.embedded import EmbeddedRedis
 from shoal.store.nodes import NodeRegistry
@@ -107,6 +108,8 @@ class Node:
         self.store = TaskStore(
             self.redis, keys, result_max_bytes=c.result_max_bytes, max_lost_attempts=c.max_lost_attempts
         )
+        # before anything of the cluster is read or written: refuse a newer shoal's store, upgrade an older one
+        await schema.ensure(self.store)
         self.registry = NodeRegistry(self.redis, keys)
         self.sessions = SessionStore(self.redis, keys, ttl_s=c.session_ttl)
         self.types = self._task_types()

@@ -1,0 +1,122 @@
+"""The store's layout version (shoal.store.schema): written on a new store, recorded on an older shoal's store
+after its upgrade, agreed on by nodes starting at once, and a newer shoal's store refused untouched."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from shoal.errors import InvalidInput
+from shoal.keys import Keys
+from shoal.models import TaskSpec, TaskState
+from shoal.store import schema
+from shoal.store.redis import connect
+from shoal.store.tasks import TaskStore
+from shoal.testing import TestNode, wait_for
+
+KEYS = Keys("shoal")
+NEWER = schema.CURRENT + 1
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    """The suite's Redis as shoal's user, as a node connects: a command the check sends that the store's ACL
+    refuses fails the test."""
+    store = connect(redis_url, name="shoal-schema-test")
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+def tasks(client: Redis) -> TaskStore:
+    return TaskStore(client, KEYS, result_max_bytes=4096)
+
+
+def snapshot(admin_url: str) -> dict[bytes, Any]:
+    """Every key of the store with its DUMP payload: what a refused start must leave as it found it."""
+    with redis.Redis.from_url(admin_url) as admin:
+        return {key: admin.dump(key) for key in admin.scan_iter(count=1000)}
+
+
+async def test_a_new_store_gets_the_current_version(tasks: TaskStore, client: Redis) -> None:
+    assert await client.get(KEYS.schema) is None
+    assert await schema.ensure(tasks) == schema.CURRENT
+    assert await client.get(KEYS.schema) == str(schema.CURRENT).encode()
+    assert await schema.ensure(tasks) == schema.CURRENT, "a second start finds it and goes on"
+
+
+async def test_nodes_starting_at_once_agree_on_one_version(client: Redis) -> None:
+    stores = [TaskStore(client, KEYS, result_max_bytes=4096) for _ in range(8)]
+    assert await asyncio.gather(*(schema.ensure(s) for s in stores)) == [schema.CURRENT] * 8
+    assert await client.get(KEYS.schema) == str(schema.CURRENT).encode()
+
+
+async def test_an_older_shoals_store_is_upgraded_in_place_and_keeps_its_tasks(
+    tasks: TaskStore, client: Redis, redis_admin_url: str
+) -> None:
+    """A store of a shoal from before the key: tasks, one waiting in the single pending stream of the oldest
+    versions. The check moves it to its type's stream, records the version, and every task is still there."""
+    created = await tasks.create([TaskSpec(name=f"t{i}", type="echo", target=str(i)) for i in range(3)])
+    with redis.Redis.from_url(redis_admin_url) as admin:  # as the oldest versions queued a task
+        admin.xadd(KEYS.legacy_pending, {"id": created[0].id})
+        assert admin.get(KEYS.schema) is None
+    assert await schema.ensure(tasks) == schema.CURRENT
+    assert await client.get(KEYS.schema) == str(schema.CURRENT).encode()
+    assert not await client.exists(KEYS.legacy_pending), "its entries were moved to the per-type streams"
+    queued: Any = await client.xrange(KEYS.pending("echo"))
+    assert created[0].id.encode() in [fields[b"id"] for _, fields in queued]
+    for task in created:
+        kept = await tasks.get(task.id)
+        assert (kept.state, kept.target) == (TaskState.WAITING, task.target)
+
+
+async def test_a_newer_shoals_store_is_refused_and_left_untouched(
+    tasks: TaskStore, client: Redis, redis_admin_url: str
+) -> None:
+    await tasks.create([TaskSpec(name="t", type="echo", target="x")])
+    await client.set(KEYS.schema, NEWER)
+    before = snapshot(redis_admin_url)
+    with pytest.raises(schema.NewerStore) as refused:
+        await schema.ensure(tasks)
+    assert refused.value.message == (
+        f"the store was written by a newer shoal (schema {NEWER}; this shoal reads up to {schema.CURRENT}): "
+        "upgrade this node"
+    )
+    assert isinstance(refused.value, InvalidInput), "the CLI exits 2 on it"
+    assert snapshot(redis_admin_url) == before
+
+
+async def test_a_schema_key_shoal_never_wrote_is_refused_clearly(tasks: TaskStore, client: Redis) -> None:
+    await client.set(KEYS.schema, "two")
+    with pytest.raises(InvalidInput, match="schema key holds 'two', not a version"):
+        await schema.ensure(tasks)
+
+
+def test_a_node_on_a_fresh_store_records_the_version(
+    node_factory: Callable[..., TestNode], redis_admin_url: str
+) -> None:
+    node_factory()
+    with redis.Redis.from_url(redis_admin_url) as admin:
+        assert admin.get(KEYS.schema) == str(schema.CURRENT).encode()
+
+
+def test_a_node_on_a_newer_shoals_store_exits_2_in_one_line_and_changes_nothing(
+    node_factory: Callable[..., TestNode], redis_admin_url: str
+) -> None:
+    with redis.Redis.from_url(redis_admin_url) as admin:
+        admin.set(KEYS.schema, NEWER)
+        admin.set(KEYS.seq, 7)
+    before = snapshot(redis_admin_url)
+    node = node_factory(ready=False)
+    wait_for(lambda: not node.proc.alive(), 30, "the node to exit")
+    assert node.proc.wait(5) == 2
+    log = node.log()
+    line = (f"the store was written by a newer shoal (schema {NEWER}; this shoal reads up to {schema.CURRENT}): "
+            "upgrade this node")  # fmt: skip
+    assert line in log and "Traceback" not in log, log
+    assert snapshot(redis_admin_url) == before, "no beat, no node record, no task touched"
