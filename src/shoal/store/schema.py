@@ -66,14 +66,12 @@ return found
 
 
 async def _from_before_the_key(tasks: TaskStore) -> None:
-    """0 -> 1, the layout of shoal before the schema key. Its pending tasks may wait in the single pending
-    stream of older versions: they move to the per-type streams now. Finished tasks that older versions did
-    not index for retention are indexed by the master's sweeper (a fenced backfill, under its epoch), and
-    the master moves what nodes of an older shoal still queue in the old stream during a rolling upgrade:
-    neither needs this step, whose layout they read."""
-    moved = await tasks.migrate_pending()
-    if moved:
-        log.info("store upgrade: moved %d pending tasks to the per-type pending streams", moved)
+    """0 -> 1: the layout of shoal before the schema key, which this shoal reads as it is. Its two changes
+    are carried out by the master as it works, not here: the scheduler moves what the single pending stream
+    of older versions holds to the per-type streams (when it starts, and again while nodes of an older
+    shoal still queue there), and the sweeper indexes for retention the finished tasks older versions left
+    unindexed (a backfill fenced by its epoch). Moving the pending stream at a node's start would take
+    tasks out of the reach of an older master still running during a rolling upgrade."""
 
 
 #: STEPS[n] takes a store from version n - 1 to n.
