@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shoal.selftest import netns
 from shoal.selftest.checker import INVARIANTS
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,10 @@ def test_selftest_passes_and_writes_its_json_report(tmp_path: Path) -> None:
     assert [i["name"] for i in doc["invariants"]] == list(INVARIANTS)
     assert all(i["checked"] > 0 and i["violations"] == 0 for i in doc["invariants"])
     assert doc["faults"], "seed 1 plans faults within 20 s"
-    assert {f["kind"] for f in doc["faults"]} <= {"kill", "stop", "store-restart"}
+    # by default every kind this machine can inject: partitions too when run as root
+    assert {"kill", "stop", "store-restart"} <= set(doc["options"]["faults"])
+    assert ("partition" in doc["options"]["faults"]) == (netns.unavailable() is None)
+    assert {f["kind"] for f in doc["faults"]} <= set(doc["options"]["faults"])
     assert all(f["healed_at"] >= f["at"] for f in doc["faults"])
     assert doc["summary"]["requests"].get("submit ok", 0) > 20
     assert doc["history"]["executions"], "the journal recorded the runs"
@@ -60,7 +64,6 @@ def test_json_without_a_path_is_the_document_alone_on_stdout() -> None:
     [
         (["--faults", "kill,meteor"], "unknown fault 'meteor'"),
         (["--faults", ""], "--faults"),
-        (["--faults", "partition"], "partition is not supported"),
         (["--duration", "soon"], "--duration"),
         (["--duration", "1s"], "at least 5s"),
         (["--nodes", "0"], "--nodes"),
@@ -73,6 +76,23 @@ def test_bad_usage_is_one_line_and_exit_code_2(args: list[str], words: str) -> N
     assert run.stdout == ""
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], run.stderr
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(300)
+def test_partitions_in_network_namespaces() -> None:
+    """As root: each node in a namespace of its own, cut off from the others and the store by nft rules."""
+    why = netns.unavailable()
+    if why is not None:
+        run = selftest("--faults", "partition", timeout=60)
+        assert run.returncode == 2 and why in run.stderr
+        pytest.skip(why)
+    run = selftest("--duration", "20s", "--seed", "3", "--faults", "partition", "--json")
+    assert_passed(run, run.stderr)
+    doc = orjson.loads(run.stdout)
+    assert doc["faults"] and all(f["kind"] == "partition" for f in doc["faults"])
+    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+                if ns.startswith("shst")], "the namespaces are removed"  # fmt: skip
 
 
 def test_an_unknown_option_exits_2() -> None:

@@ -27,11 +27,14 @@ MAX_NODES = 9
               help="how long the workload runs under faults: seconds or 90s, 15m, 1h")  # fmt: skip
 @click.option("--nodes", default="3", show_default=True, metavar="N", help=f"node processes (2 to {MAX_NODES})")
 @click.option("--seed", default=None, metavar="N", help="seed of the fault schedule and workload [default: random]")
-@click.option("--faults", "fault_list", default="kill,stop,store-restart", show_default=True, metavar="LIST",
-              help="comma list of kill, stop, store-restart, partition (partition is not supported yet)")  # fmt: skip
+@click.option("--faults", "fault_list", default=None, metavar="LIST",
+              help="comma list of kill, stop, store-restart, partition (root only) [default: all that can run "
+                   "here]")  # fmt: skip
 @click.option("--json", "json_path", is_flag=False, flag_value="-", default=None, metavar="[PATH]",
               help="the report as JSON to PATH; no PATH (or '-'): JSON alone on stdout, text on stderr")  # fmt: skip
-def selftest_command(duration: str, nodes: str, seed: str | None, fault_list: str, json_path: str | None) -> None:
+def selftest_command(
+    duration: str, nodes: str, seed: str | None, fault_list: str | None, json_path: str | None
+) -> None:
     """Check shoal's promises: tasks with known outcomes through a fresh local cluster while nodes are
     SIGKILLed, SIGSTOPped and the store is crashed and restarted; then every acknowledged task must be
     final, none lost, none SUCCEED twice, nothing started after its kill, no stale epoch placing work.
@@ -94,9 +97,11 @@ def _seed(text: str | None) -> int:
     return int(text)
 
 
-def _faults(text: str, faults_module: object) -> tuple[str, ...]:
-    from shoal.selftest.faults import FaultRefused, parse_kinds
+def _faults(text: str | None, faults_module: object) -> tuple[str, ...]:
+    from shoal.selftest.faults import FaultRefused, available_kinds, parse_kinds
 
+    if text is None:
+        return available_kinds()
     try:
         return parse_kinds(text)
     except FaultRefused as exc:

@@ -21,6 +21,8 @@ import httpx
 
 from shoal.auth import load_or_create_token
 from shoal.launcher import NodeProcess
+from shoal.selftest.netns import NetLab
+from shoal.selftest.relay import Relay
 from shoal.store.embedded import EmbeddedRedis, free_port
 
 T = TypeVar("T")
@@ -48,10 +50,17 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
 
 
 class SelftestCluster:
-    """One store and ``nodes`` node processes under ``data_dir``; every method is called from one thread."""
+    """One store and ``nodes`` node processes under ``data_dir``; every method is called from one thread.
 
-    def __init__(self, data_dir: Path, *, nodes: int, node_args: list[str] | None = None) -> None:
+    With a ``lab``, node K runs in the lab's host K on its own address (default ports), and reaches the
+    store through a relay on the selftest's lab address; ``partition`` then cuts a node off."""
+
+    def __init__(
+        self, data_dir: Path, *, nodes: int, node_args: list[str] | None = None, lab: NetLab | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.lab = lab
+        self.relay: Relay | None = None
         self.token = load_or_create_token(data_dir)
         self.store = EmbeddedRedis(data_dir, fsync="everysec")
         self.nodes: list[NodeProcess] = []
@@ -62,14 +71,26 @@ class SelftestCluster:
     def start(self, timeout: float = 60.0) -> None:
         self.store.start()
         (self.data_dir / "logs").mkdir(exist_ok=True)
+        store_url = self.store.url
+        if self.lab is not None:
+            self.lab.up()
+            self.relay = Relay(self.lab.self_ip, self.store.port).start()
+            store_url = store_url.replace(f"@127.0.0.1:{self.store.port}/", f"@{self.lab.self_ip}:{self.relay.port}/")
         # Only the store's URL (by environment, so its password is in no process list): none of the
         # caller's SHOAL_* settings may change how the selftest's nodes behave.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")} | {"SHOAL_REDIS": self.store.url}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")} | {"SHOAL_REDIS": store_url}
         for i in range(self._count):
             name = f"node-{i + 1}"
-            http, grpc, proxy = (f"127.0.0.1:{free_port()}" for _ in range(3))
-            args = [sys.executable, "-m", "shoal", "node", "--name", name, "--data-dir", str(self.data_dir),
-                    "--http", http, "--grpc", grpc, "--proxy", proxy, "--task-modules", TASK_MODULE,
+            where: list[str] = []
+            if self.lab is not None:
+                ip = self.lab.ip(i + 1)
+                http, grpc, proxy = f"{ip}:8080", f"{ip}:6666", f"{ip}:3128"
+                where = ["--advertise-host", ip]
+            else:
+                http, grpc, proxy = (f"127.0.0.1:{free_port()}" for _ in range(3))
+            inside = self.lab.prefix(i + 1) if self.lab is not None else []
+            args = [*inside, sys.executable, "-m", "shoal", "node", "--name", name, "--data-dir", str(self.data_dir),
+                    "--http", http, "--grpc", grpc, "--proxy", proxy, *where, "--task-modules", TASK_MODULE,
                     *self._node_args]  # fmt: skip
             proc = NodeProcess(name=name, http=http, grpc=grpc, proxy=proxy, args=args, env=env,
                                log_path=self.data_dir / "logs" / f"{name}.log", tied=True)  # fmt: skip
@@ -137,6 +158,16 @@ class SelftestCluster:
             self.node(name).signal(signal.SIGCONT)
             self.stopped.discard(name)
 
+    def partition(self, name: str) -> int | None:
+        """Cut a node off from the other nodes and from the store (not from the workload); its pid."""
+        assert self.lab is not None and self.relay is not None, "partitions need the namespace lab"
+        self.lab.partition(int(name.rsplit("-", 1)[1]), self.relay.port)
+        return self.node(name).pid
+
+    def heal_partitions(self) -> None:
+        if self.lab is not None:
+            self.lab.heal()
+
     def crash_store(self) -> int | None:
         """SIGKILL the store: no shutdown, so whatever its append-only file had not written is lost."""
         proc = self.store.process
@@ -156,6 +187,7 @@ class SelftestCluster:
 
     def heal(self, timeout: float) -> None:
         """Undo every fault still in force: the store up, every node continued or started, all ready."""
+        self.heal_partitions()
         self.restart_store()
         for proc in self.nodes:
             self.cont(proc.name)
@@ -173,3 +205,7 @@ class SelftestCluster:
                 proc.signal(signal.SIGKILL)
                 proc.wait(5)
         self.store.stop()
+        if self.relay is not None:
+            self.relay.close()
+        if self.lab is not None:
+            self.lab.down()

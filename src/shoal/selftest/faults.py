@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shoal.selftest import netns
 from shoal.selftest.cluster import SelftestCluster
 from shoal.selftest.history import Fault
 
@@ -20,7 +21,7 @@ log = logging.getLogger("shoal.selftest.faults")
 
 #: Every fault kind ``--faults`` accepts, in the order the help lists them.
 KINDS = ("kill", "stop", "store-restart", "partition")
-#: What runs when --faults is not given: every kind this machine can inject.
+#: The kinds every machine can inject; ``available_kinds`` adds partition where it can run.
 DEFAULT_KINDS = ("kill", "stop", "store-restart")
 #: Quiet seconds at the start (the workload gets going) and at the end (nothing is held when the run ends).
 WARMUP_S = 2.0
@@ -29,7 +30,8 @@ COOLDOWN_S = 2.0
 GAP_S = (1.5, 4.0)
 #: How long each kind is held. A stop stays well below the nodes' death sentence (5 heartbeats of 1 s),
 #: so a stopped node is slow, not dead: its tasks must not run elsewhere meanwhile.
-HOLD_S = {"kill": (0.5, 2.0), "stop": (0.5, 2.5), "store-restart": (0.2, 1.5)}
+#: A partition may outlast it: the node cut off is then declared dead and its tasks placed elsewhere.
+HOLD_S = {"kill": (0.5, 2.0), "stop": (0.5, 2.5), "store-restart": (0.2, 1.5), "partition": (1.0, 8.0)}
 
 
 class FaultRefused(ValueError):
@@ -44,12 +46,14 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     for kind in kinds:
         if kind not in KINDS:
             raise FaultRefused(f"--faults: unknown fault {kind!r}; choose from {', '.join(KINDS)}")
-    if "partition" in kinds:
-        raise FaultRefused(
-            "--faults partition is not supported by shoal selftest yet: network partitions need network "
-            "namespaces and root; run tests/lab for them, and leave partition out here"
-        )
+    if "partition" in kinds and (why := netns.unavailable()) is not None:
+        raise FaultRefused(f"--faults partition cannot run here: {why}")
     return kinds
+
+
+def available_kinds() -> tuple[str, ...]:
+    """What runs when --faults is not given: every kind this machine can inject (partition as root)."""
+    return DEFAULT_KINDS + (("partition",) if netns.unavailable() is None else ())
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def plan(seed: int, duration: float, kinds: tuple[str, ...], nodes: int) -> list
         hold = rng.uniform(*HOLD_S[kind])
         if t + hold > duration - COOLDOWN_S:
             return out
-        role = rng.choice(("master", "worker")) if kind == "kill" else ""
+        role = rng.choice(("master", "worker")) if kind in ("kill", "partition") else ""
         out.append(PlannedFault(round(t, 3), kind, round(hold, 3), rng.randrange(nodes), role))
         t += hold
 
@@ -109,7 +113,7 @@ class Nemesis:
             time.sleep(planned.hold)
             cluster.restart_store()
             return Fault("store-restart", "store", at, time.time(), pid, f"down {planned.hold:.1f}s")
-        if planned.kind == "kill":
+        if planned.kind in ("kill", "partition"):
             if planned.role == "master":
                 master = cluster.master()
                 if master is not None:
@@ -122,6 +126,12 @@ class Nemesis:
                 others = [p.name for p in cluster.nodes if p.name != master]
                 target = others[planned.node % len(others)] if others else target
                 detail = "a worker"
+            if planned.kind == "partition":
+                at, pid = time.time(), cluster.partition(target)
+                self.say(f"fault: partition {target}, {detail}, from the others and the store for {planned.hold:.1f}s")
+                time.sleep(planned.hold)
+                cluster.heal_partitions()
+                return Fault("partition", target, at, time.time(), pid, f"{detail}; healed after {planned.hold:.1f}s")
             at, pid = time.time(), cluster.kill(target)
             self.say(f"fault: SIGKILL {target}, {detail} (pid {pid}); restart in {planned.hold:.1f}s")
             time.sleep(planned.hold)

@@ -18,6 +18,7 @@ from shoal.selftest.checker import TERMINAL, UNREADABLE, Verdict, check
 from shoal.selftest.cluster import SelftestCluster
 from shoal.selftest.faults import Nemesis, PlannedFault, plan
 from shoal.selftest.history import Election, History, read_journal
+from shoal.selftest.netns import NetLab
 
 #: Node options of the selftest's cluster: quick retries, so flaky tasks settle within short runs.
 NODE_ARGS = ["--retry-backoff", "0.2"]
@@ -60,7 +61,11 @@ def settle_timeout(duration: float) -> float:
 
 def run(options: Options, say: Callable[[str], None]) -> Outcome:
     data_dir = Path(tempfile.mkdtemp(prefix="shoal-selftest-"))
-    cluster = SelftestCluster(data_dir, nodes=options.nodes, node_args=NODE_ARGS)
+    try:
+        lab = NetLab(options.nodes) if "partition" in options.faults else None
+    except (OSError, RuntimeError) as exc:
+        raise SelftestError(f"cannot make network namespaces for partitions: {exc}") from None
+    cluster = SelftestCluster(data_dir, nodes=options.nodes, node_args=NODE_ARGS, lab=lab)
     keep = True
     try:
         say(f"starting a cluster of {options.nodes} nodes in {data_dir}")

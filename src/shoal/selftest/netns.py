@@ -1,0 +1,206 @@
+"""Hosts in Linux network namespaces for the selftest's ``partition`` fault (root, ``ip`` and ``nft`` only).
+
+Layout: namespace ``<tag>-br`` holds bridge ``br0``; each node's namespace ``<tag>-hK`` has ``eth0`` =
+``<subnet>.K/24`` on that bridge, and the selftest's own namespace joins it too, as ``<subnet>.254`` on a
+veth of its own, so that the workload reaches every node and the nodes reach the store (through
+``relay``, since the embedded store listens on loopback only). The subnet is a 10.98.X.0/24 that nothing on
+the machine uses; its connected route keeps it on the machine.
+
+A partition is a set of nft drop rules in the cut-off node's namespace and in each of its peers': nothing
+crosses between the node and the other nodes, nor between the node and the store, in either direction,
+so each side sees timeouts, as on a real network. The workload still reaches the node.
+
+The tag carries this process's pid: a later run deletes what a run that died without its teardown left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+
+NFT_TABLE = "shoalselftest"
+#: Third octets tried for the lab's 10.98.X.0/24, starting from one derived from the pid.
+OCTETS = range(10, 250)
+#: The host part of the selftest's own address in the lab.
+SELF_HOST = 254
+_TAG_RE = re.compile(r"^shst(\d+)n(\d+)-")
+
+
+def unavailable() -> str | None:
+    """Why this machine cannot partition nodes, or None if it can."""
+    if os.geteuid() != 0:
+        return "partitions need root (network namespaces and nft)"
+    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
+    if missing:
+        return f"partitions need {' and '.join(missing)} (apt-get install -y iproute2 nftables)"
+    probe = f"shst{os.getpid()}probe"
+    made = _sh("ip", "netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    try:
+        nft = _sh("ip", "netns", "exec", probe, "nft", "list", "ruleset", check=False)
+        if nft.returncode != 0:
+            return f"nft does not work in a network namespace: {nft.stderr.strip()}"
+    finally:
+        _sh("ip", "netns", "del", probe, check=False)
+    return None
+
+
+def _sh(*argv: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _namespaces() -> list[str]:
+    out = _sh("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _kill_inside(ns: str) -> None:
+    """SIGKILL every process still inside ``ns`` (all of them were started there by a selftest)."""
+    for _ in range(50):
+        pids = [int(p) for p in _sh("ip", "netns", "pids", ns, check=False).stdout.split()]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def sweep_leftovers() -> None:
+    """Delete the namespaces of earlier selftests whose process is gone (their veths go with them)."""
+    for ns in _namespaces():
+        m = _TAG_RE.match(ns)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        _kill_inside(ns)
+        _sh("ip", "netns", "del", ns, check=False)
+
+
+def _free_octet() -> int:
+    used = _sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
+    used += _sh("ip", "-4", "addr", "show", check=False).stdout
+    start = os.getpid() % len(OCTETS)
+    for i in range(len(OCTETS)):
+        octet = OCTETS[(start + i) % len(OCTETS)]
+        if f"10.98.{octet}." not in used:
+            return octet
+    raise RuntimeError("no free 10.98.X.0/24 for the selftest's hosts")
+
+
+class NetLab:
+    """Hosts 1..n on one bridge with the selftest's namespace beside them. ``up()``, then ``prefix`` to run
+    a command inside a host, ``partition``/``heal``; ``down()`` always."""
+
+    def __init__(self, hosts: int) -> None:
+        self.hosts = hosts
+        self.octet = _free_octet()
+        self.subnet = f"10.98.{self.octet}"
+        self.tag = f"shst{os.getpid()}n{self.octet}"
+        self.bridge = f"{self.tag}-br"
+        self.link = f"shst{self.octet}"  # the selftest's own end (interface names are at most 15 bytes)
+        self.blocked: set[int] = set()
+        self._made: list[str] = []
+
+    def ns(self, k: int) -> str:
+        return f"{self.tag}-h{k}"
+
+    def ip(self, k: int) -> str:
+        return f"{self.subnet}.{k}"
+
+    @property
+    def self_ip(self) -> str:
+        return self.ip(SELF_HOST)
+
+    def up(self) -> NetLab:
+        sweep_leftovers()
+        self._add_ns(self.bridge)
+        _sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
+        _sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
+        _sh("ip", "-n", self.bridge, "link", "set", "br0", "up")
+        for k in range(1, self.hosts + 1):
+            ns = self.ns(k)
+            self._add_ns(ns)
+            _sh("ip", "-n", self.bridge, "link", "add", f"v{k}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _sh("ip", "-n", self.bridge, "link", "set", f"v{k}", "master", "br0", "up")
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+            _sh("ip", "-n", ns, "addr", "add", f"{self.ip(k)}/24", "dev", "eth0")
+            _sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            _sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", NFT_TABLE)
+            for chain, hook in (("in", "input"), ("out", "output")):
+                spec = f"{{ type filter hook {hook} priority 0; policy accept; }}"
+                _sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", NFT_TABLE, chain, spec)
+        # the selftest's own end, made here with its peer moved onto the bridge: deleting the bridge's
+        # namespace deletes the pair
+        _sh("ip", "link", "add", self.link, "type", "veth", "peer", "name", "vself", "netns", self.bridge)
+        _sh("ip", "-n", self.bridge, "link", "set", "vself", "master", "br0", "up")
+        _sh("ip", "addr", "add", f"{self.self_ip}/24", "dev", self.link)
+        _sh("ip", "link", "set", self.link, "up")
+        return self
+
+    def _add_ns(self, ns: str) -> None:
+        _sh("ip", "netns", "add", ns)
+        self._made.append(ns)
+
+    def prefix(self, k: int) -> list[str]:
+        """The command prefix that runs a program inside host ``k`` (``ip netns exec`` execs it, so the pid
+        is the program's own)."""
+        return ["ip", "netns", "exec", self.ns(k)]
+
+    def partition(self, k: int, store_port: int) -> None:
+        """Cut host ``k`` off from every other host and from the store's relay (port ``store_port`` on the
+        selftest's address), both ways; host ``k``'s rules go in first, in one nft transaction."""
+        others = [h for h in range(1, self.hosts + 1) if h != k]
+        addrs = ", ".join(self.ip(h) for h in others)
+        script = (f"add rule inet {NFT_TABLE} in ip saddr {{ {addrs} }} drop\n"
+                  f"add rule inet {NFT_TABLE} out ip daddr {{ {addrs} }} drop\n"
+                  f"add rule inet {NFT_TABLE} in ip saddr {self.self_ip} tcp sport {store_port} drop\n"
+                  f"add rule inet {NFT_TABLE} out ip daddr {self.self_ip} tcp dport {store_port} drop\n")  # fmt: skip
+        _sh("ip", "netns", "exec", self.ns(k), "nft", "-f", "-", stdin=script)
+        self.blocked.add(k)
+        for h in others:
+            script = (f"add rule inet {NFT_TABLE} in ip saddr {self.ip(k)} drop\n"
+                      f"add rule inet {NFT_TABLE} out ip daddr {self.ip(k)} drop\n")  # fmt: skip
+            _sh("ip", "netns", "exec", self.ns(h), "nft", "-f", "-", stdin=script)
+            self.blocked.add(h)
+
+    def heal(self) -> None:
+        """Remove every partition rule."""
+        for k in sorted(self.blocked):
+            for chain in ("in", "out"):
+                _sh("ip", "netns", "exec", self.ns(k), "nft", "flush", "chain", "inet", NFT_TABLE, chain, check=False)
+        self.blocked.clear()
+
+    def down(self) -> None:
+        """Kill whatever still runs inside, delete the namespaces (and with them every veth)."""
+        for ns in reversed(self._made):
+            _kill_inside(ns)
+            _sh("ip", "netns", "del", ns, check=False)
+        self._made.clear()
+        with contextlib.suppress(RuntimeError):
+            if self.link in _sh("ip", "-o", "link", "show", check=False).stdout:
+                _sh("ip", "link", "del", self.link, check=False)
+
+
+def hosts_of(names: Sequence[str]) -> dict[str, int]:
+    """node-K -> K."""
+    return {name: int(name.rsplit("-", 1)[1]) for name in names}
