@@ -29,7 +29,7 @@ TASK_KEYS = {"id", "name", "type", "target", "params", "state", "node", "attempt
 TASK_KEYS |= {"finished_at", "error", "max_retries", "timeout_s", "history"}
 TASK_KEYS |= {"max_lost_attempts", "lost_attempts", "attempts_dropped", "memory_mb", "cpu_s_limit"}
 ATTEMPT_KEYS = {"number", "node", "started_at", "finished_at", "outcome", "error"}
-ATTEMPT_KEYS |= {"wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal", "loop_blocked_s"}
+ATTEMPT_KEYS |= {"wall_s", "cpu_s", "max_rss_bytes", "exit_code", "signal", "loop_blocked_s", "epoch"}
 
 
 @pytest.fixture

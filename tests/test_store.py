@@ -835,13 +835,63 @@ async def test_an_attempt_opened_by_an_earlier_version_is_closed_where_it_was_ke
     for task_id in (first, second):
         await store.running(task_id)
         tkey = store.keys.task(task_id)
-        await store.redis.rpush(store.keys.attempts(task_id), await store.redis.hget(tkey, "run"))
+        opened = orjson.loads(await store.redis.hget(tkey, "run"))  # as those versions wrote it: whole
+        opened["started_at"] = float(await store.redis.hget(tkey, "started_at"))
+        await store.redis.rpush(store.keys.attempts(task_id), orjson.dumps(opened))
         await store.redis.hdel(tkey, "run")
     await store.tasks.finish(first, "n1", 1, AttemptOutcome.SUCCEEDED, result=result(first))
     await store.tasks.requeue("n1", "lost")
     for task_id, outcome in ((first, AttemptOutcome.SUCCEEDED), (second, AttemptOutcome.NODE_LOST)):
         history = (await store.tasks.get(task_id)).history
         assert [(a.number, a.outcome) for a in history] == [(1, outcome)]
+
+
+async def test_a_finished_task_is_kept_in_the_compact_encoding_and_read_back_whole(store: Store) -> None:
+    """What the task's fields say already is not written again in its result and its last attempt, so a
+    finished echo task's hash stays within the server's compact (listpack) encoding; reads put it back."""
+    task_id = await store.new("compact")
+    await store.running(task_id)
+    meta = {"status": 200}
+    done = TaskResult(task_id=task_id, code="0123456789", node="n1", attempt=1, finished_at=time.time(), meta=meta)
+    await store.tasks.finish(task_id, "n1", 1, AttemptOutcome.SUCCEEDED, result=done, footprint=Footprint(wall_s=0.5))
+    encoding = await store.redis.object("encoding", store.keys.task(task_id))
+    assert encoding in (b"listpack", b"ziplist")  # ziplist: Redis 6.2's name for it
+
+    task, found = await store.tasks.get_with_result(task_id)
+    assert found is not None and found == await store.tasks.result(task_id)
+    assert task.finished_at is not None and task.started_at is not None
+    assert (found.task_id, found.code, found.node, found.attempt, found.meta) == (task_id, "0123456789", "n1", 1, meta)
+    assert found.finished_at == task.finished_at
+    [attempt] = task.history
+    assert (attempt.number, attempt.node, attempt.outcome, attempt.error) == (1, "n1", "succeeded", "")
+    assert (attempt.started_at, attempt.finished_at, attempt.wall_s) == (task.started_at, task.finished_at, 0.5)
+    assert attempt.epoch == int(await store.field(task_id, "epoch") or 0)
+
+
+async def test_an_attempt_retried_elsewhere_keeps_its_own_node_and_times(store: Store) -> None:
+    task_id = await store.new(max_retries=1)
+    await store.running(task_id)
+    started = await store.tasks.get(task_id)
+    assert [(a.number, a.node, a.started_at) for a in started.history] == [(1, "n1", started.started_at)]
+    await store.tasks.finish(task_id, "n1", 1, AttemptOutcome.FAILED, error="once", backoff=0.01)
+
+    async def queued() -> bool:
+        await store.tasks.promote_due()
+        return await store.field(task_id, "due") is None
+
+    await eventually(queued, 5, "the retry queued")
+    await store.running(task_id, "n2")
+    await store.tasks.finish(task_id, "n2", 2, AttemptOutcome.SUCCEEDED, result=result(task_id, node="n2", attempt=2))
+    task = await store.tasks.get(task_id)
+    first, second = task.history
+    assert (first.number, first.node, first.outcome, first.error) == (1, "n1", "failed", "once")
+    assert first.started_at == pytest.approx(started.started_at, abs=1e-3)  # a JSON number in the list: 14 digits
+    assert first.finished_at is not None
+    assert first.started_at < first.finished_at <= second.started_at
+    assert (second.number, second.node, second.started_at, second.finished_at) == (2, "n2", task.started_at,
+                                                                                   task.finished_at)  # fmt: skip
+    found = await store.tasks.result(task_id)
+    assert (found.node, found.attempt) == ("n2", 2)
 
 
 async def test_a_task_that_runs_once_keeps_its_attempt_in_its_hash(store: Store) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -187,7 +187,8 @@ class TaskStore:
         if not fields:
             raise TaskNotFound(task_id)
         raw = fields.get(b"result") or (legacy[0] if legacy else None)
-        return _task(fields, attempts, late), _result(raw, len(late)) if result and raw else None
+        found = _result(task_id, raw, fields, len(late)) if result and raw else None
+        return _task(task_id, fields, attempts, late), found
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that still exist, in the order asked for."""
@@ -199,8 +200,8 @@ class TaskStore:
                 pipe.lrange(self.keys.attempts(task_id), 0, -1)
                 pipe.lrange(self.keys.dupes(task_id), 0, -1)
             replies = await pipe.execute()
-        rows = zip(replies[::3], replies[1::3], replies[2::3], strict=True)
-        return [_task(f, a, late) for f, a, late in rows if f]
+        rows = zip(task_ids, replies[::3], replies[1::3], replies[2::3], strict=True)
+        return [_task(task_id, f, a, late) for task_id, f, a, late in rows if f]
 
     async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
         """Newest first, from the state's index; the cursor is the last sequence number seen."""
@@ -230,16 +231,17 @@ class TaskStore:
     async def result(self, task_id: str) -> TaskResult:
         """The stored result: a field of the task's hash (a key of its own in earlier versions, still read)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.task(task_id), "result", "state")
+            pipe.hmget(self.keys.task(task_id), *_RESULT_FIELDS)
             pipe.get(self.keys.result(task_id))
             pipe.llen(self.keys.dupes(task_id))
-            (raw, state), legacy, dupes = await pipe.execute()
-        if state is None:
+            values, legacy, dupes = await pipe.execute()
+        fields = {name.encode(): v for name, v in zip(_RESULT_FIELDS, values, strict=True) if v is not None}
+        if b"state" not in fields:
             raise TaskNotFound(task_id)
-        raw = raw or legacy
+        raw = fields.get(b"result") or legacy
         if not raw:
-            raise ResultNotFound(task_id, state.decode())
-        return _result(raw, dupes)
+            raise ResultNotFound(task_id, fields[b"state"].decode())
+        return _result(task_id, raw, fields, dupes)
 
     # -- the scheduler's writes (fenced by the master's epoch) -------------------------------------
 
@@ -383,9 +385,10 @@ class TaskStore:
             args += [task_id, "1" if resume else ""]
         replies: Any = await self.scripts.run("start", self.keys.prefix, *args)
         tasks: builtins.list[Task | None] = []
-        for reply in replies:
+        for (task_id, _), reply in zip(starts, replies, strict=True):
             flat = reply[2:]
-            tasks.append(_task(dict(zip(flat[::2], flat[1::2], strict=True)), []) if reply[0] == b"ok" else None)
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            tasks.append(_task(task_id, fields, []) if reply[0] == b"ok" else None)
         return tasks
 
     async def finish(
@@ -414,7 +417,7 @@ class TaskStore:
         for r in reports:
             outcome, error, payload = str(r.outcome), r.error, b""
             if r.result is not None:
-                payload = orjson.dumps(r.result.to_json() | {"duplicates": 0})
+                payload = _stored_result(r.result)
                 if len(payload) > self.result_max_bytes:
                     outcome = "failed"
                     error = f"result is {len(payload)} bytes; the limit is {self.result_max_bytes}"
@@ -620,9 +623,28 @@ def _footprint_json(footprint: Footprint | None) -> bytes:
     return orjson.dumps(fields) if fields else b""
 
 
-def _attempt(raw: bytes) -> Attempt:
-    """An attempt record; Lua's JSON writes whole floats as integers, so the types are set back here."""
+#: Attempt fields the latest attempt leaves to the task's own (attempt field -> task field; see SHARED in
+#: _lib.lua), with how each is read.
+_SHARED: dict[str, tuple[bytes, Callable[[bytes], Any]]] = {
+    "number": (b"attempts", int),
+    "node": (b"node", bytes.decode),
+    "started_at": (b"started_at", float),
+    "finished_at": (b"finished_at", float),
+    "epoch": (b"epoch", int),
+}
+
+
+def _attempt(raw: bytes, task: dict[bytes, bytes] | None = None) -> Attempt:
+    """An attempt record; Lua's JSON writes whole floats as integers, so the types are set back here. The last
+    attempt of a finished task (``task``: its fields) takes what it shed from them."""
     data = orjson.loads(raw)
+    if task is not None:
+        for name, (field, read) in _SHARED.items():
+            if data.get(name) is None and task.get(field) and (name != "finished_at" or data.get("outcome")):
+                data[name] = read(task[field])
+        if data.get("outcome") and data.get("error") is None:
+            data["error"] = ""  # a closed attempt always has its error: none is ''
+
     for key in ("wall_s", "cpu_s", "loop_blocked_s"):
         if data.get(key) is not None:
             data[key] = float(data[key])
@@ -647,18 +669,39 @@ def _late(raw: bytes) -> LateResult:
     )
 
 
-def _result(raw: bytes, duplicates: int) -> TaskResult:
+#: What a result is read with: the task's fields it takes what the stored form leaves out from.
+_RESULT_FIELDS = ("result", "state", "node", "attempts", "finished_at")
+
+
+def _stored_result(result: TaskResult) -> bytes:
+    """A result as the store keeps it: its code, and its meta when there is any. The task it belongs to,
+    the node and attempt that made it and when that ended are the task's own fields already (a report is
+    taken only from the task's current attempt, which it ends), so they are not written twice."""
+    return orjson.dumps({"code": result.code, "meta": result.meta} if result.meta else {"code": result.code})
+
+
+def _result(task_id: str, raw: bytes, fields: dict[bytes, bytes], duplicates: int) -> TaskResult:
+    """A stored result with the task's ``fields`` around it; a result stored whole by an earlier version
+    keeps its own values."""
     data = orjson.loads(raw)
-    data["duplicates"] = duplicates
-    return TaskResult(**data)
+    return TaskResult(
+        task_id=task_id,
+        code=data["code"],
+        node=data.get("node") or fields[b"node"].decode(),
+        attempt=int(data.get("attempt") or fields[b"attempts"]),
+        finished_at=float(data.get("finished_at") or fields[b"finished_at"]),
+        meta=data.get("meta") or {},
+        duplicates=duplicates,
+    )
 
 
-def _task(fields: dict[bytes, bytes], attempts: Sequence[bytes], late: Sequence[bytes] = ()) -> Task:
-    """A task from its hash, its closed attempts and its late results; the open attempt is in the hash."""
+def _task(task_id: str, fields: dict[bytes, bytes], attempts: Sequence[bytes], late: Sequence[bytes] = ()) -> Task:
+    """A task from its hash, its closed attempts and its late results; the open attempt is in the hash. Fields a
+    task did not ask for are not stored (an earlier version wrote them empty, and its id too)."""
     run = fields.get(b"run")
-    history = tuple(_attempt(a) for a in (*attempts, *([run] if run else ())))
+    history = (*(_attempt(a) for a in attempts), *([_attempt(run, fields)] if run else []))
     return Task(
-        id=fields[b"id"].decode(),
+        id=task_id,
         name=fields[b"name"].decode(),
         type=fields[b"type"].decode(),
         target=fields[b"target"].decode(),

@@ -130,13 +130,45 @@ local function push_attempt(id, raw)
   end
 end
 
+-- The latest attempt ('run') leaves to the task's own fields what they say already (attempt field -> task
+-- field), so that a task's hash stays small enough for the store's compact encoding: its start time always
+-- (start.lua puts it back before the attempt goes to the list), and once the attempt has ended the task, all
+-- of these (shed_shared).
+local SHARED = {number = 'attempts', node = 'node', started_at = 'started_at', finished_at = 'finished_at',
+  epoch = 'epoch'}
+
+local function shed_shared(a)
+  for name in pairs(SHARED) do a[name] = nil end
+  if a.error == '' then a.error = nil end
+end
+
+-- ``a`` (a decoded 'run') with what it left to the task's fields put back: ``task`` maps field -> value, or
+-- is nil to read them here. An open attempt has no end time of its own to take.
+local function made_whole(a, id, task)
+  if a.number ~= nil and a.started_at ~= nil and (a.outcome == nil or a.error ~= nil) then return a end
+  if task == nil then
+    task = {}
+    local fields = {}
+    for _, field in pairs(SHARED) do fields[#fields + 1] = field end
+    for k, v in ipairs(redis.call('HMGET', P .. 'task:' .. id, unpack(fields))) do task[fields[k]] = v end
+  end
+  for name, field in pairs(SHARED) do
+    local v = task[field]
+    if a[name] == nil and v and v ~= '' and (name ~= 'finished_at' or a.outcome ~= nil) then
+      a[name] = name == 'node' and v or tonumber(v)
+    end
+  end
+  if a.outcome ~= nil and a.error == nil then a.error = '' end  -- a closed attempt always has its error
+  return a
+end
+
 -- Every attempt record of a task, oldest first, decoded: the list's, then 'run' (``run``: that field when
--- the caller has read it already).
+-- the caller has read it already), made whole.
 local function all_attempts(id, run)
   local out = {}
   for _, raw in ipairs(redis.call('LRANGE', P .. 'attempts:' .. id, 0, -1)) do out[#out + 1] = cjson.decode(raw) end
   if run == nil then run = redis.call('HGET', P .. 'task:' .. id, 'run') end
-  if run and run ~= '' then out[#out + 1] = cjson.decode(run) end
+  if run and run ~= '' then out[#out + 1] = made_whole(cjson.decode(run), id) end
   return out
 end
 
@@ -148,8 +180,9 @@ end
 -- a table of wall_s, cpu_s, max_rss_bytes, exit_code, signal, or nil). ``run`` is the task's 'run' field when
 -- the caller has read it already (nil: read here). Returns false when no attempt was open; else the closed
 -- record's JSON for 'run' when ``caller_writes`` (the caller puts it in a write of its own), true otherwise.
+-- ``final``: the attempt ends the task, whose fields then say the rest (shed_shared).
 -- A task started by an earlier version keeps its open attempt as the list's last entry: closed in place.
-local function close_attempt(id, outcome, err, t, footprint, run, caller_writes)
+local function close_attempt(id, outcome, err, t, footprint, run, caller_writes, final)
   local tkey = P .. 'task:' .. id
   if run == nil then run = redis.call('HGET', tkey, 'run') end
   local key, raw, legacy = P .. 'attempts:' .. id, run, false
@@ -163,6 +196,7 @@ local function close_attempt(id, outcome, err, t, footprint, run, caller_writes)
   a.outcome = outcome
   a.error = err
   for k, v in pairs(footprint or {}) do a[k] = v end
+  if final and not legacy then shed_shared(a) end
   local json = cjson.encode(a)
   if legacy then
     redis.call('LSET', key, -1, json)

@@ -49,7 +49,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
     done[#done + 1] = id
     local cost = footprint ~= '' and cjson.decode(footprint) or nil
     if outcome == 'succeeded' then
-      local run = close_attempt(id, outcome, err, t, cost, task[6] or '', true)
+      local run = close_attempt(id, outcome, err, t, cost, task[6] or '', true, true)
       if type(run) == 'string' then
         redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result, 'run', run)
       else

@@ -21,9 +21,14 @@ for k = 0, tonumber(ARGV[3]) - 1 do
     out[#out + 1] = {'gone', state or ''}
   else
     local attempt = tonumber(flat[at.attempts]) + 1
-    if at.run and flat[at.run] ~= '' then push_attempt(id, flat[at.run]) end
-    -- the epoch of the placement that led here, so a history can be checked against the master's terms
-    local run = cjson.encode({number = attempt, node = node, started_at = t, epoch = at.epoch and tonumber(flat[at.epoch])})
+    if at.run and flat[at.run] ~= '' then
+      local task = {}
+      for j = 1, #flat, 2 do task[flat[j]] = flat[j + 1] end
+      push_attempt(id, cjson.encode(made_whole(cjson.decode(flat[at.run]), id, task)))
+    end
+    -- the epoch of the placement that led here, so a history can be checked against the master's terms; its
+    -- start time is the task's started_at (made_whole)
+    local run = cjson.encode({number = attempt, node = node, epoch = at.epoch and tonumber(flat[at.epoch])})
     local changed = {state = 'RUNNING', attempts = tostring(attempt), started_at = fmt(t), run = run}
     redis.call('HSET', tkey, 'state', changed.state, 'attempts', changed.attempts, 'started_at', changed.started_at,
       'run', run)

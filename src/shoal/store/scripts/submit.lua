@@ -43,19 +43,22 @@ for i = 0, n - 1 do
   local best = not queues(ttype) and best_for(placeable(), ttype)
   local node = best and nodes[best]
   local fields = {
-    'id', id, 'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'params', ARGV[b + 4],
-    'timeout_s', ARGV[b + 5], 'max_retries', ARGV[b + 6], 'max_lost_attempts', ARGV[b + 7],
-    'memory_mb', ARGV[b + 8], 'cpu_s_limit', ARGV[b + 9],
-    'state', node and 'INQUEUE' or 'WAITING', 'node', node and node.name or '', 'attempts', 0,
-    'created_at', fmt(t), 'seq', seq}
-  if node then
-    fields[#fields + 1] = 'epoch'
-    fields[#fields + 1] = epoch
+    'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'max_retries', ARGV[b + 6],
+    'max_lost_attempts', ARGV[b + 7], 'state', node and 'INQUEUE' or 'WAITING', 'node', node and node.name or '',
+    'attempts', 0, 'created_at', fmt(t), 'seq', seq}
+  -- What a task does not ask for is not written (the id is in the key): a small hash stays small.
+  local function unless(value, none, name)
+    if value ~= none then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
   end
-  if ARGV[b + 10] ~= '' then
-    fields[#fields + 1] = 'result_ttl'
-    fields[#fields + 1] = ARGV[b + 10]
-  end
+  unless(ARGV[b + 4], '{}', 'params')
+  unless(ARGV[b + 5], '', 'timeout_s')
+  unless(ARGV[b + 8], '', 'memory_mb')
+  unless(ARGV[b + 9], '', 'cpu_s_limit')
+  unless(ARGV[b + 10], '', 'result_ttl')
+  if node then unless(epoch, nil, 'epoch') end
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   all[#all + 1] = seq
   all[#all + 1] = id
