@@ -125,7 +125,6 @@ def measure(cluster: Cluster, n: int, kind: str) -> dict[str, Any]:
         wait_for(lambda: cluster.count("KILLED") >= done, 60 + n / 100, f"{n} tasks killed", interval=0.2)
         cluster.kill(held)
         wait_for(lambda: cluster.count("RUNNING") == 0, 30, "holders killed", interval=0.05)
-        before += 0  # the four holders are counted in: 4 of n tasks, under 0.1 % at the default n
     time.sleep(0.5)  # let lazily freed memory and the event stream settle before reading
     after, keys_after = cluster.memory()
     return {

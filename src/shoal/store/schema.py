@@ -30,7 +30,7 @@ from shoal.store.tasks import TaskStore
 log = logging.getLogger("shoal.store.schema")
 
 #: The layout this shoal writes and reads.
-CURRENT = 1
+CURRENT = 2
 
 
 def _traces(keys: Keys) -> list[str]:
@@ -74,8 +74,14 @@ async def _from_before_the_key(tasks: TaskStore) -> None:
     tasks out of the reach of an older master still running during a rolling upgrade."""
 
 
+async def _compact_tasks(tasks: TaskStore) -> None:
+    """1 -> 2: tasks are stored compactly (no field a task did not ask for, nor its id; a result without the
+    task's own fields; a latest attempt without what the task's fields say). This shoal reads both forms,
+    so nothing is rewritten; the version tells an older shoal, which cannot read the new form, to stop."""
+
+
 #: STEPS[n] takes a store from version n - 1 to n.
-STEPS: dict[int, Callable[[TaskStore], Awaitable[None]]] = {1: _from_before_the_key}
+STEPS: dict[int, Callable[[TaskStore], Awaitable[None]]] = {1: _from_before_the_key, 2: _compact_tasks}
 
 
 class NewerStore(InvalidInput):
