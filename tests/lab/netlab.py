@@ -22,9 +22,10 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from shoal.selftest.netns import alive, kill_inside, namespaces, sh
 
 #: Third octets tried for the lab's 10.99.X.0/24, starting from one derived from the pid.
 OCTETS = range(10, 250)
@@ -40,72 +41,38 @@ def unavailable() -> str | None:
     if missing:
         return f"the network-namespace lab needs {' and '.join(missing)} (apt-get install -y iproute2 nftables)"
     probe = f"shoallab{os.getpid()}probe"
-    made = _sh("ip", "netns", "add", probe, check=False)
+    made = sh("ip", "netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"cannot create a network namespace: {made.stderr.strip()}"
     try:
-        nft = _sh("ip", "netns", "exec", probe, "nft", "list", "ruleset", check=False)
+        nft = sh("ip", "netns", "exec", probe, "nft", "list", "ruleset", check=False)
         if nft.returncode != 0:
             return f"nft does not work in a network namespace: {nft.stderr.strip()}"
     finally:
-        _sh("ip", "netns", "del", probe, check=False)
+        sh("ip", "netns", "del", probe, check=False)
     return None
-
-
-def _sh(*argv: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _namespaces() -> list[str]:
-    out = _sh("ip", "netns", "list", check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def _kill_inside(ns: str) -> None:
-    """SIGKILL every process still inside ``ns`` (all of them were started there by a lab)."""
-    for _ in range(50):
-        pids = [int(p) for p in _sh("ip", "netns", "pids", ns, check=False).stdout.split()]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
 
 
 def sweep_leftovers() -> list[str]:
     """Delete what earlier lab runs whose process is gone left behind; return the namespaces removed."""
     removed, octets = [], set()
-    for ns in _namespaces():
+    for ns in namespaces():
         m = _TAG_RE.match(ns)
-        if m is None or _alive(int(m.group(1))):
+        if m is None or alive(int(m.group(1))):
             continue
-        _kill_inside(ns)
-        _sh("ip", "netns", "del", ns, check=False)
+        kill_inside(ns)
+        sh("ip", "netns", "del", ns, check=False)
         removed.append(ns)
         octets.add(int(m.group(2)))
     for octet in octets:
-        _sh("ip", "route", "del", "blackhole", f"10.99.{octet}.0/24", check=False)
+        sh("ip", "route", "del", "blackhole", f"10.99.{octet}.0/24", check=False)
     return removed
 
 
 def _free_octet() -> int:
     """A 10.99.X.0/24 that no route or address of the root namespace (nor another lab) uses."""
-    used = _sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
-    used += _sh("ip", "-4", "addr", "show", check=False).stdout
+    used = sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
+    used += sh("ip", "-4", "addr", "show", check=False).stdout
     start = os.getpid() % len(OCTETS)
     for i in range(len(OCTETS)):
         octet = OCTETS[(start + i) % len(OCTETS)]
@@ -139,29 +106,29 @@ class Lab:
 
     def up(self) -> Lab:
         # First of all: lab addresses must never leave the machine from the root namespace.
-        _sh("ip", "route", "replace", "blackhole", f"{self.subnet}.0/24")
+        sh("ip", "route", "replace", "blackhole", f"{self.subnet}.0/24")
         self._route = True
         self._add_ns(self.bridge)
-        _sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
-        _sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
-        _sh("ip", "-n", self.bridge, "link", "set", "br0", "up")
+        sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
+        sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.bridge, "link", "set", "br0", "up")
         for k in range(1, self.hosts + 1):
             ns = self.ns(k)
             self._add_ns(ns)
             # made in the bridge's namespace, one end moved to the host ("vK": a bare "a" would parse as lladdr)
-            _sh("ip", "-n", self.bridge, "link", "add", f"v{k}", "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _sh("ip", "-n", self.bridge, "link", "set", f"v{k}", "master", "br0", "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-            _sh("ip", "-n", ns, "addr", "add", f"{self.ip(k)}/24", "dev", "eth0")
-            _sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            _sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", NFT_TABLE)
+            sh("ip", "-n", self.bridge, "link", "add", f"v{k}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            sh("ip", "-n", self.bridge, "link", "set", f"v{k}", "master", "br0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{self.ip(k)}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", NFT_TABLE)
             for chain, hook in (("in", "input"), ("out", "output")):
                 spec = f"{{ type filter hook {hook} priority 0; policy accept; }}"
-                _sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", NFT_TABLE, chain, spec)
+                sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", NFT_TABLE, chain, spec)
         return self
 
     def _add_ns(self, ns: str) -> None:
-        _sh("ip", "netns", "add", ns)
+        sh("ip", "netns", "add", ns)
         self._made.append(ns)
 
     def spawn(
@@ -183,7 +150,7 @@ class Lab:
 
     def run(self, k: int, *argv: str) -> str:
         """Run a short command inside host ``k``; its stdout."""
-        return _sh("ip", "netns", "exec", self.ns(k), *argv).stdout
+        return sh("ip", "netns", "exec", self.ns(k), *argv).stdout
 
     def partition(self, a: int, others: Sequence[int]) -> None:
         """Cut host ``a`` off from each of ``others``, both directions, dropping on both ends; each namespace
@@ -198,14 +165,14 @@ class Lab:
             addrs = ", ".join(self.ip(k) for k in theirs)
             script = (f"add rule inet {NFT_TABLE} in ip saddr {{ {addrs} }} drop\n"
                       f"add rule inet {NFT_TABLE} out ip daddr {{ {addrs} }} drop\n")  # fmt: skip
-            _sh("ip", "netns", "exec", self.ns(me), "nft", "-f", "-", stdin=script)
+            sh("ip", "netns", "exec", self.ns(me), "nft", "-f", "-", stdin=script)
             self.blocked.update((me, k) for k in theirs)
 
     def heal(self) -> None:
         """Remove every partition rule."""
         for k in sorted({me for me, _ in self.blocked}):
             for chain in ("in", "out"):
-                _sh("ip", "netns", "exec", self.ns(k), "nft", "flush", "chain", "inet", NFT_TABLE, chain)
+                sh("ip", "netns", "exec", self.ns(k), "nft", "flush", "chain", "inet", NFT_TABLE, chain)
         self.blocked.clear()
 
     def rules(self, k: int) -> str:
@@ -229,13 +196,13 @@ class Lab:
         for proc in reversed(self.procs):
             self.kill(proc)
         for ns in reversed(self._made):
-            _kill_inside(ns)
-            done = _sh("ip", "netns", "del", ns, check=False)
+            kill_inside(ns)
+            done = sh("ip", "netns", "del", ns, check=False)
             if done.returncode != 0:
                 errors.append(f"ip netns del {ns}: {done.stderr.strip()}")
         self._made.clear()
         if self._route:
-            done = _sh("ip", "route", "del", "blackhole", f"{self.subnet}.0/24", check=False)
+            done = sh("ip", "route", "del", "blackhole", f"{self.subnet}.0/24", check=False)
             if done.returncode != 0:
                 errors.append(f"ip route del blackhole {self.subnet}.0/24: {done.stderr.strip()}")
             self._route = False

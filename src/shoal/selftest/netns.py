@@ -40,26 +40,27 @@ def unavailable() -> str | None:
     if missing:
         return f"partitions need {' and '.join(missing)} (apt-get install -y iproute2 nftables)"
     probe = f"shst{os.getpid()}probe"
-    made = _sh("ip", "netns", "add", probe, check=False)
+    made = sh("ip", "netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"cannot create a network namespace: {made.stderr.strip()}"
     try:
-        nft = _sh("ip", "netns", "exec", probe, "nft", "list", "ruleset", check=False)
+        nft = sh("ip", "netns", "exec", probe, "nft", "list", "ruleset", check=False)
         if nft.returncode != 0:
             return f"nft does not work in a network namespace: {nft.stderr.strip()}"
     finally:
-        _sh("ip", "netns", "del", probe, check=False)
+        sh("ip", "netns", "del", probe, check=False)
     return None
 
 
-def _sh(*argv: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def sh(*argv: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command (no shell); with ``check``, a failure raises with what it printed on stderr."""
     done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
     return done
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,15 +70,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _namespaces() -> list[str]:
-    out = _sh("ip", "netns", "list", check=False).stdout
+def namespaces() -> list[str]:
+    out = sh("ip", "netns", "list", check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _kill_inside(ns: str) -> None:
+def kill_inside(ns: str) -> None:
     """SIGKILL every process still inside ``ns`` (all of them were started there by a selftest)."""
     for _ in range(50):
-        pids = [int(p) for p in _sh("ip", "netns", "pids", ns, check=False).stdout.split()]
+        pids = [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()]
         if not pids:
             return
         for pid in pids:
@@ -88,17 +89,17 @@ def _kill_inside(ns: str) -> None:
 
 def sweep_leftovers() -> None:
     """Delete the namespaces of earlier selftests whose process is gone (their veths go with them)."""
-    for ns in _namespaces():
+    for ns in namespaces():
         m = _TAG_RE.match(ns)
-        if m is None or _alive(int(m.group(1))):
+        if m is None or alive(int(m.group(1))):
             continue
-        _kill_inside(ns)
-        _sh("ip", "netns", "del", ns, check=False)
+        kill_inside(ns)
+        sh("ip", "netns", "del", ns, check=False)
 
 
 def _free_octet() -> int:
-    used = _sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
-    used += _sh("ip", "-4", "addr", "show", check=False).stdout
+    used = sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
+    used += sh("ip", "-4", "addr", "show", check=False).stdout
     start = os.getpid() % len(OCTETS)
     for i in range(len(OCTETS)):
         octet = OCTETS[(start + i) % len(OCTETS)]
@@ -134,31 +135,31 @@ class NetLab:
     def up(self) -> NetLab:
         sweep_leftovers()
         self._add_ns(self.bridge)
-        _sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
-        _sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
-        _sh("ip", "-n", self.bridge, "link", "set", "br0", "up")
+        sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
+        sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.bridge, "link", "set", "br0", "up")
         for k in range(1, self.hosts + 1):
             ns = self.ns(k)
             self._add_ns(ns)
-            _sh("ip", "-n", self.bridge, "link", "add", f"v{k}", "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _sh("ip", "-n", self.bridge, "link", "set", f"v{k}", "master", "br0", "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-            _sh("ip", "-n", ns, "addr", "add", f"{self.ip(k)}/24", "dev", "eth0")
-            _sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            _sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", NFT_TABLE)
+            sh("ip", "-n", self.bridge, "link", "add", f"v{k}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            sh("ip", "-n", self.bridge, "link", "set", f"v{k}", "master", "br0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{self.ip(k)}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", NFT_TABLE)
             for chain, hook in (("in", "input"), ("out", "output")):
                 spec = f"{{ type filter hook {hook} priority 0; policy accept; }}"
-                _sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", NFT_TABLE, chain, spec)
+                sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", NFT_TABLE, chain, spec)
         # the selftest's own end, made here with its peer moved onto the bridge: deleting the bridge's
         # namespace deletes the pair
-        _sh("ip", "link", "add", self.link, "type", "veth", "peer", "name", "vself", "netns", self.bridge)
-        _sh("ip", "-n", self.bridge, "link", "set", "vself", "master", "br0", "up")
-        _sh("ip", "addr", "add", f"{self.self_ip}/24", "dev", self.link)
-        _sh("ip", "link", "set", self.link, "up")
+        sh("ip", "link", "add", self.link, "type", "veth", "peer", "name", "vself", "netns", self.bridge)
+        sh("ip", "-n", self.bridge, "link", "set", "vself", "master", "br0", "up")
+        sh("ip", "addr", "add", f"{self.self_ip}/24", "dev", self.link)
+        sh("ip", "link", "set", self.link, "up")
         return self
 
     def _add_ns(self, ns: str) -> None:
-        _sh("ip", "netns", "add", ns)
+        sh("ip", "netns", "add", ns)
         self._made.append(ns)
 
     def prefix(self, k: int) -> list[str]:
@@ -175,30 +176,30 @@ class NetLab:
                   f"add rule inet {NFT_TABLE} out ip daddr {{ {addrs} }} drop\n"
                   f"add rule inet {NFT_TABLE} in ip saddr {self.self_ip} tcp sport {store_port} drop\n"
                   f"add rule inet {NFT_TABLE} out ip daddr {self.self_ip} tcp dport {store_port} drop\n")  # fmt: skip
-        _sh("ip", "netns", "exec", self.ns(k), "nft", "-f", "-", stdin=script)
+        sh("ip", "netns", "exec", self.ns(k), "nft", "-f", "-", stdin=script)
         self.blocked.add(k)
         for h in others:
             script = (f"add rule inet {NFT_TABLE} in ip saddr {self.ip(k)} drop\n"
                       f"add rule inet {NFT_TABLE} out ip daddr {self.ip(k)} drop\n")  # fmt: skip
-            _sh("ip", "netns", "exec", self.ns(h), "nft", "-f", "-", stdin=script)
+            sh("ip", "netns", "exec", self.ns(h), "nft", "-f", "-", stdin=script)
             self.blocked.add(h)
 
     def heal(self) -> None:
         """Remove every partition rule."""
         for k in sorted(self.blocked):
             for chain in ("in", "out"):
-                _sh("ip", "netns", "exec", self.ns(k), "nft", "flush", "chain", "inet", NFT_TABLE, chain, check=False)
+                sh("ip", "netns", "exec", self.ns(k), "nft", "flush", "chain", "inet", NFT_TABLE, chain, check=False)
         self.blocked.clear()
 
     def down(self) -> None:
         """Kill whatever still runs inside, delete the namespaces (and with them every veth)."""
         for ns in reversed(self._made):
-            _kill_inside(ns)
-            _sh("ip", "netns", "del", ns, check=False)
+            kill_inside(ns)
+            sh("ip", "netns", "del", ns, check=False)
         self._made.clear()
         with contextlib.suppress(RuntimeError):
-            if self.link in _sh("ip", "-o", "link", "show", check=False).stdout:
-                _sh("ip", "link", "del", self.link, check=False)
+            if self.link in sh("ip", "-o", "link", "show", check=False).stdout:
+                sh("ip", "link", "del", self.link, check=False)
 
 
 def hosts_of(names: Sequence[str]) -> dict[str, int]:
