@@ -104,3 +104,23 @@ def test_the_ci_selftest_of_60_seconds_with_seed_1_passes() -> None:
     """What .ci/run asks for (the README's pytest command runs it): exactly --duration 60s --seed 1."""
     run = selftest("--duration", "60s", "--seed", "1")
     assert_passed(run, run.stdout)
+
+
+def test_the_partition_lab_subnet_is_blackholed_in_the_root_namespace_while_it_exists() -> None:
+    """No packet for the lab's subnet may follow the default route off the machine, even while the lab is
+    being built or taken down (the connected route, when there, wins over the blackhole's higher metric)."""
+    why = netns.unavailable()
+    if why:
+        pytest.skip(why)
+
+    def routes(subnet: str) -> list[str]:
+        out = netns.sh("ip", "route", "show", "table", "all").stdout
+        return [line.split()[0] for line in out.splitlines() if f"{subnet}.0/24" in line]
+
+    lab = netns.NetLab(2).up()
+    try:
+        assert sorted(routes(lab.subnet)) == sorted(["blackhole", f"{lab.subnet}.0/24"])
+        assert f"dev {lab.link}" in netns.sh("ip", "route", "get", f"{lab.subnet}.1").stdout
+    finally:
+        lab.down()
+    assert routes(lab.subnet) == []

@@ -4,7 +4,9 @@ Layout: namespace ``<tag>-br`` holds bridge ``br0``; each node's namespace ``<ta
 ``<subnet>.K/24`` on that bridge, and the selftest's own namespace joins it too, as ``<subnet>.254`` on a
 veth of its own, so that the workload reaches every node and the nodes reach the store (through
 ``relay``, since the embedded store listens on loopback only). The subnet is a 10.98.X.0/24 that nothing on
-the machine uses; its connected route keeps it on the machine.
+the machine uses; its connected route keeps it on the machine, and a blackhole route for it (a higher
+metric, so it only counts when the connected route is gone, before ``up`` has finished or after ``down``)
+makes sure no packet for the lab ever follows the default route off the machine.
 
 A partition is a set of nft drop rules in the cut-off node's namespace and in each of its peers': nothing
 crosses between the node and the other nodes, nor between the node and the store, in either direction,
@@ -29,6 +31,8 @@ NFT_TABLE = "shoalselftest"
 OCTETS = range(10, 250)
 #: The host part of the selftest's own address in the lab.
 SELF_HOST = 254
+#: The metric of the lab subnet's blackhole route: above the connected route's, which wins while it exists.
+BLACKHOLE_METRIC = 4000
 _TAG_RE = re.compile(r"^shst(\d+)n(\d+)-")
 
 
@@ -95,6 +99,11 @@ def sweep_leftovers() -> None:
             continue
         kill_inside(ns)
         sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "route", "del", *_blackhole(f"10.98.{m.group(2)}"), check=False)
+
+
+def _blackhole(subnet: str) -> tuple[str, ...]:
+    return ("blackhole", f"{subnet}.0/24", "metric", str(BLACKHOLE_METRIC))
 
 
 def _free_octet() -> int:
@@ -121,6 +130,7 @@ class NetLab:
         self.link = f"shst{self.octet}"  # the selftest's own end (interface names are at most 15 bytes)
         self.blocked: set[int] = set()
         self._made: list[str] = []
+        self._blackholed = False
 
     def ns(self, k: int) -> str:
         return f"{self.tag}-h{k}"
@@ -134,6 +144,8 @@ class NetLab:
 
     def up(self) -> NetLab:
         sweep_leftovers()
+        sh("ip", "route", "add", *_blackhole(self.subnet))
+        self._blackholed = True
         self._add_ns(self.bridge)
         sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
         sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
@@ -200,6 +212,9 @@ class NetLab:
         with contextlib.suppress(RuntimeError):
             if self.link in sh("ip", "-o", "link", "show", check=False).stdout:
                 sh("ip", "link", "del", self.link, check=False)
+        if self._blackholed:  # last: no lab address is reachable by then
+            sh("ip", "route", "del", *_blackhole(self.subnet), check=False)
+            self._blackholed = False
 
 
 def hosts_of(names: Sequence[str]) -> dict[str, int]:
