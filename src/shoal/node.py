@@ -54,6 +54,7 @@ from shoal.systemd.supervision import Supervision
 from shoal.web.app import create_app
 from shoal.web.metrics import ProxyCollector
 from shoal.worker.executor import Executor
+from shoal.worker.fence import StoreFence
 from shoal.worker.handlers import Handler, TaskTypes, Validator, build, echo, fetch
 from shoal.worker.metrics import AttemptMetrics
 from shoal.worker.pool import ProcessPool
@@ -144,6 +145,15 @@ class Node:
             cache_stats=lambda: self.cache.stats(),
             clock=self.clock,
         )
+        self.fence = StoreFence(
+            store=self.store,
+            node=c.name,
+            worker=self.executor,
+            reached_at=lambda: self.heartbeat.reached_at,
+            incarnation=lambda: self.heartbeat.incarnation,
+            interval=c.heartbeat_interval,
+            dead_after=c.dead_after,
+        )
         self.peers = PeerClient(
             self.keeper, c.name, options=channel_options(c.cache_max_value), signing_clock=self.clock.store_time
         )
@@ -233,6 +243,7 @@ class Node:
         self._loops.append(asyncio.create_task(self.election.run(), name="election"))
         if c.run_tasks:
             self._loops.append(asyncio.create_task(self.executor.run(), name="worker"))
+            self._loops.append(asyncio.create_task(self.fence.run(), name="fence"))
         self.started = True
         log.info(
             "node %s ready: http %s, grpc %s, store %s",
@@ -384,7 +395,7 @@ class Node:
                 log.warning("could not hand back unfinished tasks: %s", exc)
         # Beats go on (marked draining) until the tasks are done: a silent node would be declared dead and
         # its tasks run a second time elsewhere while they still run here.
-        await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() == "heartbeat"))
+        await asyncio.gather(*(cancel_and_wait(t) for t in self._loops if t.get_name() in ("heartbeat", "fence")))
         with contextlib.suppress(Exception):
             await self.registry.forget(self.config.name)
         self.tasks.close()

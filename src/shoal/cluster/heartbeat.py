@@ -54,6 +54,9 @@ class Heartbeat:
         self.draining = False
         self.beats = 0
         self.last_ok = 0.0  # monotonic time of the last beat that reached the store
+        # Monotonic time at which the last beat that reached the store (and whose verdict was read back)
+        # was sent: the store's record of this node is at least this fresh (see shoal.worker.fence).
+        self.reached_at = time.monotonic()
         self.last_tick = time.monotonic()  # monotonic time the loop last completed a beat, reached or not
         self.state = ""  # the master's last verdict on this node, as read back after a beat
         self.reason = ""
@@ -97,6 +100,7 @@ class Heartbeat:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def tick(self) -> None:
+        sent = time.monotonic()
         try:
             await asyncio.wait_for(self.registry.beat(self.record(), self.clock), self.config.heartbeat_interval)
             message = {"kind": HEARTBEAT, "who": self.config.name, "alive": True, "incarnation": self.incarnation,
@@ -114,6 +118,7 @@ class Heartbeat:
             self.state, self.reason = mine.state, mine.reason
             if mine.incarnation == self.incarnation and verdict(mine) == DEAD:
                 await self._come_back(mine.reason)
+        self.reached_at = max(self.reached_at, sent)  # only once a dead verdict was acted on
         self.on_beat()
 
     async def _come_back(self, reason: str) -> None:

@@ -75,6 +75,7 @@ class Executor:
         self.retry_backoff = retry_backoff
         self.running: dict[str, asyncio.Task[None]] = {}
         self.killed: set[str] = set()
+        self.executing: set[str] = set()  # ids whose attempt is between its start and its end (not its report)
         self.completed = 0
         self.failed = 0
         self.last_progress = time.monotonic()
@@ -152,6 +153,14 @@ class Executor:
             self._stoppers.add(stopper)
             stopper.add_done_callback(self._stoppers.discard)
 
+    def fence(self) -> list[str]:
+        """Stop, without a report, every attempt still executing (one that only waits to report its end is
+        left to do so): this node lost the store long enough that the master may run them elsewhere."""
+        ids = sorted(self.executing)
+        for task_id in ids:
+            self.stop(task_id)
+        return ids
+
     def reread(self) -> None:
         """Read the inbox's delivered but unacknowledged orders again at the next read."""
         self._reread = True
@@ -193,7 +202,11 @@ class Executor:
             node=self.node,
             cancelled=asyncio.Event(),
         )
-        outcome, error, output, footprint = await self._execute(task_type, task, ctx)
+        self.executing.add(task_id)
+        try:
+            outcome, error, output, footprint = await self._execute(task_type, task, ctx)
+        finally:
+            self.executing.discard(task_id)
         result = None
         if output is not None:
             result = TaskResult(task.id, output.code, self.node, attempt, time.time(), output.meta)
