@@ -57,8 +57,8 @@ async def _subscribed(client: StoreClient) -> Any:
         await pubsub.aclose()
 
 
-async def _in_public(client: StoreClient) -> Any:
-    async with NodeRegistry(client, KEYS).public.subscribe() as messages:
+async def _election_requests(client: StoreClient) -> Any:
+    async with NodeRegistry(client, KEYS).public.election_requests() as messages:
         return await messages.next(timeout=0.1)
 
 
@@ -68,7 +68,7 @@ CALLS: dict[str, Callable[[StoreClient], Awaitable[Any]]] = {
     "pipeline": _pipelined,
     "subscribe": _subscribed,
     "store class": lambda c: NodeRegistry(c, KEYS).now(),
-    "store subscription": _in_public,
+    "store subscription": _election_requests,
 }
 
 

@@ -6,7 +6,9 @@ Pub/sub may drop messages, so every listener treats an event as a hint and the s
 
 Given the ``public`` channel too, the same connection carries node events for ``watch_nodes`` (the
 web task center's live nodes page): heartbeats, membership verdicts and master hand-overs, turned
-from the seed's numbered message kinds into named ones (see ``node_event``).
+from the seed's numbered message kinds into named ones (see ``node_event``). It subscribes to ``public``
+only while such a watch is open: every node beats there, and a node that heard them all for nothing would
+make the cluster's pub/sub traffic grow with the square of its size.
 """
 
 from __future__ import annotations
@@ -73,19 +75,21 @@ class EventHub:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
         self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
+        self._node_watchers_changed = asyncio.Event()
         self.hooks: list[Callable[[TaskEvent], None]] = []
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        channels = [self.channel, *([self.public] if self.public else [])]
         while True:
             try:
-                async with subscribe(self.redis, channels) as subscription:
+                async with subscribe(self.redis, [self.channel]) as subscription:
                     self.subscribed.set()
                     async with asyncio.TaskGroup() as group:
                         heard = [asyncio.get_running_loop().time()]
                         group.create_task(self._read(subscription, heard))
                         group.create_task(_keep_alive(subscription, heard))
+                        if self.public:
+                            group.create_task(self._public_while_watched(subscription, self.public))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -109,6 +113,17 @@ class EventHub:
                 self._dispatch_node(data)
             else:
                 self._dispatch(data)
+
+    async def _public_while_watched(self, subscription: Subscription, public: str) -> None:
+        """Subscribe to ``public`` while a node watch is open, and only then."""
+        heard = False
+        while True:
+            self._node_watchers_changed.clear()
+            wanted = bool(self._node_watchers)
+            if wanted != heard:
+                await (subscription.add if wanted else subscription.drop)(public)
+                heard = wanted
+            await self._node_watchers_changed.wait()
 
     def _dispatch(self, raw: bytes) -> None:
         """One message of the ``events`` channel: every task change one script made (see shoal.keys)."""
@@ -162,8 +177,9 @@ class EventHub:
         return Watch(self._watchers)
 
     def watch_nodes(self) -> Watch[NodeEvent]:
-        """Every node event (see ``node_event``) from this call on; empty unless the hub has ``public``."""
-        return Watch(self._node_watchers)
+        """Every node event (see ``node_event``) from once the hub has subscribed to ``public`` (at once,
+        unless the store is slow); empty unless the hub was given ``public``."""
+        return Watch(self._node_watchers, on_change=self._node_watchers_changed.set)
 
     def close(self) -> None:
         """End every watch stream (the node is stopping)."""
@@ -199,10 +215,12 @@ class Watch(Generic[T]):
     """One subscriber's stream of events; ``aclose()`` (or the end of the hub) unsubscribes it,
     whether or not it was ever iterated."""
 
-    def __init__(self, watchers: set[asyncio.Queue[T | None]]) -> None:
+    def __init__(self, watchers: set[asyncio.Queue[T | None]], on_change: Callable[[], None] = lambda: None) -> None:
         self._watchers = watchers
+        self._on_change = on_change
         self._queue: asyncio.Queue[T | None] = asyncio.Queue(WATCH_QUEUE)
         watchers.add(self._queue)
+        on_change()
 
     def __aiter__(self) -> Watch[T]:
         return self
@@ -215,4 +233,6 @@ class Watch(Generic[T]):
         return event
 
     async def aclose(self) -> None:
-        self._watchers.discard(self._queue)
+        if self._queue in self._watchers:
+            self._watchers.discard(self._queue)
+            self._on_change()

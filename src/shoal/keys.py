@@ -49,8 +49,12 @@
     events                   pubsub   Lua scripts         task state changes, one message per script: {"kind":
                                                           "tasks", "events": [[id, state, node, at], ...]}; may
                                                           be lost
-    public                   pubsub   every node          heartbeats (the seed's channel); may be lost
-    (both channel names end in "@db{n}" on a database n other than 0: pub/sub ignores database numbers)
+    public                   pubsub   every node          heartbeats, membership verdicts, election requests (the
+                                                          seed's channel): heard only by nodes whose live nodes
+                                                          view is open; may be lost
+    elections                pubsub   release.lua         election requests only (a master leaving), which every
+                                                          node's election hears; may be lost
+    (channel names end in "@db{n}" on a database n other than 0: pub/sub ignores database numbers)
 
 Task state changes go through the scripts in ``store/scripts``, which keep the hash, the indexes, the
 assigned sets and the streams consistent in one atomic step.
@@ -109,6 +113,7 @@ class Keys:
         self.epoch = self.prefix + "epoch"
         self.events = self.prefix + "events" + channel_suffix(db)
         self.public = self.prefix + "public" + channel_suffix(db)
+        self.elections = self.prefix + "elections" + channel_suffix(db)
         self.timeline = self.prefix + "timeline"
         self.handover = self.prefix + "handover"
         self.rotation = self.prefix + "rotation"

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from shoal.rpc.peers import PeerClient
 from shoal.rpc.tokens import TokenKeeper
 
-from .conftest import Cluster, until
+from .conftest import PREFIX, Cluster, until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -102,3 +103,28 @@ def test_request_election_signed_with_another_token_changes_nothing(cluster: Clu
     assert asyncio.run(ask()) is False
     assert cluster.agreed() is not None
     assert (cluster.view(other)["master"], cluster.view(other)["epoch"]) == (master.name, before["epoch"])
+
+
+def test_no_node_hears_every_beat_unless_its_live_nodes_view_is_open(cluster: Cluster, redis_admin_url: str) -> None:
+    """Every node beats on ``public``, but a node subscribes to it only while a live view of the nodes is
+    open on it (an SSE stream of ``/api/v1/events``): otherwise each beat would go to every node, and
+    pub/sub traffic would grow with the square of the cluster's size. Election requests have their own
+    channel, which every node hears."""
+    a, _, _ = cluster.start(3)
+    cluster.wait_agreed()
+    public, elections = f"{PREFIX}public", f"{PREFIX}elections"
+
+    admin = redis.Redis.from_url(redis_admin_url, decode_responses=True)
+
+    def subscribers() -> dict[str, int]:
+        return {str(k): int(v) for k, v in admin.pubsub_numsub(public, elections)}
+
+    assert subscribers() == {public: 0, elections: 3}
+    with cluster.http(a).stream("GET", "/api/v1/events") as response:
+        assert response.status_code == 200
+        until(lambda: subscribers()[public] == 1 or None, 10, "node-a to subscribe to the beats")
+        lines = response.iter_lines()
+        beat = until(lambda: next(line for line in lines if line.startswith("event: node")), 10, "a node event")
+        assert beat
+    until(lambda: subscribers() == {public: 0, elections: 3} or None, 10, "node-a to unsubscribe")
+    admin.close()

@@ -125,7 +125,7 @@ class Election:
         """Wake at once when a master leaves (the seed's 'request election' message on ``public``)."""
         while True:
             try:
-                async with self.registry.public.subscribe() as messages:
+                async with self.registry.public.election_requests() as messages:
                     while True:
                         message = await messages.next(timeout=1.0)
                         if message is not None and message.get("kind") == REQUEST_ELECTION:

@@ -1,5 +1,10 @@
 """The cluster's ``public`` pub/sub channel (the seed's): heartbeats and election requests, as JSON objects.
 
+Every node publishes its beats there, but no node subscribes to hear them all: that would be N² deliveries
+a beat. A master leaving publishes its election request on ``elections`` too (release.lua), which every
+node's election listens to; the event hub subscribes to ``public`` only while a live view of the nodes is
+open (shoal.events).
+
 What goes here may be lost (no one listening, a subscription being made again): every node also records
 its beats in the registry, and the election also wakes on its own timer. So a message that cannot be
 read as a JSON object is skipped, not an error.
@@ -38,22 +43,23 @@ class Subscription:
 
 
 class PublicChannel:
-    """Publishes to and subscribes to ``public``. Safe to share between coroutines."""
+    """Publishes to ``public``; subscribes to election requests. Safe to share between coroutines."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.channel = keys.public
+        self.elections = keys.elections
 
     async def publish(self, message: Mapping[str, Any]) -> None:
         """Send ``message`` to whoever listens now."""
         await self.redis.publish(self.channel, orjson.dumps(message))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[Subscription]:
-        """A subscription, closed on leaving the block."""
+    async def election_requests(self) -> AsyncIterator[Subscription]:
+        """A subscription to the election requests, closed on leaving the block."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self.channel)
+            await pubsub.subscribe(self.elections)
             yield Subscription(pubsub)
         finally:
             with contextlib.suppress(Exception):  # closing a lost subscription may fail as well

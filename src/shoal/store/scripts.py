@@ -33,8 +33,11 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         folder = resources.files("shoal.store") / "scripts"
+        suffix = channel_suffix(database_of(redis))
         settings = {
-            "local EVENTS_CHANNEL": f"P .. 'events{channel_suffix(database_of(redis))}'",
+            "local EVENTS_CHANNEL": f"P .. 'events{suffix}'",
+            "local PUBLIC_CHANNEL": f"P .. 'public{suffix}'",
+            "local ELECTIONS_CHANNEL": f"P .. 'elections{suffix}'",
             "local KEEP_FIRST, KEEP_LAST": f"{KEEP_FIRST_ATTEMPTS}, {KEEP_LAST_ATTEMPTS}",
         }
         lib = (folder / "_lib.lua").read_text()

@@ -28,6 +28,14 @@ class Subscription:
         channel = message["channel"]
         return channel.decode() if isinstance(channel, bytes) else str(channel), message["data"]
 
+    async def add(self, channel: str) -> None:
+        """Hear ``channel`` too, from now on (its messages come through ``next``)."""
+        await self._pubsub.subscribe(channel)
+
+    async def drop(self, channel: str) -> None:
+        """Stop hearing ``channel``."""
+        await self._pubsub.unsubscribe(channel)
+
     async def ping(self) -> None:
         """Ask the store for an answer on this connection (it arrives through ``next``)."""
         await self._pubsub.ping()

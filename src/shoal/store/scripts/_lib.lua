@@ -25,6 +25,10 @@ end
 -- calls after every script), as one message however many tasks changed: {"kind": "tasks", "events":
 -- [[id, state, node, at], ...]}. scripts.py names the channel here (the name carries the store's database).
 local EVENTS_CHANNEL
+-- The seed's ``public`` channel (beats, membership verdicts, election requests) and the channel the
+-- elections listen on (election requests only, so that no node has to hear every beat).
+local PUBLIC_CHANNEL
+local ELECTIONS_CHANNEL
 local EVENTS = {}
 
 local function publish(id, state, node, t)

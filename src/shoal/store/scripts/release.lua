@@ -9,7 +9,9 @@ if redis.call('GET', P .. 'lease') == ARGV[2] then
   if ARGV[3] ~= '' then
     redis.call('SET', P .. 'handover', ARGV[3], 'PX', ARGV[4])
   end
-  redis.call('PUBLISH', P .. 'public', cjson.encode({kind = 1, who = ARGV[2], candidate = ARGV[3]}))
+  local request = cjson.encode({kind = 1, who = ARGV[2], candidate = ARGV[3]})
+  redis.call('PUBLISH', PUBLIC_CHANNEL, request)
+  redis.call('PUBLISH', ELECTIONS_CHANNEL, request)
   return 1
 end
 return 0
