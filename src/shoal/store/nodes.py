@@ -133,18 +133,10 @@ class NodeRegistry:
 
     async def all_with_time(self) -> tuple[float, builtins.list[NodeRecord]]:
         """The Redis clock and every node record."""
-        members: Any = await self.redis.zrange(self.keys.nodes, 0, -1)
-        names = [n.decode() for n in members]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            for name in names:
-                pipe.hgetall(self.keys.node(name))
-                pipe.scard(self.keys.assigned(name))
-            replies = await pipe.execute()
-        secs, micros = replies.pop(0)
-        now = secs + micros / 1e6
-        records = [_record(f, a) for f, a in zip(replies[::2], replies[1::2], strict=True) if f]
-        return now, records
+        reply = await self._run("nodes")
+        now = int(reply[0]) + int(reply[1]) / 1e6
+        pairs = zip(reply[2::2], reply[3::2], strict=True)
+        return now, [_record(dict(zip(f[::2], f[1::2], strict=True)), int(a)) for f, a in pairs if f]
 
     async def forget(self, name: str) -> None:
         """Remove a node that left on purpose (it handed back all its work first).

@@ -24,7 +24,7 @@ KEEP_LAST_ATTEMPTS = 20
 _NAMES = (
     *("submit", "roster", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
     *("expire", "backfill", "prune"),
-    *("lease", "release", "member", "break", "note"),
+    *("lease", "release", "member", "break", "note", "nodes"),
 )
 
 
