@@ -150,6 +150,7 @@ class Node:
             node=c.name,
             worker=self.executor,
             reached_at=lambda: self.heartbeat.reached_at,
+            beat=self.heartbeat.tick,
             incarnation=lambda: self.heartbeat.incarnation,
             interval=c.heartbeat_interval,
             dead_after=c.dead_after,

@@ -14,6 +14,8 @@ nothing from it for 1 s (3 s while node-a still answers probes); node-a must sto
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import threading
 import time
@@ -179,3 +181,27 @@ def test_a_short_cut_hands_the_stopped_task_back_at_once_and_it_runs_again(
     assert task["history"][-1]["outcome"] == "succeeded"
     dead = cluster.events("dead", "node-a")
     assert not dead, f"node-a was declared dead, so this test did not check the hand-back: {dead}"
+
+
+def test_a_worker_held_up_past_its_limit_but_still_reaching_the_store_keeps_its_task(
+    cluster: Cluster, relay: CuttableRelay, tmp_path: Path
+) -> None:
+    """A node whose event loop was held up (here: SIGSTOP for a little longer than its fence waits, well
+    short of what the master waits for a node that does not answer probes) still reaches the store: it
+    beats once more before it would stop anything, gets through, and its task runs on to success."""
+    master = cluster.add("node-m", args=[*BEATS, "--no-run-tasks"])
+    worker = cut_off_worker(cluster, relay)
+    path = tmp_path / "journal"
+    task_id = submit(cluster, master, path, delay_s=3)
+    until(lambda: event(path, task_id, "start", "node-a"), 20, "the task to start on node-a")
+
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGSTOP)
+    time.sleep(SILENCE_LIMIT_S)  # the fence's limit is one beat less; the master's, a probe's time more
+    os.kill(worker.pid, signal.SIGCONT)
+
+    wait_for(lambda: cluster.task(master, task_id)["state"] == "SUCCEED", 30, "the task to succeed")
+    task = cluster.task(master, task_id)
+    assert task["attempts"] == 1, task["history"]
+    assert [e["outcome"] for e in journal(path) if e["event"] == "end"] == ["succeeded"]
+    assert not cluster.events("dead", "node-a")

@@ -58,6 +58,7 @@ class Heartbeat:
         # was sent: the store's record of this node is at least this fresh (see shoal.worker.fence).
         self.reached_at = time.monotonic()
         self.last_tick = time.monotonic()  # monotonic time the loop last completed a beat, reached or not
+        self._rejoining = asyncio.Lock()
         self.state = ""  # the master's last verdict on this node, as read back after a beat
         self.reason = ""
 
@@ -99,10 +100,13 @@ class Heartbeat:
             self.last_tick = time.monotonic()
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
-    async def tick(self) -> None:
+    async def tick(self, timeout: float | None = None) -> None:
+        """Beat once, giving the store ``timeout`` seconds (a beat interval by default) to take it. Beats may
+        overlap (the fence beats on its own, see shoal.worker.fence): only one acts on a dead verdict."""
         sent = time.monotonic()
         try:
-            await asyncio.wait_for(self.registry.beat(self.record(), self.clock), self.config.heartbeat_interval)
+            beat = self.registry.beat(self.record(), self.clock)
+            await asyncio.wait_for(beat, timeout or self.config.heartbeat_interval)
             message = {"kind": HEARTBEAT, "who": self.config.name, "alive": True, "incarnation": self.incarnation,
                        "load": self.load()}  # fmt: skip
             await self.registry.public.publish(message)
@@ -117,7 +121,9 @@ class Heartbeat:
         if mine is not None:
             self.state, self.reason = mine.state, mine.reason
             if mine.incarnation == self.incarnation and verdict(mine) == DEAD:
-                await self._come_back(mine.reason)
+                async with self._rejoining:
+                    if mine.incarnation == self.incarnation:  # no other beat has rejoined meanwhile
+                        await self._come_back(mine.reason)
         self.reached_at = max(self.reached_at, sent)  # only once a dead verdict was acted on
         self.on_beat()
 

@@ -5,8 +5,11 @@ dead_after`` seconds (and probes fail too), then places its tasks on other nodes
 store (a network partition) cannot learn that verdict: left alone it would go on running those tasks while
 they run elsewhere, and the same task would run twice at once. So the node counts from the moment it sent
 its last beat that reached the store (the store's record of it is at least that fresh), and one beat
-before the master could decide, it stops every attempt it is executing, without a report. Attempts that
-already ended keep retrying their report, which the store sorts out (a late one is kept as a late result).
+before the master could decide, it beats once more on its own, with half a beat's time for it. A node
+merely slow (its event loop held up, a busy machine) gets through then and goes on; one that does not
+stops every attempt it is executing, without a report, still before the master's limit (which a probe's
+time follows). Attempts that already ended keep retrying their report, which the store sorts out (a late
+one is kept as a late result).
 
 When a beat gets through again and the node was not declared dead meanwhile, the stopped attempts are
 still placed on it: it hands them back at once (not held against the task), instead of leaving them to
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from shoal.models import AttemptOutcome
@@ -35,6 +38,8 @@ HANDED_BACK = "stopped on {node}: it could not reach the store for {silent:.1f}s
 class Fenced(Protocol):
     """The part of the executor the fence sees."""
 
+    executing: set[str]
+
     def fence(self) -> list[str]:
         """Stop every attempt still executing, without a report; return their task ids."""
 
@@ -49,6 +54,7 @@ class StoreFence:
         node: str,
         worker: Fenced,
         reached_at: Callable[[], float],
+        beat: Callable[[float], Awaitable[None]],
         incarnation: Callable[[], int],
         interval: float,
         dead_after: int,
@@ -57,6 +63,7 @@ class StoreFence:
         self.node = node
         self.worker = worker
         self.reached_at = reached_at
+        self.beat = beat
         self.incarnation = incarnation
         self.interval = interval
         #: Silence after which the tasks stop: one beat short of the master's limit.
@@ -76,6 +83,9 @@ class StoreFence:
 
     async def check(self) -> None:
         silent = time.monotonic() - self.reached_at()
+        if silent > self.limit_s and self.worker.executing:
+            await self.beat(self.interval / 2)  # a last try, which a stalled but connected node passes
+            silent = time.monotonic() - self.reached_at()
         if silent > self.limit_s:
             stopped = self.worker.fence()
             if stopped:
