@@ -19,66 +19,28 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from shoal.selftest.netns import alive, kill_inside, namespaces, sh
+from shoal.selftest import netns
+from shoal.selftest.netns import blackhole, free_octet, kill_inside, sh
 
-#: Third octets tried for the lab's 10.99.X.0/24, starting from one derived from the pid.
-OCTETS = range(10, 250)
+#: The lab's subnets are NETWORK.X.0/24 (the selftest's partitions use 10.98).
+NETWORK = "10.99"
 _TAG_RE = re.compile(r"^shoallab(\d+)n(\d+)-")
 NFT_TABLE = "shoallab"
 
 
 def unavailable() -> str | None:
     """Why this machine cannot host the lab, or None if it can."""
-    if os.geteuid() != 0:
-        return "the network-namespace lab needs root (ip netns, nft)"
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
-    if missing:
-        return f"the network-namespace lab needs {' and '.join(missing)} (apt-get install -y iproute2 nftables)"
-    probe = f"shoallab{os.getpid()}probe"
-    made = sh("ip", "netns", "add", probe, check=False)
-    if made.returncode != 0:
-        return f"cannot create a network namespace: {made.stderr.strip()}"
-    try:
-        nft = sh("ip", "netns", "exec", probe, "nft", "list", "ruleset", check=False)
-        if nft.returncode != 0:
-            return f"nft does not work in a network namespace: {nft.stderr.strip()}"
-    finally:
-        sh("ip", "netns", "del", probe, check=False)
-    return None
+    return netns.unavailable("the network-namespace lab needs")
 
 
 def sweep_leftovers() -> list[str]:
     """Delete what earlier lab runs whose process is gone left behind; return the namespaces removed."""
-    removed, octets = [], set()
-    for ns in namespaces():
-        m = _TAG_RE.match(ns)
-        if m is None or alive(int(m.group(1))):
-            continue
-        kill_inside(ns)
-        sh("ip", "netns", "del", ns, check=False)
-        removed.append(ns)
-        octets.add(int(m.group(2)))
-    for octet in octets:
-        sh("ip", "route", "del", "blackhole", f"10.99.{octet}.0/24", check=False)
-    return removed
-
-
-def _free_octet() -> int:
-    """A 10.99.X.0/24 that no route or address of the root namespace (nor another lab) uses."""
-    used = sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
-    used += sh("ip", "-4", "addr", "show", check=False).stdout
-    start = os.getpid() % len(OCTETS)
-    for i in range(len(OCTETS)):
-        octet = OCTETS[(start + i) % len(OCTETS)]
-        if f"10.99.{octet}." not in used:
-            return octet
-    raise RuntimeError("no free 10.99.X.0/24 for the lab")
+    return netns.sweep_leftovers(_TAG_RE, NETWORK)
 
 
 class Lab:
@@ -86,8 +48,8 @@ class Lab:
 
     def __init__(self, hosts: int) -> None:
         self.hosts = hosts
-        self.octet = _free_octet()
-        self.subnet = f"10.99.{self.octet}"
+        self.octet = free_octet(NETWORK)
+        self.subnet = f"{NETWORK}.{self.octet}"
         self.tag = f"shoallab{os.getpid()}n{self.octet}"
         self.bridge = f"{self.tag}-br"
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -106,7 +68,7 @@ class Lab:
 
     def up(self) -> Lab:
         # First of all: lab addresses must never leave the machine from the root namespace.
-        sh("ip", "route", "replace", "blackhole", f"{self.subnet}.0/24")
+        sh("ip", "route", "replace", *blackhole(self.subnet))
         self._route = True
         self._add_ns(self.bridge)
         sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
@@ -202,7 +164,7 @@ class Lab:
                 errors.append(f"ip netns del {ns}: {done.stderr.strip()}")
         self._made.clear()
         if self._route:
-            done = sh("ip", "route", "del", "blackhole", f"{self.subnet}.0/24", check=False)
+            done = sh("ip", "route", "del", *blackhole(self.subnet), check=False)
             if done.returncode != 0:
                 errors.append(f"ip route del blackhole {self.subnet}.0/24: {done.stderr.strip()}")
             self._route = False

@@ -36,13 +36,14 @@ BLACKHOLE_METRIC = 4000
 _TAG_RE = re.compile(r"^shst(\d+)n(\d+)-")
 
 
-def unavailable() -> str | None:
-    """Why this machine cannot partition nodes, or None if it can."""
+def unavailable(who: str = "partitions need") -> str | None:
+    """Why this machine cannot build hosts in network namespaces, or None if it can; ``who`` starts the
+    answer (the selftest's partitions, the lab tests)."""
     if os.geteuid() != 0:
-        return "partitions need root (network namespaces and nft)"
+        return f"{who} root (network namespaces and nft)"
     missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
     if missing:
-        return f"partitions need {' and '.join(missing)} (apt-get install -y iproute2 nftables)"
+        return f"{who} {' and '.join(missing)} (apt-get install -y iproute2 nftables)"
     probe = f"shst{os.getpid()}probe"
     made = sh("ip", "netns", "add", probe, check=False)
     if made.returncode != 0:
@@ -91,30 +92,38 @@ def kill_inside(ns: str) -> None:
         time.sleep(0.05)
 
 
-def sweep_leftovers() -> None:
-    """Delete the namespaces of earlier selftests whose process is gone (their veths go with them)."""
+def sweep_leftovers(tag: re.Pattern[str] = _TAG_RE, network: str = "10.98") -> list[str]:
+    """Delete what earlier runs whose process is gone left behind: their namespaces (veths go with them),
+    the processes still inside, the blackhole route of their subnet. ``tag`` matches a namespace name
+    with the pid and the subnet's third octet; ``network`` is the first two octets. Returns the names."""
+    removed = []
     for ns in namespaces():
-        m = _TAG_RE.match(ns)
+        m = tag.match(ns)
         if m is None or alive(int(m.group(1))):
             continue
         kill_inside(ns)
         sh("ip", "netns", "del", ns, check=False)
-        sh("ip", "route", "del", *_blackhole(f"10.98.{m.group(2)}"), check=False)
+        sh("ip", "route", "del", *blackhole(f"{network}.{m.group(2)}"), check=False)
+        removed.append(ns)
+    return removed
 
 
-def _blackhole(subnet: str) -> tuple[str, ...]:
+def blackhole(subnet: str) -> tuple[str, ...]:
+    """The ``ip route`` arguments of the blackhole route for ``subnet``.0/24."""
     return ("blackhole", f"{subnet}.0/24", "metric", str(BLACKHOLE_METRIC))
 
 
-def _free_octet() -> int:
+def free_octet(network: str = "10.98") -> int:
+    """A third octet X for which no route or address of the root namespace (nor another run) uses
+    ``network``.X.0/24, starting from one derived from the pid."""
     used = sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
     used += sh("ip", "-4", "addr", "show", check=False).stdout
     start = os.getpid() % len(OCTETS)
     for i in range(len(OCTETS)):
         octet = OCTETS[(start + i) % len(OCTETS)]
-        if f"10.98.{octet}." not in used:
+        if f"{network}.{octet}." not in used:
             return octet
-    raise RuntimeError("no free 10.98.X.0/24 for the selftest's hosts")
+    raise RuntimeError(f"no free {network}.X.0/24 in the root namespace")
 
 
 class NetLab:
@@ -123,7 +132,7 @@ class NetLab:
 
     def __init__(self, hosts: int) -> None:
         self.hosts = hosts
-        self.octet = _free_octet()
+        self.octet = free_octet()
         self.subnet = f"10.98.{self.octet}"
         self.tag = f"shst{os.getpid()}n{self.octet}"
         self.bridge = f"{self.tag}-br"
@@ -144,7 +153,7 @@ class NetLab:
 
     def up(self) -> NetLab:
         sweep_leftovers()
-        sh("ip", "route", "add", *_blackhole(self.subnet))
+        sh("ip", "route", "add", *blackhole(self.subnet))
         self._blackholed = True
         self._add_ns(self.bridge)
         sh("ip", "-n", self.bridge, "link", "set", "lo", "up")
@@ -213,7 +222,7 @@ class NetLab:
             if self.link in sh("ip", "-o", "link", "show", check=False).stdout:
                 sh("ip", "link", "del", self.link, check=False)
         if self._blackholed:  # last: no lab address is reachable by then
-            sh("ip", "route", "del", *_blackhole(self.subnet), check=False)
+            sh("ip", "route", "del", *blackhole(self.subnet), check=False)
             self._blackholed = False
 
 
