@@ -225,6 +225,12 @@ class Node:
             cache_max_value=c.cache_max_value,
             node_name=c.name,
             node_clock=self.clock.store_time,
+            calls=Counter(
+                "shoal_grpc_calls",
+                "gRPC calls this node's server received, by method (refused ones too).",
+                ["method"],
+                registry=self.metrics,
+            ),  # fmt: skip
         )
         await self._start_http()
         await self.heartbeat.join()  # announce this node and stand for master before serving work

@@ -20,9 +20,11 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter
 
 from shoal._utils import is_digits
 from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken, ServerInterceptor
+from shoal.rpc.census import CallCensus, methods_of
 from shoal.rpc.convert import cache_grpc, el_grpc, hb_grpc, pb_grpc
 from shoal.rpc.health import WATCH, PublicHealth, public_watch_limit
 from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
@@ -145,6 +147,7 @@ async def start_rpc_server(
     peer: PeerAPI | None = None,
     authenticators: Sequence[Authenticator] = (),
     interceptors: Sequence[ServerInterceptor] = (),
+    calls: Counter | None = None,
     maximum_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
     node_auth_window_s: float = DEFAULT_WINDOW_S,
     cache: CacheAPI | None = None,
@@ -163,6 +166,7 @@ async def start_rpc_server(
         bind: ``host:port`` to listen on; port 0 picks a free one (see ``RpcServer.port``).
         peer: what the HeartBeats and Elections services serve; without it they are not registered.
         authenticators: accepted beside the token and node credentials.
+        calls: counts every call received by method (``shoal.rpc.census``), refused ones too.
         interceptors: run after the auth interceptor; the handlers they return serve authenticated calls
             only (a refused call is answered by the auth interceptor's own handler).
         maximum_concurrent_rpcs: calls served at once before RESOURCE_EXHAUSTED; health Watch streams
@@ -182,8 +186,9 @@ async def start_rpc_server(
     me = node_name or (peer.identity()[0] if peer is not None else "")
     node_auth = NodeCredentials(keeper, name=me, window_s=node_auth_window_s, clock=node_clock)
     interceptor = AuthInterceptor([BearerToken(keeper, node_only=NODE_SERVICES), node_auth, *authenticators])
+    census = CallCensus(calls) if calls is not None else None
     server = grpc.aio.server(
-        interceptors=[interceptor, *interceptors],
+        interceptors=[*([census] if census else []), interceptor, *interceptors],
         options=server_options(cache_max_value),
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
@@ -205,10 +210,10 @@ async def start_rpc_server(
         is_member=lambda metadata: interceptor.check(WATCH, metadata) is None,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*shoal_services, health.SERVICE_NAME, reflection.SERVICE_NAME),
-        server,
-    )
+    served = (*shoal_services, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(served, server)
+    if census is not None:
+        census.methods = methods_of(served)
     host = bind.rpartition(":")[0]
     try:
         port = _bind(server, bind)
