@@ -13,7 +13,6 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from shoal.cluster.sweeper import Sweeper
 from shoal.errors import StaleEpoch, TaskNotFound
 from shoal.keys import Keys
 from shoal.models import Task, TaskResult, TaskSpec, TaskState
@@ -86,7 +85,7 @@ async def test_finished_tasks_past_the_retention_leave_with_all_that_is_kept_abo
     finished = await run_to_end(store, epoch, 3)
     failed = await run_to_end(store, epoch, 1, fail=True)
     waiting = await store.create([TaskSpec(name="w", type="echo", target="x")])
-    assert await redis.zcard(keys.ended) == 4
+    assert not await redis.exists(keys.legacy_all, keys.legacy_ended)  # a task is in its state's index only
     late = {"node": "v", "attempt": 1, "outcome": "failed", "error": "late", "finished_at": 1.0, "result": ""}
     await redis.rpush(keys.dupes(finished[0].id), orjson.dumps(late))  # a late result kept beside it
 
@@ -99,7 +98,7 @@ async def test_finished_tasks_past_the_retention_leave_with_all_that_is_kept_abo
             assert not await redis.exists(key)
     counts = await store.counts()
     assert (counts["SUCCEED"], counts["RUNTIME_ERROR"], counts["WAITING"], counts["total"]) == (0, 0, 1, 1)
-    assert await redis.zcard(keys.ended) == 0
+    assert await redis.zcard(keys.state_index("SUCCEED")) == await redis.zcard(keys.state_index("RUNTIME_ERROR")) == 0
     assert (await store.get(waiting[0].id)).state is TaskState.WAITING  # never what has not ended
 
 
@@ -144,30 +143,41 @@ async def test_a_task_deleted_or_killed_and_deleted_leaves_nothing_for_the_sweep
     await store.place(epoch, "w", 1, [running[0].id])
     await store.start(running[0].id, "w")
     await store.delete(running[0].id)  # killed, then deleted, in one step
-    assert await redis.zcard(keys.ended) == 0
+    assert (await store.counts())["total"] == 0
     assert await redis.zcard(keys.expiry) == 0
     killed = await store.create([TaskSpec(name="k", type="echo", target="x")])
     await store.kill(killed[0].id)
-    assert await redis.zscore(keys.ended, killed[0].id) is not None  # a killed task expires like the others
+    await sweep_until(store, epoch, 0.001, lambda: gone(store, killed[0].id))  # expires like the others
 
 
-async def test_tasks_finished_before_retention_existed_are_indexed_and_expire(
+async def test_a_task_made_long_ago_that_ended_lately_holds_up_no_younger_one(
     redis: Redis, keys: Keys, store: TaskStore, epoch: int
 ) -> None:
-    old = await run_to_end(store, epoch, 5, ttl=3600)
-    await redis.delete(keys.ended, keys.expiry)  # as an earlier version left them
-    sweeper = Sweeper(store=store, epoch=epoch, retention_s=0.001)
-    assert await store.unindexed_finished() == 5
-    assert await sweeper.backfill() == 5
-    assert await store.unindexed_finished() == 0
-    assert await redis.zcard(keys.expiry) == 5  # their own result_ttl_s is kept as well
-    assert await sweeper.backfill() == 0  # nothing left: no pass starts again
-    deadline = time.monotonic() + 10 * multiplier()
-    while (await store.counts())["SUCCEED"]:
-        assert time.monotonic() < deadline, "the backfilled tasks did not expire"
-        await sweeper.sweep()
-        await asyncio.sleep(0.02)
-    assert all([await gone(store, t.id) for t in old])
+    """The sweep walks a finished state's index from the oldest-made task: one made before the others but
+    ended after the cutoff is passed over, and the younger tasks behind it that are due go all the same."""
+    (long,) = await store.create([TaskSpec(name="long", type="echo", target="x")])
+    await store.place(epoch, "v", 1, [long.id])
+    attempt = await store.start(long.id, "v")
+    short = await run_to_end(store, epoch, 3)
+    await asyncio.sleep(0.3)
+    assert attempt == 1
+    result = TaskResult(task_id=long.id, code="x", node="v", attempt=attempt, finished_at=time.time())
+    await store.finish(long.id, "v", attempt, "succeeded", result=result)
+
+    await sweep_until(store, epoch, 0.2, lambda: _all_gone(store, [t.id for t in short]))
+    assert (await store.get(long.id)).state is TaskState.SUCCEED
+    await sweep_until(store, epoch, 0.001, lambda: gone(store, long.id))
+
+
+async def test_an_index_entry_left_without_its_task_is_swept(
+    redis: Redis, keys: Keys, store: TaskStore, epoch: int
+) -> None:
+    await redis.zadd(keys.state_index("SUCCEED"), {"no-such-task": 1})
+    await sweep_until(store, epoch, 3600, lambda: _no_entry(redis, keys))
+
+
+async def _no_entry(redis: Redis, keys: Keys) -> bool:
+    return await redis.zscore(keys.state_index("SUCCEED"), "no-such-task") is None
 
 
 async def test_nodes_dead_and_silent_for_long_are_forgotten_with_their_inbox(

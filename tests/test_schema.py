@@ -75,6 +75,28 @@ async def test_an_older_shoals_store_is_upgraded_in_place_and_keeps_its_tasks(
     assert await tasks.migrate_pending() == 1, "the master's move still finds it, as before"
 
 
+async def test_a_schema_2_store_loses_its_index_of_all_tasks_and_lists_them_as_before(
+    tasks: TaskStore, client: Redis, redis_admin_url: str
+) -> None:
+    """Schema 2 kept every task in ``index:all`` and every finished one in ``ended`` too; schema 3 names a
+    task in its state's index only. The upgrade drops the two; listing all tasks, counting and a search
+    find the same tasks, newest first, and a page cursor goes on where it stopped."""
+    created = await tasks.create([TaskSpec(name=f"t{i}", type="echo", target=str(i)) for i in range(5)])
+    await tasks.kill(created[1].id)
+    with redis.Redis.from_url(redis_admin_url) as admin:  # as schema 2 left them
+        admin.set(KEYS.schema, 2)
+        admin.zadd(KEYS.legacy_all, {t.id: i + 1 for i, t in enumerate(created)})
+        admin.zadd(KEYS.legacy_ended, {created[1].id: 1.0})
+    assert await schema.ensure(tasks) == schema.CURRENT
+    assert not await client.exists(KEYS.legacy_all, KEYS.legacy_ended)
+    newest_first = [t.id for t in reversed(created)]
+    first = await tasks.list(None, 3, None)
+    rest = await tasks.list(None, 3, first.next_cursor)
+    assert [t.id for t in first.tasks + rest.tasks] == newest_first and rest.next_cursor is None
+    assert first.total == 5 and (await tasks.counts())["total"] == 5
+    assert [t.id for t in (await tasks.list(TaskState.KILLED, 10, None)).tasks] == [created[1].id]
+
+
 def test_a_later_layout_adds_one_numbered_step() -> None:
     assert sorted(schema.STEPS) == list(range(1, schema.CURRENT + 1))
 

@@ -125,7 +125,7 @@ async def test_create_stores_waiting_tasks_indexed_and_queued(store: Store) -> N
         assert (stored.name, stored.type, stored.target, stored.params) == (spec.name, "echo", spec.target, spec.params)
         assert stored.state is TaskState.WAITING and stored.attempts == 0 and stored.node is None
         assert stored.timeout_s == 5.0 and stored.max_retries == 0 and stored.history == ()
-        assert await store.indexed(task.id) == {"all", "WAITING"}
+        assert await store.indexed(task.id) == {"WAITING"}
     entries = await store.pending()
     assert [task_id for _, task_id in entries] == [t.id for t in created]
     assert await store.tasks.pending_types() == {"echo"}
@@ -148,7 +148,7 @@ async def test_place_with_current_epoch_puts_task_in_queue_and_acks_its_entry(st
     assert verdicts == [1]
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.INQUEUE and task.node == "n1"
-    assert await store.indexed(task_id) == {"all", "INQUEUE"}
+    assert await store.indexed(task_id) == {"INQUEUE"}
     assert await store.assigned("n1") == {task_id}
     assert await store.inbox("n1") == [("run", task_id)]
     assert await store.redis.xlen(store.keys.pending("echo")) == 0  # acknowledged and deleted in the same step
@@ -175,7 +175,7 @@ async def test_place_with_stale_epoch_raises_and_changes_nothing(store: Store) -
     assert (caught.value.held, caught.value.current) == (old, old + 1)
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.WAITING and task.node is None
-    assert await store.indexed(task_id) == {"all", "WAITING"}
+    assert await store.indexed(task_id) == {"WAITING"}
     assert await store.assigned("n1") == set() and await store.inbox("n1") == []
     pending: Any = await store.redis.xpending(store.keys.pending("echo"), SCHEDULER_GROUP)
     assert pending["pending"] == 1  # still there for the next master
@@ -223,7 +223,7 @@ async def test_start_opens_an_attempt(store: Store) -> None:
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.RUNNING and task.attempts == 1 and task.node == "n1"
     assert task.started_at is not None and task.finished_at is None
-    assert await store.indexed(task_id) == {"all", "RUNNING"}
+    assert await store.indexed(task_id) == {"RUNNING"}
     [attempt] = task.history
     assert (attempt.number, attempt.node, attempt.outcome, attempt.finished_at) == (1, "n1", None, None)
     assert attempt.started_at == pytest.approx(task.started_at, abs=1e-3)
@@ -241,7 +241,7 @@ async def test_finish_succeeded_stores_the_result(store: Store) -> None:
     assert (done.verdict, done.state) == ("done", "SUCCEED")
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.SUCCEED and task.error is None and task.finished_at is not None
-    assert await store.indexed(task_id) == {"all", "SUCCEED"}
+    assert await store.indexed(task_id) == {"SUCCEED"}
     assert await store.assigned("n1") == set()
     assert [(a.outcome, a.error) for a in task.history] == [("succeeded", "")]
     stored = await store.tasks.result(task_id)
@@ -265,7 +265,7 @@ async def test_failed_with_retries_waits_delayed_then_is_promoted(store: Store) 
     assert retry.verdict == "retry"
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.WAITING and task.node is None and task.error == "boom"
-    assert await store.indexed(task_id) == {"all", "WAITING"}
+    assert await store.indexed(task_id) == {"WAITING"}
     assert await store.assigned("n1") == set()
     assert [(a.outcome, a.error) for a in task.history] == [("failed", "boom")]
     due = await store.redis.zscore(store.keys.delayed, task_id)
@@ -318,7 +318,7 @@ async def test_failed_without_retries_is_runtime_error(store: Store) -> None:
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.RUNTIME_ERROR and task.error == "ValueError: bad input"
     assert task.finished_at is not None and task.node == "n1"
-    assert await store.indexed(task_id) == {"all", "RUNTIME_ERROR"}
+    assert await store.indexed(task_id) == {"RUNTIME_ERROR"}
     assert await store.assigned("n1") == set()
     assert await store.redis.zscore(store.keys.delayed, task_id) is None
     with pytest.raises(ResultNotFound):
@@ -364,7 +364,7 @@ async def test_kill_waiting(store: Store) -> None:
     assert await store.tasks.kill(task_id) is TaskState.WAITING
     task = await store.tasks.get(task_id)
     assert task.state is TaskState.KILLED and task.error == "killed by user" and task.finished_at is not None
-    assert await store.indexed(task_id) == {"all", "KILLED"}
+    assert await store.indexed(task_id) == {"KILLED"}
     assert await store.place(task_id) == 0  # its pending entry no longer places it
     assert (await store.tasks.get(task_id)).state is TaskState.KILLED
 
@@ -436,7 +436,7 @@ async def test_requeue_hands_back_a_lost_nodes_tasks_and_late_finish_is_a_duplic
     for task_id in (running, queued):
         task = await store.tasks.get(task_id)
         assert task.state is TaskState.WAITING and task.node is None
-        assert await store.indexed(task_id) == {"all", "WAITING"}
+        assert await store.indexed(task_id) == {"WAITING"}
     history = (await store.tasks.get(running)).history
     assert [(a.outcome, a.error) for a in history] == [("node lost", "node n1 died")]
     assert (await store.tasks.get(queued)).history == ()
@@ -541,7 +541,7 @@ async def test_requeue_counts_lost_attempts_and_quarantines_at_max_lost_attempts
     assert task.state is TaskState.RUNTIME_ERROR and task.node == "n3" and task.finished_at is not None
     assert task.error == "lost 3 attempts: n1 lost, n2 lost, n3 lost"
     assert [a.outcome for a in task.history] == ["node lost"] * 3
-    assert await store.indexed(task_id) == {"all", "RUNTIME_ERROR"}
+    assert await store.indexed(task_id) == {"RUNTIME_ERROR"}
     assert await store.assigned("n3") == set()
     assert [t for _, t in await store.pending()] == [other]  # never placed again
     assert await store.place(task_id, "n4") == 0
@@ -802,8 +802,8 @@ async def test_a_batch_of_starts_and_reports_is_one_call_each_and_treats_each_ta
     assert [(f.verdict, f.state) for f in finished][::2] == [("done", "SUCCEED"), ("duplicate", "KILLED")]
     assert finished[1].verdict == "retry"
     assert (await store.tasks.result(first)).code == "one"
-    assert await store.indexed(first) == {"all", "SUCCEED"}
-    assert await store.indexed(third) == {"all", "WAITING"}
+    assert await store.indexed(first) == {"SUCCEED"}
+    assert await store.indexed(third) == {"WAITING"}
     assert await store.field(third, "due") == finished[1].state  # waits out its backoff, not placed before
     assert await store.tasks.place(epoch, "n1", 8, [third]) == [0]
     assert await store.assigned("n1") == set()

@@ -14,8 +14,10 @@
     result:{id}              string   older versions      their copy of the result, read where the hash has none
     dupes:{id}               list     finish.lua          late results of attempts that lost the race
     seq                      string   submit.lua          counter; each task's sequence number (listing order)
-    index:all                zset     Lua scripts         every task id, score = sequence number
-    index:{STATE}            zset     Lua scripts         task ids in that state, score = sequence number
+    index:{STATE}            zset     Lua scripts         task ids in that state, score = sequence number; every
+                                                          task is in exactly one, and a listing of all tasks
+                                                          merges the six (page.lua), so a task costs one entry
+    index:all                zset     older versions      every task id; removed by the upgrade to schema 3
     pending:{type}           stream   Lua scripts         ids of WAITING tasks of one type to place; group "scheduler".
                                                           One per type, so that tasks no live node runs wait in
                                                           their own stream and never hold up the others
@@ -23,11 +25,11 @@
     pending                  stream   older versions      their single pending stream (every type); its entries
                                                           are moved to the per-type streams when a master starts
     delayed                  zset     finish.lua          WAITING tasks held back for retry, score = due time
-    ended                    zset     Lua scripts         finished tasks, score = when they ended; the master's
-                                                          retention sweep (expire.lua) removes them oldest first
-                                                          once older than ``retention``
+    ended                    zset     older versions      finished tasks by end time; removed by the upgrade to
+                                                          schema 3: the retention sweep (expire.lua) reads the
+                                                          finished states' indexes from the oldest task on
     expiry                   zset     Lua scripts         finished tasks submitted with a result_ttl_s, score =
-                                                          when they expire (swept with ``ended``)
+                                                          when they expire
     inbox:{node}             stream   place/kill          run orders (``ids``: every task one placement put on the
                                                           node) and kill orders (``id``); group "worker"
     assigned:{node}          set      Lua scripts         ids placed on the node and not yet terminal
@@ -65,8 +67,8 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
                              (expire.lua) once the task ended longer ago than ``retention`` or its result_ttl_s
     attempts:{id}            the same; at most KEEP_FIRST + KEEP_LAST - 1 entries (store/scripts.py)
     dupes:{id}               the same; at most KEEP_LATE_RESULTS entries (store/tasks.py)
-    index:all, index:{STATE} one entry per task kept (finished ones leave with their task)
-    ended, expiry            one entry per finished task kept
+    index:{STATE}            one entry per task kept (finished ones leave with their task)
+    expiry                   one entry per finished task kept that has a result_ttl_s
     pending:{type}           one entry per WAITING task of the type, deleted once placed (place.lua) or found
                              gone; pending-types: one member per task type a live node ran
     delayed                  one entry per retry waiting out its backoff
@@ -101,12 +103,12 @@ class Keys:
         self.prefix = f"shoal:{cluster}:"
         self.schema = self.prefix + "schema"
         self.seq = self.prefix + "seq"
-        self.all = self.prefix + "index:all"
+        self.legacy_all = self.prefix + "index:all"
         self.pending_types = self.prefix + "pending-types"
         self.pending_prefix = self.prefix + "pending:"
         self.legacy_pending = self.prefix + "pending"
         self.delayed = self.prefix + "delayed"
-        self.ended = self.prefix + "ended"
+        self.legacy_ended = self.prefix + "ended"
         self.expiry = self.prefix + "expiry"
         self.nodes = self.prefix + "nodes"
         self.lease = self.prefix + "lease"

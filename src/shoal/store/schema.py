@@ -30,14 +30,14 @@ from shoal.store.tasks import TaskStore
 log = logging.getLogger("shoal.store.schema")
 
 #: The layout this shoal writes and reads.
-CURRENT = 2
+CURRENT = 3
 
 
 def _traces(keys: Keys) -> list[str]:
     """What any shoal writes to a cluster's store once it has run (a task's sequence number, a master's
     epoch, a node's beat, the task index, the single pending stream of the oldest versions): one of them
     present with no ``schema`` key is a store of a shoal from before the key."""
-    return [keys.seq, keys.epoch, keys.nodes, keys.all, keys.legacy_pending]
+    return [keys.seq, keys.epoch, keys.nodes, keys.legacy_all, keys.legacy_pending]
 
 
 #: KEYS: the schema key, then the traces. ARGV: the version a new store gets. Returns the version found
@@ -69,8 +69,7 @@ async def _from_before_the_key(tasks: TaskStore) -> None:
     """0 -> 1: the layout of shoal before the schema key, which this shoal reads as it is. Its two changes
     are carried out by the master as it works, not here: the scheduler moves what the single pending stream
     of older versions holds to the per-type streams (when it starts, and again while nodes of an older
-    shoal still queue there), and the sweeper indexes for retention the finished tasks older versions left
-    unindexed (a backfill fenced by its epoch). Moving the pending stream at a node's start would take
+    shoal still queue there). Moving the pending stream at a node's start would take
     tasks out of the reach of an older master still running during a rolling upgrade."""
 
 
@@ -80,8 +79,20 @@ async def _compact_tasks(tasks: TaskStore) -> None:
     so nothing is rewritten; the version tells an older shoal, which cannot read the new form, to stop."""
 
 
+async def _one_index_entry(tasks: TaskStore) -> None:
+    """2 -> 3: a task is named in its state's index only. The index of all tasks (listings merge the state
+    indexes instead) and the retention index of finished tasks by end time (the sweep reads the finished
+    states' indexes) go, in the background of the store (UNLINK). Entries a node of the older shoal still
+    writes there during a rolling upgrade leave with their task (expire.lua, delete.lua)."""
+    await tasks.drop_legacy_indexes()
+
+
 #: STEPS[n] takes a store from version n - 1 to n.
-STEPS: dict[int, Callable[[TaskStore], Awaitable[None]]] = {1: _from_before_the_key, 2: _compact_tasks}
+STEPS: dict[int, Callable[[TaskStore], Awaitable[None]]] = {
+    1: _from_before_the_key,
+    2: _compact_tasks,
+    3: _one_index_entry,
+}
 
 
 class NewerStore(InvalidInput):

@@ -23,7 +23,7 @@ KEEP_LAST_ATTEMPTS = 20
 
 _NAMES = (
     *("submit", "roster", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
-    *("expire", "backfill", "prune"),
+    *("expire", "prune", "page"),
     *("lease", "release", "member", "break", "note", "nodes"),
 )
 

@@ -1,7 +1,7 @@
 """Search tasks by name or target: a bounded scan of a listing index, newest first.
 
 There is no text index in the store, and keeping one would cost every submit a write. A search instead
-walks the same sorted set a listing reads (``index:all`` or ``index:{STATE}``) from the newest task down,
+walks what a listing reads (``index:{STATE}``, or the six merged) from the newest task down,
 ``CHUNK`` ids at a time, and matches only the two fields it needs (``name``, ``target``). It looks at no
 more than ``SEARCH_SCAN`` tasks, so a search costs at most that many small reads however big the store
 grows; when the index holds more, the answer says it is not complete and ``total`` counts the matches
@@ -29,17 +29,25 @@ SEARCH_SCAN = 20_000
 #: Index entries read (and matched) per round trip.
 CHUNK = 1000
 
-# ARGV: index key, task key prefix, top score ('+inf' or '(N'), how many, lower-case needle.
-# Returns {entries looked at, score of the last one or '', id, score, id, score...} of the matches.
+# ARGV: key prefix of the cluster, top score ('+inf' or '(N'), how many, lower-case needle, then the states
+# whose indexes are merged. Returns {entries looked at, score of the last one or '', id, score, ...} of the
+# matches.
 _CHUNK_LUA = """
-local rows = redis.call('ZREVRANGEBYSCORE', ARGV[1], ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {#rows / 2, rows[#rows] or ''}
-for i = 1, #rows, 2 do
-  local f = redis.call('HMGET', ARGV[2] .. rows[i], 'name', 'target')
-  if (f[1] and string.find(string.lower(f[1]), ARGV[5], 1, true))
-      or (f[2] and string.find(string.lower(f[2]), ARGV[5], 1, true)) then
-    out[#out + 1] = rows[i]
-    out[#out + 1] = rows[i + 1]
+local count, rows = tonumber(ARGV[3]), {}
+for k = 5, #ARGV do
+  local got = redis.call('ZREVRANGEBYSCORE', ARGV[1] .. 'index:' .. ARGV[k], ARGV[2], '-inf', 'WITHSCORES',
+                         'LIMIT', 0, count)
+  for i = 1, #got, 2 do rows[#rows + 1] = {got[i], tonumber(got[i + 1])} end
+end
+table.sort(rows, function(a, b) return a[2] > b[2] end)
+local looked = math.min(count, #rows)
+local out = {looked, looked > 0 and rows[looked][2] or ''}
+for i = 1, looked do
+  local f = redis.call('HMGET', ARGV[1] .. 'task:' .. rows[i][1], 'name', 'target')
+  if (f[1] and string.find(string.lower(f[1]), ARGV[4], 1, true))
+      or (f[2] and string.find(string.lower(f[2]), ARGV[4], 1, true)) then
+    out[#out + 1] = rows[i][1]
+    out[#out + 1] = rows[i][2]
   end
 end
 return out
@@ -68,7 +76,7 @@ async def search(
 
     Returns the page (``total``: matches found by the scan) and whether the scan reached the oldest task.
     """
-    index = store.keys.all if state is None else store.keys.state_index(state.name)
+    states = [s.name for s in TaskState] if state is None else [state.name]
     before = int(cursor) if cursor else None
     page: list[tuple[str, int]] = []
     more = False
@@ -78,8 +86,8 @@ async def search(
     script = store.redis.register_script(_CHUNK_LUA) if query.isascii() else None
     while scanned < scan:
         asked = min(CHUNK, scan - scanned)
-        chunk = await (_chunk_in_redis(script, store, index, top, asked, query) if script else
-                       _chunk_here(store, index, top, asked, query))  # fmt: skip
+        chunk = await (_chunk_in_redis(script, store, states, top, asked, query) if script else
+                       _chunk_here(store, state, top, asked, query))  # fmt: skip
         scanned += chunk.scanned
         total += len(chunk.matches)
         for task_id, seq in chunk.matches:
@@ -94,32 +102,32 @@ async def search(
             break
         top = chunk.top
     if not complete:  # the scan stopped at its bound: complete all the same if nothing older is left
-        complete = not await store.redis.zrevrangebyscore(index, top, "-inf", start=0, num=1)
+        complete = not (await store.newest(state, top, 1))[1]
     tasks = await store.get_many([task_id for task_id, _ in page])
     next_cursor = str(page[-1][1]) if more and page else None
     return TaskPage(tasks=tasks, total=total, next_cursor=next_cursor), complete
 
 
-async def _chunk_in_redis(script: AsyncScript, store: TaskStore, index: str, top: str, count: int,
+async def _chunk_in_redis(script: AsyncScript, store: TaskStore, states: list[str], top: str, count: int,
                           query: str) -> _Chunk:  # fmt: skip
-    reply: Any = await script(keys=[], args=[index, store.keys.task(""), top, count, query.lower()])
+    reply: Any = await script(keys=[], args=[store.keys.prefix, top, count, query.lower(), *states])
     flat = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
     matches = [(flat[i], int(float(flat[i + 1]))) for i in range(2, len(flat), 2)]
     return _Chunk(int(flat[0]), f"({int(float(flat[1]))}" if flat[1] else top, matches)
 
 
-async def _chunk_here(store: TaskStore, index: str, top: str, count: int, query: str) -> _Chunk:
-    rows: Any = await store.redis.zrevrangebyscore(index, top, "-inf", start=0, num=count, withscores=True)
+async def _chunk_here(store: TaskStore, state: TaskState | None, top: str, count: int, query: str) -> _Chunk:
+    _, rows = await store.newest(state, top, count)
     if not rows:
         return _Chunk(0, top, [])
     async with store.redis.pipeline(transaction=False) as pipe:
-        for member, _ in rows:
-            pipe.hmget(store.keys.task(member.decode()), "name", "target")
+        for task_id, _ in rows:
+            pipe.hmget(store.keys.task(task_id), "name", "target")
         fields = await pipe.execute()
     needle = query.casefold()
     matches = [
-        (member.decode(), int(score))
-        for (member, score), (name, target) in zip(rows, fields, strict=True)
+        (task_id, seq)
+        for (task_id, seq), (name, target) in zip(rows, fields, strict=True)
         if any(needle in value.decode(errors="replace").casefold() for value in (name, target) if value)
     ]
-    return _Chunk(len(rows), f"({int(rows[-1][1])}", matches)
+    return _Chunk(len(rows), f"({rows[-1][1]}", matches)

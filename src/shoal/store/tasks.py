@@ -204,28 +204,31 @@ class TaskStore:
         return [_task(task_id, f, a, late) for task_id, f, a, late in rows if f]
 
     async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
-        """Newest first, from the state's index; the cursor is the last sequence number seen."""
-        index = self.keys.all if state is None else self.keys.state_index(state.name)
-        top = f"({cursor}" if cursor else "+inf"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrangebyscore(index, top, "-inf", start=0, num=limit + 1, withscores=True)
-            pipe.zcard(index)
-            rows, total = await pipe.execute()
+        """Newest first, from the state's index (all: the six merged); the cursor is the last sequence
+        number seen."""
+        total, rows = await self.newest(state, f"({cursor}" if cursor else "+inf", limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        tasks = await self.get_many([r[0].decode() for r in rows])
-        next_cursor = str(int(rows[-1][1])) if more and rows else None
+        tasks = await self.get_many([task_id for task_id, _ in rows])
+        next_cursor = str(rows[-1][1]) if more and rows else None
         return TaskPage(tasks=tasks, total=total, next_cursor=next_cursor)
+
+    async def newest(self, state: TaskState | None, top: str, count: int) -> tuple[int, builtins.list[tuple[str, int]]]:
+        """How many tasks are in ``state`` (None: in all), and the newest ``count`` of them below ``top``
+        (``+inf``, or ``(N``: sequence numbers below N), as (id, sequence number), newest first."""
+        states = [s.name for s in TaskState] if state is None else [state.name]
+        reply = await self._run("page", top, count, *states)
+        ids, seqs = reply[1::2], reply[2::2]
+        return int(reply[0]), [(str(i), int(s)) for i, s in zip(ids, seqs, strict=True)]
 
     async def counts(self) -> dict[str, int]:
         """How many tasks are in each state, and in all."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in TaskState:
                 pipe.zcard(self.keys.state_index(state.name))
-            pipe.zcard(self.keys.all)
             replies = await pipe.execute()
-        counts = {state.name: n for state, n in zip(TaskState, replies, strict=False)}
-        counts["total"] = replies[-1]
+        counts = {state.name: int(n) for state, n in zip(TaskState, replies, strict=True)}
+        counts["total"] = sum(counts.values())
         return counts
 
     async def result(self, task_id: str) -> TaskResult:
@@ -272,28 +275,22 @@ class TaskStore:
             raise StaleEpoch(epoch, int(reply[1]))
         return int(reply[1]), reply[2] == "1"
 
-    async def unindexed_finished(self) -> int:
-        """How many more finished tasks the state indexes hold than the retention index ``ended``: tasks a
-        shoal without retention finished, which ``backfill_ended`` indexes (0 once all are)."""
+    async def drop_legacy_indexes(self) -> None:
+        """Remove the indexes of all tasks and of finished tasks by end time that versions before schema 3
+        kept (freed by the server in the background)."""
+        await self.redis.unlink(self.keys.legacy_all, self.keys.legacy_ended)
+
+    async def oldest_finished_at(self, look: int = 16) -> float | None:
+        """When the task that ended longest ago (of those the store keeps) ended, as far as the ``look``
+        oldest tasks of each finished state tell (an earlier-made task usually ended earlier); None if none
+        has ended."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in FINISHED_STATES:
-                pipe.zcard(self.keys.state_index(state.name))
-            pipe.zcard(self.keys.ended)
-            *finished, ended = await pipe.execute()
-        return int(sum(finished)) - int(ended)
-
-    async def backfill_ended(self, epoch: int, state: TaskState, first: int, count: int) -> tuple[int, int]:
-        """Index for retention the finished tasks of ``state`` (ranks ``first`` to ``first + count - 1`` of
-        its index) that are not yet; return how many were and the next rank (-1 at the end)."""
-        reply = await self._run("backfill", epoch, state.name, first, count)
-        if reply[0] == "stale":
-            raise StaleEpoch(epoch, int(reply[1]))
-        return int(reply[1]), int(reply[2])
-
-    async def oldest_finished_at(self) -> float | None:
-        """When the task that ended longest ago (of those the store keeps) ended; None if none has."""
-        oldest = await self.redis.zrange(self.keys.ended, 0, 0, withscores=True)
-        return float(oldest[0][1]) if oldest else None
+                pipe.zrange(self.keys.state_index(state.name), 0, look - 1)
+            heads = [i.decode() for ids in await pipe.execute() for i in ids]
+        ended = await self.field_of(heads, "finished_at")
+        times = [float(t) for t in ended if t]
+        return min(times) if times else None
 
     async def place(
         self, epoch: int, node: str, slots: int, task_ids: Sequence[str], entries: Sequence[str] = ()

@@ -39,9 +39,8 @@ end
 -- changes state once in the script (the batch scripts check each task's state field, written at once).
 local MOVES = {}
 
--- Tasks that ended in the script, {id, result_ttl}: flush indexes them in 'ended' (score: when they ended),
--- which the retention sweep (expire.lua) reads oldest first, and those with a result_ttl in 'expiry' (score:
--- when they expire).
+-- Tasks that ended in the script, {id, result_ttl}: flush indexes those with a result_ttl in 'expiry' (score:
+-- when they expire). The retention sweep (expire.lua) finds the others in the finished states' indexes.
 local TERMINAL = {SUCCEED = true, RUNTIME_ERROR = true, KILLED = true}
 local ENDED = {}
 
@@ -75,17 +74,14 @@ local function flush()
   end
   if #ENDED > 0 then
     local t = now()
-    local at, due = {}, {}
+    local due = {}
     for _, e in ipairs(ENDED) do
-      at[#at + 1] = t
-      at[#at + 1] = e[1]
       local ttl = tonumber(e[2])
       if ttl then
         due[#due + 1] = t + ttl
         due[#due + 1] = e[1]
       end
     end
-    variadic('ZADD', P .. 'ended', at)
     if #due > 0 then variadic('ZADD', P .. 'expiry', due) end
   end
   if #EVENTS > 0 then

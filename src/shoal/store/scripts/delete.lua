@@ -11,8 +11,7 @@ if state ~= 'SUCCEED' and state ~= 'RUNTIME_ERROR' and state ~= 'KILLED' then
   state = 'KILLED'
 end
 redis.call('ZREM', P .. 'index:' .. state, id)
-redis.call('ZREM', P .. 'index:all', id)
-redis.call('ZREM', P .. 'ended', id)
+redis.call('ZREM', P .. 'index:all', id, P .. 'ended', id)  -- older versions' indexes, if a node of one wrote them
 redis.call('ZREM', P .. 'expiry', id)
 redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id)
 publish(id, 'DELETED', '', t)

@@ -10,7 +10,6 @@ local t = now()
 local n = tonumber(ARGV[2])
 local first = redis.call('INCRBY', P .. 'seq', n) - n + 1
 local out = {fmt(t)}
-local all = {}
 
 local roster, skip, epoch = nil, {}, nil
 local raw = redis.call('GET', P .. 'roster')
@@ -60,8 +59,6 @@ for i = 0, n - 1 do
   unless(ARGV[b + 10], '', 'result_ttl')
   if node then unless(epoch, nil, 'epoch') end
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
-  all[#all + 1] = seq
-  all[#all + 1] = id
   publish(id, 'WAITING', '', t)
   out[#out + 1] = seq
   if node then
@@ -74,6 +71,5 @@ for i = 0, n - 1 do
     out[#out + 1] = ''
   end
 end
-variadic('ZADD', P .. 'index:all', all)
 if nodes then send_orders(nodes) end
 return out
