@@ -77,7 +77,6 @@ def placed_without_order(store: redis.Redis, state: str, target: str) -> str:
             fields |= {"attempts": 1, "started_at": f"{now:.6f}"}
             pipe.rpush(KEYS.attempts(task_id), orjson.dumps({"number": 1, "node": NODE, "started_at": now}))
         pipe.hset(KEYS.task(task_id), mapping=fields)
-        pipe.zadd(KEYS.all, {task_id: seq})
         pipe.zadd(KEYS.state_index(state), {task_id: seq})
         pipe.sadd(KEYS.assigned(NODE), task_id)
         pipe.execute()
