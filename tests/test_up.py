@@ -228,6 +228,24 @@ def test_readiness_counts_only_the_node_that_was_started(tmp_path: Path) -> None
         proc.wait(10)
 
 
+def test_readiness_waits_longer_for_a_larger_cluster(tmp_path: Path) -> None:
+    """Nodes started together share the cores: twenty get twice the timeout meant for ten."""
+    cluster = LocalCluster(tmp_path, nodes=2 * launcher.READY_NODES_PER_TIMEOUT, http_port=free_port())
+    proc = NodeProcess("node-1", f"127.0.0.1:{cluster.http_port}", "-", "-",
+                       [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ),
+                       tmp_path / "node-1.log")  # fmt: skip
+    proc.start()
+    cluster.processes.append(proc)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"not ready after 0\.6s: node-1"):
+            cluster.wait_ready(0.3)
+        assert time.monotonic() - started >= 0.6
+    finally:
+        proc.signal(signal.SIGKILL)
+        proc.wait(10)
+
+
 # -- crash loops ---------------------------------------------------------------------------------------
 
 

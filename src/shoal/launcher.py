@@ -41,6 +41,10 @@ STOP_MARGIN_S = 15.0
 #: When stopping: the first "waiting for" line after this long, then one every STOP_REPORT_S.
 FIRST_REPORT_S = 1.0
 STOP_REPORT_S = 5.0
+#: ``wait_ready``'s timeout is for up to this many nodes; each node beyond adds its share. Nodes start
+#: together and share the machine's cores, so fifty take several times as long as ten: with a fixed limit,
+#: ``shoal up --nodes 20`` on two cores gave up after 30 s while its nodes were still starting.
+READY_NODES_PER_TIMEOUT = 10
 
 
 class PortTaken(RuntimeError):
@@ -135,6 +139,12 @@ def log_tail(path: Path, lines: int) -> list[str]:
     return text.splitlines()[-lines:]
 
 
+def ready_limit(timeout: float, nodes: int) -> float:
+    """Seconds to wait for ``nodes`` nodes started at once, ``timeout`` being enough for up to
+    READY_NODES_PER_TIMEOUT of them."""
+    return timeout * max(1.0, nodes / READY_NODES_PER_TIMEOUT)
+
+
 @dataclass
 class LocalCluster:
     """Embedded Redis plus ``nodes`` node processes, all on 127.0.0.1, data and logs under ``data_dir``.
@@ -214,7 +224,11 @@ class LocalCluster:
     def wait_ready(self, timeout: float = 15.0, cancel: threading.Event | None = None) -> None:
         """Wait until every node answers /readyz with 200 *as itself* (its name and pid), since another
         process on the same port proves nothing. A node that exits first raises CrashLoop; TimeoutError names
-        the nodes still waited for. Returns early once ``cancel`` is set."""
+        the nodes still waited for. Returns early once ``cancel`` is set.
+
+        ``timeout`` is for a cluster of up to READY_NODES_PER_TIMEOUT nodes; a larger one gets as much more
+        in proportion (see ``ready_limit``)."""
+        timeout = ready_limit(timeout, self.nodes)
         deadline = time.monotonic() + timeout
         waiting = list(self.processes)
         others: dict[str, str] = {}
