@@ -37,6 +37,10 @@
                                                           beat; the master (member.lua) its state and the reason;
                                                           kept a minute (marked draining) after the node leaves
     nodes                    zset     the node itself     node names, score = last beat (Redis time)
+    membership               string   nodes; master       counter raised by every change of who is a member (a new
+                                                          incarnation, draining, a verdict, a node leaving or
+                                                          forgotten), not by beats: nodes read every record again
+                                                          when it moves (and now and then), not every beat
     timeline                 stream   master (Lua)        membership events: joins, suspicions, deaths, rejections,
                                                           elections, each with the rule that fired (capped)
     handover                 string   release.lua         the node a leaving master named to take over (short TTL)
@@ -79,7 +83,7 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
                              dead and fell silent (prune.lua, in the retention sweep)
     timeline                 capped at about 2,000 entries (XADD MAXLEN ~)
     session:*, lease, handover, rotation, roster   expire on their own (TTL)
-    seq, epoch               counters
+    seq, epoch, membership   counters
     schema                   one integer
 """
 
@@ -111,6 +115,7 @@ class Keys:
         self.legacy_ended = self.prefix + "ended"
         self.expiry = self.prefix + "expiry"
         self.nodes = self.prefix + "nodes"
+        self.membership = self.prefix + "membership"
         self.lease = self.prefix + "lease"
         self.epoch = self.prefix + "epoch"
         self.events = self.prefix + "events" + channel_suffix(db)

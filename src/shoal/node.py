@@ -240,7 +240,8 @@ class Node:
         self.cluster_addresses.add([*store_addresses(url), *listeners])
         await self.cluster_addresses.refresh()
         refresh_s = max(ADDRESSES_REFRESH_S, c.heartbeat_interval)
-        self._loops.append(asyncio.create_task(self.cluster_addresses.run(refresh_s), name="cluster-addresses"))
+        addresses = self.cluster_addresses.run(refresh_s, version=self.registry.membership_version)
+        self._loops.append(asyncio.create_task(addresses, name="cluster-addresses"))
         self.proxy = await start_proxy(c, self.cache, self.keeper.matches, cluster=self.cluster_addresses)
         if self.proxy is not None:
             proxy = self.proxy

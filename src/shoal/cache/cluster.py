@@ -80,6 +80,7 @@ class ClusterCache:
         replicas: int = 2,
         hold_s: float = 35.0,
         interval: float = 1.0,
+        full_every: float = 5.0,
     ) -> None:
         self.name = name
         self.shard = shard
@@ -89,6 +90,8 @@ class ClusterCache:
         self.replicas = replicas
         self.hold_s = hold_s
         self.interval = interval
+        self.full_every = full_every
+        self._version, self._full_due = -1, 0.0  # the membership version last read; when to read anyway
         self.io = Io(name=name, owner=self.owner, membership=membership, peers=peers)
         self._flights: dict[str, asyncio.Future[_Outcome]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -162,11 +165,18 @@ class ClusterCache:
         return self.membership.owners(key, 1)[0]
 
     async def refresh(self) -> None:
-        """Read the members from the registry and sweep expired items."""
+        """Sweep expired items, and read the members from the registry when they may have changed (the
+        registry's membership version moved) or ``full_every`` seconds have passed: a node falling silent
+        moves no version until the master's verdict, so every record is read again now and then."""
         self.shard.sweep()
-        if self.registry is not None:
-            now, records = await self.registry.all_with_time()
-            self.membership.update(records, now)
+        if self.registry is None:
+            return
+        version = await self.registry.membership_version()
+        if version == self._version and time.monotonic() < self._full_due:
+            return
+        now, records = await self.registry.all_with_time()
+        self.membership.update(records, now)
+        self._version, self._full_due = version, time.monotonic() + self.full_every
 
     async def run(self) -> None:
         """Refresh every ``interval`` until cancelled; a failed refresh keeps the last membership."""
@@ -256,7 +266,8 @@ def _checked(key: str, ttl_s: float | None, keep_s: float) -> tuple[str, float |
 
 def build_cache(config: NodeConfig, *, registry: NodeRegistry, peers: PeerClient, alive_within: float) -> ClusterCache:
     """The node's cache from its config: a shard of ``cache_bytes``, leases that outlast the slowest fill
-    (a fetch or a proxied request), membership refreshed every heartbeat."""
+    (a fetch or a proxied request), membership looked at every heartbeat (read again when it changed, and
+    at least once in ``alive_within``)."""
     c = config
     return ClusterCache(
         name=c.name,
@@ -269,4 +280,5 @@ def build_cache(config: NodeConfig, *, registry: NodeRegistry, peers: PeerClient
         replicas=c.cache_replicas,
         hold_s=min(MAX_LEASE_WAIT_S, max(c.fetch_timeout, c.proxy_timeout) + FILL_MARGIN_S),
         interval=c.heartbeat_interval,
+        full_every=alive_within,
     )

@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -26,6 +27,8 @@ log = logging.getLogger("shoal.cluster.addresses")
 
 #: Seconds between two reads of the nodes' records, at least.
 REFRESH_S = 2.0
+#: Seconds after which the names are resolved again though the members did not change.
+RESOLVE_AGAIN_S = 30.0
 #: Longest a refresh waits for one name to resolve.
 RESOLVE_TIMEOUT_S = 5.0
 #: Port of a store URL that names none.
@@ -142,6 +145,17 @@ class ClusterAddresses:
         self._exact = frozenset(exact)
         self._local_ports = frozenset(port for address, port in exact if is_this_host(address))
 
-    async def run(self, interval: float) -> None:
-        """``refresh`` every ``interval`` seconds until cancelled; a failed refresh keeps the last addresses."""
-        await every(interval, self.refresh, log, "could not refresh the cluster's addresses")
+    async def run(self, interval: float, version: Callable[[], Awaitable[int]] | None = None) -> None:
+        """``refresh`` every ``interval`` seconds until cancelled; a failed refresh keeps the last addresses.
+        With ``version`` (the registry's membership version), only when it moved, or after RESOLVE_AGAIN_S
+        (names may resolve to new addresses with no change of members)."""
+        seen, due = -1, 0.0
+
+        async def maybe() -> None:
+            nonlocal seen, due
+            now = None if version is None else await version()
+            if now is None or now != seen or time.monotonic() >= due:
+                await self.refresh()
+                seen, due = (now if now is not None else -1), time.monotonic() + RESOLVE_AGAIN_S
+
+        await every(interval, maybe, log, "could not refresh the cluster's addresses")

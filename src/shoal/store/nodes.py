@@ -52,6 +52,7 @@ class NodeRegistry:
         #: The highest epoch this node has seen. The store may lose writes (a restart without persistence, a
         #: failover to a replica that lagged) and with them its epoch; a term this node starts begins above it.
         self.highest_epoch = 0
+        self._draining: dict[str, bool] = {}  # what this registry last wrote of each node's draining flag
 
     def saw_epoch(self, epoch: int) -> int:
         """Remember ``epoch`` if it is the highest seen so far; return it."""
@@ -67,7 +68,16 @@ class NodeRegistry:
     async def new_incarnation(self, name: str) -> int:
         """Count one more life of node ``name`` (a start, a return after being declared dead) and return
         its number, so that the master tells this life from the previous one."""
-        return int(await self.redis.hincrby(self.keys.node(name), "incarnation", 1))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(self.keys.node(name), "incarnation", 1)
+            pipe.incr(self.keys.membership)
+            incarnation, _ = await pipe.execute()
+        self._draining[name] = False
+        return int(incarnation)
+
+    async def membership_version(self) -> int:
+        """A number that changes whenever who is a member may have (see ``keys.membership``), not on beats."""
+        return int(await self.redis.get(self.keys.membership) or 0)
 
     async def beat(self, record: NodeRecord, clock: NodeClock | None = None) -> float:
         """Write this node's own fields with the Redis clock as its beat time, and return that time.
@@ -107,7 +117,10 @@ class NodeRegistry:
             pipe.hset(self.keys.node(record.name), mapping=fields)
             pipe.persist(self.keys.node(record.name))  # back within LEFT_TTL_S of leaving: keep the record
             pipe.zadd(self.keys.nodes, {record.name: now})
+            if self._draining.get(record.name) != record.draining:
+                pipe.incr(self.keys.membership)
             await pipe.execute()
+        self._draining[record.name] = record.draining
         return now
 
     async def now(self) -> float:
@@ -148,6 +161,7 @@ class NodeRegistry:
             pipe.hset(self.keys.node(name), "draining", 1)
             pipe.expire(self.keys.node(name), LEFT_TTL_S)
             pipe.zrem(self.keys.nodes, name)
+            pipe.incr(self.keys.membership)
             await pipe.execute()
 
     async def prune(self, epoch: int, silent_s: float, most: int) -> list[str]:

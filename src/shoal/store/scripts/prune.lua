@@ -17,4 +17,5 @@ for _, name in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', before, 
     out[#out + 1] = name
   end
 end
+if #out > 1 then redis.call('INCR', P .. 'membership') end
 return out
