@@ -14,10 +14,9 @@ For each cluster size N, on a fresh redis-server and N unsupervised nodes with o
     deliveries = sum over channels of publishes x subscribers. The script's own subscription is not counted
     as a receiver; pattern subscriptions of the nodes (``PUBSUB NUMPAT`` less this one) are reported, and
     ``subscriptions_by_channel`` lists every channel subscribed to at the end, published on or not;
-  - gRPC calls/s: received by the nodes' servers, by method, counted by an interceptor that
-    ``bench/rpc_census.py`` adds to each node (loaded as a task module); every call has one server, so the
-    sum over the nodes is every call made. The calls of the whole run (admissions, the probes after each
-    kill) are recorded too;
+  - gRPC calls/s: received by the nodes' servers, by method, from each node's ``shoal_grpc_calls_total``
+    on ``/metrics``; every call has one server, so the sum over the nodes is every call made. The calls
+    of the whole run (admissions, the probes after each kill) are recorded too;
   - messages/s = Redis commands/s + pub/sub deliveries/s + gRPC calls/s, and that over N: flat means
     linear growth, rising with N means worse than linear.
 - failover: ``--failovers`` times each, alternately, kill -9 of the master (``bench.failover.master_failover``:
@@ -34,10 +33,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
-import signal
+import re
 import statistics
 import sys
 import time
@@ -48,14 +46,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import rpc_census
 from bench.failover import master_failover, worker_loss
 from bench.machine import OtherLoad, SystemCpu, cpu_ticks, machine_info, usable_cores
 from bench.nodes import NodeSet
 from bench.redis_server import CommandMeter
 from bench.report import write_json
 from bench.run import run_bench
-from bench.source import ROOT, shoal_source
+from bench.source import shoal_source
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "members.json"
 #: The issue's goals.
@@ -94,10 +91,10 @@ def start_timeout(n: int) -> float:
 
 
 def node_path(src: Path, workdir: Path) -> Path:
-    """A PYTHONPATH directory holding the measured ``shoal`` and this ``bench`` (for ``bench.rpc_census``)."""
+    """A PYTHONPATH directory holding the measured ``shoal``."""
     path = workdir / "pythonpath"
     path.mkdir(parents=True, exist_ok=True)
-    for name, target in (("shoal", src / "shoal"), ("bench", ROOT / "bench")):
+    for name, target in (("shoal", src / "shoal"),):
         link = path / name
         if not link.is_symlink():
             link.symlink_to(target, target_is_directory=True)
@@ -148,27 +145,18 @@ async def subscribers(nodes: NodeSet, channels: list[str]) -> dict[str, int]:
     return {str(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
 
 
-async def rpc_calls(nodes: NodeSet, census_dir: Path, timeout: float = 10.0) -> dict[str, dict[str, int]]:
-    """Each live node's gRPC calls received so far, by method: SIGUSR1 has it write them to ``census_dir``."""
-    live = {n.proc.pid: n.name for n in nodes.live()}
+#: A line of a node's /metrics that counts the gRPC calls its server received (shoal.rpc.census).
+_CALLS = re.compile(r'^shoal_grpc_calls_total\{method="([^"]*)"\} ([0-9.e+]+)$')
 
-    def seq(pid: int) -> int:
-        try:
-            return int(json.loads((census_dir / f"{pid}.json").read_text())["seq"])
-        except (OSError, ValueError, KeyError):
-            return 0
 
-    before = {pid: seq(pid) for pid in live}
-    for pid in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while any(seq(pid) <= before[pid] for pid in live):
-        if time.monotonic() > deadline:
-            late = [live[pid] for pid in live if seq(pid) <= before[pid]]
-            raise TimeoutError(f"no gRPC call counts from {late} within {timeout:.0f} s")
-        await asyncio.sleep(0.02)
-    return {live[pid]: json.loads((census_dir / f"{pid}.json").read_text())["calls"] for pid in live}
+async def rpc_calls(nodes: NodeSet) -> dict[str, dict[str, int]]:
+    """Each live node's gRPC calls received so far, by method, from its ``shoal_grpc_calls_total``."""
+    counts: dict[str, dict[str, int]] = {}
+    for node in nodes.live():
+        text = (await nodes.client.get(f"{node.http_url}/metrics")).text
+        found = (_CALLS.match(line) for line in text.splitlines())
+        counts[node.name] = {m.group(1): int(float(m.group(2))) for m in found if m}
+    return counts
 
 
 def _calls_since(after: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -179,7 +167,7 @@ def _calls_since(after: dict[str, dict[str, int]], before: dict[str, dict[str, i
     return {m: n for m, n in sorted(by_method.items(), key=lambda kv: -kv[1]) if n}
 
 
-async def idle_cost(nodes: NodeSet, seconds: float, census_dir: Path) -> dict[str, Any]:
+async def idle_cost(nodes: NodeSet, seconds: float) -> dict[str, Any]:
     """CPU and messages of a cluster with nothing to do, over ``seconds``."""
     address = nodes.redis_server.address
     assert address is not None and nodes.redis_server.proc is not None
@@ -191,7 +179,7 @@ async def idle_cost(nodes: NodeSet, seconds: float, census_dir: Path) -> dict[st
     live = nodes.live()
     numpat: Any = await nodes.store.execute_command("PUBSUB", "NUMPAT")
     subs_before = await subscribers(nodes, sorted(tap.counts))
-    rpc_before = await rpc_calls(nodes, census_dir)
+    rpc_before = await rpc_calls(nodes)
     cpu = SystemCpu({n.name: n.proc.pid for n in live})
     other = OtherLoad()
     redis_before = cpu_ticks(redis_pid)
@@ -207,7 +195,7 @@ async def idle_cost(nodes: NodeSet, seconds: float, census_dir: Path) -> dict[st
     used = cpu.stop()
     redis_after = cpu_ticks(redis_pid)
     other_pct = other.stop()
-    rpc_after = await rpc_calls(nodes, census_dir)
+    rpc_after = await rpc_calls(nodes)
     await tap.stop()
     meter.close()
     published = {ch: n - published_before.get(ch, 0) for ch, n in published_after.items()}
@@ -318,10 +306,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def measure(size: int, args: argparse.Namespace, path: Path, workdir: Path, rng: random.Random) -> dict[str, Any]:
-    census_dir = workdir / "rpc-census"
-    census_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[rpc_census.DIR_ENV] = str(census_dir)  # passed on to the nodes NodeSet starts
-    node_args = ["--slots", "1", "--task-modules", "bench.rpc_census", *args.node_arg]
+    node_args = ["--slots", "1", *args.node_arg]
     nodes = NodeSet(workdir, path, node_args)
     result: dict[str, Any] = {"nodes": size}
     try:
@@ -333,7 +318,7 @@ async def measure(size: int, args: argparse.Namespace, path: Path, workdir: Path
         print(f"{size} nodes: all ready after {result['ready_s']} s, one master agreed after {result['agreed_s']} s",
               flush=True)  # fmt: skip
         await asyncio.sleep(args.settle)
-        result["idle"] = await idle_cost(nodes, args.idle_s, census_dir)
+        result["idle"] = await idle_cost(nodes, args.idle_s)
         idle = result["idle"]
         print(
             f"  idle {idle['seconds']} s: node CPU {idle['node_cpu_pct']['mean']}% mean, "
@@ -344,7 +329,7 @@ async def measure(size: int, args: argparse.Namespace, path: Path, workdir: Path
             result["failover"] = await failovers(nodes, size, args.failovers, args.delay, rng)
         # Admissions and the probes of the kills; the calls a node received die with it, so these are the
         # calls received by the nodes alive at the end.
-        result["grpc_calls_whole_run"] = _calls_since(await rpc_calls(nodes, census_dir), {})
+        result["grpc_calls_whole_run"] = _calls_since(await rpc_calls(nodes), {})
         print(f"  gRPC calls over the whole run, received by the nodes alive at the end: "
               f"{result['grpc_calls_whole_run']}", flush=True)  # fmt: skip
     except Exception as exc:
