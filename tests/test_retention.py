@@ -99,6 +99,7 @@ async def test_finished_tasks_past_the_retention_leave_with_all_that_is_kept_abo
     counts = await store.counts()
     assert (counts["SUCCEED"], counts["RUNTIME_ERROR"], counts["WAITING"], counts["total"]) == (0, 0, 1, 1)
     assert await redis.zcard(keys.state_index("SUCCEED")) == await redis.zcard(keys.state_index("RUNTIME_ERROR")) == 0
+    assert await redis.zrange(keys.names, 0, -1) == [f"w\0{await store.last_seq()}\0{waiting[0].id}".encode()]
     assert (await store.get(waiting[0].id)).state is TaskState.WAITING  # never what has not ended
 
 
@@ -144,7 +145,7 @@ async def test_a_task_deleted_or_killed_and_deleted_leaves_nothing_for_the_sweep
     await store.start(running[0].id, "w")
     await store.delete(running[0].id)  # killed, then deleted, in one step
     assert (await store.counts())["total"] == 0
-    assert await redis.zcard(keys.expiry) == 0
+    assert await redis.zcard(keys.expiry) == await redis.zcard(keys.names) == 0
     killed = await store.create([TaskSpec(name="k", type="echo", target="x")])
     await store.kill(killed[0].id)
     await sweep_until(store, epoch, 0.001, lambda: gone(store, killed[0].id))  # expires like the others

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from shoal.errors import InvalidInput
 from shoal.keys import Keys
 from shoal.models import TaskSpec, TaskState
-from shoal.store import schema
+from shoal.store import schema, search
 from shoal.store.redis import connect
 from shoal.store.tasks import TaskStore
 from shoal.testing import TestNode, wait_for
@@ -95,6 +95,26 @@ async def test_a_schema_2_store_loses_its_index_of_all_tasks_and_lists_them_as_b
     assert [t.id for t in first.tasks + rest.tasks] == newest_first and rest.next_cursor is None
     assert first.total == 5 and (await tasks.counts())["total"] == 5
     assert [t.id for t in (await tasks.list(TaskState.KILLED, 10, None)).tasks] == [created[1].id]
+
+
+async def test_a_schema_3_store_gets_a_name_index_of_every_task_it_holds(
+    tasks: TaskStore, client: Redis, redis_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 3 had no name index: the upgrade adds every task, whatever its state, in calls of NAME_BATCH
+    sequence numbers, and a search by name prefix then finds them all, newest first."""
+    monkeypatch.setattr(schema, "NAME_BATCH", 4)  # several calls, the last one partly empty
+    created = await tasks.create([TaskSpec(name=f"Report {i}", type="echo", target=str(i)) for i in range(10)])
+    await tasks.kill(created[2].id)
+    with redis.Redis.from_url(redis_admin_url) as admin:  # as schema 3 left them
+        admin.set(KEYS.schema, 3)
+        admin.delete(KEYS.names)
+    assert (await search.search_names(tasks, None, "report", 50, None))[0].total == 0
+    assert await schema.ensure(tasks) == schema.CURRENT
+    page, complete = await search.search_names(tasks, None, "REPORT", 50, None)
+    assert complete and page.total == 10 and [t.id for t in page.tasks] == [t.id for t in reversed(created)]
+    killed, _ = await search.search_names(tasks, TaskState.KILLED, "report 2", 50, None)
+    assert [t.id for t in killed.tasks] == [created[2].id]
+    assert await client.zcard(KEYS.names) == 10, "each task named once"
 
 
 def test_a_later_layout_adds_one_numbered_step() -> None:

@@ -18,6 +18,9 @@
                                                           task is in exactly one, and a listing of all tasks
                                                           merges the six (page.lua), so a task costs one entry
     index:all                zset     older versions      every task id; removed by the upgrade to schema 3
+    names                    zset     Lua scripts         every task, "name in lower case NUL seq NUL id", all at
+                                                          score 0: the tasks whose name starts with a text are one
+                                                          lexical range (a search by name prefix, store/search.py)
     pending:{type}           stream   Lua scripts         ids of WAITING tasks of one type to place; group "scheduler".
                                                           One per type, so that tasks no live node runs wait in
                                                           their own stream and never hold up the others
@@ -71,7 +74,7 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
                              (expire.lua) once the task ended longer ago than ``retention`` or its result_ttl_s
     attempts:{id}            the same; at most KEEP_FIRST + KEEP_LAST - 1 entries (store/scripts.py)
     dupes:{id}               the same; at most KEEP_LATE_RESULTS entries (store/tasks.py)
-    index:{STATE}            one entry per task kept (finished ones leave with their task)
+    index:{STATE}, names     one entry per task kept (finished ones leave with their task)
     expiry                   one entry per finished task kept that has a result_ttl_s
     pending:{type}           one entry per WAITING task of the type, deleted once placed (place.lua) or found
                              gone; pending-types: one member per task type a live node ran
@@ -108,6 +111,7 @@ class Keys:
         self.schema = self.prefix + "schema"
         self.seq = self.prefix + "seq"
         self.legacy_all = self.prefix + "index:all"
+        self.names = self.prefix + "names"
         self.pending_types = self.prefix + "pending-types"
         self.pending_prefix = self.prefix + "pending:"
         self.legacy_pending = self.prefix + "pending"

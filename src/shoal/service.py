@@ -121,6 +121,11 @@ class TaskService:
     ) -> tuple[TaskPage, bool]:
         return await search.search(self.store, state, query, limit, cursor)
 
+    async def search_names(
+        self, state: TaskState | None, prefix: str, limit: int, cursor: str | None
+    ) -> tuple[TaskPage, bool]:
+        return await search.search_names(self.store, state, prefix, limit, cursor)
+
     async def counts(self) -> dict[str, int]:
         return await self.store.counts()
 

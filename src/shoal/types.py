@@ -98,6 +98,13 @@ class TaskAPI(Protocol):
         index; the flag says whether the scan covered every task (else ``total`` counts the newest only)."""
         ...
 
+    async def search_names(
+        self, state: TaskState | None, prefix: str, limit: int, cursor: str | None
+    ) -> tuple[TaskPage, bool]:
+        """Tasks whose name starts with ``prefix`` (ASCII case-insensitive), newest first, from the name index;
+        the flag says whether ``total`` is exact."""
+        ...
+
     def throughput(self, seconds: int) -> dict[str, Any]:
         """Tasks that ended per second over the last ``seconds``, as this node saw them (see shoal.throughput)."""
         ...

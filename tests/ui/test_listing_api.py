@@ -61,6 +61,32 @@ def test_search_matches_name_or_target_in_any_case_and_pages(api: httpx.Client) 
     assert too_long.status_code == 400 and "q is 201 characters" in too_long.json()["message"]
 
 
+def test_a_search_by_name_prefix_reads_the_name_index_and_counts_every_match(api: httpx.Client) -> None:
+    ids = [make(api, f"Nightly report {i}", f"job-{i}") for i in range(5)]
+    make(api, "nightly-backup", "the report archive")
+    make(api, "a nightly report", "elsewhere")
+    found = api.get("/api/v1/tasks", params={"name": "NIGHTLY R"}).json()
+    assert found["total"] == 5 and found["complete"] is True, "the start of the name only, not its middle"
+    assert [t["id"] for t in found["tasks"]] == ids[::-1], "newest first"
+    assert api.get("/api/v1/tasks", params={"name": "nightly"}).json()["total"] == 6
+    assert api.get("/api/v1/tasks", params={"name": "job-"}).json()["total"] == 0, "not the target"
+
+    first = api.get("/api/v1/tasks", params={"name": "nightly report", "limit": 3}).json()
+    second = api.get("/api/v1/tasks", params={"name": "nightly report", "limit": 3, "cursor": first["next_cursor"]})
+    assert [t["id"] for t in first["tasks"] + second.json()["tasks"]] == ids[::-1]
+    assert second.json()["next_cursor"] is None and second.json()["total"] == 5
+
+    assert api.delete(f"/api/v1/tasks/{ids[0]}").status_code == 204
+    wait_for(lambda: api.get("/api/v1/tasks", params={"name": "nightly report", "state": "SUCCEED"}).json()["total"]
+             == 4, 20, "the four left to succeed")  # fmt: skip
+    assert api.get("/api/v1/tasks", params={"name": "nightly report", "state": "KILLED"}).json()["total"] == 0
+
+    both = api.get("/api/v1/tasks", params={"name": "nightly", "q": "report"})
+    assert both.status_code == 400 and "not both" in both.json()["message"]
+    bad = api.get("/api/v1/tasks", params={"name": "x" * 201})
+    assert bad.status_code == 400 and "name is 201 characters" in bad.json()["message"]
+
+
 def test_counts_and_throughput(api: httpx.Client) -> None:
     ids = [make(api, f"count {i}", "t") for i in range(3)]
     wait_for(lambda: api.get("/api/v1/tasks/counts").json()["SUCCEED"] == 3, 20, "3 tasks to succeed")
@@ -113,6 +139,29 @@ async def test_a_search_looks_at_no_more_than_its_bound(redis_url: str) -> None:
         for query in ("ünï", "straße", "CODE STR"):  # matched here (Unicode folding) or in Redis (ASCII)
             page, _ = await search.search(store, None, query, 5, None)
             assert [t.name for t in page.tasks] == ["Ünïcode STRASSE"], query
+    finally:
+        await redis.aclose()
+
+
+async def test_a_name_prefix_shared_by_more_tasks_than_it_reads_walks_the_listing(redis_url: str) -> None:
+    """Past ``read`` matches the search walks the listing newest first, matching the name's start: the page
+    is the same, and the total, from the name index, still exact (but in a state, counted by the walk)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        store = TaskStore(redis, Keys("namestest"), result_max_bytes=1024)
+        alpha = await store.create([TaskSpec(name=f"Alpha {i}", type="echo", target="alpha") for i in range(12)])
+        await store.create([TaskSpec(name=f"beta alpha {i}", type="echo", target="alpha") for i in range(5)])
+        await store.kill(alpha[0].id)
+        newest = [t.id for t in reversed(alpha)]
+        for read in (100, 3):  # the index read whole; the walk
+            page, complete = await search.search_names(store, None, "alpha", 4, None, read=read)
+            assert complete and page.total == 12 and [t.id for t in page.tasks] == newest[:4], read
+            rest, _ = await search.search_names(store, None, "alpha", 50, page.next_cursor, read=read)
+            assert [t.id for t in rest.tasks] == newest[4:] and rest.next_cursor is None, read
+            killed, complete = await search.search_names(store, TaskState.KILLED, "ALPHA", 5, None, read=read)
+            assert complete and killed.total == 1 and [t.id for t in killed.tasks] == [alpha[0].id], read
+        await store.delete(alpha[1].id)
+        assert (await search.search_names(store, None, "alpha", 5, None))[0].total == 11
     finally:
         await redis.aclose()
 

@@ -278,24 +278,25 @@ def _print_ids(tasks: list[Task], as_json: bool) -> None:
 @task_group.command("list")
 @click.option("--state", help=f"Only tasks in this state ({', '.join(s.name for s in TaskState)}).")
 @click.option("--limit", type=click.IntRange(1, validation.MAX_PAGE), default=50, show_default=True)
+@click.option("--name", "name_prefix", metavar="PREFIX", help="Only tasks whose name starts with PREFIX (any case).")
 @click.option("--all", "all_pages", is_flag=True, help="Every matching task, not just the newest page.")
 @api_options
 @json_option
 @handle_errors
-def list_tasks(state: str | None, limit: int, all_pages: bool, as_json: bool) -> None:
+def list_tasks(state: str | None, limit: int, name_prefix: str | None, all_pages: bool, as_json: bool) -> None:
     """List tasks, newest first."""
     wanted = validation.state_filter(state)
     with client() as c:
-        page = c.list(wanted, limit)
+        page = c.list(wanted, limit, name=name_prefix)
         tasks = list(page.tasks)
         cursor = page.next_cursor
-        if all_pages:
-            tasks.extend(c.iter_tasks(wanted, page_size=validation.MAX_PAGE, cursor=cursor) if cursor else [])
+        if all_pages and cursor:
+            tasks.extend(c.iter_tasks(wanted, page_size=validation.MAX_PAGE, cursor=cursor, name=name_prefix))
             cursor = None
     if as_json:
         o.print_json({"tasks": [t.to_json() for t in tasks], "total": page.total, "next_cursor": cursor})
         return
-    filtered = f" {wanted.name}" if wanted else ""
+    filtered = (f" {wanted.name}" if wanted else "") + (f" named {name_prefix}..." if name_prefix else "")
     o.out.print(o.tasks_table(tasks))
     more = f"; next page: --all, or the API's ?cursor={cursor}" if cursor else ""
     click.echo(f"{len(tasks)} of {page.total}{filtered} task(s){more}", err=True)

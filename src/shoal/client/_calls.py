@@ -215,8 +215,12 @@ def get(task_id: str, wait: float | None = None) -> Call[Task]:
     return Call("GET", path, lambda r: _decode.task(json_of(r)), query, hold_s=held)
 
 
-def list_tasks(state: TaskState | str | None, limit: int | None, cursor: str | None) -> Call[TaskPage]:
+def list_tasks(
+    state: TaskState | str | None, limit: int | None, cursor: str | None, name: str | None = None
+) -> Call[TaskPage]:
     query: dict[str, Any] = {}
+    if name:
+        query["name"] = name
     if state is not None:
         query["state"] = state.name if isinstance(state, TaskState) else state
     if limit is not None:

@@ -177,17 +177,28 @@ class AsyncClient:
         return await self._send(_calls.get(task_id, wait))
 
     async def list(
-        self, state: TaskState | str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        state: TaskState | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        *,
+        name: str | None = None,
     ) -> TaskPage:
-        """One page of tasks, newest first; pass the page's ``next_cursor`` for the next one."""
-        return await self._send(_calls.list_tasks(state, limit, cursor))
+        """One page of tasks, newest first; pass the page's ``next_cursor`` for the next one. ``name``: only
+        tasks whose name starts with it (ASCII letters in any case)."""
+        return await self._send(_calls.list_tasks(state, limit, cursor, name))
 
     async def iter_tasks(
-        self, state: TaskState | str | None = None, page_size: int = 200, cursor: str | None = None
+        self,
+        state: TaskState | str | None = None,
+        page_size: int = 200,
+        cursor: str | None = None,
+        *,
+        name: str | None = None,
     ) -> AsyncIterator[Task]:
-        """Every task matching ``state``, page after page (from ``cursor``, if given)."""
+        """Every task matching ``state`` (and ``name``, a prefix), page after page (from ``cursor``, if given)."""
         while True:
-            page = await self.list(state, page_size, cursor)
+            page = await self.list(state, page_size, cursor, name=name)
             for task in page.tasks:
                 yield task
             if not page.next_cursor or not page.tasks:

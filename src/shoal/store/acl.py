@@ -34,7 +34,8 @@ COMMANDS = (
     "hdel", "hget", "hgetall", "hmget", "hset", "hincrby",
     "lindex", "llen", "lrange", "lrem", "lset", "ltrim", "rpush",
     "sadd", "scard", "smembers", "srem",
-    "zadd", "zcard", "zrange", "zrangebyscore", "zrevrangebyscore", "zrem", "zscore",
+    "zadd", "zcard", "zrange", "zrangebyscore", "zrevrangebyscore", "zrem", "zscore", "zmscore",
+    "zlexcount", "zrangebylex",
     "multi", "exec", "discard",
     # streams: the pending streams, node inboxes and the timeline (scheduler, worker, reconcile)
     "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xreadgroup", "xpending", "xclaim", "xautoclaim",

@@ -30,7 +30,7 @@ from shoal.store.tasks import TaskStore
 log = logging.getLogger("shoal.store.schema")
 
 #: The layout this shoal writes and reads.
-CURRENT = 3
+CURRENT = 4
 
 
 def _traces(keys: Keys) -> list[str]:
@@ -87,11 +87,26 @@ async def _one_index_entry(tasks: TaskStore) -> None:
     await tasks.drop_legacy_indexes()
 
 
+#: Sequence numbers the upgrade to schema 4 indexes per call (a few milliseconds of the store's time each).
+NAME_BATCH = 1000
+
+
+async def _name_index(tasks: TaskStore) -> None:
+    """3 -> 4: every task is named in the name index (``names``), which a search by name prefix reads. Tasks
+    submitted from now on are added by their submit; those already stored are added here, ``NAME_BATCH``
+    sequence numbers per call (a million tasks take a few seconds). Tasks a node of the older shoal submits
+    during a rolling upgrade are not indexed: a search by name does not find them."""
+    last = await tasks.last_seq()
+    for lowest in range(1, last + 1, NAME_BATCH):
+        await tasks.index_names(lowest, lowest + NAME_BATCH)
+
+
 #: STEPS[n] takes a store from version n - 1 to n.
 STEPS: dict[int, Callable[[TaskStore], Awaitable[None]]] = {
     1: _from_before_the_key,
     2: _compact_tasks,
     3: _one_index_entry,
+    4: _name_index,
 }
 
 

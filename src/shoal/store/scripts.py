@@ -23,7 +23,7 @@ KEEP_LAST_ATTEMPTS = 20
 
 _NAMES = (
     *("submit", "roster", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
-    *("expire", "prune", "page"),
+    *("expire", "prune", "page", "index_names"),
     *("lease", "release", "member", "break", "note", "nodes"),
 )
 

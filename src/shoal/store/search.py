@@ -1,7 +1,7 @@
-"""Search tasks by name or target: a bounded scan of a listing index, newest first.
+"""Search tasks by text in their name or target, or by the start of their name.
 
-There is no text index in the store, and keeping one would cost every submit a write. A search instead
-walks what a listing reads (``index:{STATE}``, or the six merged) from the newest task down,
+A text search (``search``) has no index to read, and keeping one would cost every submit a write for each
+word. It walks what a listing reads (``index:{STATE}``, or the six merged) from the newest task down,
 ``CHUNK`` ids at a time, and matches only the two fields it needs (``name``, ``target``). It looks at no
 more than ``SEARCH_SCAN`` tasks, so a search costs at most that many small reads however big the store
 grows; when the index holds more, the answer says it is not complete and ``total`` counts the matches
@@ -12,6 +12,14 @@ An ASCII query is matched inside Redis, one short Lua call per chunk (``_CHUNK_L
 millisecond of Redis time for a thousand tasks, so other clients wait no longer than that), and only the
 matching ids travel back. Any other query is matched here, after ``HMGET`` of each task in the chunk,
 with Unicode case folding, which Lua's ``string.lower`` does not know.
+
+A search by name prefix (``search_names``) reads the name index (``names``, kept by the scripts: "name in
+lower case NUL seq NUL id" at score 0), where the tasks whose name starts with a text are one lexical range:
+its size, one ``ZLEXCOUNT``, is the exact total, and up to ``NAME_READ`` entries are read whole, sorted
+newest first here and filtered by state with one ``ZMSCORE``. A prefix that more tasks share than that is
+common enough that the newest-first walk above, matching the name's start, fills a page after a few chunks;
+its total is still exact when no state is asked for. Case is ASCII's on both sides (the scripts lower names
+with Lua's ``string.lower``).
 """
 
 from __future__ import annotations
@@ -29,12 +37,21 @@ SEARCH_SCAN = 20_000
 #: Index entries read (and matched) per round trip.
 CHUNK = 1000
 
-# ARGV: key prefix of the cluster, top score ('+inf' or '(N'), how many, lower-case needle, then the states
+#: Most name index entries a search by name prefix reads whole (about 4 MB; a few milliseconds a chunk).
+NAME_READ = 50_000
+#: Name index entries read per round trip.
+NAME_CHUNK = 10_000
+
+# ARGV: key prefix of the cluster, top score ('+inf' or '(N'), how many, lower-case needle, how to match
+# ('contains': the name or the target contains it; 'prefix': the name starts with it), then the states
 # whose indexes are merged. Returns {entries looked at, score of the last one or '', id, score, ...} of the
 # matches.
 _CHUNK_LUA = """
-local count, rows = tonumber(ARGV[3]), {}
-for k = 5, #ARGV do
+local count, needle, rows = tonumber(ARGV[3]), ARGV[4], {}
+local function contains(value) return value and string.find(string.lower(value), needle, 1, true) end
+local function starts(value) return value and string.lower(string.sub(value, 1, #needle)) == needle end
+local prefix = ARGV[5] == 'prefix'
+for k = 6, #ARGV do
   local got = redis.call('ZREVRANGEBYSCORE', ARGV[1] .. 'index:' .. ARGV[k], ARGV[2], '-inf', 'WITHSCORES',
                          'LIMIT', 0, count)
   for i = 1, #got, 2 do rows[#rows + 1] = {got[i], tonumber(got[i + 1])} end
@@ -44,8 +61,7 @@ local looked = math.min(count, #rows)
 local out = {looked, looked > 0 and rows[looked][2] or ''}
 for i = 1, looked do
   local f = redis.call('HMGET', ARGV[1] .. 'task:' .. rows[i][1], 'name', 'target')
-  if (f[1] and string.find(string.lower(f[1]), ARGV[4], 1, true))
-      or (f[2] and string.find(string.lower(f[2]), ARGV[4], 1, true)) then
+  if (prefix and starts(f[1])) or (not prefix and (contains(f[1]) or contains(f[2]))) then
     out[#out + 1] = rows[i][1]
     out[#out + 1] = rows[i][2]
   end
@@ -71,8 +87,10 @@ async def search(
     cursor: str | None,
     *,
     scan: int = SEARCH_SCAN,
+    prefix: bool = False,
 ) -> tuple[TaskPage, bool]:
-    """One page of the tasks whose name or target contains ``query`` (case-insensitive), newest first.
+    """One page of the tasks whose name or target contains ``query`` (case-insensitive), newest first;
+    with ``prefix``, of those whose name starts with it (ASCII case-insensitive).
 
     Returns the page (``total``: matches found by the scan) and whether the scan reached the oldest task.
     """
@@ -83,10 +101,11 @@ async def search(
     total = scanned = 0
     top = "+inf"
     complete = False
-    script = store.redis.register_script(_CHUNK_LUA) if query.isascii() else None
+    script = store.redis.register_script(_CHUNK_LUA) if prefix or query.isascii() else None
+    needle = query.encode().lower()  # ASCII's lower case, as Lua's
     while scanned < scan:
         asked = min(CHUNK, scan - scanned)
-        chunk = await (_chunk_in_redis(script, store, states, top, asked, query) if script else
+        chunk = await (_chunk_in_redis(script, store, states, top, asked, needle, prefix) if script else
                        _chunk_here(store, state, top, asked, query))  # fmt: skip
         scanned += chunk.scanned
         total += len(chunk.matches)
@@ -109,8 +128,9 @@ async def search(
 
 
 async def _chunk_in_redis(script: AsyncScript, store: TaskStore, states: list[str], top: str, count: int,
-                          query: str) -> _Chunk:  # fmt: skip
-    reply: Any = await script(keys=[], args=[store.keys.prefix, top, count, query.lower(), *states])
+                          needle: bytes, prefix: bool) -> _Chunk:  # fmt: skip
+    mode = "prefix" if prefix else "contains"
+    reply: Any = await script(keys=[], args=[store.keys.prefix, top, count, needle, mode, *states])
     flat = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
     matches = [(flat[i], int(float(flat[i + 1]))) for i in range(2, len(flat), 2)]
     return _Chunk(int(flat[0]), f"({int(float(flat[1]))}" if flat[1] else top, matches)
@@ -131,3 +151,42 @@ async def _chunk_here(store: TaskStore, state: TaskState | None, top: str, count
         if any(needle in value.decode(errors="replace").casefold() for value in (name, target) if value)
     ]
     return _Chunk(len(rows), f"({rows[-1][1]}", matches)
+
+
+async def search_names(
+    store: TaskStore,
+    state: TaskState | None,
+    prefix: str,
+    limit: int,
+    cursor: str | None,
+    *,
+    read: int = NAME_READ,
+) -> tuple[TaskPage, bool]:
+    """One page of the tasks whose name starts with ``prefix`` (ASCII case-insensitive), newest first, from
+    the name index. Returns the page (``total``: every match, in ``state`` if given) and whether ``total``
+    is exact, which it is but for a prefix of more than ``read`` tasks with a state asked for."""
+    low = prefix.encode().lower()
+    first, last = b"[" + low, b"[" + low + b"\xff"  # no name holds the byte 0xff (it is UTF-8)
+    shared = int(await store.redis.zlexcount(store.keys.names, first, last))
+    if shared > read:
+        page, complete = await search(store, state, prefix, limit, cursor, prefix=True)
+        if state is None:
+            return TaskPage(tasks=page.tasks, total=shared, next_cursor=page.next_cursor), True
+        return page, complete
+    found: dict[str, int] = {}  # by id: a submit between two chunks may shift an entry into both
+    for offset in range(0, shared, NAME_CHUNK):
+        entries: Any = await store.redis.zrangebylex(store.keys.names, first, last, start=offset, num=NAME_CHUNK)
+        for entry in entries:
+            _, seq, task_id = entry.rsplit(b"\0", 2)
+            found[task_id.decode()] = int(seq)
+    rows = list(found.items())
+    if state is not None and rows:
+        scores = await store.redis.zmscore(store.keys.state_index(state.name), [task_id for task_id, _ in rows])
+        rows = [row for row, score in zip(rows, scores, strict=True) if score is not None]
+    rows.sort(key=lambda row: row[1], reverse=True)
+    before = int(cursor) if cursor else None
+    after_cursor = [row for row in rows if before is None or row[1] < before]
+    shown = after_cursor[:limit]
+    tasks = await store.get_many([task_id for task_id, _ in shown])
+    next_cursor = str(shown[-1][1]) if len(after_cursor) > limit else None
+    return TaskPage(tasks=tasks, total=len(rows), next_cursor=next_cursor), True

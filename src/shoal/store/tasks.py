@@ -280,6 +280,16 @@ class TaskStore:
         kept (freed by the server in the background)."""
         await self.redis.unlink(self.keys.legacy_all, self.keys.legacy_ended)
 
+    async def index_names(self, lowest: int, highest: int) -> int:
+        """Add the tasks with sequence numbers in [lowest, highest) to the name index, whatever their state
+        (the upgrade to schema 4); return how many."""
+        added: Any = await self._run("index_names", lowest, highest, *(s.name for s in TaskState))
+        return int(added)
+
+    async def last_seq(self) -> int:
+        """The sequence number of the task submitted last (0: none yet)."""
+        return int(await self.redis.get(self.keys.seq) or 0)
+
     async def oldest_finished_at(self, look: int = 16) -> float | None:
         """When the task that ended longest ago (of those the store keeps) ended, as far as the ``look``
         oldest tasks of each finished state tell (an earlier-made task usually ended earlier); None if none

@@ -3,7 +3,9 @@ the counts per state, and the tasks finished per second. They serve the CLI and 
 
 A search (``q=``) matches the text, in any case, against each task's name and target. It is a bounded scan
 of the listing's index, newest first (``shoal.store.search``): it looks at no more than ``SEARCH_SCAN``
-tasks, and its answer carries ``complete`` to say whether that was all of them.
+tasks, and its answer carries ``complete`` to say whether that was all of them. A search by the start of
+the name (``name=``) reads the name index instead, however many tasks the store holds, and its ``total``
+is exact (``complete``: true) unless a state is asked for of a prefix that very many tasks share.
 """
 
 from __future__ import annotations
@@ -30,18 +32,21 @@ _Q_DOC = (
     f"{SEARCH_SCAN} tasks of the listing at most; `complete` says whether that was all of them"
 )
 
+_NAME_DOC = (
+    "search: tasks whose name starts with this text (ASCII letters in any case), from the name index; not with q"
+)
 _Q_SCHEMA = {"type": "string", "pattern": schemas.stripped_text(MAX_QUERY_CHARS, required=False)}
 
 
-def search_query(value: str | None) -> str:
-    """The search text of ``?q=``, stripped; empty means no search."""
+def search_query(value: str | None, param: str = "q") -> str:
+    """The search text of ``?q=`` (or ``?name=``), stripped; empty means no search."""
     if value is None:
         return ""
     value = value.strip()
     if len(value) > MAX_QUERY_CHARS:
-        raise InvalidInput(f"q is {len(value)} characters; the limit is {MAX_QUERY_CHARS}")
+        raise InvalidInput(f"{param} is {len(value)} characters; the limit is {MAX_QUERY_CHARS}")
     if any(ord(c) < 32 for c in value):
-        raise InvalidInput("q must not contain control characters")
+        raise InvalidInput(f"{param} must not contain control characters")
     return value
 
 
@@ -62,11 +67,16 @@ def add_routes(router: APIRouter, tasks: TaskAPI) -> None:
             str | None, WithJsonSchema(schemas.CURSOR_SCHEMA), Query(description="next_cursor of the page before")
         ] = None,
         q: Annotated[str | None, WithJsonSchema(_Q_SCHEMA), Query(description=_Q_DOC)] = None,
+        name: Annotated[str | None, WithJsonSchema(_Q_SCHEMA), Query(description=_NAME_DOC)] = None,
     ) -> Response:
         wanted, size, after = validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor)
-        query = search_query(q)
+        query, prefix = search_query(q), search_query(name, "name")
+        if query and prefix:
+            raise InvalidInput("give q (name or target contains) or name (name starts with), not both")
         complete: bool | None = None
-        if query:
+        if prefix:
+            page, complete = await tasks.search_names(wanted, prefix, size, after)
+        elif query:
             page, complete = await tasks.search(wanted, query, size, after)
         else:
             page = await tasks.list(wanted, size, after)

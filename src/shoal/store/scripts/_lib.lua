@@ -89,6 +89,13 @@ local function flush()
   end
 end
 
+-- The name index ('names'): one entry per task, "name in lower case \0 sequence number \0 id", every one at
+-- score 0, so that the tasks whose name starts with a text are one range of it (ZRANGEBYLEX) and their number
+-- one ZLEXCOUNT (store/search.py). Lower case is ASCII's (string.lower), as the search's is.
+local function name_entry(name, seq, id)
+  return string.lower(name) .. '\0' .. seq .. '\0' .. id
+end
+
 -- Queue a WAITING task for placement in the pending stream of its type. Each type has its own stream (and
 -- the scheduler's consumer group on it, made with the stream), so that tasks of a type no live node runs
 -- wait there without holding up any other type.

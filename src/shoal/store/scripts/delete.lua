@@ -2,7 +2,8 @@
 -- ARGV: prefix, id. Returns {'ok', previous_state} or {'gone'}.
 local id = ARGV[2]
 local tkey = P .. 'task:' .. id
-local state = redis.call('HGET', tkey, 'state')
+local f = redis.call('HMGET', tkey, 'state', 'name', 'seq')
+local state = f[1]
 if not state then return {'gone'} end
 local t = now()
 if state ~= 'SUCCEED' and state ~= 'RUNTIME_ERROR' and state ~= 'KILLED' then
@@ -13,6 +14,7 @@ end
 redis.call('ZREM', P .. 'index:' .. state, id)
 redis.call('ZREM', P .. 'index:all', id, P .. 'ended', id)  -- older versions' indexes, if a node of one wrote them
 redis.call('ZREM', P .. 'expiry', id)
+if f[2] and f[3] then redis.call('ZREM', P .. 'names', name_entry(f[2], f[3], id)) end
 redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id)
 publish(id, 'DELETED', '', t)
 return {'ok', state}

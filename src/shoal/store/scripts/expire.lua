@@ -44,10 +44,11 @@ if retention > 0 then
   end
 end
 
-local by_state, removed = {}, {}
+local by_state, removed, names = {}, {}, {}
 for _, id in ipairs(due) do
   local tkey = P .. 'task:' .. id
-  local state = redis.call('HGET', tkey, 'state')
+  local f = redis.call('HMGET', tkey, 'state', 'name', 'seq')
+  local state = f[1]
   if not state or TERMINAL[state] then  -- a terminal state is final: anything else is no task to remove
     removed[#removed + 1] = id
     local index = state or found_in[id]  -- an entry left without its task goes too
@@ -56,12 +57,14 @@ for _, id in ipairs(due) do
       table.insert(by_state[index], id)
     end
     if state then publish(id, 'DELETED', '', t) end
+    if f[2] and f[3] then names[#names + 1] = name_entry(f[2], f[3], id) end
     redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id)
   end
 end
 if #due > 0 then
   for state, ids in pairs(by_state) do variadic('ZREM', P .. 'index:' .. state, ids) end
   variadic('ZREM', P .. 'expiry', due)
+  if #names > 0 then variadic('ZREM', P .. 'names', names) end
   if redis.call('EXISTS', P .. 'index:all') == 1 then  -- older versions' indexes, if a node of one wrote them
     variadic('ZREM', P .. 'index:all', due)
     variadic('ZREM', P .. 'ended', due)

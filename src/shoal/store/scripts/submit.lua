@@ -10,6 +10,7 @@ local t = now()
 local n = tonumber(ARGV[2])
 local first = redis.call('INCRBY', P .. 'seq', n) - n + 1
 local out = {fmt(t)}
+local names = {}  -- ZADD arguments of the name index
 
 local roster, skip, epoch = nil, {}, nil
 local raw = redis.call('GET', P .. 'roster')
@@ -59,6 +60,8 @@ for i = 0, n - 1 do
   unless(ARGV[b + 10], '', 'result_ttl')
   if node then unless(epoch, nil, 'epoch') end
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
+  names[#names + 1] = 0
+  names[#names + 1] = name_entry(ARGV[b + 1], seq, id)
   publish(id, 'WAITING', '', t)
   out[#out + 1] = seq
   if node then
@@ -71,5 +74,6 @@ for i = 0, n - 1 do
     out[#out + 1] = ''
   end
 end
+variadic('ZADD', P .. 'names', names)
 if nodes then send_orders(nodes) end
 return out
