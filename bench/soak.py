@@ -52,7 +52,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 
 from bench.procs import REAPER, free_port_block, wait_until
 from bench.redis_server import RedisServer
-from bench.source import PACKAGE_ROOT, shoal_source
+from bench.source import shoal_source
 
 ECHO = orjson.dumps({"name": "echo", "type": "echo", "target": "0123456789"})
 UNFINISHED = ("WAITING", "INQUEUE", "RUNNING")
@@ -87,6 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples (default 5)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--plot", type=Path, help="write an SVG plot of used_memory to this file")
+    parser.add_argument("--shoal-ref", default=None, help="run this git commit (e.g. HEAD), not the working tree")
     parser.add_argument("--workdir", type=Path, help="keep the store's and nodes' files and logs here")
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.nodes < 1 or args.window < 1 or not 1 <= args.batch <= 1000 or args.every <= 0:
@@ -113,8 +114,9 @@ class Sample:
 class Cluster:
     """The run's redis-server and ``shoal up`` on it, started and stopped together."""
 
-    def __init__(self, workdir: Path, nodes: int, retention_s: float) -> None:
+    def __init__(self, workdir: Path, nodes: int, retention_s: float, ref: str | None) -> None:
         self.workdir, self.nodes, self.retention_s = workdir, nodes, retention_s
+        self.package_root, self.source = shoal_source(ref, workdir)  # what runs, known before it starts
         self.redis = RedisServer(workdir / "redis")
         self.http_urls: list[str] = []
         self.token = ""
@@ -131,8 +133,8 @@ class Cluster:
                 "--proxy-port", str(base + 2 * self.nodes)]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         env |= {"SHOAL_REDIS": self.redis.url, "SHOAL_RETENTION": f"{self.retention_s:g}s",
-                "PYTHONPATH": str(PACKAGE_ROOT)}  # fmt: skip
-        self.proc = REAPER.spawn("shoal up", argv, log=self.workdir / "shoal-up.log", env=env, cwd=PACKAGE_ROOT,
+                "PYTHONPATH": str(self.package_root)}  # fmt: skip
+        self.proc = REAPER.spawn("shoal up", argv, log=self.workdir / "shoal-up.log", env=env, cwd=self.package_root,
                                  grace=50.0)  # fmt: skip
         wait_until(self._ready, 90.0, "shoal up", self.proc, interval=0.2)
         self.token = (data / "token").read_text().strip()
@@ -351,7 +353,7 @@ class Soak:
         samples = annotate([asdict(s) for s in self.samples], baseline.used_memory)
         return {
             "server": server,
-            "shoal": shoal_source(None, self.cluster.workdir)[1],
+            "shoal": self.cluster.source,
             "tasks": self.args.tasks,
             "nodes": self.args.nodes,
             "retention_s": self.args.retention,
@@ -551,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-soak-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        cluster = Cluster(workdir, args.nodes, args.retention)
+        cluster = Cluster(workdir, args.nodes, args.retention, args.shoal_ref)
         try:
             cluster.start()
             print(f"shoal up: {args.nodes} nodes on {cluster.redis.url}; {args.tasks:,} tasks", flush=True)
