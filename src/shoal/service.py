@@ -117,9 +117,9 @@ class TaskService:
         return await self.store.list(state, limit, cursor)
 
     async def search(
-        self, state: TaskState | None, query: str, limit: int, cursor: str | None
+        self, state: TaskState | None, query: str, limit: int, cursor: str | None, prefix: str = ""
     ) -> tuple[TaskPage, bool]:
-        return await search.search(self.store, state, query, limit, cursor)
+        return await search.search(self.store, state, query, limit, cursor, prefix=prefix)
 
     async def search_names(
         self, state: TaskState | None, prefix: str, limit: int, cursor: str | None

@@ -92,10 +92,11 @@ class TaskAPI(Protocol):
         ...
 
     async def search(
-        self, state: TaskState | None, query: str, limit: int, cursor: str | None
+        self, state: TaskState | None, query: str, limit: int, cursor: str | None, prefix: str = ""
     ) -> tuple[TaskPage, bool]:
-        """Tasks whose name or target contains ``query`` (any case), newest first, from a bounded scan of the
-        index; the flag says whether the scan covered every task (else ``total`` counts the newest only)."""
+        """Tasks whose name or target contains ``query`` (any case), and whose name starts with ``prefix``,
+        newest first, from a bounded scan of the index; the flag says whether the scan covered every task
+        (else ``total`` counts the newest only)."""
         ...
 
     async def search_names(

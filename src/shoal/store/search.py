@@ -42,15 +42,13 @@ NAME_READ = 50_000
 #: Name index entries read per round trip.
 NAME_CHUNK = 10_000
 
-# ARGV: key prefix of the cluster, top score ('+inf' or '(N'), how many, lower-case needle, how to match
-# ('contains': the name or the target contains it; 'prefix': the name starts with it), then the states
-# whose indexes are merged. Returns {entries looked at, score of the last one or '', id, score, ...} of the
-# matches.
+# ARGV: key prefix of the cluster, top score ('+inf' or '(N'), how many, lower-case text the name or the
+# target must contain ('' = any), lower-case text the name must start with ('' = any), then the states whose
+# indexes are merged. Returns {entries looked at, score of the last one or '', id, score, ...} of the matches.
 _CHUNK_LUA = """
-local count, needle, rows = tonumber(ARGV[3]), ARGV[4], {}
+local count, needle, start, rows = tonumber(ARGV[3]), ARGV[4], ARGV[5], {}
 local function contains(value) return value and string.find(string.lower(value), needle, 1, true) end
-local function starts(value) return value and string.lower(string.sub(value, 1, #needle)) == needle end
-local prefix = ARGV[5] == 'prefix'
+local function starts(value) return value and string.lower(string.sub(value, 1, #start)) == start end
 for k = 6, #ARGV do
   local got = redis.call('ZREVRANGEBYSCORE', ARGV[1] .. 'index:' .. ARGV[k], ARGV[2], '-inf', 'WITHSCORES',
                          'LIMIT', 0, count)
@@ -61,7 +59,7 @@ local looked = math.min(count, #rows)
 local out = {looked, looked > 0 and rows[looked][2] or ''}
 for i = 1, looked do
   local f = redis.call('HMGET', ARGV[1] .. 'task:' .. rows[i][1], 'name', 'target')
-  if (prefix and starts(f[1])) or (not prefix and (contains(f[1]) or contains(f[2]))) then
+  if (start == '' or starts(f[1])) and (needle == '' or contains(f[1]) or contains(f[2])) then
     out[#out + 1] = rows[i][1]
     out[#out + 1] = rows[i][2]
   end
@@ -87,10 +85,10 @@ async def search(
     cursor: str | None,
     *,
     scan: int = SEARCH_SCAN,
-    prefix: bool = False,
+    prefix: str = "",
 ) -> tuple[TaskPage, bool]:
-    """One page of the tasks whose name or target contains ``query`` (case-insensitive), newest first;
-    with ``prefix``, of those whose name starts with it (ASCII case-insensitive).
+    """One page of the tasks whose name or target contains ``query`` (case-insensitive; "" = any) and whose
+    name starts with ``prefix`` (ASCII case-insensitive; "" = any), newest first.
 
     Returns the page (``total``: matches found by the scan) and whether the scan reached the oldest task.
     """
@@ -101,12 +99,12 @@ async def search(
     total = scanned = 0
     top = "+inf"
     complete = False
-    script = store.redis.register_script(_CHUNK_LUA) if prefix or query.isascii() else None
-    needle = query.encode().lower()  # ASCII's lower case, as Lua's
+    script = store.redis.register_script(_CHUNK_LUA) if query.isascii() else None
+    start = prefix.encode().lower()  # ASCII's lower case, as Lua's (the query's too, when it is ASCII)
     while scanned < scan:
         asked = min(CHUNK, scan - scanned)
-        chunk = await (_chunk_in_redis(script, store, states, top, asked, needle, prefix) if script else
-                       _chunk_here(store, state, top, asked, query))  # fmt: skip
+        chunk = await (_chunk_in_redis(script, store, states, top, asked, query.lower(), start) if script else
+                       _chunk_here(store, state, top, asked, query, start))  # fmt: skip
         scanned += chunk.scanned
         total += len(chunk.matches)
         for task_id, seq in chunk.matches:
@@ -128,15 +126,16 @@ async def search(
 
 
 async def _chunk_in_redis(script: AsyncScript, store: TaskStore, states: list[str], top: str, count: int,
-                          needle: bytes, prefix: bool) -> _Chunk:  # fmt: skip
-    mode = "prefix" if prefix else "contains"
-    reply: Any = await script(keys=[], args=[store.keys.prefix, top, count, needle, mode, *states])
+                          needle: str, start: bytes) -> _Chunk:  # fmt: skip
+    reply: Any = await script(keys=[], args=[store.keys.prefix, top, count, needle, start, *states])
     flat = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
     matches = [(flat[i], int(float(flat[i + 1]))) for i in range(2, len(flat), 2)]
     return _Chunk(int(flat[0]), f"({int(float(flat[1]))}" if flat[1] else top, matches)
 
 
-async def _chunk_here(store: TaskStore, state: TaskState | None, top: str, count: int, query: str) -> _Chunk:
+async def _chunk_here(
+    store: TaskStore, state: TaskState | None, top: str, count: int, query: str, start: bytes
+) -> _Chunk:
     _, rows = await store.newest(state, top, count)
     if not rows:
         return _Chunk(0, top, [])
@@ -148,7 +147,8 @@ async def _chunk_here(store: TaskStore, state: TaskState | None, top: str, count
     matches = [
         (task_id, seq)
         for (task_id, seq), (name, target) in zip(rows, fields, strict=True)
-        if any(needle in value.decode(errors="replace").casefold() for value in (name, target) if value)
+        if (name or b"").lower().startswith(start)
+        and any(needle in value.decode(errors="replace").casefold() for value in (name, target) if value)
     ]
     return _Chunk(len(rows), f"({rows[-1][1]}", matches)
 
@@ -169,7 +169,7 @@ async def search_names(
     first, last = b"[" + low, b"[" + low + b"\xff"  # no name holds the byte 0xff (it is UTF-8)
     shared = int(await store.redis.zlexcount(store.keys.names, first, last))
     if shared > read:
-        page, complete = await search(store, state, prefix, limit, cursor, prefix=True)
+        page, complete = await search(store, state, "", limit, cursor, prefix=prefix)
         if state is None:
             return TaskPage(tasks=page.tasks, total=shared, next_cursor=page.next_cursor), True
         return page, complete

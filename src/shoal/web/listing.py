@@ -33,7 +33,8 @@ _Q_DOC = (
 )
 
 _NAME_DOC = (
-    "search: tasks whose name starts with this text (ASCII letters in any case), from the name index; not with q"
+    "search: tasks whose name starts with this text (ASCII letters in any case), from the name index; with q, "
+    "the tasks that match both, from q's bounded scan"
 )
 _Q_SCHEMA = {"type": "string", "pattern": schemas.stripped_text(MAX_QUERY_CHARS, required=False)}
 
@@ -71,13 +72,11 @@ def add_routes(router: APIRouter, tasks: TaskAPI) -> None:
     ) -> Response:
         wanted, size, after = validation.state_filter(state), validation.page_limit(limit), validation.cursor(cursor)
         query, prefix = search_query(q), search_query(name, "name")
-        if query and prefix:
-            raise InvalidInput("give q (name or target contains) or name (name starts with), not both")
         complete: bool | None = None
-        if prefix:
+        if query:  # with name= too: the scan, matching both
+            page, complete = await tasks.search(wanted, query, size, after, prefix)
+        elif prefix:
             page, complete = await tasks.search_names(wanted, prefix, size, after)
-        elif query:
-            page, complete = await tasks.search(wanted, query, size, after)
         else:
             page = await tasks.list(wanted, size, after)
         body: dict[str, Any] = {
