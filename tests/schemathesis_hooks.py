@@ -10,7 +10,10 @@ document allows stays allowed, and one it refuses stays refused.
 - a valid long poll (``?wait=``) waits at most ``MAX_WAIT_S``, and a valid ``echo`` task at most
   ``MAX_DELAY_S``: a minute-long wait or an hour-long task is as valid as a short one, only slower;
 - a batch the document allows holds at most ``MAX_BATCH_TASKS`` tasks: a thousand is as valid as a few;
-- a ``result_ttl_s`` string the document's pattern allows but out of range (``0s``, ``400d``) becomes ``1s``.
+- a ``result_ttl_s`` string the document's pattern allows but out of range (``0s``, ``400d``) becomes ``1s``,
+  and so does a ``delay_s`` string past a year;
+- a ``run_at`` the document allows but the node refuses (a date-time that does not exist, such as month 73,
+  or a time more than a year ahead, which a document cannot say) becomes the present time, as epoch seconds.
 
 The same rules apply to the cases of the examples phase, which schemathesis builds without the case hooks
 (``before_add_examples`` sees them instead).
@@ -19,8 +22,11 @@ The same rules apply to the cases of the examples phase, which schemathesis buil
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -123,18 +129,26 @@ def map_case(context: Any, case: Any) -> Any:
         params = spec.get("params")
         if isinstance(params, dict) and _between(params.get("delay_s"), MAX_DELAY_S, echo.MAX_DELAY_S):
             params["delay_s"] = MAX_DELAY_S
-        if _documented_ttl_out_of_range(spec.get("result_ttl_s")):
+        if _documented_but_refused(spec.get("result_ttl_s"), validation.result_ttl):
             spec["result_ttl_s"] = "1s"
+        if _documented_but_refused(spec.get("delay_s"), validation.delay_s):
+            spec["delay_s"] = "1s"
+        at = spec.get("run_at")
+        if (isinstance(at, str) and re.match(validation.RFC3339_PATTERN, at) or _between(at, 0, math.inf)) and (
+            _documented_but_refused(at, validation.run_at, duration=False)
+        ):
+            spec["run_at"] = time.time()
     return case
 
 
-def _documented_ttl_out_of_range(value: Any) -> bool:
-    """A ``result_ttl_s`` string the document's pattern allows but whose value is out of range (``0s``,
-    ``400d``): a pattern cannot say "at most a year", so such a case is made an allowed one."""
-    if not isinstance(value, str) or _DURATION.fullmatch(value) is None:
+def _documented_but_refused(value: Any, check: Callable[[Any], Any], *, duration: bool = True) -> bool:
+    """A value the document allows (for a duration, a string its pattern allows) that the node refuses
+    (``0s``, ``400d``, month 73): a document cannot say "at most a year", so such a case is made an allowed
+    one."""
+    if duration and (not isinstance(value, str) or _DURATION.fullmatch(value) is None):
         return False
     try:
-        validation.result_ttl(value)
+        check(value)
     except InvalidInput:
         return True
     return False

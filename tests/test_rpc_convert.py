@@ -231,3 +231,17 @@ def test_result_ttl_refusals_match_rest(text: str) -> None:
     with pytest.raises(InvalidInput) as rpc:
         convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", result_ttl_s=text))
     assert rpc.value.message == rest.value.message and "result_ttl_s" in rpc.value.message
+
+
+def test_run_at_and_delay_s_travel_as_text_and_read_as_rest_reads_them() -> None:
+    for text, seconds in (("1796551200", 1796551200.0), ("1796551200.25", 1796551200.25),
+                          ("2026-12-06T10:00:00Z", 1796551200.0)):  # fmt: skip
+        spec = convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", run_at=text))
+        assert spec.run_at == seconds, text
+    delayed = convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", delay_s="90s"))
+    assert delayed.delay_s == 90.0 and delayed.run_at is None
+    assert convert.spec_from_proto(convert.spec_to_proto(delayed)) == delayed
+    at = convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", run_at="1796551200.25"))
+    assert convert.spec_from_proto(convert.spec_to_proto(at)) == at
+    with pytest.raises(InvalidInput, match="RFC 3339"):
+        convert.spec_from_proto(pb.TaskSpec(name="n", type="f", target="t", run_at="-5"))

@@ -26,3 +26,43 @@ def test_fetch_refuses_what_is_not_a_url(target: str) -> None:
     spec = task_spec({"name": "n", "type": "fetch", "target": target})  # text: accepted in general
     with pytest.raises(InvalidInput, match="not a valid URL"):
         fetch.validate(spec.target, spec.params)
+
+
+@pytest.mark.parametrize(
+    ("run_at", "seconds"),
+    [
+        ("2026-12-06T10:00:00Z", 1796551200.0),
+        ("2026-12-06t11:00:00.250+01:00", 1796551200.25),
+        ("2026-12-06 10:00:00z", 1796551200.0),
+        (1796551200, 1796551200.0),
+        (0.5, 0.5),
+    ],
+)
+def test_run_at_reads_epoch_seconds_or_an_rfc_3339_date_time(run_at: object, seconds: float) -> None:
+    spec = task_spec({"name": "n", "type": "echo", "target": "t", "run_at": run_at})
+    assert spec.run_at == seconds and spec.delay_s is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"run_at": "2026-12-06T10:00:00"}, "offset"),
+        ({"run_at": "2026-12-06"}, "RFC 3339"),
+        ({"run_at": "Sun, 06 Dec 2026 10:00:00 GMT"}, "RFC 3339"),
+        ({"run_at": "2026-13-01T10:00:00Z"}, "not a date-time"),
+        ({"run_at": -1}, "after 1970"),
+        ({"run_at": float("nan")}, "after 1970"),
+        ({"run_at": 1796551200000}, "milliseconds"),
+        ({"run_at": [1]}, "run_at must be"),
+        ({"delay_s": "2y"}, "delay_s"),
+        ({"delay_s": 366 * 86400}, "a year"),
+    ],
+)
+def test_bad_run_at_and_delay_s_are_refused(fields: dict[str, object], says: str) -> None:
+    with pytest.raises(InvalidInput, match=says):
+        task_spec({"name": "n", "type": "echo", "target": "t", **fields})
+
+
+def test_delay_s_takes_seconds_or_a_duration() -> None:
+    assert task_spec({"name": "n", "type": "echo", "target": "t", "delay_s": "15m"}).delay_s == 900.0
+    assert task_spec({"name": "n", "type": "echo", "target": "t", "delay_s": 0}).delay_s == 0.0

@@ -113,6 +113,8 @@ class TaskSpec:
     memory_mb: int | None = None  # None: the type's bound, else the node's default
     cpu_s_limit: float | None = None  # None: the type's bound, else the node's default
     result_ttl_s: float | None = None  # None: kept for the cluster's retention once it has ended
+    run_at: float | None = None  # due at this Unix time (None: at once, unless delay_s)
+    delay_s: float | None = None  # due this long after the store took it (None: at once, unless run_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,10 @@ class Task:
     cpu_s_limit: float | None = None
     late_results: tuple[LateResult, ...] = ()  # the latest reports of superseded attempts, oldest first
     result_ttl_s: float | None = None  # kept this long once ended (None: the cluster's retention)
+    run_at: float | None = None  # when it was due, if it was submitted with run_at or delay_s
+    delay_s: float | None = None  # the delay_s it was submitted with
+    #: Why a WAITING task is not placed yet (``due at ...``), None otherwise or when it only waits for room.
+    waiting_for: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The task as the REST API shows it (``state`` by name)."""

@@ -132,10 +132,13 @@ class Producer:
         memory_mb: int | None = None,
         cpu_s_limit: float | None = None,
         result_ttl_s: float | str | None = None,
+        run_at: float | str | None = None,
+        delay_s: float | str | None = None,
     ) -> Task:
         """Store a task (``name`` defaults to ``type``), checked as the API checks it: InvalidInput for a bad
         field, UnknownTaskType if no live node runs ``type``, NoLiveNode if no node runs tasks. ``result_ttl_s``
-        (seconds or a duration such as ``"15m"``) keeps the ended task for less than the cluster's retention."""
+        (seconds or a duration such as ``"15m"``) keeps the ended task for less than the cluster's retention;
+        ``run_at`` or ``delay_s`` hold it back until then, as the API's fields do."""
         spec = _spec(locals())
         return await self._tasks.submit(spec)
 

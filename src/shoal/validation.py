@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -46,7 +48,12 @@ T = TypeVar("T")
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
-_SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s"}
+_SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s", "run_at", "delay_s"}
+#: Furthest ahead a task may be delayed (``run_at``, ``delay_s``): a year.
+MAX_DELAY_S = 365 * 86400.0
+#: An RFC 3339 date-time: date, ``T`` (or a space, or ``t``), time with optional fraction, and an offset.
+RFC3339_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+_RFC3339_RE = re.compile(RFC3339_PATTERN)
 #: A duration string: a number of units (``90s``, ``15m``, ``12h``, ``7d``, ``2w``; none: seconds). ASCII
 #: digits only, as the REST document's pattern (JSON Schema) reads it.
 DURATION_PATTERN = r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)?$"
@@ -85,6 +92,7 @@ def task_spec(data: Any) -> TaskSpec:
         memory_mb=memory_mb(data.get("memory_mb")),
         cpu_s_limit=cpu_s_limit(data.get("cpu_s_limit")),
         result_ttl_s=result_ttl(data.get("result_ttl_s")),
+        **delay(data.get("run_at"), data.get("delay_s")),
     )
 
 
@@ -342,6 +350,49 @@ def duration(value: Any, name: str) -> float:
         seconds = float(match[1]) * _UNIT_S[match[2] or "s"]
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidInput(f"{name} must be a duration of 0 seconds or more")
+    return seconds
+
+
+def delay(at: Any, seconds: Any) -> dict[str, float | None]:
+    """A task's ``run_at`` and ``delay_s`` (as TaskSpec fields), each within a year; given both, the task is
+    due at the later of the two."""
+    return {"run_at": run_at(at), "delay_s": delay_s(seconds)}
+
+
+def run_at(value: Any) -> float | None:
+    """When a task is due, in Unix seconds, from epoch seconds or an RFC 3339 date-time with its offset
+    (``2026-12-06T10:00:00Z``, ``2026-12-06T11:00:00+01:00``); not more than a year ahead. A time past
+    means at once."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidInput("run_at must be epoch seconds or an RFC 3339 date-time such as 2026-12-06T10:00:00Z")
+    if isinstance(value, str):
+        if not _RFC3339_RE.match(value):
+            raise InvalidInput(
+                f"run_at must be an RFC 3339 date-time with its offset, such as 2026-12-06T10:00:00Z or "
+                f"2026-12-06T11:00:00+01:00, or epoch seconds; got {value[:40]!r}"
+            )
+        try:
+            at = datetime.fromisoformat(value.upper().replace("Z", "+00:00")).timestamp()
+        except ValueError as exc:  # a day or an hour that does not exist
+            raise InvalidInput(f"run_at {value[:40]!r} is not a date-time: {exc}") from None
+    else:
+        at = float(value)
+    if not math.isfinite(at) or at < 0:
+        raise InvalidInput("run_at must be a time after 1970-01-01")
+    if at > time.time() + MAX_DELAY_S:
+        raise InvalidInput("run_at is more than a year ahead (epoch seconds are expected, not milliseconds)")
+    return at
+
+
+def delay_s(value: Any) -> float | None:
+    """How long after its submit a task is due: 0 <= S <= MAX_DELAY_S (a number or ``90s``, ``15m``...)."""
+    if value is None:
+        return None
+    seconds = duration(value, "delay_s")
+    if seconds > MAX_DELAY_S:
+        raise InvalidInput(f"delay_s must be at most {MAX_DELAY_S / 86400:g}d (a year)")
     return seconds
 
 

@@ -341,3 +341,21 @@ def test_a_change_made_before_the_live_stream_opened_still_shows(cluster: list[A
     expect(page.locator("#live")).to_have_text("live", timeout=ms(LIVE_S))
     expect(state_cell(page, "gap")).to_have_text("KILLED", timeout=ms(LIVE_S))
     assert not page.script_errors
+
+
+def test_a_delayed_task_shows_when_it_is_due_then_runs_live(cluster: list[Any], new_page: Any) -> None:
+    node = cluster[0]
+    with api(node) as client:
+        body = {"name": "due later", "type": "echo", "target": "x", "delay_s": 4}
+        created = client.post("/api/v1/tasks", json=body)
+    assert created.status_code == 201, created.text
+    task = created.json()
+    page = new_page()
+    sign_in(page, node)
+    expect(row(page, "due later").locator(".waiting-for")).to_have_text(task["waiting_for"])
+    page.goto(f"{node.http_url}/tasks/{task['id']}")
+    expect(page.locator("#fields .waiting-for")).to_contain_text(task["waiting_for"])
+    expect(page.locator("#fields")).to_contain_text("Due")
+    expect(page.locator("#task-state")).to_have_text("SUCCEED", timeout=ms(LIVE_S + 4))
+    expect(page.locator("#fields .waiting-for")).to_have_count(0)
+    assert not page.script_errors

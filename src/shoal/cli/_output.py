@@ -193,6 +193,8 @@ def task_detail(task: Task) -> RenderableType:
         ("cpu limit", LIMIT_DEFAULT if task.cpu_s_limit is None else f"{task.cpu_s_limit:g}s"),
         ("kept", "the cluster's retention" if task.result_ttl_s is None else f"{task.result_ttl_s:g}s once ended"),
         ("created", when(task.created_at)),
+        *([("due", when(task.run_at))] if task.run_at is not None else []),
+        *([("waiting for", task.waiting_for)] if task.waiting_for else []),
         ("started", when(task.started_at)),
         ("finished", when(task.finished_at)),
         ("ran for", duration(task)),

@@ -90,6 +90,22 @@ def _checked_result_ttl(_ctx: click.Context, _param: click.Parameter, value: str
     return value
 
 
+def _checked_delay(ctx: click.Context, param: click.Parameter, value: str | None) -> str | float | None:
+    """``--delay`` and ``--at`` checked as the server checks ``delay_s`` and ``run_at`` (a bad one exits 2
+    before anything is sent); ``--at`` in epoch seconds is sent as the number it is."""
+    if value is None:
+        return None
+    try:
+        if param.name == "run_at":
+            number = value.replace(".", "", 1).isdigit()
+            validation.run_at(float(value) if number else value)
+            return float(value) if number else value
+        validation.delay_s(value)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message) from None
+    return value
+
+
 @task_group.command("submit")
 @click.argument("task_type", metavar="TYPE", required=False)
 @click.argument("target", required=False)
@@ -132,6 +148,20 @@ def _checked_result_ttl(_ctx: click.Context, _param: click.Parameter, value: str
     help="Keep the task and its result this long once it has ended, if less than the cluster's retention: "
     "seconds or a duration such as 90s, 15m, 12h or 7d (at most a year) [default: the cluster's retention].",
 )
+@click.option(
+    "--delay",
+    callback=_checked_delay,
+    metavar="DURATION",
+    help="Hold the task back this long (seconds or a duration such as 90s or 15m, at most a year).",
+)
+@click.option(
+    "--at",
+    "run_at",
+    callback=_checked_delay,
+    metavar="TIME",
+    help="Hold the task back until TIME: an RFC 3339 date-time with its offset (2026-12-06T10:00:00Z) or "
+    "epoch seconds.",
+)
 @click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
 @api_options
 @json_option
@@ -147,6 +177,8 @@ def submit(
     memory_mb: int | None,
     cpu_s_limit: float | None,
     result_ttl: str | None,
+    delay: str | None,
+    run_at: str | float | None,
     wait: bool,
     as_json: bool,
     from_file: IO[bytes] | None,
@@ -164,6 +196,8 @@ def submit(
             "--memory-mb": memory_mb,
             "--cpu-s-limit": cpu_s_limit,
             "--result-ttl": result_ttl,
+            "--delay": delay,
+            "--at": run_at,
             "--wait": wait,
         }
         clash = [flag for flag, value in given.items() if value]
@@ -185,6 +219,8 @@ def submit(
             memory_mb=memory_mb,
             cpu_s_limit=cpu_s_limit,
             result_ttl_s=result_ttl,
+            run_at=run_at,
+            delay_s=delay,
         )
         if not wait:
             if as_json:

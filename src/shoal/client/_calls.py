@@ -83,6 +83,8 @@ def submit(
     cpu_s_limit: float | None,
     result_ttl_s: float | str | None,
     wait: float | None,
+    run_at: float | str | None = None,
+    delay_s: float | str | None = None,
 ) -> Call[Task]:
     body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
     if params:
@@ -99,6 +101,10 @@ def submit(
         body["cpu_s_limit"] = cpu_s_limit
     if result_ttl_s is not None:
         body["result_ttl_s"] = result_ttl_s  # as given: the server reads "15m" as it reads 900
+    if run_at is not None:
+        body["run_at"] = run_at
+    if delay_s is not None:
+        body["delay_s"] = delay_s
     query, held = _wait_param(wait)
     return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
 

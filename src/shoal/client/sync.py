@@ -89,6 +89,8 @@ class Client:
         memory_mb: int | None = None,
         cpu_s_limit: float | None = None,
         result_ttl_s: float | str | None = None,
+        run_at: float | str | None = None,
+        delay_s: float | str | None = None,
     ) -> Task:
         """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s.
 
@@ -98,7 +100,9 @@ class Client:
         node's default, and a value above the type's bound is held to it when the attempt runs.
         ``result_ttl_s``: how long the task and its result are kept once it has ended, if less than the
         cluster's retention: seconds or a duration such as ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` (above 0,
-        at most a year); None keeps it for the retention.
+        at most a year); None keeps it for the retention. ``run_at`` (Unix seconds or an RFC 3339 date-time
+        with its offset) or ``delay_s`` (seconds or a duration) hold the task back until then (WAITING, its
+        ``waiting_for`` saying so), at most a year.
         """
         return self._send(
             _calls.submit(
@@ -113,6 +117,8 @@ class Client:
                 memory_mb=memory_mb,
                 cpu_s_limit=cpu_s_limit,
                 result_ttl_s=result_ttl_s,
+                run_at=run_at,
+                delay_s=delay_s,
             )
         )
 

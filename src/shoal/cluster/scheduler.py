@@ -51,6 +51,9 @@ TYPE_BACKLOG = 2000
 STRAY_IDLE_MS = 2 * BLOCK_MS
 #: Seconds between two looks for such entries (and for entries of an older version's single stream).
 STRAY_EVERY_S = 1.0
+#: Seconds between two looks for delayed tasks (run_at, delay_s, retries) that fell due: a task delayed
+#: by more than this is queued at its due time, one delayed by less up to this late.
+PROMOTE_EVERY_S = 0.25
 #: Most tasks offered to place.lua in one call.
 PLACE_BATCH = 500
 #: Seconds the list of schedulable nodes is trusted (place.lua counts their free slots fresh each time,
@@ -163,9 +166,10 @@ class Scheduler:
         now = time.monotonic()
         if now >= self._next_promote:
             due = await self.store.promote_due()
-            self._next_promote = now + 0.25
-            if due is not None:
+            self._next_promote = now + PROMOTE_EVERY_S
+            if due is not None:  # the next delayed task is queued when it is due, not at the next look
                 delay = max(0.0, due - await self.registry.now())
+                self._next_promote = min(self._next_promote, now + delay)
                 asyncio.get_running_loop().call_later(delay + 0.01, self.poke)
         await self._refresh_types()
         if now >= self._next_strays:

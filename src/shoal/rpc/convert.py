@@ -10,6 +10,7 @@ about the protobuf shape (one id where one is meant, JSON text fields).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Literal
@@ -98,6 +99,12 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
         msg.cpu_s_limit = task.cpu_s_limit
     if task.result_ttl_s is not None:
         msg.result_ttl_s = task.result_ttl_s
+    if task.run_at is not None:
+        msg.run_at = task.run_at
+    if task.delay_s is not None:
+        msg.delay_s = task.delay_s
+    if task.waiting_for is not None:
+        msg.waiting_for = task.waiting_for
     if result is not None:
         msg.result.CopyFrom(result_to_proto(result))
     return msg
@@ -167,9 +174,11 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
         data["params"] = _json_object(msg.params_json, "params_json")
     if msg.HasField("timeout_s"):
         data["timeout_s"] = msg.timeout_s
-    for name in ("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit", "result_ttl_s"):
+    for name in ("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit", "result_ttl_s", "delay_s"):
         if msg.HasField(name):
             data[name] = getattr(msg, name)
+    if msg.HasField("run_at"):  # epoch seconds come as text: read them as the number REST takes
+        data["run_at"] = float(msg.run_at) if _EPOCH_TEXT.fullmatch(msg.run_at) else msg.run_at
     return validation.task_spec(data)
 
 
@@ -207,6 +216,10 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
         msg.cpu_s_limit = spec.cpu_s_limit
     if spec.result_ttl_s is not None:
         msg.result_ttl_s = _seconds_text(spec.result_ttl_s)
+    if spec.run_at is not None:
+        msg.run_at = _seconds_text(spec.run_at)
+    if spec.delay_s is not None:
+        msg.delay_s = _seconds_text(spec.delay_s)
     return msg
 
 
@@ -263,6 +276,9 @@ def task_from_proto(msg: pb.Task) -> Task:
         memory_mb=msg.memory_mb if msg.HasField("memory_mb") else None,
         cpu_s_limit=msg.cpu_s_limit if msg.HasField("cpu_s_limit") else None,
         result_ttl_s=msg.result_ttl_s if msg.HasField("result_ttl_s") else None,
+        run_at=msg.run_at if msg.HasField("run_at") else None,
+        delay_s=msg.delay_s if msg.HasField("delay_s") else None,
+        waiting_for=msg.waiting_for if msg.HasField("waiting_for") else None,
     )
 
 
@@ -318,6 +334,10 @@ def _json_object(text: str, field: str) -> dict[str, Any]:
 
 def _json_text(value: dict[str, Any]) -> str:
     return orjson.dumps(value).decode() if value else "{}"
+
+
+#: TaskSpec.run_at text that is epoch seconds, not a date-time.
+_EPOCH_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def _seconds_text(seconds: float) -> str:

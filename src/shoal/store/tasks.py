@@ -9,6 +9,7 @@ import builtins
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -128,9 +129,19 @@ class TaskStore:
             cpu = "" if spec.cpu_s_limit is None else repr(spec.cpu_s_limit)
             args += ["" if spec.memory_mb is None else spec.memory_mb, cpu]
             args.append("" if spec.result_ttl_s is None else repr(spec.result_ttl_s))
+            args += [
+                "" if spec.run_at is None else repr(spec.run_at),
+                "" if spec.delay_s is None else repr(spec.delay_s),
+            ]
         reply = await self._run("submit", *args)
         created = float(reply[0])
         placed_on = reply[2::2]
+
+        def due(spec: TaskSpec) -> float | None:
+            after = None if spec.delay_s is None else created + spec.delay_s
+            times = [t for t in (spec.run_at, after) if t is not None]
+            return max(times) if times else None
+
         return [
             Task(
                 id=task_id,
@@ -151,6 +162,9 @@ class TaskStore:
                 memory_mb=spec.memory_mb,
                 cpu_s_limit=spec.cpu_s_limit,
                 result_ttl_s=spec.result_ttl_s,
+                run_at=due(spec),
+                delay_s=spec.delay_s,
+                waiting_for=waiting_for(due(spec), created, retry=False),
             )
             for task_id, spec, lost, node in zip(ids, specs, most_lost, placed_on, strict=True)
         ]
@@ -730,4 +744,18 @@ def _task(task_id: str, fields: dict[bytes, bytes], attempts: Sequence[bytes], l
         cpu_s_limit=_f(fields.get(b"cpu_s_limit")),
         late_results=tuple(_late(d) for d in late),
         result_ttl_s=_f(fields.get(b"result_ttl")),
+        run_at=_f(fields.get(b"run_at")),
+        delay_s=_f(fields.get(b"delay_s")),
+        waiting_for=waiting_for(_f(fields.get(b"due")), None, retry=b"failures" in fields)
+        if fields[b"state"] == b"WAITING"
+        else None,
     )
+
+
+def waiting_for(due: float | None, now: float | None, *, retry: bool) -> str | None:
+    """Why a WAITING task is held back: its due time (``run_at``, ``delay_s``, or a retry's backoff), if it is
+    still ahead (``now``: the store's time; None: not known, the due time is shown while it is stored)."""
+    if due is None or (now is not None and due <= now):
+        return None
+    at = datetime.fromtimestamp(due, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"{'retry ' if retry else ''}due at {at}"

@@ -106,6 +106,23 @@ class _TaskFields(BaseModel):
         "retention",
         examples=[3600, "15m"],
     )
+    run_at: Annotated[float, Field(ge=0)] | Annotated[str, Field(pattern=validation.RFC3339_PATTERN)] | None = Field(
+        None,
+        description="when the task is due: Unix seconds or an RFC 3339 date-time with its offset, at most a year "
+        'ahead; it waits (WAITING, waiting_for "due at ...") until then. A time past: at once. With delay_s: '
+        "the later of the two",
+        examples=["2026-12-06T10:00:00Z", 1796551200],
+    )
+    delay_s: (
+        Annotated[float, Field(ge=0, le=validation.MAX_DELAY_S)]
+        | Annotated[str, Field(pattern=validation.DURATION_PATTERN)]
+        | None
+    ) = Field(
+        None,
+        description="due this long after the submit (the store's clock): seconds or a duration such as 90s or 15m, "
+        "at most a year. With run_at: the later of the two",
+        examples=[30, "5m"],
+    )
 
 
 class EchoParams(BaseModel):
@@ -250,6 +267,15 @@ class TaskOut(BaseModel):
     )
     result_ttl_s: float | None = Field(
         description="seconds the task is kept once it has ended, as it asked; null: the cluster's retention"
+    )
+    run_at: float | None = Field(
+        None, description="Unix seconds the task was due at, if it was submitted with run_at or delay_s"
+    )
+    delay_s: float | None = Field(None, description="the delay_s it was submitted with")
+    waiting_for: str | None = Field(
+        None,
+        description='why a WAITING task is not placed yet (e.g. "due at 2026-12-06T10:00:00.000Z"); null '
+        "when it waits only for a free slot, or is not WAITING",
     )
     late_results: list[LateResultOut] = Field(
         description="the latest reports of attempts the task had moved on from (their node was lost or handed "

@@ -1,10 +1,11 @@
 -- Store new tasks, all or nothing, in one step however many. A task goes straight to a node when the
 -- master's roster (roster.lua) is current, a node on it that runs the task's type has a free slot, and no
 -- older task of that type waits in its pending stream (so none is overtaken); otherwise it is WAITING,
--- queued in that stream for the master to place.
+-- queued in that stream for the master to place. A task due later (run_at, delay_s) is WAITING in 'delayed'
+-- until then, as a retry waiting out its backoff is; the master queues it when it is due (promote.lua).
 -- ARGV: prefix, count, then per task: id, name, type, target, params (JSON), timeout_s ('' = none), max_retries,
 -- max_lost_attempts, memory_mb ('' = none), cpu_s_limit ('' = none), result_ttl ('' = the retention's; else
--- seconds the task is kept once it has ended)
+-- seconds the task is kept once it has ended), run_at ('' = none; Unix seconds), delay_s ('' = none)
 -- Returns: the creation time, then per task its sequence number and the node it was placed on ('' = none).
 local t = now()
 local n = tonumber(ARGV[2])
@@ -38,9 +39,12 @@ local function placeable()
 end
 
 for i = 0, n - 1 do
-  local b = 3 + i * 11
+  local b = 3 + i * 13
   local id, ttype, seq = ARGV[b], ARGV[b + 2], first + i
-  local best = not queues(ttype) and best_for(placeable(), ttype)
+  local due = tonumber(ARGV[b + 11])
+  if ARGV[b + 12] ~= '' then due = math.max(due or 0, t + tonumber(ARGV[b + 12])) end  -- both: the later
+  local later = due and due > t
+  local best = not later and not queues(ttype) and best_for(placeable(), ttype)
   local node = best and nodes[best]
   local fields = {
     'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'max_retries', ARGV[b + 6],
@@ -59,6 +63,9 @@ for i = 0, n - 1 do
   unless(ARGV[b + 9], '', 'cpu_s_limit')
   unless(ARGV[b + 10], '', 'result_ttl')
   if node then unless(epoch, nil, 'epoch') end
+  if due then unless(fmt(due), nil, 'run_at') end
+  unless(ARGV[b + 12], '', 'delay_s')
+  if later then unless(fmt(due), nil, 'due') end
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   names[#names + 1] = 0
   names[#names + 1] = name_entry(ARGV[b + 1], seq, id)
@@ -67,6 +74,10 @@ for i = 0, n - 1 do
   if node then
     placed_on(node, id, seq, nil, t)
     out[#out + 1] = node.name
+  elseif later then
+    move_later(id, seq, nil, 'WAITING')
+    redis.call('ZADD', P .. 'delayed', due, id)
+    out[#out + 1] = ''
   else
     queued[ttype] = true  -- the rest of its type in this batch queue behind it
     move_later(id, seq, nil, 'WAITING')

@@ -32,6 +32,12 @@ function cell(label, ...children) {
   return h('td', { dataset: { label } }, ...children);
 }
 
+// The state, and why a waiting task waits ("due at ..."), when it says.
+function stateOf(task) {
+  return task.waiting_for ? [stateBadge(task.state), h('div', { class: 'hint small waiting-for' }, task.waiting_for)]
+    : [stateBadge(task.state)];
+}
+
 function buildRow(task) {
   const box = h('input', { type: 'checkbox', 'aria-label': `Select task ${task.name}` });
   box.addEventListener('change', () => selection.set(task.id, box.checked));
@@ -41,7 +47,7 @@ function buildRow(task) {
     cell('Name', h('span', { class: 'name' }, task.name)),
     cell('Type', task.type),
     cell('Target', h('span', { class: 'clip', title: task.target }, task.target)),
-    cell('State', stateBadge(task.state)),
+    cell('State', ...stateOf(task)),
     cell('Node', task.node || '–'),
     h('td', { dataset: { label: 'Attempts' }, class: 'num' }, String(task.attempts)),
     cell('Age', age(task.created_at)),
@@ -51,9 +57,9 @@ function buildRow(task) {
 
 function updateRow(row, task) {
   const [, , , , , stateTd, nodeTd, attemptsTd] = row.tr.children;
-  if (row.task.state !== task.state) {
-    stateTd.replaceChildren(stateBadge(task.state));
-    flash(row.tr);
+  if (row.task.state !== task.state || row.task.waiting_for !== task.waiting_for) {
+    stateTd.replaceChildren(...stateOf(task));
+    if (row.task.state !== task.state) flash(row.tr);
   }
   if (nodeTd.textContent !== (task.node || '–')) nodeTd.textContent = task.node || '–';
   if (attemptsTd.textContent !== String(task.attempts)) attemptsTd.textContent = String(task.attempts);

@@ -121,6 +121,9 @@ class Task(_message.Message):
     CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     RESULT_TTL_S_FIELD_NUMBER: _builtins.int
+    RUN_AT_FIELD_NUMBER: _builtins.int
+    DELAY_S_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -164,6 +167,14 @@ class Task(_message.Message):
     """Seconds the task (with its result) is kept once it has ended, as it asked (TaskSpec.result_ttl_s,
     read into seconds: "15m" is 900); unset: kept for the cluster's retention.
     """
+    run_at: _builtins.float
+    """Unix seconds the task was due at, if it was submitted with run_at or delay_s."""
+    delay_s: _builtins.float
+    """The delay_s it was submitted with."""
+    waiting_for: _builtins.str
+    """Why a WAITING task is not placed yet ("due at 2026-12-06T10:00:00.000Z"); unset when it waits only
+    for a free slot, or is not WAITING.
+    """
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
@@ -199,13 +210,18 @@ class Task(_message.Message):
         cpu_s_limit: _builtins.float | None = ...,
         result: Global___TaskResult | None = ...,
         result_ttl_s: _builtins.float | None = ...,
+        run_at: _builtins.float | None = ...,
+        delay_s: _builtins.float | None = ...,
+        waiting_for: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "cpu_s_limit", b"cpu_s_limit", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "result_ttl_s", b"result_ttl_s", "started_at", b"started_at", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "timeout_s", b"timeout_s", "waiting_for", b"waiting_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "result_ttl_s", b"result_ttl_s", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
+    _WhichOneofReturnType__delay_s: _TypeAlias = _typing.Literal["delay_s"]  # noqa: Y015
+    _WhichOneofArgType__delay_s: _TypeAlias = _typing.Literal["_delay_s", b"_delay_s"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__finished_at: _TypeAlias = _typing.Literal["finished_at"]  # noqa: Y015
@@ -220,12 +236,18 @@ class Task(_message.Message):
     _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
     _WhichOneofReturnType__result_ttl_s: _TypeAlias = _typing.Literal["result_ttl_s"]  # noqa: Y015
     _WhichOneofArgType__result_ttl_s: _TypeAlias = _typing.Literal["_result_ttl_s", b"_result_ttl_s"]  # noqa: Y015
+    _WhichOneofReturnType__run_at: _TypeAlias = _typing.Literal["run_at"]  # noqa: Y015
+    _WhichOneofArgType__run_at: _TypeAlias = _typing.Literal["_run_at", b"_run_at"]  # noqa: Y015
     _WhichOneofReturnType__started_at: _TypeAlias = _typing.Literal["started_at"]  # noqa: Y015
     _WhichOneofArgType__started_at: _TypeAlias = _typing.Literal["_started_at", b"_started_at"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
+    _WhichOneofReturnType__waiting_for: _TypeAlias = _typing.Literal["waiting_for"]  # noqa: Y015
+    _WhichOneofArgType__waiting_for: _TypeAlias = _typing.Literal["_waiting_for", b"_waiting_for"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_s) -> _WhichOneofReturnType__delay_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
@@ -241,9 +263,13 @@ class Task(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result_ttl_s) -> _WhichOneofReturnType__result_ttl_s | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_at) -> _WhichOneofReturnType__run_at | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__started_at) -> _WhichOneofReturnType__started_at | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__waiting_for) -> _WhichOneofReturnType__waiting_for | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
@@ -370,6 +396,8 @@ class TaskSpec(_message.Message):
     CPU_S_LIMIT_FIELD_NUMBER: _builtins.int
     WAIT_S_FIELD_NUMBER: _builtins.int
     RESULT_TTL_S_FIELD_NUMBER: _builtins.int
+    RUN_AT_FIELD_NUMBER: _builtins.int
+    DELAY_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -403,6 +431,15 @@ class TaskSpec(_message.Message):
     as a config file and REST do; the stored task shows it in seconds (Task.result_ttl_s). Unset: kept
     for the cluster's retention (node option `retention`, 7 days by default).
     """
+    run_at: _builtins.str
+    """When the task is due: Unix seconds ("1796551200") or an RFC 3339 date-time with its offset
+    ("2026-12-06T10:00:00Z"), at most a year ahead, as REST's run_at takes it; until then it is WAITING.
+    A time past: at once. With delay_s: the later of the two.
+    """
+    delay_s: _builtins.str
+    """Due this long after the submit (the store's clock): seconds or a duration ("90s", "15m"), at most a
+    year. With run_at: the later of the two.
+    """
     def __init__(
         self,
         *,
@@ -417,13 +454,17 @@ class TaskSpec(_message.Message):
         cpu_s_limit: _builtins.float | None = ...,
         wait_s: _builtins.float | None = ...,
         result_ttl_s: _builtins.str | None = ...,
+        run_at: _builtins.str | None = ...,
+        delay_s: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "result_ttl_s", b"result_ttl_s", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "result_ttl_s", b"result_ttl_s", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
+    _WhichOneofReturnType__delay_s: _TypeAlias = _typing.Literal["delay_s"]  # noqa: Y015
+    _WhichOneofArgType__delay_s: _TypeAlias = _typing.Literal["_delay_s", b"_delay_s"]  # noqa: Y015
     _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
@@ -432,12 +473,16 @@ class TaskSpec(_message.Message):
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__result_ttl_s: _TypeAlias = _typing.Literal["result_ttl_s"]  # noqa: Y015
     _WhichOneofArgType__result_ttl_s: _TypeAlias = _typing.Literal["_result_ttl_s", b"_result_ttl_s"]  # noqa: Y015
+    _WhichOneofReturnType__run_at: _TypeAlias = _typing.Literal["run_at"]  # noqa: Y015
+    _WhichOneofArgType__run_at: _TypeAlias = _typing.Literal["_run_at", b"_run_at"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__wait_s: _TypeAlias = _typing.Literal["wait_s"]  # noqa: Y015
     _WhichOneofArgType__wait_s: _TypeAlias = _typing.Literal["_wait_s", b"_wait_s"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_s) -> _WhichOneofReturnType__delay_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
     @_typing.overload
@@ -446,6 +491,8 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result_ttl_s) -> _WhichOneofReturnType__result_ttl_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run_at) -> _WhichOneofReturnType__run_at | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
     @_typing.overload
