@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from shoal import validation
@@ -23,7 +24,7 @@ from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskR
 from shoal.store import search
 from shoal.store.nodes import NodeRegistry
 from shoal.store.stats import StoreStats, read_stats
-from shoal.store.tasks import TaskStore
+from shoal.store.tasks import Created, TaskStore
 from shoal.throughput import Throughput
 from shoal.validation import RefusedTask
 
@@ -51,7 +52,7 @@ class TaskService:
         self.local_types = local_types
         self.alive_within = alive_within
         # Concurrent single submits go to the store together, many per Lua call (see shoal.batching).
-        self._create: Coalescer[TaskSpec, Task] = Coalescer(store.create, most=SUBMIT_BATCH)
+        self._create: Coalescer[TaskSpec, tuple[Task, bool]] = Coalescer(self._create_each, most=SUBMIT_BATCH)
         self._types: set[str] = set()
         self._live = False  # whether a live node runs tasks
         self._beating = 0  # live nodes, task runners or not
@@ -93,12 +94,18 @@ class TaskService:
                 refusal = UnknownTaskType(spec.type, sorted(known))
                 raise RefusedTask(index, refusal) if batch else refusal
 
-    async def submit(self, spec: TaskSpec) -> Task:
+    async def submit(self, spec: TaskSpec) -> tuple[Task, bool]:
         await self._check_types([spec], batch=False)
         self.local_types.validate(spec.type, spec.target, spec.params)
         return await self._create(spec)
 
-    async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
+    async def _create_each(self, specs: builtins.list[TaskSpec]) -> builtins.list[tuple[Task, bool]]:
+        """The single submits gathered from one loop turn, stored in one call: each task, and whether it was
+        stored now (not the earlier task of its idempotency key)."""
+        created = await self.store.create(specs)
+        return [(task, k not in created.reused) for k, task in enumerate(created)]
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> Created:
         """Store every spec in one store call, in order, or none: the first spec refused (an unknown type, a
         target or params its type refuses) refuses the batch with ``RefusedTask`` naming its index."""
         validation.batch_size(len(specs))
@@ -111,20 +118,38 @@ class TaskService:
         self.local_types.validate(spec.type, spec.target, spec.params)
 
     async def get(self, task_id: str) -> Task:
-        return await self.store.get(task_id)
+        return (await self._explained([await self.store.get(task_id)]))[0]
 
     async def list(self, state: TaskState | None, limit: int, cursor: str | None) -> TaskPage:
-        return await self.store.list(state, limit, cursor)
+        return await self._explained_page(await self.store.list(state, limit, cursor))
 
     async def search(
         self, state: TaskState | None, query: str, limit: int, cursor: str | None, prefix: str = ""
     ) -> tuple[TaskPage, bool]:
-        return await search.search(self.store, state, query, limit, cursor, prefix=prefix)
+        page, complete = await search.search(self.store, state, query, limit, cursor, prefix=prefix)
+        return await self._explained_page(page), complete
 
     async def search_names(
         self, state: TaskState | None, prefix: str, limit: int, cursor: str | None
     ) -> tuple[TaskPage, bool]:
-        return await search.search_names(self.store, state, prefix, limit, cursor)
+        page, complete = await search.search_names(self.store, state, prefix, limit, cursor)
+        return await self._explained_page(page), complete
+
+    async def _explained(self, tasks: Sequence[Task]) -> builtins.list[Task]:
+        """The tasks, each WAITING one whose type no live node runs saying so in ``waiting_for`` (the store
+        says only what it holds: a due time)."""
+        if not any(t.state is TaskState.WAITING and t.waiting_for is None for t in tasks):
+            return builtins.list(tasks)
+        runs = set(await self.task_types())
+        return [
+            replace(t, waiting_for=f"no live node runs type {t.type}")
+            if t.state is TaskState.WAITING and t.waiting_for is None and t.type not in runs
+            else t
+            for t in tasks
+        ]
+
+    async def _explained_page(self, page: TaskPage) -> TaskPage:
+        return replace(page, tasks=await self._explained(page.tasks))
 
     async def counts(self) -> dict[str, int]:
         return await self.store.counts()
