@@ -106,6 +106,8 @@ def test_unknown_key_in_the_file_is_refused_with_its_name(command: list[str], tm
     ]
     + [
         (["config", "show"], "SHOAL_HEARTBEAT_INTERVAL", "0", "option 'heartbeat_interval': must be between 0.05"),
+        (["config", "show"], "SHOAL_IDEMPOTENCY_WINDOW", "2y", "option 'idempotency_window'"),
+        (["config", "show"], "SHOAL_IDEMPOTENCY_WINDOW", "400d", "option 'idempotency_window': must be between 1 s"),
         (["config", "show"], "SHOAL_COLOUR", "blue", "unknown option 'colour' in environment variable SHOAL_COLOUR"),
     ],
 )

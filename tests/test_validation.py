@@ -66,3 +66,11 @@ def test_bad_run_at_and_delay_s_are_refused(fields: dict[str, object], says: str
 def test_delay_s_takes_seconds_or_a_duration() -> None:
     assert task_spec({"name": "n", "type": "echo", "target": "t", "delay_s": "15m"}).delay_s == 900.0
     assert task_spec({"name": "n", "type": "echo", "target": "t", "delay_s": 0}).delay_s == 0.0
+
+
+def test_an_idempotency_key_is_taken_exactly_as_given() -> None:
+    spec = task_spec({"name": "n", "type": "echo", "target": "t", "idempotency_key": " k é "})
+    assert spec.idempotency_key == " k é "
+    for key in ("", "k" * 201, "a\x7fb", ["k"]):
+        with pytest.raises(InvalidInput, match="idempotency_key"):
+            task_spec({"name": "n", "type": "echo", "target": "t", "idempotency_key": key})

@@ -73,6 +73,9 @@ class NodeConfig:
     retention: float = _option(
         7 * 86400.0, "how long finished tasks are kept (seconds or 90s, 15m, 12h, 7d); 0 keeps them for ever"
     )
+    idempotency_window: float = _option(
+        86400.0, "how long a submit's idempotency_key answers with the task it made (seconds or 90s, 15m, 24h)"
+    )
     result_max_bytes: int = _option(16 * 1024 * 1024, "largest task result stored, in bytes")
     fetch_timeout: float = _option(30.0, "seconds a fetch task may take in all")
     fetch_max_bytes: int = _option(10 * 1024 * 1024, "largest page body a fetch task reads, in bytes")
@@ -119,7 +122,7 @@ class NodeConfig:
 
 _OPTIONS = {f.name: f for f in fields(NodeConfig) if f.name != "sources"}
 #: Options that take seconds or a duration string (``7d``).
-DURATIONS = frozenset({"retention"})
+DURATIONS = frozenset({"retention", "idempotency_window"})
 
 
 def option_names() -> list[str]:
@@ -259,6 +262,8 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
             raise bad(key, "must be between 1 KiB and 512 MiB")
     if not 0 <= c.retention <= 10 * 365 * 86_400 or 0 < c.retention < 1:
         raise bad("retention", "must be 0 (keep for ever) or between 1 second and 10 years")
+    if not 1 <= c.idempotency_window <= 365 * 86_400:
+        raise bad("idempotency_window", "must be between 1 s and a year (365d)")
     if not 1 <= c.session_ttl <= 90 * 86_400:
         raise bad("session_ttl", "must be between 1 second and 90 days")
     if not 0 < c.kill_grace <= 300:

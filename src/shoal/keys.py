@@ -14,6 +14,8 @@
     result:{id}              string   older versions      their copy of the result, read where the hash has none
     dupes:{id}               list     finish.lua          late results of attempts that lost the race
     seq                      string   submit.lua          counter; each task's sequence number (listing order)
+    idem:{key}               string   submit.lua          the id of the task a submit with that idempotency_key
+                                                          made; expires after the idempotency window
     index:{STATE}            zset     Lua scripts         task ids in that state, score = sequence number; every
                                                           task is in exactly one, and a listing of all tasks
                                                           merges the six (page.lua), so a task costs one entry
@@ -76,6 +78,7 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
     dupes:{id}               the same; at most KEEP_LATE_RESULTS entries (store/tasks.py)
     index:{STATE}, names     one entry per task kept (finished ones leave with their task)
     expiry                   one entry per finished task kept that has a result_ttl_s
+    idem:{key}               expires with the idempotency window (24 h by default); one per keyed submit
     pending:{type}           one entry per WAITING task of the type, deleted once placed (place.lua) or found
                              gone; pending-types: one member per task type a live node ran
     delayed                  one entry per retry waiting out its backoff

@@ -115,6 +115,7 @@ class TaskSpec:
     result_ttl_s: float | None = None  # None: kept for the cluster's retention once it has ended
     run_at: float | None = None  # due at this Unix time (None: at once, unless delay_s)
     delay_s: float | None = None  # due this long after the store took it (None: at once, unless run_at)
+    idempotency_key: str | None = None  # a second submit with it, within the window, gets the first task
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,7 @@ class Task:
     result_ttl_s: float | None = None  # kept this long once ended (None: the cluster's retention)
     run_at: float | None = None  # when it was due, if it was submitted with run_at or delay_s
     delay_s: float | None = None  # the delay_s it was submitted with
+    idempotency_key: str | None = None  # as submitted
     #: Why a WAITING task is not placed yet (``due at ...``), None otherwise or when it only waits for room.
     waiting_for: str | None = None
 

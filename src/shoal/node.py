@@ -107,7 +107,11 @@ class Node:
         log.info("store: %s at %s", await wait_until_up(self.redis, url), redacted(url))
         keys = Keys(c.cluster, db=database_of(self.redis))
         self.store = TaskStore(
-            self.redis, keys, result_max_bytes=c.result_max_bytes, max_lost_attempts=c.max_lost_attempts
+            self.redis,
+            keys,
+            result_max_bytes=c.result_max_bytes,
+            max_lost_attempts=c.max_lost_attempts,
+            idempotency_window_s=c.idempotency_window,
         )
         # before anything of the cluster is read or written: refuse a newer shoal's store, upgrade an older one
         await schema.ensure(self.store)

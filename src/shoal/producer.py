@@ -80,14 +80,15 @@ class Producer:
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
         heartbeat_interval: float = NodeConfig.heartbeat_interval,
         dead_after: int = NodeConfig.dead_after,
+        idempotency_window: float = NodeConfig.idempotency_window,
         task_modules: Sequence[str] = (),
     ) -> Producer:
         """Connect to the store at ``redis`` (a ``redis://``, ``rediss://``, ``unix://`` or
         ``redis+sentinel://`` URL, as nodes take it; the password from ``password_file`` keeps it out of the
         URL). ``cluster``, ``max_lost_attempts`` (the default of tasks submitted without one),
-        ``heartbeat_interval`` and ``dead_after`` must match the nodes' settings; ``task_modules`` adds the
-        checks of the cluster's own types. Raises InvalidInput for a bad URL and StoreUnavailable when the
-        store does not answer."""
+        ``heartbeat_interval``, ``dead_after`` and ``idempotency_window`` (seconds) must match the nodes'
+        settings; ``task_modules`` adds the checks of the cluster's own types. Raises InvalidInput for a bad
+        URL and StoreUnavailable when the store does not answer."""
         checks = TypeChecks(task_modules)
         client = connect(redis, name="shoal-producer", max_connections=MAX_CONNECTIONS, password_file=password_file)
         try:
@@ -96,7 +97,13 @@ class Producer:
             await client.aclose()
             raise
         keys = Keys(cluster, db=database_of(client))
-        store = TaskStore(client, keys, result_max_bytes=0, max_lost_attempts=max_lost_attempts)
+        store = TaskStore(
+            client,
+            keys,
+            result_max_bytes=0,
+            max_lost_attempts=max_lost_attempts,
+            idempotency_window_s=idempotency_window,
+        )
         tasks = TaskService(
             store=store,
             registry=NodeRegistry(client, keys),
@@ -134,13 +141,15 @@ class Producer:
         result_ttl_s: float | str | None = None,
         run_at: float | str | None = None,
         delay_s: float | str | None = None,
+        idempotency_key: str | None = None,
     ) -> Task:
         """Store a task (``name`` defaults to ``type``), checked as the API checks it: InvalidInput for a bad
         field, UnknownTaskType if no live node runs ``type``, NoLiveNode if no node runs tasks. ``result_ttl_s``
         (seconds or a duration such as ``"15m"``) keeps the ended task for less than the cluster's retention;
         ``run_at`` or ``delay_s`` hold it back until then, as the API's fields do."""
         spec = _spec(locals())
-        return await self._tasks.submit(spec)
+        task, _stored = await self._tasks.submit(spec)
+        return task
 
     async def submit_many(self, specs: Iterable[TaskSpec | Mapping[str, Any]]) -> builtins.list[Task]:
         """Store up to ``shoal.validation.MAX_BATCH`` tasks in one atomic store call, in order, or none; each

@@ -25,17 +25,19 @@ from shoal.models import (
 
 if TYPE_CHECKING:
     from shoal.store.stats import StoreStats
+    from shoal.store.tasks import Created
 
 
 class TaskAPI(Protocol):
     """What users may do with tasks. Safe to call concurrently from any number of requests."""
 
-    async def submit(self, spec: TaskSpec) -> Task:
-        """Store a new task as WAITING; raise UnknownTaskType if no live node runs its type, NoLiveNode if no
+    async def submit(self, spec: TaskSpec) -> tuple[Task, bool]:
+        """Store a new task as WAITING, and say True; or, for an idempotency key that made a task within the
+        window, that task and False. Raise UnknownTaskType if no live node runs its type, NoLiveNode if no
         node is alive at all."""
         ...
 
-    async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> Created:
         """Store every spec as WAITING in one store call, in order, or none: the first spec refused (an unknown
         type, a target or params its type refuses) refuses the batch with ``RefusedTask`` naming its index;
         NoLiveNode as ``submit``."""

@@ -48,7 +48,9 @@ T = TypeVar("T")
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
-_SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s", "run_at", "delay_s"}
+_SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s", "run_at", "delay_s", "idempotency_key"}
+#: Longest ``idempotency_key``.
+MAX_IDEMPOTENCY_KEY_CHARS = 200
 #: Furthest ahead a task may be delayed (``run_at``, ``delay_s``): a year.
 MAX_DELAY_S = 365 * 86400.0
 #: An RFC 3339 date-time: date, ``T`` (or a space, or ``t``), time with optional fraction, and an offset.
@@ -93,6 +95,7 @@ def task_spec(data: Any) -> TaskSpec:
         cpu_s_limit=cpu_s_limit(data.get("cpu_s_limit")),
         result_ttl_s=result_ttl(data.get("result_ttl_s")),
         **delay(data.get("run_at"), data.get("delay_s")),
+        idempotency_key=idempotency_key(data.get("idempotency_key")),
     )
 
 
@@ -351,6 +354,20 @@ def duration(value: Any, name: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidInput(f"{name} must be a duration of 0 seconds or more")
     return seconds
+
+
+def idempotency_key(value: Any) -> str | None:
+    """A submit's ``idempotency_key``: None, or 1 to MAX_IDEMPOTENCY_KEY_CHARS characters, none a control
+    character, taken as given (not stripped: it is compared exactly)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("idempotency_key must be a non-empty string")
+    if len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidInput(f"idempotency_key is {len(value)} characters; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}")
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise InvalidInput("idempotency_key must not contain control characters")
+    return value
 
 
 def delay(at: Any, seconds: Any) -> dict[str, float | None]:

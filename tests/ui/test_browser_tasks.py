@@ -345,13 +345,22 @@ def test_a_change_made_before_the_live_stream_opened_still_shows(cluster: list[A
 
 def test_a_delayed_task_shows_when_it_is_due_then_runs_live(cluster: list[Any], new_page: Any) -> None:
     node = cluster[0]
-    with api(node) as client:
-        body = {"name": "due later", "type": "echo", "target": "x", "delay_s": 4}
-        created = client.post("/api/v1/tasks", json=body)
-    assert created.status_code == 201, created.text
-    task = created.json()
     page = new_page()
     sign_in(page, node)
+    page.get_by_role("button", name="New task").click()
+    dialog = page.get_by_role("dialog", name="New task")
+    dialog.get_by_label("Name").fill("due later")
+    dialog.get_by_label("Type").select_option("echo")
+    dialog.get_by_label("Target").fill("x")
+    dialog.get_by_label("Run after").fill("soon")
+    dialog.get_by_role("button", name="Create").click()
+    expect(dialog.locator("#delay_s-error")).to_contain_text("delay_s must be seconds or a duration")
+    dialog.get_by_label("Run after").fill("4s")
+    dialog.get_by_role("button", name="Create").click()
+    expect(row(page, "due later").locator(".waiting-for")).to_contain_text("due at ")
+    with api(node) as client:
+        [task] = client.get("/api/v1/tasks", params={"name": "due later"}).json()["tasks"]
+    assert task["delay_s"] == 4 and task["state"] == "WAITING", task
     expect(row(page, "due later").locator(".waiting-for")).to_have_text(task["waiting_for"])
     page.goto(f"{node.http_url}/tasks/{task['id']}")
     expect(page.locator("#fields .waiting-for")).to_contain_text(task["waiting_for"])

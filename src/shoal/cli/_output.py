@@ -195,6 +195,7 @@ def task_detail(task: Task) -> RenderableType:
         ("created", when(task.created_at)),
         *([("due", when(task.run_at))] if task.run_at is not None else []),
         *([("waiting for", task.waiting_for)] if task.waiting_for else []),
+        *([("idempotency key", task.idempotency_key)] if task.idempotency_key else []),
         ("started", when(task.started_at)),
         ("finished", when(task.finished_at)),
         ("ran for", duration(task)),

@@ -162,6 +162,12 @@ def _checked_delay(ctx: click.Context, param: click.Parameter, value: str | None
     help="Hold the task back until TIME: an RFC 3339 date-time with its offset (2026-12-06T10:00:00Z) or "
     "epoch seconds.",
 )
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Submit at most once: a second submit with KEY within the cluster's idempotency window (a day by "
+    "default) stores nothing and shows the first task.",
+)
 @click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
 @api_options
 @json_option
@@ -179,6 +185,7 @@ def submit(
     result_ttl: str | None,
     delay: str | None,
     run_at: str | float | None,
+    idempotency_key: str | None,
     wait: bool,
     as_json: bool,
     from_file: IO[bytes] | None,
@@ -198,6 +205,7 @@ def submit(
             "--result-ttl": result_ttl,
             "--delay": delay,
             "--at": run_at,
+            "--idempotency-key": idempotency_key,
             "--wait": wait,
         }
         clash = [flag for flag, value in given.items() if value]
@@ -221,6 +229,7 @@ def submit(
             result_ttl_s=result_ttl,
             run_at=run_at,
             delay_s=delay,
+            idempotency_key=idempotency_key,
         )
         if not wait:
             if as_json:

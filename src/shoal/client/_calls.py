@@ -85,6 +85,7 @@ def submit(
     wait: float | None,
     run_at: float | str | None = None,
     delay_s: float | str | None = None,
+    idempotency_key: str | None = None,
 ) -> Call[Task]:
     body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
     if params:
@@ -105,6 +106,8 @@ def submit(
         body["run_at"] = run_at
     if delay_s is not None:
         body["delay_s"] = delay_s
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
     query, held = _wait_param(wait)
     return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
 

@@ -91,6 +91,7 @@ class Client:
         result_ttl_s: float | str | None = None,
         run_at: float | str | None = None,
         delay_s: float | str | None = None,
+        idempotency_key: str | None = None,
     ) -> Task:
         """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s.
 
@@ -102,7 +103,9 @@ class Client:
         cluster's retention: seconds or a duration such as ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` (above 0,
         at most a year); None keeps it for the retention. ``run_at`` (Unix seconds or an RFC 3339 date-time
         with its offset) or ``delay_s`` (seconds or a duration) hold the task back until then (WAITING, its
-        ``waiting_for`` saying so), at most a year.
+        ``waiting_for`` saying so), at most a year. ``idempotency_key``: a second submit with the same key
+        within the cluster's idempotency window (a day by default) stores nothing and answers with the first
+        task.
         """
         return self._send(
             _calls.submit(
@@ -119,6 +122,7 @@ class Client:
                 result_ttl_s=result_ttl_s,
                 run_at=run_at,
                 delay_s=delay_s,
+                idempotency_key=idempotency_key,
             )
         )
 

@@ -68,6 +68,20 @@ MAX_WAIT_S = validation.MAX_WAIT_S
 def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
     """The task as a Task message; unset optional fields stay unset rather than becoming 0 or ''. ``result``
     is set only in the answer to a call that waited."""
+    optional: dict[str, Any] = {
+        "node": task.node,
+        "timeout_s": task.timeout_s,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "error": None if task.error is None else _utf8(task.error),
+        "memory_mb": task.memory_mb,
+        "cpu_s_limit": task.cpu_s_limit,
+        "result_ttl_s": task.result_ttl_s,
+        "run_at": task.run_at,
+        "delay_s": task.delay_s,
+        "waiting_for": task.waiting_for,
+        "idempotency_key": task.idempotency_key,
+    }
     msg = pb.Task(
         id=task.id,
         name=task.name,
@@ -82,29 +96,8 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
         max_lost_attempts=task.max_lost_attempts,
         lost_attempts=task.lost_attempts,
         attempts_dropped=task.attempts_dropped,
+        **{name: value for name, value in optional.items() if value is not None},
     )
-    if task.node is not None:
-        msg.node = task.node
-    if task.timeout_s is not None:
-        msg.timeout_s = task.timeout_s
-    if task.started_at is not None:
-        msg.started_at = task.started_at
-    if task.finished_at is not None:
-        msg.finished_at = task.finished_at
-    if task.error is not None:
-        msg.error = _utf8(task.error)
-    if task.memory_mb is not None:
-        msg.memory_mb = task.memory_mb
-    if task.cpu_s_limit is not None:
-        msg.cpu_s_limit = task.cpu_s_limit
-    if task.result_ttl_s is not None:
-        msg.result_ttl_s = task.result_ttl_s
-    if task.run_at is not None:
-        msg.run_at = task.run_at
-    if task.delay_s is not None:
-        msg.delay_s = task.delay_s
-    if task.waiting_for is not None:
-        msg.waiting_for = task.waiting_for
     if result is not None:
         msg.result.CopyFrom(result_to_proto(result))
     return msg
@@ -177,6 +170,8 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
     for name in ("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit", "result_ttl_s", "delay_s"):
         if msg.HasField(name):
             data[name] = getattr(msg, name)
+    if msg.HasField("idempotency_key"):
+        data["idempotency_key"] = msg.idempotency_key
     if msg.HasField("run_at"):  # epoch seconds come as text: read them as the number REST takes
         data["run_at"] = float(msg.run_at) if _EPOCH_TEXT.fullmatch(msg.run_at) else msg.run_at
     return validation.task_spec(data)
@@ -220,6 +215,8 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
         msg.run_at = _seconds_text(spec.run_at)
     if spec.delay_s is not None:
         msg.delay_s = _seconds_text(spec.delay_s)
+    if spec.idempotency_key is not None:
+        msg.idempotency_key = spec.idempotency_key
     return msg
 
 
@@ -279,6 +276,7 @@ def task_from_proto(msg: pb.Task) -> Task:
         run_at=msg.run_at if msg.HasField("run_at") else None,
         delay_s=msg.delay_s if msg.HasField("delay_s") else None,
         waiting_for=msg.waiting_for if msg.HasField("waiting_for") else None,
+        idempotency_key=msg.idempotency_key if msg.HasField("idempotency_key") else None,
     )
 
 

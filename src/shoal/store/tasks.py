@@ -35,6 +35,8 @@ from shoal.store.scripts import Scripts
 #: Late results (reports of superseded attempts) kept per task, the latest ones; each is at most
 #: result_max_bytes.
 KEEP_LATE_RESULTS = 10
+#: How long a submit's idempotency_key keeps answering with the task it made, by default.
+DEFAULT_IDEMPOTENCY_WINDOW_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,13 @@ class Order:
     ids: builtins.list[str]
 
 
+class Created(builtins.list[Task]):
+    """The tasks a submit answers with, in order; ``reused``: the positions that name the earlier task of
+    their idempotency key (stored before, or earlier in the same call) instead of a task stored now."""
+
+    reused: frozenset[int] = frozenset()
+
+
 class HandedBack(builtins.list[str]):
     """The ids a requeue sent back to WAITING; ``quarantined``: those that ended RUNTIME_ERROR instead,
     their lost attempts having reached their ``max_lost_attempts``."""
@@ -102,13 +111,20 @@ class TaskStore:
     """
 
     def __init__(
-        self, redis: Redis, keys: Keys, *, result_max_bytes: int, max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        result_max_bytes: int,
+        max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
+        idempotency_window_s: float = DEFAULT_IDEMPOTENCY_WINDOW_S,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
         self.result_max_bytes = result_max_bytes
         self.max_lost_attempts = max_lost_attempts
+        self.idempotency_window_s = idempotency_window_s
 
     async def _run(self, script: str, *args: Any) -> builtins.list[Any]:
         reply: builtins.list[Any] = await self.scripts.run(script, self.keys.prefix, *args)
@@ -116,12 +132,13 @@ class TaskStore:
 
     # -- users' writes ---------------------------------------------------------------------------
 
-    async def create(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
+    async def create(self, specs: Sequence[TaskSpec]) -> Created:
         """Store the tasks, in one atomic call however many there are: each is placed at once on a node of
-        the master's roster that has room (INQUEUE), or queued for the master to place (WAITING)."""
+        the master's roster that has room (INQUEUE), or queued for the master to place (WAITING). A spec
+        whose idempotency key made a task within the window that still exists gets that task instead."""
         ids = [str(uuid.uuid4()) for _ in specs]
         most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
-        args: builtins.list[Any] = [len(specs)]
+        args: builtins.list[Any] = [len(specs), max(1, round(self.idempotency_window_s * 1000))]
         for task_id, spec, lost in zip(ids, specs, most_lost, strict=True):
             timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
             params = orjson.dumps(spec.params).decode()
@@ -132,17 +149,18 @@ class TaskStore:
             args += [
                 "" if spec.run_at is None else repr(spec.run_at),
                 "" if spec.delay_s is None else repr(spec.delay_s),
+                spec.idempotency_key or "",
             ]
         reply = await self._run("submit", *args)
         created = float(reply[0])
-        placed_on = reply[2::2]
+        placed_on, priors = reply[2::3], reply[3::3]
 
         def due(spec: TaskSpec) -> float | None:
             after = None if spec.delay_s is None else created + spec.delay_s
             times = [t for t in (spec.run_at, after) if t is not None]
             return max(times) if times else None
 
-        return [
+        tasks = [
             Task(
                 id=task_id,
                 name=spec.name,
@@ -165,9 +183,18 @@ class TaskStore:
                 run_at=due(spec),
                 delay_s=spec.delay_s,
                 waiting_for=waiting_for(due(spec), created, retry=False),
+                idempotency_key=spec.idempotency_key,
             )
             for task_id, spec, lost, node in zip(ids, specs, most_lost, placed_on, strict=True)
         ]
+        reused = [k for k, prior in enumerate(priors) if prior]
+        if reused:
+            earlier = {t.id: t for t in await self.get_many([priors[k] for k in reused])}
+            for k in reused:  # gone since the script ran (deleted at once): as a get of it would say
+                tasks[k] = earlier.get(priors[k]) or await self.get(priors[k])
+        answer = Created(tasks)
+        answer.reused = frozenset(reused)
+        return answer
 
     async def kill(self, task_id: str, reason: str = "killed by user") -> TaskState:
         """Kill a non-terminal task; return the state it was in."""
@@ -746,6 +773,7 @@ def _task(task_id: str, fields: dict[bytes, bytes], attempts: Sequence[bytes], l
         result_ttl_s=_f(fields.get(b"result_ttl")),
         run_at=_f(fields.get(b"run_at")),
         delay_s=_f(fields.get(b"delay_s")),
+        idempotency_key=_s(fields.get(b"idem")),
         waiting_for=waiting_for(_f(fields.get(b"due")), None, retry=b"failures" in fields)
         if fields[b"state"] == b"WAITING"
         else None,

@@ -129,31 +129,40 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
         "/tasks",
         status_code=201,
         response_model=schemas.WaitedTaskOut,
-        responses=errors(400, 413, 503),
+        responses={
+            **errors(400, 413, 503),
+            200: {"model": schemas.WaitedTaskOut, "description": "the earlier task of its idempotency_key"},
+        },
         openapi_extra=body_schema("TaskIn"),
         summary="Submit a task",
     )
     async def submit(request: Request, wait: WaitQuery = None, result: ResultQuery = None) -> Response:
         wait_s = wait_seconds(wait)
         spec = validation.task_spec(await json_body(request))
-        task = await tasks.submit(spec)
+        task, stored = await tasks.submit(spec)
+        status = 201 if stored else 200  # 200: the earlier task of its idempotency key
         if wait_s is not None and not task.state.terminal:
             task, found = await tasks.wait_result(task.id, wait_s, result=bool(result))
-            return task_json(task, result, found, status_code=201)
-        return await task_answer(tasks, task, result, status_code=201)
+            return task_json(task, result, found, status_code=status)
+        return await task_answer(tasks, task, result, status_code=status)
 
     @api.post(
         "/tasks/batch",
         status_code=201,
         response_model=schemas.TasksOut,
-        responses={**errors(413, 503), 400: {"model": schemas.BatchErrorOut}},
+        responses={
+            **errors(413, 503),
+            400: {"model": schemas.BatchErrorOut},
+            200: {"model": schemas.TasksOut, "description": "every task the earlier task of its idempotency_key"},
+        },
         openapi_extra=TASKS_IN,
         summary=f"Submit 1 to {validation.MAX_BATCH} tasks at once: all of them, or none",
     )
     async def submit_batch(request: Request) -> Response:
         specs = validation.task_specs(await json_body(request))
         created = await tasks.submit_many(specs)
-        return JSONResponse({"tasks": [task.to_json() for task in created]}, status_code=201)
+        status = 200 if len(created.reused) == len(created) else 201  # 200: every one an earlier task
+        return JSONResponse({"tasks": [task.to_json() for task in created]}, status_code=status)
 
     listing.add_routes(api, tasks)
 

@@ -123,6 +123,15 @@ class _TaskFields(BaseModel):
         "at most a year. With run_at: the later of the two",
         examples=[30, "5m"],
     )
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=validation.MAX_IDEMPOTENCY_KEY_CHARS,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="a second submit with the same key within the idempotency window (a day by default) stores "
+        "nothing and answers 200 with the first task, while it exists",
+        examples=["order-1234-confirmation"],
+    )
 
 
 class EchoParams(BaseModel):
@@ -272,6 +281,7 @@ class TaskOut(BaseModel):
         None, description="Unix seconds the task was due at, if it was submitted with run_at or delay_s"
     )
     delay_s: float | None = Field(None, description="the delay_s it was submitted with")
+    idempotency_key: str | None = Field(None, description="the idempotency_key it was submitted with")
     waiting_for: str | None = Field(
         None,
         description='why a WAITING task is not placed yet (e.g. "due at 2026-12-06T10:00:00.000Z"); null '

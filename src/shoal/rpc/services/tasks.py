@@ -66,7 +66,7 @@ class TasksServicer(pb_grpc.TasksServicer):
         async def call() -> pb.Task:
             spec = convert.spec_from_proto(request)
             wait = convert.spec_wait(request)
-            task = await self._tasks.submit(spec)
+            task, _stored = await self._tasks.submit(spec)
             if not wait:
                 return convert.task_to_proto(task)
             if task.state.terminal:

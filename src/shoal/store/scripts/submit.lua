@@ -3,12 +3,16 @@
 -- older task of that type waits in its pending stream (so none is overtaken); otherwise it is WAITING,
 -- queued in that stream for the master to place. A task due later (run_at, delay_s) is WAITING in 'delayed'
 -- until then, as a retry waiting out its backoff is; the master queues it when it is due (promote.lua).
--- ARGV: prefix, count, then per task: id, name, type, target, params (JSON), timeout_s ('' = none), max_retries,
--- max_lost_attempts, memory_mb ('' = none), cpu_s_limit ('' = none), result_ttl ('' = the retention's; else
--- seconds the task is kept once it has ended), run_at ('' = none; Unix seconds), delay_s ('' = none)
--- Returns: the creation time, then per task its sequence number and the node it was placed on ('' = none).
+-- A task with an idempotency key whose earlier task ('idem:{key}', kept for the idempotency window) still
+-- exists is not stored again: the reply names that task instead.
+-- ARGV: prefix, count, idempotency window (ms), then per task: id, name, type, target, params (JSON), timeout_s
+-- ('' = none), max_retries, max_lost_attempts, memory_mb ('' = none), cpu_s_limit ('' = none), result_ttl
+-- ('' = the retention's; else seconds the task is kept once it has ended), run_at ('' = none; Unix seconds),
+-- delay_s ('' = none), idempotency key ('' = none)
+-- Returns: the creation time, then per task its sequence number, the node it was placed on ('' = none) and
+-- the id of the earlier task of its idempotency key ('' = stored now; then the other two are '').
 local t = now()
-local n = tonumber(ARGV[2])
+local n, window = tonumber(ARGV[2]), ARGV[3]
 local first = redis.call('INCRBY', P .. 'seq', n) - n + 1
 local out = {fmt(t)}
 local names = {}  -- ZADD arguments of the name index
@@ -38,9 +42,8 @@ local function placeable()
   return nodes
 end
 
-for i = 0, n - 1 do
-  local b = 3 + i * 13
-  local id, ttype, seq = ARGV[b], ARGV[b + 2], first + i
+-- Store one task, its arguments from ARGV[b] on; adds its sequence number and node to the reply.
+local function store_task(b, id, ttype, seq)
   local due = tonumber(ARGV[b + 11])
   if ARGV[b + 12] ~= '' then due = math.max(due or 0, t + tonumber(ARGV[b + 12])) end  -- both: the later
   local later = due and due > t
@@ -66,6 +69,7 @@ for i = 0, n - 1 do
   if due then unless(fmt(due), nil, 'run_at') end
   unless(ARGV[b + 12], '', 'delay_s')
   if later then unless(fmt(due), nil, 'due') end
+  unless(ARGV[b + 13], '', 'idem')
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   names[#names + 1] = 0
   names[#names + 1] = name_entry(ARGV[b + 1], seq, id)
@@ -82,6 +86,21 @@ for i = 0, n - 1 do
     queued[ttype] = true  -- the rest of its type in this batch queue behind it
     move_later(id, seq, nil, 'WAITING')
     enqueue(id, ttype)
+    out[#out + 1] = ''
+  end
+end
+
+for i = 0, n - 1 do
+  local b = 4 + i * 14
+  local id, key = ARGV[b], ARGV[b + 13]
+  local prior = key ~= '' and redis.call('GET', P .. 'idem:' .. key)
+  if prior and redis.call('EXISTS', P .. 'task:' .. prior) == 1 then
+    out[#out + 1] = ''
+    out[#out + 1] = ''
+    out[#out + 1] = prior
+  else
+    if key ~= '' then redis.call('SET', P .. 'idem:' .. key, id, 'PX', window) end
+    store_task(b, id, ARGV[b + 2], first + i)
     out[#out + 1] = ''
   end
 end

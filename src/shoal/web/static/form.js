@@ -3,8 +3,10 @@
 
 import { get, post } from './api.js';
 
-const FIELDS = ['name', 'type', 'target', 'params', 'timeout_s', 'max_retries', 'max_lost_attempts', 'memory_mb', 'cpu_s_limit'];
+const FIELDS = ['name', 'type', 'target', 'params', 'timeout_s', 'max_retries', 'max_lost_attempts', 'memory_mb', 'cpu_s_limit',
+  'delay_s'];
 const URL_RE = /^https?:\/\/[^/\s?#]+/i;
+const DURATION_RE = /^[0-9]+(\.[0-9]+)?(ms|s|m|h|d|w)?$/;
 
 // Which fields a server message is about: "name and target are required" names two, "params.delay_s
 // must be..." names params, "unknown task type" names type, a refused address names target.
@@ -134,6 +136,11 @@ export class CreateForm {
       const n = Number(cpu);
       if (!Number.isFinite(n) || n <= 0 || n > 86400) errors.cpu_s_limit = 'cpu_s_limit must be above 0 and at most 86400 seconds';
       else body.cpu_s_limit = n;
+    }
+    const delay = value('delay_s');
+    if (delay) {
+      if (!DURATION_RE.test(delay)) errors.delay_s = 'delay_s must be seconds or a duration such as 90s, 15m or 2h';
+      else body.delay_s = delay; // the server reads "15m" as it reads 900, and bounds it
     }
     return { body, errors };
   }

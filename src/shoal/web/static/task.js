@@ -36,6 +36,7 @@ function renderFields(t) {
     ...field('CPU limit', t.cpu_s_limit ? `${t.cpu_s_limit} s` : 'the type\'s, else the node\'s default'),
     ...field('Created', fmtExact(t.created_at)),
     ...(t.run_at ? field('Due', fmtExact(t.run_at)) : []),
+    ...(t.idempotency_key ? field('Idempotency key', h('code', { class: 'wrap' }, t.idempotency_key)) : []),
     ...field('Started', fmtExact(t.started_at)),
     ...field('Finished', fmtExact(t.finished_at)),
     ...field('Run time', duration),

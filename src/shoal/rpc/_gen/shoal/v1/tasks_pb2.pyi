@@ -124,6 +124,7 @@ class Task(_message.Message):
     RUN_AT_FIELD_NUMBER: _builtins.int
     DELAY_S_FIELD_NUMBER: _builtins.int
     WAITING_FOR_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -175,6 +176,8 @@ class Task(_message.Message):
     """Why a WAITING task is not placed yet ("due at 2026-12-06T10:00:00.000Z"); unset when it waits only
     for a free slot, or is not WAITING.
     """
+    idempotency_key: _builtins.str
+    """The idempotency_key it was submitted with."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
@@ -213,10 +216,11 @@ class Task(_message.Message):
         run_at: _builtins.float | None = ...,
         delay_s: _builtins.float | None = ...,
         waiting_for: _builtins.str | None = ...,
+        idempotency_key: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "timeout_s", b"timeout_s", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "timeout_s", b"timeout_s", "waiting_for", b"waiting_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "idempotency_key", b"idempotency_key", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
@@ -226,6 +230,8 @@ class Task(_message.Message):
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__finished_at: _TypeAlias = _typing.Literal["finished_at"]  # noqa: Y015
     _WhichOneofArgType__finished_at: _TypeAlias = _typing.Literal["_finished_at", b"_finished_at"]  # noqa: Y015
+    _WhichOneofReturnType__idempotency_key: _TypeAlias = _typing.Literal["idempotency_key"]  # noqa: Y015
+    _WhichOneofArgType__idempotency_key: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key"]  # noqa: Y015
     _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
     _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
@@ -252,6 +258,8 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__finished_at) -> _WhichOneofReturnType__finished_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idempotency_key) -> _WhichOneofReturnType__idempotency_key | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
     @_typing.overload
@@ -398,6 +406,7 @@ class TaskSpec(_message.Message):
     RESULT_TTL_S_FIELD_NUMBER: _builtins.int
     RUN_AT_FIELD_NUMBER: _builtins.int
     DELAY_S_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -440,6 +449,11 @@ class TaskSpec(_message.Message):
     """Due this long after the submit (the store's clock): seconds or a duration ("90s", "15m"), at most a
     year. With run_at: the later of the two.
     """
+    idempotency_key: _builtins.str
+    """A second submit with the same key within the idempotency window (node option idempotency_window, a
+    day by default) stores nothing and answers with the first task, as long as it exists. At most 200
+    characters, none a control character.
+    """
     def __init__(
         self,
         *,
@@ -456,15 +470,18 @@ class TaskSpec(_message.Message):
         result_ttl_s: _builtins.str | None = ...,
         run_at: _builtins.str | None = ...,
         delay_s: _builtins.str | None = ...,
+        idempotency_key: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
     _WhichOneofReturnType__delay_s: _TypeAlias = _typing.Literal["delay_s"]  # noqa: Y015
     _WhichOneofArgType__delay_s: _TypeAlias = _typing.Literal["_delay_s", b"_delay_s"]  # noqa: Y015
+    _WhichOneofReturnType__idempotency_key: _TypeAlias = _typing.Literal["idempotency_key"]  # noqa: Y015
+    _WhichOneofArgType__idempotency_key: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key"]  # noqa: Y015
     _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
@@ -483,6 +500,8 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_s) -> _WhichOneofReturnType__delay_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idempotency_key) -> _WhichOneofReturnType__idempotency_key | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
     @_typing.overload
