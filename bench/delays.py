@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 from bench.failover import PlacementTap
 from bench.machine import OtherLoad, machine_info
 from bench.nodes import NodeSet
-from bench.report import write_json
+from bench.report import percentiles, write_json
 from bench.run import run_bench
 from bench.source import shoal_source
 
@@ -47,18 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=None, help="keep data dirs and node logs here")
     p.add_argument("--shoal-ref", default=None, help="measure this git commit (e.g. HEAD), not the working tree")
     return p.parse_args(argv)
-
-
-def percentiles(values: list[float]) -> dict[str, Any]:
-    """p50, p99 and max (nearest rank) of ``values``, rounded to 0.1."""
-    if not values:
-        return {"n": 0}
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
-
-    return {"n": len(ordered), "p50": round(rank(0.5), 1), "p99": round(rank(0.99), 1), "max": round(ordered[-1], 1)}
 
 
 async def measure(nodes: NodeSet, args: argparse.Namespace) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import random
 import subprocess
@@ -58,6 +57,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 from bench.machine import OtherLoad
 from bench.procs import REAPER, free_port_block, wait_until
 from bench.redis_server import RedisServer
+from bench.report import percentiles
 from shoal.keys import Keys
 from shoal.models import AttemptOutcome, Footprint, TaskResult, TaskSpec, TaskState
 from shoal.store import schema
@@ -170,8 +170,8 @@ async def _one_batch(tasks: TaskStore, rng: random.Random, first: int, size: int
     for node, ids in by_node.items():
         begun = await tasks.begin_many(node, [(task_id, False) for task_id in ids])
         reports = []
-        for task_id, task in zip(ids, begun, strict=True):
-            if task is None:
+        for task_id, started in zip(ids, begun, strict=True):
+            if started is None:
                 raise RuntimeError(f"task {task_id} did not start on {node}")
             if fate[task_id] == "KILLED while running":
                 await tasks.kill(task_id)  # its node cancels it and reports nothing, as a worker does
@@ -180,11 +180,11 @@ async def _one_batch(tasks: TaskStore, rng: random.Random, first: int, size: int
             footprint = Footprint(wall_s=wall, loop_blocked_s=wall)
             if fate[task_id] == "SUCCEED":
                 code = f"r{rng.randrange(10**9):09d}"  # a 10-byte result
-                result = TaskResult(task_id, code, node, task.attempts, time.time())
-                reports.append(Report(task_id, task.attempts, AttemptOutcome.SUCCEEDED, "", result, footprint))
+                result = TaskResult(task_id, code, node, started.attempts, time.time())
+                reports.append(Report(task_id, started.attempts, AttemptOutcome.SUCCEEDED, "", result, footprint))
             else:
                 error = rng.choice(ERRORS)
-                reports.append(Report(task_id, task.attempts, AttemptOutcome.FAILED, error, None, footprint))
+                reports.append(Report(task_id, started.attempts, AttemptOutcome.FAILED, error, None, footprint))
         verdicts = await tasks.finish_many(node, reports)
         wrong = [v for v in verdicts if v.verdict != "done"]
         if wrong:
@@ -253,16 +253,6 @@ class Cluster:
         if self.proc is not None:
             REAPER.stop(self.proc)
             self.proc = None
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    """Nearest-rank p50 and p99, and the max, in ms rounded to 0.1."""
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
-
-    return {"n": len(ordered), "p50": round(rank(0.50), 1), "p99": round(rank(0.99), 1), "max": round(ordered[-1], 1)}
 
 
 def requests_of(kind: str, rng: random.Random) -> Iterator[dict[str, str]]:

@@ -8,6 +8,7 @@ compared the same way, so the best peer of each row reads 1.00x.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,15 @@ def _fmt(value: float) -> str:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Nearest-rank p50 and p99, and the max, rounded to 0.1 (``{"n": 0}`` for no values)."""
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
+
+    return {"n": len(ordered), "p50": round(rank(0.50), 1), "p99": round(rank(0.99), 1), "max": round(ordered[-1], 1)}
