@@ -15,6 +15,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from shoal.cluster import scheduler as scheduler_module
 from shoal.cluster.scheduler import Scheduler
 from shoal.keys import SCHEDULER_GROUP, Keys
 from shoal.models import TaskSpec
@@ -165,3 +166,25 @@ async def test_the_single_pending_stream_of_an_older_version_is_moved_when_a_mas
     moved: Any = await redis.xrange(keys.pending("progress"))
     assert [f[b"id"].decode() for _, f in moved] == stranded  # still queued, in their order
     assert await term.store.pending_count() == len(stranded)
+
+
+async def test_a_delayed_task_of_a_type_never_queued_is_placed_when_due(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its promotion makes the type's pending stream; the master reads it at once, not at its next look at
+    the streams (made never here, as is the periodic look for due tasks: only the due time may bring it)."""
+    monkeypatch.setattr(scheduler_module, "NODES_TTL", 3600.0)
+    monkeypatch.setattr(scheduler_module, "PROMOTE_EVERY_S", 3600.0)
+    term = Term(redis)
+    scheduler = await term.begin(record("idle", ("echo",), 1))
+    [delayed] = await term.store.create([TaskSpec(name="d", type="echo", target="x", delay_s=0.3)])
+    assert not await redis.exists(term.keys.pending("echo")), "no echo was ever queued"
+    task = asyncio.create_task(scheduler.run())
+    try:
+
+        async def placed() -> bool:
+            return await term.states([delayed.id]) == [("INQUEUE", "idle")]
+
+        await until(placed, 10, "the delayed task to be placed once due")
+    finally:
+        task.cancel()

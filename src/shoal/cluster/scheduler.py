@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -111,6 +112,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._readable_changed = asyncio.Event()
         self._next_promote = 0.0
+        self._next_due = math.inf  # when the next delayed task the store holds is due (monotonic)
         self._next_strays = 0.0
         self._nodes: list[NodeRecord] = []
         self._nodes_read = 0.0
@@ -164,14 +166,15 @@ class Scheduler:
             await self._place(nodes)
         await self._publish_roster(nodes)
         now = time.monotonic()
-        if now >= self._next_promote:
-            due = await self.store.promote_due()
-            self._next_promote = now + PROMOTE_EVERY_S
+        queued = 0
+        if now >= min(self._next_promote, self._next_due):
+            queued, due = await self.store.promote()
+            self._next_promote, self._next_due = now + PROMOTE_EVERY_S, math.inf
             if due is not None:  # the next delayed task is queued when it is due, not at the next look
                 delay = max(0.0, due - await self.registry.now())
-                self._next_promote = min(self._next_promote, now + delay)
+                self._next_due = now + delay
                 asyncio.get_running_loop().call_later(delay + 0.01, self.poke)
-        await self._refresh_types()
+        await self._refresh_types(force=queued > 0)  # what fell due may be the first of its type: a new stream
         if now >= self._next_strays:
             self._next_strays = now + STRAY_EVERY_S
             if await self.store.migrate_pending():  # an older version's node queued work in the old stream

@@ -408,9 +408,14 @@ class TaskStore:
         return _handed_back(await self._run("requeue", "", node, reason, outcome, self.max_lost_attempts, *task_ids))
 
     async def promote_due(self, most: int = 1000) -> float | None:
-        """Queue retries whose backoff is over; return when the next one is due (Redis time), if any."""
+        """Queue the delayed tasks (retries waiting out their backoff, run_at, delay_s) that are due; return
+        when the next one is due (Redis time), if any."""
+        return (await self.promote(most))[1]
+
+    async def promote(self, most: int = 1000) -> tuple[int, float | None]:
+        """As ``promote_due``, and how many it queued."""
         reply = await self._run("promote", most)
-        return float(reply[1]) if reply[1] else None
+        return int(reply[0]), float(reply[1]) if reply[1] else None
 
     # -- a worker's writes -------------------------------------------------------------------------
 
