@@ -220,6 +220,7 @@ async def test_openapi_is_public_and_lists_every_route() -> None:
         assert set(schemas[model]["properties"]) == {
             *("name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"),
             *("memory_mb", "cpu_s_limit", "result_ttl_s", "run_at", "delay_s", "idempotency_key"),
+            *("priority", "requires", "concurrency_key"),
         }
         assert schemas[model]["additionalProperties"] is False  # the server refuses unknown fields
     store = schemas["StoreOut"]["properties"]

@@ -156,9 +156,9 @@ def test_node_help_describes_every_option_and_names_its_variable() -> None:
             entries[-1] += " " + line.strip()
     for name in option_names():
         flag = "--" + name.replace("_", "-")
-        shown = [e for e in entries if e.split()[0] == flag]
+        shown = [e for e in entries if e.split()[0].rstrip(",") == flag]
         assert len(shown) == 1, f"{flag} not in:\n{done.output}"
-        described = re.fullmatch(rf"{flag}(?: / --no-\S+)?(?: [A-Z:]+)? +(.+)", shown[0])
+        described = re.fullmatch(rf"{flag}(?: / --no-\S+)?(?:, --[a-z-]+)?(?: [A-Z:]+)? +(.+)", shown[0])
         assert described, shown[0]
         text = described.group(1)
         assert len(option_help(name).split()) >= 3, f"{name}: {option_help(name)!r} says too little"

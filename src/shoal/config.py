@@ -16,9 +16,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from shoal._utils import is_digits
 from shoal.errors import InvalidInput
-from shoal.validation import duration
+from shoal.limits import MAX_CONCURRENCY, MAX_RATE_PER_S, Limit, Limits, host_limits, type_limits
+from shoal.validation import duration, label_pairs, labels
 
 ENV_PREFIX = "SHOAL_"
 
@@ -80,6 +83,25 @@ class NodeConfig:
     fetch_timeout: float = _option(30.0, "seconds a fetch task may take in all")
     fetch_max_bytes: int = _option(10 * 1024 * 1024, "largest page body a fetch task reads, in bytes")
     fetch_max_redirects: int = _option(10, "redirects a fetch task follows")
+    fetch_host_concurrency: int = _option(2, "fetches of one host running at once, cluster-wide; 0: no limit")
+    fetch_host_rate_per_s: float = _option(4.0, "fetches of one host started per second, cluster-wide; 0: no limit")
+    fetch_hosts: Mapping[str, Any] = _option(
+        help='per host, limits of its own: {"example.org": {"concurrency": 8, "rate_per_s": 20}} (JSON, or a '
+        "TOML table)",
+        factory=dict,
+    )
+    limits: Mapping[str, Any] = _option(
+        help='per task type, at most concurrency running at once and rate_per_s started per second, cluster-wide, '
+        'and key_concurrency, key_rate_per_s per concurrency_key: {"fetch": {"concurrency": 4, "rate_per_s": 10}} '
+        "(JSON, or a TOML table); the master's hold",
+        factory=dict,
+    )
+    labels: tuple[str, ...] = _option((), "this node's labels, NAME=VALUE (gpu=1); tasks that require them run here")
+    type_requires: Mapping[str, Any] = _option(
+        help='per task type, the labels its tasks require unless they say otherwise: {"render": {"gpu": "1"}} '
+        "(JSON, or a TOML table)",
+        factory=dict,
+    )
     cache_bytes: int = _option(
         256 * 1024 * 1024, "size of this node's cache shard, in bytes; least recently used out beyond it"
     )
@@ -107,6 +129,22 @@ class NodeConfig:
     cpu_s_limit: float = _option(0.0, "CPU seconds one attempt in a worker process may use; 0: no limit")
     log_level: str = _option("info", "debug, info, warning or error")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        return label_pairs(self.labels, "labels")
+
+    def placement_limits(self) -> Limits:
+        """The concurrency and rate limits this node holds tasks to when it is the master."""
+        return Limits(
+            types=type_limits(self.limits, "limits"),
+            host=Limit(self.fetch_host_concurrency, self.fetch_host_rate_per_s),
+            hosts=host_limits(self.fetch_hosts, "fetch_hosts"),
+        )
+
+    def type_requirements(self) -> dict[str, dict[str, str]]:
+        """Per task type, the labels its tasks require when they name none themselves."""
+        return {str(t): labels(value, f"type_requires.{t}") for t, value in self.type_requires.items()}
 
     @property
     def host(self) -> str:
@@ -178,12 +216,10 @@ def _coerce(key: str, raw: Any, where: str) -> Any:
     try:
         if "Path" in kind:
             return Path(str(raw))
+        if kind.startswith("Mapping"):
+            return _table(raw)
         if kind.startswith("tuple"):
-            items = list(raw) if isinstance(raw, list | tuple) else [raw]  # each may be a comma list
-            texts = tuple(part.strip() for i in items for part in str(i).split(",") if part.strip())
-            if kind == "tuple[int, ...]" and not all(is_digits(t) for t in texts):
-                raise InvalidInput(f"option {key!r} in {where}: {raw!r} is not a list of whole numbers")
-            return tuple(int(t) for t in texts) if kind == "tuple[int, ...]" else texts
+            return _items(kind, raw, f"option {key!r} in {where}")
         if kind == "bool":
             return _bool(raw)
         if kind == "int":
@@ -196,7 +232,26 @@ def _coerce(key: str, raw: Any, where: str) -> Any:
             return float(raw)
         return None if raw is None else str(raw)
     except ValueError:
+        if kind.startswith("Mapping"):
+            raise InvalidInput(f"option {key!r} in {where}: not a JSON object or a TOML table") from None
         raise InvalidInput(f"option {key!r} in {where}: {raw!r} is not a valid {kind}") from None
+
+
+def _items(kind: str, raw: Any, where: str) -> tuple[Any, ...]:
+    """A list option: a list, or one text, each item of which may be a comma list."""
+    items = list(raw) if isinstance(raw, list | tuple) else [raw]
+    texts = tuple(part.strip() for i in items for part in str(i).split(",") if part.strip())
+    if kind == "tuple[int, ...]" and not all(is_digits(t) for t in texts):
+        raise InvalidInput(f"{where}: {raw!r} is not a list of whole numbers")
+    return tuple(int(t) for t in texts) if kind == "tuple[int, ...]" else texts
+
+
+def _table(raw: Any) -> dict[str, Any]:
+    """A TOML table, or JSON text from the environment or a flag."""
+    value = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    if not isinstance(value, Mapping):
+        raise ValueError
+    return dict(value)
 
 
 def _bool(raw: Any) -> bool:
@@ -278,6 +333,15 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
         raise bad("cpu_s_limit", "must be 0 (no limit) or a positive number of seconds")
     if not 0 <= c.fetch_max_redirects <= 50:
         raise bad("fetch_max_redirects", "must be between 0 and 50")
+    if not 0 <= c.fetch_host_concurrency <= MAX_CONCURRENCY:
+        raise bad("fetch_host_concurrency", f"must be between 0 (no limit) and {MAX_CONCURRENCY}")
+    if not 0 <= c.fetch_host_rate_per_s <= MAX_RATE_PER_S:
+        raise bad("fetch_host_rate_per_s", f"must be between 0 (no limit) and {MAX_RATE_PER_S:g}")
+    c.placement_limits()  # each table refuses what it cannot hold, naming the option
+    c.node_labels  # noqa: B018 - checked here, read when the node beats
+    if not isinstance(c.type_requires, Mapping) or len(c.type_requires) > 10_000:
+        raise bad("type_requires", "must be a table of at most 10000 task types")
+    c.type_requirements()
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise bad("log_level", "must be debug, info, warning or error")
 

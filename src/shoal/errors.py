@@ -7,8 +7,10 @@
     ├── Unauthorized            missing or wrong token: 401 / UNAUTHENTICATED
     ├── NotFound                404 / NOT_FOUND
     │   ├── TaskNotFound
-    │   └── ResultNotFound
+    │   ├── ResultNotFound
+    │   └── ScheduleNotFound
     ├── IllegalTransition       the task's state forbids the change: 409 / FAILED_PRECONDITION
+    ├── ScheduleExists          a schedule of that name exists already: 409 / ALREADY_EXISTS
     ├── StaleEpoch              a master write under an epoch that is no longer current
     ├── StoreError              the store failed a call; ``detail`` has its own words, for the log
     │   ├── StoreUnavailable    cannot be reached, timed out, still loading, refusing writes for now:
@@ -98,6 +100,25 @@ class ResultNotFound(NotFound):
         super().__init__(f"task {task_id!r} has no result (state {state})")
         self.task_id = task_id
         self.state = state
+
+
+class ScheduleNotFound(NotFound):
+    """Raised when no schedule has the given name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}")
+        self.name = name
+
+
+class ScheduleExists(ShoalError):
+    """Raised when a schedule is added under a name another schedule holds (delete that one first)."""
+
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a schedule named {name!r} exists already")
+        self.name = name
 
 
 class IllegalTransition(ShoalError):

@@ -52,6 +52,14 @@
     session:{sha256 of id}   hash     web sign-in         a web task center session: csrf, token_id (the token's
                                                           fingerprint); expires with the session (session_ttl)
     rotation                 string   token rotation      "node random": the rotation under way (SET NX, short TTL)
+    active:{limit}           set      place.lua           the tasks a concurrency limit (shoal.limits) counts: placed,
+                                                          and not seen finished yet (place.lua drops those it finds
+                                                          ended when the limit looks full)
+    bucket:{limit}           hash     place.lua           a rate limit's token bucket: tokens, at (store's clock)
+    hold:{host}              string   fetch (store/hosts) the Unix time (store's clock) until which no fetch to the
+                                                          host (limits.host_of: "example.org", "[::1]:8080") is
+                                                          placed: it answered 429/503 (Retry-After); expires
+                                                          then (PX); a later hold only ever extends it
     lease                    string   election            name of the master; expires unless renewed
     epoch                    string   election            fencing counter, incremented by each new master
     roster                   string   master (roster.lua) the nodes a submit may place on at once (JSON: epoch,
@@ -65,6 +73,16 @@
                                                           view is open; may be lost
     elections                pubsub   release.lua         election requests only (a master leaving), which every
                                                           node's election hears; may be lost
+    schedule:{name}          hash     schedule_*.lua      a named schedule (store/schedules.py): cron, timezone, task
+                                                          (the template, JSON), catch_up, overlap, paused ("1"),
+                                                          created_at, since (ticks after it fire: creation or the
+                                                          last resume), last_tick (the newest tick handled, fired or
+                                                          skipped: the master's compare-and-set), last_task
+    schedule-runs:{name}     list     schedule_tick/fired the schedule's latest runs, oldest first, JSON: {tick,
+                                                          task_id, fired_at} or {tick, skipped}
+    schedules                zset     schedule_*.lua      every schedule's name, all at score 0 (listed by name)
+    schedules-version        string   schedule_*.lua      counter raised by every add, delete, pause and resume: the
+                                                          master's firer reads the schedules again when it moves
     (channel names end in "@db{n}" on a database n other than 0: pub/sub ignores database numbers)
 
 Task state changes go through the scripts in ``store/scripts``, which keep the hash, the indexes, the
@@ -89,6 +107,13 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
                              dead and fell silent (prune.lua, in the retention sweep)
     timeline                 capped at about 2,000 entries (XADD MAXLEN ~)
     session:*, lease, handover, rotation, roster   expire on their own (TTL)
+    active:{limit}           the limit's placed, unfinished tasks (ended ones dropped when it looks full); expires
+                             a day after the limit's last placement
+    bucket:{limit}           expires once it would be full again (burst / rate seconds)
+    hold:{host}              expires when the hold ends (an hour at most, fetch.MAX_HOLD_S); one per host held
+    schedule:*, schedules    one per schedule, at most schedules.MAX_SCHEDULES; removed by its delete
+    schedule-runs:{name}     at most schedules.KEEP_RUNS entries; removed with its schedule
+    schedules-version        a counter
     seq, epoch, membership   counters
     schema                   one integer
 """
@@ -131,6 +156,8 @@ class Keys:
         self.timeline = self.prefix + "timeline"
         self.handover = self.prefix + "handover"
         self.rotation = self.prefix + "rotation"
+        self.schedules = self.prefix + "schedules"
+        self.schedules_version = self.prefix + "schedules-version"
 
     def pending(self, task_type: str) -> str:
         return self.pending_prefix + task_type
@@ -159,5 +186,21 @@ class Keys:
     def node(self, name: str) -> str:
         return f"{self.prefix}node:{name}"
 
+    def schedule(self, name: str) -> str:
+        return f"{self.prefix}schedule:{name}"
+
+    def schedule_runs(self, name: str) -> str:
+        return f"{self.prefix}schedule-runs:{name}"
+
     def session(self, digest: str) -> str:
         return f"{self.prefix}session:{digest}"
+
+    def limit_active(self, name: str) -> str:
+        return f"{self.prefix}active:{name}"
+
+    def limit_bucket(self, name: str) -> str:
+        return f"{self.prefix}bucket:{name}"
+
+    def host_hold(self, host: str) -> str:
+        """``hold:{host}``, with ``host`` as ``shoal.limits.host_of`` makes it from a URL."""
+        return f"{self.prefix}hold:{host}"

@@ -45,6 +45,8 @@ TERMINAL_STATES = frozenset({TaskState.RUNTIME_ERROR, TaskState.SUCCEED, TaskSta
 
 #: Lost attempts (``AttemptOutcome.lost``) a task may have before it is quarantined, unless it says otherwise.
 DEFAULT_MAX_LOST_ATTEMPTS = 3
+#: A task's priority unless it asks for another (0 lowest, 9 highest).
+DEFAULT_PRIORITY = 5
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -116,6 +118,11 @@ class TaskSpec:
     run_at: float | None = None  # due at this Unix time (None: at once, unless delay_s)
     delay_s: float | None = None  # due this long after the store took it (None: at once, unless run_at)
     idempotency_key: str | None = None  # a second submit with it, within the window, gets the first task
+    priority: int = DEFAULT_PRIORITY  # 0-9: higher is placed first (FIFO within a level, with aging)
+    requires: dict[str, str] = field(default_factory=dict)  # node labels it may only run on
+    concurrency_key: str | None = None  # the key its type's per-key limits count it under (e.g. a customer)
+    schedule: str | None = None  # the schedule that fired it (set by the master, never by a user)
+    tick: float | None = None  # the tick of that schedule it was fired for (Unix seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,11 @@ class Task:
     run_at: float | None = None  # when it was due, if it was submitted with run_at or delay_s
     delay_s: float | None = None  # the delay_s it was submitted with
     idempotency_key: str | None = None  # as submitted
+    priority: int = DEFAULT_PRIORITY  # as submitted
+    requires: dict[str, str] = field(default_factory=dict)  # as submitted, with its type's defaults
+    concurrency_key: str | None = None  # as submitted
+    schedule: str | None = None  # the schedule that fired it
+    tick: float | None = None  # the tick it was fired for
     #: Why a WAITING task is not placed yet (``due at ...``), None otherwise or when it only waits for room.
     waiting_for: str | None = None
 
@@ -243,6 +255,7 @@ class NodeRecord:
     cache: dict[str, int] | None = None  # its cache shard's stats as of its last beat
     clock_skew: float | None = None  # its wall clock minus the store's, in seconds, as of its last beat
     proxy: str = ""  # its forward proxy's advertised host:port; "" when it runs none
+    labels: dict[str, str] = field(default_factory=dict)  # what tasks may require of it (``gpu=1``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +279,7 @@ class NodeInfo:
     draining: bool = False
     cache: dict[str, int] | None = None  # this node's cache shard: items, bytes, capacity, hits, misses, ...
     clock_skew: float | None = None  # its wall clock minus the store's, in seconds; None until measured
+    labels: dict[str, str] = field(default_factory=dict)  # what tasks may require of it (``gpu=1``)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -41,13 +41,16 @@ from shoal.rpc.cache_peers import channel_options
 from shoal.rpc.peers import PeerClient
 from shoal.rpc.server import RpcServer, start_rpc_server
 from shoal.rpc.tokens import TokenKeeper
+from shoal.schedules import ScheduleService
 from shoal.service import ClusterService, StoreService, TaskService
 from shoal.store import schema
 from shoal.store.client import StoreClient
 from shoal.store.embedded import EmbeddedRedis
+from shoal.store.hosts import HostHolds
 from shoal.store.nodes import NodeRegistry
 from shoal.store.redis import connect, database_of, redacted, wait_until_up
 from shoal.store.rotation import RotationLease
+from shoal.store.schedules import ScheduleStore
 from shoal.store.sessions import SessionStore
 from shoal.store.tasks import TaskStore
 from shoal.systemd.supervision import Supervision
@@ -117,6 +120,7 @@ class Node:
         await schema.ensure(self.store)
         self.registry = NodeRegistry(self.redis, keys)
         self.sessions = SessionStore(self.redis, keys, ttl_s=c.session_ttl)
+        self.holds = HostHolds(self.redis, keys)  # hosts that asked fetches to wait (Retry-After)
         self.types = self._task_types()
         self.hub = EventHub(self.redis, keys.events, keys.public)
         # Workers start on demand (the first process-isolated attempt boots the fork server), from the
@@ -183,6 +187,7 @@ class Node:
             owner_of=self.cache.owner_of,
             retention_s=c.retention,
             on_expired=self._expired.inc,
+            limits=c.placement_limits(),
         )
         self.peer = Peer(
             name=c.name,
@@ -198,6 +203,8 @@ class Node:
             hub=self.hub,
             local_types=self.types,
             alive_within=self.alive_within,
+            limits=c.placement_limits(),
+            type_requires=c.type_requirements(),
         )
         self.admin = ClusterAdmin(
             name=c.name,
@@ -212,6 +219,7 @@ class Node:
         self.cluster = ClusterService(
             registry=self.registry, alive_within=self.alive_within, ready=self._ready, admin=self.admin, hub=self.hub
         )
+        self.schedules = ScheduleService(store=ScheduleStore(self.store), tasks=self.tasks)
         self.hub.hooks.append(self._on_task_event)
         self._metrics()
 
@@ -229,6 +237,7 @@ class Node:
             cache_max_value=c.cache_max_value,
             node_name=c.name,
             node_clock=self.clock.store_time,
+            schedules=self.schedules,
             calls=Counter(
                 "shoal_grpc_calls",
                 "gRPC calls this node's server received, by method (refused ones too).",
@@ -277,6 +286,7 @@ class Node:
             timeout_s=c.fetch_timeout,
             max_bytes=c.fetch_max_bytes,
             max_redirects=c.fetch_max_redirects,
+            hold_host=self.holds.hold,
         )
         builtins: list[tuple[str, Handler, Validator | None]] = [
             ("echo", echo.echo, echo.validate),
@@ -295,6 +305,7 @@ class Node:
             cache_max_value=self.config.cache_max_value,
             sessions=self.sessions,
             store=StoreService(store=self.store, retention_s=self.config.retention),
+            schedules=self.schedules,
         )
         host, port = split_addr(self.config.http, "http")
         server_config = uvicorn.Config(

@@ -142,6 +142,9 @@ class Producer:
         run_at: float | str | None = None,
         delay_s: float | str | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
+        requires: dict[str, str] | None = None,
+        concurrency_key: str | None = None,
     ) -> Task:
         """Store a task (``name`` defaults to ``type``), checked as the API checks it: InvalidInput for a bad
         field, UnknownTaskType if no live node runs ``type``, NoLiveNode if no node runs tasks. ``result_ttl_s``

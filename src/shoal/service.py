@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shoal import validation
@@ -19,9 +20,21 @@ from shoal.batching import Coalescer
 from shoal.cluster.admin import ClusterAdmin
 from shoal.errors import IllegalTransition, NoLiveNode, NotFound, UnknownTaskType
 from shoal.events import EventHub
+from shoal.limits import FETCH, Limits, host_of
 from shoal.liveness import liveness
-from shoal.models import ClusterView, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import (
+    ClusterView,
+    NodeInfo,
+    NodeRecord,
+    Task,
+    TaskEvent,
+    TaskPage,
+    TaskResult,
+    TaskSpec,
+    TaskState,
+)
 from shoal.store import search
+from shoal.store.limits import LimitState
 from shoal.store.nodes import NodeRegistry
 from shoal.store.stats import StoreStats, read_stats
 from shoal.store.tasks import Created, TaskStore
@@ -44,9 +57,21 @@ class TaskService:
     """The TaskAPI of one node. Safe for any number of concurrent requests."""
 
     def __init__(
-        self, *, store: TaskStore, registry: NodeRegistry, hub: EventHub, local_types: TypeChecks, alive_within: float
+        self,
+        *,
+        store: TaskStore,
+        registry: NodeRegistry,
+        hub: EventHub,
+        local_types: TypeChecks,
+        alive_within: float,
+        limits: Limits | None = None,
+        limit_state: LimitState | None = None,
+        type_requires: Mapping[str, dict[str, str]] | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits or Limits()
+        self.limit_state = limit_state or LimitState(store.redis, store.keys)
+        self.type_requires = type_requires or {}
         self.registry = registry
         self.hub = hub
         self.local_types = local_types
@@ -54,6 +79,7 @@ class TaskService:
         # Concurrent single submits go to the store together, many per Lua call (see shoal.batching).
         self._create: Coalescer[TaskSpec, tuple[Task, bool]] = Coalescer(self._create_each, most=SUBMIT_BATCH)
         self._types: set[str] = set()
+        self._runners: builtins.list[NodeRecord] = []  # the live nodes that run tasks
         self._live = False  # whether a live node runs tasks
         self._beating = 0  # live nodes, task runners or not
         self._types_read = 0.0
@@ -73,6 +99,7 @@ class TaskService:
         now, nodes = await self.registry.all_with_time()
         live = [n for n in nodes if liveness(n, now, self.alive_within).present]
         runners = [n for n in live if n.types]
+        self._runners = runners
         self._types = {t for node in runners for t in node.types}
         self._beating = len(live)
         self._live = bool(runners)
@@ -97,7 +124,19 @@ class TaskService:
     async def submit(self, spec: TaskSpec) -> tuple[Task, bool]:
         await self._check_types([spec], batch=False)
         self.local_types.validate(spec.type, spec.target, spec.params)
-        return await self._create(spec)
+        return await self._create(self.with_defaults(spec))
+
+    def with_defaults(self, spec: TaskSpec) -> TaskSpec:
+        """The spec with its type's required labels (config ``type_requires``) when it names none itself."""
+        if spec.requires or spec.type not in self.type_requires:
+            return spec
+        return replace(spec, requires=self.type_requires[spec.type])
+
+    async def check(self, spec: TaskSpec) -> None:
+        """Refuse a spec a submit would refuse (its type, its target and params as the type takes them),
+        storing nothing: a schedule's task template is checked so when the schedule is added."""
+        await self._check_types([spec], batch=False)
+        self.local_types.validate(spec.type, spec.target, spec.params)
 
     async def _create_each(self, specs: builtins.list[TaskSpec]) -> builtins.list[tuple[Task, bool]]:
         """The single submits gathered from one loop turn, stored in one call: each task, and whether it was
@@ -112,7 +151,7 @@ class TaskService:
         await self._check_types(specs, batch=True)
         for index, spec in enumerate(specs):
             validation.each(index, self._validate_locally, spec)
-        return await self.store.create(specs)
+        return await self.store.create([self.with_defaults(s) for s in specs])
 
     def _validate_locally(self, spec: TaskSpec) -> None:
         self.local_types.validate(spec.type, spec.target, spec.params)
@@ -136,17 +175,40 @@ class TaskService:
         return await self._explained_page(page), complete
 
     async def _explained(self, tasks: Sequence[Task]) -> builtins.list[Task]:
-        """The tasks, each WAITING one whose type no live node runs saying so in ``waiting_for`` (the store
-        says only what it holds: a due time)."""
+        """The tasks, each WAITING one held back by more than a free slot saying why in ``waiting_for`` (the
+        store says only what it holds: a due time): no live node runs its type, or has the labels it
+        requires, or a limit it is held to has no room."""
         if not any(t.state is TaskState.WAITING and t.waiting_for is None for t in tasks):
             return builtins.list(tasks)
-        runs = set(await self.task_types())
+        await self.task_types()
+        reasons = await asyncio.gather(
+            *(self._why_waiting(t) for t in tasks if t.state is TaskState.WAITING and t.waiting_for is None)
+        )
+        found = iter(reasons)
         return [
-            replace(t, waiting_for=f"no live node runs type {t.type}")
-            if t.state is TaskState.WAITING and t.waiting_for is None and t.type not in runs
-            else t
+            replace(t, waiting_for=next(found)) if t.state is TaskState.WAITING and t.waiting_for is None else t
             for t in tasks
         ]
+
+    async def _why_waiting(self, task: Task) -> str | None:
+        runners = [n for n in self._runners if task.type in n.types or "*" in n.types]
+        if not runners:
+            return f"no live node runs type {task.type}"
+        if task.requires and not any(all(n.labels.get(k) == v for k, v in task.requires.items()) for n in runners):
+            return "no live node has " + ", ".join(f"{k}={v}" for k, v in task.requires.items())
+        host = host_of(task.target) if task.type == FETCH else None
+        limits = self.limits.applying(task.type, task.concurrency_key, host)
+        if not limits and host is None:
+            return None
+        usage = await self.limit_state.usage(limits, host)
+        if host is not None and usage[-1].hold_until is not None:
+            return f"host {host} asked to wait until {_iso(usage[-1].hold_until)} (Retry-After)"
+        for (name, limit), used in zip(limits, usage, strict=False):
+            if limit.concurrency and used.running >= limit.concurrency:
+                return f"concurrency limit {name} ({limit.concurrency} at once)"
+            if limit.rate_per_s and used.tokens < 1:
+                return f"rate limit {name} {limit.rate_per_s:g}/s"
+        return None
 
     async def _explained_page(self, page: TaskPage) -> TaskPage:
         return replace(page, tasks=await self._explained(page.tasks))
@@ -263,6 +325,7 @@ class ClusterService:
                     types=n.types,
                     cache=n.cache,
                     clock_skew=n.clock_skew,
+                    labels=n.labels,
                 )
             )
         return ClusterView(master=master, epoch=epoch, nodes=nodes)
@@ -309,3 +372,7 @@ async def _nothing() -> AsyncIterator[dict[str, Any]]:
     """The node events of a service built without a hub: none, ending at once."""
     return
     yield {}
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

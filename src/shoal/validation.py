@@ -10,7 +10,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ import orjson
 
 from shoal._utils import is_digits
 from shoal.errors import InvalidInput, ShoalError
-from shoal.models import TaskSpec, TaskState
+from shoal.models import DEFAULT_PRIORITY, TaskSpec, TaskState
 
 #: Largest request body the REST API reads, in bytes.
 MAX_BODY_BYTES = 1024 * 1024
@@ -49,6 +49,16 @@ T = TypeVar("T")
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
 _SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s", "run_at", "delay_s", "idempotency_key"}
+_SPEC_FIELDS |= {"priority", "requires", "concurrency_key"}
+#: Longest ``concurrency_key``.
+MAX_CONCURRENCY_KEY_CHARS = 200
+#: Most labels a node carries, or a task requires.
+MAX_LABELS = 32
+#: A label's name and its value (``gpu=1``, ``zone=eu-west-1a``, ``arch=x86_64``).
+LABEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9_.:-]{0,63}$"
+_LABEL_NAME_RE = re.compile(LABEL_NAME_PATTERN)
+_LABEL_VALUE_RE = re.compile(LABEL_VALUE_PATTERN)
 #: Longest ``idempotency_key``.
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 #: Furthest ahead a task may be delayed (``run_at``, ``delay_s``): a year.
@@ -94,8 +104,12 @@ def task_spec(data: Any) -> TaskSpec:
         memory_mb=memory_mb(data.get("memory_mb")),
         cpu_s_limit=cpu_s_limit(data.get("cpu_s_limit")),
         result_ttl_s=result_ttl(data.get("result_ttl_s")),
-        **delay(data.get("run_at"), data.get("delay_s")),
+        run_at=run_at(data.get("run_at")),
+        delay_s=delay_s(data.get("delay_s")),
         idempotency_key=idempotency_key(data.get("idempotency_key")),
+        priority=priority(data.get("priority")),
+        requires=labels(data.get("requires"), "requires"),
+        concurrency_key=concurrency_key(data.get("concurrency_key")),
     )
 
 
@@ -370,10 +384,55 @@ def idempotency_key(value: Any) -> str | None:
     return value
 
 
-def delay(at: Any, seconds: Any) -> dict[str, float | None]:
-    """A task's ``run_at`` and ``delay_s`` (as TaskSpec fields), each within a year; given both, the task is
-    due at the later of the two."""
-    return {"run_at": run_at(at), "delay_s": delay_s(seconds)}
+def priority(value: Any) -> int:
+    """A task's ``priority``: a whole number 0 (lowest) to 9 (highest); none: DEFAULT_PRIORITY."""
+    if value is None:
+        return DEFAULT_PRIORITY
+    value = _whole(value)
+    if not isinstance(value, int) or not 0 <= value <= 9:
+        raise InvalidInput(f"priority must be a whole number from 0 (lowest) to 9 (highest), got {value!r}")
+    return value
+
+
+def concurrency_key(value: Any) -> str | None:
+    """A task's ``concurrency_key``: None, or 1 to MAX_CONCURRENCY_KEY_CHARS characters, no control character."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("concurrency_key must be a non-empty string")
+    if len(value) > MAX_CONCURRENCY_KEY_CHARS:
+        raise InvalidInput(f"concurrency_key is {len(value)} characters; the limit is {MAX_CONCURRENCY_KEY_CHARS}")
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise InvalidInput("concurrency_key must not contain control characters")
+    return value
+
+
+def labels(value: Any, name: str = "labels") -> dict[str, str]:
+    """Node labels, or the labels a task ``requires``: an object of label name to value (both short words:
+    letters, digits and _ . - (and : in values)), at most MAX_LABELS of them."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f'{name} must be an object of label to value, such as {{"gpu": "1"}}')
+    if len(value) > MAX_LABELS:
+        raise InvalidInput(f"{name} holds {len(value)} labels; the limit is {MAX_LABELS}")
+    for key, val in value.items():
+        if not isinstance(key, str) or not _LABEL_NAME_RE.match(key):
+            raise InvalidInput(f"{name}: {str(key)[:70]!r} is not a label name (letters, digits, _ . -; at most 63)")
+        if not isinstance(val, str) or not _LABEL_VALUE_RE.match(val):
+            raise InvalidInput(f"{name}: the value of {key} must be a string of letters, digits, _ . : - (at most 63)")
+    return dict(sorted(value.items()))
+
+
+def label_pairs(items: Iterable[str], name: str = "labels") -> dict[str, str]:
+    """Labels given as ``K=V`` words (``--label gpu=1``, ``SHOAL_LABELS="gpu=1,zone=a"``)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, val = item.strip().partition("=")
+        if not sep:
+            raise InvalidInput(f"{name}: {item[:70]!r} is not NAME=VALUE")
+        pairs[key.strip()] = val.strip()
+    return labels(pairs, name)
 
 
 def run_at(value: Any) -> float | None:

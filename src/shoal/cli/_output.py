@@ -196,6 +196,10 @@ def task_detail(task: Task) -> RenderableType:
         *([("due", when(task.run_at))] if task.run_at is not None else []),
         *([("waiting for", task.waiting_for)] if task.waiting_for else []),
         *([("idempotency key", task.idempotency_key)] if task.idempotency_key else []),
+        ("priority", str(task.priority)),
+        *([("requires", ", ".join(f"{k}={v}" for k, v in task.requires.items()))] if task.requires else []),
+        *([("concurrency key", task.concurrency_key)] if task.concurrency_key else []),
+        *([("schedule", f"{task.schedule} (tick {when(task.tick)})")] if task.schedule else []),
         ("started", when(task.started_at)),
         ("finished", when(task.finished_at)),
         ("ran for", duration(task)),
@@ -241,7 +245,8 @@ def cluster_table(view: ClusterView) -> RenderableType:
     master = view.master or "none (election pending)"
     header = Text.assemble(("master: ", "bold"), master, ("  epoch: ", "bold"), str(view.epoch))
     table = plain_table()
-    for column in ("NAME", "STATE", "ROLE", "HTTP", "GRPC", "SLOTS", "RUNNING", "PID", "LAST BEAT", "TYPES", "CACHE"):
+    columns = ("NAME", "STATE", "ROLE", "HTTP", "GRPC", "SLOTS", "RUNNING", "PID", "LAST BEAT", "TYPES", "LABELS")
+    for column in (*columns, "CACHE"):
         table.add_column(column, no_wrap=True)
     now = time.time()
     for n in sorted(view.nodes, key=lambda n: n.name):
@@ -256,6 +261,7 @@ def cluster_table(view: ClusterView) -> RenderableType:
             str(n.pid),
             ago(n.last_beat, now),
             ", ".join(n.types) or "-",
+            ",".join(f"{k}={v}" for k, v in n.labels.items()) or "-",
             cache_cell(n.cache),
         )
     return Group(header, table)

@@ -19,6 +19,7 @@ COMMANDS = {
     "node": "shoal.cli.node:node_command",
     "up": "shoal.cli.up:up_command",
     "task": "shoal.cli.task:task_group",
+    "schedule": "shoal.cli.schedule:schedule_group",
     "cluster": "shoal.cli.cluster:cluster_group",
     "config": "shoal.cli.config:config_group",
     "service": "shoal.cli.service:service_group",

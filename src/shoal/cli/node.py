@@ -15,6 +15,8 @@ from shoal.cli._api import BadInput
 from shoal.errors import EmbeddedRedisError, InvalidInput, StoreUnavailable
 
 _SKIP = {"sources"}
+#: Flags that read better one at a time (``--label gpu=1 --label zone=a``).
+_ALIASES = {"labels": ("--label",)}
 
 
 def _options(fn: Any) -> Any:
@@ -26,7 +28,8 @@ def _options(fn: Any) -> Any:
             decl = f"{flag}/--no-{f.name.replace('_', '-')}"
             fn = click.option(decl, f.name, default=None, help=_help(f))(fn)
         elif kind.startswith("tuple"):
-            fn = click.option(flag, f.name, multiple=True, help=_help(f, "repeatable, or a comma list"))(fn)
+            flags = [flag, *_ALIASES.get(f.name, ())]
+            fn = click.option(*flags, f.name, multiple=True, help=_help(f, "repeatable, or a comma list"))(fn)
         else:
             fn = click.option(flag, f.name, default=None, metavar=_metavar(f.name, kind), help=_help(f))(fn)
     return fn
@@ -54,6 +57,8 @@ def _metavar(name: str, kind: str) -> str:
         return "HOST:PORT"
     if name in config_module.DURATIONS:
         return "DURATION"
+    if kind.startswith("Mapping"):
+        return "JSON"
     return {"int": "N", "float": "SECONDS", "Path": "DIR"}.get(kind, "TEXT")
 
 

@@ -168,6 +168,24 @@ def _checked_delay(ctx: click.Context, param: click.Parameter, value: str | None
     help="Submit at most once: a second submit with KEY within the cluster's idempotency window (a day by "
     "default) stores nothing and shows the first task.",
 )
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 9),
+    metavar="0-9",
+    help="Placed before lower ones: 0 (lowest) to 9 (highest); default 5.",
+)
+@click.option(
+    "--require",
+    "requires",
+    multiple=True,
+    metavar="LABEL=VALUE",
+    help="Run only on a node with this label (repeatable), e.g. --require gpu=1.",
+)
+@click.option(
+    "--concurrency-key",
+    metavar="KEY",
+    help="The key the type's per-key limits count the task under (a customer id, say).",
+)
 @click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
 @api_options
 @json_option
@@ -186,6 +204,9 @@ def submit(
     delay: str | None,
     run_at: str | float | None,
     idempotency_key: str | None,
+    priority: int | None,
+    requires: tuple[str, ...],
+    concurrency_key: str | None,
     wait: bool,
     as_json: bool,
     from_file: IO[bytes] | None,
@@ -206,6 +227,9 @@ def submit(
             "--delay": delay,
             "--at": run_at,
             "--idempotency-key": idempotency_key,
+            "--priority": priority is not None,
+            "--require": requires,
+            "--concurrency-key": concurrency_key,
             "--wait": wait,
         }
         clash = [flag for flag, value in given.items() if value]
@@ -230,6 +254,9 @@ def submit(
             run_at=run_at,
             delay_s=delay,
             idempotency_key=idempotency_key,
+            priority=priority,
+            requires=validation.label_pairs(requires, "--require") if requires else None,
+            concurrency_key=concurrency_key,
         )
         if not wait:
             if as_json:

@@ -22,6 +22,7 @@ from shoal.client import _decode
 from shoal.client.errors import TaskFailed, build, from_response
 from shoal.errors import InvalidInput, ResultNotFound, ShoalError
 from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.schedules import Schedule, schedule_from_json, schedule_name
 
 T = TypeVar("T")
 
@@ -86,6 +87,9 @@ def submit(
     run_at: float | str | None = None,
     delay_s: float | str | None = None,
     idempotency_key: str | None = None,
+    priority: int | None = None,
+    requires: dict[str, str] | None = None,
+    concurrency_key: str | None = None,
 ) -> Call[Task]:
     body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
     if params:
@@ -102,12 +106,9 @@ def submit(
         body["cpu_s_limit"] = cpu_s_limit
     if result_ttl_s is not None:
         body["result_ttl_s"] = result_ttl_s  # as given: the server reads "15m" as it reads 900
-    if run_at is not None:
-        body["run_at"] = run_at
-    if delay_s is not None:
-        body["delay_s"] = delay_s
-    if idempotency_key is not None:
-        body["idempotency_key"] = idempotency_key
+    when = {"run_at": run_at, "delay_s": delay_s}
+    order = {"priority": priority, "requires": requires or None, "concurrency_key": concurrency_key}
+    body.update((k, v) for k, v in {**when, "idempotency_key": idempotency_key, **order}.items() if v is not None)
     query, held = _wait_param(wait)
     return Call("POST", "/api/v1/tasks", lambda r: _decode.task(json_of(r)), query, body, held)
 
@@ -340,3 +341,43 @@ def _stats(data: Any) -> dict[str, dict[str, int]]:
 
 def cache_stats() -> Call[dict[str, dict[str, int]]]:
     return Call("GET", "/api/v1/cache", lambda r: _stats(json_of(r)))
+
+
+def _schedule_path(name: str, action: str = "") -> str:
+    return f"/api/v1/schedules/{schedule_name(name)}{action}"
+
+
+def add_schedule(
+    name: str,
+    cron: str,
+    task: Mapping[str, Any],
+    *,
+    timezone: str | None,
+    catch_up: str | None,
+    overlap: str | None,
+) -> Call[Schedule]:
+    body: dict[str, Any] = {"name": name, "cron": cron, "task": dict(task)}
+    for key, value in (("timezone", timezone), ("catch_up", catch_up), ("overlap", overlap)):
+        if value is not None:
+            body[key] = value
+    return Call("POST", "/api/v1/schedules", lambda r: schedule_from_json(json_of(r)), body=body)
+
+
+def schedules() -> Call[list[Schedule]]:
+    return Call("GET", "/api/v1/schedules", lambda r: [schedule_from_json(s) for s in json_of(r)["schedules"]])
+
+
+def schedule(name: str) -> Call[Schedule]:
+    return Call("GET", _schedule_path(name), lambda r: schedule_from_json(json_of(r)))
+
+
+def pause_schedule(name: str) -> Call[Schedule]:
+    return Call("POST", _schedule_path(name, "/pause"), lambda r: schedule_from_json(json_of(r)))
+
+
+def resume_schedule(name: str) -> Call[Schedule]:
+    return Call("POST", _schedule_path(name, "/resume"), lambda r: schedule_from_json(json_of(r)))
+
+
+def delete_schedule(name: str) -> Call[None]:
+    return Call("DELETE", _schedule_path(name), lambda r: None)

@@ -16,6 +16,7 @@ from shoal.client._sse import Parser, StreamItem
 from shoal.client.errors import WaitTimeout, from_response, unreachable
 from shoal.errors import InvalidInput, ResultNotFound, ShoalError
 from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.schedules import Schedule
 
 T = TypeVar("T")
 
@@ -92,6 +93,9 @@ class AsyncClient:
         run_at: float | str | None = None,
         delay_s: float | str | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
+        requires: dict[str, str] | None = None,
+        concurrency_key: str | None = None,
     ) -> Task:
         """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s.
 
@@ -105,7 +109,8 @@ class AsyncClient:
         with its offset) or ``delay_s`` (seconds or a duration) hold the task back until then (WAITING, its
         ``waiting_for`` saying so), at most a year. ``idempotency_key``: a second submit with the same key
         within the cluster's idempotency window (a day by default) stores nothing and answers with the first
-        task.
+        task. ``priority``: 0 (lowest) to 9 (highest), default 5. ``requires``: node labels the task may only
+        run on (``{"gpu": "1"}``). ``concurrency_key``: the key its type's per-key limits count it under.
         """
         return await self._send(
             _calls.submit(
@@ -123,6 +128,9 @@ class AsyncClient:
                 run_at=run_at,
                 delay_s=delay_s,
                 idempotency_key=idempotency_key,
+                priority=priority,
+                requires=requires,
+                concurrency_key=concurrency_key,
             )
         )
 
@@ -284,6 +292,45 @@ class AsyncClient:
     async def cache_stats(self) -> dict[str, dict[str, int]]:
         """Every live node's cache shard (items, bytes, capacity, hits, misses, evictions, ...), by name."""
         return await self._send(_calls.cache_stats())
+
+    # schedules
+
+    async def add_schedule(
+        self,
+        name: str,
+        cron: str,
+        task: Mapping[str, Any],
+        *,
+        timezone: str | None = None,
+        catch_up: str | None = None,
+        overlap: str | None = None,
+    ) -> Schedule:
+        """Add a named schedule: ``task`` (as ``submit`` takes it: type, target, params, ...; its name defaults
+        to the schedule's) fired at each tick of ``cron`` (five fields, ``@every 30s``, ``@daily``) read in
+        ``timezone`` (default UTC). ``catch_up``: "skip" or "run_once"; ``overlap``: "allow" or "skip".
+        Raises ScheduleExists if the name is taken, InvalidInput for a bad expression, zone or task."""
+        return await self._send(
+            _calls.add_schedule(name, cron, task, timezone=timezone, catch_up=catch_up, overlap=overlap)
+        )
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """Every schedule, by name, each with its next ticks and latest runs."""
+        return await self._send(_calls.schedules())
+
+    async def schedule(self, name: str) -> Schedule:
+        """One schedule; raises ScheduleNotFound."""
+        return await self._send(_calls.schedule(name))
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        return await self._send(_calls.pause_schedule(name))
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Fire again from the next tick after now (none of those missed while paused)."""
+        return await self._send(_calls.resume_schedule(name))
+
+    async def delete_schedule(self, name: str) -> None:
+        """Stop and remove a schedule; the tasks it fired stay."""
+        await self._send(_calls.delete_schedule(name))
 
     # cluster
 

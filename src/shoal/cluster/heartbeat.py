@@ -89,6 +89,7 @@ class Heartbeat:
             master_eligible=c.master_eligible,
             draining=self.draining,
             cache=self.cache_stats() if self.cache_stats is not None else None,
+            labels=c.node_labels,
         )
 
     async def run(self) -> None:

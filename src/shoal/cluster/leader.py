@@ -1,10 +1,11 @@
 """The master's duties, started when this node wins the lease and stopped when it loses it.
 
-One term = one epoch: ``establish(epoch)`` starts a scheduler, a failure detector and a retention sweep
-built for that epoch; ``revoke()`` stops them. A duty that stops ends the term: one that finds its epoch stale (another
-master took over, or the store lost the term), one that returns, and one that keeps failing for a whole
-lease; ``on_stopped(epoch, why)`` tells the election, which steps down and says why. A duty that fails
-now and then (the store restarting) is started again. ``stopped()`` says why a master is not ready.
+One term = one epoch: ``establish(epoch)`` starts a scheduler, a failure detector, a retention sweep and
+the firer of named schedules built for that epoch; ``revoke()`` stops them. A duty that stops ends the
+term: one that finds its epoch stale (another master took over, or the store lost the term), one that
+returns, and one that keeps failing for a whole lease; ``on_stopped(epoch, why)`` tells the election,
+which steps down and says why. A duty that fails now and then (the store restarting) is started again.
+``stopped()`` says why a master is not ready.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 from shoal._utils import cancel_and_wait
 from shoal.cluster.detector import Detector, Prober
+from shoal.cluster.firing import Firer
 from shoal.cluster.scheduler import Scheduler
 from shoal.cluster.sweeper import Sweeper
 from shoal.errors import StaleEpoch
+from shoal.limits import Limits
 from shoal.store.nodes import NodeRegistry
+from shoal.store.schedules import ScheduleStore
 from shoal.store.tasks import TaskStore
 
 log = logging.getLogger("shoal.cluster.leader")
@@ -43,7 +47,9 @@ class LeaderRole:
         owner_of: Callable[[str], str] | None = None,
         retention_s: float = 0.0,
         on_expired: Callable[[int], None] = lambda n: None,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits
         self.store = store
         self.registry = registry
         self.prober = prober
@@ -74,6 +80,7 @@ class LeaderRole:
             alive_within=self.interval * self.dead_after,
             may_write=self.may_write,
             owner_of=self.owner_of,
+            limits=self.limits,
         )
         self.detector = Detector(
             registry=self.registry,
@@ -91,10 +98,12 @@ class LeaderRole:
             registry=self.registry,
             on_expired=self.on_expired,
         )
+        firer = Firer(schedules=ScheduleStore(self.store), epoch=epoch)
         self._tasks = [
             asyncio.create_task(self._keep(epoch, self.detector.run, "detector"), name="detector"),
             asyncio.create_task(self._keep(epoch, self.scheduler.run, "scheduler"), name="scheduler"),
             asyncio.create_task(self._keep(epoch, sweeper.run, "retention sweep"), name="retention sweep"),
+            asyncio.create_task(self._keep(epoch, firer.run, "schedule firer"), name="schedule firer"),
         ]
 
     async def _keep(self, epoch: int, run: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:

@@ -11,6 +11,14 @@ fetches and has a free slot: its fill of the cache is then local, and one URL's 
 Those tasks are offered to place.lua with their owner as the only node; what finds no room there joins
 the rest of the batch, placed by free slots.
 
+Priorities, labels and limits. Within a type, a task of higher ``priority`` goes first, and among equals
+the older; a waiting task gains a level every PRIORITY_AGING_S, so that a steady stream of higher ones
+cannot starve it. A task that requires labels is offered only the nodes that carry them (none live: it
+waits in memory, and the others of its type go on). The limits that hold a task (``shoal.limits``) are
+checked by place.lua in the same step that places it; a limit found without room is remembered, so that
+its other tasks are not offered again until it may have room (one of them is, to find out), and do not
+hold up the tasks behind them. Tasks that have none of these are placed as before, in stream order.
+
 It runs only while this node holds the master lease, and every placement carries the lease's epoch:
 place.lua refuses it once another master has taken over, and the scheduler stops (``StaleEpoch``).
 Tasks are read from the pending streams with a blocking XREADGROUP and acknowledged only once placed
@@ -35,10 +43,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from shoal.cache.keys import http_key
+from shoal.limits import Limits
 from shoal.liveness import liveness
+from shoal.models import DEFAULT_PRIORITY
 from shoal.store.nodes import NodeRecord, NodeRegistry
 from shoal.store.redis import BLOCK_MS
-from shoal.store.tasks import GroupMissing, Queued, TaskStore
+from shoal.store.tasks import GroupMissing, Offer, Queued, TaskStore
 
 log = logging.getLogger("shoal.cluster.scheduler")
 
@@ -68,6 +78,12 @@ ROSTER_RENEW_S = 0.3
 FETCH = "fetch"
 #: A node's task types: this one means every type.
 ANY_TYPE = "*"
+#: A waiting task gains a priority level for every this many seconds it has waited: a priority 0 task
+#: queued 90 s ago goes before a priority 9 task queued now.
+PRIORITY_AGING_S = 10.0
+#: Seconds between two offers of the tasks a rate limit held back, at least (the next start it allows is
+#: about 1/rate away).
+RATE_RETRY_MIN_S = 0.02
 
 
 @dataclass(slots=True)
@@ -76,12 +92,28 @@ class _Pending:
     type: str
     entry: str  # its entry in the type's pending stream
     target: str | None = None  # read only for fetches, when they are first placed
+    priority: int = DEFAULT_PRIORITY
+    requires: tuple[tuple[str, str], ...] = ()
+    limits: str = ""  # the limits it is held to, as place.lua reads them
+    held_by: tuple[str, ...] = ()  # their names as place.lua answers ("c:fetch:example.org")
+
+    @property
+    def plain(self) -> bool:
+        """Placed in stream order on any node, with no limit: what nearly every task is."""
+        return self.priority == DEFAULT_PRIORITY and not self.requires and not self.limits
 
 
 def _entry_order(p: _Pending) -> tuple[int, int]:
     """Stream entry ids are "ms-counter": across streams, the order they were queued in (to the ms)."""
     ms, _, counter = p.entry.partition("-")
     return int(ms), int(counter or 0)
+
+
+def _rank(p: _Pending) -> tuple[float, int, int]:
+    """Placing order: the highest priority first, aged (a level per PRIORITY_AGING_S waited, counted from
+    when it was queued, so that the order does not change as time passes), then the oldest."""
+    ms, counter = _entry_order(p)
+    return ms / 1000 / PRIORITY_AGING_S - p.priority, ms, counter
 
 
 class Scheduler:
@@ -97,8 +129,10 @@ class Scheduler:
         alive_within: float,
         may_write: Callable[[], bool] = lambda: True,
         owner_of: Callable[[str], str] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.may_write = may_write
+        self.limits = limits or Limits()
         self.owner_of = owner_of
         self.store = store
         self.registry = registry
@@ -122,6 +156,11 @@ class Scheduler:
         self._reading: set[str] = set()  # types the blocked reader waits on
         self._roster: list[tuple[str, int, tuple[str, ...]]] | None = None  # as last published
         self._roster_at = 0.0
+        self._special: dict[str, int] = {}  # type -> how many of its backlog are not plain
+        #: Limits found without room (place.lua's names) -> until when their tasks are not offered: a rate
+        #: limit's, until its next token; math.inf for the others (one task is offered, to find out).
+        self._held: dict[str, float] = {}
+        self._rates: dict[str, float] = {}  # a rate limit's name (as place.lua answers) -> its starts per second
 
     def __repr__(self) -> str:
         return f"<Scheduler epoch={self.epoch} backlog={self.backlog_size} placed={self.placed}>"
@@ -253,8 +292,27 @@ class Scheduler:
 
     def _add(self, task_type: str, entries: list[Queued]) -> None:
         backlog = self.backlogs.setdefault(task_type, OrderedDict())
+        limited = task_type in self.limits.types
         for q in entries:
-            backlog[q.entry] = _Pending(q.task_id, task_type, q.entry)
+            p = _Pending(q.task_id, task_type, q.entry, priority=q.priority, requires=q.requires)
+            if limited or q.concurrency_key is not None or q.host is not None:
+                p.limits, p.held_by = self._limits_of(task_type, q.concurrency_key, q.host)
+            if not p.plain and q.entry not in backlog:
+                self._special[task_type] = self._special.get(task_type, 0) + 1
+            backlog[q.entry] = p
+
+    def _limits_of(self, task_type: str, key: str | None, host: str | None) -> tuple[str, tuple[str, ...]]:
+        """A task's limits as place.lua reads them, and the names it answers with when one holds it."""
+        lines: list[str] = []
+        for name, limit in self.limits.applying(task_type, key, host):
+            if limit.concurrency:
+                lines.append(f"c\t{name}\t{limit.concurrency}")
+            if limit.rate_per_s:
+                lines.append(f"r\t{name}\t{limit.rate_per_s!r}")
+                self._rates[f"r:{name}"] = limit.rate_per_s
+        if host is not None:
+            lines.append(f"h\t{host}\t0")
+        return "\n".join(lines), tuple(line.split("\t")[0] + ":" + line.split("\t")[1] for line in lines)
 
     def _room(self, task_type: str) -> int:
         return max(0, min(READ_BATCH, TYPE_BACKLOG - len(self.backlogs.get(task_type, ()))))
@@ -310,28 +368,78 @@ class Scheduler:
         roster = [(n.name, n.slots, tuple(n.types)) for n in nodes]
         if roster == self._roster and time.monotonic() - self._roster_at < ROSTER_RENEW_S:
             return
-        skip = [FETCH] if self.owner_of is not None else []
-        await self.store.publish_roster(self.epoch, roster, skip, ROSTER_TTL_S)
+        skip = ({FETCH} if self.owner_of is not None else set()) | self.limits.limited_types()
+        await self.store.publish_roster(self.epoch, roster, sorted(skip), ROSTER_TTL_S)
         self._roster, self._roster_at = roster, time.monotonic()
 
     def _batch(self, nodes: list[NodeRecord]) -> list[_Pending]:
-        """Each type's oldest tasks, up to the slots of the nodes that run it, then oldest first in all."""
+        """Each type's first tasks in placing order, up to the slots of the nodes that run it; then in that
+        order across types (which, for plain tasks, is the order they were queued in)."""
         per_type: list[list[_Pending]] = []
         for task_type, backlog in self.backlogs.items():
             slots = sum(n.slots for n in nodes if task_type in n.types or ANY_TYPE in n.types)
             if backlog and slots:
                 take = min(slots, PLACE_BATCH)
-                per_type.append([p for _, p in zip(range(take), backlog.values(), strict=False)])
-        merged = heapq.merge(*per_type, key=_entry_order)
+                if self._special.get(task_type):
+                    per_type.append(self._choose(backlog, take, nodes))
+                else:
+                    per_type.append([p for _, p in zip(range(take), backlog.values(), strict=False)])
+        merged = heapq.merge(*per_type, key=_rank)
         return [p for _, p in zip(range(PLACE_BATCH), merged, strict=False)]
 
-    def _done(self, p: _Pending, verdict: int) -> bool:
-        """Forget a task place.lua placed or found gone (it acknowledged its entry); whether it did."""
+    def _choose(self, backlog: OrderedDict[str, _Pending], take: int, nodes: list[NodeRecord]) -> list[_Pending]:
+        """Up to ``take`` tasks of a type that has prioritised, labelled or limited ones, in placing order:
+        none that no candidate node carries the labels of, and, of the tasks a limit without room holds,
+        only the first (a rate limit's: none until its next token)."""
+        now = time.monotonic()
+        chosen: list[_Pending] = []
+        probed: set[str] = set()
+        for p in sorted(backlog.values(), key=_rank):
+            waiting = [name for name in p.held_by if self._held.get(name, 0.0) > now]
+            if any(name in probed or not math.isinf(self._held[name]) for name in waiting):
+                continue
+            if p.requires and not self._allowed(p, nodes):
+                continue
+            probed.update(waiting)
+            chosen.append(p)
+            if len(chosen) == take:
+                break
+        return chosen
+
+    @staticmethod
+    def _allowed(p: _Pending, nodes: list[NodeRecord]) -> str:
+        """The 1-based indexes of ``nodes`` carrying every label ``p`` requires, as place.lua reads them ('' for
+        a task that requires none)."""
+        if not p.requires:
+            return ""
+        return ",".join(
+            str(k) for k, n in enumerate(nodes, 1) if all(n.labels.get(label) == v for label, v in p.requires)
+        )
+
+    def _done(self, p: _Pending, verdict: int | str) -> bool:
+        """Forget a task place.lua placed or found gone (it acknowledged its entry); whether it did. Remember
+        the limit that held it back, or that its limits had room."""
+        if isinstance(verdict, str):
+            rate = self._rates.get(verdict)
+            if rate:
+                wait = max(RATE_RETRY_MIN_S, 1 / rate)
+                self._held[verdict] = time.monotonic() + wait
+                asyncio.get_running_loop().call_later(wait, self.poke)
+            else:
+                self._held[verdict] = math.inf
+            return False
         if verdict < 0:
             return False
-        self.backlogs[p.type].pop(p.entry, None)
-        self.placed += verdict > 0
+        if self.backlogs[p.type].pop(p.entry, None) is not None and not p.plain:
+            self._special[p.type] -= 1
+        if verdict > 0:
+            self.placed += 1
+            for name in p.held_by:
+                self._held.pop(name, None)
         return True
+
+    def _offer(self, p: _Pending, nodes: list[NodeRecord]) -> Offer:
+        return Offer(p.task_id, p.entry, p.type, self._allowed(p, nodes), p.limits)
 
     async def _place(self, nodes: list[NodeRecord]) -> None:
         batch = self._batch(nodes)
@@ -341,7 +449,7 @@ class Scheduler:
             batch = await self._place_on_owners(nodes, batch)
         if batch:
             outcome = await self.store.place_many(
-                self.epoch, [(n.name, n.slots, n.types) for n in nodes], [(p.task_id, p.entry, p.type) for p in batch]
+                self.epoch, [(n.name, n.slots, n.types) for n in nodes], [self._offer(p, nodes) for p in batch]
             )
             for p, verdict in zip(batch, outcome, strict=True):
                 self._done(p, verdict)
@@ -362,13 +470,13 @@ class Scheduler:
                     owner = self.owner_of(http_key(p.target))
                 except ValueError:  # not a URL the cache can key: placed as any other task
                     continue
-                if owner in runs_fetch:
+                if owner in runs_fetch and (not p.requires or self._allowed(p, [runs_fetch[owner]])):
                     groups.setdefault(owner, []).append(p)
         done: set[str] = set()
         for owner, group in groups.items():
             node = runs_fetch[owner]
             outcome = await self.store.place_many(
-                self.epoch, [(node.name, node.slots, node.types)], [(p.task_id, p.entry, p.type) for p in group]
+                self.epoch, [(node.name, node.slots, node.types)], [self._offer(p, [node]) for p in group]
             )
             for p, verdict in zip(group, outcome, strict=True):
                 if self._done(p, verdict):  # placed on its owner, or gone

@@ -2,8 +2,9 @@
 
 This module is the only code that imports the generated ``_gen`` modules; everything else reaches them
 through the names here: ``pb``/``pb_grpc`` (Tasks), ``hb_pb``/``hb_grpc`` (HeartBeats),
-``el_pb``/``el_grpc`` (Elections) and ``cache_pb``/``cache_grpc`` (Cache, CacheShards, whose messages
-``shoal.rpc.cache_convert`` converts). Requests are validated with ``shoal.validation``, so a gRPC
+``el_pb``/``el_grpc`` (Elections), ``cache_pb``/``cache_grpc`` (Cache, CacheShards, whose messages
+``shoal.rpc.cache_convert`` converts) and ``sched_pb``/``sched_grpc`` (Schedules, converted by
+``shoal.rpc.schedule_convert``). Requests are validated with ``shoal.validation``, so a gRPC
 caller is refused exactly what a REST caller is, with the same message; the only rules added here are
 about the protobuf shape (one id where one is meant, JSON text fields).
 """
@@ -19,13 +20,25 @@ import orjson
 
 from shoal import validation
 from shoal.errors import InvalidInput
-from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, Attempt, Task, TaskEvent, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import (
+    DEFAULT_MAX_LOST_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    Attempt,
+    Task,
+    TaskEvent,
+    TaskPage,
+    TaskResult,
+    TaskSpec,
+    TaskState,
+)
 from shoal.rpc._gen.shoal.v1 import cache_pb2 as cache_pb
 from shoal.rpc._gen.shoal.v1 import cache_pb2_grpc as cache_grpc
 from shoal.rpc._gen.shoal.v1 import elections_pb2 as el_pb
 from shoal.rpc._gen.shoal.v1 import elections_pb2_grpc as el_grpc
 from shoal.rpc._gen.shoal.v1 import heartbeats_pb2 as hb_pb
 from shoal.rpc._gen.shoal.v1 import heartbeats_pb2_grpc as hb_grpc
+from shoal.rpc._gen.shoal.v1 import schedules_pb2 as sched_pb
+from shoal.rpc._gen.shoal.v1 import schedules_pb2_grpc as sched_grpc
 from shoal.rpc._gen.shoal.v1 import tasks_pb2 as pb
 from shoal.rpc._gen.shoal.v1 import tasks_pb2_grpc as pb_grpc
 
@@ -48,6 +61,8 @@ __all__ = [
     "query_from_proto",
     "result_from_proto",
     "result_to_proto",
+    "sched_grpc",
+    "sched_pb",
     "spec_from_proto",
     "spec_to_proto",
     "spec_wait",
@@ -81,6 +96,9 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
         "delay_s": task.delay_s,
         "waiting_for": task.waiting_for,
         "idempotency_key": task.idempotency_key,
+        "concurrency_key": task.concurrency_key,
+        "schedule": task.schedule,
+        "tick": task.tick,
     }
     msg = pb.Task(
         id=task.id,
@@ -96,6 +114,8 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
         max_lost_attempts=task.max_lost_attempts,
         lost_attempts=task.lost_attempts,
         attempts_dropped=task.attempts_dropped,
+        priority=task.priority,
+        requires=task.requires,
         **{name: value for name, value in optional.items() if value is not None},
     )
     if result is not None:
@@ -167,11 +187,14 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
         data["params"] = _json_object(msg.params_json, "params_json")
     if msg.HasField("timeout_s"):
         data["timeout_s"] = msg.timeout_s
-    for name in ("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit", "result_ttl_s", "delay_s"):
+    for name in (
+        *("max_retries", "max_lost_attempts", "memory_mb", "cpu_s_limit", "result_ttl_s", "delay_s"),
+        *("idempotency_key", "priority", "concurrency_key"),
+    ):
         if msg.HasField(name):
             data[name] = getattr(msg, name)
-    if msg.HasField("idempotency_key"):
-        data["idempotency_key"] = msg.idempotency_key
+    if msg.requires:
+        data["requires"] = dict(msg.requires)
     if msg.HasField("run_at"):  # epoch seconds come as text: read them as the number REST takes
         data["run_at"] = float(msg.run_at) if _EPOCH_TEXT.fullmatch(msg.run_at) else msg.run_at
     return validation.task_spec(data)
@@ -217,6 +240,11 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
         msg.delay_s = _seconds_text(spec.delay_s)
     if spec.idempotency_key is not None:
         msg.idempotency_key = spec.idempotency_key
+    if spec.priority != DEFAULT_PRIORITY:
+        msg.priority = spec.priority
+    msg.requires.update(spec.requires)
+    if spec.concurrency_key is not None:
+        msg.concurrency_key = spec.concurrency_key
     return msg
 
 
@@ -277,6 +305,11 @@ def task_from_proto(msg: pb.Task) -> Task:
         delay_s=msg.delay_s if msg.HasField("delay_s") else None,
         waiting_for=msg.waiting_for if msg.HasField("waiting_for") else None,
         idempotency_key=msg.idempotency_key if msg.HasField("idempotency_key") else None,
+        priority=msg.priority if msg.HasField("priority") else DEFAULT_PRIORITY,
+        requires=dict(msg.requires),
+        concurrency_key=msg.concurrency_key if msg.HasField("concurrency_key") else None,
+        schedule=msg.schedule if msg.HasField("schedule") else None,
+        tick=msg.tick if msg.HasField("tick") else None,
     )
 
 

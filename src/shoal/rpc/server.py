@@ -1,6 +1,6 @@
-"""Assemble and run the node's gRPC server: auth interceptor, Tasks, the node-to-node services (HeartBeats,
-Elections) when the node gives a ``PeerAPI``, Cache and CacheShards when it gives its cache, health and
-reflection.
+"""Assemble and run the node's gRPC server: auth interceptor, Tasks, Schedules when the node gives its
+schedules, the node-to-node services (HeartBeats, Elections) when the node gives a ``PeerAPI``, Cache and
+CacheShards when it gives its cache, health and reflection.
 
 ``start_rpc_server`` binds (port 0 picks a free port), starts, and returns an ``RpcServer`` that knows
 its port. The standard health service reports SERVING for the whole server ("") and for each shoal
@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from shoal._utils import is_digits
 from shoal.rpc.auth import Authenticator, AuthInterceptor, BearerToken, ServerInterceptor
 from shoal.rpc.census import CallCensus, methods_of
-from shoal.rpc.convert import cache_grpc, el_grpc, hb_grpc, pb_grpc
+from shoal.rpc.convert import cache_grpc, el_grpc, hb_grpc, pb_grpc, sched_grpc
 from shoal.rpc.health import WATCH, PublicHealth, public_watch_limit
 from shoal.rpc.peer_auth import DEFAULT_WINDOW_S, NodeCredentials
 from shoal.rpc.services.cache import SERVICE_NAME as CACHE_SERVICE
@@ -35,9 +35,12 @@ from shoal.rpc.services.elections import SERVICE_NAME as ELECTIONS_SERVICE
 from shoal.rpc.services.elections import ElectionsServicer
 from shoal.rpc.services.heartbeats import SERVICE_NAME as HEARTBEATS_SERVICE
 from shoal.rpc.services.heartbeats import HeartBeatsServicer
+from shoal.rpc.services.schedules import SERVICE_NAME as SCHEDULES_SERVICE
+from shoal.rpc.services.schedules import SchedulesServicer
 from shoal.rpc.services.tasks import SERVICE_NAME as TASKS_SERVICE
 from shoal.rpc.services.tasks import TasksServicer
 from shoal.rpc.tokens import TokenKeeper
+from shoal.schedules import ScheduleService
 from shoal.types import CacheAPI, CacheOwnerAPI, PeerAPI, TaskAPI
 
 log = logging.getLogger("shoal.rpc.server")
@@ -155,6 +158,7 @@ async def start_rpc_server(
     cache_max_value: int = 0,
     node_name: str = "",
     node_clock: Callable[[], float] = time.time,
+    schedules: ScheduleService | None = None,
 ) -> RpcServer:
     """Build, bind and start the server.
 
@@ -179,6 +183,7 @@ async def start_rpc_server(
             for (default: the peer's name; with neither, no node call is accepted).
         node_clock: the time node calls' timestamps are held to: the node's reading of the store's clock
             (``NodeClock.store_time``), as callers sign with theirs.
+        schedules: what the Schedules service serves (same token as Tasks); without it, not registered.
     Raises:
         OSError: when the address cannot be bound.
     """
@@ -195,6 +200,9 @@ async def start_rpc_server(
     tasks_servicer = TasksServicer(tasks)
     pb_grpc.add_TasksServicer_to_server(tasks_servicer, server)
     shoal_services: tuple[str, ...] = (TASKS_SERVICE,)
+    if schedules is not None:
+        sched_grpc.add_SchedulesServicer_to_server(SchedulesServicer(schedules), server)
+        shoal_services += (SCHEDULES_SERVICE,)
     if peer is not None:
         hb_grpc.add_HeartBeatsServicer_to_server(HeartBeatsServicer(peer), server)
         el_grpc.add_ElectionsServicer_to_server(ElectionsServicer(peer), server)

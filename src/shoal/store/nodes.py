@@ -111,10 +111,14 @@ class NodeRegistry:
         }
         if record.cache is not None:
             fields["cache"] = orjson.dumps(record.cache)
+        if record.labels:
+            fields["labels"] = orjson.dumps(record.labels)
         if skew is not None:
             fields["clock_skew"] = skew
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.node(record.name), mapping=fields)
+            if not record.labels:  # restarted without the labels it had
+                pipe.hdel(self.keys.node(record.name), "labels")
             pipe.persist(self.keys.node(record.name))  # back within LEFT_TTL_S of leaving: keep the record
             pipe.zadd(self.keys.nodes, {record.name: now})
             if self._draining.get(record.name) != record.draining:
@@ -272,6 +276,7 @@ def _record(fields: dict[bytes, bytes], assigned: int) -> NodeRecord:
         assigned=assigned,
         cache=_stats(fields.get(b"cache")),
         clock_skew=_number(s("clock_skew")),
+        labels=orjson.loads(fields.get(b"labels") or b"{}"),
     )
 
 

@@ -25,6 +25,7 @@ _NAMES = (
     *("submit", "roster", "place", "start", "finish", "kill", "delete", "requeue", "promote", "migrate"),
     *("expire", "prune", "page", "index_names"),
     *("lease", "release", "member", "break", "note", "nodes"),
+    *("schedule_add", "schedule_pause", "schedule_delete", "schedule_tick", "schedule_fired"),
 )
 
 

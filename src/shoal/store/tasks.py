@@ -18,8 +18,10 @@ from redis.exceptions import ResponseError
 
 from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound
 from shoal.keys import SCHEDULER_GROUP, WORKER_GROUP, Keys
+from shoal.limits import FETCH, host_of
 from shoal.models import (
     DEFAULT_MAX_LOST_ATTEMPTS,
+    DEFAULT_PRIORITY,
     Attempt,
     AttemptOutcome,
     Footprint,
@@ -65,15 +67,50 @@ class GroupMissing(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """An entry of a pending stream: the WAITING task it queues."""
+    """An entry of a pending stream: the WAITING task it queues, and what placing it needs (enqueue in
+    _lib.lua): its priority, the labels it requires, its concurrency key and a fetch's host."""
 
     entry: str
     task_id: str
+    priority: int = DEFAULT_PRIORITY
+    requires: tuple[tuple[str, str], ...] = ()
+    concurrency_key: str | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A task offered to place.lua: ``nodes`` the 1-based indexes of the nodes it may go to as a comma list
+    ('' = any), ``limits`` the limits it is held to, one per line (kind TAB name TAB number; see place.lua)."""
+
+    task_id: str
+    entry: str
+    type: str
+    nodes: str = ""
+    limits: str = ""
 
 
 def _queued(entries: Any) -> builtins.list[Queued]:
     """Stream entries as read; an entry deleted while unacknowledged comes back without fields (skipped)."""
-    return [Queued(e.decode(), f[b"id"].decode()) for e, f in entries if f and b"id" in f]
+    out = []
+    for e, f in entries:
+        if not f or b"id" not in f:
+            continue
+        if len(f) == 1:  # the common case: nothing but the id
+            out.append(Queued(e.decode(), f[b"id"].decode()))
+            continue
+        req = f.get(b"r")
+        out.append(
+            Queued(
+                e.decode(),
+                f[b"id"].decode(),
+                priority=int(f.get(b"p") or DEFAULT_PRIORITY),
+                requires=tuple(sorted(orjson.loads(req).items())) if req else (),
+                concurrency_key=_s(f.get(b"k")),
+                host=_s(f.get(b"h")),
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +169,13 @@ class TaskStore:
 
     # -- users' writes ---------------------------------------------------------------------------
 
-    async def create(self, specs: Sequence[TaskSpec]) -> Created:
+    async def create(self, specs: Sequence[TaskSpec], ids: Sequence[str] | None = None) -> Created:
         """Store the tasks, in one atomic call however many there are: each is placed at once on a node of
         the master's roster that has room (INQUEUE), or queued for the master to place (WAITING). A spec
-        whose idempotency key made a task within the window that still exists gets that task instead."""
-        ids = [str(uuid.uuid4()) for _ in specs]
+        whose idempotency key made a task within the window that still exists gets that task instead, and
+        so does one whose given id (``ids``: a schedule's tick) names a task stored already."""
+        given = ids is not None
+        ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in specs]
         most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
         args: builtins.list[Any] = [len(specs), max(1, round(self.idempotency_window_s * 1000))]
         for task_id, spec, lost in zip(ids, specs, most_lost, strict=True):
@@ -150,6 +189,13 @@ class TaskStore:
                 "" if spec.run_at is None else repr(spec.run_at),
                 "" if spec.delay_s is None else repr(spec.delay_s),
                 spec.idempotency_key or "",
+                "" if spec.priority == DEFAULT_PRIORITY else spec.priority,
+                orjson.dumps(spec.requires).decode() if spec.requires else "",
+                spec.concurrency_key or "",
+                (host_of(spec.target) or "") if spec.type == FETCH else "",
+                spec.schedule or "",
+                "" if spec.tick is None else repr(spec.tick),
+                "1" if given else "",
             ]
         reply = await self._run("submit", *args)
         created = float(reply[0])
@@ -184,6 +230,11 @@ class TaskStore:
                 delay_s=spec.delay_s,
                 waiting_for=waiting_for(due(spec), created, retry=False),
                 idempotency_key=spec.idempotency_key,
+                priority=spec.priority,
+                requires=spec.requires,
+                concurrency_key=spec.concurrency_key,
+                schedule=spec.schedule,
+                tick=spec.tick,
             )
             for task_id, spec, lost, node in zip(ids, specs, most_lost, placed_on, strict=True)
         ]
@@ -348,30 +399,35 @@ class TaskStore:
     ) -> builtins.list[int]:
         """Place tasks on ``node`` whatever their type: per id 1 placed, 0 gone, -1 no room."""
         plan = [(task_id, entries[k] if entries else "", "") for k, task_id in enumerate(task_ids)]
-        return await self.place_many(epoch, [(node, slots, ("*",))], plan)
+        return [int(v) for v in await self.place_many(epoch, [(node, slots, ("*",))], plan)]
 
     async def place_many(
         self,
         epoch: int,
         nodes: Sequence[tuple[str, int, Sequence[str]]],
-        tasks: Sequence[tuple[str, str, str]],
-    ) -> builtins.list[int]:
+        tasks: Sequence[tuple[str, str, str] | Offer],
+    ) -> builtins.list[int | str]:
         """Place each task on the node with the most free slots that runs its type, in one atomic step.
 
-        ``nodes`` are (name, slots, task types); ``tasks`` are (id, pending-stream entry or '', type). Per
-        task: the 1-based index of its node, 0 if it is gone, -1 if no node has room. Raise StaleEpoch if
-        this master has been replaced (nothing is placed then).
+        ``nodes`` are (name, slots, task types); ``tasks`` are (id, pending-stream entry or '', type), or
+        ``Offer``s that also name the nodes a task may go to and the limits it is held to. Per task: the
+        1-based index of its node, 0 if it is gone, -1 if no node has room, or the limit that held it back
+        (``"c:fetch:example.org"``: see place.lua). Raise StaleEpoch if this master has been replaced
+        (nothing is placed then).
         """
         args: builtins.list[Any] = [epoch, len(nodes)]
         for name, slots, types in nodes:
             args += [name, slots, ",".join(types) or "-"]
         args.append(len(tasks))
         for task in tasks:
-            args += task
+            if isinstance(task, Offer):
+                args += [task.task_id, task.entry, task.type, task.nodes, task.limits]
+            else:
+                args += [*task, "", ""]
         reply = await self._run("place", *args)
         if reply[0] == "stale":
             raise StaleEpoch(epoch, int(reply[1]))
-        return [int(v) for v in reply[1:]]
+        return [v if isinstance(v, str) else int(v) for v in reply[1:]]
 
     async def requeue(
         self, node: str, reason: str, epoch: int | None = None, *, outcome: AttemptOutcome = AttemptOutcome.NODE_LOST
@@ -779,6 +835,11 @@ def _task(task_id: str, fields: dict[bytes, bytes], attempts: Sequence[bytes], l
         run_at=_f(fields.get(b"run_at")),
         delay_s=_f(fields.get(b"delay_s")),
         idempotency_key=_s(fields.get(b"idem")),
+        priority=int(fields.get(b"prio") or DEFAULT_PRIORITY),
+        requires=orjson.loads(fields[b"req"]) if b"req" in fields else {},
+        concurrency_key=_s(fields.get(b"ckey")),
+        schedule=_s(fields.get(b"schedule")),
+        tick=_f(fields.get(b"tick")),
         waiting_for=waiting_for(_f(fields.get(b"due")), None, retry=b"failures" in fields)
         if fields[b"state"] == b"WAITING"
         else None,

@@ -23,10 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.responses import Response
 
 from shoal import validation
+from shoal.schedules import ScheduleService
 from shoal.store.sessions import SessionStore
 from shoal.types import CacheAPI, ClusterAPI, StoreAPI, TaskAPI
 from shoal.version import __version__
-from shoal.web import api, cache_api, cluster_api, errors, events, openapi, schemas, store_api
+from shoal.web import api, cache_api, cluster_api, errors, events, openapi, schedules_api, schemas, store_api
 from shoal.web.limits import BodyLimit
 from shoal.web.metrics import HttpMetrics, register_cache_metrics
 from shoal.web.responses import JSONResponse
@@ -56,6 +57,7 @@ def create_app(
     cache_max_value: int = DEFAULT_CACHE_MAX_VALUE,
     sessions: SessionStore | None = None,
     store: StoreAPI | None = None,
+    schedules: ScheduleService | None = None,
 ) -> FastAPI:
     """Build the HTTP app over the node's APIs.
 
@@ -72,6 +74,7 @@ def create_app(
         cache_max_value: largest cache value a PUT may carry (413 above it); the node's ``cache_max_value``.
         sessions: where the task center's sign-in sessions live (the store); without it, no one can sign in.
         store: the store's figures, served at ``/api/v1/store`` (None: that route answers 503).
+        schedules: the named schedules, served at ``/api/v1/schedules`` (None: those routes answer 503).
 
     ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
     the server does not wait on them.
@@ -105,6 +108,7 @@ def create_app(
     app.include_router(events.build_router(streams, token=token))
     app.include_router(cache_api.build_cache_router(cache=cache, token=token, max_value=cache_max_value))
     app.include_router(store_api.build_store_router(store=store, token=token))
+    app.include_router(schedules_api.build_schedules_router(schedules=schedules, token=token))
     openapi.install(app, tasks)
     tag = static_tag()
     pages = Pages(cluster=cluster, tokens=as_check(token), node_name=node_name, static_tag=tag)

@@ -6,10 +6,10 @@ FastAPI's generated document is adjusted in three ways:
   stream's events are added to the components;
 - FastAPI's 422 validation responses are removed, because shoal answers bad input with 400 and its own
   error body;
-- ``TaskIn`` names the task types live nodes run now (``GET /api/v1/types``): the server refuses any other,
-  and ``echo`` and ``fetch`` have their own rules for ``target`` and ``params``. It is built again when that
-  set changes; while it cannot be read (the store is down), it allows every built-in type and any
-  well-formed plug-in type.
+- ``TaskIn`` (and ``ScheduleTaskIn``, a schedule's task template) names the task types live nodes run now
+  (``GET /api/v1/types``): the server refuses any other, and ``echo`` and ``fetch`` have their own rules for
+  ``target`` and ``params``. It is built again when that set changes; while it cannot be read (the store is
+  down), it allows every built-in type and any well-formed plug-in type.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
 from shoal.types import TaskAPI
-from shoal.web import schemas
+from shoal.web import schedules_api, schemas
 from shoal.web.responses import JSONResponse
 
 log = logging.getLogger("shoal.web")
@@ -57,6 +57,7 @@ def install(app: FastAPI, tasks: TaskAPI) -> None:
             doc = _base(app)
             doc["components"] = {**doc["components"], "schemas": dict(doc["components"]["schemas"])}
             doc["components"]["schemas"]["TaskIn"] = schemas.task_in_schema(list(key) if key is not None else None)
+            doc["components"]["schemas"].update(schedules_api.components(list(key) if key is not None else None))
             built[key] = doc
         return built[key]
 

@@ -132,6 +132,31 @@ class _TaskFields(BaseModel):
         "nothing and answers 200 with the first task, while it exists",
         examples=["order-1234-confirmation"],
     )
+    priority: int | None = Field(
+        None,
+        ge=0,
+        le=9,
+        description="0 (lowest) to 9 (highest), default 5: the master places higher first, oldest first within "
+        "a level; a waiting task gains a level every 10 s it waits, so a steady stream of high ones cannot starve "
+        "it",
+        examples=[9],
+    )
+    requires: dict[Annotated[str, Field(pattern=validation.LABEL_NAME_PATTERN)], str] | None = Field(
+        None,
+        max_length=validation.MAX_LABELS,
+        description='node labels the task may only run on, e.g. {"gpu": "1"} (values: letters, digits, _ . : -); '
+        'it waits (waiting_for "no live node has gpu=1") until a live node has them all',
+        examples=[{"gpu": "1"}],
+    )
+    concurrency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=validation.MAX_CONCURRENCY_KEY_CHARS,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="the key its type's per-key limits (config limits.TYPE.key_concurrency, key_rate_per_s) count "
+        "it under, such as a customer id",
+        examples=["customer-7"],
+    )
 
 
 class EchoParams(BaseModel):
@@ -282,10 +307,19 @@ class TaskOut(BaseModel):
     )
     delay_s: float | None = Field(None, description="the delay_s it was submitted with")
     idempotency_key: str | None = Field(None, description="the idempotency_key it was submitted with")
+    priority: int = Field(5, description="0 (lowest) to 9 (highest)")
+    requires: dict[str, str] = Field(
+        default_factory=dict, description="the node labels it may only run on (its type's defaults included)"
+    )
+    concurrency_key: str | None = Field(None, description="the concurrency_key it was submitted with")
+    schedule: str | None = Field(None, description="the schedule that fired it")
+    tick: float | None = Field(None, description="the tick of that schedule it was fired for (Unix seconds)")
     waiting_for: str | None = Field(
         None,
-        description='why a WAITING task is not placed yet (e.g. "due at 2026-12-06T10:00:00.000Z"); null '
-        "when it waits only for a free slot, or is not WAITING",
+        description='why a WAITING task is not placed yet: "due at 2026-12-06T10:00:00.000Z", "retry due at ...", '
+        '"no live node runs type X", "no live node has gpu=1", "concurrency limit fetch:example.org (2 at '
+        'once)", "rate limit fetch:example.org 4/s", "host example.org asked to wait until ..."; null when it '
+        "waits only for a free slot, or is not WAITING",
     )
     late_results: list[LateResultOut] = Field(
         description="the latest reports of attempts the task had moved on from (their node was lost or handed "
@@ -366,6 +400,9 @@ class NodeOut(BaseModel):
     )
     clock_skew: float | None = Field(
         None, description="seconds its clock is ahead of the store's (negative: behind), as its last beat measured"
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="its labels (shoal node --label gpu=1): what tasks may require of it"
     )
 
 

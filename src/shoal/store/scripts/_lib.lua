@@ -101,6 +101,12 @@ end
 -- wait there without holding up any other type.
 local GROUPED = {}
 
+-- The entry carries what placement needs besides the id, when the task has it: its priority ('p'), the
+-- labels it requires ('r', JSON), its concurrency key ('k') and a fetch's host ('h'), so the master reads no
+-- task to order and place it.
+local PLACEMENT = {'prio', 'req', 'ckey', 'host'}
+local ENTRY = {'p', 'r', 'k', 'h'}
+
 local function enqueue(id, ttype)
   local stream = P .. 'pending:' .. ttype
   if not GROUPED[ttype] then
@@ -109,7 +115,15 @@ local function enqueue(id, ttype)
       redis.pcall('XGROUP', 'CREATE', stream, 'scheduler', '0', 'MKSTREAM')  -- BUSYGROUP: it exists already
     end
   end
-  redis.call('XADD', stream, '*', 'id', id)
+  local entry = {'id', id}
+  local got = redis.call('HMGET', P .. 'task:' .. id, unpack(PLACEMENT))
+  for k = 1, #ENTRY do
+    if got[k] then
+      entry[#entry + 1] = ENTRY[k]
+      entry[#entry + 1] = got[k]
+    end
+  end
+  redis.call('XADD', stream, '*', unpack(entry))
 end
 
 -- Move a task between state indexes and set its state field.
@@ -293,11 +307,13 @@ local function load_node(name, slots, types)
   return {name = name, free = free, types = set, placed = {}}
 end
 
--- The node with the most free slots that runs ``ttype`` (its index in ``nodes``; nil when none has room).
-local function best_for(nodes, ttype)
+-- The node with the most free slots that runs ``ttype`` (its index in ``nodes``; nil when none has room),
+-- among the indexes ``allowed`` holds when it is given (the nodes whose labels a task requires).
+local function best_for(nodes, ttype, allowed)
   local best
   for k, node in ipairs(nodes) do
-    if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not best or node.free > nodes[best].free) then
+    if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not best or node.free > nodes[best].free)
+        and (not allowed or allowed[k]) then
       best = k
     end
   end

@@ -8,7 +8,11 @@
 -- ARGV: prefix, count, idempotency window (ms), then per task: id, name, type, target, params (JSON), timeout_s
 -- ('' = none), max_retries, max_lost_attempts, memory_mb ('' = none), cpu_s_limit ('' = none), result_ttl
 -- ('' = the retention's; else seconds the task is kept once it has ended), run_at ('' = none; Unix seconds),
--- delay_s ('' = none), idempotency key ('' = none)
+-- delay_s ('' = none), idempotency key ('' = none), priority ('' = the default), required labels (JSON; '' =
+-- none), concurrency key ('' = none), host (a fetch's; '' = none), schedule ('' = none), tick ('' = none),
+-- and '1' if the id was given (a schedule's tick: a task of that id already stored is answered instead).
+-- A task with required labels, a concurrency key or a host is never placed here: the master places it,
+-- where its labels and limits are checked.
 -- Returns: the creation time, then per task its sequence number, the node it was placed on ('' = none) and
 -- the id of the earlier task of its idempotency key ('' = stored now; then the other two are '').
 local t = now()
@@ -47,7 +51,8 @@ local function store_task(b, id, ttype, seq)
   local due = tonumber(ARGV[b + 11])
   if ARGV[b + 12] ~= '' then due = math.max(due or 0, t + tonumber(ARGV[b + 12])) end  -- both: the later
   local later = due and due > t
-  local best = not later and not queues(ttype) and best_for(placeable(), ttype)
+  local limited = ARGV[b + 15] ~= '' or ARGV[b + 16] ~= '' or ARGV[b + 17] ~= ''
+  local best = not later and not limited and not queues(ttype) and best_for(placeable(), ttype)
   local node = best and nodes[best]
   local fields = {
     'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'max_retries', ARGV[b + 6],
@@ -70,6 +75,12 @@ local function store_task(b, id, ttype, seq)
   unless(ARGV[b + 12], '', 'delay_s')
   if later then unless(fmt(due), nil, 'due') end
   unless(ARGV[b + 13], '', 'idem')
+  unless(ARGV[b + 14], '', 'prio')
+  unless(ARGV[b + 15], '', 'req')
+  unless(ARGV[b + 16], '', 'ckey')
+  unless(ARGV[b + 17], '', 'host')
+  unless(ARGV[b + 18], '', 'schedule')
+  unless(ARGV[b + 19], '', 'tick')
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   names[#names + 1] = 0
   names[#names + 1] = name_entry(ARGV[b + 1], seq, id)
@@ -91,9 +102,10 @@ local function store_task(b, id, ttype, seq)
 end
 
 for i = 0, n - 1 do
-  local b = 4 + i * 14
+  local b = 4 + i * 21
   local id, key = ARGV[b], ARGV[b + 13]
   local prior = key ~= '' and redis.call('GET', P .. 'idem:' .. key)
+  if ARGV[b + 20] == '1' and redis.call('EXISTS', P .. 'task:' .. id) == 1 then prior = id end
   if prior and redis.call('EXISTS', P .. 'task:' .. prior) == 1 then
     out[#out + 1] = ''
     out[#out + 1] = ''

@@ -59,7 +59,10 @@ function nodeRow(n) {
     h('td', { dataset: { label: 'Node' } }, h('div', {}, h('strong', {}, n.name),
       master ? h('span', { class: 'master-badge' }, '★ master') : '',
       h('div', { class: 'hint' }, `http ${n.http} · grpc ${n.grpc} · pid ${n.pid} · incarnation ${n.incarnation}`),
-      n.draining ? h('div', { class: 'hint' }, 'draining: takes no new work') : '')),
+      n.draining ? h('div', { class: 'hint' }, 'draining: takes no new work') : '',
+      Object.keys(n.labels || {}).length
+        ? h('div', { class: 'labels' }, ...Object.entries(n.labels).map(([k, v]) => h('span', { class: 'label' }, `${k}=${v}`)))
+        : '')),
     h('td', { dataset: { label: 'State' } }, h('span', { class: `node-state n-${n.state}` }, n.state)),
     h('td', { dataset: { label: 'Role' } }, n.role),
     h('td', { dataset: { label: 'Epoch' } }, master ? String(view.epoch) : '–'),

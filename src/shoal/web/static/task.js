@@ -37,6 +37,12 @@ function renderFields(t) {
     ...field('Created', fmtExact(t.created_at)),
     ...(t.run_at ? field('Due', fmtExact(t.run_at)) : []),
     ...(t.idempotency_key ? field('Idempotency key', h('code', { class: 'wrap' }, t.idempotency_key)) : []),
+    ...field('Priority', String(t.priority ?? 5)),
+    ...(t.requires && Object.keys(t.requires).length
+      ? field('Requires', Object.entries(t.requires).map(([k, v]) => `${k}=${v}`).join(', ')) : []),
+    ...(t.concurrency_key ? field('Concurrency key', h('code', { class: 'wrap' }, t.concurrency_key)) : []),
+    ...(t.schedule ? field('Schedule', h('a', { href: `/schedules#${encodeURIComponent(t.schedule)}` }, t.schedule),
+      ` tick ${fmtExact(t.tick)}`) : []),
     ...field('Started', fmtExact(t.started_at)),
     ...field('Finished', fmtExact(t.finished_at)),
     ...field('Run time', duration),

@@ -99,6 +99,26 @@ class Task(_message.Message):
     KILLED: Task.State.ValueType  # 5
     """terminal"""
 
+    @_typing.final
+    class RequiresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
@@ -125,6 +145,11 @@ class Task(_message.Message):
     DELAY_S_FIELD_NUMBER: _builtins.int
     WAITING_FOR_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REQUIRES_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    TICK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -178,6 +203,13 @@ class Task(_message.Message):
     """
     idempotency_key: _builtins.str
     """The idempotency_key it was submitted with."""
+    priority: _builtins.int
+    """0 (lowest) to 9 (highest); 5 unless submitted with another. Unset only from a server older than it."""
+    concurrency_key: _builtins.str
+    """The concurrency_key it was submitted with."""
+    schedule: _builtins.str
+    """The schedule that fired it, and the tick (Unix seconds) it was fired for."""
+    tick: _builtins.float
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
@@ -187,6 +219,10 @@ class Task(_message.Message):
         """The task's result, set only in the answer to a call that waited (CreateTask or GetTask with
         wait_s) when the task has one by then; fetch it with GetTaskResult otherwise.
         """
+
+    @_builtins.property
+    def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The node labels it may only run on (its type's defaults included)."""
 
     def __init__(
         self,
@@ -217,11 +253,18 @@ class Task(_message.Message):
         delay_s: _builtins.float | None = ...,
         waiting_for: _builtins.str | None = ...,
         idempotency_key: _builtins.str | None = ...,
+        priority: _builtins.int | None = ...,
+        requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        concurrency_key: _builtins.str | None = ...,
+        schedule: _builtins.str | None = ...,
+        tick: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "timeout_s", b"timeout_s", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_priority", b"_priority", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_schedule", b"_schedule", "_started_at", b"_started_at", "_tick", b"_tick", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "priority", b"priority", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "schedule", b"schedule", "started_at", b"started_at", "tick", b"tick", "timeout_s", b"timeout_s", "waiting_for", b"waiting_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_started_at", b"_started_at", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "idempotency_key", b"idempotency_key", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_priority", b"_priority", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_schedule", b"_schedule", "_started_at", b"_started_at", "_tick", b"_tick", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "idempotency_key", b"idempotency_key", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "priority", b"priority", "requires", b"requires", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "target", b"target", "tick", b"tick", "timeout_s", b"timeout_s", "type", b"type", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concurrency_key: _TypeAlias = _typing.Literal["concurrency_key"]  # noqa: Y015
+    _WhichOneofArgType__concurrency_key: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key"]  # noqa: Y015
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
     _WhichOneofReturnType__delay_s: _TypeAlias = _typing.Literal["delay_s"]  # noqa: Y015
@@ -238,18 +281,26 @@ class Task(_message.Message):
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__node: _TypeAlias = _typing.Literal["node"]  # noqa: Y015
     _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
     _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
     _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
     _WhichOneofReturnType__result_ttl_s: _TypeAlias = _typing.Literal["result_ttl_s"]  # noqa: Y015
     _WhichOneofArgType__result_ttl_s: _TypeAlias = _typing.Literal["_result_ttl_s", b"_result_ttl_s"]  # noqa: Y015
     _WhichOneofReturnType__run_at: _TypeAlias = _typing.Literal["run_at"]  # noqa: Y015
     _WhichOneofArgType__run_at: _TypeAlias = _typing.Literal["_run_at", b"_run_at"]  # noqa: Y015
+    _WhichOneofReturnType__schedule: _TypeAlias = _typing.Literal["schedule"]  # noqa: Y015
+    _WhichOneofArgType__schedule: _TypeAlias = _typing.Literal["_schedule", b"_schedule"]  # noqa: Y015
     _WhichOneofReturnType__started_at: _TypeAlias = _typing.Literal["started_at"]  # noqa: Y015
     _WhichOneofArgType__started_at: _TypeAlias = _typing.Literal["_started_at", b"_started_at"]  # noqa: Y015
+    _WhichOneofReturnType__tick: _TypeAlias = _typing.Literal["tick"]  # noqa: Y015
+    _WhichOneofArgType__tick: _TypeAlias = _typing.Literal["_tick", b"_tick"]  # noqa: Y015
     _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__waiting_for: _TypeAlias = _typing.Literal["waiting_for"]  # noqa: Y015
     _WhichOneofArgType__waiting_for: _TypeAlias = _typing.Literal["_waiting_for", b"_waiting_for"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency_key) -> _WhichOneofReturnType__concurrency_key | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
     @_typing.overload
@@ -267,13 +318,19 @@ class Task(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result_ttl_s) -> _WhichOneofReturnType__result_ttl_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__run_at) -> _WhichOneofReturnType__run_at | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__schedule) -> _WhichOneofReturnType__schedule | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__started_at) -> _WhichOneofReturnType__started_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tick) -> _WhichOneofReturnType__tick | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
     @_typing.overload
@@ -393,6 +450,26 @@ class TaskSpec(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RequiresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
@@ -407,6 +484,9 @@ class TaskSpec(_message.Message):
     RUN_AT_FIELD_NUMBER: _builtins.int
     DELAY_S_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REQUIRES_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -454,6 +534,16 @@ class TaskSpec(_message.Message):
     day by default) stores nothing and answers with the first task, as long as it exists. At most 200
     characters, none a control character.
     """
+    priority: _builtins.int
+    """0 (lowest) to 9 (highest); unset: 5. Higher is placed first, FIFO within a level; a waiting task
+    gains a level for every PRIORITY_AGING_S it waits, so none starves.
+    """
+    concurrency_key: _builtins.str
+    """The key the type's per-key limits count it under (a customer id, say)."""
+    @_builtins.property
+    def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Node labels the task may only run on, e.g. {"gpu": "1"}; it waits until a live node has them all."""
+
     def __init__(
         self,
         *,
@@ -471,11 +561,16 @@ class TaskSpec(_message.Message):
         run_at: _builtins.str | None = ...,
         delay_s: _builtins.str | None = ...,
         idempotency_key: _builtins.str | None = ...,
+        priority: _builtins.int | None = ...,
+        requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        concurrency_key: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_priority", b"_priority", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "priority", b"priority", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_priority", b"_priority", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "priority", b"priority", "requires", b"requires", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concurrency_key: _TypeAlias = _typing.Literal["concurrency_key"]  # noqa: Y015
+    _WhichOneofArgType__concurrency_key: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key"]  # noqa: Y015
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
     _WhichOneofArgType__cpu_s_limit: _TypeAlias = _typing.Literal["_cpu_s_limit", b"_cpu_s_limit"]  # noqa: Y015
     _WhichOneofReturnType__delay_s: _TypeAlias = _typing.Literal["delay_s"]  # noqa: Y015
@@ -488,6 +583,8 @@ class TaskSpec(_message.Message):
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
     _WhichOneofReturnType__result_ttl_s: _TypeAlias = _typing.Literal["result_ttl_s"]  # noqa: Y015
     _WhichOneofArgType__result_ttl_s: _TypeAlias = _typing.Literal["_result_ttl_s", b"_result_ttl_s"]  # noqa: Y015
     _WhichOneofReturnType__run_at: _TypeAlias = _typing.Literal["run_at"]  # noqa: Y015
@@ -496,6 +593,8 @@ class TaskSpec(_message.Message):
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__wait_s: _TypeAlias = _typing.Literal["wait_s"]  # noqa: Y015
     _WhichOneofArgType__wait_s: _TypeAlias = _typing.Literal["_wait_s", b"_wait_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency_key) -> _WhichOneofReturnType__concurrency_key | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_s_limit) -> _WhichOneofReturnType__cpu_s_limit | None: ...
     @_typing.overload
@@ -508,6 +607,8 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result_ttl_s) -> _WhichOneofReturnType__result_ttl_s | None: ...
     @_typing.overload

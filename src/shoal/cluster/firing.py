@@ -1,0 +1,104 @@
+"""The master's firer: fires every schedule's ticks as they come, for one master term.
+
+It keeps each live schedule's next tick in memory, sleeps until the earliest (at most POLL_S, so that a
+change of the schedules, which raises their version counter, is seen within that), and fires what is due
+by the store's clock. A schedule whose newest due tick is on time (within the grace) fires it; one whose
+ticks were all missed (no master was up) fires the newest of them if its catch_up is "run_once", and
+records it as missed otherwise. Either way the older ticks of the gap are passed over: a gap yields at
+most one task.
+
+Every write carries the term's epoch (``ScheduleStore.fire``): a deposed master fires nothing and stops
+(``StaleEpoch``), and its successor, reading ``last_tick`` from the store, fires each tick the first left
+once, and those it fired not again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+
+from shoal import cron
+from shoal.errors import InvalidInput
+from shoal.schedules import MISFIRE_GRACE_S, ScheduleSpec
+from shoal.store.schedules import ScheduleStore
+
+log = logging.getLogger("shoal.cluster.firing")
+
+#: Longest sleep between two looks at the schedules' version counter, in seconds.
+POLL_S = 0.5
+#: The schedules are read again this often even when their version stays (a belt to the counter's braces).
+RELOAD_EVERY_S = 60.0
+
+
+@dataclass(slots=True)
+class _Plan:
+    spec: ScheduleSpec
+    cron: cron.Cron
+    next: float  # the next tick to look at (store's clock)
+
+
+class Firer:
+    """Fires the schedules' ticks under one epoch; ``run`` returns never, raises StaleEpoch when deposed."""
+
+    def __init__(self, *, schedules: ScheduleStore, epoch: int, grace_s: float = MISFIRE_GRACE_S) -> None:
+        self.schedules = schedules
+        self.epoch = epoch
+        self.grace_s = grace_s
+        self._plans: dict[str, _Plan] = {}
+        self._version: int | None = None
+        self._loaded_at = -math.inf
+        self.fired = 0  # tasks stored by this term's fires
+
+    def __repr__(self) -> str:
+        return f"<Firer epoch={self.epoch} schedules={len(self._plans)} fired={self.fired}>"
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            version = await self.schedules.version()
+            if version != self._version or loop.time() - self._loaded_at > RELOAD_EVERY_S:
+                await self._load()
+                self._version, self._loaded_at = version, loop.time()
+            now = await self.schedules.now()
+            for plan in sorted((p for p in self._plans.values() if p.next <= now), key=lambda p: p.next):
+                await self._fire(plan, now)
+            earliest = min((p.next for p in self._plans.values()), default=math.inf)
+            await asyncio.sleep(min(POLL_S, max(0.0, earliest - now)))
+
+    async def _load(self) -> None:
+        """Read every schedule; plan the next tick of each that is not paused."""
+        plans: dict[str, _Plan] = {}
+        for schedule in await self.schedules.list():
+            if schedule.paused:
+                continue
+            spec = schedule.spec
+            try:
+                checked = cron.parse(spec.cron, spec.timezone)
+                after = max(schedule.since, schedule.last_tick or schedule.since)
+                plans[spec.name] = _Plan(spec, checked, checked.after(after))
+            except (InvalidInput, StopIteration) as exc:
+                log.warning("schedule %s does not fire: %s", spec.name, exc)
+        self._plans = plans
+
+    async def _fire(self, plan: _Plan, now: float) -> None:
+        """Fire the newest due tick of the plan's schedule (the older ones of a gap are passed over)."""
+        tick = plan.cron.at_or_before(now)
+        if tick is None or tick < plan.next:
+            tick = plan.next
+        try:
+            fired = await self.schedules.fire(self.epoch, plan.spec, tick, grace_s=self.grace_s)
+        except InvalidInput as exc:  # its template no longer passes a submit's checks
+            log.warning("schedule %s: tick %.0f not fired: %s", plan.spec.name, tick, exc)
+            plan.next = plan.cron.after(tick)
+            return
+        if fired.verdict in ("paused", "gone"):
+            self._plans.pop(plan.spec.name, None)
+            return
+        if fired.verdict == "fired":
+            self.fired += 1
+            log.debug("schedule %s: tick %.0f fired task %s", plan.spec.name, tick, fired.task_id)
+        elif fired.verdict == "skipped":
+            log.info("schedule %s: tick %.0f skipped (%s)", plan.spec.name, tick, fired.why)
+        plan.next = plan.cron.after(tick)
