@@ -91,7 +91,7 @@ class NodeConfig:
         factory=dict,
     )
     limits: Mapping[str, Any] = _option(
-        help='per task type, at most concurrency running at once and rate_per_s started per second, cluster-wide, '
+        help="per task type, at most concurrency running at once and rate_per_s started per second, cluster-wide, "
         'and key_concurrency, key_rate_per_s per concurrency_key: {"fetch": {"concurrency": 4, "rate_per_s": 10}} '
         "(JSON, or a TOML table); the master's hold",
         factory=dict,

@@ -96,7 +96,9 @@ def host_of(url: str) -> str | None:
         return None
     host = parsed.host.lower()
     host = f"[{host}]" if ":" in host else host
-    return host if parsed.port is None else f"{host}:{parsed.port}"
+    port = parsed.port
+    own = {"http": 80, "https": 443}.get(parsed.scheme.lower())
+    return host if port is None or port == own else f"{host}:{port}"
 
 
 def limit(value: Any, where: str) -> Limit:
@@ -127,9 +129,7 @@ def type_limits(value: Any, where: str) -> dict[str, TypeLimits]:
             )
         out[str(task_type)] = TypeLimits(
             type=Limit(_concurrency(table.get("concurrency", 0), at), _rate(table.get("rate_per_s", 0), at)),
-            per_key=Limit(
-                _concurrency(table.get("key_concurrency", 0), at), _rate(table.get("key_rate_per_s", 0), at)
-            ),
+            per_key=Limit(_concurrency(table.get("key_concurrency", 0), at), _rate(table.get("key_rate_per_s", 0), at)),
         )
     return out
 

@@ -194,8 +194,8 @@ def _spec(fields: dict[str, Any]) -> TaskSpec:
 
 def _as_spec(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
     """A spec checked as the API checks one, a ``TaskSpec`` built by hand included."""
-    if isinstance(spec, TaskSpec):
-        data = dataclasses.asdict(spec)
+    if isinstance(spec, TaskSpec):  # what a schedule sets is not a submit's to set
+        data = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("schedule", "tick")}
     elif isinstance(spec, Mapping):
         data = dict(spec)
     else:

@@ -64,18 +64,20 @@ class ScheduleSpec:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """A tick the schedule handled: fired (``task_id``, ``fired_at``) or skipped (``skipped``: "overlap",
-    or "missed" for the newest of the ticks missed while no master was up, with catch_up "skip")."""
+    """A tick the schedule handled: fired (``task_id``, ``fired_at``; ``catch_up``: the tick had been missed
+    and was fired late, as catch_up "run_once" does) or skipped (``skipped``: "overlap", or "missed" for the
+    newest of the ticks missed while no master was up, with catch_up "skip")."""
 
     tick: float
     task_id: str | None = None
     fired_at: float | None = None
     skipped: str | None = None
+    catch_up: bool = False
 
     def to_json(self) -> dict[str, Any]:
         if self.skipped:
             return {"tick": self.tick, "skipped": self.skipped}
-        return {"tick": self.tick, "task_id": self.task_id, "fired_at": self.fired_at}
+        return {"tick": self.tick, "task_id": self.task_id, "fired_at": self.fired_at, "catch_up": self.catch_up}
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +251,12 @@ def schedule_from_json(data: dict[str, Any]) -> Schedule:
     runs = tuple(
         Run(tick=float(r["tick"]), skipped=r["skipped"])
         if r.get("skipped")
-        else Run(tick=float(r["tick"]), task_id=r.get("task_id"), fired_at=r.get("fired_at"))
+        else Run(
+            tick=float(r["tick"]),
+            task_id=r.get("task_id"),
+            fired_at=r.get("fired_at"),
+            catch_up=bool(r.get("catch_up")),
+        )
         for r in data.get("runs") or ()
     )
     next_times = tuple(float(t) for t in data.get("next_fire_times") or ())

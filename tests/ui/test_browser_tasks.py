@@ -368,3 +368,32 @@ def test_a_delayed_task_shows_when_it_is_due_then_runs_live(cluster: list[Any], 
     expect(page.locator("#task-state")).to_have_text("SUCCEED", timeout=ms(LIVE_S + 4))
     expect(page.locator("#fields .waiting-for")).to_have_count(0)
     assert not page.script_errors
+
+
+def test_the_form_sets_priority_and_required_labels_and_the_page_says_why_the_task_waits(
+    cluster: list[Any], new_page: Any
+) -> None:
+    node = cluster[0]
+    page = new_page()
+    sign_in(page, node)
+    page.get_by_role("button", name="New task").click()
+    dialog = page.get_by_role("dialog", name="New task")
+    dialog.get_by_label("Name").fill("needs a gpu")
+    dialog.get_by_label("Type").select_option("echo")
+    dialog.get_by_label("Target").fill("x")
+    dialog.get_by_label("Priority").select_option("8")
+    dialog.get_by_label("Requires").fill("gpu")
+    dialog.get_by_role("button", name="Create").click()
+    expect(dialog.locator("#requires-error")).to_contain_text("is not LABEL=VALUE")
+    dialog.get_by_label("Requires").fill("gpu=1")
+    dialog.get_by_role("button", name="Create").click()
+    expect(row(page, "needs a gpu").locator(".waiting-for")).to_have_text("no live node has gpu=1")
+    with api(node) as client:
+        [task] = client.get("/api/v1/tasks", params={"name": "needs a gpu"}).json()["tasks"]
+        assert (task["priority"], task["requires"], task["state"]) == (8, {"gpu": "1"}, "WAITING"), task
+        page.goto(f"{node.http_url}/tasks/{task['id']}")
+        expect(page.locator("#fields .waiting-for")).to_contain_text("no live node has gpu=1")
+        expect(page.locator("#fields")).to_contain_text("gpu=1")
+        expect(page.locator("#fields")).to_contain_text("Priority8")
+        assert client.post(f"/api/v1/tasks/{task['id']}/kill").status_code == 200
+    assert not page.script_errors

@@ -2,10 +2,10 @@
 
 It keeps each live schedule's next tick in memory, sleeps until the earliest (at most POLL_S, so that a
 change of the schedules, which raises their version counter, is seen within that), and fires what is due
-by the store's clock. A schedule whose newest due tick is on time (within the grace) fires it; one whose
-ticks were all missed (no master was up) fires the newest of them if its catch_up is "run_once", and
-records it as missed otherwise. Either way the older ticks of the gap are passed over: a gap yields at
-most one task.
+by the store's clock. A schedule whose newest due tick is on time (within the grace) fires it. The
+newest of the ticks missed before it (older than the grace: no master was up, or this one was held up) is
+fired too if the schedule's catch_up is "run_once", and recorded as missed otherwise; the older ticks of
+a gap are passed over, so a gap yields one catch-up task at most.
 
 Every write carries the term's epoch (``ScheduleStore.fire``): a deposed master fires nothing and stops
 (``StaleEpoch``), and its successor, reading ``last_tick`` from the store, fires each tick the first left
@@ -83,22 +83,36 @@ class Firer:
         self._plans = plans
 
     async def _fire(self, plan: _Plan, now: float) -> None:
-        """Fire the newest due tick of the plan's schedule (the older ones of a gap are passed over)."""
-        tick = plan.cron.at_or_before(now)
-        if tick is None or tick < plan.next:
-            tick = plan.next
+        """Fire what is due of the plan's schedule: the newest tick missed (older than the grace), if any, and
+        the newest tick if it is on time; the older ticks of a gap are passed over."""
+        newest = plan.cron.at_or_before(now)
+        if newest is None or newest < plan.next:
+            newest = plan.next
+        due = [newest]
+        if newest < now - self.grace_s:
+            pass  # the newest is missed itself: it stands for the gap
+        elif newest > plan.next:
+            missed = plan.cron.at_or_before(newest - 1)
+            if missed is not None and missed >= plan.next:
+                due.insert(0, missed)
+        for tick in due:
+            if not await self._fire_tick(plan, tick):
+                return
+        plan.next = plan.cron.after(newest)
+
+    async def _fire_tick(self, plan: _Plan, tick: float) -> bool:
+        """Fire one tick; False if the schedule no longer fires (paused or deleted since it was read)."""
         try:
             fired = await self.schedules.fire(self.epoch, plan.spec, tick, grace_s=self.grace_s)
         except InvalidInput as exc:  # its template no longer passes a submit's checks
             log.warning("schedule %s: tick %.0f not fired: %s", plan.spec.name, tick, exc)
-            plan.next = plan.cron.after(tick)
-            return
+            return True
         if fired.verdict in ("paused", "gone"):
             self._plans.pop(plan.spec.name, None)
-            return
+            return False
         if fired.verdict == "fired":
             self.fired += 1
             log.debug("schedule %s: tick %.0f fired task %s", plan.spec.name, tick, fired.task_id)
         elif fired.verdict == "skipped":
             log.info("schedule %s: tick %.0f skipped (%s)", plan.spec.name, tick, fired.why)
-        plan.next = plan.cron.after(tick)
+        return True

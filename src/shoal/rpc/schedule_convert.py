@@ -64,7 +64,9 @@ def schedule_to_proto(schedule: Schedule) -> sched_pb.Schedule:
 
 
 def _run_to_proto(run: Run) -> sched_pb.ScheduleRun:
-    msg = sched_pb.ScheduleRun(tick=run.tick, task_id=run.task_id or "", skipped=run.skipped or "")
+    msg = sched_pb.ScheduleRun(
+        tick=run.tick, task_id=run.task_id or "", skipped=run.skipped or "", catch_up=run.catch_up
+    )
     if run.fired_at is not None:
         msg.fired_at = run.fired_at
     return msg
@@ -87,7 +89,12 @@ def schedule_json(msg: sched_pb.Schedule) -> dict[str, Any]:
         "runs": [
             {"tick": r.tick, "skipped": r.skipped}
             if r.skipped
-            else {"tick": r.tick, "task_id": r.task_id, "fired_at": r.fired_at if r.HasField("fired_at") else None}
+            else {
+                "tick": r.tick,
+                "task_id": r.task_id,
+                "fired_at": r.fired_at if r.HasField("fired_at") else None,
+                "catch_up": r.catch_up,
+            }
             for r in msg.runs
         ],
     }

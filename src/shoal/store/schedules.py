@@ -36,12 +36,14 @@ log = logging.getLogger("shoal.store.schedules")
 
 @dataclass(frozen=True, slots=True)
 class Fired:
-    """What a fire of one tick did: ``verdict`` "fired" (``task_id``: its task), "skipped" (``why``), "done"
-    (handled before: nothing done), "paused" or "gone"."""
+    """What a fire of one tick did: ``verdict`` "fired" (``task_id``: its task; ``catch_up``: the tick was
+    missed and fired as catch_up "run_once" does), "skipped" (``why``), "done" (handled before: nothing done),
+    "paused" or "gone"."""
 
     verdict: str
     task_id: str | None = None
     why: str | None = None
+    catch_up: bool = False  # fired though missed, as catch_up "run_once" does
 
 
 class ScheduleStore:
@@ -139,11 +141,12 @@ class ScheduleStore:
             return Fired("skipped", why=reply[1])
         if reply[0] != "fire":
             return Fired(reply[0])
+        catch_up = len(reply) > 1 and reply[1] == "1"
         await self.tasks.create([task_for(spec, float(at))], ids=[task_id])
-        reply = await self._run("schedule_fired", epoch, spec.name, at, task_id, KEEP_RUNS)
+        reply = await self._run("schedule_fired", epoch, spec.name, at, task_id, KEEP_RUNS, "1" if catch_up else "")
         if reply[0] == "stale":
             raise StaleEpoch(epoch, int(reply[1]))
-        return Fired("fired" if reply[0] == "ok" else reply[0], task_id=task_id)
+        return Fired("fired" if reply[0] == "ok" else reply[0], task_id=task_id, catch_up=catch_up)
 
 
 def _f(value: bytes | None) -> float | None:
@@ -154,7 +157,12 @@ def _run(raw: bytes) -> Run:
     data = orjson.loads(raw)
     if data.get("skipped"):
         return Run(tick=float(data["tick"]), skipped=data["skipped"])
-    return Run(tick=float(data["tick"]), task_id=data["task_id"], fired_at=float(data["fired_at"]))
+    return Run(
+        tick=float(data["tick"]),
+        task_id=data["task_id"],
+        fired_at=float(data["fired_at"]),
+        catch_up=bool(data.get("catch_up")),
+    )
 
 
 def _schedule(name: str, fields: dict[bytes, bytes], runs: builtins.list[bytes], now: float) -> Schedule:

@@ -32,14 +32,15 @@ _NOT_IN_TEMPLATE = ("run_at", "idempotency_key")
 
 
 class ScheduleRunOut(BaseModel):
-    """A tick the schedule handled: fired (``task_id``, ``fired_at``), or skipped (``skipped``: "overlap" while
-    the task before had not ended, with overlap "skip"; "missed" for the newest tick missed while no master
-    was up, with catch_up "skip")."""
+    """A tick the schedule handled: fired (``task_id``, ``fired_at``, ``catch_up``), or skipped (``skipped``:
+    "overlap" while the task before had not ended, with overlap "skip"; "missed" for the newest tick missed
+    while no master was up, with catch_up "skip")."""
 
     tick: float = Field(description="the tick, Unix seconds")
     task_id: str | None = Field(None, description="the task it fired (GET /api/v1/tasks/{id})")
     fired_at: float | None = Field(None, description="when the master recorded it, Unix seconds")
     skipped: Literal["overlap", "missed"] | None = None
+    catch_up: bool | None = Field(None, description="the tick had been missed, and was fired late (catch_up run_once)")
 
 
 class ScheduleOut(BaseModel):

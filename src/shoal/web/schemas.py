@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 from pydantic.config import JsonDict
 
 from shoal import validation
@@ -45,6 +45,20 @@ _NOT_METADATA = "(?!(?:" + "|".join(n.replace(".", r"\.") for n in sorted(METADA
 FETCH_URL_PATTERN = (
     rf"^https?://{_NOT_METADATA}{_LABEL}(?:\.{_LABEL})*(?::{_PORT})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$"
 )
+
+
+#: Node labels (a task's ``requires``): names and values as ``shoal.validation`` checks them, no other key.
+Labels = Annotated[
+    dict[str, str],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": validation.MAX_LABELS,
+            "propertyNames": {"pattern": validation.LABEL_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "pattern": validation.LABEL_VALUE_PATTERN},
+        }
+    ),
+]
 
 
 class TaskId(RootModel[str]):
@@ -141,9 +155,8 @@ class _TaskFields(BaseModel):
         "it",
         examples=[9],
     )
-    requires: dict[Annotated[str, Field(pattern=validation.LABEL_NAME_PATTERN)], str] | None = Field(
+    requires: Labels | None = Field(
         None,
-        max_length=validation.MAX_LABELS,
         description='node labels the task may only run on, e.g. {"gpu": "1"} (values: letters, digits, _ . : -); '
         'it waits (waiting_for "no live node has gpu=1") until a live node has them all',
         examples=[{"gpu": "1"}],

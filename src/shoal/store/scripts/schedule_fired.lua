@@ -1,6 +1,7 @@
 -- The master's last step of firing tick T, once T's task is stored, fenced by its epoch: move last_tick to T
 -- if it is below T (else another fire of T recorded it: 'done') and add the run.
--- ARGV: prefix, epoch, name, tick (whole Unix seconds), T's task id, runs kept.
+-- ARGV: prefix, epoch, name, tick (whole Unix seconds), T's task id, runs kept, '1' if T was missed and is
+-- fired as a catch-up ('' otherwise).
 -- Returns {'stale', epoch}, {'gone'}, {'done'} or {'ok', fired_at}.
 local cur = stale(ARGV[2])
 if cur then return {'stale', cur} end
@@ -11,6 +12,8 @@ if last and tonumber(last) >= tonumber(ARGV[4]) then return {'done'} end
 local t = fmt(now())
 redis.call('HSET', key, 'last_tick', ARGV[4], 'last_task', ARGV[5])
 local runs = P .. 'schedule-runs:' .. ARGV[3]
-redis.call('RPUSH', runs, cjson.encode({tick = ARGV[4], task_id = ARGV[5], fired_at = t}))
+local run = {tick = ARGV[4], task_id = ARGV[5], fired_at = t}
+if ARGV[7] == '1' then run.catch_up = true end
+redis.call('RPUSH', runs, cjson.encode(run))
 redis.call('LTRIM', runs, -tonumber(ARGV[6]), -1)
 return {'ok', t}

@@ -4,7 +4,8 @@
 import { get, post } from './api.js';
 
 const FIELDS = ['name', 'type', 'target', 'params', 'timeout_s', 'max_retries', 'max_lost_attempts', 'memory_mb', 'cpu_s_limit',
-  'delay_s'];
+  'delay_s', 'priority', 'requires'];
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}=[A-Za-z0-9_.:-]{0,63}$/;
 const URL_RE = /^https?:\/\/[^/\s?#]+/i;
 const DURATION_RE = /^[0-9]+(\.[0-9]+)?(ms|s|m|h|d|w)?$/;
 
@@ -141,6 +142,15 @@ export class CreateForm {
     if (delay) {
       if (!DURATION_RE.test(delay)) errors.delay_s = 'delay_s must be seconds or a duration such as 90s, 15m or 2h';
       else body.delay_s = delay; // the server reads "15m" as it reads 900, and bounds it
+    }
+    const priority = Number(value('priority') || 5);
+    if (priority !== 5) body.priority = priority;
+    const requires = value('requires');
+    if (requires) {
+      const pairs = requires.split(',').map((p) => p.trim()).filter(Boolean);
+      const bad = pairs.find((p) => !LABEL_RE.test(p));
+      if (bad) errors.requires = `requires: ${JSON.stringify(bad)} is not LABEL=VALUE (letters, digits, _ . - and : in values)`;
+      else body.requires = Object.fromEntries(pairs.map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
     }
     return { body, errors };
   }

@@ -1,4 +1,4 @@
-"""The task center's HTML routes: sign-in and sign-out, and the pages (tasks, one task, nodes).
+"""The task center's HTML routes: sign-in and sign-out, and the pages (tasks, one task, schedules, nodes).
 
 Pages are thin server-rendered shells (Jinja2): the data comes from the REST API, fetched by the page's
 ES modules with the session cookie, so a page served by any node works the same and shows nothing the
@@ -46,6 +46,7 @@ STATIC = WEB_DIR / "static"
 TASKS_MODULES = ["tasks.js", "bulk.js", "form.js"]
 TASK_MODULES = ["task.js", "result.js"]
 NODES_MODULES = ["nodes.js", "chart.js"]
+SCHEDULES_MODULES = ["schedules.js"]
 #: Largest sign-in form accepted, in bytes (a token is at most a few hundred characters).
 MAX_FORM_BYTES = 4096
 
@@ -214,6 +215,12 @@ def build_pages_router(pages: Pages) -> APIRouter:
         if not await pages.signed_in(request):
             return _to_signin(request)
         return await pages.render(request, "nodes.html", page="nodes", modules=NODES_MODULES)
+
+    @router.get("/schedules")
+    async def schedules_page(request: Request) -> Response:
+        if not await pages.signed_in(request):
+            return _to_signin(request)
+        return await pages.render(request, "schedules.html", page="schedules", modules=SCHEDULES_MODULES)
 
     _add_session_routes(router, pages)
     return router

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shoal/v1/schedules.proto\x12\x08shoal.v1\"r\n\x0cScheduleSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\x12\x11\n\ttask_json\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tch_up\x18\x05 \x01(\t\x12\x0f\n\x07overlap\x18\x06 \x01(\t\"\x1c\n\x0cScheduleName\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListSchedulesRequest\"\x18\n\x16\x44\x65leteScheduleResponse\"a\n\x0bScheduleRun\x12\x0c\n\x04tick\x18\x01 \x01(\x01\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x15\n\x08\x66ired_at\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07skipped\x18\x04 \x01(\tB\x0b\n\t_fired_at\"\xa2\x02\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\x12\x11\n\ttask_json\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tch_up\x18\x05 \x01(\t\x12\x0f\n\x07overlap\x18\x06 \x01(\t\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x19\n\x0cnext_fire_at\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x17\n\x0fnext_fire_times\x18\n \x03(\x01\x12\x16\n\tlast_tick\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12#\n\x04runs\x18\x0c \x03(\x0b\x32\x15.shoal.v1.ScheduleRunB\x0f\n\r_next_fire_atB\x0c\n\n_last_tick\"5\n\x0cScheduleList\x12%\n\tschedules\x18\x01 \x03(\x0b\x32\x12.shoal.v1.Schedule2\x9d\x03\n\tSchedules\x12;\n\x0b\x41\x64\x64Schedule\x12\x16.shoal.v1.ScheduleSpec\x1a\x12.shoal.v1.Schedule\"\x00\x12I\n\rListSchedules\x12\x1e.shoal.v1.ListSchedulesRequest\x1a\x16.shoal.v1.ScheduleList\"\x00\x12;\n\x0bGetSchedule\x12\x16.shoal.v1.ScheduleName\x1a\x12.shoal.v1.Schedule\"\x00\x12L\n\x0e\x44\x65leteSchedule\x12\x16.shoal.v1.ScheduleName\x1a .shoal.v1.DeleteScheduleResponse\"\x00\x12=\n\rPauseSchedule\x12\x16.shoal.v1.ScheduleName\x1a\x12.shoal.v1.Schedule\"\x00\x12>\n\x0eResumeSchedule\x12\x16.shoal.v1.ScheduleName\x1a\x12.shoal.v1.Schedule\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shoal/v1/schedules.proto\x12\x08shoal.v1\"r\n\x0cScheduleSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\x12\x11\n\ttask_json\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tch_up\x18\x05 \x01(\t\x12\x0f\n\x07overlap\x18\x06 \x01(\t\"\x1c\n\x0cScheduleName\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListSchedulesRequest\"\x18\n\x16\x44\x65leteScheduleResponse\"s\n\x0bScheduleRun\x12\x0c\n\x04tick\x18\x01 \x01(\x01\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x15\n\x08\x66ired_at\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07skipped\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tch_up\x18\x05 \x01(\x08\x42\x0b\n\t_fired_at\"\xa2\x02\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\x12\x11\n\ttask_json\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tch_up\x18\x05 \x01(\t\x12\x0f\n\x07overlap\x18\x06 \x01(\t\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x19\n\x0cnext_fire_at\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x17\n\x0fnext_fire_times\x18\n \x03(\x01\x12\x16\n\tlast_tick\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12#\n\x04runs\x18\x0c \x03(\x0b\x32\x15.shoal.v1.ScheduleRunB\x0f\n\r_next_fire_atB\x0c\n\n_last_tick\"5\n\x0cScheduleList\x12%\n\tschedules\x18\x01 \x03(\x0b\x32\x12.shoal.v1.Schedule2\x9d\x03\n\tSchedules\x12;\n\x0b\x41\x64\x64Schedule\x12\x16.shoal.v1.ScheduleSpec\x1a\x12.shoal.v1.Schedule\"\x00\x12I\n\rListSchedules\x12\x1e.shoal.v1.ListSchedulesRequest\x1a\x16.shoal.v1.ScheduleList\"\x00\x12;\n\x0bGetSchedule\x12\x16.shoal.v1.ScheduleName\x1a\x12.shoal.v1.Schedule\"\x00\x12L\n\x0e\x44\x65leteSchedule\x12\x16.shoal.v1.ScheduleName\x1a .shoal.v1.DeleteScheduleResponse\"\x00\x12=\n\rPauseSchedule\x12\x16.shoal.v1.ScheduleName\x1a\x12.shoal.v1.Schedule\"\x00\x12>\n\x0eResumeSchedule\x12\x16.shoal.v1.ScheduleName\x1a\x12.shoal.v1.Schedule\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESCHEDULERESPONSE']._serialized_start=208
   _globals['_DELETESCHEDULERESPONSE']._serialized_end=232
   _globals['_SCHEDULERUN']._serialized_start=234
-  _globals['_SCHEDULERUN']._serialized_end=331
-  _globals['_SCHEDULE']._serialized_start=334
-  _globals['_SCHEDULE']._serialized_end=624
-  _globals['_SCHEDULELIST']._serialized_start=626
-  _globals['_SCHEDULELIST']._serialized_end=679
-  _globals['_SCHEDULES']._serialized_start=682
-  _globals['_SCHEDULES']._serialized_end=1095
+  _globals['_SCHEDULERUN']._serialized_end=349
+  _globals['_SCHEDULE']._serialized_start=352
+  _globals['_SCHEDULE']._serialized_end=642
+  _globals['_SCHEDULELIST']._serialized_start=644
+  _globals['_SCHEDULELIST']._serialized_end=697
+  _globals['_SCHEDULES']._serialized_start=700
+  _globals['_SCHEDULES']._serialized_end=1113
 # @@protoc_insertion_point(module_scope)

@@ -128,7 +128,9 @@ Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y0
 
 @_typing.final
 class ScheduleRun(_message.Message):
-    """A tick the schedule handled: fired (task_id, fired_at) or skipped ("overlap", or "missed")."""
+    """A tick the schedule handled: fired (task_id, fired_at) or skipped ("overlap", or "missed": the newest tick
+    missed while no master was up, with catch_up "skip").
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -136,10 +138,13 @@ class ScheduleRun(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     FIRED_AT_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
     tick: _builtins.float
     task_id: _builtins.str
     fired_at: _builtins.float
     skipped: _builtins.str
+    catch_up: _builtins.bool
+    """Fired late: the tick had been missed, and catch_up "run_once" fired it."""
     def __init__(
         self,
         *,
@@ -147,10 +152,11 @@ class ScheduleRun(_message.Message):
         task_id: _builtins.str = ...,
         fired_at: _builtins.float | None = ...,
         skipped: _builtins.str = ...,
+        catch_up: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_fired_at", b"_fired_at", "fired_at", b"fired_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fired_at", b"_fired_at", "fired_at", b"fired_at", "skipped", b"skipped", "task_id", b"task_id", "tick", b"tick"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fired_at", b"_fired_at", "catch_up", b"catch_up", "fired_at", b"fired_at", "skipped", b"skipped", "task_id", b"task_id", "tick", b"tick"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__fired_at: _TypeAlias = _typing.Literal["fired_at"]  # noqa: Y015
     _WhichOneofArgType__fired_at: _TypeAlias = _typing.Literal["_fired_at", b"_fired_at"]  # noqa: Y015
