@@ -14,6 +14,9 @@ document allows stays allowed, and one it refuses stays refused.
   and so does a ``delay_s`` string past a year;
 - a ``run_at`` the document allows but the node refuses (a date-time that does not exist, such as month 73,
   or a time more than a year ahead, which a document cannot say) becomes the present time, as epoch seconds.
+- a schedule's ``cron`` or ``timezone`` the document allows but the node refuses (``61 * * * *``, a zone no
+  one named: a pattern cannot say) becomes ``@every 1h`` or ``UTC``; its task template is held to the task
+  rules above (a template without a name is named as the node names it, after the schedule).
 
 The same rules apply to the cases of the examples phase, which schemathesis builds without the case hooks
 (``before_add_examples`` sees them instead).
@@ -32,7 +35,7 @@ from urllib.parse import urlsplit
 
 import schemathesis
 
-from shoal import validation
+from shoal import cron, validation
 from shoal.errors import InvalidInput
 from shoal.web.schemas import FETCH_URL_PATTERN
 from shoal.worker.handlers import echo, fetch
@@ -41,6 +44,7 @@ MAX_WAIT_S = 0.2
 MAX_DELAY_S = 0.05
 MAX_BATCH_TASKS = 5
 BATCH_PATH = "/api/v1/tasks/batch"
+SCHEDULES_PATH = "/api/v1/schedules"
 #: The environment variable that names the loopback origin (``localhost:port``) fetch targets move to.
 ORIGIN_ENV = "SHOAL_FUZZ_ORIGIN"
 
@@ -64,6 +68,9 @@ def _specs(case: Any) -> list[dict[str, Any]]:
     if case.operation.path == BATCH_PATH:
         tasks = body.get("tasks")
         return [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
+    if case.operation.path == SCHEDULES_PATH:  # a schedule's task template
+        task = body.get("task")
+        return [task] if isinstance(task, dict) else []
     return [body]
 
 
@@ -78,9 +85,10 @@ def _documented(target: Any) -> bool:
 
 
 def _node_would_fetch(spec: dict[str, Any]) -> bool:
-    """Whether the node would take ``spec`` as a fetch task (and so fetch its target)."""
+    """Whether the node would take ``spec`` as a fetch task (and so fetch its target); a schedule's template
+    without a name is named after its schedule, so any name stands for it here."""
     try:
-        checked = validation.task_spec(spec)
+        checked = validation.task_spec(spec if "name" in spec else {**spec, "name": "template"})
         fetch.validate(checked.target, checked.params)
     except InvalidInput:
         return False
@@ -123,6 +131,8 @@ def map_case(context: Any, case: Any) -> Any:
         tasks = body.get("tasks")
         if isinstance(tasks, list) and MAX_BATCH_TASKS < len(tasks) <= validation.MAX_BATCH:
             body["tasks"] = _fewer(tasks)
+    if case.operation.path == SCHEDULES_PATH and isinstance(body, dict):
+        _allowed_schedule(body)
     origin = os.environ.get(ORIGIN_ENV) or f"localhost:{urlsplit(case.operation.schema.get_base_url()).port}"
     for spec in _specs(case):
         _keep_on_loopback(spec, origin)
@@ -176,3 +186,20 @@ def _between(value: Any, low: float, high: float) -> bool:
     """Whether ``value`` is a valid number above ``low``: one the fuzzer meant to be accepted (an invalid one
     is left as it is, to be refused)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and low < value <= high
+
+
+def _allowed_schedule(body: dict[str, Any]) -> None:
+    """A ``cron`` and a ``timezone`` the document allows but the node refuses become ones it takes."""
+    expr, zone = body.get("cron"), body.get("timezone")
+    if isinstance(expr, str) and 0 < len(expr) <= cron.MAX_CRON_CHARS and expr.strip() and _refused(cron.parse, expr):
+        body["cron"] = "@every 1h"
+    if isinstance(zone, str) and re.fullmatch(r"[A-Za-z0-9_+./-]{0,64}", zone) and _refused(cron.zone, zone):
+        body["timezone"] = "UTC"
+
+
+def _refused(check: Callable[[Any], Any], value: Any) -> bool:
+    try:
+        check(value)
+    except InvalidInput:
+        return True
+    return False

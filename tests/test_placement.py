@@ -16,12 +16,12 @@ import grpc.aio
 import httpx
 import orjson
 import pytest
+from test_fetch_polite import Site
 
 from shoal.client import Client
 from shoal.errors import InvalidInput
 from shoal.rpc.client import TasksClient, pb
 from shoal.testing import TestNode, multiplier, wait_for
-from tests.test_fetch_polite import Site
 
 pytestmark = pytest.mark.e2e
 

@@ -371,3 +371,34 @@ async def test_a_firer_fires_each_tick_once_and_its_successor_goes_on(stores: St
     for task in tasks:
         assert task.id == tick_task_id(stores.keys.prefix, "tick", task.tick)
         assert task.created_at - task.tick < 1.0 + 0.5 * multiplier()  # fired on time
+
+
+@pytest.mark.parametrize("catch_up", ["skip", "run_once"])
+async def test_a_firer_after_a_gap_fires_the_newest_tick_and_catches_up_one_as_told(
+    stores: Stores, catch_up: str
+) -> None:
+    """No master was up for ten ticks: the next one fires the tick now due, and the newest of the missed ones
+    with run_once (marked as a catch-up), or records it as missed with skip; the older ones of the gap never."""
+    await stores.add("gap", "@every 1s", catch_up=catch_up)
+    while (now := await stores.schedules.now()) % 1 > 0.5:  # well inside a second: the due tick is on time
+        await asyncio.sleep(0.05)
+    await stores.redis.hset(stores.keys.schedule("gap"), "since", repr(now - 10))
+    firer = Firer(schedules=stores.schedules, epoch=await stores.epoch())
+    running = asyncio.create_task(firer.run())
+    try:
+        deadline = time.monotonic() + 5 * multiplier()
+        while len(runs := (await stores.schedules.get("gap")).runs) < 2:
+            assert time.monotonic() < deadline, "the gap handled"
+            await asyncio.sleep(0.02)
+    finally:
+        running.cancel()
+    newest = float(int(now))
+    first, second = runs[-1].to_json(), runs[-2].to_json()  # the oldest two: what the gap left
+    assert first["tick"] == newest - 1 and second["tick"] == newest
+    assert second["task_id"] and second["catch_up"] is False
+    if catch_up == "skip":
+        assert first == {"tick": newest - 1, "skipped": "missed"}
+    else:
+        assert first["task_id"] and first["catch_up"] is True
+    fired_ticks = {t.tick for t in await stores.fired_tasks("gap")}
+    assert not {newest - k for k in range(2, 11)} & fired_ticks  # the older ticks of the gap: never

@@ -2,10 +2,12 @@
 
 It keeps each live schedule's next tick in memory, sleeps until the earliest (at most POLL_S, so that a
 change of the schedules, which raises their version counter, is seen within that), and fires what is due
-by the store's clock. A schedule whose newest due tick is on time (within the grace) fires it. The
-newest of the ticks missed before it (older than the grace: no master was up, or this one was held up) is
-fired too if the schedule's catch_up is "run_once", and recorded as missed otherwise; the older ticks of
-a gap are passed over, so a gap yields one catch-up task at most.
+by the store's clock. A schedule whose newest due tick is on time (within the grace when the firer looked)
+fires it. The newest of the ticks missed before it (older than the grace: no master was up, or this one
+was held up) is fired too if the schedule's catch_up is "run_once", and recorded as missed otherwise; the
+older ticks of a gap are passed over, so a gap yields one catch-up task at most. Due schedules are fired
+FIRE_AT_ONCE side by side, and whether a tick was missed is judged at the look, so a master firing many
+schedules of one tick does not count its own work against the last of them.
 
 Every write carries the term's epoch (``ScheduleStore.fire``): a deposed master fires nothing and stops
 (``StaleEpoch``), and its successor, reading ``last_tick`` from the store, fires each tick the first left
@@ -30,6 +32,9 @@ log = logging.getLogger("shoal.cluster.firing")
 POLL_S = 0.5
 #: The schedules are read again this often even when their version stays (a belt to the counter's braces).
 RELOAD_EVERY_S = 60.0
+#: Schedules fired at once (their store calls in flight together, a quarter of a node's connections at most):
+#: thousands of schedules of one minute are fired within the grace, not one after the other.
+FIRE_AT_ONCE = 32
 
 
 @dataclass(slots=True)
@@ -62,15 +67,16 @@ class Firer:
                 await self._load()
                 self._version, self._loaded_at = version, loop.time()
             now = await self.schedules.now()
-            for plan in sorted((p for p in self._plans.values() if p.next <= now), key=lambda p: p.next):
-                await self._fire(plan, now)
+            due = sorted((p for p in self._plans.values() if p.next <= now), key=lambda p: p.next)
+            for k in range(0, len(due), FIRE_AT_ONCE):  # many schedules of one tick: fired side by side
+                await asyncio.gather(*(self._fire(plan, now) for plan in due[k : k + FIRE_AT_ONCE]))
             earliest = min((p.next for p in self._plans.values()), default=math.inf)
             await asyncio.sleep(min(POLL_S, max(0.0, earliest - now)))
 
     async def _load(self) -> None:
         """Read every schedule; plan the next tick of each that is not paused."""
         plans: dict[str, _Plan] = {}
-        for schedule in await self.schedules.list():
+        for schedule in await self.schedules.list(full=False):
             if schedule.paused:
                 continue
             spec = schedule.spec
@@ -88,22 +94,21 @@ class Firer:
         newest = plan.cron.at_or_before(now)
         if newest is None or newest < plan.next:
             newest = plan.next
-        due = [newest]
-        if newest < now - self.grace_s:
-            pass  # the newest is missed itself: it stands for the gap
-        elif newest > plan.next:
+        due = [newest]  # missed itself, it stands for its gap; on time, the newest missed before it goes first
+        if newest >= now - self.grace_s and newest > plan.next:
             missed = plan.cron.at_or_before(newest - 1)
             if missed is not None and missed >= plan.next:
                 due.insert(0, missed)
         for tick in due:
-            if not await self._fire_tick(plan, tick):
+            if not await self._fire_tick(plan, tick, now):
                 return
         plan.next = plan.cron.after(newest)
 
-    async def _fire_tick(self, plan: _Plan, tick: float) -> bool:
-        """Fire one tick; False if the schedule no longer fires (paused or deleted since it was read)."""
+    async def _fire_tick(self, plan: _Plan, tick: float, looked_at: float) -> bool:
+        """Fire one tick, missed or not as it was when the firer looked; False if the schedule no longer fires
+        (paused or deleted since it was read)."""
         try:
-            fired = await self.schedules.fire(self.epoch, plan.spec, tick, grace_s=self.grace_s)
+            fired = await self.schedules.fire(self.epoch, plan.spec, tick, grace_s=self.grace_s, looked_at=looked_at)
         except InvalidInput as exc:  # its template no longer passes a submit's checks
             log.warning("schedule %s: tick %.0f not fired: %s", plan.spec.name, tick, exc)
             return True

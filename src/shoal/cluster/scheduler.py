@@ -432,6 +432,8 @@ class Scheduler:
             return False
         if self.backlogs[p.type].pop(p.entry, None) is not None and not p.plain:
             self._special[p.type] -= 1
+            if not any(self._special.values()):  # nothing is held back: forget the limits that held
+                self._held.clear()
         if verdict > 0:
             self.placed += 1
             for name in p.held_by:

@@ -99,11 +99,12 @@ class ScheduleStore:
             raise ScheduleNotFound(name)
         return found[0]
 
-    async def list(self) -> builtins.list[Schedule]:
-        """Every schedule, by name."""
+    async def list(self, *, full: bool = True) -> builtins.list[Schedule]:
+        """Every schedule, by name; without its runs and next ticks unless ``full`` (the firer reads every
+        schedule again whenever one changes, and plans its ticks itself)."""
         members: Any = await self.redis.zrange(self.keys.schedules, 0, -1)
         names = [n.decode() for n in members]
-        return await self._read(names)
+        return await self._read(names, full=full)
 
     async def version(self) -> int:
         """The counter every add, delete, pause and resume raises."""
@@ -114,27 +115,42 @@ class ScheduleStore:
         seconds, micros = await self.redis.time()
         return int(seconds) + int(micros) / 1e6
 
-    async def _read(self, names: builtins.list[str]) -> builtins.list[Schedule]:
+    async def _read(self, names: builtins.list[str], *, full: bool = True) -> builtins.list[Schedule]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.time()
             for name in names:
                 pipe.hgetall(self.keys.schedule(name))
-                pipe.lrange(self.keys.schedule_runs(name), 0, -1)
+                if full:
+                    pipe.lrange(self.keys.schedule_runs(name), 0, -1)
             replies = await pipe.execute()
         seconds, micros = replies[0]
-        now = int(seconds) + int(micros) / 1e6
-        rows = zip(names, replies[1::2], replies[2::2], strict=True)
-        return [_schedule(name, fields, runs, now) for name, fields, runs in rows if fields]
+        now = int(seconds) + int(micros) / 1e6 if full else None
+        found = replies[1::2] if full else replies[1:]
+        runs = replies[2::2] if full else [[] for _ in names]
+        rows = zip(names, found, runs, strict=True)
+        return [_schedule(name, fields, ran, now) for name, fields, ran in rows if fields]
 
     # -- the master's firing (fenced by its epoch) ---------------------------------------------------
 
-    async def fire(self, epoch: int, spec: ScheduleSpec, tick: float, *, grace_s: float = MISFIRE_GRACE_S) -> Fired:
+    async def fire(
+        self,
+        epoch: int,
+        spec: ScheduleSpec,
+        tick: float,
+        *,
+        grace_s: float = MISFIRE_GRACE_S,
+        looked_at: float | None = None,
+    ) -> Fired:
         """Fire ``tick`` of the schedule, exactly once however often it is called, by however many masters
         in turn: store its task and record the run, or record the tick as skipped (missed with catch_up
-        "skip", or overlapping with overlap "skip"). Raise StaleEpoch if this master was replaced."""
+        "skip", or overlapping with overlap "skip"). The tick was missed if it was more than ``grace_s`` old
+        at ``looked_at`` (the store's time the master looked for due ticks; None: now). Raise StaleEpoch if
+        this master was replaced."""
         task_id = tick_task_id(self.keys.prefix, spec.name, tick)
         at = f"{tick:.0f}"
-        reply = await self._run("schedule_tick", epoch, spec.name, at, task_id, repr(float(grace_s)), KEEP_RUNS)
+        looked = "" if looked_at is None else repr(float(looked_at))
+        grace = repr(float(grace_s))
+        reply = await self._run("schedule_tick", epoch, spec.name, at, task_id, grace, KEEP_RUNS, looked)
         if reply[0] == "stale":
             raise StaleEpoch(epoch, int(reply[1]))
         if reply[0] == "skipped":
@@ -165,7 +181,8 @@ def _run(raw: bytes) -> Run:
     )
 
 
-def _schedule(name: str, fields: dict[bytes, bytes], runs: builtins.list[bytes], now: float) -> Schedule:
+def _schedule(name: str, fields: dict[bytes, bytes], runs: builtins.list[bytes], now: float | None) -> Schedule:
+    """A stored schedule; its next ticks after ``now`` (None: not worked out)."""
     spec = ScheduleSpec(
         name=name,
         cron=fields[b"cron"].decode(),
@@ -184,5 +201,5 @@ def _schedule(name: str, fields: dict[bytes, bytes], runs: builtins.list[bytes],
         since=since,
         last_tick=last_tick,
         runs=tuple(_run(r) for r in reversed(runs)),
-        next_fire_times=upcoming(spec, paused=paused, since=since, last_tick=last_tick, now=now),
+        next_fire_times=() if now is None else upcoming(spec, paused=paused, since=since, last_tick=last_tick, now=now),
     )

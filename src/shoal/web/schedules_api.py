@@ -98,30 +98,30 @@ def components(types: list[str] | None) -> dict[str, Any]:
                 + ", ".join(f"`{a}`" for a in cron.ALIASES),
                 "examples": ["*/5 * * * *", "@every 30s", "@daily"],
             },
-            "timezone": {
-                "type": "string",
-                "pattern": r"^[A-Za-z0-9_+./-]{1,64}$",
-                "description": "an IANA time zone the cron fields are read in; default UTC",
-                "examples": ["Europe/Paris"],
-            },
+            "timezone": _nullable(
+                {"type": "string", "pattern": r"^[A-Za-z0-9_+./-]{0,64}$", "examples": ["Europe/Paris"]},
+                "an IANA time zone the cron fields are read in; default (null or empty) UTC",
+            ),
             "task": {"$ref": "#/components/schemas/ScheduleTaskIn"},
-            "catch_up": {
-                "type": "string",
-                "enum": list(CATCH_UP),
-                "description": "ticks missed while no master was up: `skip` (default) fires none, `run_once` "
-                "fires one task for the newest of them",
-            },
-            "overlap": {
-                "type": "string",
-                "enum": list(OVERLAP),
-                "description": "`allow` (default) fires whatever the task before is doing; `skip` records a tick "
-                "as skipped while the task of the run before is WAITING, INQUEUE or RUNNING",
-            },
+            "catch_up": _nullable(
+                {"type": "string", "enum": list(CATCH_UP)},
+                "ticks missed while no master was up: `skip` (default) fires none, `run_once` fires one task for "
+                "the newest of them",
+            ),
+            "overlap": _nullable(
+                {"type": "string", "enum": list(OVERLAP)},
+                "`allow` (default) fires whatever the task before is doing; `skip` records a tick as skipped while "
+                "the task of the run before is WAITING, INQUEUE or RUNNING",
+            ),
         },
         "required": ["name", "cron", "task"],
         "additionalProperties": False,
     }
     return found
+
+
+def _nullable(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}], "description": description}
 
 
 def _template(model: type[BaseModel]) -> dict[str, Any]:

@@ -107,7 +107,7 @@ local GROUPED = {}
 local PLACEMENT = {'prio', 'req', 'ckey', 'host'}
 local ENTRY = {'p', 'r', 'k', 'h'}
 
-local function enqueue(id, ttype)
+local function enqueue(id, ttype, known)
   local stream = P .. 'pending:' .. ttype
   if not GROUPED[ttype] then
     GROUPED[ttype] = true
@@ -116,9 +116,10 @@ local function enqueue(id, ttype)
     end
   end
   local entry = {'id', id}
-  local got = redis.call('HMGET', P .. 'task:' .. id, unpack(PLACEMENT))
+  -- ``known``: those fields as the caller has them ('' = none), so that a submit reads nothing back
+  local got = known or redis.call('HMGET', P .. 'task:' .. id, unpack(PLACEMENT))
   for k = 1, #ENTRY do
-    if got[k] then
+    if got[k] and got[k] ~= '' then
       entry[#entry + 1] = ENTRY[k]
       entry[#entry + 1] = got[k]
     end

@@ -4,7 +4,9 @@
 -- earlier fire of T that stored its task and died is answered 'fire' too, so it is recorded as run);
 -- 'skipped' (recorded in the runs, last_tick moved to T): T was missed and catch_up is 'skip', or overlap is
 -- 'skip' and the task of the run before has not ended.
--- ARGV: prefix, epoch, name, tick (whole Unix seconds), T's task id, grace (s), runs kept.
+-- ARGV: prefix, epoch, name, tick (whole Unix seconds), T's task id, grace (s), runs kept, when the master
+-- looked for due ticks (the store's clock; '' = now): T is missed if it was older than the grace then, so that
+-- a master firing many schedules at one tick does not count its own work against the last of them.
 -- Returns {'stale', epoch}, {'gone'}, {'paused'}, {'done'}, {'fire', '1' or ''} or {'skipped', why}.
 local cur = stale(ARGV[2])
 if cur then return {'stale', cur} end
@@ -14,7 +16,8 @@ if not s[1] then return {'gone'} end
 if s[3] == '1' then return {'paused'} end
 local tick = tonumber(ARGV[4])
 if tick <= tonumber(s[1]) or (s[2] and tick <= tonumber(s[2])) then return {'done'} end
-local missed = now() - tick > tonumber(ARGV[6])
+local looked = ARGV[8] ~= '' and tonumber(ARGV[8]) or now()
+local missed = looked - tick > tonumber(ARGV[6])
 local late = (missed and s[4] == 'run_once') and '1' or ''
 if redis.call('EXISTS', P .. 'task:' .. ARGV[5]) == 1 then return {'fire', late} end
 local why

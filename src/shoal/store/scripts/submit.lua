@@ -96,7 +96,7 @@ local function store_task(b, id, ttype, seq)
   else
     queued[ttype] = true  -- the rest of its type in this batch queue behind it
     move_later(id, seq, nil, 'WAITING')
-    enqueue(id, ttype)
+    enqueue(id, ttype, {ARGV[b + 14], ARGV[b + 15], ARGV[b + 16], ARGV[b + 17]})
     out[#out + 1] = ''
   end
 end

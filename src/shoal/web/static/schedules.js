@@ -34,7 +34,8 @@ function nextFires(s) {
 function runItem(s, run) {
   const when = h('time', { datetime: new Date(run.tick * 1000).toISOString() }, inZone(run.tick, s.timezone));
   if (run.skipped) return h('li', { class: 'skipped' }, when, ' ', h('span', { class: 'hint' }, `skipped (${run.skipped})`));
-  return h('li', {}, when, ' ', pageLink(`/tasks/${run.task_id}`, h('code', {}, shortId(run.task_id))));
+  return h('li', {}, when, ' ', pageLink(`/tasks/${run.task_id}`, h('code', {}, shortId(run.task_id))),
+    run.catch_up ? h('span', { class: 'hint', title: 'this tick had been missed and was fired late' }, ' (catch-up)') : '');
 }
 
 async function act(name, action) {
