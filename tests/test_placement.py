@@ -109,6 +109,7 @@ def test_with_every_slot_busy_a_high_priority_task_submitted_last_starts_first(s
     order = sorted(done, key=lambda name: done[name]["started_at"])
     assert order[0] == "high" and order[1] == "plain", order
     assert order[2:] == ["low-0", "low-1", "low-2", "low-3"], order  # oldest first within a level
+    assert api.http.post(f"/api/v1/tasks/{busy[1]['id']}/kill").status_code == 200  # not waited for at stop
 
 
 # -- labels ----------------------------------------------------------------------------------------------
@@ -127,6 +128,20 @@ def test_a_task_requiring_a_label_waits_for_a_node_that_has_it_then_runs_there(s
     assert done["state"] == "SUCCEED" and done["node"] == "node-2"
     nodes = {n["name"]: n for n in api.http.get("/api/v1/cluster").json()["nodes"]}
     assert nodes["node-2"]["labels"] == {"gpu": "1", "zone": "a"} and nodes["node-1"]["labels"] == {}
+
+
+def test_a_types_required_labels_apply_to_its_tasks_and_schedules_unless_they_name_their_own(
+    start: Callable[..., Api],
+) -> None:
+    api = start("--type-requires", '{"echo": {"gpu": "1"}}')
+    assert api.submit()["requires"] == {"gpu": "1"}
+    assert api.submit(requires={"zone": "a"})["requires"] == {"zone": "a"}
+    batch = api.batch([{}, {"requires": {"zone": "b"}}])
+    assert [t["requires"] for t in batch] == [{"gpu": "1"}, {"zone": "b"}]
+    body = {"name": "nightly", "cron": "@daily", "task": {"type": "echo", "target": "x"}}
+    added = api.http.post("/api/v1/schedules", json=body)
+    assert added.status_code == 201, added.text
+    assert added.json()["task"]["requires"] == {"gpu": "1"}
 
 
 # -- limits ----------------------------------------------------------------------------------------------

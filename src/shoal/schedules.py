@@ -213,6 +213,7 @@ class TaskChecks(Protocol):
     """What a submit checks of a task besides its fields (``shoal.service.TaskService.check``)."""
 
     async def check(self, spec: TaskSpec) -> None: ...
+    def with_defaults(self, spec: TaskSpec) -> TaskSpec: ...
 
 
 class ScheduleService:
@@ -224,10 +225,14 @@ class ScheduleService:
 
     async def add(self, data: Any) -> Schedule:
         """Check the body as ``schedule_spec`` does, and the task as a submit would (a type some live node
-        runs, a target and params that type takes); raise ScheduleExists if the name is taken."""
+        runs, a target and params that type takes); raise ScheduleExists if the name is taken. The template
+        keeps the labels its type requires (config ``type_requires``) when it names none, as a submit would."""
         spec, task = schedule_spec(data)
         if self.tasks is not None:
             await self.tasks.check(task)
+            required = self.tasks.with_defaults(task).requires
+            if required != task.requires:
+                spec = replace(spec, task={**spec.task, "requires": required})
         return await self.store.add(spec)
 
     async def list(self) -> builtins.list[Schedule]:

@@ -373,14 +373,23 @@ def duration(value: Any, name: str) -> float:
 def idempotency_key(value: Any) -> str | None:
     """A submit's ``idempotency_key``: None, or 1 to MAX_IDEMPOTENCY_KEY_CHARS characters, none a control
     character, taken as given (not stripped: it is compared exactly)."""
+    return _key(value, "idempotency_key", MAX_IDEMPOTENCY_KEY_CHARS)
+
+
+def concurrency_key(value: Any) -> str | None:
+    """A task's ``concurrency_key``: as an idempotency key, at most MAX_CONCURRENCY_KEY_CHARS characters."""
+    return _key(value, "concurrency_key", MAX_CONCURRENCY_KEY_CHARS)
+
+
+def _key(value: Any, name: str, limit: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise InvalidInput("idempotency_key must be a non-empty string")
-    if len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidInput(f"idempotency_key is {len(value)} characters; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}")
+        raise InvalidInput(f"{name} must be a non-empty string")
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is {len(value)} characters; the limit is {limit}")
     if any(ord(c) < 32 or c == "\x7f" for c in value):
-        raise InvalidInput("idempotency_key must not contain control characters")
+        raise InvalidInput(f"{name} must not contain control characters")
     return value
 
 
@@ -391,19 +400,6 @@ def priority(value: Any) -> int:
     value = _whole(value)
     if not isinstance(value, int) or not 0 <= value <= 9:
         raise InvalidInput(f"priority must be a whole number from 0 (lowest) to 9 (highest), got {value!r}")
-    return value
-
-
-def concurrency_key(value: Any) -> str | None:
-    """A task's ``concurrency_key``: None, or 1 to MAX_CONCURRENCY_KEY_CHARS characters, no control character."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidInput("concurrency_key must be a non-empty string")
-    if len(value) > MAX_CONCURRENCY_KEY_CHARS:
-        raise InvalidInput(f"concurrency_key is {len(value)} characters; the limit is {MAX_CONCURRENCY_KEY_CHARS}")
-    if any(ord(c) < 32 or c == "\x7f" for c in value):
-        raise InvalidInput("concurrency_key must not contain control characters")
     return value
 
 
