@@ -5,6 +5,7 @@ moved to that layout when a master starts, and nothing in it is lost."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -173,8 +174,9 @@ async def test_a_delayed_task_of_a_type_never_queued_is_placed_when_due(
 ) -> None:
     """Its promotion makes the type's pending stream; the master reads it at once, not at its next look at
     the streams (made never here, as is the periodic look for due tasks: only the due time may bring it)."""
-    monkeypatch.setattr(scheduler_module, "NODES_TTL", 3600.0)
-    monkeypatch.setattr(scheduler_module, "PROMOTE_EVERY_S", 3600.0)
+    # Never again after the first look, however short the machine's uptime (its monotonic clock) is.
+    monkeypatch.setattr(scheduler_module, "NODES_TTL", math.inf)
+    monkeypatch.setattr(scheduler_module, "PROMOTE_EVERY_S", math.inf)
     term = Term(redis)
     scheduler = await term.begin(record("idle", ("echo",), 1))
     [delayed] = await term.store.create([TaskSpec(name="d", type="echo", target="x", delay_s=0.3)])

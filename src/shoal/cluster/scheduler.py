@@ -149,9 +149,9 @@ class Scheduler:
         self._next_due = math.inf  # when the next delayed task the store holds is due (monotonic)
         self._next_strays = 0.0
         self._nodes: list[NodeRecord] = []
-        self._nodes_read = 0.0
+        self._nodes_read = -math.inf
         self._types: set[str] = set()  # types with a pending stream
-        self._types_read = 0.0
+        self._types_read = -math.inf
         self._grouped: set[str] = set()  # types whose stream has the scheduler group, made sure this term
         self._reading: set[str] = set()  # types the blocked reader waits on
         self._roster: list[tuple[str, int, tuple[str, ...]]] | None = None  # as last published
@@ -225,7 +225,7 @@ class Scheduler:
 
     async def _refresh_types(self, *, force: bool = False) -> None:
         """The set of types with a pending stream; read at most every NODES_TTL seconds."""
-        if force or time.monotonic() - self._types_read > NODES_TTL:
+        if force or time.monotonic() - self._types_read >= NODES_TTL:
             self._types = await self.store.pending_types()
             self._types_read = time.monotonic()
 
@@ -496,7 +496,7 @@ class Scheduler:
         """Nodes that may get work; the list is read at most every NODES_TTL seconds."""
         if not self.may_write():  # the lease may have run out by this master's own clock: place nothing
             return []
-        if time.monotonic() - self._nodes_read > NODES_TTL:
+        if time.monotonic() - self._nodes_read >= NODES_TTL:
             now, records = await self.registry.all_with_time()
             self._nodes = [n for n in records if n.run_tasks and liveness(n, now, self.alive_within).healthy]
             self._nodes_read = time.monotonic()
