@@ -3,7 +3,7 @@
 A script, not a test (figures depend on the machine; nothing asserts on them). On a fresh redis-server and
 ``--nodes`` unsupervised nodes (``bench.nodes.NodeSet``), it submits ``--tasks`` echo tasks through
 ``POST /api/v1/tasks/batch``, each with a ``run_at`` drawn uniformly from 1 to ``--spread`` seconds ahead,
-and records every placement from the task events channel (``bench.failover.PlacementTap``: the INQUEUE
+and records every placement from the task event stream (``bench.failover.PlacementTap``: the INQUEUE
 event's ``at``, Redis's clock, which is this host's clock, as ``run_at`` is). The figure is each task's
 lateness, placed at less run_at, in ms: p50, p99 and max beside the goal (p99 < 100 ms), and how many were
 placed early (none may be). With ``--failover`` the master is killed with SIGKILL halfway through the

@@ -31,7 +31,7 @@ ECHO = {"name": "echo", "type": "echo", "target": "x"}
 
 
 class PlacementTap:
-    """Every INQUEUE event on the task events channel from ``start()`` on: (task id, node, Redis time)."""
+    """Every INQUEUE event of the task event stream from ``start()`` on: (task id, node, Redis time)."""
 
     def __init__(self, nodes: NodeSet) -> None:
         self.nodes = nodes
@@ -40,23 +40,20 @@ class PlacementTap:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        pubsub = self.nodes.store.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(f"{PREFIX}events")
-        self._task = asyncio.create_task(self._read(pubsub))
+        newest = await self.nodes.store.xrevrange(f"{PREFIX}task-events", count=1)
+        self._task = asyncio.create_task(self._read(newest[0][0] if newest else b"0-0"))
 
-    async def _read(self, pubsub: Any) -> None:
-        try:
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
-                    continue
-                for task_id, state, node, at in orjson.loads(message["data"])["events"]:
-                    if state == "INQUEUE":
-                        self.placed.append((task_id, node, float(at)))
-                        self.changed.set()
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+    async def _read(self, last: bytes) -> None:
+        stream = f"{PREFIX}task-events"
+        while True:
+            reply: Any = await self.nodes.store.xread({stream: last}, count=500, block=1000)
+            for _key, entries in reply or ():
+                for entry, fields in entries:
+                    last = entry
+                    for event in orjson.loads(fields[b"e"]):
+                        if event["state"] == "INQUEUE":
+                            self.placed.append((event["id"], event["node"], float(event["at"])))
+                            self.changed.set()
 
     async def first_with_epoch_above(self, epoch: int, timeout: float) -> tuple[str, str, float, int]:
         """The first placement whose task hash says a master of a later term placed it."""

@@ -17,6 +17,14 @@ document allows stays allowed, and one it refuses stays refused.
 - a schedule's ``cron`` or ``timezone`` the document allows but the node refuses (``61 * * * *``, a zone no
   one named: a pattern cannot say) becomes ``@every 1h`` or ``UTC``; its task template is held to the task
   rules above (a template without a name is named as the node names it, after the schedule).
+- a task's ``depends_on`` and ``ref`` the document allows are dropped: which tasks exist (a parent must) and
+  which refs a batch holds (each once, naming no task twice, in no cycle) a document cannot say;
+- an event stream's ``Last-Event-ID`` header that its documented pattern refuses, in a case meant to be valid
+  (schemathesis's coverage phase makes such header values), becomes a valid event id;
+- a webhook's ``url`` the document allows becomes the test's origin (its POSTs stay on loopback, which the
+  fuzzed node allows webhooks); a ``secret`` it allows but the node refuses (``whsec_`` and not base64 of 24
+  to 64 bytes) becomes a valid one; a replay's ``since`` it allows but the node refuses (text that is no time,
+  a time ahead) becomes 0.
 
 The same rules apply to the cases of the examples phase, which schemathesis builds without the case hooks
 (``before_add_examples`` sees them instead).
@@ -35,9 +43,12 @@ from urllib.parse import urlsplit
 
 import schemathesis
 
-from shoal import cron, validation
+from shoal import cron, validation, workflows
 from shoal.errors import InvalidInput
+from shoal.event_ids import EVENT_ID_PATTERN
 from shoal.web.schemas import FETCH_URL_PATTERN
+from shoal.webhooks import signing
+from shoal.webhooks.model import since_time
 from shoal.worker.handlers import echo, fetch
 
 MAX_WAIT_S = 0.2
@@ -45,11 +56,16 @@ MAX_DELAY_S = 0.05
 MAX_BATCH_TASKS = 5
 BATCH_PATH = "/api/v1/tasks/batch"
 SCHEDULES_PATH = "/api/v1/schedules"
+WEBHOOKS_PATH = "/api/v1/webhooks"
+EVENTS_PATH = "/api/v1/events"
+REPLAY_SINCE_PATH = "/api/v1/webhooks/{webhook_id}/replay"
+WEBHOOK_SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 #: The environment variable that names the loopback origin (``localhost:port``) fetch targets move to.
 ORIGIN_ENV = "SHOAL_FUZZ_ORIGIN"
 
 _DOCUMENTED_TARGET = re.compile(FETCH_URL_PATTERN)
 _DURATION = re.compile(validation.DURATION_PATTERN)
+_REF = re.compile(workflows.REF_PATTERN)
 
 
 def _loopback(url: Any) -> bool:
@@ -134,8 +150,17 @@ def map_case(context: Any, case: Any) -> Any:
     if case.operation.path == SCHEDULES_PATH and isinstance(body, dict):
         _allowed_schedule(body)
     origin = os.environ.get(ORIGIN_ENV) or f"localhost:{urlsplit(case.operation.schema.get_base_url()).port}"
+    if case.operation.path == WEBHOOKS_PATH and isinstance(body, dict):
+        _allowed_webhook(body, origin)
+    if case.operation.path == REPLAY_SINCE_PATH and isinstance(body, dict):
+        since = body.get("since")
+        number = isinstance(since, int | float) and not isinstance(since, bool) and since >= 0  # as documented
+        if (isinstance(since, str) or number) and _refused(_since, since):
+            body["since"] = 0
+    _valid_resume(case)
     for spec in _specs(case):
         _keep_on_loopback(spec, origin)
+        _no_parents(spec)
         params = spec.get("params")
         if isinstance(params, dict) and _between(params.get("delay_s"), MAX_DELAY_S, echo.MAX_DELAY_S):
             params["delay_s"] = MAX_DELAY_S
@@ -149,6 +174,20 @@ def map_case(context: Any, case: Any) -> Any:
         ):
             spec["run_at"] = time.time()
     return case
+
+
+def _no_parents(spec: dict[str, Any]) -> None:
+    """Drop the parents and ref of a task where the document allows them (see the module's doc)."""
+    parents = spec.get("depends_on")
+    if (
+        isinstance(parents, list)
+        and len(parents) <= workflows.MAX_PARENTS
+        and len(set(map(str, parents))) == len(parents)
+    ):
+        if all(isinstance(p, str) and _REF.fullmatch(p) for p in parents):
+            spec.pop("depends_on")
+    if isinstance(spec.get("ref"), str) and _REF.fullmatch(spec["ref"]):
+        spec.pop("ref")
 
 
 def _documented_but_refused(value: Any, check: Callable[[Any], Any], *, duration: bool = True) -> bool:
@@ -195,6 +234,29 @@ def _allowed_schedule(body: dict[str, Any]) -> None:
         body["cron"] = "@every 1h"
     if isinstance(zone, str) and re.fullmatch(r"[A-Za-z0-9_+./-]{0,64}", zone) and _refused(cron.zone, zone):
         body["timezone"] = "UTC"
+
+
+def _valid_resume(case: Any) -> None:
+    """A case meant to be valid whose ``Last-Event-ID`` the documented pattern refuses (the coverage phase
+    makes such header values) resumes after a valid event id instead."""
+    mode = getattr(getattr(getattr(case, "meta", None), "generation", None), "mode", None)
+    resume = case.headers.get("Last-Event-ID") if case.operation.path == EVENTS_PATH and case.headers else None
+    if str(getattr(mode, "value", mode)) == "positive" and isinstance(resume, str):
+        if not re.fullmatch(EVENT_ID_PATTERN, resume):
+            case.headers["Last-Event-ID"] = "0-0/0"
+
+
+def _allowed_webhook(body: dict[str, Any], origin: str) -> None:
+    """A documented ``url`` moves to ``origin``; a documented ``secret`` the node refuses becomes a valid one."""
+    url, secret = body.get("url"), body.get("secret")
+    if isinstance(url, str) and len(url) <= 2048 and re.match(r"\s*\S", url):
+        body["url"] = f"http://{origin}/hook"
+    if isinstance(secret, str) and secret.startswith("whsec_") and _refused(signing.check_secret, secret):
+        body["secret"] = WEBHOOK_SECRET
+
+
+def _since(value: Any) -> float:
+    return since_time(value, time.time())
 
 
 def _refused(check: Callable[[Any], Any], value: Any) -> bool:

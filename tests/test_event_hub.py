@@ -1,16 +1,26 @@
-"""The node's subscription to task events: a connection that goes silent (the store stops answering, the
-connection still open) is noticed and made again, so that waiters and streams do not wait on it for ever."""
+"""The node's reading of the task event stream: a connection that goes silent (the store stops answering, the
+connection still open) is noticed and made again, so that waiters and streams do not wait on it for ever; and
+what was added to the stream meanwhile is not missed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import orjson
+import pytest
 from redis.asyncio import Redis
 
-from shoal.events import LOST_AFTER_S, EventHub
+from shoal import events
+from shoal.errors import InvalidInput
+from shoal.events import LOST_AFTER_S, EventHub, TaskWatch
+from shoal.models import EventGap, TaskEvent, TaskState
 from shoal.testing import multiplier
+
+STREAM = "shoal:hubtest:task-events"
 
 
 async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -20,21 +30,115 @@ async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_subscription_gone_silent_is_made_again(redis_admin_url: str) -> None:
+async def test_a_read_gone_silent_is_made_again_from_where_it_was(redis_admin_url: str) -> None:
     redis, admin = Redis.from_url(redis_admin_url), Redis.from_url(redis_admin_url)
-    hub = EventHub(redis, "shoal:hubtest:events")
+    hub = EventHub(redis, STREAM)
+    heard: list[TaskEvent] = []
+    hub.hooks.append(heard.append)
     runner = asyncio.create_task(hub.run())
     try:
         await until(hub.subscribed.is_set, 10, "the subscription")
         # the store stops answering for a while (the pause ends by itself), the connection staying open
         await admin.execute_command("CLIENT", "PAUSE", int((LOST_AFTER_S + 3) * 1000), "ALL")
-        await until(lambda: not hub.subscribed.is_set(), LOST_AFTER_S + 2.5, "the silent subscription given up")
-        await until(hub.subscribed.is_set, 15, "the subscription made again")
-        with hub.waiter("t1") as ended:
-            await admin.publish("shoal:hubtest:events", b'{"kind": "tasks", "events": [["t1", "SUCCEED", "n1", 1.5]]}')
-            await asyncio.wait_for(ended.wait(), 10 * multiplier())
+        await until(lambda: not hub.subscribed.is_set(), LOST_AFTER_S + 2.5, "the silent read given up")
+        # added while the hub cannot read (the write waits out the pause): it finds it once it reads again, from
+        # where it was, although the entry was there before the new read began
+        entry = await admin.xadd(
+            STREAM, {"e": b'[{"id": "t1", "state": "SUCCEED", "node": "n1", "at": 1.5, "type": "x"}]'}
+        )
+        await until(hub.subscribed.is_set, 15, "the stream read again")
+        await until(lambda: any(e.id == "t1" for e in heard), 10, "the event added meanwhile")
+        assert [(e.id, e.state, e.type, e.event_id) for e in heard] == [
+            ("t1", TaskState.SUCCEED, "x", f"{entry.decode()}/0")
+        ]
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await redis.aclose()
         await admin.aclose()
+
+
+def row(task_id: str, state: str = "SUCCEED") -> dict[str, Any]:
+    return {"id": task_id, "state": state, "node": "n1", "at": 1.5, "type": "echo"}
+
+
+async def add(admin: Redis, *rows: dict[str, Any]) -> str:
+    """One entry as a script's flush adds it; its id."""
+    entry: bytes = await admin.xadd(STREAM, {"e": orjson.dumps(list(rows))})
+    return entry.decode()
+
+
+@contextlib.asynccontextmanager
+async def running_hub(url: str) -> AsyncIterator[tuple[EventHub, Redis]]:
+    redis, admin = Redis.from_url(url), Redis.from_url(url)
+    hub = EventHub(redis, STREAM)
+    runner = asyncio.create_task(hub.run())
+    try:
+        await until(hub.subscribed.is_set, 10, "the stream read")
+        yield hub, admin
+    finally:
+        hub.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await redis.aclose()
+        await admin.aclose()
+
+
+async def take(watch: TaskWatch, count: int) -> list[TaskEvent | EventGap]:
+    async with asyncio.timeout(10 * multiplier()):
+        return [await anext(watch) for _ in range(count)]
+
+
+async def test_a_watch_since_an_event_replays_what_followed_then_goes_on_live_without_duplicates(
+    redis_admin_url: str,
+) -> None:
+    async with running_hub(redis_admin_url) as (hub, admin):
+        first = await add(admin, row("a", "WAITING"), row("b", "WAITING"), row("gone", "DELETED"))
+        second = await add(admin, row("a"))
+        await until(lambda: hub.last == second, 10, "the hub's read of both")
+        watch = hub.watch(f"{first}/0")  # in the middle of an entry: the rest of it, then what follows
+        await add(admin, row("b"))  # live, while the past is still to be read
+        got = await take(watch, 3)
+        assert [(e.id, e.state.name) for e in got if isinstance(e, TaskEvent)] == [
+            ("b", "WAITING"), ("a", "SUCCEED"), ("b", "SUCCEED")
+        ]  # fmt: skip
+        assert [e.event_id for e in got if isinstance(e, TaskEvent)][:2] == [f"{first}/1", f"{second}/0"]
+        third = await add(admin, row("c"))
+        assert [(e.id, e.event_id) for e in await take(watch, 1) if isinstance(e, TaskEvent)] == [("c", f"{third}/0")]
+        await watch.aclose()
+        with pytest.raises(InvalidInput, match="bad event id"):
+            hub.watch("yesterday")
+
+
+async def test_a_watch_since_an_event_the_stream_no_longer_holds_starts_with_a_gap(redis_admin_url: str) -> None:
+    async with running_hub(redis_admin_url) as (hub, admin):
+        old = await add(admin, row("a"))
+        await add(admin, row("b"))
+        kept = await add(admin, row("c"))
+        await admin.xtrim(STREAM, maxlen=1, approximate=False)
+        watch = hub.watch(f"{old}/0")
+        gap, event = await take(watch, 2)
+        assert gap == EventGap(f"{old}/0", f"{kept}/0")
+        assert isinstance(event, TaskEvent) and (event.id, event.event_id) == ("c", f"{kept}/0")
+        await watch.aclose()
+        kept_watch = hub.watch(f"{kept}/0")  # nothing after it was trimmed: no gap
+        await add(admin, row("d"))
+        assert [e.id for e in await take(kept_watch, 1) if isinstance(e, TaskEvent)] == ["d"]
+        await kept_watch.aclose()
+
+
+async def test_a_watch_that_falls_behind_reads_what_its_queue_lost_from_the_store(
+    redis_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "WATCH_QUEUE", 5)
+    async with running_hub(redis_admin_url) as (hub, admin):
+        watch = hub.watch()
+        await add(admin, row("t0"))
+        assert [e.id for e in await take(watch, 1) if isinstance(e, TaskEvent)] == ["t0"]
+        last = ""
+        for n in range(1, 40):  # far more than the queue holds, while the watch reads nothing
+            last = await add(admin, row(f"t{n}"))
+        await until(lambda: hub.last == last, 10, "the hub's read of them all")
+        got = await take(watch, 39)
+        assert [e.id for e in got if isinstance(e, TaskEvent)] == [f"t{n}" for n in range(1, 40)]
+        await watch.aclose()

@@ -107,6 +107,10 @@ def test_aliases_are_their_cron_expressions() -> None:
         ("@fortnightly", "unknown cron alias"),
         ("", "cron is required"),
         ("* " * 101, "the limit is 200"),
+        ("\u000b\u001c", "cron is required"),  # blank as Python reads it, not as the document's pattern does
+        ("* * * * *\u000b", "printable ASCII"),
+        ("* * * * *\n", "printable ASCII"),
+        ("0 0 * * \u2460", "printable ASCII"),
     ],
 )
 def test_invalid_expressions_are_refused_with_what_is_wrong(expr: str, words: str) -> None:

@@ -79,6 +79,11 @@ class NodeConfig:
     idempotency_window: float = _option(
         86400.0, "how long a submit's idempotency_key answers with the task it made (seconds or 90s, 15m, 24h)"
     )
+    event_retention: int = _option(
+        100_000,
+        "task event stream entries kept for watches that resume (about one per script call: some 15 minutes at a "
+        "few hundred tasks a second, days on a quiet cluster)",
+    )
     result_max_bytes: int = _option(16 * 1024 * 1024, "largest task result stored, in bytes")
     fetch_timeout: float = _option(30.0, "seconds a fetch task may take in all")
     fetch_max_bytes: int = _option(10 * 1024 * 1024, "largest page body a fetch task reads, in bytes")
@@ -101,6 +106,26 @@ class NodeConfig:
         help='per task type, the labels its tasks require unless they say otherwise: {"render": {"gpu": "1"}} '
         "(JSON, or a TOML table)",
         factory=dict,
+    )
+    webhook_allow_loopback: bool = _option(
+        False, "let webhooks reach loopback addresses (a receiver on this machine); metadata and link-local never"
+    )
+    webhook_timeout: float = _option(10.0, "seconds a webhook POST may take in all; longer counts as a failure")
+    webhook_retry_backoff: float = _option(
+        5.0,
+        "seconds before a failed webhook delivery's first retry; doubles per attempt (jittered), at most "
+        "webhook_retry_max_backoff",
+    )
+    webhook_retry_max_backoff: float = _option(3600.0, "longest wait between two attempts of a webhook delivery")
+    webhook_retry_for: float = _option(
+        86400.0, "how long a failing webhook delivery is retried after its first attempt (seconds or 90s, 15m, 24h)"
+    )
+    webhook_result_max_bytes: int = _option(
+        64 * 1024,
+        "largest task result a webhook with include_result carries, in bytes (JSON); larger ones are left out",
+    )
+    webhook_claim_idle: float = _option(
+        30.0, "seconds task events read by a node that stopped answering wait before another node takes them"
     )
     cache_bytes: int = _option(
         256 * 1024 * 1024, "size of this node's cache shard, in bytes; least recently used out beyond it"
@@ -160,7 +185,7 @@ class NodeConfig:
 
 _OPTIONS = {f.name: f for f in fields(NodeConfig) if f.name != "sources"}
 #: Options that take seconds or a duration string (``7d``).
-DURATIONS = frozenset({"retention", "idempotency_window"})
+DURATIONS = frozenset({"retention", "idempotency_window", "webhook_retry_for"})
 
 
 def option_names() -> list[str]:
@@ -317,6 +342,8 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
             raise bad(key, "must be between 1 KiB and 512 MiB")
     if not 0 <= c.retention <= 10 * 365 * 86_400 or 0 < c.retention < 1:
         raise bad("retention", "must be 0 (keep for ever) or between 1 second and 10 years")
+    if not 1000 <= c.event_retention <= 100_000_000:
+        raise bad("event_retention", "must be between 1000 and 100000000 entries")
     if not 1 <= c.idempotency_window <= 365 * 86_400:
         raise bad("idempotency_window", "must be between 1 s and a year (365d)")
     if not 1 <= c.session_ttl <= 90 * 86_400:
@@ -342,6 +369,15 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
     if not isinstance(c.type_requires, Mapping) or len(c.type_requires) > 10_000:
         raise bad("type_requires", "must be a table of at most 10000 task types")
     c.type_requirements()
+    for key in ("webhook_timeout", "webhook_retry_backoff", "webhook_retry_max_backoff", "webhook_claim_idle"):
+        if not 0.01 <= getattr(c, key) <= 86_400:
+            raise bad(key, "must be between 0.01 and 86400 seconds")
+    if c.webhook_retry_max_backoff < c.webhook_retry_backoff:
+        raise bad("webhook_retry_max_backoff", "must be at least webhook_retry_backoff")
+    if not 1 <= c.webhook_retry_for <= 7 * 86_400:
+        raise bad("webhook_retry_for", "must be between 1 second and 7 days")
+    if not 0 <= c.webhook_result_max_bytes <= 16 * 1024 * 1024:
+        raise bad("webhook_result_max_bytes", "must be between 0 (never) and 16 MiB")
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise bad("log_level", "must be debug, info, warning or error")
 

@@ -44,6 +44,9 @@ ALIASES = {
 _EVERY_RE = re.compile(r"^@every\s+((?:[0-9]{1,9}[smhd])+)$")
 _PART_RE = re.compile(r"([0-9]+)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: What an expression may hold: printable ASCII and blanks, not blank alone (as the REST document says).
+CRON_PATTERN = r"^[\t ]*[!-~][\t -~]*$"
+_CRON_RE = re.compile(CRON_PATTERN)
 _ZONE_RE = re.compile(r"^[A-Za-z0-9_+./-]{1,64}$")
 
 
@@ -103,6 +106,8 @@ def parse(expr: object, timezone: str | None = None) -> Cron:
         raise InvalidInput("cron is required: five fields such as '*/5 * * * *', '@every 30s' or '@daily'")
     if len(expr) > MAX_CRON_CHARS:
         raise InvalidInput(f"cron is {len(expr)} characters; the limit is {MAX_CRON_CHARS}")
+    if not _CRON_RE.fullmatch(expr):
+        raise InvalidInput(f"cron may hold only printable ASCII characters, spaces and tabs, got {expr!r}")
     text = " ".join(expr.split())
     if text.startswith("@every"):
         return Cron(text, tz, every=_every(text))

@@ -8,7 +8,9 @@
     ├── NotFound                404 / NOT_FOUND
     │   ├── TaskNotFound
     │   ├── ResultNotFound
-    │   └── ScheduleNotFound
+    │   ├── ScheduleNotFound
+    │   ├── WebhookNotFound
+    │   └── DeliveryNotFound
     ├── IllegalTransition       the task's state forbids the change: 409 / FAILED_PRECONDITION
     ├── ScheduleExists          a schedule of that name exists already: 409 / ALREADY_EXISTS
     ├── StaleEpoch              a master write under an epoch that is no longer current
@@ -102,12 +104,37 @@ class ResultNotFound(NotFound):
         self.state = state
 
 
+class WorkflowNotFound(NotFound):
+    """Raised when the store keeps no task of the workflow asked for."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r}")
+        self.workflow_id = workflow_id
+
+
 class ScheduleNotFound(NotFound):
     """Raised when no schedule has the given name."""
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no schedule named {name!r}")
         self.name = name
+
+
+class WebhookNotFound(NotFound):
+    """Raised when no webhook subscription has the given id."""
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"no webhook with id {webhook_id!r}")
+        self.webhook_id = webhook_id
+
+
+class DeliveryNotFound(NotFound):
+    """Raised when a webhook has no delivery of the given id (never made, or dropped from its log)."""
+
+    def __init__(self, webhook_id: str, delivery_id: str) -> None:
+        super().__init__(f"webhook {webhook_id!r} has no delivery {delivery_id!r}")
+        self.webhook_id = webhook_id
+        self.delivery_id = delivery_id
 
 
 class ScheduleExists(ShoalError):

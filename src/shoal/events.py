@@ -1,35 +1,45 @@
-"""Task state changes from the store's ``events`` channel, fanned out inside one node.
+"""Task state changes from the store's event stream, fanned out inside one node.
 
-One pub/sub connection per node feeds three kinds of listeners: waiters on one task (``wait``),
-watchers of every change (``watch``, for SSE and gRPC streams) and hooks (the scheduler's wake-up).
-Pub/sub may drop messages, so every listener treats an event as a hint and the store as the truth.
+One reader per node follows the cluster's task event stream (shoal.store.task_events) with XREAD, from its
+end when the node starts and then from the last entry it read, so that a lost connection costs it nothing:
+it reads on from there once the store answers again. It feeds three kinds of listeners: waiters on one task
+(``wait``), watchers of every change (``watch``, for SSE and gRPC streams; a watch given an event id first
+reads what followed it from the stream) and hooks (the scheduler's wake-up).
 
-Given the ``public`` channel too, the same connection carries node events for ``watch_nodes`` (the
-web task center's live nodes page): heartbeats, membership verdicts and master hand-overs, turned
-from the seed's numbered message kinds into named ones (see ``node_event``). It subscribes to ``public``
-only while such a watch is open: every node beats there, and a node that heard them all for nothing would
-make the cluster's pub/sub traffic grow with the square of its size.
+Node events come from the ``public`` pub/sub channel, on a subscription of their own for ``watch_nodes``
+(the web task center's live nodes page): heartbeats, membership verdicts and master hand-overs, turned from
+the seed's numbered message kinds into named ones (see ``node_event``). The hub subscribes to ``public`` only
+while such a watch is open: every node beats there, and a node that heard them all for nothing would make the
+cluster's pub/sub traffic grow with the square of its size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import orjson
 
-from shoal.models import TaskEvent, TaskState
+from shoal._utils import cancel_and_wait
+from shoal.event_ids import EventId, after_entry, parse_event_id
+from shoal.models import EventGap, TaskEvent
 from shoal.store.subscription import Store, Subscription, subscribe
+from shoal.store.task_events import PAGE, Change, TaskEventStream
 
 log = logging.getLogger("shoal.events")
 
-#: Events a slow watcher may fall behind by before the oldest are dropped.
+#: Events a slow watcher may fall behind by before the oldest are dropped (a watch then reads them again
+#: from the store: see ``TaskWatch``).
 WATCH_QUEUE = 1000
+#: Milliseconds one read of the stream waits for new entries; a read that has not answered LOST_AFTER_S
+#: after that is given up and made again on a new connection (a connection cut without a word).
+BLOCK_MS = 1000
 #: A subscription quiet this long is pinged; one that has heard nothing for LOST_AFTER_S is made again.
 PING_AFTER_S = 1.0
 LOST_AFTER_S = 5.0
@@ -66,80 +76,106 @@ def node_event(raw: bytes, now: float) -> NodeEvent | None:
 
 
 class EventHub:
-    """Owns the node's subscription to task events. ``run()`` is its loop; listeners may come and go."""
+    """Owns the node's reading of task events. ``run()`` is its loop; listeners may come and go."""
 
-    def __init__(self, redis: Store, channel: str, public: str | None = None) -> None:
+    def __init__(self, redis: Store, stream: str, public: str | None = None) -> None:
         self.redis = redis
-        self.channel = channel
+        self.stream = TaskEventStream(redis, stream)
         self.public = public
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
         self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
         self._node_watchers_changed = asyncio.Event()
         self.hooks: list[Callable[[TaskEvent], None]] = []
+        #: Set while the hub reads the stream (the name is the pub/sub era's: waits rely on it).
         self.subscribed = asyncio.Event()
+        #: The id of the last entry read; None until the hub has found the stream's end.
+        self.last: str | None = None
+        self.closed = False
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            if self.public:
+                group.create_task(self._public_while_watched(self.public), name="events-public")
+            group.create_task(self._follow(), name="events-stream")
+
+    async def _follow(self) -> None:
+        """Read the stream on from the last entry read, for ever; a failed read is made again from there.
+
+        A cancellation that redis-py's command (``asyncio.wait_for`` on Python 3.11) swallowed as the read
+        completed is still counted on the task: it ends the loop after that read."""
+        me = asyncio.current_task()
         while True:
             try:
-                async with subscribe(self.redis, [self.channel]) as subscription:
-                    self.subscribed.set()
+                if self.last is None:
+                    self.last = await self.stream.last_entry()
+                self.subscribed.set()
+                while True:
+                    async with asyncio.timeout(BLOCK_MS / 1000 + LOST_AFTER_S):
+                        entries = await self.stream.read(self.last, block_ms=BLOCK_MS)
+                    for entry, changes in entries:
+                        self.last = entry
+                        self._dispatch(changes)
+                    if me is not None and me.cancelling():
+                        raise asyncio.CancelledError
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("task event stream lost (%s); reading it again", exc or type(exc).__name__)
+                self.subscribed.clear()
+                self._wake_all()  # listeners re-read the store rather than wait on a change they missed
+                await asyncio.sleep(0.5)
+
+    async def _public_while_watched(self, public: str) -> None:
+        """Subscribe to ``public`` while a node watch is open, and only then."""
+        hearing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                self._node_watchers_changed.clear()
+                wanted = bool(self._node_watchers)
+                if wanted and hearing is None:
+                    hearing = asyncio.create_task(self._hear_public(public), name="events-public-sub")
+                elif not wanted and hearing is not None:
+                    await cancel_and_wait(hearing)
+                    hearing = None
+                await self._node_watchers_changed.wait()
+        finally:
+            if hearing is not None:
+                await cancel_and_wait(hearing)
+
+    async def _hear_public(self, public: str) -> None:
+        while True:
+            try:
+                async with subscribe(self.redis, [public]) as subscription:
                     async with asyncio.TaskGroup() as group:
                         heard = [asyncio.get_running_loop().time()]
-                        group.create_task(self._read(subscription, heard))
+                        group.create_task(self._read_public(subscription, heard))
                         group.create_task(_keep_alive(subscription, heard))
-                        if self.public:
-                            group.create_task(self._public_while_watched(subscription, self.public))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
-                log.warning("task event subscription lost (%s); resubscribing", cause)
-                self.subscribed.clear()
-                self._wake_all()  # listeners re-read the store rather than miss a change
+                log.warning("node event subscription lost (%s); resubscribing", cause)
                 await asyncio.sleep(0.5)
 
-    async def _read(self, subscription: Subscription, heard: list[float]) -> None:
-        """Messages as they come. A read waits without a timeout of its own, which would cost more than the
-        message at a few thousand a second: ``_keep_alive`` finds a connection gone quiet."""
+    async def _read_public(self, subscription: Subscription, heard: list[float]) -> None:
+        """Messages as they come. A read waits without a timeout of its own: ``_keep_alive`` finds a
+        connection gone quiet."""
         loop = asyncio.get_running_loop()
         while True:
             message = await subscription.next()
             heard[0] = loop.time()
-            if message is None:
-                continue
-            channel, data = message
-            if channel == self.public:
-                self._dispatch_node(data)
-            else:
-                self._dispatch(data)
+            if message is not None:
+                self._dispatch_node(message[1])
 
-    async def _public_while_watched(self, subscription: Subscription, public: str) -> None:
-        """Subscribe to ``public`` while a node watch is open, and only then."""
-        heard = False
-        while True:
-            self._node_watchers_changed.clear()
-            wanted = bool(self._node_watchers)
-            if wanted != heard:
-                await (subscription.add if wanted else subscription.drop)(public)
-                heard = wanted
-            await self._node_watchers_changed.wait()
-
-    def _dispatch(self, raw: bytes) -> None:
-        """One message of the ``events`` channel: every task change one script made (see shoal.keys)."""
-        try:
-            rows = orjson.loads(raw)["events"]
-            changes = [(str(r[0]), TaskState.__members__.get(r[1]), r[2] or None, float(r[3])) for r in rows]
-        except (ValueError, KeyError, TypeError, IndexError):
-            log.warning("ignoring a malformed task event")
-            return
-        for task_id, state, node, at in changes:
-            if state is None or state.terminal:  # waiters wait for the end; other changes would only wake them
+    def _dispatch(self, changes: list[Change]) -> None:
+        """The events of one entry of the stream: every task change one script made."""
+        for task_id, event in changes:
+            if event is None or event.state.terminal:  # waiters wait for the end; other changes would only wake them
                 for waiter in self._waiters.get(task_id, ()):
                     waiter.set()
-            if state is None:  # deleted
+            if event is None:  # deleted
                 continue
-            event = TaskEvent(id=task_id, state=state, node=node, at=at)
             _offer(self._watchers, event)
             for hook in self.hooks:
                 try:
@@ -172,9 +208,11 @@ class EventHub:
                 if not waiters:
                     del self._waiters[task_id]
 
-    def watch(self) -> Watch[TaskEvent]:
-        """Every event from this call on: the subscription starts now, not at the first ``__anext__``."""
-        return Watch(self._watchers)
+    def watch(self, since: str | None = None) -> TaskWatch:
+        """Every event from this call on: the subscription starts now, not at the first ``__anext__``. With
+        ``since`` (an event's id; a bad one raises InvalidInput at once), first the events after it that the
+        store still holds, then the live ones, none twice; an ``EventGap`` first if some after it are gone."""
+        return TaskWatch(self, parse_event_id(since) if since is not None else None)
 
     def watch_nodes(self) -> Watch[NodeEvent]:
         """Every node event (see ``node_event``) from once the hub has subscribed to ``public`` (at once,
@@ -183,6 +221,7 @@ class EventHub:
 
     def close(self) -> None:
         """End every watch stream (the node is stopping)."""
+        self.closed = True
         for watchers in (self._watchers, self._node_watchers):
             for queue in watchers:
                 with contextlib.suppress(asyncio.QueueFull):
@@ -202,12 +241,20 @@ async def _keep_alive(subscription: Subscription, heard: list[float]) -> None:
             await subscription.ping()
 
 
+class _Queue(asyncio.Queue[T | None]):
+    """A watcher's queue, which counts the events it lost to being full."""
+
+    dropped = 0
+
+
 def _offer(watchers: set[asyncio.Queue[T | None]], event: T) -> None:
     """Give ``event`` to every watcher; a full queue loses its oldest event instead of blocking the hub."""
     for queue in watchers:
         if queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 queue.get_nowait()
+                if isinstance(queue, _Queue):
+                    queue.dropped += 1
         queue.put_nowait(event)
 
 
@@ -218,7 +265,7 @@ class Watch(Generic[T]):
     def __init__(self, watchers: set[asyncio.Queue[T | None]], on_change: Callable[[], None] = lambda: None) -> None:
         self._watchers = watchers
         self._on_change = on_change
-        self._queue: asyncio.Queue[T | None] = asyncio.Queue(WATCH_QUEUE)
+        self._queue: _Queue[T] = _Queue(WATCH_QUEUE)
         watchers.add(self._queue)
         on_change()
 
@@ -232,7 +279,78 @@ class Watch(Generic[T]):
             raise StopAsyncIteration
         return event
 
+    def take_dropped(self) -> int:
+        """How many events the queue lost since the last call."""
+        dropped, self._queue.dropped = self._queue.dropped, 0
+        return dropped
+
     async def aclose(self) -> None:
         if self._queue in self._watchers:
             self._watchers.discard(self._queue)
             self._on_change()
+
+
+class TaskWatch:
+    """One subscriber's task events, in the stream's order, each once: the live ones the hub reads, after
+    (with ``since``) those the stream holds after ``since``. When the live queue overflowed (a slow reader),
+    the missed events are read again from the store, from the last one given out, so none is lost while the
+    stream still holds it. ``aclose()`` unsubscribes."""
+
+    def __init__(self, hub: EventHub, since: EventId | None) -> None:
+        self._hub = hub
+        self._live: Watch[TaskEvent] = Watch(hub._watchers)  # subscribed before the past is read: no gap
+        self._since = since
+        # the last event given out; at first, the end of what the hub had read (all the queue gets is after it)
+        self._last = since or (after_entry(hub.last) if hub.last else None)
+        self._behind = since is not None  # reading the past from the store
+        self._ready: deque[TaskEvent | EventGap] = deque()
+
+    def __aiter__(self) -> TaskWatch:
+        return self
+
+    async def __anext__(self) -> TaskEvent | EventGap:
+        while True:
+            if self._ready:
+                item = self._ready.popleft()
+                if isinstance(item, TaskEvent) and item.event_id is not None:
+                    self._last = _place(item.event_id)
+                return item
+            if self._hub.closed:
+                await self.aclose()
+                raise StopAsyncIteration
+            if self._behind:
+                await self._read_past()
+                continue
+            event = await anext(self._live)
+            if self._live.take_dropped() and self._last is not None:
+                self._behind = True  # this one and those the queue lost before it: read from the store, in order
+                continue
+            if event.event_id is not None and self._last is not None and _place(event.event_id) <= self._last:
+                continue  # given out from the past already
+            self._ready.append(event)
+
+    async def _read_past(self) -> None:
+        """One page of the events after the last given out; ends the reading of the past at its end."""
+        last = self._last
+        assert last is not None
+        if self._since is not None:  # the first page: was anything after ``since`` trimmed away?
+            since, self._since = self._since, None
+            trimmed, oldest = await self._hub.stream.trimmed_after(since)
+            if trimmed:
+                self._ready.append(EventGap(str(since), oldest))
+        entries = await self._hub.stream.after(last, count=PAGE)
+        for _entry, changes in entries:
+            for _task_id, event in changes:
+                if event is not None and event.event_id is not None and _place(event.event_id) > last:
+                    self._ready.append(event)
+        if len(entries) < PAGE:
+            self._behind = False
+        elif entries and not self._ready:  # a full page of nothing new (deletions): go on after it
+            self._last = after_entry(entries[-1][0])
+
+    async def aclose(self) -> None:
+        await self._live.aclose()
+
+
+#: An event id's place, parsed once for every watch that compares it (ids come from the store: well formed).
+_place = functools.lru_cache(maxsize=4096)(parse_event_id)

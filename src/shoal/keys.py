@@ -13,6 +13,9 @@
                                                           latest kept (_lib.lua), the others counted
     result:{id}              string   older versions      their copy of the result, read where the hash has none
     dupes:{id}               list     finish.lua          late results of attempts that lost the race
+    children:{id}            set      submit.lua          the tasks that name it in depends_on (workflows: the hash's
+                                                          ``deps``, ``left``, ``opf``; _lib.lua settle_children)
+    wf:{id}                  set      submit.lua          the tasks of the workflow of that id (their hash's ``wf``)
     seq                      string   submit.lua          counter; each task's sequence number (listing order)
     idem:{key}               string   submit.lua          the id of the task a submit with that idempotency_key
                                                           made; expires after the idempotency window
@@ -65,9 +68,9 @@
     roster                   string   master (roster.lua) the nodes a submit may place on at once (JSON: epoch,
                                                           nodes with slots and types, types it must not);
                                                           expires within a second unless the master renews it
-    events                   pubsub   Lua scripts         task state changes, one message per script: {"kind":
-                                                          "tasks", "events": [[id, state, node, at], ...]}; may
-                                                          be lost
+    task-events              stream   Lua scripts (flush) task state changes, one entry per script call that made
+                                                          any: field "e", a JSON array of {id, state, node, at,
+                                                          type} (store/task_events.py has the format); capped
     public                   pubsub   every node          heartbeats, membership verdicts, election requests (the
                                                           seed's channel): heard only by nodes whose live nodes
                                                           view is open; may be lost
@@ -83,6 +86,27 @@
     schedules                zset     schedule_*.lua      every schedule's name, all at score 0 (listed by name)
     schedules-version        string   schedule_*.lua      counter raised by every add, delete, pause and resume: the
                                                           master's firer reads the schedules again when it moves
+    signatures               hash     nodes at start      task type -> the signature of its @shoal.task function as
+                                                          JSON (shoal.signatures): what a submit taken by any node
+                                                          checks args/kwargs against; a type a node runs as a
+                                                          handler is removed
+    webhook:{id}             hash     webhook_*.lua       a webhook subscription (store/webhooks.py): url, events and
+                                                          types (comma lists), include_result ("1"), secret,
+                                                          created_at (events before it are not delivered), dropped
+    webhooks                 zset     webhook_add/delete  every subscription's id, score = created_at
+    webhook-seq              string   webhook_ingest.lua  counter; each delivery's id
+    delivery:{id}            hash     webhook_*.lua       one event for one subscription: webhook, task, state, type,
+                                                          at (the event's time), status (pending, delivered,
+                                                          failed), attempts, first_at, next_at, the last attempt
+                                                          (status_code, latency_ms, response, error), log (JSON:
+                                                          the latest attempts), body (the JSON sent, fixed by the
+                                                          first attempt), lease (who sends it now)
+    deliveries:{webhook}     zset     webhook_ingest.lua  the subscription's delivery log: delivery ids, score = the
+                                                          event's time
+    webhook-due              zset     webhook_*.lua       deliveries to send, score = when (the store's clock)
+    webhook-leases           zset     webhook_claim/done  deliveries a node is sending, score = when its lease lapses
+                                                          (then webhook_claim.lua makes them due again)
+    task-events group "webhooks"      webhook_ingest.lua  every node reads the task events into deliveries
     (channel names end in "@db{n}" on a database n other than 0: pub/sub ignores database numbers)
 
 Task state changes go through the scripts in ``store/scripts``, which keep the hash, the indexes, the
@@ -94,6 +118,8 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
                              (expire.lua) once the task ended longer ago than ``retention`` or its result_ttl_s
     attempts:{id}            the same; at most KEEP_FIRST + KEEP_LAST - 1 entries (store/scripts.py)
     dupes:{id}               the same; at most KEEP_LATE_RESULTS entries (store/tasks.py)
+    children:{id}            the same; one entry per child
+    wf:{id}                  one entry per task kept; each leaves with its task (empty: gone)
     index:{STATE}, names     one entry per task kept (finished ones leave with their task)
     expiry                   one entry per finished task kept that has a result_ttl_s
     idem:{key}               expires with the idempotency window (24 h by default); one per keyed submit
@@ -106,6 +132,7 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
     node:{name}, nodes       one per node: kept a minute after a node leaves, a day after it was declared
                              dead and fell silent (prune.lua, in the retention sweep)
     timeline                 capped at about 2,000 entries (XADD MAXLEN ~)
+    task-events              capped at about ``event_retention`` entries (XADD MAXLEN ~; 100,000 by default)
     session:*, lease, handover, rotation, roster   expire on their own (TTL)
     active:{limit}           the limit's placed, unfinished tasks (ended ones dropped when it looks full); expires
                              a day after the limit's last placement
@@ -114,6 +141,12 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
     schedule:*, schedules    one per schedule, at most schedules.MAX_SCHEDULES; removed by its delete
     schedule-runs:{name}     at most schedules.KEEP_RUNS entries; removed with its schedule
     schedules-version        a counter
+    signatures               one field per function task type a node ran
+    webhook:*, webhooks      one per subscription, at most webhooks.MAX_WEBHOOKS; removed by its delete
+    deliveries:{webhook}     about webhooks.KEEP_DELIVERIES ended deliveries and those pending, at most
+                             webhooks.MAX_DELIVERIES (the oldest dropped past it, counted in ``dropped``)
+    delivery:{id}            one per entry of a delivery log; removed with it
+    webhook-due, webhook-leases   one entry per pending delivery
     seq, epoch, membership   counters
     schema                   one integer
 """
@@ -122,6 +155,8 @@ from __future__ import annotations
 
 SCHEDULER_GROUP = "scheduler"
 WORKER_GROUP = "worker"
+#: The consumer group of the task-events stream that turns events into webhook deliveries (store/webhooks.py).
+WEBHOOKS_GROUP = "webhooks"
 
 
 def channel_suffix(db: int) -> str:
@@ -150,7 +185,7 @@ class Keys:
         self.membership = self.prefix + "membership"
         self.lease = self.prefix + "lease"
         self.epoch = self.prefix + "epoch"
-        self.events = self.prefix + "events" + channel_suffix(db)
+        self.task_events = self.prefix + "task-events"
         self.public = self.prefix + "public" + channel_suffix(db)
         self.elections = self.prefix + "elections" + channel_suffix(db)
         self.timeline = self.prefix + "timeline"
@@ -158,6 +193,10 @@ class Keys:
         self.rotation = self.prefix + "rotation"
         self.schedules = self.prefix + "schedules"
         self.schedules_version = self.prefix + "schedules-version"
+        self.signatures = self.prefix + "signatures"
+        self.webhooks = self.prefix + "webhooks"
+        self.webhook_due = self.prefix + "webhook-due"
+        self.webhook_leases = self.prefix + "webhook-leases"
 
     def pending(self, task_type: str) -> str:
         return self.pending_prefix + task_type
@@ -173,6 +212,12 @@ class Keys:
 
     def dupes(self, task_id: str) -> str:
         return f"{self.prefix}dupes:{task_id}"
+
+    def children(self, task_id: str) -> str:
+        return f"{self.prefix}children:{task_id}"
+
+    def workflow(self, workflow_id: str) -> str:
+        return f"{self.prefix}wf:{workflow_id}"
 
     def state_index(self, state_name: str) -> str:
         return f"{self.prefix}index:{state_name}"
@@ -191,6 +236,15 @@ class Keys:
 
     def schedule_runs(self, name: str) -> str:
         return f"{self.prefix}schedule-runs:{name}"
+
+    def webhook(self, webhook_id: str) -> str:
+        return f"{self.prefix}webhook:{webhook_id}"
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}delivery:{delivery_id}"
+
+    def deliveries(self, webhook_id: str) -> str:
+        return f"{self.prefix}deliveries:{webhook_id}"
 
     def session(self, digest: str) -> str:
         return f"{self.prefix}session:{digest}"

@@ -11,6 +11,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
+
 from shoal._utils import is_digits
 
 
@@ -123,6 +125,12 @@ class TaskSpec:
     concurrency_key: str | None = None  # the key its type's per-key limits count it under (e.g. a customer)
     schedule: str | None = None  # the schedule that fired it (set by the master, never by a user)
     tick: float | None = None  # the tick of that schedule it was fired for (Unix seconds)
+    #: Tasks (ids; in a batch also the ``ref`` of another of its tasks) that must SUCCEED before this one runs.
+    depends_on: tuple[str, ...] = ()
+    on_parent_failure: str = "kill"  # "kill": a parent ending otherwise kills it; "run": it runs anyway
+    ref: str | None = None  # its name within a batch, for the batch's other tasks' depends_on
+    args: list[Any] | None = None  # a function task's positional arguments (JSON values); None: none given
+    kwargs: dict[str, Any] | None = None  # a function task's keyword arguments (JSON values); None: none given
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,12 @@ class Task:
     tick: float | None = None  # the tick it was fired for
     #: Why a WAITING task is not placed yet (``due at ...``), None otherwise or when it only waits for room.
     waiting_for: str | None = None
+    depends_on: tuple[str, ...] = ()  # its parents (ids), as submitted
+    on_parent_failure: str = "kill"  # as submitted
+    workflow: str | None = None  # the workflow it belongs to (the tasks submitted with it that depend on each other)
+    children: tuple[str, ...] = ()  # the tasks that depend on it
+    args: list[Any] | None = None  # a function task's positional arguments, as submitted (None: none given)
+    kwargs: dict[str, Any] | None = None  # a function task's keyword arguments, as submitted (None: none given)
 
     def to_json(self) -> dict[str, Any]:
         """The task as the REST API shows it (``state`` by name)."""
@@ -196,9 +210,22 @@ class TaskResult:
     finished_at: float
     meta: dict[str, Any] = field(default_factory=dict)
     duplicates: int = 0
+    #: A function task's return value (any JSON value); ``code`` is then that value as text (itself when it is
+    #: a string, else its compact JSON). None for a handler's result, which has only ``code``.
+    value: Any = None
+    has_value: bool = False  # whether ``value`` is a function's return value (a None returned included)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The result as the REST API shows it: ``value`` only for a function task's (null included)."""
+        data = asdict(self)
+        if not data.pop("has_value"):
+            del data["value"]
+        return data
+
+
+def value_code(value: Any) -> str:
+    """A function's return value as a result's ``code``: itself when it is a string, else its compact JSON."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,15 +239,38 @@ class TaskPage:
 
 @dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """A task changed state; carried on pub/sub, so it may be lost and is only a hint."""
+    """A task changed state, as the store's event stream recorded it (shoal.store.task_events).
+
+    ``event_id`` is its place in that stream ("<entry id>/<index in the entry>"): a watch that resumes from
+    it gets exactly the events after it. ``type`` is the task's type ("" when the task was gone already)."""
 
     id: str
     state: TaskState
     node: str | None
     at: float
+    type: str | None = None
+    event_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "task", "id": self.id, "state": self.state.name, "node": self.node, "at": self.at}
+        data: dict[str, Any] = {"kind": "task", "id": self.id, "state": self.state.name, "node": self.node,
+                                "at": self.at}  # fmt: skip
+        if self.type is not None:
+            data["type"] = self.type
+        if self.event_id is not None:
+            data["event_id"] = self.event_id
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class EventGap:
+    """A watch resumed after ``since`` but the store no longer holds every event after it (its stream is
+    capped): it goes on from ``oldest``, the oldest event kept (None: none is kept), and some are missing."""
+
+    since: str
+    oldest: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "gap", "since": self.since, "oldest": self.oldest}
 
 
 #: The master's verdicts on a node (``NodeRecord.state``); the rule that reads them is ``shoal.liveness``.

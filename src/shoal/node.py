@@ -53,9 +53,13 @@ from shoal.store.rotation import RotationLease
 from shoal.store.schedules import ScheduleStore
 from shoal.store.sessions import SessionStore
 from shoal.store.tasks import TaskStore
+from shoal.store.webhooks import WebhookStore
 from shoal.systemd.supervision import Supervision
 from shoal.web.app import create_app
 from shoal.web.metrics import ProxyCollector
+from shoal.webhooks import guard as webhook_guard
+from shoal.webhooks.delivery import EventIngest, Sender
+from shoal.webhooks.service import WebhookService
 from shoal.worker.executor import Executor
 from shoal.worker.fence import StoreFence
 from shoal.worker.handlers import Handler, TaskTypes, Validator, build, echo, fetch
@@ -91,6 +95,12 @@ class Node:
         self._http_client = outbound_client(  # checked addresses, pooled by name
             timeout=config.fetch_timeout, backend=CheckedBackend(self.cluster_addresses.resolve)
         )
+        self._webhook_client = outbound_client(  # the same checks, loopback refused unless allowed
+            timeout=config.webhook_timeout,
+            backend=CheckedBackend(
+                webhook_guard.Resolver(self.cluster_addresses.resolve, allow_loopback=config.webhook_allow_loopback)
+            ),
+        )
         self.metrics = CollectorRegistry()
         self._expired = Counter(
             "shoal_tasks_expired", "Finished tasks this node removed as master, past their retention.",
@@ -115,6 +125,7 @@ class Node:
             result_max_bytes=c.result_max_bytes,
             max_lost_attempts=c.max_lost_attempts,
             idempotency_window_s=c.idempotency_window,
+            event_retention=c.event_retention,
         )
         # before anything of the cluster is read or written: refuse a newer shoal's store, upgrade an older one
         await schema.ensure(self.store)
@@ -122,7 +133,7 @@ class Node:
         self.sessions = SessionStore(self.redis, keys, ttl_s=c.session_ttl)
         self.holds = HostHolds(self.redis, keys)  # hosts that asked fetches to wait (Retry-After)
         self.types = self._task_types()
-        self.hub = EventHub(self.redis, keys.events, keys.public)
+        self.hub = EventHub(self.redis, keys.task_events, keys.public)
         # Workers start on demand (the first process-isolated attempt boots the fork server), from the
         # loop's thread: a worker dies with the thread that started it (PR_SET_PDEATHSIG).
         self.pool = ProcessPool(
@@ -220,11 +231,29 @@ class Node:
             registry=self.registry, alive_within=self.alive_within, ready=self._ready, admin=self.admin, hub=self.hub
         )
         self.schedules = ScheduleService(store=ScheduleStore(self.store), tasks=self.tasks)
+        webhook_store = WebhookStore(self.store)
+        self.webhooks = WebhookService(store=webhook_store, allow_loopback=c.webhook_allow_loopback)
+        self.webhook_sender = Sender(
+            store=webhook_store,
+            tasks=self.store,
+            client=self._webhook_client,
+            node=c.name,
+            timeout_s=c.webhook_timeout,
+            backoff_s=c.webhook_retry_backoff,
+            max_backoff_s=c.webhook_retry_max_backoff,
+            retry_for_s=c.webhook_retry_for,
+            result_max_bytes=c.webhook_result_max_bytes,
+        )
+        self.webhook_ingest = EventIngest(
+            store=webhook_store, consumer=c.name, claim_idle_s=c.webhook_claim_idle, on_made=self.webhook_sender.wake
+        )
         self.hub.hooks.append(self._on_task_event)
         self._metrics()
 
         if c.run_tasks:
             await self.executor.recover()
+            # before this node beats with its types: a submit of one of its functions is checked against these
+            await self.tasks.signatures.publish(self.types.signatures())
         self._loops.append(asyncio.create_task(self.hub.run(), name="events"))
         await asyncio.wait_for(self.hub.subscribed.wait(), 10)
         self.rpc = await start_rpc_server(
@@ -262,6 +291,8 @@ class Node:
         self._loops.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         self._loops.append(asyncio.create_task(self.cache.run(), name="cache"))
         self._loops.append(asyncio.create_task(self.election.run(), name="election"))
+        self._loops.append(asyncio.create_task(self.webhook_ingest.run(), name="webhook-events"))
+        self._loops.append(asyncio.create_task(self.webhook_sender.run(), name="webhook-sender"))
         if c.run_tasks:
             self._loops.append(asyncio.create_task(self.executor.run(), name="worker"))
             self._loops.append(asyncio.create_task(self.fence.run(), name="fence"))
@@ -306,6 +337,7 @@ class Node:
             sessions=self.sessions,
             store=StoreService(store=self.store, retention_s=self.config.retention),
             schedules=self.schedules,
+            webhooks=self.webhooks,
         )
         host, port = split_addr(self.config.http, "http")
         server_config = uvicorn.Config(
@@ -435,6 +467,7 @@ class Node:
         if hasattr(self, "pool"):
             await self.pool.close()  # after the executor: its attempts have ended or were stopped
         await self._http_client.aclose()
+        await self._webhook_client.aclose()
         if hasattr(self, "cache"):
             await self.cache.close()
         if hasattr(self, "peers"):

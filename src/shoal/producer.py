@@ -107,7 +107,7 @@ class Producer:
         tasks = TaskService(
             store=store,
             registry=NodeRegistry(client, keys),
-            hub=EventHub(client, keys.events),
+            hub=EventHub(client, keys.task_events),
             local_types=checks,
             alive_within=heartbeat_interval * dead_after,
         )
@@ -130,7 +130,7 @@ class Producer:
     async def submit(
         self,
         type: str,
-        target: str,
+        target: str = "",
         name: str | None = None,
         params: dict[str, Any] | None = None,
         timeout_s: float | None = None,
@@ -145,11 +145,14 @@ class Producer:
         priority: int | None = None,
         requires: dict[str, str] | None = None,
         concurrency_key: str | None = None,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> Task:
         """Store a task (``name`` defaults to ``type``), checked as the API checks it: InvalidInput for a bad
         field, UnknownTaskType if no live node runs ``type``, NoLiveNode if no node runs tasks. ``result_ttl_s``
         (seconds or a duration such as ``"15m"``) keeps the ended task for less than the cluster's retention;
-        ``run_at`` or ``delay_s`` hold it back until then, as the API's fields do."""
+        ``run_at`` or ``delay_s`` hold it back until then, as the API's fields do. ``args`` and ``kwargs``: a
+        function task's arguments, checked against the signature its nodes published."""
         spec = _spec(locals())
         task, _stored = await self._tasks.submit(spec)
         return task
@@ -172,7 +175,7 @@ class Producer:
         return await self._tasks.wait_result(task_id, timeout_s)
 
     async def run(
-        self, type: str, target: str, *, timeout_s: float = DEFAULT_RUN_TIMEOUT_S, **options: Any
+        self, type: str, target: str = "", *, timeout_s: float = DEFAULT_RUN_TIMEOUT_S, **options: Any
     ) -> tuple[Task, TaskResult | None]:
         """Submit a task and wait for it to end (``options`` as ``submit`` takes them): the task as it stands
         after ``timeout_s`` at most, with its result if it has one."""

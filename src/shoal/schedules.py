@@ -45,6 +45,9 @@ _FIELDS = {"name", "cron", "timezone", "task", "catch_up", "overlap"}
 _NOT_IN_TEMPLATE = {
     "run_at": "a fixed run_at would hold every tick's task to the same time; use delay_s",
     "idempotency_key": "every tick's task would share it; each tick's task already has an id of its own",
+    "depends_on": "a tick's task runs at its tick, and a parent removed later would stop the schedule firing",
+    "on_parent_failure": "a tick's task names no parents",
+    "ref": "a tick's task is submitted alone, not in a batch",
 }
 #: The namespace of the ids of ticks' tasks (uuid5 of "{cluster key prefix}{schedule}@{tick}").
 TICK_NAMESPACE = uuid.UUID("5c1e8a4e-6b7f-5d0a-9f3e-2a1c0b7d4e61")

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shoal import validation
+from shoal import validation, workflows
 from shoal.batching import Coalescer
 from shoal.cluster.admin import ClusterAdmin
-from shoal.errors import IllegalTransition, NoLiveNode, NotFound, UnknownTaskType
+from shoal.errors import IllegalTransition, InvalidInput, NoLiveNode, NotFound, UnknownTaskType
 from shoal.events import EventHub
 from shoal.limits import FETCH, Limits, host_of
 from shoal.liveness import liveness
 from shoal.models import (
+    DEFAULT_PRIORITY,
     ClusterView,
+    EventGap,
     NodeInfo,
     NodeRecord,
     Task,
@@ -33,13 +36,19 @@ from shoal.models import (
     TaskSpec,
     TaskState,
 )
+from shoal.signatures import Signature, check_call
 from shoal.store import search
 from shoal.store.limits import LimitState
 from shoal.store.nodes import NodeRegistry
+from shoal.store.signatures import SignatureStore
 from shoal.store.stats import StoreStats, read_stats
 from shoal.store.tasks import Created, TaskStore
 from shoal.throughput import Throughput
 from shoal.validation import RefusedTask
+from shoal.workflows import UnknownParent
+
+#: Most tasks of a workflow one read shows.
+MAX_WORKFLOW_READ = 2000
 
 #: Most submits folded into one store call.
 SUBMIT_BATCH = 500
@@ -67,8 +76,11 @@ class TaskService:
         limits: Limits | None = None,
         limit_state: LimitState | None = None,
         type_requires: Mapping[str, dict[str, str]] | None = None,
+        signatures: SignatureStore | None = None,
     ) -> None:
         self.store = store
+        self.signatures = signatures or SignatureStore(store.redis, store.keys)
+        self._signatures: dict[str, Signature] = {}
         self.limits = limits or Limits()
         self.limit_state = limit_state or LimitState(store.redis, store.keys)
         self.type_requires = type_requires or {}
@@ -82,7 +94,7 @@ class TaskService:
         self._runners: builtins.list[NodeRecord] = []  # the live nodes that run tasks
         self._live = False  # whether a live node runs tasks
         self._beating = 0  # live nodes, task runners or not
-        self._types_read = 0.0
+        self._types_read = -math.inf
         self._types_lock = asyncio.Lock()
         self._throughput = Throughput()
         hub.hooks.append(self._throughput.add)
@@ -93,10 +105,17 @@ class TaskService:
                 await self._read_types()
         return sorted(self._types)
 
+    async def function_types(self) -> builtins.list[str]:
+        """The task types of ``task_types`` that run a Python function (``@shoal.task``)."""
+        known = await self.task_types()
+        return [t for t in known if t in self._signatures]
+
     async def _read_types(self) -> None:
         """The types of the live nodes that run tasks: a node started with ``--no-run-tasks`` beats with none,
         and one alone must not make a submit look like a request for an unknown type."""
         now, nodes = await self.registry.all_with_time()
+        # read after the nodes: a node publishes its functions' signatures before it beats with their types
+        self._signatures = await self.signatures.read()
         live = [n for n in nodes if liveness(n, now, self.alive_within).present]
         runners = [n for n in live if n.types]
         self._runners = runners
@@ -112,7 +131,7 @@ class TaskService:
         known = set(await self.task_types())
         if self._live and all(spec.type in known for spec in specs):
             return
-        self._types_read = 0.0  # a node may have just joined with it: look again before refusing
+        self._types_read = -math.inf  # a node may have just joined with it: look again before refusing
         known = set(await self.task_types())
         if not self._live:
             raise _no_runner(self._beating)
@@ -123,11 +142,24 @@ class TaskService:
 
     async def submit(self, spec: TaskSpec) -> tuple[Task, bool]:
         await self._check_types([spec], batch=False)
-        self.local_types.validate(spec.type, spec.target, spec.params)
+        self._validate_locally(spec)
+        if spec.depends_on or spec.ref is not None:
+            # a task with parents is stored alone: a parent that does not exist refuses the whole store call
+            try:
+                workflows.check_batch([spec])
+                created = await self.store.create([self.with_defaults(spec)])
+            except RefusedTask as exc:
+                raise exc.error from None
+            return created[0], 0 not in created.reused
         return await self._create(self.with_defaults(spec))
 
     def with_defaults(self, spec: TaskSpec) -> TaskSpec:
-        """The spec with its type's required labels (config ``type_requires``) when it names none itself."""
+        """The spec with what its type's function asks of its submits (``@shoal.task(timeout_s=...)``) where
+        the spec leaves the field at its default, then its type's required labels (config ``type_requires``)
+        when it names none itself."""
+        signature = self._signatures.get(spec.type)
+        if signature is not None and signature.defaults:
+            spec = function_defaults(spec, signature.defaults)
         if spec.requires or spec.type not in self.type_requires:
             return spec
         return replace(spec, requires=self.type_requires[spec.type])
@@ -136,7 +168,7 @@ class TaskService:
         """Refuse a spec a submit would refuse (its type, its target and params as the type takes them),
         storing nothing: a schedule's task template is checked so when the schedule is added."""
         await self._check_types([spec], batch=False)
-        self.local_types.validate(spec.type, spec.target, spec.params)
+        self._validate_locally(spec)
 
     async def _create_each(self, specs: builtins.list[TaskSpec]) -> builtins.list[tuple[Task, bool]]:
         """The single submits gathered from one loop turn, stored in one call: each task, and whether it was
@@ -151,10 +183,37 @@ class TaskService:
         await self._check_types(specs, batch=True)
         for index, spec in enumerate(specs):
             validation.each(index, self._validate_locally, spec)
-        return await self.store.create([self.with_defaults(s) for s in specs])
+        workflows.check_batch(specs)
+        try:
+            return await self.store.create([self.with_defaults(s) for s in specs])
+        except UnknownParent as exc:
+            raise RefusedTask(exc.index, exc) from None
+
+    async def workflow(self, workflow_id: str) -> builtins.list[Task]:
+        """The tasks of a workflow (at most MAX_WORKFLOW_READ), oldest first, each WAITING one saying why."""
+        return await self._explained(await self.store.workflow(workflow_id, MAX_WORKFLOW_READ))
+
+    async def kill_workflow(self, workflow_id: str) -> dict[str, str]:
+        """Kill every unfinished task of a workflow: the killed ones' ids, with the state each was in."""
+        return await self.store.kill_workflow(workflow_id)
 
     def _validate_locally(self, spec: TaskSpec) -> None:
+        """The checks of a spec whose type is known to run: the type's own, and a call's arguments against
+        its function's signature (as published when the types were last read)."""
         self.local_types.validate(spec.type, spec.target, spec.params)
+        self.check_call(spec)
+
+    def check_call(self, spec: TaskSpec) -> None:
+        """Refuse ``args``/``kwargs`` that the type's function would not take (a wrong count, an unknown or a
+        missing argument), or that a type run by a handler, which takes none, is given."""
+        signature = self._signatures.get(spec.type)
+        if signature is not None:
+            check_call(signature, spec.args, spec.kwargs)
+        elif spec.args is not None or spec.kwargs is not None:
+            raise InvalidInput(
+                f"task type {spec.type!r} takes no args or kwargs: it is not a Python function made a task with "
+                "@shoal.task (give it a target and params)"
+            )
 
     async def get(self, task_id: str) -> Task:
         return (await self._explained([await self.store.get(task_id)]))[0]
@@ -265,11 +324,35 @@ class TaskService:
                 except TimeoutError:
                     pass
 
-    def watch(self) -> AsyncIterator[TaskEvent]:
-        return self.hub.watch()
+    def watch(self, since: str | None = None) -> AsyncIterator[TaskEvent | EventGap]:
+        return self.hub.watch(since)
 
     def close(self) -> None:
         self.hub.close()
+
+
+#: The fields a function task's defaults may set, each with the value that means "not given" and its check.
+_DEFAULTABLE: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+    "timeout_s": (None, validation.timeout),
+    "max_retries": (0, validation.retries),
+    "max_lost_attempts": (None, validation.lost_attempts),
+    "result_ttl_s": (None, validation.result_ttl),
+    "priority": (DEFAULT_PRIORITY, validation.priority),
+    "requires": ({}, lambda v: validation.labels(v, "requires")),
+}
+
+
+def function_defaults(spec: TaskSpec, defaults: Mapping[str, Any]) -> TaskSpec:
+    """``spec`` with ``defaults`` where it has a field's "not given" value; a default that is not valid (it
+    comes from the store) is left out."""
+    changes: dict[str, Any] = {}
+    for name, (unset, read) in _DEFAULTABLE.items():
+        if name in defaults and getattr(spec, name) == unset:
+            try:
+                changes[name] = read(defaults[name])
+            except InvalidInput:
+                continue
+    return replace(spec, **changes) if changes else spec
 
 
 def _no_runner(beating: int) -> NoLiveNode:

@@ -14,6 +14,7 @@ from shoal.models import (
     CacheGrant,
     CacheItem,
     ClusterView,
+    EventGap,
     Fill,
     Task,
     TaskEvent,
@@ -59,6 +60,14 @@ class TaskAPI(Protocol):
         """Kill each task; the map says which ones were killed (the seed's ``OptResult``)."""
         ...
 
+    async def workflow(self, workflow_id: str) -> builtins.list[Task]:
+        """The tasks of a workflow, oldest first; raise WorkflowNotFound when none is kept."""
+        ...
+
+    async def kill_workflow(self, workflow_id: str) -> dict[str, str]:
+        """Kill every unfinished task of a workflow: the killed ones' ids, with the state each was in."""
+        ...
+
     async def delete(self, task_id: str) -> None:
         """Kill the task if it is not terminal, then remove it and its result."""
         ...
@@ -81,12 +90,18 @@ class TaskAPI(Protocol):
         """As ``wait``, with the task's result read in the same step (None while it has none)."""
         ...
 
-    def watch(self) -> AsyncIterator[TaskEvent]:
-        """Every task state change from now on, until the caller stops iterating."""
+    def watch(self, since: str | None = None) -> AsyncIterator[TaskEvent | EventGap]:
+        """Every task state change from now on, until the caller stops iterating; with ``since`` (an event's
+        ``event_id``), first those after it the store still holds, an ``EventGap`` first if some are gone. A
+        malformed ``since`` raises InvalidInput at the call."""
         ...
 
     async def task_types(self) -> builtins.list[str]:
         """The task types that live nodes have registered."""
+        ...
+
+    async def function_types(self) -> builtins.list[str]:
+        """Those of ``task_types`` that run a Python function (``@shoal.task``): they take ``args``/``kwargs``."""
         ...
 
     async def counts(self) -> dict[str, int]:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from shoal import workflows
 from shoal._utils import is_digits
 from shoal.errors import InvalidInput, ShoalError
 from shoal.models import DEFAULT_PRIORITY, TaskSpec, TaskState
@@ -24,6 +25,8 @@ from shoal.models import DEFAULT_PRIORITY, TaskSpec, TaskState
 MAX_BODY_BYTES = 1024 * 1024
 #: Largest ``params`` object, as JSON, in bytes.
 MAX_PARAMS_BYTES = 64 * 1024
+#: Largest ``args`` and ``kwargs`` of a function task together, as JSON, in bytes.
+MAX_ARGS_BYTES = 256 * 1024
 MAX_NAME_CHARS = 200
 MAX_TARGET_CHARS = 8192
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
@@ -50,6 +53,8 @@ _TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPEC_FIELDS = {"name", "type", "target", "params", "timeout_s", "max_retries", "max_lost_attempts"}
 _SPEC_FIELDS |= {"memory_mb", "cpu_s_limit", "result_ttl_s", "run_at", "delay_s", "idempotency_key"}
 _SPEC_FIELDS |= {"priority", "requires", "concurrency_key"}
+_SPEC_FIELDS |= {"args", "kwargs"}
+_SPEC_FIELDS |= {"depends_on", "on_parent_failure", "ref"}
 #: Longest ``concurrency_key``.
 MAX_CONCURRENCY_KEY_CHARS = 200
 #: Most labels a node carries, or a task requires.
@@ -76,14 +81,22 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604
 def task_spec(data: Any) -> TaskSpec:
     """Build a TaskSpec from a decoded JSON object, refusing anything malformed.
 
-    ``name`` defaults to nothing: a task needs a name and a target, as the seed's form said.
+    ``name`` defaults to nothing: a task needs a name and a target, as the seed's form said. A call of a
+    function task (``args`` or ``kwargs`` given) needs neither: its name defaults to its type, its target
+    to "".
     """
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object with name, type and target")
     unknown = sorted(set(data) - _SPEC_FIELDS)
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
-    missing = [f for f in ("name", "target") if not _present(data.get(f))]
+    call_args, call_kwargs = call_arguments(data.get("args"), data.get("kwargs"))
+    call = call_args is not None or call_kwargs is not None
+    if call:
+        data = {**data, "target": data.get("target") or ""}
+        if not _present(data.get("name")):
+            data["name"] = data.get("type")
+    missing = [f for f in ("name", "target") if not _present(data.get(f)) and not (call and f == "target")]
     if missing:
         raise InvalidInput(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
     if not _present(data.get("type")):
@@ -110,7 +123,35 @@ def task_spec(data: Any) -> TaskSpec:
         priority=priority(data.get("priority")),
         requires=labels(data.get("requires"), "requires"),
         concurrency_key=concurrency_key(data.get("concurrency_key")),
+        args=call_args,
+        kwargs=call_kwargs,
+        depends_on=workflows.depends_on(data.get("depends_on")),
+        on_parent_failure=workflows.on_parent_failure(data.get("on_parent_failure")),
+        ref=workflows.ref(data.get("ref")),
     )
+
+
+def call_arguments(args: Any, kwargs: Any) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """A function task's ``args`` (a JSON array) and ``kwargs`` (an object of argument name to value), each
+    None when not given, together at most MAX_ARGS_BYTES as JSON. Whether they fit the function's signature
+    is checked against the signature its nodes publish (``shoal.signatures``)."""
+    if args is not None and not isinstance(args, list | tuple):
+        raise InvalidInput("args must be a JSON array of the function's positional arguments")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise InvalidInput("kwargs must be a JSON object of the function's keyword arguments")
+        for key in kwargs:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise InvalidInput(f"kwargs: {str(key)[:70]!r} is not an argument name")
+    if args is None and kwargs is None:
+        return None, None
+    try:
+        size = len(orjson.dumps([args, kwargs]))
+    except TypeError as exc:
+        raise InvalidInput(f"args and kwargs cannot be stored as JSON: {exc}") from None
+    if size > MAX_ARGS_BYTES:
+        raise InvalidInput(f"args and kwargs are {size} bytes as JSON; the limit is {MAX_ARGS_BYTES}")
+    return (None if args is None else list(args)), (None if kwargs is None else dict(kwargs))
 
 
 class RefusedTask(InvalidInput):

@@ -264,7 +264,11 @@ def test_a_tasks_page_kills_and_deletes_it(cluster: list[Any], new_page: Any) ->
     assert not page.script_errors
 
 
-def test_a_tasks_attempts_show_what_each_cost(cluster: list[Any], new_page: Any, shot: Any) -> None:
+def test_a_tasks_attempts_show_what_each_cost_with_its_arguments_and_value(
+    cluster: list[Any], new_page: Any, shot: Any
+) -> None:
+    """A function task's page: its attempts with their cost, its args and kwargs as pretty JSON (as text, never
+    markup), and its return value, large enough to be folded away until opened."""
     node = cluster[0]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the browser's event loop holds this thread
         task_id = pool.submit(asyncio.run, _attempts_with_footprints(node.redis_url)).result()
@@ -283,17 +287,26 @@ def test_a_tasks_attempts_show_what_each_cost(cluster: list[Any], new_page: Any,
     expect(rows.nth(0)).to_contain_text("worker process killed by SIGKILL")
     expect(page.locator("#fields")).to_contain_text("1 (quarantined at 2)")
     expect(page.locator("#attempts-dropped")).to_be_hidden()
+    expect(page.locator("#args-json")).to_contain_text('"<img src=x onerror=alert(1)>"')
+    expect(page.locator("#kwargs-json")).to_contain_text('"deep": {')
+    expect(page.locator("#fields img")).to_have_count(0)
+    expect(page.locator("#value-details summary")).to_contain_text("value:")
+    expect(page.locator("#value-json")).to_be_hidden()  # over 2 KB: folded
+    page.locator("#value-details summary").click()
+    expect(page.locator("#value-json")).to_be_visible()
+    expect(page.locator("#value-json")).to_contain_text('"name": "row 99"')
     shot(page, "task-attempts")
     assert not page.script_errors
 
 
 async def _attempts_with_footprints(redis_url: str) -> str:
-    """A task of a type no node runs, whose attempts the test makes as workers would (on nodes that do not
-    exist): one crashed, one that succeeded, each with what it cost."""
+    """A function task of a type no node runs, whose attempts the test makes as workers would (on nodes that
+    do not exist): one crashed, one that succeeded with a value, each with what it cost."""
     redis = Redis.from_url(redis_url)
     try:
         store = TaskStore(redis, Keys("shoal"), result_max_bytes=4096)
-        spec = TaskSpec(name="hungry", type="nobody-runs-this", target="x", max_retries=1, max_lost_attempts=2)
+        spec = TaskSpec(name="hungry", type="nobody-runs-this", target="x", max_retries=1, max_lost_attempts=2,
+                        args=[1, "<img src=x onerror=alert(1)>"], kwargs={"deep": {"list": [1, 2]}})  # fmt: skip
         [task] = await store.create([spec])
         epoch = int(await redis.get(store.keys.epoch) or 0)
         assert await store.place(epoch, "ghost-1", 1, [task.id]) == [1]
@@ -308,7 +321,8 @@ async def _attempts_with_footprints(redis_url: str) -> str:
             await asyncio.sleep(0.01)
         assert await store.place(epoch, "ghost-2", 1, [task.id]) == [1]
         assert await store.start(task.id, "ghost-2") == 2
-        result = TaskResult(task.id, "fed", "ghost-2", 2, 0.0)
+        value = {"rows": [{"i": i, "name": f"row {i}"} for i in range(100)]}
+        result = TaskResult(task.id, "fed", "ghost-2", 2, 0.0, value=value, has_value=True)
         cost = Footprint(wall_s=0.042, cpu_s=0.0123, max_rss_bytes=52 * 2**20)
         assert (
             await store.finish(task.id, "ghost-2", 2, "succeeded", result=result, footprint=cost)

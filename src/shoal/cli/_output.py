@@ -17,7 +17,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from shoal.models import Attempt, ClusterView, Task, TaskState
+from shoal.models import Attempt, ClusterView, Task, TaskResult, TaskState
 
 #: Width when stdout is a pipe or file: wide enough that ids and targets are not cut.
 PIPE_WIDTH = 200
@@ -174,8 +174,8 @@ def tasks_table(tasks: Iterable[Task], title: str | None = None) -> Table:
 LIMIT_DEFAULT = "default (the type's, else the node's)"
 
 
-def task_detail(task: Task) -> RenderableType:
-    """Every field of one task, then its attempts."""
+def task_detail(task: Task, result: TaskResult | None = None) -> RenderableType:
+    """Every field of one task (with a function task's return value, given its ``result``), then its attempts."""
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
@@ -200,12 +200,22 @@ def task_detail(task: Task) -> RenderableType:
         *([("requires", ", ".join(f"{k}={v}" for k, v in task.requires.items()))] if task.requires else []),
         *([("concurrency key", task.concurrency_key)] if task.concurrency_key else []),
         *([("schedule", f"{task.schedule} (tick {when(task.tick)})")] if task.schedule else []),
+        *([("workflow", task.workflow)] if task.workflow else []),
+        *([("depends on", ", ".join(task.depends_on))] if task.depends_on else []),
+        *([("on parent failure", task.on_parent_failure)] if task.depends_on else []),
+        *([("children", ", ".join(task.children))] if task.children else []),
         ("started", when(task.started_at)),
         ("finished", when(task.finished_at)),
         ("ran for", duration(task)),
     ]
     if task.params:
         rows.append(("params", orjson.dumps(task.params).decode()))
+    if task.args is not None:
+        rows.append(("args", Text(orjson.dumps(task.args).decode())))
+    if task.kwargs is not None:
+        rows.append(("kwargs", Text(orjson.dumps(task.kwargs).decode())))
+    if result is not None and result.has_value:
+        rows.append(("value", Text(orjson.dumps(result.value, option=orjson.OPT_INDENT_2).decode())))
     if task.error:
         rows.append(("error", Text(task.error, style="red")))
     for key, value in rows:

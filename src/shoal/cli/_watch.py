@@ -2,6 +2,10 @@
 
 ``watch`` follows the event stream to know *when* to look again, and re-reads the tasks themselves (events
 are hints that may be lost), with a poll every ``POLL_S`` as the fallback if the stream drops.
+
+``follow_events`` (``shoal task watch --follow``) prints the events themselves, one line each, as the
+cluster's event stream records them: the client reconnects by itself after a lost connection and resumes
+after the last event it printed, so none is missed or printed twice (``--since`` resumes an earlier run).
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from rich.text import Text
 from shoal.cli import _output as o
 from shoal.cli._api import async_client
 from shoal.client import AsyncClient, Client, WaitTimeout
-from shoal.client._sse import Lagged
+from shoal.client._sse import Gap, Lagged, StreamItem
 from shoal.errors import ShoalError, TaskNotFound
-from shoal.models import Task
+from shoal.models import Task, TaskEvent
 
 #: Seconds between re-reads when no event arrives.
 POLL_S = 2.0
@@ -118,7 +122,7 @@ async def _listen(c: AsyncClient, ids: list[str], wake: asyncio.Event) -> None:
     """Set ``wake`` on every relevant event; give up quietly if the stream fails (polling goes on)."""
     with contextlib.suppress(ShoalError):
         async for item in c.events():
-            if isinstance(item, Lagged) or not ids or item.id in ids:
+            if not isinstance(item, TaskEvent) or not ids or item.id in ids:
                 wake.set()
 
 
@@ -149,3 +153,92 @@ async def _watch(ids: list[str], limit: int, as_json: bool) -> None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+
+def follow_events(ids: list[str], *, types: list[str], states: list[str], since: str | None, as_json: bool) -> None:
+    """Print task events as they come until Ctrl-C (with ``ids``: only theirs, until they have all ended)."""
+    try:
+        asyncio.run(_follow(ids, types, states, since, as_json))
+    except KeyboardInterrupt:
+        if ids:
+            raise
+
+
+def _print_event(item: StreamItem, as_json: bool) -> None:
+    if isinstance(item, TaskEvent):
+        if as_json:
+            o.print_json_line(item.to_json())
+            return
+        at = time.strftime("%H:%M:%S", time.localtime(item.at))
+        where = f" on {item.node}" if item.node else ""
+        kind = f" ({item.type})" if item.type else ""
+        style = o.STATE_STYLES.get(item.state, "")
+        line = Text(f"{at} {item.id}{kind} ")
+        line.append(item.state.name, style=style)
+        line.append(f"{where}  [{item.event_id or ''}]", style="dim")
+        o.out.print(line)
+    elif isinstance(item, Gap):
+        if as_json:
+            o.print_json_line({"kind": "gap", "since": item.since, "oldest": item.oldest})
+        o.err.print(f"[yellow]events after {item.since} are no longer kept; going on from {item.oldest}[/yellow]")
+    elif isinstance(item, Lagged):
+        if as_json:
+            o.print_json_line({"kind": "lagged", "dropped": item.dropped})
+        o.err.print(f"[yellow]{item.dropped} event(s) dropped: this terminal read too slowly[/yellow]")
+
+
+async def _ended(c: AsyncClient, ids: set[str]) -> set[str]:
+    """Those of ``ids`` that have ended or are gone."""
+    found = await asyncio.gather(*(c.get(i) for i in ids), return_exceptions=True)
+    ended = set()
+    for task_id, got in zip(ids, found, strict=True):
+        if isinstance(got, TaskNotFound) or (isinstance(got, Task) and got.state.terminal):
+            ended.add(task_id)
+        elif isinstance(got, BaseException):
+            raise got
+    return ended
+
+
+async def _follow(ids: list[str], types: list[str], states: list[str], since: str | None, as_json: bool) -> None:
+    left = set(ids)
+    async with async_client() as c:
+        items: asyncio.Queue[StreamItem] = asyncio.Queue()
+
+        async def read() -> None:
+            async for item in c.events(types=types or None, states=states or None, since=since):
+                await items.put(item)
+
+        reader = asyncio.create_task(read())
+        try:
+            # A task that ended before the stream was open sends no event: ask, at once unless the stream
+            # replays the past first (--since), else whenever the stream is quiet.
+            quiet = first = since is None
+            while True:
+                if left and quiet:
+                    gone = await _ended(c, left)
+                    if first and gone:
+                        o.err.print(f"ended before the watch began: {', '.join(sorted(gone))}", style="dim")
+                    left -= gone
+                    first = False
+                    if not left:
+                        return
+                try:
+                    item = await asyncio.wait_for(items.get(), POLL_S)
+                    quiet = False
+                except TimeoutError:
+                    if reader.done():
+                        reader.result()  # the stream gave up: raise its error
+                        return
+                    quiet = True
+                    continue
+                if isinstance(item, TaskEvent) and ids and item.id not in ids:
+                    continue
+                _print_event(item, as_json)
+                if isinstance(item, TaskEvent) and item.state.terminal:
+                    left.discard(item.id)
+                    if ids and not left:
+                        return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ShoalError):
+                await reader

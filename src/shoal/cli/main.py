@@ -20,6 +20,8 @@ COMMANDS = {
     "up": "shoal.cli.up:up_command",
     "task": "shoal.cli.task:task_group",
     "schedule": "shoal.cli.schedule:schedule_group",
+    "workflow": "shoal.cli.workflow:workflow_group",
+    "webhook": "shoal.cli.webhook:webhook_group",
     "cluster": "shoal.cli.cluster:cluster_group",
     "config": "shoal.cli.config:config_group",
     "service": "shoal.cli.service:service_group",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Iterator
@@ -15,9 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shoal import validation
 from shoal.cli import _output as o
 from shoal.cli._api import BadInput, CommandError, api_options, client, handle_errors, json_option
-from shoal.cli._watch import wait_with_progress, watch_tasks
+from shoal.cli._watch import follow_events, wait_with_progress, watch_tasks
 from shoal.client import Client
 from shoal.errors import InvalidInput, ResultNotFound, ShoalError
+from shoal.event_ids import parse_event_id
 from shoal.models import Task, TaskState
 
 
@@ -47,7 +49,8 @@ INLINE_CODE_CHARS = 200
 
 
 def _print_outcome(c: Client, task: Task, as_json: bool) -> None:
-    """The final state and, for a SUCCEED task, its result's code; exit 1 if the task did not succeed."""
+    """The final state and, for a SUCCEED task, its result's code (a function task's: its value, as JSON);
+    exit 1 if the task did not succeed."""
     result = None
     if task.state == TaskState.SUCCEED:
         try:
@@ -56,6 +59,8 @@ def _print_outcome(c: Client, task: Task, as_json: bool) -> None:
             result = None
     if as_json:
         o.print_json({"task": task.to_json(), "result": result.to_json() if result else None})
+    elif result is not None and result.has_value:
+        click.echo(f"{task.state.name}  value: {_code_text(task.id, orjson.dumps(result.value).decode())}")
     else:
         click.echo(outcome_line(task, result.code if result else None))
     if task.state != TaskState.SUCCEED:
@@ -77,6 +82,25 @@ def _code_text(task_id: str, code: str) -> str:
         return code
     lines = len(code.splitlines())
     return f"{o.size(len(code.encode()))} in {lines} line{'s' * (lines != 1)} (shoal task result {task_id} prints it)"
+
+
+def _json_argument(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--args`` (a JSON array) and ``--kwargs`` (a JSON object), read before anything is sent: malformed
+    JSON or the wrong kind of value exits 2 with what is wrong."""
+    if value is None:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"malformed JSON: {exc}") from None
+    try:
+        if param.name == "call_args":
+            validation.call_arguments(data, None)
+        else:
+            validation.call_arguments(None, data)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message) from None
+    return data
 
 
 def _checked_result_ttl(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -186,6 +210,32 @@ def _checked_delay(ctx: click.Context, param: click.Parameter, value: str | None
     metavar="KEY",
     help="The key the type's per-key limits count the task under (a customer id, say).",
 )
+@click.option(
+    "--depends-on",
+    "depends_on",
+    multiple=True,
+    metavar="ID",
+    help="Run only once task ID has SUCCEEDED (repeatable); a parent that ends otherwise kills this task.",
+)
+@click.option(
+    "--on-parent-failure",
+    type=click.Choice(["kill", "run"]),
+    help="What a parent ending otherwise than SUCCEED does: kill this task (default) or run it anyway.",
+)
+@click.option(
+    "--args",
+    "call_args",
+    callback=_json_argument,
+    metavar="JSON",
+    help="A Python function task's positional arguments, as a JSON array (e.g. '[2, 3]'); TARGET may then be left out.",
+)
+@click.option(
+    "--kwargs",
+    "call_kwargs",
+    callback=_json_argument,
+    metavar="JSON",
+    help="A Python function task's keyword arguments, as a JSON object (e.g. '{\"b\": 1}').",
+)
 @click.option("--wait", is_flag=True, help="Wait until the task ends; print its final state and result.")
 @api_options
 @json_option
@@ -207,11 +257,16 @@ def submit(
     priority: int | None,
     requires: tuple[str, ...],
     concurrency_key: str | None,
+    depends_on: tuple[str, ...],
+    on_parent_failure: str | None,
+    call_args: list[Any] | None,
+    call_kwargs: dict[str, Any] | None,
     wait: bool,
     as_json: bool,
     from_file: IO[bytes] | None,
 ) -> None:
-    """Submit a task of TYPE (e.g. fetch) on TARGET (e.g. a URL), or every task of --from-file."""
+    """Submit a task of TYPE (e.g. fetch) on TARGET (e.g. a URL), a call of a Python function task with
+    --args/--kwargs, or every task of --from-file."""
     if from_file is not None:
         given = {
             "TYPE": task_type,
@@ -230,6 +285,10 @@ def submit(
             "--priority": priority is not None,
             "--require": requires,
             "--concurrency-key": concurrency_key,
+            "--depends-on": depends_on,
+            "--on-parent-failure": on_parent_failure,
+            "--args": call_args is not None,
+            "--kwargs": call_kwargs is not None,
             "--wait": wait,
         }
         clash = [flag for flag, value in given.items() if value]
@@ -237,12 +296,13 @@ def submit(
             raise BadInput(f"--from-file takes each task's fields from its line; drop {', '.join(clash)}")
         submit_file(from_file, as_json)
         return
-    if task_type is None or target is None:
+    call = call_args is not None or call_kwargs is not None
+    if task_type is None or (target is None and not call):
         raise click.UsageError(f"Missing argument '{'TARGET' if task_type else 'TYPE'}' (or give --from-file)")
     with client() as c:
         task = c.submit(
             task_type,
-            target,
+            target or "",
             name=name,
             params=parse_params(params),
             timeout_s=timeout_s,
@@ -257,6 +317,10 @@ def submit(
             priority=priority,
             requires=validation.label_pairs(requires, "--require") if requires else None,
             concurrency_key=concurrency_key,
+            depends_on=[validation.task_id(p) for p in depends_on] or None,
+            on_parent_failure=on_parent_failure,
+            args=call_args,
+            kwargs=call_kwargs,
         )
         if not wait:
             if as_json:
@@ -383,10 +447,14 @@ def show(task_id: str, as_json: bool) -> None:
     """Show one task and its attempts."""
     with client() as c:
         task = c.get(task_id)
+        found = None
+        if task.state == TaskState.SUCCEED and (task.args is not None or task.kwargs is not None):
+            with contextlib.suppress(ResultNotFound):
+                found = c.result(task.id)  # a function task's return value is shown with it
     if as_json:
         o.print_json(task.to_json())
     else:
-        o.out.print(o.task_detail(task), crop=False)  # late results' codes are printed whole
+        o.out.print(o.task_detail(task, found), crop=False)  # late results' codes are printed whole
 
 
 def _one(c: Client, verb: str, task_id: str) -> tuple[str, str]:
@@ -417,6 +485,18 @@ def _many(verb: str, ids: tuple[str, ...], as_json: bool) -> None:
     refused = [i for i, ok in results.items() if not ok]
     if refused:
         raise CommandError(f"{len(refused)} of {len(results)} task(s) were not {done_word}")
+
+
+@task_group.command("tree")
+@click.argument("task_id", metavar="ID")
+@api_options
+@json_option
+@handle_errors
+def tree(task_id: str, as_json: bool) -> None:
+    """Show the workflow of task ID (or of that workflow id) as a tree, each task with its state."""
+    from shoal.cli.workflow import show_workflow  # only this command needs it
+
+    show_workflow(task_id, as_json)
 
 
 @task_group.command("kill")
@@ -463,16 +543,43 @@ def result(task_id: str, wait: bool, as_json: bool) -> None:
 @task_group.command("watch")
 @click.argument("task_ids", metavar="[ID...]", nargs=-1)
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="Rows without IDs.")
+@click.option("--follow", "-f", is_flag=True, help="Print every event as it comes (resumed after a lost connection).")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="With --follow: only tasks of this type.")
+@click.option(
+    "--state", "states", multiple=True, type=click.Choice([s.name for s in TaskState], case_sensitive=False),
+    help="With --follow: only events into this state.",
+)  # fmt: skip
+@click.option("--since", metavar="EVENT_ID", help="With --follow: start after this event (an event's id).")
 @api_options
 @json_option
 @handle_errors
-def watch(task_ids: tuple[str, ...], limit: int, as_json: bool) -> None:
+def watch(
+    task_ids: tuple[str, ...],
+    limit: int,
+    follow: bool,
+    types: tuple[str, ...],
+    states: tuple[str, ...],
+    since: str | None,
+    as_json: bool,
+) -> None:
     """Follow tasks live until they all end (or, with no IDs, the newest tasks until Ctrl-C).
 
-    With --json, prints one JSON line per state change.
+    With --json, prints one JSON line per state change. With --follow, prints the events themselves (of the
+    IDs, or of every task) until those tasks end or Ctrl-C; each line ends with its event id, which --since
+    takes to resume after it.
     """
     ids = [validation.task_id(i) for i in task_ids]
-    watch_tasks(ids, limit=limit, as_json=as_json)
+    if not follow:
+        if types or states or since:
+            raise click.UsageError("--type, --state and --since go with --follow")
+        watch_tasks(ids, limit=limit, as_json=as_json)
+        return
+    if since is not None:
+        try:
+            parse_event_id(since)
+        except InvalidInput as exc:
+            raise click.BadParameter(exc.message, param_hint="--since") from None
+    follow_events(ids, types=list(types), states=[s.upper() for s in states], since=since, as_json=as_json)
 
 
 @task_group.command("types")

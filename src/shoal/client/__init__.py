@@ -10,7 +10,7 @@ Calls return ``shoal.models`` dataclasses and raise ``shoal.errors`` classes (``
 ``ApiError`` and ``WaitTimeout``. This package imports nothing of shoal's server side.
 """
 
-from shoal.client._sse import Lagged, StreamItem
+from shoal.client._sse import Gap, Lagged, StreamItem
 from shoal.client.aio import AsyncClient
 from shoal.client.errors import ApiError, ApiUnreachable, TaskFailed, WaitTimeout
 from shoal.client.sync import Client
@@ -20,6 +20,7 @@ __all__ = [
     "ApiUnreachable",
     "AsyncClient",
     "Client",
+    "Gap",
     "Lagged",
     "StreamItem",
     "TaskFailed",

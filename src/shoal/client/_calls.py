@@ -23,6 +23,7 @@ from shoal.client.errors import TaskFailed, build, from_response
 from shoal.errors import InvalidInput, ResultNotFound, ShoalError
 from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState
 from shoal.schedules import Schedule, schedule_from_json, schedule_name
+from shoal.workflows import WorkflowGraph
 
 T = TypeVar("T")
 
@@ -90,8 +91,20 @@ def submit(
     priority: int | None = None,
     requires: dict[str, str] | None = None,
     concurrency_key: str | None = None,
+    args: Iterable[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    depends_on: Iterable[str] | None = None,
+    on_parent_failure: str | None = None,
 ) -> Call[Task]:
     body: dict[str, Any] = {"name": name if name is not None else type, "type": type, "target": target}
+    if depends_on:
+        body["depends_on"] = list(depends_on)
+    if on_parent_failure is not None:
+        body["on_parent_failure"] = on_parent_failure
+    if args is not None:
+        body["args"] = list(args)
+    if kwargs is not None:
+        body["kwargs"] = dict(kwargs)
     if params:
         body["params"] = params
     if timeout_s is not None:
@@ -238,6 +251,16 @@ def list_tasks(
     if cursor:
         query["cursor"] = cursor
     return Call("GET", "/api/v1/tasks", lambda r: _decode.page(json_of(r)), query)
+
+
+def workflow(workflow_id: str) -> Call[WorkflowGraph]:
+    path = f"/api/v1/workflows/{validation.task_id(workflow_id)}"
+    return Call("GET", path, lambda r: _decode.workflow(json_of(r)))
+
+
+def kill_workflow(workflow_id: str) -> Call[dict[str, str]]:
+    path = f"/api/v1/workflows/{validation.task_id(workflow_id)}/kill"
+    return Call("POST", path, lambda r: _decode.killed(json_of(r)))
 
 
 def kill(task_id: str) -> Call[Task]:

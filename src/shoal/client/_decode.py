@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from shoal.errors import ShoalError
 from shoal.models import Attempt, ClusterView, LateResult, NodeInfo, Task, TaskEvent, TaskPage, TaskResult, TaskState
+from shoal.workflows import WorkflowGraph
 
 T = TypeVar("T")
 
@@ -46,11 +47,26 @@ def task(data: Any) -> Task:
     history = tuple(_pick(Attempt, a) for a in data.get("history") or ())
     late = tuple(_pick(LateResult, r) for r in data.get("late_results") or ())
     params = data.get("params") or {}
-    return _pick(Task, data, state=state(data.get("state")), history=history, late_results=late, params=params)
+    links = {"depends_on": tuple(data.get("depends_on") or ()), "children": tuple(data.get("children") or ())}
+    return _pick(Task, data, state=state(data.get("state")), history=history, late_results=late, params=params, **links)
+
+
+def workflow(data: Any) -> WorkflowGraph:
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+        raise MalformedResponse("expected a workflow object")
+    edges = tuple((str(e.get("parent")), str(e.get("child"))) for e in data.get("edges") or () if isinstance(e, dict))
+    return WorkflowGraph(str(data.get("id")), tuple(task(t) for t in data["tasks"]), edges)
+
+
+def killed(data: Any) -> dict[str, str]:
+    if not isinstance(data, dict) or not isinstance(data.get("killed"), dict):
+        raise MalformedResponse('expected {"id", "killed"}')
+    return {str(k): str(v) for k, v in data["killed"].items()}
 
 
 def result(data: Any) -> TaskResult:
-    return _pick(TaskResult, data)
+    has_value = isinstance(data, dict) and "value" in data
+    return _pick(TaskResult, data, has_value=has_value)
 
 
 def tasks(data: Any) -> list[Task]:
@@ -84,8 +100,14 @@ def cluster(data: Any) -> ClusterView:
 def event(data: Any) -> TaskEvent:
     if not isinstance(data, dict):
         raise MalformedResponse("expected an event object")
+    kind, event_id = data.get("type"), data.get("event_id")
     return TaskEvent(
-        id=str(data.get("id")), state=state(data.get("state")), node=data.get("node"), at=float(data.get("at", 0))
+        id=str(data.get("id")),
+        state=state(data.get("state")),
+        node=data.get("node"),
+        at=float(data.get("at", 0)),
+        type=str(kind) if kind is not None else None,
+        event_id=str(event_id) if event_id is not None else None,
     )
 
 

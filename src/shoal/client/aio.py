@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -11,12 +12,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from shoal.client import _calls, _config
-from shoal.client._sse import Parser, StreamItem
-from shoal.client.errors import WaitTimeout, from_response, unreachable
+from shoal.client import _calls, _config, _webhooks
+from shoal.client._sse import Follow, Parser, StreamItem
+from shoal.client.errors import ApiUnreachable, WaitTimeout, from_response, unreachable
 from shoal.errors import InvalidInput, ResultNotFound, ShoalError
 from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState
 from shoal.schedules import Schedule
+from shoal.webhooks.model import Delivery, Webhook
+from shoal.workflows import WorkflowGraph
 
 T = TypeVar("T")
 
@@ -80,7 +83,7 @@ class AsyncClient:
     async def submit(
         self,
         type: str,
-        target: str,
+        target: str = "",
         name: str | None = None,
         params: dict[str, Any] | None = None,
         timeout_s: float | None = None,
@@ -96,6 +99,10 @@ class AsyncClient:
         priority: int | None = None,
         requires: dict[str, str] | None = None,
         concurrency_key: str | None = None,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> Task:
         """Submit a task (``name`` defaults to ``type``); with ``wait``, answer once it ends or after ``wait`` s.
 
@@ -111,6 +118,11 @@ class AsyncClient:
         within the cluster's idempotency window (a day by default) stores nothing and answers with the first
         task. ``priority``: 0 (lowest) to 9 (highest), default 5. ``requires``: node labels the task may only
         run on (``{"gpu": "1"}``). ``concurrency_key``: the key its type's per-key limits count it under.
+        ``args`` and ``kwargs``: the arguments of a function task (``@shoal.task``; JSON values), which needs
+        no ``target``; they are checked against the function's signature, and a type run by a handler refuses
+        them (InvalidInput). See ``shoal.task`` for submitting a function by itself. ``depends_on``: ids of
+        tasks that must SUCCEED first (it waits until then; ``ctx.parents`` has their results); a parent that
+        ends otherwise kills it, unless ``on_parent_failure`` is "run". See ``shoal.chain`` for workflows.
         """
         return await self._send(
             _calls.submit(
@@ -131,6 +143,10 @@ class AsyncClient:
                 priority=priority,
                 requires=requires,
                 concurrency_key=concurrency_key,
+                args=args,
+                kwargs=kwargs,
+                depends_on=depends_on,
+                on_parent_failure=on_parent_failure,
             )
         )
 
@@ -191,6 +207,22 @@ class AsyncClient:
             task, found = await self._send(_calls.get_with_result(task.id, remaining))
         return _calls.outcome(task, found)
 
+    async def wait_result(self, task_id: str, timeout: float | None = None) -> TaskResult:
+        """The result of a task once it has succeeded (a function task's return value is its ``value``).
+
+        Raises TaskFailed (with the task, its state and error) if it ended RUNTIME_ERROR or KILLED, and
+        WaitTimeout (a TimeoutError, with the task) if it has not ended within ``timeout`` seconds (None: wait
+        as long as it takes); it runs on.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = _calls.MAX_WAIT_S if deadline is None else deadline - time.monotonic()
+            task, found = await self._send(_calls.get_with_result(task_id, max(remaining, 0.001)))
+            if task.state.terminal:
+                return _calls.outcome(task, found)
+            if deadline is not None and deadline - time.monotonic() <= 0:
+                raise WaitTimeout(task, timeout or 0.0)
+
     async def get(self, task_id: str, wait: float | None = None) -> Task:
         return await self._send(_calls.get(task_id, wait))
 
@@ -222,6 +254,14 @@ class AsyncClient:
             if not page.next_cursor or not page.tasks:
                 return
             cursor = page.next_cursor
+
+    async def workflow(self, workflow_id: str) -> WorkflowGraph:
+        """A workflow's tasks (oldest first) and which depends on which."""
+        return await self._send(_calls.workflow(workflow_id))
+
+    async def kill_workflow(self, workflow_id: str) -> dict[str, str]:
+        """Kill every unfinished task of a workflow; the killed ones' ids, with the state each was in."""
+        return await self._send(_calls.kill_workflow(workflow_id))
 
     async def kill(self, task_id: str) -> Task:
         return await self._send(_calls.kill(task_id))
@@ -259,21 +299,53 @@ class AsyncClient:
             if deadline - time.monotonic() <= 0:
                 raise WaitTimeout(task, timeout)
 
-    async def events(self, read_timeout_s: float = 60.0) -> AsyncIterator[StreamItem]:
-        """Task events as they happen (``TaskEvent``, or ``Lagged`` when some were dropped), until closed."""
+    async def events(
+        self,
+        read_timeout_s: float = 60.0,
+        *,
+        types: Iterable[str] | None = None,
+        states: Iterable[TaskState | str] | None = None,
+        since: str | None = None,
+        reconnect: bool = True,
+        give_up_after_s: float = 60.0,
+    ) -> AsyncIterator[StreamItem]:
+        """Task events as they happen (``TaskEvent``; ``Lagged`` when some were dropped for a slow reader,
+        ``Gap`` when a resume came too late to get them all), until the caller stops.
+
+        Parameters:
+            types, states: only events of tasks of these types, into these states (names or TaskState).
+            since: an event's ``event_id``: start with the events after it, as the cluster keeps them.
+            reconnect: when the connection drops (or the node goes away), connect again after a backoff
+                (0.1 s doubling to 5 s) and resume after the last event received: none missed, none twice.
+            give_up_after_s: raise ApiUnreachable once connections have failed for this long in a row.
+        """
+        follow = Follow(types, states, since, give_up_after_s)
         timeout = httpx.Timeout(self.timeout_s, read=read_timeout_s)
-        try:
-            async with self._http.stream("GET", "/api/v1/events", timeout=timeout) as response:
-                if response.is_error:
-                    await response.aread()
-                    raise from_response(response)
-                parser = Parser()
-                async for line in response.aiter_lines():
-                    item = parser.feed(line)
-                    if item is not None:
-                        yield item
-        except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from None
+        while True:
+            try:
+                async with self._http.stream("GET", "/api/v1/events", headers=follow.headers(),
+                                             timeout=timeout) as response:  # fmt: skip
+                    if response.is_error:
+                        await response.aread()
+                        raise from_response(response)
+                    follow.connected()
+                    parser = Parser()
+                    async for line in response.aiter_lines():
+                        item = parser.feed(line)
+                        if item is not None and follow.wanted(item):
+                            yield item
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                failure: httpx.TransportError | httpx.StreamError | None = exc
+            else:
+                failure = None  # the server ended the stream (a node stopping)
+            delay = follow.backoff() if reconnect else None
+            if delay is None:
+                if isinstance(failure, httpx.TransportError):
+                    raise unreachable(self.base_url, failure) from None
+                if failure is not None:
+                    raise ApiUnreachable(self.base_url, str(failure) or type(failure).__name__) from None
+                return
+            await asyncio.sleep(delay)
 
     # cache
 
@@ -331,6 +403,40 @@ class AsyncClient:
     async def delete_schedule(self, name: str) -> None:
         """Stop and remove a schedule; the tasks it fired stay."""
         await self._send(_calls.delete_schedule(name))
+
+    # webhooks (as ``Client``'s)
+
+    async def add_webhook(
+        self,
+        url: str,
+        events: Iterable[str],
+        *,
+        types: Iterable[str] | None = None,
+        include_result: bool | None = None,
+        secret: str | None = None,
+    ) -> Webhook:
+        call = _webhooks.add(url, list(events), types=list(types or ()), include_result=include_result, secret=secret)
+        return await self._send(call)
+
+    async def webhooks(self) -> builtins.list[Webhook]:
+        return await self._send(_webhooks.webhooks())
+
+    async def webhook(self, webhook_id: str) -> Webhook:
+        return await self._send(_webhooks.webhook(webhook_id))
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._send(_webhooks.delete(webhook_id))
+
+    async def deliveries(
+        self, webhook_id: str, *, limit: int | None = None, status: str | None = None
+    ) -> builtins.list[Delivery]:
+        return await self._send(_webhooks.deliveries(webhook_id, limit=limit, status=status))
+
+    async def replay_delivery(self, webhook_id: str, delivery_id: str) -> Delivery:
+        return await self._send(_webhooks.replay(webhook_id, delivery_id))
+
+    async def replay_webhook(self, webhook_id: str, since: float | str) -> builtins.list[str]:
+        return await self._send(_webhooks.replay_since(webhook_id, since))
 
     # cluster
 

@@ -142,9 +142,10 @@ class TasksClient:
         msg = await self.stub.GetTaskResult(pb.ID(id=[task_id], wait_s=wait_s), timeout=self._deadline(wait_s))
         return convert.result_from_proto(msg)
 
-    async def watch(self, task_ids: Iterable[str] = ()) -> AsyncIterator[TaskEvent]:
-        """Task events until the caller stops iterating (or the node shuts down)."""
-        call = self.stub.WatchTasks(pb.WatchRequest(id=list(task_ids)))
+    async def watch(self, task_ids: Iterable[str] = (), since: str | None = None) -> AsyncIterator[TaskEvent]:
+        """Task events until the caller stops iterating (or the node shuts down); with ``since`` (an event's
+        ``event_id``), first those after it that the store still holds."""
+        call = self.stub.WatchTasks(pb.WatchRequest(id=list(task_ids), since=since))
         try:
             async for msg in call:
                 yield convert.event_from_proto(msg)

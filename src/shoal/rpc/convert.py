@@ -20,6 +20,7 @@ import orjson
 
 from shoal import validation
 from shoal.errors import InvalidInput
+from shoal.event_ids import parse_event_id
 from shoal.models import (
     DEFAULT_MAX_LOST_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -71,6 +72,7 @@ __all__ = [
     "task_to_proto",
     "wait_from_proto",
     "watch_ids",
+    "watch_since",
 ]
 
 #: Longest wait a GetTask or GetTaskResult may ask for, as REST's ``?wait=``.
@@ -99,6 +101,10 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
         "concurrency_key": task.concurrency_key,
         "schedule": task.schedule,
         "tick": task.tick,
+        "on_parent_failure": None if task.on_parent_failure == "kill" else task.on_parent_failure,
+        "workflow": task.workflow,
+        "args_json": None if task.args is None else orjson.dumps(task.args).decode(),
+        "kwargs_json": None if task.kwargs is None else orjson.dumps(task.kwargs).decode(),
     }
     msg = pb.Task(
         id=task.id,
@@ -116,6 +122,8 @@ def task_to_proto(task: Task, result: TaskResult | None = None) -> pb.Task:
         attempts_dropped=task.attempts_dropped,
         priority=task.priority,
         requires=task.requires,
+        depends_on=task.depends_on,
+        children=task.children,
         **{name: value for name, value in optional.items() if value is not None},
     )
     if result is not None:
@@ -151,7 +159,7 @@ def _attempt_from_proto(msg: pb.Attempt) -> Attempt:
 
 
 def result_to_proto(result: TaskResult) -> pb.TaskResult:
-    return pb.TaskResult(
+    msg = pb.TaskResult(
         code=_utf8(result.code),
         task_id=result.task_id,
         node=result.node,
@@ -160,6 +168,9 @@ def result_to_proto(result: TaskResult) -> pb.TaskResult:
         meta_json=_json_text(result.meta),
         duplicates=result.duplicates,
     )
+    if result.has_value:
+        msg.value_json = orjson.dumps(result.value).decode()
+    return msg
 
 
 def page_to_proto(page: TaskPage) -> pb.TaskPage:
@@ -174,6 +185,8 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
     msg = pb.TaskEvent(id=event.id, state=pb.Task.State.ValueType(event.state), at=event.at)
     if event.node is not None:
         msg.node = event.node
+    if event.event_id is not None:
+        msg.event_id = event.event_id
     return msg
 
 
@@ -197,6 +210,16 @@ def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
         data["requires"] = dict(msg.requires)
     if msg.HasField("run_at"):  # epoch seconds come as text: read them as the number REST takes
         data["run_at"] = float(msg.run_at) if _EPOCH_TEXT.fullmatch(msg.run_at) else msg.run_at
+    if msg.depends_on:
+        data["depends_on"] = list(msg.depends_on)
+    if msg.HasField("on_parent_failure"):
+        data["on_parent_failure"] = msg.on_parent_failure
+    if msg.HasField("ref"):
+        data["ref"] = msg.ref
+    if msg.args_json.strip():
+        data["args"] = _json_of(msg.args_json, "args_json")
+    if msg.kwargs_json.strip():
+        data["kwargs"] = _json_object(msg.kwargs_json, "kwargs_json")
     return validation.task_spec(data)
 
 
@@ -245,7 +268,26 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
     msg.requires.update(spec.requires)
     if spec.concurrency_key is not None:
         msg.concurrency_key = spec.concurrency_key
+    _workflow_to_proto(spec, msg)
+    _call_to_proto(spec, msg)
     return msg
+
+
+def _call_to_proto(spec: TaskSpec, msg: pb.TaskSpec) -> None:
+    """A function task's arguments."""
+    if spec.args is not None:
+        msg.args_json = orjson.dumps(spec.args).decode()
+    if spec.kwargs is not None:
+        msg.kwargs_json = orjson.dumps(spec.kwargs).decode()
+
+
+def _workflow_to_proto(spec: TaskSpec, msg: pb.TaskSpec) -> None:
+    """A spec's parents, its on_parent_failure and its ref."""
+    msg.depends_on.extend(spec.depends_on)
+    if spec.on_parent_failure != "kill":
+        msg.on_parent_failure = spec.on_parent_failure
+    if spec.ref is not None:
+        msg.ref = spec.ref
 
 
 def one_id(msg: pb.ID) -> str:
@@ -269,6 +311,11 @@ def query_from_proto(msg: pb.Query) -> tuple[TaskState | None, int, str | None]:
     state = _state(msg.state[0]) if msg.state else None
     limit = validation.page_limit(msg.limit if msg.HasField("limit") else None)
     return state, limit, validation.cursor(msg.cursor)
+
+
+def watch_since(msg: pb.WatchRequest) -> str | None:
+    """The event id a WatchTasks caller resumes after, checked; None to start with live events."""
+    return str(parse_event_id(msg.since)) if msg.HasField("since") and msg.since else None
 
 
 def watch_ids(msg: pb.WatchRequest) -> frozenset[str]:
@@ -310,6 +357,12 @@ def task_from_proto(msg: pb.Task) -> Task:
         concurrency_key=msg.concurrency_key if msg.HasField("concurrency_key") else None,
         schedule=msg.schedule if msg.HasField("schedule") else None,
         tick=msg.tick if msg.HasField("tick") else None,
+        depends_on=tuple(msg.depends_on),
+        on_parent_failure=msg.on_parent_failure if msg.HasField("on_parent_failure") else "kill",
+        workflow=msg.workflow if msg.HasField("workflow") else None,
+        children=tuple(msg.children),
+        args=_json_of(msg.args_json, "args_json") if msg.HasField("args_json") else None,
+        kwargs=_json_object(msg.kwargs_json, "kwargs_json") if msg.HasField("kwargs_json") else None,
     )
 
 
@@ -322,6 +375,8 @@ def result_from_proto(msg: pb.TaskResult) -> TaskResult:
         finished_at=msg.finished_at,
         meta=_json_object(msg.meta_json, "meta_json") if msg.meta_json else {},
         duplicates=msg.duplicates,
+        value=_json_of(msg.value_json, "value_json") if msg.HasField("value_json") else None,
+        has_value=msg.HasField("value_json"),
     )
 
 
@@ -339,6 +394,7 @@ def event_from_proto(msg: pb.TaskEvent) -> TaskEvent:
         state=TaskState(msg.state),
         node=msg.node if msg.HasField("node") else None,
         at=msg.at,
+        event_id=msg.event_id if msg.HasField("event_id") else None,
     )
 
 
@@ -353,11 +409,15 @@ def _state(value: int) -> TaskState:
         raise InvalidInput(f"unknown state {value}; states are {names}") from None
 
 
-def _json_object(text: str, field: str) -> dict[str, Any]:
+def _json_of(text: str, field: str) -> Any:
     try:
-        value = orjson.loads(text)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"{field} is not valid JSON: {exc}") from None
+
+
+def _json_object(text: str, field: str) -> dict[str, Any]:
+    value = _json_of(text, field)
     if not isinstance(value, dict):
         raise InvalidInput(f"{field} must be a JSON object")
     return value

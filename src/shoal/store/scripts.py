@@ -2,7 +2,9 @@
 
 Each ``scripts/*.lua`` file is prefixed with ``_lib.lua`` (shared helpers) and registered with redis-py,
 which runs it by SHA and reloads it by itself after a Redis restart. Its body runs as a function, after
-which ``flush`` (in ``_lib.lua``) makes the index writes and publishes the task events it gathered.
+which ``settle_children`` settles the workflow children of the tasks that ended in it, and ``flush`` (both in
+``_lib.lua``) makes the index writes and adds the task events it gathered to the cluster's event stream
+(``shoal.store.task_events``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from redis.commands.core import AsyncScript
 
 from shoal.keys import channel_suffix
 from shoal.store.redis import database_of
+from shoal.store.task_events import EVENT_RETENTION
 
 #: A task's attempt list keeps its first attempts (how it began) and its latest (how it is going); the ones
 #: in between are dropped past that and counted in ``Task.attempts_dropped``.
@@ -26,17 +29,20 @@ _NAMES = (
     *("expire", "prune", "page", "index_names"),
     *("lease", "release", "member", "break", "note", "nodes"),
     *("schedule_add", "schedule_pause", "schedule_delete", "schedule_tick", "schedule_fired"),
+    *("webhook_add", "webhook_delete", "webhook_ingest", "webhook_claim", "webhook_done", "webhook_replay"),
+    *("workflow_kill",),
 )
 
 
 class Scripts:
-    """One registered script per name; call as ``await scripts.run("kill", prefix, id)``."""
+    """One registered script per name; call as ``await scripts.run("kill", prefix, id)``. ``event_retention``:
+    about how many entries the task event stream keeps (each script call that changes tasks adds one)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, event_retention: int = EVENT_RETENTION) -> None:
         folder = resources.files("shoal.store") / "scripts"
         suffix = channel_suffix(database_of(redis))
         settings = {
-            "local EVENTS_CHANNEL": f"P .. 'events{suffix}'",
+            "local EVENTS_KEEP": str(int(event_retention)),
             "local PUBLIC_CHANNEL": f"P .. 'public{suffix}'",
             "local ELECTIONS_CHANNEL": f"P .. 'elections{suffix}'",
             "local KEEP_FIRST, KEEP_LAST": f"{KEEP_FIRST_ATTEMPTS}, {KEEP_LAST_ATTEMPTS}",
@@ -47,7 +53,7 @@ class Scripts:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(
                 f"{lib}\nlocal function main()\n{(folder / f'{name}.lua').read_text()}\nend\n"
-                "local reply = main()\nflush()\nreturn reply\n"
+                "local reply = main()\nsettle_children()\nflush()\nreturn reply\n"
             )
             for name in _NAMES
         }

@@ -16,7 +16,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound
+from shoal.errors import IllegalTransition, ResultNotFound, StaleEpoch, TaskNotFound, WorkflowNotFound
 from shoal.keys import SCHEDULER_GROUP, WORKER_GROUP, Keys
 from shoal.limits import FETCH, host_of
 from shoal.models import (
@@ -31,8 +31,11 @@ from shoal.models import (
     TaskResult,
     TaskSpec,
     TaskState,
+    value_code,
 )
 from shoal.store.scripts import Scripts
+from shoal.store.task_events import EVENT_RETENTION
+from shoal.workflows import UnknownParent, forms_workflow, with_ids
 
 #: Late results (reports of superseded attempts) kept per task, the latest ones; each is at most
 #: result_max_bytes.
@@ -155,10 +158,11 @@ class TaskStore:
         result_max_bytes: int,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
         idempotency_window_s: float = DEFAULT_IDEMPOTENCY_WINDOW_S,
+        event_retention: int = EVENT_RETENTION,
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(redis, event_retention=event_retention)
         self.result_max_bytes = result_max_bytes
         self.max_lost_attempts = max_lost_attempts
         self.idempotency_window_s = idempotency_window_s
@@ -176,6 +180,7 @@ class TaskStore:
         so does one whose given id (``ids``: a schedule's tick) names a task stored already."""
         given = ids is not None
         ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in specs]
+        specs = with_ids(specs, ids)  # a batch's refs (depends_on, argument placeholders) as the ids given here
         most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
         args: builtins.list[Any] = [len(specs), max(1, round(self.idempotency_window_s * 1000))]
         for task_id, spec, lost in zip(ids, specs, most_lost, strict=True):
@@ -196,8 +201,16 @@ class TaskStore:
                 spec.schedule or "",
                 "" if spec.tick is None else repr(spec.tick),
                 "1" if given else "",
+                "" if spec.args is None else orjson.dumps(spec.args).decode(),
+                "" if spec.kwargs is None else orjson.dumps(spec.kwargs).decode(),
             ]
+        workflow = forms_workflow(specs)  # then: per task its parents' ids and on_parent_failure, and a flag
+        for spec in specs:
+            args += [",".join(spec.depends_on), "" if spec.on_parent_failure == "kill" else spec.on_parent_failure]
+        args.append("1" if workflow else "")
         reply = await self._run("submit", *args)
+        if reply[0] == "missing":
+            raise UnknownParent(int(reply[1]), str(reply[2]))
         created = float(reply[0])
         placed_on, priors = reply[2::3], reply[3::3]
 
@@ -235,9 +248,14 @@ class TaskStore:
                 concurrency_key=spec.concurrency_key,
                 schedule=spec.schedule,
                 tick=spec.tick,
+                args=spec.args,
+                kwargs=spec.kwargs,
             )
             for task_id, spec, lost, node in zip(ids, specs, most_lost, placed_on, strict=True)
         ]
+        if workflow:  # as stored: waiting for parents, or killed at once for one, and in which workflow
+            stored = {t.id: t for t in await self.get_many(ids)}
+            tasks = [stored.get(t.id, t) for t in tasks]
         reused = [k for k, prior in enumerate(priors) if prior]
         if reused:
             earlier = {t.id: t for t in await self.get_many([priors[k] for k in reused])}
@@ -261,6 +279,41 @@ class TaskStore:
         if reply[0] == "gone":
             raise TaskNotFound(task_id)
 
+    # -- workflows ---------------------------------------------------------------------------------
+
+    async def workflow(self, workflow_id: str, most: int) -> builtins.list[Task]:
+        """The tasks of a workflow the store still keeps (at most ``most``, in the order they were made);
+        raise NotFound when it keeps none."""
+        members: Any = await self.redis.smembers(self.keys.workflow(workflow_id))
+        ids = [m.decode() for m in members]
+        seqs = dict(zip(ids, await self.field_of(ids, "seq"), strict=True))
+        ids = sorted((i for i in ids if seqs[i]), key=lambda i: int(seqs[i]))[:most]
+        tasks = await self.get_many(ids)
+        if not tasks:
+            raise WorkflowNotFound(workflow_id)
+        return tasks
+
+    async def kill_workflow(self, workflow_id: str, reason: str = "workflow killed by user") -> dict[str, str]:
+        """Kill every unfinished task of a workflow; return the killed ones' ids with the state each was in.
+        Raise NotFound when the store keeps no task of it."""
+        reply = await self._run("workflow_kill", workflow_id, reason)
+        if reply[0] == "gone":
+            raise WorkflowNotFound(workflow_id)
+        return {task_id: state for state, task_id in zip(reply[1::2], reply[2::2], strict=True)}
+
+    async def parent_values(self, task_ids: Sequence[str]) -> dict[str, Any]:
+        """Each parent's result as its child sees it (``ctx.parents``): a function's value, else the code;
+        None for a parent without a result (it ended otherwise, for a child that runs anyway)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(self.keys.task(task_id), "result")
+            raws = await pipe.execute()
+        values: dict[str, Any] = {}
+        for task_id, raw in zip(task_ids, raws, strict=True):
+            data = orjson.loads(raw) if raw else None
+            values[task_id] = None if data is None else data["value"] if "value" in data else data.get("code")
+        return values
+
     # -- reads -----------------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> Task:
@@ -273,14 +326,15 @@ class TaskStore:
             pipe.hgetall(self.keys.task(task_id))
             pipe.lrange(self.keys.attempts(task_id), 0, -1)
             pipe.lrange(self.keys.dupes(task_id), 0, -1)
+            pipe.smembers(self.keys.children(task_id))
             if result:
                 pipe.get(self.keys.result(task_id))
-            fields, attempts, late, *legacy = await pipe.execute()
+            fields, attempts, late, children, *legacy = await pipe.execute()
         if not fields:
             raise TaskNotFound(task_id)
         raw = fields.get(b"result") or (legacy[0] if legacy else None)
         found = _result(task_id, raw, fields, len(late)) if result and raw else None
-        return _task(task_id, fields, attempts, late), found
+        return _task(task_id, fields, attempts, late, children), found
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that still exist, in the order asked for."""
@@ -773,7 +827,7 @@ def _late(raw: bytes) -> LateResult:
         outcome=data["outcome"],
         error=data.get("error") or None,
         finished_at=float(data["finished_at"]),
-        code=result.get("code"),
+        code=_code_of(result),
         meta=result.get("meta") or {},
     )
 
@@ -785,8 +839,17 @@ _RESULT_FIELDS = ("result", "state", "node", "attempts", "finished_at")
 def _stored_result(result: TaskResult) -> bytes:
     """A result as the store keeps it: its code, and its meta when there is any. The task it belongs to,
     the node and attempt that made it and when that ended are the task's own fields already (a report is
-    taken only from the task's current attempt, which it ends), so they are not written twice."""
-    return orjson.dumps({"code": result.code, "meta": result.meta} if result.meta else {"code": result.code})
+    taken only from the task's current attempt, which it ends), so they are not written twice. A function's
+    result keeps its ``value`` instead of its code, which is read back from it (``value_code``)."""
+    data: dict[str, Any] = {"value": result.value} if result.has_value else {"code": result.code}
+    if result.meta:
+        data["meta"] = result.meta
+    return orjson.dumps(data)
+
+
+def _code_of(data: dict[str, Any]) -> str | None:
+    """The code of a stored result: kept as such, or read from its value."""
+    return value_code(data["value"]) if "value" in data else data.get("code")
 
 
 def _result(task_id: str, raw: bytes, fields: dict[bytes, bytes], duplicates: int) -> TaskResult:
@@ -795,18 +858,36 @@ def _result(task_id: str, raw: bytes, fields: dict[bytes, bytes], duplicates: in
     data = orjson.loads(raw)
     return TaskResult(
         task_id=task_id,
-        code=data["code"],
+        code=_code_of(data) or "",
         node=data.get("node") or fields[b"node"].decode(),
         attempt=int(data.get("attempt") or fields[b"attempts"]),
         finished_at=float(data.get("finished_at") or fields[b"finished_at"]),
         meta=data.get("meta") or {},
         duplicates=duplicates,
+        value=data.get("value"),
+        has_value="value" in data,
     )
 
 
-def _task(task_id: str, fields: dict[bytes, bytes], attempts: Sequence[bytes], late: Sequence[bytes] = ()) -> Task:
+def _waiting_for_parents(fields: dict[bytes, bytes]) -> str | None:
+    """How many parents of a WAITING task have not ended yet ("waiting for 2 of 3 parents"); None: none."""
+    left = int(fields.get(b"left") or 0)
+    if left <= 0 or not fields.get(b"deps"):
+        return None
+    total = fields[b"deps"].count(b",") + 1
+    return f"waiting for {left} of {total} parent{'' if total == 1 else 's'}"
+
+
+def _task(
+    task_id: str,
+    fields: dict[bytes, bytes],
+    attempts: Sequence[bytes],
+    late: Sequence[bytes] = (),
+    children: Sequence[bytes] = (),
+) -> Task:
     """A task from its hash, its closed attempts and its late results; the open attempt is in the hash. Fields a
-    task did not ask for are not stored (an earlier version wrote them empty, and its id too)."""
+    task did not ask for are not stored (an earlier version wrote them empty, and its id too). ``children``:
+    the tasks that depend on it, where the caller read them."""
     run = fields.get(b"run")
     history = (*(_attempt(a) for a in attempts), *([_attempt(run, fields)] if run else []))
     return Task(
@@ -840,9 +921,17 @@ def _task(task_id: str, fields: dict[bytes, bytes], attempts: Sequence[bytes], l
         concurrency_key=_s(fields.get(b"ckey")),
         schedule=_s(fields.get(b"schedule")),
         tick=_f(fields.get(b"tick")),
-        waiting_for=waiting_for(_f(fields.get(b"due")), None, retry=b"failures" in fields)
+        args=orjson.loads(fields[b"args"]) if b"args" in fields else None,
+        kwargs=orjson.loads(fields[b"kwargs"]) if b"kwargs" in fields else None,
+        waiting_for=(
+            _waiting_for_parents(fields) or waiting_for(_f(fields.get(b"due")), None, retry=b"failures" in fields)
+        )
         if fields[b"state"] == b"WAITING"
         else None,
+        depends_on=tuple(fields[b"deps"].decode().split(",")) if fields.get(b"deps") else (),
+        on_parent_failure=_s(fields.get(b"opf")) or "kill",
+        workflow=_s(fields.get(b"wf")),
+        children=tuple(sorted(c.decode() for c in children)),
     )
 
 

@@ -34,6 +34,9 @@ from shoal.web.responses import JSONResponse
 from shoal.web.security import TokenCheck, as_check, require_token
 from shoal.web.ui.cors import ClusterCors, origins_of
 from shoal.web.ui.pages import Pages, build_pages_router, static_files, static_tag
+from shoal.web.webhooks_api import build_webhooks_router
+from shoal.web.workflows_api import build_workflows_router
+from shoal.webhooks.service import WebhookService
 
 DEFAULT_CACHE_MAX_VALUE = 8 * 1024 * 1024
 
@@ -58,6 +61,7 @@ def create_app(
     sessions: SessionStore | None = None,
     store: StoreAPI | None = None,
     schedules: ScheduleService | None = None,
+    webhooks: WebhookService | None = None,
 ) -> FastAPI:
     """Build the HTTP app over the node's APIs.
 
@@ -75,6 +79,7 @@ def create_app(
         sessions: where the task center's sign-in sessions live (the store); without it, no one can sign in.
         store: the store's figures, served at ``/api/v1/store`` (None: that route answers 503).
         schedules: the named schedules, served at ``/api/v1/schedules`` (None: those routes answer 503).
+        webhooks: the webhook subscriptions, served at ``/api/v1/webhooks`` (None: those routes answer 503).
 
     ``app.state.event_streams.close()`` ends every open event stream; call it when the node stops so
     the server does not wait on them.
@@ -109,6 +114,8 @@ def create_app(
     app.include_router(cache_api.build_cache_router(cache=cache, token=token, max_value=cache_max_value))
     app.include_router(store_api.build_store_router(store=store, token=token))
     app.include_router(schedules_api.build_schedules_router(schedules=schedules, token=token))
+    app.include_router(build_webhooks_router(webhooks=webhooks, token=token))
+    app.include_router(build_workflows_router(tasks=tasks, token=token))
     openapi.install(app, tasks)
     tag = static_tag()
     pages = Pages(cluster=cluster, tokens=as_check(token), node_name=node_name, static_tag=tag)

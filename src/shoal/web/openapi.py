@@ -24,7 +24,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
 from shoal.types import TaskAPI
-from shoal.web import schedules_api, schemas
+from shoal.web import schedules_api, schemas, webhooks_api
 from shoal.web.responses import JSONResponse
 
 log = logging.getLogger("shoal.web")
@@ -35,12 +35,14 @@ _FASTAPI_ONLY = ("HTTPValidationError", "ValidationError")
 MODELS: list[type[BaseModel]] = [
     *schemas.BUILT_IN_TASKS.values(),
     schemas.PluginTaskIn,
+    schemas.FunctionTaskIn,
     schemas.IdsIn,
     schemas.MasterIn,
     schemas.EventFrame,
     schemas.TaskEventData,
     schemas.NodeEventData,
     schemas.LaggedData,
+    schemas.GapData,
     schemas.ErrorOut,
 ]
 
@@ -48,29 +50,39 @@ MODELS: list[type[BaseModel]] = [
 def install(app: FastAPI, tasks: TaskAPI) -> None:
     """Serve the document at ``URL`` (create ``app`` with ``openapi_url=None``); ``app.openapi()`` returns the
     document for types not known."""
-    built: dict[tuple[str, ...] | None, dict[str, Any]] = {}
+    built: dict[tuple[tuple[str, ...] | None, tuple[str, ...]], dict[str, Any]] = {}
 
-    def document(types: list[str] | None) -> dict[str, Any]:
+    def document(types: list[str] | None, functions: list[str] | None = None) -> dict[str, Any]:
         key = tuple(sorted(types)) if types is not None else None
-        if key not in built:
+        calls = tuple(sorted(functions or ()))
+        if (key, calls) not in built:
             built.clear()  # the set of types rarely changes: keep the one document in use
             doc = _base(app)
             doc["components"] = {**doc["components"], "schemas": dict(doc["components"]["schemas"])}
-            doc["components"]["schemas"]["TaskIn"] = schemas.task_in_schema(list(key) if key is not None else None)
+            doc["components"]["schemas"]["TaskIn"] = schemas.task_in_schema(
+                list(key) if key is not None else None, list(calls)
+            )
             doc["components"]["schemas"].update(schedules_api.components(list(key) if key is not None else None))
-            built[key] = doc
-        return built[key]
+            doc["components"]["schemas"].update(webhooks_api.components())
+            built[key, calls] = doc
+        return built[key, calls]
 
     app.openapi = lambda: document(None)  # type: ignore[method-assign]
 
     @app.get(URL, include_in_schema=False)
     async def openapi_json() -> Response:
+        functions: list[str] = []
         try:
             types: list[str] | None = await tasks.task_types()
         except Exception as exc:  # the document is still useful without them
             log.warning("openapi.json: task types unknown (%s); documenting every built-in type", exc)
             types = None
-        return JSONResponse(document(types))
+        if types:
+            try:
+                functions = await tasks.function_types()
+            except Exception as exc:  # then they are documented as plug-in types
+                log.warning("openapi.json: function task types unknown (%s)", exc)
+        return JSONResponse(document(types, functions))
 
 
 def _base(app: FastAPI) -> dict[str, Any]:

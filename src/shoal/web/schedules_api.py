@@ -3,7 +3,7 @@
 Bodies are read by hand and checked by ``shoal.schedules`` (as ``api.py`` does for tasks), so a bad cron
 expression, time zone or task template gets shoal's 400 with the words the gRPC adapter uses too. The
 task template's schema is ``TaskIn``'s, per task type, with ``name`` optional (the schedule's name) and
-without ``run_at`` and ``idempotency_key``, which every tick's task would repeat.
+without ``run_at`` and ``idempotency_key``, which every tick's task would repeat, and the workflow fields.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ NamePath = Annotated[
     str, WithJsonSchema(_NAME_SCHEMA), Path(description="the schedule's name: 1 to 100 of A-Z a-z 0-9 . _ -")
 ]
 #: Task fields a schedule's template may not hold.
-_NOT_IN_TEMPLATE = ("run_at", "idempotency_key")
+_NOT_IN_TEMPLATE = ("run_at", "idempotency_key", "depends_on", "on_parent_failure", "ref")
 
 
 class ScheduleRunOut(BaseModel):
@@ -92,7 +92,7 @@ def components(types: list[str] | None) -> dict[str, Any]:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": cron.MAX_CRON_CHARS,
-                "pattern": r"^\s*\S",
+                "pattern": cron.CRON_PATTERN,
                 "description": "five cron fields (minute hour day-of-month month day-of-week), `@every N` with a "
                 "unit s, m, h or d (ticks are multiples of it since the Unix epoch; at least 1s), or one of "
                 + ", ".join(f"`{a}`" for a in cron.ALIASES),
@@ -125,7 +125,7 @@ def _nullable(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _template(model: type[BaseModel]) -> dict[str, Any]:
-    """A task model's schema as a template: ``name`` optional, no ``run_at`` or ``idempotency_key``."""
+    """A task model's schema as a template: ``name`` optional, none of ``_NOT_IN_TEMPLATE``."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
     schema["title"] = f"Schedule{model.__name__}"

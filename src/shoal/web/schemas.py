@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 from pydantic.config import JsonDict
 
-from shoal import validation
+from shoal import validation, workflows
 from shoal.addresses import METADATA_NAMES
 from shoal.models import AttemptOutcome, TaskState
 from shoal.worker.handlers.echo import MAX_DELAY_S
@@ -170,6 +170,25 @@ class _TaskFields(BaseModel):
         "it under, such as a customer id",
         examples=["customer-7"],
     )
+    depends_on: list[Annotated[str, Field(pattern=workflows.REF_PATTERN)]] | None = Field(
+        None,
+        max_length=workflows.MAX_PARENTS,
+        json_schema_extra={"uniqueItems": True},
+        description="the tasks that must SUCCEED before this one runs: task ids, or in a batch the ref of another "
+        'task of the batch. It waits (WAITING, waiting_for "waiting for 2 of 3 parents") until they have; a '
+        'parent that ends otherwise kills it (error "parent ID ended STATE: ...") unless on_parent_failure is '
+        "run. A parent that does not exist: 400 naming it",
+        examples=[["3f2b0c1e-8a4d-4c5e-9f10-2a3b4c5d6e7f"]],
+    )
+    on_parent_failure: Literal["kill", "run"] | None = Field(
+        None, description='"kill" (default): a parent ending otherwise than SUCCEED kills the task; "run": it runs'
+    )
+    ref: str | None = Field(
+        None,
+        pattern=workflows.REF_PATTERN,
+        description="a name for the task within its batch, that other tasks of the batch name in depends_on",
+        examples=["fetch"],
+    )
 
 
 class EchoParams(BaseModel):
@@ -202,17 +221,44 @@ class PluginTaskIn(_TaskFields):
     type: str = _pattern(rf"^[{SPACE}]*[A-Za-z0-9_.:-]{{1,64}}[{SPACE}]*$", description="a type that live nodes run")
 
 
+class FunctionTaskIn(_TaskFields):
+    """A call of a Python function made a task type with ``@shoal.task``: its arguments in ``args`` and
+    ``kwargs`` (JSON values), checked against the function's signature (400 naming a wrong count, an unknown
+    or a missing argument). ``name`` defaults to the type, ``target`` to ""."""
+
+    type: str = _pattern(rf"^[{SPACE}]*[A-Za-z0-9_.:-]{{1,64}}[{SPACE}]*$", description="a function task type")
+    name: str | None = _pattern(  # type: ignore[assignment]
+        stripped_text(validation.MAX_NAME_CHARS), default=None, description="default: the type"
+    )
+    target: str | None = _pattern(  # type: ignore[assignment]
+        stripped_text(validation.MAX_TARGET_CHARS, refused=r"\x00", required=False),
+        default=None,
+        description='default ""',
+    )
+    params: dict[str, Any] | None = Field(None, description=_PARAMS_DOC)
+    args: list[Any] | None = Field(None, description="the positional arguments (default none)", examples=[[2, 3]])
+    kwargs: dict[str, Any] | None = Field(
+        None,
+        description=f"the keyword arguments (default none); args and kwargs at most {validation.MAX_ARGS_BYTES} "
+        "bytes as JSON",
+        examples=[{"b": 3}],
+    )
+
+
 #: The task models of the built-in types, by type; other types are ``PluginTaskIn``.
 BUILT_IN_TASKS: dict[str, type[_TaskFields]] = {"echo": EchoTaskIn, "fetch": FetchTaskIn}
 
 
-def task_in_schema(types: list[str] | None) -> dict[str, Any]:
+def task_in_schema(types: list[str] | None, functions: list[str] | None = None) -> dict[str, Any]:
     """``TaskIn``: one of the task models, chosen by ``type``, for the types live nodes run (``GET
-    /api/v1/types``; the server refuses any other). None or none (not known now, or no node is live): every
-    built-in type and any well-formed plug-in type."""
+    /api/v1/types``; the server refuses any other), ``functions`` among them calls of Python functions. None
+    or none (not known now, or no node is live): every built-in type and any well-formed plug-in type."""
+    calls = [t for t in functions or () if types and t in types and t not in BUILT_IN_TASKS]
     built_in = [t for t in types if t in BUILT_IN_TASKS] if types else list(BUILT_IN_TASKS)
-    plugins = [t for t in types if t not in BUILT_IN_TASKS] if types else None
+    plugins = [t for t in types if t not in BUILT_IN_TASKS and t not in calls] if types else None
     branches = [_ref(BUILT_IN_TASKS[t]) for t in built_in]
+    if calls:
+        branches.append({"allOf": [_ref(FunctionTaskIn)], "properties": {"type": {"enum": calls}}})
     if plugins is None:
         branches.append({"allOf": [_ref(PluginTaskIn)], "properties": {"type": {"not": {"enum": built_in}}}})
     elif plugins:
@@ -279,7 +325,13 @@ class LateResultOut(BaseModel):
 
 class ResultOut(BaseModel):
     task_id: str
-    code: str = Field(description="what the task produced; for a fetch, the fetched source")
+    code: str = Field(
+        description="what the task produced; for a fetch, the fetched source; for a function task, its return "
+        "value as text (itself when a string, else compact JSON)"
+    )
+    value: Any = Field(
+        None, description="a function task's return value (any JSON value, null included); absent for other types"
+    )
     node: str
     attempt: int
     finished_at: float
@@ -338,6 +390,14 @@ class TaskOut(BaseModel):
         description="the latest reports of attempts the task had moved on from (their node was lost or handed "
         "them back) that finished after all, oldest first; the first final result stays the task's"
     )
+    args: list[Any] | None = Field(None, description="a function task's positional arguments; null: none given")
+    kwargs: dict[str, Any] | None = Field(None, description="a function task's keyword arguments; null: none given")
+    depends_on: list[str] = Field(default_factory=list, description="its parents (task ids)")
+    on_parent_failure: str = Field("kill", description='"kill" or "run" (see the submit)')
+    workflow: str | None = Field(None, description="the id of the workflow it belongs to (GET /workflows/{id})")
+    children: list[str] = Field(
+        default_factory=list, description="the tasks that depend on it (shown by GET /tasks/{id}; [] in listings)"
+    )
 
 
 class WaitedTaskOut(TaskOut):
@@ -348,6 +408,25 @@ class WaitedTaskOut(TaskOut):
         description="only with ?result=true: the task's result, as GET /api/v1/tasks/{id}/result answers it; null "
         "while there is none (the task has not ended within ?wait=, or ended without one)",
     )
+
+
+class WorkflowEdge(BaseModel):
+    parent: str
+    child: str
+
+
+class WorkflowOut(BaseModel):
+    """A workflow: its tasks (oldest first) and its edges, parent to child."""
+
+    id: str
+    tasks: list[TaskOut]
+    edges: list[WorkflowEdge]
+    counts: dict[str, int] = Field(description="how many of its tasks are in each state")
+
+
+class WorkflowKillOut(BaseModel):
+    id: str
+    killed: dict[str, str] = Field(description="the tasks killed (id -> the state each was in)")
 
 
 class TasksOut(BaseModel):
@@ -496,6 +575,10 @@ class TaskEventData(BaseModel):
     state: str = Field(description=f"one of {', '.join(STATES)} (a deleted task's last event says KILLED)")
     node: str | None
     at: float = Field(description="Unix seconds")
+    type: str | None = Field(None, description="the task's type")
+    event_id: str | None = Field(
+        None, description="the event's id, also the frame's `id:`: send it back as `Last-Event-ID` or `?since=`"
+    )
 
 
 class NodeBeatData(BaseModel):
@@ -526,6 +609,12 @@ class LaggedData(BaseModel):
     dropped: int = Field(description="events this client missed: re-list to catch up")
 
 
+class GapData(BaseModel):
+    kind: Literal["gap"]
+    since: str = Field(description="the event id the stream was asked to resume after")
+    oldest: str | None = Field(description="the oldest event the store still holds, where the stream goes on")
+
+
 class NodeEventData(RootModel[NodeBeatData | NodeMemberData | NodeHandoverData]):
     """A heartbeat, a membership verdict or a master's hand-over, by ``kind``."""
 
@@ -543,8 +632,9 @@ def _json_of(model: str) -> Any:
 
 
 class TaskFrame(BaseModel):
-    """A task changed state."""
+    """A task changed state. Its ``id`` resumes the stream right after it (``Last-Event-ID``, ``?since=``)."""
 
+    id: str | None = Field(None, description="the event's id")
     event: Literal["task"]
     data: str = _json_of("TaskEventData")
 
@@ -563,6 +653,13 @@ class LaggedFrame(BaseModel):
     data: str = _json_of("LaggedData")
 
 
+class GapFrame(BaseModel):
+    """The stream resumed after an event older than the store keeps: events between were lost (re-list)."""
+
+    event: Literal["gap"]
+    data: str = _json_of("GapData")
+
+
 class ErrorFrame(BaseModel):
     """The watch failed; the stream ends after this event."""
 
@@ -570,10 +667,10 @@ class ErrorFrame(BaseModel):
     data: str = _json_of("ErrorOut")
 
 
-class EventFrame(RootModel[TaskFrame | NodeFrame | LaggedFrame | ErrorFrame]):
+class EventFrame(RootModel[TaskFrame | NodeFrame | LaggedFrame | GapFrame | ErrorFrame]):
     """One event of ``GET /api/v1/events``, by its ``event`` name."""
 
-    root: TaskFrame | NodeFrame | LaggedFrame | ErrorFrame = Field(discriminator="event")
+    root: TaskFrame | NodeFrame | LaggedFrame | GapFrame | ErrorFrame = Field(discriminator="event")
 
 
 class ErrorOut(BaseModel):

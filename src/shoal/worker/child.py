@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from shoal.worker.handlers import MAX_ERROR_CHARS, TaskContext, as_output
+from shoal.worker.handlers import FUNCTION_MARK, MAX_ERROR_CHARS, TaskContext, as_output, call_function
 
 #: Longest exception text sent back for one attempt, as the node keeps it.
 #: prctl option: the signal this process gets when its parent exits (linux/prctl.h).
@@ -118,7 +118,7 @@ class Worker:
         self.frames = Frames()
         self.pending: list[bytes | memoryview] = []
         self.cancelled = CancelFlag()
-        self.handlers: dict[tuple[str, str], tuple[Callable[..., Any], bool]] = {}
+        self.handlers: dict[tuple[str, str], tuple[Callable[..., Any], bool, Callable[..., Any] | None]] = {}
         self.status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
         try:  # writing "5" resets the peak RSS (VmHWM), so that each attempt reports its own peak
             self.clear_refs: int | None = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
@@ -156,15 +156,16 @@ class Worker:
             self.send(reply)
 
     def attempt(
-        self, module: str, qualname: str, fields: tuple[Any, ...], memory_mb: int | None, cpu_s_limit: float | None
+        self, module: str, qualname: str, fields: dict[str, Any], memory_mb: int | None, cpu_s_limit: float | None
     ) -> tuple[Any, ...]:
-        """Run one attempt; the reply is (kind, code, meta, error, wall_s, cpu_s, max_rss, cpu_total, rss).
+        """Run one attempt; the reply is (kind, code, meta, error, wall_s, cpu_s, max_rss, cpu_total, rss,
+        value), ``fields`` being the TaskContext's but ``cancelled``.
 
-        It holds plain data only (``meta`` as JSON, as the store keeps it), so that nothing a task returns
-        runs code in the node when the node reads it."""
-        task_id, name, type_, target, params, attempt, node = fields
-        ctx = TaskContext(task_id, name, type_, target, params, attempt, node, self.cancelled)
-        kind, code, meta, error = "returned", "", b"", ""
+        It holds plain data only (``meta`` and a function task's ``value`` as JSON, as the store keeps them;
+        ``value`` None for a handler), so that nothing a task returns runs code in the node when the node
+        reads it."""
+        ctx = TaskContext(**fields, cancelled=self.cancelled)
+        kind, code, meta, error, value_json = "returned", "", b"", "", None
         with contextlib.suppress(OSError):  # the log holds this attempt's output only: a crash shows its own
             os.ftruncate(2, 0)
         if self.clear_refs is not None:
@@ -174,10 +175,13 @@ class Worker:
         try:
             try:
                 self.limit(memory_mb, cpu_s_limit)
-                value = self.call(module, qualname, ctx)
+                value, function = self.call(module, qualname, ctx)
             finally:
                 self.lift(memory_mb, cpu_s_limit)
-            code, meta = _as_output(value)
+            if function:
+                code, meta, value_json = _function_output(value)
+            else:
+                code, meta = _as_output(value)
         except TaskCancelled:
             raise
         except MemoryError as exc:
@@ -193,22 +197,27 @@ class Worker:
         status = os.pread(self.status, 8192, 0)
         peak = _status_kb(status, b"VmHWM") * 1024 if self.clear_refs is not None else None
         total, rss = cpu_seconds(after), _status_kb(status, b"VmRSS") * 1024
-        return (kind, code, meta, error, wall, total - cpu_seconds(before), peak, total, rss)
+        return (kind, code, meta, error, wall, total - cpu_seconds(before), peak, total, rss, value_json)
 
-    def call(self, module: str, qualname: str, ctx: TaskContext) -> Any:
+    def call(self, module: str, qualname: str, ctx: TaskContext) -> tuple[Any, bool]:
+        """Run the handler, or the ``@shoal.task`` function with the task's arguments; its return value, and
+        whether it came from such a function."""
         handler = self.handlers.get((module, qualname))
         if handler is None:
             fn: Any = importlib.import_module(module)
             for part in qualname.split("."):
                 fn = getattr(fn, part)
-            handler = self.handlers[module, qualname] = (fn, inspect.iscoroutinefunction(fn))
-        fn, is_async = handler
+            function = getattr(fn, FUNCTION_MARK, None)
+            handler = self.handlers[module, qualname] = (fn, inspect.iscoroutinefunction(fn), function)
+        fn, is_async, function = handler
+        if function is not None:
+            return call_function(function, ctx), True
         if is_async:
-            return asyncio.run(fn(ctx))
+            return asyncio.run(fn(ctx)), False
         value = fn(ctx)
         if inspect.isawaitable(value):
-            return asyncio.run(_wait(value))
-        return value
+            return asyncio.run(_wait(value)), False
+        return value, False
 
     def limit(self, memory_mb: int | None, cpu_s_limit: float | None) -> None:
         """Soft limits for this attempt only, so that a reused worker can be given others next time.
@@ -248,6 +257,16 @@ def _as_output(value: Any) -> tuple[str, bytes]:
         return str(output.code), orjson.dumps(output.meta) if output.meta else b""
     except TypeError as exc:
         raise TypeError(f"the result's meta cannot be kept as JSON: {exc}") from None
+
+
+def _function_output(value: Any) -> tuple[str, bytes, bytes]:
+    """A function's return value as the result's code, meta (none) and value (JSON). The code is the node's
+    to read from the value (``shoal.worker.pool``): it is not sent twice."""
+    try:
+        text = orjson.dumps(value)
+    except TypeError as exc:
+        raise TypeError(f"return value is not JSON: {exc}") from None
+    return "", b"", text
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,6 +28,7 @@ from shoal.worker.loopwatch import LoopWatch
 from shoal.worker.metrics import AttemptMetrics
 from shoal.worker.pool import ChildResult, ProcessPool
 from shoal.worker.reconcile import Reconciler
+from shoal.workflows import fill_parents
 
 log = logging.getLogger("shoal.worker.executor")
 
@@ -192,6 +193,9 @@ class Executor:
             return  # killed, deleted or re-placed before it could start
         attempt = task.attempts
         task_type = self.types.get(task.type)
+        parents: dict[str, Any] = {}
+        if task.depends_on:  # one read of its parents' results, which its arguments may name
+            parents = await self._persist("reading the parents of", lambda: self.store.parent_values(task.depends_on))
         ctx = TaskContext(
             task_id=task.id,
             name=task.name,
@@ -201,6 +205,9 @@ class Executor:
             attempt=attempt,
             node=self.node,
             cancelled=asyncio.Event(),
+            args=fill_parents(task.args or [], parents),
+            kwargs=fill_parents(task.kwargs or {}, parents),
+            parents=parents,
         )
         self.executing.add(task_id)
         try:
@@ -209,7 +216,9 @@ class Executor:
             self.executing.discard(task_id)
         result = None
         if output is not None:
-            result = TaskResult(task.id, output.code, self.node, attempt, time.time(), output.meta)
+            result = TaskResult(
+                task.id, output.code, self.node, attempt, time.time(), output.meta, 0, output.value, output.has_value
+            )
         if self.metrics is not None:
             self.metrics.record(task.type, footprint)
         report = Report(task_id, attempt, outcome, error, result, footprint)

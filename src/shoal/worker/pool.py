@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import io
 import os
@@ -150,7 +151,7 @@ class _Worker:
                 message = _PlainData(io.BytesIO(payload)).load()
             except Exception as exc:  # a worker's mistake is its attempt's, never the node's
                 error = f"the worker's reply cannot be read: {type(exc).__name__}: {exc}"
-                message = ("raised", "", b"", error, None, None, None, self.cpu_base, 0)
+                message = ("raised", "", b"", error, None, None, None, self.cpu_base, 0, None)
             if message[0] == "ready":
                 _, self.cpu_base, self.rss_base = message
             elif self.reply is not None and not self.reply.done():
@@ -256,7 +257,7 @@ class ProcessPool:
             raise PoolClosed("the worker pool is closed")
         memory_mb = self.memory_mb if memory_mb is None else memory_mb
         cpu_s_limit = self.cpu_s_limit if cpu_s_limit is None else cpu_s_limit
-        fields = (ctx.task_id, ctx.name, ctx.type, ctx.target, ctx.params, ctx.attempt, ctx.node)
+        fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "cancelled"}
         job = frame(pickle.dumps((*_reference(fn), fields, memory_mb, cpu_s_limit), pickle.HIGHEST_PROTOCOL))
         async with self._slots:
             worker = await self._take(job)
@@ -303,15 +304,21 @@ class ProcessPool:
                 return _ended(worker, outcome, started, memory_mb, cpu_s_limit)
             finally:
                 self._release(worker)
-        kind, code, meta, error, wall_s, cpu_s, max_rss, worker.cpu_base, rss = outcome
+        kind, code, meta, error, wall_s, cpu_s, max_rss, worker.cpu_base, rss, value = outcome
         worker.retiring = (
             kind == "over limit"
             or worker.attempts >= self.max_tasks_per_child
             or (memory_mb is not None and rss - worker.rss_base > memory_mb * MB)
         )
         self._release(worker)
-        value = Output(code, orjson.loads(meta) if meta else {}) if kind == "returned" else None
-        return ChildResult(kind, value, error, Footprint(wall_s, cpu_s, max_rss), worker.pid)
+        output = None
+        if kind == "returned":
+            output = Output(code, orjson.loads(meta) if meta else {})
+            if value is not None:  # a function task's return value, as JSON; its code is its text
+                loaded = orjson.loads(value)
+                text = loaded if isinstance(loaded, str) else bytes(value).decode()
+                output = Output(text, output.meta, loaded, True)
+        return ChildResult(kind, output, error, Footprint(wall_s, cpu_s, max_rss), worker.pid)
 
     async def _halt(self, worker: _Worker) -> bool:
         """SIGTERM the worker, SIGKILL it after ``kill_grace``, and return once it is gone.

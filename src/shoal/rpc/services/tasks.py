@@ -19,7 +19,7 @@ import grpc.aio
 
 from shoal import validation
 from shoal.errors import InvalidInput, ResultNotFound, ShoalError, StoreError, StoreFault
-from shoal.models import Task, TaskEvent, TaskResult, TaskSpec
+from shoal.models import EventGap, Task, TaskEvent, TaskResult, TaskSpec
 from shoal.rpc import convert
 from shoal.rpc.convert import pb, pb_grpc
 from shoal.rpc.services._status import INTERNAL_MESSAGE, Context, abort, answer
@@ -31,6 +31,9 @@ log = logging.getLogger("shoal.rpc.services.tasks")
 #: Specs a SubmitTasks call reads ahead of the store: the client is held back (flow control) beyond it.
 READ_AHEAD = 2 * MAX_BATCH
 
+
+#: Initial metadata of a WatchTasks response that resumed past what the store keeps: the oldest event id held.
+GAP_METADATA = "shoal-events-gap"
 
 #: Full name of the service, for health and reflection.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Tasks"].full_name
@@ -172,15 +175,20 @@ class TasksServicer(pb_grpc.TasksServicer):
         return await answer(context, "GetTaskResult", call)
 
     async def WatchTasks(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.TaskEvent]:
+        """Live task events; with ``since``, first those after it (see ``TaskAPI.watch``). A resume past what the
+        store keeps is told in the initial metadata, "shoal-events-gap": the oldest event id held."""
         try:
             wanted = convert.watch_ids(request)
+            since = convert.watch_since(request)
         except ShoalError as err:
             await abort(context, err)
         self.watchers += 1
         try:
-            async with contextlib.aclosing(self._until_closing(self._tasks.watch())) as events:
+            async with contextlib.aclosing(self._until_closing(self._tasks.watch(since))) as events:
                 async for event in events:
-                    if not wanted or event.id in wanted:
+                    if isinstance(event, EventGap):
+                        await context.send_initial_metadata(((GAP_METADATA, event.oldest or ""),))
+                    elif not wanted or event.id in wanted:
                         yield convert.event_to_proto(event)
         except ShoalError as err:
             await abort(context, err)
@@ -190,10 +198,12 @@ class TasksServicer(pb_grpc.TasksServicer):
         finally:
             self.watchers -= 1
 
-    async def _until_closing(self, events: AsyncIterator[TaskEvent]) -> AsyncGenerator[TaskEvent, None]:
+    async def _until_closing(
+        self, events: AsyncIterator[TaskEvent | EventGap]
+    ) -> AsyncGenerator[TaskEvent | EventGap, None]:
         """The events until ``close()`` is called; always closes the source iterator, and awaits the task
         that reads it."""
-        following: asyncio.Future[TaskEvent] | None = None
+        following: asyncio.Future[TaskEvent | EventGap] | None = None
         try:
             while True:
                 following = asyncio.ensure_future(anext(events))

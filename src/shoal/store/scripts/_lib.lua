@@ -21,18 +21,23 @@ local function timeline(kind, node, rule, epoch, extra)
   return t
 end
 
--- Task events are gathered while the script runs and published once at its end (flush, which scripts.py
--- calls after every script), as one message however many tasks changed: {"kind": "tasks", "events":
--- [[id, state, node, at], ...]}. scripts.py names the channel here (the name carries the store's database).
-local EVENTS_CHANNEL
+-- Task events are gathered while the script runs and added once at its end (flush, which scripts.py calls
+-- after every script) to the stream 'task-events', as one entry however many tasks changed: field 'e', a JSON
+-- array of {id, state, node, at, type} (store/task_events.py reads it). The stream is capped at about
+-- EVENTS_KEEP entries, which scripts.py sets here (the node's event_retention).
+local EVENTS_KEEP
 -- The seed's ``public`` channel (beats, membership verdicts, election requests) and the channel the
 -- elections listen on (election requests only, so that no node has to hear every beat).
 local PUBLIC_CHANNEL
 local ELECTIONS_CHANNEL
 local EVENTS = {}
 
-local function publish(id, state, node, t)
-  EVENTS[#EVENTS + 1] = {id, state, node or '', t}
+-- ``ttype``: the task's type when the caller has it (nil: read here, one HGET; a caller that deletes the task
+-- passes it, having read it first).
+local function publish(id, state, node, t, ttype)
+  if ttype == nil then ttype = redis.call('HGET', P .. 'task:' .. id, 'type') or '' end
+  EVENTS[#EVENTS + 1] = {id = id, state = state, node = (node and node ~= '') and node or cjson.null, at = t,
+    type = ttype}
 end
 
 -- Index writes of a batch, made at its end as one variadic ZREM and ZADD per index. Only for a task that
@@ -85,7 +90,7 @@ local function flush()
     if #due > 0 then variadic('ZADD', P .. 'expiry', due) end
   end
   if #EVENTS > 0 then
-    redis.call('PUBLISH', EVENTS_CHANNEL, cjson.encode({kind = 'tasks', events = EVENTS}))
+    redis.call('XADD', P .. 'task-events', 'MAXLEN', '~', EVENTS_KEEP, '*', 'e', cjson.encode(EVENTS))
   end
 end
 
@@ -281,7 +286,8 @@ end
 -- Kill a task that is not terminal: state KILLED, slot freed, a kill order sent to its node if placed.
 local function kill_task(id, state, t, reason)
   local tkey = P .. 'task:' .. id
-  local node = redis.call('HGET', tkey, 'node') or ''
+  local got = redis.call('HMGET', tkey, 'node', 'type')
+  local node = got[1] or ''
   if state == 'RUNNING' then
     close_attempt(id, 'killed', reason, t)
   end
@@ -292,7 +298,7 @@ local function kill_task(id, state, t, reason)
   redis.call('ZREM', P .. 'delayed', id)
   set_state(id, state, 'KILLED')
   redis.call('HSET', tkey, 'finished_at', fmt(t), 'error', reason)
-  publish(id, 'KILLED', node, t)
+  publish(id, 'KILLED', node, t, got[2] or '')
 end
 
 -- Placement, shared by place.lua (the master's batches) and submit.lua (a task placed as it is stored).
@@ -322,11 +328,11 @@ local function best_for(nodes, ttype, allowed)
 end
 
 -- Count a task as placed on ``node`` (its hash written by the caller: state INQUEUE, node, epoch), moving it
--- out of the index of state ``from`` (nil for a task stored in this script).
-local function placed_on(node, id, seq, from, t)
+-- out of the index of state ``from`` (nil for a task stored in this script); ``ttype``: the task's type.
+local function placed_on(node, id, seq, from, t, ttype)
   move_later(id, seq, from, 'INQUEUE')
   node.placed[#node.placed + 1] = id
-  publish(id, 'INQUEUE', node.name, t)
+  publish(id, 'INQUEUE', node.name, t, ttype)
   node.free = node.free - 1
 end
 
@@ -336,6 +342,66 @@ local function send_orders(nodes)
     if #node.placed > 0 then
       variadic('SADD', P .. 'assigned:' .. node.name, node.placed)
       redis.call('XADD', P .. 'inbox:' .. node.name, '*', 'op', 'run', 'ids', table.concat(node.placed, ','))
+    end
+  end
+end
+
+-- Workflows: a task that names parents (depends_on) keeps their ids in 'deps', how many of them have not
+-- ended in 'left', and is WAITING in no queue while 'left' is above 0; each parent keeps its children's ids in
+-- children:{id}. When a parent ends (every terminal transition lands in ENDED, once), settle_children, which
+-- scripts.py runs after every script, settles its waiting children in the same step: a parent that
+-- SUCCEEDED (or any end, for a child with on_parent_failure 'run' in 'opf') counts down 'left', and at 0 the
+-- child is queued as a due delayed task is; any other end kills the child, whose own end then settles its
+-- children in turn (the loop runs until ENDED stops growing). A report taken twice ends a task once, so a
+-- child is released once.
+local SETTLED = 0
+
+-- Why a child is killed for a parent that ended ``state`` (its error, when it has one, said after).
+local function parent_ended(id, state, err)
+  local reason = 'parent ' .. id .. ' ended ' .. state
+  if err and err ~= '' then reason = reason .. ': ' .. string.sub(err, 1, 200) end
+  return reason
+end
+
+-- Queue a child whose last parent has ended: in the pending stream of its type, or in 'delayed' while a
+-- run_at or delay_s of its own is still ahead.
+local function release_child(id, ttype, due, t)
+  local d = tonumber(due)
+  if d and d > t then
+    redis.call('ZADD', P .. 'delayed', d, id)
+  else
+    if due then redis.call('HDEL', P .. 'task:' .. id, 'due') end
+    enqueue(id, ttype)
+  end
+end
+
+-- Settle the waiting children of task ``id``, which ended ``state`` (with error ``err``).
+local function settle(id, state, err, t)
+  for _, kid in ipairs(redis.call('SMEMBERS', P .. 'children:' .. id)) do
+    local ckey = P .. 'task:' .. kid
+    local c = redis.call('HMGET', ckey, 'state', 'left', 'opf', 'type', 'due')
+    if c[1] == 'WAITING' and (tonumber(c[2]) or 0) > 0 then
+      if state == 'SUCCEED' or c[3] == 'run' then
+        if redis.call('HINCRBY', ckey, 'left', -1) <= 0 then
+          release_child(kid, c[4], c[5], t)
+          publish(kid, 'WAITING', '', t, c[4])
+        end
+      else
+        kill_task(kid, 'WAITING', t, parent_ended(id, state, err))
+      end
+    end
+  end
+end
+
+local function settle_children()
+  if SETTLED >= #ENDED then return end
+  local t = now()
+  while SETTLED < #ENDED do
+    SETTLED = SETTLED + 1
+    local id = ENDED[SETTLED][1]
+    if redis.call('EXISTS', P .. 'children:' .. id) == 1 then
+      local f = redis.call('HMGET', P .. 'task:' .. id, 'state', 'error')
+      if f[1] then settle(id, f[1], f[2], t) end
     end
   end
 end

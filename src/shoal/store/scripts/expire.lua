@@ -47,18 +47,20 @@ end
 local by_state, removed, names = {}, {}, {}
 for _, id in ipairs(due) do
   local tkey = P .. 'task:' .. id
-  local f = redis.call('HMGET', tkey, 'state', 'name', 'seq')
+  local f = redis.call('HMGET', tkey, 'state', 'name', 'seq', 'type', 'wf')
   local state = f[1]
   if not state or TERMINAL[state] then  -- a terminal state is final: anything else is no task to remove
+    if f[5] then redis.call('SREM', P .. 'wf:' .. f[5], id) end
     removed[#removed + 1] = id
     local index = state or found_in[id]  -- an entry left without its task goes too
     if index then
       by_state[index] = by_state[index] or {}
       table.insert(by_state[index], id)
     end
-    if state then publish(id, 'DELETED', '', t) end
+    if state then publish(id, 'DELETED', '', t, f[4] or '') end
     if f[2] and f[3] then names[#names + 1] = name_entry(f[2], f[3], id) end
-    redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id)
+    redis.call('DEL', tkey, P .. 'attempts:' .. id, P .. 'result:' .. id, P .. 'dupes:' .. id,
+      P .. 'children:' .. id)
   end
 end
 if #due > 0 then

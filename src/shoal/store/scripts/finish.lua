@@ -33,7 +33,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
     ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local tkey = P .. 'task:' .. id
   local task = redis.call('HMGET', tkey, 'state', 'node', 'attempts', 'max_retries', 'seq', 'run', 'failures',
-    'result_ttl')
+    'result_ttl', 'type')
   local state = task[1]
   if not state then
     out[#out + 1] = {'gone'}
@@ -56,7 +56,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
         redis.call('HSET', tkey, 'state', 'SUCCEED', 'finished_at', fmt(t), 'error', '', 'result', result)
       end
       move_later(id, task[5], 'RUNNING', 'SUCCEED', task[8])
-      publish(id, 'SUCCEED', node, t)
+      publish(id, 'SUCCEED', node, t, task[9] or '')
       out[#out + 1] = {'done', 'SUCCEED'}
     else
       close_attempt(id, outcome, err, t, cost, task[6] or '')
@@ -70,13 +70,13 @@ for k = 0, tonumber(ARGV[6]) - 1 do
             'due', fmt(due))
           move_later(id, task[5], 'RUNNING', 'WAITING')
           redis.call('ZADD', P .. 'delayed', due, id)
-          publish(id, 'WAITING', '', t)
+          publish(id, 'WAITING', '', t, task[9] or '')
           out[#out + 1] = {'retry', fmt(due)}
         else
           redis.call('HSET', tkey, 'state', 'RUNTIME_ERROR', 'finished_at', fmt(t), 'error', err,
             'failures', failures)
           move_later(id, task[5], 'RUNNING', 'RUNTIME_ERROR', task[8])
-          publish(id, 'RUNTIME_ERROR', node, t)
+          publish(id, 'RUNTIME_ERROR', node, t, task[9] or '')
           out[#out + 1] = {'done', 'RUNTIME_ERROR'}
         end
       end

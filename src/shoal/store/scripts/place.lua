@@ -115,7 +115,7 @@ for _ = 1, n do
         else
           if limits then take(limits, id) end
           redis.call('HSET', tkey, 'state', 'INQUEUE', 'node', nodes[best].name, 'epoch', epoch)
-          placed_on(nodes[best], id, task[2], 'WAITING', t)
+          placed_on(nodes[best], id, task[2], 'WAITING', t, ttype)
           verdict = best
         end
       end

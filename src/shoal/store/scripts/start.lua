@@ -33,7 +33,7 @@ for k = 0, tonumber(ARGV[3]) - 1 do
     redis.call('HSET', tkey, 'state', changed.state, 'attempts', changed.attempts, 'started_at', changed.started_at,
       'run', run)
     move_later(id, flat[at.seq], 'INQUEUE', 'RUNNING')
-    publish(id, 'RUNNING', node, t)
+    publish(id, 'RUNNING', node, t, at.type and flat[at.type] or '')
     for name, value in pairs(changed) do
       if at[name] then
         flat[at[name]] = value

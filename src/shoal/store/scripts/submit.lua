@@ -10,13 +10,95 @@
 -- ('' = the retention's; else seconds the task is kept once it has ended), run_at ('' = none; Unix seconds),
 -- delay_s ('' = none), idempotency key ('' = none), priority ('' = the default), required labels (JSON; '' =
 -- none), concurrency key ('' = none), host (a fetch's; '' = none), schedule ('' = none), tick ('' = none),
--- and '1' if the id was given (a schedule's tick: a task of that id already stored is answered instead).
+-- '1' if the id was given (a schedule's tick: a task of that id already stored is answered instead), a function
+-- task's args (JSON array; '' = none) and kwargs (JSON object; '' = none).
 -- A task with required labels, a concurrency key or a host is never placed here: the master places it,
 -- where its labels and limits are checked.
 -- Returns: the creation time, then per task its sequence number, the node it was placed on ('' = none) and
 -- the id of the earlier task of its idempotency key ('' = stored now; then the other two are '').
 local t = now()
 local n, window = tonumber(ARGV[2]), ARGV[3]
+
+-- Workflows (settle_children in _lib.lua). After every task's arguments come, per task, its parents' ids
+-- (comma-separated; '' = none) and its on_parent_failure ('run'; '' = kill), then '1' when the tasks form a
+-- workflow (they name parents or refs): all of them and their parents stored before then share a workflow
+-- id ('wf'; members in wf:{id}), the one of such a parent that has one already, else this call's first
+-- task's id. A parent is a task of this call or a stored one: a call naming one that is neither stores
+-- nothing and returns {'missing', index of the task naming it (0-based), parent id}.
+local W = #ARGV - 2 * n  -- the first workflow argument
+local stride = (W - 4) / n
+local workflow = false  -- the workflow id; nil: to be found below
+if ARGV[#ARGV] == '1' then workflow = nil end
+local here, alias, parents = {}, {}, {}  -- ids of this call -> index; reused id -> earlier task; per task
+for i = 0, n - 1 do
+  local b = 4 + i * stride
+  local id, key = ARGV[b], ARGV[b + 13]
+  here[id] = i
+  local prior = key ~= '' and redis.call('GET', P .. 'idem:' .. key)
+  if ARGV[b + 20] == '1' and redis.call('EXISTS', P .. 'task:' .. id) == 1 then prior = id end
+  if prior and prior ~= id and redis.call('EXISTS', P .. 'task:' .. prior) == 1 then alias[id] = prior end
+end
+for i = 0, n - 1 do
+  local list = {}
+  for p in string.gmatch(ARGV[W + 2 * i], '[^,]+') do
+    if not here[p] and redis.call('EXISTS', P .. 'task:' .. p) == 0 then return {'missing', i, p} end
+    list[#list + 1] = alias[p] or p
+  end
+  parents[i] = list
+end
+if workflow == nil then
+  local outside = {}  -- stored parents, and earlier tasks answered for this call's
+  for i = 0, n - 1 do
+    for _, p in ipairs(parents[i]) do if not here[p] then outside[#outside + 1] = p end end
+  end
+  for _, prior in pairs(alias) do outside[#outside + 1] = prior end
+  for _, p in ipairs(outside) do
+    workflow = workflow or redis.call('HGET', P .. 'task:' .. p, 'wf')
+  end
+  workflow = workflow or alias[ARGV[4]] or ARGV[4]
+  for _, p in ipairs(outside) do
+    if not redis.call('HGET', P .. 'task:' .. p, 'wf') then
+      redis.call('HSET', P .. 'task:' .. p, 'wf', workflow)
+      redis.call('SADD', P .. 'wf:' .. workflow, p)
+    end
+  end
+end
+
+-- What a task's parents say as it is stored: {list, opf, left (parents not ended yet), killed (the reason, when
+-- one ended otherwise than SUCCEED and the task does not run anyway)}; nil for a task with none. It is added to
+-- the children of each parent not ended yet (one later in this call included).
+local function dependence(id)
+  local i = here[id]
+  local list = parents[i]
+  if #list == 0 and not workflow then return nil end
+  local dep = {list = list, opf = ARGV[W + 2 * i + 1], left = 0}
+  for _, p in ipairs(list) do
+    local f = redis.call('HMGET', P .. 'task:' .. p, 'state', 'error')
+    if f[1] == 'SUCCEED' or (TERMINAL[f[1]] and dep.opf == 'run') then
+      -- ended as it needs: counted done
+    elseif TERMINAL[f[1]] then
+      dep.killed = dep.killed or parent_ended(p, f[1], f[2])
+    else
+      redis.call('SADD', P .. 'children:' .. p, id)
+      dep.left = dep.left + 1
+    end
+  end
+  if dep.killed then dep.left = 0 end
+  return dep
+end
+
+-- The workflow fields of a task with parents (or in a workflow), added to ``fields``.
+local function dependence_fields(fields, dep)
+  local function add(name, value)
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+  if #dep.list > 0 then add('deps', table.concat(dep.list, ',')) end
+  if dep.opf ~= '' then add('opf', dep.opf) end
+  if dep.left > 0 then add('left', dep.left) end
+  if workflow then add('wf', workflow) end
+end
+
 local first = redis.call('INCRBY', P .. 'seq', n) - n + 1
 local out = {fmt(t)}
 local names = {}  -- ZADD arguments of the name index
@@ -48,15 +130,18 @@ end
 
 -- Store one task, its arguments from ARGV[b] on; adds its sequence number and node to the reply.
 local function store_task(b, id, ttype, seq)
+  local dep = dependence(id)
+  local held = dep and (dep.left > 0 or dep.killed)  -- parents not ended, or one that ended otherwise
   local due = tonumber(ARGV[b + 11])
   if ARGV[b + 12] ~= '' then due = math.max(due or 0, t + tonumber(ARGV[b + 12])) end  -- both: the later
   local later = due and due > t
   local limited = ARGV[b + 15] ~= '' or ARGV[b + 16] ~= '' or ARGV[b + 17] ~= ''
-  local best = not later and not limited and not queues(ttype) and best_for(placeable(), ttype)
+  local best = not later and not held and not limited and not queues(ttype) and best_for(placeable(), ttype)
   local node = best and nodes[best]
   local fields = {
     'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'max_retries', ARGV[b + 6],
-    'max_lost_attempts', ARGV[b + 7], 'state', node and 'INQUEUE' or 'WAITING', 'node', node and node.name or '',
+    'max_lost_attempts', ARGV[b + 7], 'state', node and 'INQUEUE' or (held and dep.killed and 'KILLED') or 'WAITING',
+    'node', node and node.name or '',
     'attempts', 0, 'created_at', fmt(t), 'seq', seq}
   -- What a task does not ask for is not written (the id is in the key): a small hash stays small.
   local function unless(value, none, name)
@@ -81,14 +166,28 @@ local function store_task(b, id, ttype, seq)
   unless(ARGV[b + 17], '', 'host')
   unless(ARGV[b + 18], '', 'schedule')
   unless(ARGV[b + 19], '', 'tick')
+  unless(ARGV[b + 21], '', 'args')
+  unless(ARGV[b + 22], '', 'kwargs')
+  if dep then
+    dependence_fields(fields, dep)
+    if workflow then redis.call('SADD', P .. 'wf:' .. workflow, id) end
+  end
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   names[#names + 1] = 0
   names[#names + 1] = name_entry(ARGV[b + 1], seq, id)
-  publish(id, 'WAITING', '', t)
+  publish(id, 'WAITING', '', t, ttype)
   out[#out + 1] = seq
   if node then
-    placed_on(node, id, seq, nil, t)
+    placed_on(node, id, seq, nil, t, ttype)
     out[#out + 1] = node.name
+  elseif held and dep.killed then  -- a parent ended otherwise already: it ends at once
+    redis.call('HSET', P .. 'task:' .. id, 'finished_at', fmt(t), 'error', dep.killed)
+    move_later(id, seq, nil, 'KILLED', ARGV[b + 10])
+    publish(id, 'KILLED', '', t, ttype)
+    out[#out + 1] = ''
+  elseif held then  -- in no queue until its last parent ends (indexed now: it may be killed in this step)
+    redis.call('ZADD', P .. 'index:WAITING', seq, id)
+    out[#out + 1] = ''
   elseif later then
     move_later(id, seq, nil, 'WAITING')
     redis.call('ZADD', P .. 'delayed', due, id)
@@ -102,7 +201,7 @@ local function store_task(b, id, ttype, seq)
 end
 
 for i = 0, n - 1 do
-  local b = 4 + i * 21
+  local b = 4 + i * stride
   local id, key = ARGV[b], ARGV[b + 13]
   local prior = key ~= '' and redis.call('GET', P .. 'idem:' .. key)
   if ARGV[b + 20] == '1' and redis.call('EXISTS', P .. 'task:' .. id) == 1 then prior = id end

@@ -1,10 +1,28 @@
 // A task's result: what the type reported beside it (for fetch: status, content type, size, final URL,
-// redirects), the code itself in a scrollable view, and a download of all of it.
+// redirects), the code itself in a scrollable view, and a download of all of it. A function task's result
+// is its return value, shown as pretty JSON (collapsed when large), as are its arguments (jsonView).
 
 import { fmtBytes, fmtExact, h, shortId } from './ui.js';
 
 const SHOWN_CHARS = 512 * 1024;
+// Pretty JSON longer than this is collapsed in a <details> the reader opens.
+export const COLLAPSE_CHARS = 2048;
 let downloadUrl = null;
+
+// A JSON value as indented text (never markup), folded away when it is long; `name` names its elements.
+export function jsonView(value, name) {
+  const text = JSON.stringify(value, null, 2) ?? 'null';
+  const pre = h('pre', { class: 'code json', tabindex: '0', 'aria-label': name, id: `${name}-json` }, h('code', {}, text));
+  if (text.length <= COLLAPSE_CHARS) return pre;
+  const size = new TextEncoder().encode(text).length;
+  return h('details', { class: 'json-details', id: `${name}-details` },
+    h('summary', {}, `${name}: ${fmtBytes(size)} of JSON (show)`), pre);
+}
+
+// Whether a result is a function task's: only those carry a value (null included).
+function isFunction(result) {
+  return Object.hasOwn(result, 'value');
+}
 
 function extension(contentType) {
   const type = (contentType || '').split(';')[0].trim().toLowerCase();
@@ -21,6 +39,12 @@ function safeName(name) {
 }
 
 export function renderResult(container, task, result) {
+  if (isFunction(result)) {
+    const facts = h('dl', { class: 'fields result-facts' },
+      h('dt', {}, 'Produced by'), h('dd', {}, `${result.node}, attempt ${result.attempt}, at ${fmtExact(result.finished_at)}`));
+    container.replaceChildren(facts, h('h3', {}, 'Value'), jsonView(result.value, 'value'));
+    return;
+  }
   const meta = result.meta || {};
   const size = typeof meta.bytes === 'number' ? meta.bytes : new TextEncoder().encode(result.code).length;
   const contentType = meta.content_type || 'text/plain';

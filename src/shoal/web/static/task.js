@@ -3,7 +3,8 @@
 
 import { ApiError, del, get, post } from './api.js';
 import { Live } from './live.js';
-import { renderResult } from './result.js';
+import { loadGraph } from './graph.js';
+import { jsonView, renderResult } from './result.js';
 import { TERMINAL, confirmAction, followBase, fmtBytes, fmtExact, fmtSpan, h, pageLink, shortId, showBanner, stateBadge } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
@@ -12,6 +13,8 @@ const seen = []; // state changes received live while the page is open: {state, 
 let task = null;
 let gone = false;
 let timer = null;
+let members = new Set(); // the tasks of its workflow drawn in the graph
+let graphTimer = null;
 
 const OUTCOME_STATE = { succeeded: 'SUCCEED', failed: 'RUNTIME_ERROR', 'timed out': 'RUNTIME_ERROR', killed: 'KILLED',
   'node lost': 'WAITING', 'handed back': 'WAITING', crashed: 'RUNTIME_ERROR', 'over limit': 'RUNTIME_ERROR' };
@@ -41,12 +44,19 @@ function renderFields(t) {
     ...(t.requires && Object.keys(t.requires).length
       ? field('Requires', Object.entries(t.requires).map(([k, v]) => `${k}=${v}`).join(', ')) : []),
     ...(t.concurrency_key ? field('Concurrency key', h('code', { class: 'wrap' }, t.concurrency_key)) : []),
+    ...(t.depends_on && t.depends_on.length ? field('Depends on', ...t.depends_on.flatMap((p, k) =>
+      [k ? ', ' : '', pageLink(`/tasks/${p}`, h('code', {}, shortId(p)))]),
+      t.on_parent_failure === 'run' ? ' (runs whatever they end)' : '') : []),
+    ...(t.children && t.children.length ? field('Children', ...t.children.flatMap((c, k) =>
+      [k ? ', ' : '', pageLink(`/tasks/${c}`, h('code', {}, shortId(c)))])) : []),
     ...(t.schedule ? field('Schedule', h('a', { href: `/schedules#${encodeURIComponent(t.schedule)}` }, t.schedule),
       ` tick ${fmtExact(t.tick)}`) : []),
     ...field('Started', fmtExact(t.started_at)),
     ...field('Finished', fmtExact(t.finished_at)),
     ...field('Run time', duration),
     ...field('Params', h('pre', { class: 'params' }, JSON.stringify(t.params, null, 2))),
+    ...(t.args != null ? field('Args', jsonView(t.args, 'args')) : []),
+    ...(t.kwargs != null ? field('Kwargs', jsonView(t.kwargs, 'kwargs')) : []),
   );
 }
 
@@ -162,6 +172,24 @@ async function load() {
   }
   render(task);
   await loadResult(task);
+  await drawWorkflow();
+}
+
+async function drawWorkflow() {
+  try {
+    members = await loadGraph($('workflow-card'), $('workflow-graph'), task);
+  } catch (err) {
+    if (err.status !== 0 && err.status !== 404) showBanner($('task-message'), `Could not load the workflow: ${err.message}`, 'error');
+  }
+}
+
+// Another task of the workflow changed: draw the graph again (once for a burst of events).
+function graphSoon() {
+  if (graphTimer) return;
+  graphTimer = setTimeout(() => {
+    graphTimer = null;
+    if (!gone && task) drawWorkflow();
+  }, 250);
 }
 
 function soon() {
@@ -201,7 +229,10 @@ $('delete').addEventListener('click', remove);
 await load();
 const live = new Live();
 live.on('task', (ev) => {
-  if (ev.id !== id) return;
+  if (ev.id !== id) {
+    if (members.has(ev.id)) graphSoon();
+    return;
+  }
   seen.push({ state: ev.state, node: ev.node, at: ev.at });
   soon();
 }).on('resync', load);

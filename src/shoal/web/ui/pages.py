@@ -1,4 +1,5 @@
-"""The task center's HTML routes: sign-in and sign-out, and the pages (tasks, one task, schedules, nodes).
+"""The task center's HTML routes: sign-in and sign-out, and the pages (tasks, one task, schedules, webhooks,
+nodes).
 
 Pages are thin server-rendered shells (Jinja2): the data comes from the REST API, fetched by the page's
 ES modules with the session cookie, so a page served by any node works the same and shows nothing the
@@ -44,9 +45,10 @@ TEMPLATES = WEB_DIR / "templates"
 STATIC = WEB_DIR / "static"
 #: The ES modules each page imports beyond the shared ones (api, ui, live): preloaded together.
 TASKS_MODULES = ["tasks.js", "bulk.js", "form.js"]
-TASK_MODULES = ["task.js", "result.js"]
+TASK_MODULES = ["task.js", "result.js", "graph.js"]
 NODES_MODULES = ["nodes.js", "chart.js"]
 SCHEDULES_MODULES = ["schedules.js"]
+WEBHOOKS_MODULES = ["webhooks.js"]
 #: Largest sign-in form accepted, in bytes (a token is at most a few hundred characters).
 MAX_FORM_BYTES = 4096
 
@@ -222,8 +224,17 @@ def build_pages_router(pages: Pages) -> APIRouter:
             return _to_signin(request)
         return await pages.render(request, "schedules.html", page="schedules", modules=SCHEDULES_MODULES)
 
+    _add_webhooks_page(router, pages)
     _add_session_routes(router, pages)
     return router
+
+
+def _add_webhooks_page(router: APIRouter, pages: Pages) -> None:
+    @router.get("/webhooks")
+    async def webhooks_page(request: Request) -> Response:
+        if not await pages.signed_in(request):
+            return _to_signin(request)
+        return await pages.render(request, "webhooks.html", page="webhooks", modules=WEBHOOKS_MODULES)
 
 
 def _add_session_routes(router: APIRouter, pages: Pages) -> None:

@@ -5,7 +5,10 @@ node loads (config ``task_modules``), or by being named in a package's ``shoal.t
 Marking stores nothing globally: the loader finds marked functions when it imports the module.
 
 A handler gets a ``TaskContext`` and returns the result's ``code`` as a string, or an ``Output`` with
-``meta`` beside it. An exception fails the attempt (retried if the task allows); its text is kept.
+``meta`` beside it. An exception fails the attempt (retried if the task allows); its text is kept. A plain
+function made a task with ``@shoal.task`` (``shoal.functions``) is found the same way; it takes the task's
+``args``/``kwargs`` instead of a context (``current_task()`` gives it that) and its return value, any JSON
+value, is the result's ``value``.
 
 Where it runs is the type's ``isolation``: ``"process"`` (the default for plain functions) runs each attempt
 in a worker process of the node's pool, which a kill or timeout really stops and whose crash takes only
@@ -16,6 +19,7 @@ runs it on the node's event loop. ``memory_mb`` and ``cpu_s_limit`` bound a proc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import inspect
 import logging
@@ -24,7 +28,10 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal, TypeVar
 
+import orjson
+
 from shoal.errors import InvalidInput
+from shoal.signatures import Signature, describe
 
 log = logging.getLogger("shoal.worker.handlers")
 
@@ -32,14 +39,19 @@ ENTRY_POINT_GROUP = "shoal.task_types"
 #: Characters of an attempt's error text that are kept.
 MAX_ERROR_CHARS = 4000
 _MARK = "__shoal_task_type__"
+#: On a ``shoal.task`` function (``shoal.functions.TaskFunction``): the plain function it runs.
+FUNCTION_MARK = "__shoal_function__"
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """A handler's result: ``code`` (the seed's TaskResult.code) and anything worth showing beside it."""
+    """A handler's result: ``code`` (the seed's TaskResult.code) and anything worth showing beside it; a
+    function task's also its return ``value`` (``has_value``), of which ``code`` is the text."""
 
     code: str
     meta: dict[str, Any] = field(default_factory=dict)
+    value: Any = None
+    has_value: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,52 @@ class TaskContext:
     attempt: int
     node: str
     cancelled: asyncio.Event | Any = None
+    args: list[Any] = field(default_factory=list)  # a function task's arguments (JSON values)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Its parents' results (parent id -> a function's return value, else the result's code; None for a parent
+    #: that ended without one, for a task with on_parent_failure "run"). Empty for a task with no parents.
+    parents: dict[str, Any] = field(default_factory=dict)
+
+
+_CURRENT: contextvars.ContextVar[TaskContext] = contextvars.ContextVar("shoal_current_task")
+
+
+def current_task() -> TaskContext:
+    """The context of the function task running now (its id, attempt, ``cancelled``...), in a function
+    made a task with ``@shoal.task``, on the node's loop or in a worker process. Raises LookupError
+    elsewhere."""
+    try:
+        return _CURRENT.get()
+    except LookupError:
+        raise LookupError("shoal.current_task() is only known inside a running @shoal.task function") from None
+
+
+def call_function(fn: Callable[..., Any], ctx: TaskContext) -> Any:
+    """``fn(*ctx.args, **ctx.kwargs)`` with ``current_task()`` answering ``ctx``, in the calling thread (a
+    worker process's): an ``async def`` function runs to its end in an event loop of its own."""
+    token = _CURRENT.set(ctx)
+    try:
+        value = fn(*ctx.args, **ctx.kwargs)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_awaited(value))
+        return value
+    finally:
+        _CURRENT.reset(token)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def function_output(value: Any) -> Output:
+    """A function's return value as an attempt's output: the value as JSON would give it back, and its text
+    as ``code``. TypeError when it is not a JSON value: the attempt fails saying so."""
+    try:
+        text = orjson.dumps(value)
+    except TypeError as exc:
+        raise TypeError(f"return value is not JSON: {exc}") from None
+    value = orjson.loads(text)
+    return Output(value if isinstance(value, str) else text.decode(), value=value, has_value=True)
 
 
 Handler = Callable[[TaskContext], "Output | str | Awaitable[Output | str]"]
@@ -73,6 +131,8 @@ class TypeOptions:
     isolation: Isolation | None = None  # None: "inline" for async def, "process" for a plain function
     memory_mb: int | None = None
     cpu_s_limit: float | None = None
+    #: A function task's submit defaults (timeout_s, max_retries, ...), published with its signature.
+    defaults: dict[str, Any] | None = None
 
 
 def task_type(
@@ -113,10 +173,15 @@ class TaskType:
     isolation: Isolation = "inline"
     memory_mb: int | None = None
     cpu_s_limit: float | None = None
+    #: A ``@shoal.task`` function's plain function and its signature (None: a handler taking a TaskContext).
+    function: Callable[..., Any] | None = None
+    signature: Signature | None = None
 
     async def run(self, ctx: TaskContext) -> Output:
         """Call the handler on the node (an inline type): awaited if async, in a thread if sync. Types with
         isolation "process" are run by the worker pool instead (shoal.worker.pool)."""
+        if self.function is not None:
+            return await self._call(self.function, ctx)
         if inspect.iscoroutinefunction(self.handler):
             value = await self.handler(ctx)
         else:
@@ -124,6 +189,22 @@ class TaskType:
             if inspect.isawaitable(value):
                 value = await value
         return as_output(value)
+
+    @staticmethod
+    async def _call(fn: Callable[..., Any], ctx: TaskContext) -> Output:
+        """A function task's attempt on the node: its arguments from ``ctx``, ``current_task()`` set for it
+        (a thread of ``to_thread`` takes the context it was started from)."""
+        token = _CURRENT.set(ctx)
+        try:
+            if inspect.iscoroutinefunction(fn):
+                value = await fn(*ctx.args, **ctx.kwargs)
+            else:
+                value = await asyncio.to_thread(fn, *ctx.args, **ctx.kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        finally:
+            _CURRENT.reset(token)
+        return function_output(value)
 
 
 def as_output(value: Any) -> Output:
@@ -148,16 +229,25 @@ class TaskTypes:
         if not isinstance(options, TypeOptions):
             options = TypeOptions(validate=options)
         _check_options(name, options)
-        isolation = options.isolation or ("inline" if _is_async(handler) else "process")
+        function = getattr(handler, FUNCTION_MARK, None)
+        isolation = options.isolation or ("inline" if _is_async(function or handler) else "process")
         if isolation == "process":
             _check_importable(name, handler)
-        self._types[name] = TaskType(name, handler, options.validate, isolation, options.memory_mb, options.cpu_s_limit)
+        signature = describe(function, name, options.defaults) if function is not None else None
+        self._types[name] = TaskType(
+            name, handler, options.validate, isolation, options.memory_mb, options.cpu_s_limit, function, signature
+        )
 
     def get(self, name: str) -> TaskType | None:
         return self._types.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+    def signatures(self) -> dict[str, Signature | None]:
+        """Every type's signature by name: a function task's, None for a handler's (to publish, so that a
+        submit taken by any node is checked against it: shoal.store.signatures)."""
+        return {name: t.signature for name, t in sorted(self._types.items())}
 
     def validate(self, name: str, target: str, params: dict[str, Any]) -> None:
         """Run the type's own checks when this node knows the type."""
@@ -177,10 +267,14 @@ class TaskTypes:
         for value in vars(module).values():
             mark = getattr(value, _MARK, None)
             if mark is not None:
-                self.add(mark[0], value, mark[1])
+                known = self._types.get(mark[0])
+                if known is None or known.handler is not value:  # the same one imported by two modules: once
+                    self.add(mark[0], value, mark[1])
                 found += 1
         if not found:
-            raise InvalidInput(f"task module {module_name!r} has no function marked with @shoal.task_type")
+            raise InvalidInput(
+                f"task module {module_name!r} has no function marked with @shoal.task or @shoal.task_type"
+            )
         return found
 
     def load_entry_points(self) -> None:

@@ -150,6 +150,12 @@ class Task(_message.Message):
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
     TICK_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    ON_PARENT_FAILURE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    ARGS_JSON_FIELD_NUMBER: _builtins.int
+    KWARGS_JSON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     target: _builtins.str
@@ -210,6 +216,13 @@ class Task(_message.Message):
     schedule: _builtins.str
     """The schedule that fired it, and the tick (Unix seconds) it was fired for."""
     tick: _builtins.float
+    on_parent_failure: _builtins.str
+    """"kill" or "run", as submitted; unset: "kill"."""
+    workflow: _builtins.str
+    """The workflow it belongs to (the id of one of its tasks), when it depends on tasks or was submitted with refs."""
+    args_json: _builtins.str
+    """A function task's arguments as submitted (TaskSpec.args_json, kwargs_json); unset: none given."""
+    kwargs_json: _builtins.str
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """The attempts, oldest first: the first 5 and the latest 20 are kept (see attempts_dropped)."""
@@ -223,6 +236,14 @@ class Task(_message.Message):
     @_builtins.property
     def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The node labels it may only run on (its type's defaults included)."""
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its parents (task ids): it ran once they had all SUCCEEDED (see TaskSpec.depends_on)."""
+
+    @_builtins.property
+    def children(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks that depend on it (filled by GetTask only)."""
 
     def __init__(
         self,
@@ -258,11 +279,19 @@ class Task(_message.Message):
         concurrency_key: _builtins.str | None = ...,
         schedule: _builtins.str | None = ...,
         tick: _builtins.float | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        on_parent_failure: _builtins.str | None = ...,
+        workflow: _builtins.str | None = ...,
+        children: _abc.Iterable[_builtins.str] | None = ...,
+        args_json: _builtins.str | None = ...,
+        kwargs_json: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_priority", b"_priority", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_schedule", b"_schedule", "_started_at", b"_started_at", "_tick", b"_tick", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "priority", b"priority", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "schedule", b"schedule", "started_at", b"started_at", "tick", b"tick", "timeout_s", b"timeout_s", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_args_json", b"_args_json", "_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_kwargs_json", b"_kwargs_json", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_on_parent_failure", b"_on_parent_failure", "_priority", b"_priority", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_schedule", b"_schedule", "_started_at", b"_started_at", "_tick", b"_tick", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "_workflow", b"_workflow", "args_json", b"args_json", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "kwargs_json", b"kwargs_json", "max_lost_attempts", b"max_lost_attempts", "memory_mb", b"memory_mb", "node", b"node", "on_parent_failure", b"on_parent_failure", "priority", b"priority", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "schedule", b"schedule", "started_at", b"started_at", "tick", b"tick", "timeout_s", b"timeout_s", "waiting_for", b"waiting_for", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_priority", b"_priority", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_schedule", b"_schedule", "_started_at", b"_started_at", "_tick", b"_tick", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "delay_s", b"delay_s", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "idempotency_key", b"idempotency_key", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "params_json", b"params_json", "priority", b"priority", "requires", b"requires", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "target", b"target", "tick", b"tick", "timeout_s", b"timeout_s", "type", b"type", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_args_json", b"_args_json", "_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_error", b"_error", "_finished_at", b"_finished_at", "_idempotency_key", b"_idempotency_key", "_kwargs_json", b"_kwargs_json", "_max_lost_attempts", b"_max_lost_attempts", "_memory_mb", b"_memory_mb", "_node", b"_node", "_on_parent_failure", b"_on_parent_failure", "_priority", b"_priority", "_result", b"_result", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_schedule", b"_schedule", "_started_at", b"_started_at", "_tick", b"_tick", "_timeout_s", b"_timeout_s", "_waiting_for", b"_waiting_for", "_workflow", b"_workflow", "args_json", b"args_json", "attempts", b"attempts", "attempts_dropped", b"attempts_dropped", "children", b"children", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "created_at", b"created_at", "delay_s", b"delay_s", "depends_on", b"depends_on", "error", b"error", "finished_at", b"finished_at", "history", b"history", "id", b"id", "idempotency_key", b"idempotency_key", "kwargs_json", b"kwargs_json", "lost_attempts", b"lost_attempts", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "node", b"node", "on_parent_failure", b"on_parent_failure", "params_json", b"params_json", "priority", b"priority", "requires", b"requires", "result", b"result", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "target", b"target", "tick", b"tick", "timeout_s", b"timeout_s", "type", b"type", "waiting_for", b"waiting_for", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__args_json: _TypeAlias = _typing.Literal["args_json"]  # noqa: Y015
+    _WhichOneofArgType__args_json: _TypeAlias = _typing.Literal["_args_json", b"_args_json"]  # noqa: Y015
     _WhichOneofReturnType__concurrency_key: _TypeAlias = _typing.Literal["concurrency_key"]  # noqa: Y015
     _WhichOneofArgType__concurrency_key: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key"]  # noqa: Y015
     _WhichOneofReturnType__cpu_s_limit: _TypeAlias = _typing.Literal["cpu_s_limit"]  # noqa: Y015
@@ -275,12 +304,16 @@ class Task(_message.Message):
     _WhichOneofArgType__finished_at: _TypeAlias = _typing.Literal["_finished_at", b"_finished_at"]  # noqa: Y015
     _WhichOneofReturnType__idempotency_key: _TypeAlias = _typing.Literal["idempotency_key"]  # noqa: Y015
     _WhichOneofArgType__idempotency_key: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key"]  # noqa: Y015
+    _WhichOneofReturnType__kwargs_json: _TypeAlias = _typing.Literal["kwargs_json"]  # noqa: Y015
+    _WhichOneofArgType__kwargs_json: _TypeAlias = _typing.Literal["_kwargs_json", b"_kwargs_json"]  # noqa: Y015
     _WhichOneofReturnType__max_lost_attempts: _TypeAlias = _typing.Literal["max_lost_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_lost_attempts: _TypeAlias = _typing.Literal["_max_lost_attempts", b"_max_lost_attempts"]  # noqa: Y015
     _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
     _WhichOneofReturnType__node: _TypeAlias = _typing.Literal["node"]  # noqa: Y015
     _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
+    _WhichOneofReturnType__on_parent_failure: _TypeAlias = _typing.Literal["on_parent_failure"]  # noqa: Y015
+    _WhichOneofArgType__on_parent_failure: _TypeAlias = _typing.Literal["_on_parent_failure", b"_on_parent_failure"]  # noqa: Y015
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
     _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
@@ -299,6 +332,10 @@ class Task(_message.Message):
     _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__waiting_for: _TypeAlias = _typing.Literal["waiting_for"]  # noqa: Y015
     _WhichOneofArgType__waiting_for: _TypeAlias = _typing.Literal["_waiting_for", b"_waiting_for"]  # noqa: Y015
+    _WhichOneofReturnType__workflow: _TypeAlias = _typing.Literal["workflow"]  # noqa: Y015
+    _WhichOneofArgType__workflow: _TypeAlias = _typing.Literal["_workflow", b"_workflow"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__args_json) -> _WhichOneofReturnType__args_json | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency_key) -> _WhichOneofReturnType__concurrency_key | None: ...
     @_typing.overload
@@ -312,11 +349,15 @@ class Task(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__idempotency_key) -> _WhichOneofReturnType__idempotency_key | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__kwargs_json) -> _WhichOneofReturnType__kwargs_json | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_lost_attempts) -> _WhichOneofReturnType__max_lost_attempts | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__on_parent_failure) -> _WhichOneofReturnType__on_parent_failure | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
     @_typing.overload
@@ -335,6 +376,8 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__waiting_for) -> _WhichOneofReturnType__waiting_for | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__workflow) -> _WhichOneofReturnType__workflow | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
@@ -487,6 +530,11 @@ class TaskSpec(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     REQUIRES_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    ON_PARENT_FAILURE_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    ARGS_JSON_FIELD_NUMBER: _builtins.int
+    KWARGS_JSON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required, at most 200 characters."""
     type: _builtins.str
@@ -540,9 +588,29 @@ class TaskSpec(_message.Message):
     """
     concurrency_key: _builtins.str
     """The key the type's per-key limits count it under (a customer id, say)."""
+    on_parent_failure: _builtins.str
+    """"kill" (unset) or "run": what a parent ending otherwise than SUCCEED does to this task."""
+    ref: _builtins.str
+    """A name for the task within its CreateTasks call (letters, digits, _ . : -, at most 64), for the
+    depends_on of the call's other tasks.
+    """
+    args_json: _builtins.str
+    """A function task's (@shoal.task) positional arguments, as a JSON array, and keyword arguments, as a
+    JSON object; empty means none. Checked against the function's signature (INVALID_ARGUMENT naming a
+    wrong count, an unknown or a missing argument); with either, name defaults to the type and target to "".
+    At most 256 KiB together.
+    """
+    kwargs_json: _builtins.str
     @_builtins.property
     def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Node labels the task may only run on, e.g. {"gpu": "1"}; it waits until a live node has them all."""
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks that must SUCCEED before this one runs (at most 100): task ids, or in CreateTasks the ref of
+        another task of the same call. It waits (WAITING, waiting_for "waiting for 2 of 3 parents"); a parent
+        that ends otherwise kills it, unless on_parent_failure is "run". An unknown parent: INVALID_ARGUMENT.
+        """
 
     def __init__(
         self,
@@ -564,10 +632,15 @@ class TaskSpec(_message.Message):
         priority: _builtins.int | None = ...,
         requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         concurrency_key: _builtins.str | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        on_parent_failure: _builtins.str | None = ...,
+        ref: _builtins.str | None = ...,
+        args_json: _builtins.str = ...,
+        kwargs_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_priority", b"_priority", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "priority", b"priority", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_on_parent_failure", b"_on_parent_failure", "_priority", b"_priority", "_ref", b"_ref", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "on_parent_failure", b"on_parent_failure", "priority", b"priority", "ref", b"ref", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "timeout_s", b"timeout_s", "wait_s", b"wait_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_priority", b"_priority", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "idempotency_key", b"idempotency_key", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "params_json", b"params_json", "priority", b"priority", "requires", b"requires", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key", "_cpu_s_limit", b"_cpu_s_limit", "_delay_s", b"_delay_s", "_idempotency_key", b"_idempotency_key", "_max_lost_attempts", b"_max_lost_attempts", "_max_retries", b"_max_retries", "_memory_mb", b"_memory_mb", "_on_parent_failure", b"_on_parent_failure", "_priority", b"_priority", "_ref", b"_ref", "_result_ttl_s", b"_result_ttl_s", "_run_at", b"_run_at", "_timeout_s", b"_timeout_s", "_wait_s", b"_wait_s", "args_json", b"args_json", "concurrency_key", b"concurrency_key", "cpu_s_limit", b"cpu_s_limit", "delay_s", b"delay_s", "depends_on", b"depends_on", "idempotency_key", b"idempotency_key", "kwargs_json", b"kwargs_json", "max_lost_attempts", b"max_lost_attempts", "max_retries", b"max_retries", "memory_mb", b"memory_mb", "name", b"name", "on_parent_failure", b"on_parent_failure", "params_json", b"params_json", "priority", b"priority", "ref", b"ref", "requires", b"requires", "result_ttl_s", b"result_ttl_s", "run_at", b"run_at", "target", b"target", "timeout_s", b"timeout_s", "type", b"type", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrency_key: _TypeAlias = _typing.Literal["concurrency_key"]  # noqa: Y015
     _WhichOneofArgType__concurrency_key: _TypeAlias = _typing.Literal["_concurrency_key", b"_concurrency_key"]  # noqa: Y015
@@ -583,8 +656,12 @@ class TaskSpec(_message.Message):
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     _WhichOneofReturnType__memory_mb: _TypeAlias = _typing.Literal["memory_mb"]  # noqa: Y015
     _WhichOneofArgType__memory_mb: _TypeAlias = _typing.Literal["_memory_mb", b"_memory_mb"]  # noqa: Y015
+    _WhichOneofReturnType__on_parent_failure: _TypeAlias = _typing.Literal["on_parent_failure"]  # noqa: Y015
+    _WhichOneofArgType__on_parent_failure: _TypeAlias = _typing.Literal["_on_parent_failure", b"_on_parent_failure"]  # noqa: Y015
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    _WhichOneofReturnType__ref: _TypeAlias = _typing.Literal["ref"]  # noqa: Y015
+    _WhichOneofArgType__ref: _TypeAlias = _typing.Literal["_ref", b"_ref"]  # noqa: Y015
     _WhichOneofReturnType__result_ttl_s: _TypeAlias = _typing.Literal["result_ttl_s"]  # noqa: Y015
     _WhichOneofArgType__result_ttl_s: _TypeAlias = _typing.Literal["_result_ttl_s", b"_result_ttl_s"]  # noqa: Y015
     _WhichOneofReturnType__run_at: _TypeAlias = _typing.Literal["run_at"]  # noqa: Y015
@@ -608,7 +685,11 @@ class TaskSpec(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_mb) -> _WhichOneofReturnType__memory_mb | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__on_parent_failure) -> _WhichOneofReturnType__on_parent_failure | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ref) -> _WhichOneofReturnType__ref | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result_ttl_s) -> _WhichOneofReturnType__result_ttl_s | None: ...
     @_typing.overload
@@ -677,6 +758,7 @@ class TaskResult(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     META_JSON_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
+    VALUE_JSON_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """What the task produced; for "fetch", the fetched source."""
     task_id: _builtins.str
@@ -690,6 +772,10 @@ class TaskResult(_message.Message):
     """What the type reported beside `code` (e.g. HTTP status, content type), as a JSON object."""
     duplicates: _builtins.int
     """How many later attempts also finished; the first result won and theirs were not kept."""
+    value_json: _builtins.str
+    """A function task's return value as JSON (any JSON value, "null" included); unset for other types. Its
+    `code` is that value as text (itself when a string, else this JSON).
+    """
     def __init__(
         self,
         *,
@@ -700,12 +786,15 @@ class TaskResult(_message.Message):
         finished_at: _builtins.float = ...,
         meta_json: _builtins.str = ...,
         duplicates: _builtins.int = ...,
+        value_json: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_value_json", b"_value_json", "value_json", b"value_json"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "code", b"code", "duplicates", b"duplicates", "finished_at", b"finished_at", "meta_json", b"meta_json", "node", b"node", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value_json", b"_value_json", "attempt", b"attempt", "code", b"code", "duplicates", b"duplicates", "finished_at", b"finished_at", "meta_json", b"meta_json", "node", b"node", "task_id", b"task_id", "value_json", b"value_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__value_json: _TypeAlias = _typing.Literal["value_json"]  # noqa: Y015
+    _WhichOneofArgType__value_json: _TypeAlias = _typing.Literal["_value_json", b"_value_json"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__value_json) -> _WhichOneofReturnType__value_json | None: ...
 
 Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
 
@@ -826,6 +915,12 @@ class WatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    since: _builtins.str
+    """Resume after this event (a TaskEvent's event_id): first the events after it that the store still
+    holds, then live ones, none twice. If some after it are no longer held (the event stream is capped), the
+    response's initial metadata has "shoal-events-gap" (the oldest event id held, or "" if none).
+    """
     @_builtins.property
     def id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events of these tasks (at most 1000); empty means every task."""
@@ -834,12 +929,15 @@ class WatchRequest(_message.Message):
         self,
         *,
         id: _abc.Iterable[_builtins.str] | None = ...,
+        since: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "id", b"id", "since", b"since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__since: _TypeAlias = _typing.Literal["since"]  # noqa: Y015
+    _WhichOneofArgType__since: _TypeAlias = _typing.Literal["_since", b"_since"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since) -> _WhichOneofReturnType__since | None: ...
 
 Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
 
@@ -853,11 +951,14 @@ class TaskEvent(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___Task.State.ValueType
     node: _builtins.str
     at: _builtins.float
     """Unix seconds."""
+    event_id: _builtins.str
+    """The event's place in the cluster's event stream ("<entry id>/<index>"): WatchRequest.since resumes after it."""
     def __init__(
         self,
         *,
@@ -865,13 +966,19 @@ class TaskEvent(_message.Message):
         state: Global___Task.State.ValueType = ...,
         node: _builtins.str | None = ...,
         at: _builtins.float = ...,
+        event_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_node", b"_node", "node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_event_id", b"_event_id", "_node", b"_node", "event_id", b"event_id", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_node", b"_node", "at", b"at", "id", b"id", "node", b"node", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_event_id", b"_event_id", "_node", b"_node", "at", b"at", "event_id", b"event_id", "id", b"id", "node", b"node", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__event_id: _TypeAlias = _typing.Literal["event_id"]  # noqa: Y015
+    _WhichOneofArgType__event_id: _TypeAlias = _typing.Literal["_event_id", b"_event_id"]  # noqa: Y015
     _WhichOneofReturnType__node: _TypeAlias = _typing.Literal["node"]  # noqa: Y015
     _WhichOneofArgType__node: _TypeAlias = _typing.Literal["_node", b"_node"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__event_id) -> _WhichOneofReturnType__event_id | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__node) -> _WhichOneofReturnType__node | None: ...
 
 Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015

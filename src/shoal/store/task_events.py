@@ -1,0 +1,135 @@
+"""The cluster's task event stream: every task state change, in order, kept for a while.
+
+Key ``shoal:{cluster}:task-events`` (``Keys.task_events``), a Redis stream. Every Lua script that changes
+tasks adds ONE entry at its end (``flush`` in ``scripts/_lib.lua``), however many tasks it changed:
+
+    entry id   "<ms>-<seq>", the store's: entries are in the order the scripts ran
+    field e    a JSON array of the script's events, in the order they happened, each an object:
+                 {"id": task id, "state": TaskState name or "DELETED", "node": node name or null,
+                  "at": Unix seconds (float, the store's clock), "type": the task's type ("" if unknown)}
+
+A state change is one event; a task deleted (by a user or the retention sweep) is an event of state
+``DELETED``. An event's id is ``"<entry id>/<index in the entry's array>"`` (``shoal.event_ids``): it names one
+event, orders events, and a reader that resumes after it misses none (``TaskEventStream.after``).
+
+The stream is capped: ``XADD MAXLEN ~ event_retention`` (``EVENT_RETENTION`` entries by default, about a
+few MB). Entries are per script call, so at a typical 100 script calls a second (a few hundred tasks a
+second, submitted, placed, started and finished in batches) 100,000 entries are about 15 minutes of
+history; a quiet cluster keeps days of it. A reader that comes back after more than that has missed
+events, and is told so (``trimmed_after``).
+
+Readers: every node's event hub (shoal.events) reads it with XREAD from where it last was, which feeds
+waits, SSE and gRPC watches and the scheduler's wake-up; a watch that resumes reads the past with XRANGE.
+A consumer group may read it too (XREADGROUP): entries are never deleted but by the cap, so a group that
+falls further behind than the cap loses the oldest.
+
+Being a key, the stream belongs to one database: two clusters of one name on two databases of one server
+never see each other's events (pub/sub, which ignores database numbers, would mix them).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from shoal.event_ids import EventId
+from shoal.models import TaskEvent, TaskState
+
+#: Entries the stream keeps by default (XADD MAXLEN ~): one per script call that changed tasks.
+EVENT_RETENTION = 100_000
+#: Entries one read of the past (XRANGE) or of new events (XREAD) takes at most.
+PAGE = 200
+#: The field of an entry that holds its events.
+FIELD = b"e"
+
+_ENTRY = re.compile(rb"(\d+)-(\d+)")
+
+
+def _entry_parts(entry: bytes | str) -> tuple[int, int]:
+    raw = entry.encode() if isinstance(entry, str) else entry
+    found = _ENTRY.fullmatch(raw)
+    if found is None:
+        return 0, 0
+    return int(found[1]), int(found[2])
+
+
+#: One event of an entry: the task's id, and the event, or None for a deletion (state ``DELETED``), which
+#: ends waits but is shown to no watcher.
+Change = tuple[str, TaskEvent | None]
+
+
+def decode(entry: bytes | str, fields: dict[bytes, bytes]) -> list[Change]:
+    """The events of one entry, each with its ``event_id``; a malformed event (or entry) is skipped."""
+    ms, seq = _entry_parts(entry)
+    try:
+        rows = orjson.loads(fields.get(FIELD, b"[]"))
+    except orjson.JSONDecodeError:
+        return []
+    changes: list[Change] = []
+    for index, row in enumerate(rows if isinstance(rows, list) else ()):
+        try:
+            task_id, name = str(row["id"]), row["state"]
+            state = TaskState.__members__.get(name)
+            if state is None:
+                if name == "DELETED":
+                    changes.append((task_id, None))
+                continue
+            event = TaskEvent(id=task_id, state=state, node=row.get("node") or None, at=float(row["at"]),
+                              type=str(row.get("type") or ""), event_id=f"{ms}-{seq}/{index}")  # fmt: skip
+            changes.append((task_id, event))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return changes
+
+
+#: An entry: its id and its events.
+Entry = tuple[str, list[Change]]
+
+
+class TaskEventStream:
+    """Reads the stream (the scripts write it). Safe to share between coroutines: each call is one command."""
+
+    def __init__(self, redis: Redis, key: str) -> None:
+        self.redis = redis
+        self.key = key
+
+    async def last_entry(self) -> str:
+        """The id of the newest entry, "0-0" when there is none: where a reader that wants only what comes
+        next starts."""
+        reply: Any = await self.redis.xrevrange(self.key, count=1)
+        return _text(reply[0][0]) if reply else "0-0"
+
+    async def read(self, after: str, *, block_ms: int, count: int = PAGE) -> list[Entry]:
+        """Entries after entry ``after``, waiting up to ``block_ms`` for one when there is none yet."""
+        reply: Any = await self.redis.xread({self.key: after}, count=count, block=block_ms)
+        return [(_text(entry), decode(entry, fields)) for _stream, entries in reply or () for entry, fields in entries]
+
+    async def after(self, since: EventId, *, count: int = PAGE) -> list[Entry]:
+        """At most ``count`` entries from the one ``since`` is in on (inclusive: the caller skips the events up
+        to ``since``, which the entry may be followed by)."""
+        reply: Any = await self.redis.xrange(self.key, min=since.entry, max="+", count=count)
+        return [(_text(entry), decode(entry, fields)) for entry, fields in reply or ()]
+
+    async def trimmed_after(self, since: EventId) -> tuple[bool, str | None]:
+        """Whether events after ``since`` may have been trimmed away by the cap, and the id of the oldest event
+        kept (None when none is). The store says which entries were trimmed only by how many (XINFO STREAM's
+        entries-added less its length, Redis 7 and Valkey), so this errs on the side of a gap: when ``since``
+        is older than the oldest entry kept and any entry was ever trimmed."""
+        reply: Any = await self.redis.xrange(self.key, count=1)
+        if not reply:  # nothing kept: whatever followed ``since`` is gone
+            return True, None
+        oldest = f"{_text(reply[0][0])}/0"
+        if _entry_parts(reply[0][0]) <= (since.ms, since.seq):
+            return False, oldest
+        info: Any = await self.redis.xinfo_stream(self.key)
+        added = info.get("entries-added") if isinstance(info, dict) else None
+        if added is not None and int(added) == int(info.get("length", -1)):
+            return False, oldest  # nothing was ever trimmed: ``since`` is from before the stream began
+        return True, oldest
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
