@@ -244,6 +244,11 @@ def test_functions_return_their_values_to_the_python_client(node: TestNode, clie
     assert fns.text.options(client=client).submit("word").result(DONE_S) == "WORD"
     assert fns.anything.options(client=client).submit(1, [2], k={"v": None}).result(DONE_S) == {
         "args": [1, [2]], "kwargs": {"k": {"v": None}}}  # fmt: skip
+    # the function's own defaults, unless a submit names the field, even with its usual value
+    configured = fns.configured.options(client=client)
+    assert (lambda t: (t.timeout_s, t.priority, t.max_retries))(configured.submit().task()) == (7, 8, 1)
+    told = configured.options(priority=5, max_retries=0).map([(), ()])
+    assert [(t.timeout_s, t.priority, t.max_retries) for t in (h.task() for h in told)] == [(7, 5, 0)] * 2
 
 
 @pytest.mark.e2e
@@ -329,6 +334,10 @@ def test_rest_callers_give_args_and_kwargs_and_get_the_value(node: TestNode) -> 
         told = api.post("/api/v1/tasks", json={"type": "shoal_function_tasks.configured", "args": [],
                                                "timeout_s": 3, "priority": 2}).json()  # fmt: skip
         assert (told["timeout_s"], told["priority"]) == (3, 2)
+        # a field given its usual value is given all the same: it is not taken for "not said"
+        plain = api.post("/api/v1/tasks", json={"type": "shoal_function_tasks.configured", "args": [],
+                                                "priority": 5, "max_retries": 0}).json()  # fmt: skip
+        assert (plain["timeout_s"], plain["priority"], plain["max_retries"]) == (7, 5, 0)
         doc = api.get("/openapi.json").json()
         branches = doc["components"]["schemas"]["TaskIn"]["oneOf"]
         calls = [b for b in branches if b.get("allOf") == [{"$ref": "#/components/schemas/FunctionTaskIn"}]]
@@ -389,6 +398,10 @@ async def test_grpc_callers_give_args_json_and_get_value_json(node: TestNode) ->
         assert (made.name, made.args_json, made.kwargs_json) == ("shoal_function_tasks.add", "[5]", '{"b":6}')
         result = await client.stub.GetTaskResult(pb.ID(id=[made.id], wait_s=DONE_S))
         assert (result.value_json, result.code) == ("11", "11")
+        configured = pb.TaskSpec(type="shoal_function_tasks.configured", args_json="[]")
+        assert ((t := await client.stub.CreateTask(configured)).priority, t.max_retries) == (8, 1)  # its defaults
+        configured.priority, configured.max_retries = 5, 0  # set: taken as given, though they are the usual values
+        assert ((t := await client.stub.CreateTask(configured)).priority, t.max_retries) == (5, 0)
         echo = await client.stub.CreateTask(pb.TaskSpec(name="e", type="echo", target="hi", wait_s=DONE_S))
         assert not echo.HasField("args_json")
         assert not (await client.stub.GetTaskResult(pb.ID(id=[echo.id]))).HasField("value_json")

@@ -131,6 +131,27 @@ class TaskSpec:
     ref: str | None = None  # its name within a batch, for the batch's other tasks' depends_on
     args: list[Any] | None = None  # a function task's positional arguments (JSON values); None: none given
     kwargs: dict[str, Any] | None = None  # a function task's keyword arguments (JSON values); None: none given
+    #: The fields its submit named (a REST body's keys, a gRPC spec's set fields), so that a function's
+    #: defaults fill only the others; None (a spec built in code): those that differ from their defaults.
+    given: frozenset[str] | None = field(default=None, compare=False, repr=False)
+
+
+#: TaskSpec fields no submit sets: a schedule's (the master sets them) and the record of what was named.
+_NOT_SUBMITTED = frozenset({"schedule", "tick", "given"})
+
+
+def submitted_fields(spec: TaskSpec) -> dict[str, Any]:
+    """``spec`` as the body of its submit (``POST /api/v1/tasks`` takes it): name, type, target and the
+    fields it names (``given``; for a spec built in code, those that differ from their defaults)."""
+    blank = TaskSpec(name=spec.name, type=spec.type, target=spec.target)
+    body: dict[str, Any] = {}
+    for key, value in asdict(spec).items():
+        if key in _NOT_SUBMITTED or value is None:
+            continue
+        named = key in spec.given if spec.given is not None else value != getattr(blank, key)
+        if named or key in ("name", "type", "target"):
+            body[key] = list(value) if isinstance(value, tuple) else value
+    return body
 
 
 @dataclass(frozen=True, slots=True)

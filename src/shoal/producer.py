@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +28,7 @@ from shoal.config import NodeConfig
 from shoal.errors import InvalidInput
 from shoal.events import EventHub
 from shoal.keys import Keys
-from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, Task, TaskResult, TaskSpec
+from shoal.models import DEFAULT_MAX_LOST_ATTEMPTS, Task, TaskResult, TaskSpec, submitted_fields
 from shoal.service import TaskService
 from shoal.store.client import StoreClient
 from shoal.store.nodes import NodeRegistry
@@ -134,7 +133,7 @@ class Producer:
         name: str | None = None,
         params: dict[str, Any] | None = None,
         timeout_s: float | None = None,
-        max_retries: int = 0,
+        max_retries: int | None = None,
         max_lost_attempts: int | None = None,
         memory_mb: int | None = None,
         cpu_s_limit: float | None = None,
@@ -198,7 +197,7 @@ def _spec(fields: dict[str, Any]) -> TaskSpec:
 def _as_spec(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
     """A spec checked as the API checks one, a ``TaskSpec`` built by hand included."""
     if isinstance(spec, TaskSpec):  # what a schedule sets is not a submit's to set
-        data = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("schedule", "tick")}
+        data = submitted_fields(spec)
     elif isinstance(spec, Mapping):
         data = dict(spec)
     else:

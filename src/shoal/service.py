@@ -343,11 +343,12 @@ _DEFAULTABLE: dict[str, tuple[Any, Callable[[Any], Any]]] = {
 
 
 def function_defaults(spec: TaskSpec, defaults: Mapping[str, Any]) -> TaskSpec:
-    """``spec`` with ``defaults`` where it has a field's "not given" value; a default that is not valid (it
-    comes from the store) is left out."""
+    """``spec`` with ``defaults`` in the fields its submit did not name (for a spec built in code, those with
+    their "not given" value); a default that is not valid (it comes from the store) is left out."""
     changes: dict[str, Any] = {}
     for name, (unset, read) in _DEFAULTABLE.items():
-        if name in defaults and getattr(spec, name) == unset:
+        named = name in spec.given if spec.given is not None else getattr(spec, name) != unset
+        if name in defaults and not named:
             try:
                 changes[name] = read(defaults[name])
             except InvalidInput:

@@ -128,6 +128,7 @@ def task_spec(data: Any) -> TaskSpec:
         depends_on=workflows.depends_on(data.get("depends_on")),
         on_parent_failure=workflows.on_parent_failure(data.get("on_parent_failure")),
         ref=workflows.ref(data.get("ref")),
+        given=frozenset(k for k, v in data.items() if v is not None),
     )
 
 

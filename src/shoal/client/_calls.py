@@ -7,7 +7,6 @@ cache keys with ``shoal.validation.cache_key`` (and then percent-encoded whole, 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from shoal import validation
 from shoal.client import _decode
 from shoal.client.errors import TaskFailed, build, from_response
 from shoal.errors import InvalidInput, ResultNotFound, ShoalError
-from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState
+from shoal.models import ClusterView, Task, TaskPage, TaskResult, TaskSpec, TaskState, submitted_fields
 from shoal.schedules import Schedule, schedule_from_json, schedule_name
 from shoal.workflows import WorkflowGraph
 
@@ -79,7 +78,7 @@ def submit(
     name: str | None,
     params: dict[str, Any] | None,
     timeout_s: float | None,
-    max_retries: int,
+    max_retries: int | None,
     max_lost_attempts: int | None,
     memory_mb: int | None,
     cpu_s_limit: float | None,
@@ -109,7 +108,7 @@ def submit(
         body["params"] = params
     if timeout_s is not None:
         body["timeout_s"] = timeout_s
-    if max_retries:
+    if max_retries is not None:
         body["max_retries"] = max_retries
     if max_lost_attempts is not None:
         body["max_lost_attempts"] = max_lost_attempts
@@ -167,9 +166,7 @@ def spec_body(spec: TaskSpec | Mapping[str, Any]) -> dict[str, Any]:
     """A task's JSON body from a ``TaskSpec`` or a mapping of the REST fields (``name`` defaults to ``type``),
     checked as the server checks it, so a malformed one is refused before anything is sent."""
     if isinstance(spec, TaskSpec):
-        body = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
-        if not body.get("params"):
-            body.pop("params", None)
+        body = submitted_fields(spec)
     elif isinstance(spec, Mapping):
         body = {k: v for k, v in spec.items() if v is not None}
         if "name" not in body and isinstance(body.get("type"), str):

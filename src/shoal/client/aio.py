@@ -87,7 +87,7 @@ class AsyncClient:
         name: str | None = None,
         params: dict[str, Any] | None = None,
         timeout_s: float | None = None,
-        max_retries: int = 0,
+        max_retries: int | None = None,
         wait: float | None = None,
         max_lost_attempts: int | None = None,
         memory_mb: int | None = None,

@@ -31,6 +31,7 @@ from shoal.models import (
     TaskResult,
     TaskSpec,
     TaskState,
+    submitted_fields,
 )
 from shoal.rpc._gen.shoal.v1 import cache_pb2 as cache_pb
 from shoal.rpc._gen.shoal.v1 import cache_pb2_grpc as cache_grpc
@@ -244,7 +245,10 @@ def specs_from_proto(msgs: Sequence[pb.TaskSpec], first: int = 0) -> list[TaskSp
 
 
 def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
-    msg = pb.TaskSpec(name=spec.name, type=spec.type, target=spec.target, max_retries=spec.max_retries)
+    msg = pb.TaskSpec(name=spec.name, type=spec.type, target=spec.target)
+    named = submitted_fields(spec)
+    if "max_retries" in named:
+        msg.max_retries = spec.max_retries
     if spec.params:
         msg.params_json = _json_text(spec.params)
     if spec.timeout_s is not None:
@@ -263,7 +267,7 @@ def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
         msg.delay_s = _seconds_text(spec.delay_s)
     if spec.idempotency_key is not None:
         msg.idempotency_key = spec.idempotency_key
-    if spec.priority != DEFAULT_PRIORITY:
+    if "priority" in named:
         msg.priority = spec.priority
     msg.requires.update(spec.requires)
     if spec.concurrency_key is not None:
