@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from shoal.cluster import scheduler as scheduler_module
 from shoal.cluster.scheduler import Scheduler
 from shoal.keys import SCHEDULER_GROUP, Keys
-from shoal.models import TaskSpec
+from shoal.models import TaskResult, TaskSpec
 from shoal.store.nodes import ALIVE, NodeRecord, NodeRegistry
 from shoal.store.tasks import TaskStore
 from shoal.testing import TestNode, multiplier, wait_for
@@ -190,3 +190,44 @@ async def test_a_delayed_task_of_a_type_never_queued_is_placed_when_due(
         await until(placed, 10, "the delayed task to be placed once due")
     finally:
         task.cancel()
+
+
+class _AFetchEndsBetweenTwoOffers(TaskStore):
+    """The real store, where the first fetch placed ends right after the master's first offer that a limit
+    refused (as a fetch finishing on a node does, at any moment): the host's limit has room again before the
+    master offers the rest of its batch."""
+
+    ended = False
+
+    async def place_many(self, epoch: int, nodes: Any, tasks: Any) -> list[int | str]:
+        verdicts = await super().place_many(epoch, nodes, tasks)
+        if any(isinstance(v, str) for v in verdicts) and not self.ended:
+            self.ended = True
+            first = next(t.task_id for t, v in zip(tasks, verdicts, strict=True) if isinstance(v, int) and v > 0)
+            attempt = await self.start(first, "owner")
+            assert attempt is not None
+            result = TaskResult(task_id=first, code="x", node="owner", attempt=attempt, finished_at=time.time())
+            assert (await self.finish(first, "owner", attempt, "succeeded", result=result)).verdict == "done"
+        return verdicts
+
+
+async def test_a_fetch_held_by_its_hosts_limit_waits_for_its_owner_however_soon_the_limit_frees(redis: Redis) -> None:
+    """Fetches of one URL go to its cache owner; one its owner refused for the host's limit is not offered to
+    every node in the same pass (the limit may have room by then, and the fetch would land elsewhere)."""
+    term = Term(redis)
+    term.store = _AFetchEndsBetweenTwoOffers(redis, term.keys, result_max_bytes=4096)
+    scheduler = await term.begin(record("owner", ("fetch",), 8), record("other", ("fetch",), 8))
+    scheduler.owner_of = lambda key: "owner"
+    url = "http://127.0.0.1:9/same"
+    ids = [t.id for t in await term.store.create([TaskSpec(name="f", type="fetch", target=url)] * 3)]
+    task = asyncio.create_task(scheduler.run())
+    try:
+
+        async def all_placed() -> bool:
+            return all(state != "WAITING" for state, _ in await term.states(ids))
+
+        await until(all_placed, 10, "the three fetches to be placed")  # two at once per host by default
+        assert task.done() is False, "the scheduler is still running"
+    finally:
+        task.cancel()
+    assert [node for _, node in await term.states(ids)] == ["owner"] * 3

@@ -474,16 +474,18 @@ class Scheduler:
                     continue
                 if owner in runs_fetch and (not p.requires or self._allowed(p, [runs_fetch[owner]])):
                     groups.setdefault(owner, []).append(p)
-        done: set[str] = set()
+        settled: set[str] = set()
         for owner, group in groups.items():
             node = runs_fetch[owner]
             outcome = await self.store.place_many(
                 self.epoch, [(node.name, node.slots, node.types)], [self._offer(p, [node]) for p in group]
             )
             for p, verdict in zip(group, outcome, strict=True):
-                if self._done(p, verdict):  # placed on its owner, or gone
-                    done.add(p.entry)
-        return [p for p in batch if not (p.type == FETCH and p.entry in done)]
+                # placed on its owner, gone, or held by a limit (which a moment later may have room: offered
+                # to every node then, it would land elsewhere); only a full owner lets it go to another node
+                if self._done(p, verdict) or isinstance(verdict, str):
+                    settled.add(p.entry)
+        return [p for p in batch if not (p.type == FETCH and p.entry in settled)]
 
     async def _learn_targets(self, fetches: list[_Pending]) -> None:
         unknown = [p for p in fetches if p.target is None]
