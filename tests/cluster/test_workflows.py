@@ -33,11 +33,12 @@ def test_a_chain_and_a_diamond_run_once_each_in_order_across_a_master_kill(
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(PLUGINS), os.environ.get("PYTHONPATH")) if p))
     # the masters run no task (a killed master takes no attempt down with it); the workers never stand
-    master = cluster.add("node-a", args=["--no-run-tasks", "--priority", "10"], ready=False)
+    # the master starts alone (ready: it has taken the role), so that it is the master whatever the others' timing
+    master = cluster.add("node-a", args=["--no-run-tasks", "--priority", "10"])
     standby = cluster.add("node-b", args=["--no-run-tasks", "--priority", "5"], ready=False)
     workers = [cluster.add(n, args=["--no-master-eligible", "--task-modules", MODULE], ready=False)
                for n in ("node-c", "node-d")]  # fmt: skip
-    for node in (master, standby, *workers):
+    for node in (standby, *workers):
         node.wait_ready(30.0)
     before = cluster.wait_agreed(timeout=30)
     assert before["master"] == master.name
