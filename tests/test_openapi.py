@@ -68,7 +68,7 @@ def fuzz(node: TestNode, origin: Any, workdir: Path, *extra: str) -> subprocess.
         "NO_COLOR": "1",
     }
     command = [str(SCHEMATHESIS), "--config-file", str(config), "run", f"{node.http_url}/openapi.json"]
-    command += ["--checks", "all", "--seed", "1", "--max-examples", "15", "--workers", "1", "--no-color"]
+    command += ["--checks", "all", "--seed", "1", "--max-examples", "10", "--workers", "1", "--no-color"]
     command += ["--request-timeout", "20", "--max-failures", "20"]
     for path in EXCLUDED:
         command += ["--exclude-path", path]
