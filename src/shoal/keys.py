@@ -15,6 +15,8 @@
     dupes:{id}               list     finish.lua          late results of attempts that lost the race
     children:{id}            set      submit.lua          the tasks that name it in depends_on (workflows: the hash's
                                                           ``deps``, ``left``, ``opf``; _lib.lua settle_children)
+    parents                  set      submit.lua          the tasks with children that have not ended (settle_children
+                                                          looks here, once per script, for the tasks that ended)
     wf:{id}                  set      submit.lua          the tasks of the workflow of that id (their hash's ``wf``)
     seq                      string   submit.lua          counter; each task's sequence number (listing order)
     idem:{key}               string   submit.lua          the id of the task a submit with that idempotency_key
@@ -119,6 +121,7 @@ What bounds each key that grows, so that a cluster that runs for months keeps a 
     attempts:{id}            the same; at most KEEP_FIRST + KEEP_LAST - 1 entries (store/scripts.py)
     dupes:{id}               the same; at most KEEP_LATE_RESULTS entries (store/tasks.py)
     children:{id}            the same; one entry per child
+    parents                  one entry per unfinished task that has children; it leaves when the task ends
     wf:{id}                  one entry per task kept; each leaves with its task (empty: gone)
     index:{STATE}, names     one entry per task kept (finished ones leave with their task)
     expiry                   one entry per finished task kept that has a result_ttl_s

@@ -33,7 +33,7 @@ COMMANDS = (
     "get", "set", "mget", "incr", "incrby", "exists", "del", "unlink", "expire", "pexpire", "persist", "time",
     "hdel", "hget", "hgetall", "hmget", "hset", "hincrby",
     "lindex", "llen", "lrange", "lrem", "lset", "ltrim", "rpush",
-    "sadd", "scard", "smembers", "srem",
+    "sadd", "scard", "smembers", "smismember", "srem",
     "zadd", "zcard", "zrange", "zrangebyscore", "zrevrangebyscore", "zrem", "zscore", "zmscore",
     "zlexcount", "zrangebylex",
     "multi", "exec", "discard",

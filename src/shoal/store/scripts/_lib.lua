@@ -348,8 +348,9 @@ end
 
 -- Workflows: a task that names parents (depends_on) keeps their ids in 'deps', how many of them have not
 -- ended in 'left', and is WAITING in no queue while 'left' is above 0; each parent keeps its children's ids in
--- children:{id}. When a parent ends (every terminal transition lands in ENDED, once), settle_children, which
--- scripts.py runs after every script, settles its waiting children in the same step: a parent that
+-- children:{id}, and is in the set 'parents' until it has ended. When a parent ends (every terminal
+-- transition lands in ENDED, once), settle_children, which scripts.py runs after every script, settles its
+-- waiting children in the same step: a parent that
 -- SUCCEEDED (or any end, for a child with on_parent_failure 'run' in 'opf') counts down 'left', and at 0 the
 -- child is queued as a due delayed task is; any other end kills the child, whose own end then settles its
 -- children in turn (the loop runs until ENDED stops growing). A report taken twice ends a task once, so a
@@ -377,6 +378,7 @@ end
 
 -- Settle the waiting children of task ``id``, which ended ``state`` (with error ``err``).
 local function settle(id, state, err, t)
+  redis.call('SREM', P .. 'parents', id)  -- settled once: it ends once
   for _, kid in ipairs(redis.call('SMEMBERS', P .. 'children:' .. id)) do
     local ckey = P .. 'task:' .. kid
     local c = redis.call('HMGET', ckey, 'state', 'left', 'opf', 'type', 'due')
@@ -393,15 +395,21 @@ local function settle(id, state, err, t)
   end
 end
 
+-- One SMISMEMBER of 'parents' (the tasks with waiting children) for the tasks that ended, not a look per task:
+-- most tasks have no children, and a batch of reports ends many at once.
 local function settle_children()
-  if SETTLED >= #ENDED then return end
-  local t = now()
+  local t
   while SETTLED < #ENDED do
-    SETTLED = SETTLED + 1
-    local id = ENDED[SETTLED][1]
-    if redis.call('EXISTS', P .. 'children:' .. id) == 1 then
-      local f = redis.call('HMGET', P .. 'task:' .. id, 'state', 'error')
-      if f[1] then settle(id, f[1], f[2], t) end
+    local ids = {}
+    for i = SETTLED + 1, math.min(#ENDED, SETTLED + 4000) do ids[#ids + 1] = ENDED[i][1] end
+    SETTLED = SETTLED + #ids
+    local has = redis.call('SMISMEMBER', P .. 'parents', unpack(ids))
+    for k, id in ipairs(ids) do
+      if has[k] == 1 then
+        local f = redis.call('HMGET', P .. 'task:' .. id, 'state', 'error')
+        t = t or now()
+        if f[1] then settle(id, f[1], f[2], t) end
+      end
     end
   end
 end

@@ -80,6 +80,7 @@ local function dependence(id)
       dep.killed = dep.killed or parent_ended(p, f[1], f[2])
     else
       redis.call('SADD', P .. 'children:' .. p, id)
+      redis.call('SADD', P .. 'parents', p)
       dep.left = dep.left + 1
     end
   end
