@@ -346,11 +346,14 @@ class EmbeddedRedis:
         return head + "\n".join(settings) + "\n"
 
     def _answers(self) -> bool:
+        """Whether the server takes shoal's commands: up and done loading its data. It checks the password
+        before it says LOADING, so the probe logs in: a PING without it answers NOAUTH while the data loads."""
+        import redis
+
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-        except OSError:
+            with redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
+                return bool(client.ping())
+        except (redis.RedisError, OSError):
             return False
 
     def stop(self, timeout: float = 10.0) -> None:
