@@ -154,9 +154,9 @@ class TaskService:
         return await self._create(self.with_defaults(spec))
 
     def with_defaults(self, spec: TaskSpec) -> TaskSpec:
-        """The spec with what its type's function asks of its submits (``@shoal.task(timeout_s=...)``) where
-        the spec leaves the field at its default, then its type's required labels (config ``type_requires``)
-        when it names none itself."""
+        """The spec with what its type's function asks of its submits (``@shoal.task(timeout_s=...)``) in the
+        fields the submit did not name (``function_defaults``), then its type's required labels (config
+        ``type_requires``) when it names none itself."""
         signature = self._signatures.get(spec.type)
         if signature is not None and signature.defaults:
             spec = function_defaults(spec, signature.defaults)
