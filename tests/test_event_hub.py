@@ -20,7 +20,7 @@ from shoal.events import LOST_AFTER_S, EventHub, TaskWatch
 from shoal.models import EventGap, TaskEvent, TaskState
 from shoal.testing import multiplier
 
-STREAM = "shoal:hubtest:task-events"
+STREAM = CHANNEL = "shoal:hubtest:task-events"
 
 
 async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -32,7 +32,7 @@ async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 async def test_a_read_gone_silent_is_made_again_from_where_it_was(redis_admin_url: str) -> None:
     redis, admin = Redis.from_url(redis_admin_url), Redis.from_url(redis_admin_url)
-    hub = EventHub(redis, STREAM)
+    hub = EventHub(redis, STREAM, CHANNEL)
     heard: list[TaskEvent] = []
     hub.hooks.append(heard.append)
     runner = asyncio.create_task(hub.run())
@@ -63,15 +63,17 @@ def row(task_id: str, state: str = "SUCCEED") -> dict[str, Any]:
 
 
 async def add(admin: Redis, *rows: dict[str, Any]) -> str:
-    """One entry as a script's flush adds it; its id."""
-    entry: bytes = await admin.xadd(STREAM, {"e": orjson.dumps(list(rows))})
+    """One entry as a script's flush adds and publishes it; its id."""
+    body = orjson.dumps(list(rows))
+    entry: bytes = await admin.xadd(STREAM, {"e": body})
+    await admin.publish(CHANNEL, entry + b" " + body)
     return entry.decode()
 
 
 @contextlib.asynccontextmanager
 async def running_hub(url: str) -> AsyncIterator[tuple[EventHub, Redis]]:
     redis, admin = Redis.from_url(url), Redis.from_url(url)
-    hub = EventHub(redis, STREAM)
+    hub = EventHub(redis, STREAM, CHANNEL)
     runner = asyncio.create_task(hub.run())
     try:
         await until(hub.subscribed.is_set, 10, "the stream read")

@@ -84,7 +84,7 @@ async def test_clusters_of_one_name_on_two_databases_do_not_hear_each_other(redi
     other_db = Redis.from_url(redis_admin_url[:-2] + "/1")
     await other_db.flushdb()
     keys = Keys("same")  # the stream's key is the same name on both: the database keeps them apart
-    hub = EventHub(other_db, keys.task_events)
+    hub = EventHub(other_db, keys.task_events, Keys("same", db=1).task_events_channel)
     heard: list[TaskEvent] = []
     hub.hooks.append(heard.append)
     runner = asyncio.create_task(hub.run())

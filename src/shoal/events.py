@@ -1,10 +1,11 @@
 """Task state changes from the store's event stream, fanned out inside one node.
 
-One reader per node follows the cluster's task event stream (shoal.store.task_events) with XREAD, from its
-end when the node starts and then from the last entry it read, so that a lost connection costs it nothing:
-it reads on from there once the store answers again. It feeds three kinds of listeners: waiters on one task
-(``wait``), watchers of every change (``watch``, for SSE and gRPC streams; a watch given an event id first
-reads what followed it from the stream) and hooks (the scheduler's wake-up).
+Every script that changes tasks adds one entry to the cluster's task event stream and publishes it on the
+stream's channel (shoal.store.task_events). One subscription per node hears the channel; each time it
+(re)subscribes, it first reads from the stream what was added since the last entry it heard, so that a lost
+connection costs it nothing, and live entries cost no command at all. It feeds three kinds of listeners:
+waiters on one task (``wait``), watchers of every change (``watch``, for SSE and gRPC streams; a watch given
+an event id first reads what followed it from the stream) and hooks (the scheduler's wake-up).
 
 Node events come from the ``public`` pub/sub channel, on a subscription of their own for ``watch_nodes``
 (the web task center's live nodes page): heartbeats, membership verdicts and master hand-overs, turned from
@@ -30,16 +31,13 @@ from shoal._utils import cancel_and_wait
 from shoal.event_ids import EventId, after_entry, parse_event_id
 from shoal.models import EventGap, TaskEvent
 from shoal.store.subscription import Store, Subscription, subscribe
-from shoal.store.task_events import PAGE, Change, TaskEventStream
+from shoal.store.task_events import PAGE, Change, TaskEventStream, decode_message, is_after
 
 log = logging.getLogger("shoal.events")
 
 #: Events a slow watcher may fall behind by before the oldest are dropped (a watch then reads them again
 #: from the store: see ``TaskWatch``).
 WATCH_QUEUE = 1000
-#: Milliseconds one read of the stream waits for new entries; a read that has not answered LOST_AFTER_S
-#: after that is given up and made again on a new connection (a connection cut without a word).
-BLOCK_MS = 1000
 #: A subscription quiet this long is pinged; one that has heard nothing for LOST_AFTER_S is made again.
 PING_AFTER_S = 1.0
 LOST_AFTER_S = 5.0
@@ -78,16 +76,17 @@ def node_event(raw: bytes, now: float) -> NodeEvent | None:
 class EventHub:
     """Owns the node's reading of task events. ``run()`` is its loop; listeners may come and go."""
 
-    def __init__(self, redis: Store, stream: str, public: str | None = None) -> None:
+    def __init__(self, redis: Store, stream: str, channel: str, public: str | None = None) -> None:
         self.redis = redis
         self.stream = TaskEventStream(redis, stream)
+        self.channel = channel
         self.public = public
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
         self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
         self._node_watchers_changed = asyncio.Event()
         self.hooks: list[Callable[[TaskEvent], None]] = []
-        #: Set while the hub reads the stream (the name is the pub/sub era's: waits rely on it).
+        #: Set while the hub hears the stream's channel: waits rely on it.
         self.subscribed = asyncio.Event()
         #: The id of the last entry read; None until the hub has found the stream's end.
         self.last: str | None = None
@@ -100,31 +99,52 @@ class EventHub:
             group.create_task(self._follow(), name="events-stream")
 
     async def _follow(self) -> None:
-        """Read the stream on from the last entry read, for ever; a failed read is made again from there.
-
-        A cancellation that redis-py's command (``asyncio.wait_for`` on Python 3.11) swallowed as the read
-        completed is still counted on the task: it ends the loop after that read."""
-        me = asyncio.current_task()
+        """Hear the stream's channel for ever; a lost subscription is made again, and what was added meanwhile
+        read from the stream."""
         while True:
             try:
-                if self.last is None:
-                    self.last = await self.stream.last_entry()
-                self.subscribed.set()
-                while True:
-                    async with asyncio.timeout(BLOCK_MS / 1000 + LOST_AFTER_S):
-                        entries = await self.stream.read(self.last, block_ms=BLOCK_MS)
-                    for entry, changes in entries:
-                        self.last = entry
-                        self._dispatch(changes)
-                    if me is not None and me.cancelling():
-                        raise asyncio.CancelledError
+                async with subscribe(self.redis, [self.channel]) as subscription:
+                    heard = [asyncio.get_running_loop().time()]
+                    await self._catch_up()
+                    self.subscribed.set()
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._hear(subscription, heard))
+                        group.create_task(_keep_alive(subscription, heard))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("task event stream lost (%s); reading it again", exc or type(exc).__name__)
+                cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+                log.warning("task event subscription lost (%s); subscribing again", cause or type(cause).__name__)
                 self.subscribed.clear()
                 self._wake_all()  # listeners re-read the store rather than wait on a change they missed
                 await asyncio.sleep(0.5)
+
+    async def _catch_up(self) -> None:
+        """Once subscribed: the entries added since the last one heard (the first time, only where the stream
+        ends, since the node wants what comes next)."""
+        if self.last is None:
+            self.last = await self.stream.last_entry()
+            return
+        while True:
+            entries = await self.stream.read(self.last, count=PAGE)
+            for entry, changes in entries:
+                self.last = entry
+                self._dispatch(changes)
+            if len(entries) < PAGE:
+                return
+
+    async def _hear(self, subscription: Subscription, heard: list[float]) -> None:
+        """Entries as they are published; those read already while catching up are skipped."""
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await subscription.next()
+            heard[0] = loop.time()
+            if message is None:
+                continue
+            entry, changes = decode_message(message[1])
+            if self.last is None or is_after(entry, self.last):
+                self.last = entry
+                self._dispatch(changes)
 
     async def _public_while_watched(self, public: str) -> None:
         """Subscribe to ``public`` while a node watch is open, and only then."""

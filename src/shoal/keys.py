@@ -73,6 +73,9 @@
     task-events              stream   Lua scripts (flush) task state changes, one entry per script call that made
                                                           any: field "e", a JSON array of {id, state, node, at,
                                                           type} (store/task_events.py has the format); capped
+    task-events              pubsub   Lua scripts (flush) the same entries as they are added: "<entry id> <JSON>",
+                                                          which every node's event hub hears (it reads the stream
+                                                          only for what it missed while not subscribed)
     public                   pubsub   every node          heartbeats, membership verdicts, election requests (the
                                                           seed's channel): heard only by nodes whose live nodes
                                                           view is open; may be lost
@@ -189,6 +192,7 @@ class Keys:
         self.lease = self.prefix + "lease"
         self.epoch = self.prefix + "epoch"
         self.task_events = self.prefix + "task-events"
+        self.task_events_channel = self.task_events + channel_suffix(db)
         self.public = self.prefix + "public" + channel_suffix(db)
         self.elections = self.prefix + "elections" + channel_suffix(db)
         self.timeline = self.prefix + "timeline"

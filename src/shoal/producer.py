@@ -106,7 +106,7 @@ class Producer:
         tasks = TaskService(
             store=store,
             registry=NodeRegistry(client, keys),
-            hub=EventHub(client, keys.task_events),
+            hub=EventHub(client, keys.task_events, keys.task_events_channel),
             local_types=checks,
             alive_within=heartbeat_interval * dead_after,
         )

@@ -3,6 +3,7 @@ node's event hub (shoal.events): messages as they come, and pings that prove a q
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
@@ -11,6 +12,8 @@ from redis.asyncio.client import PubSub
 
 #: What a subscription is opened on: the node's store client.
 Store = Redis
+#: Seconds the store has to confirm a subscription.
+CONFIRM_S = 5.0
 
 
 class Subscription:
@@ -28,14 +31,6 @@ class Subscription:
         channel = message["channel"]
         return channel.decode() if isinstance(channel, bytes) else str(channel), message["data"]
 
-    async def add(self, channel: str) -> None:
-        """Hear ``channel`` too, from now on (its messages come through ``next``)."""
-        await self._pubsub.subscribe(channel)
-
-    async def drop(self, channel: str) -> None:
-        """Stop hearing ``channel``."""
-        await self._pubsub.unsubscribe(channel)
-
     async def ping(self) -> None:
         """Ask the store for an answer on this connection (it arrives through ``next``)."""
         await self._pubsub.ping()
@@ -43,10 +38,17 @@ class Subscription:
 
 @contextlib.asynccontextmanager
 async def subscribe(store: Store, channels: Sequence[str]) -> AsyncIterator[Subscription]:
-    """A subscription to ``channels``, closed on leaving the block."""
-    pubsub = store.pubsub(ignore_subscribe_messages=True)
+    """A subscription to ``channels``, closed on leaving the block. The block begins once the store has
+    confirmed every channel: whatever is published from then on comes through ``next``, so a reader that
+    then reads what came before (a stream) misses nothing in between."""
+    pubsub = store.pubsub()
     try:
         await pubsub.subscribe(*channels)
+        async with asyncio.timeout(CONFIRM_S):
+            confirmed = 0
+            while confirmed < len(set(channels)):
+                message = await pubsub.get_message(timeout=None)
+                confirmed += message is not None and message.get("type") == "subscribe"
         yield Subscription(pubsub)
     finally:
         with contextlib.suppress(Exception):  # closing a lost subscription may fail as well

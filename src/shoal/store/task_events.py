@@ -18,13 +18,13 @@ second, submitted, placed, started and finished in batches) 100,000 entries are 
 history; a quiet cluster keeps days of it. A reader that comes back after more than that has missed
 events, and is told so (``trimmed_after``).
 
-Readers: every node's event hub (shoal.events) reads it with XREAD from where it last was, which feeds
-waits, SSE and gRPC watches and the scheduler's wake-up; a watch that resumes reads the past with XRANGE.
-A consumer group may read it too (XREADGROUP): entries are never deleted but by the cap, so a group that
-falls further behind than the cap loses the oldest.
+The script publishes the entry as well, on the channel ``Keys.task_events_channel`` (its name ends in the
+database number: pub/sub ignores database numbers), as ``b"<entry id> <JSON array>"`` (``decode_message``).
 
-Being a key, the stream belongs to one database: two clusters of one name on two databases of one server
-never see each other's events (pub/sub, which ignores database numbers, would mix them).
+Readers: every node's event hub (shoal.events) hears the channel, which feeds waits, SSE and gRPC watches and
+the scheduler's wake-up, and reads the stream (XREAD) only for what was added while it was not subscribed;
+a watch that resumes reads the past with XRANGE. A consumer group may read it too (XREADGROUP): entries are
+never deleted but by the cap, so a group that falls further behind than the cap loses the oldest.
 """
 
 from __future__ import annotations
@@ -59,13 +59,30 @@ def _entry_parts(entry: bytes | str) -> tuple[int, int]:
 #: One event of an entry: the task's id, and the event, or None for a deletion (state ``DELETED``), which
 #: ends waits but is shown to no watcher.
 Change = tuple[str, TaskEvent | None]
+#: An entry: its id and its events.
+Entry = tuple[str, list[Change]]
 
 
 def decode(entry: bytes | str, fields: dict[bytes, bytes]) -> list[Change]:
     """The events of one entry, each with its ``event_id``; a malformed event (or entry) is skipped."""
+    return _decode_body(entry, fields.get(FIELD, b"[]"))
+
+
+def decode_message(message: bytes) -> Entry:
+    """An entry as the channel carries it: its id, and its events."""
+    entry, _, body = message.partition(b" ")
+    return _text(entry), _decode_body(entry, body)
+
+
+def is_after(entry: str, last: str) -> bool:
+    """Whether entry id ``entry`` comes after entry id ``last``."""
+    return _entry_parts(entry) > _entry_parts(last)
+
+
+def _decode_body(entry: bytes | str, body: bytes) -> list[Change]:
     ms, seq = _entry_parts(entry)
     try:
-        rows = orjson.loads(fields.get(FIELD, b"[]"))
+        rows = orjson.loads(body)
     except orjson.JSONDecodeError:
         return []
     changes: list[Change] = []
@@ -85,10 +102,6 @@ def decode(entry: bytes | str, fields: dict[bytes, bytes]) -> list[Change]:
     return changes
 
 
-#: An entry: its id and its events.
-Entry = tuple[str, list[Change]]
-
-
 class TaskEventStream:
     """Reads the stream (the scripts write it). Safe to share between coroutines: each call is one command."""
 
@@ -102,9 +115,9 @@ class TaskEventStream:
         reply: Any = await self.redis.xrevrange(self.key, count=1)
         return _text(reply[0][0]) if reply else "0-0"
 
-    async def read(self, after: str, *, block_ms: int, count: int = PAGE) -> list[Entry]:
-        """Entries after entry ``after``, waiting up to ``block_ms`` for one when there is none yet."""
-        reply: Any = await self.redis.xread({self.key: after}, count=count, block=block_ms)
+    async def read(self, after: str, *, count: int = PAGE) -> list[Entry]:
+        """At most ``count`` entries after entry ``after``."""
+        reply: Any = await self.redis.xread({self.key: after}, count=count)
         return [(_text(entry), decode(entry, fields)) for _stream, entries in reply or () for entry, fields in entries]
 
     async def after(self, since: EventId, *, count: int = PAGE) -> list[Entry]:

@@ -24,8 +24,10 @@ end
 -- Task events are gathered while the script runs and added once at its end (flush, which scripts.py calls
 -- after every script) to the stream 'task-events', as one entry however many tasks changed: field 'e', a JSON
 -- array of {id, state, node, at, type} (store/task_events.py reads it). The stream is capped at about
--- EVENTS_KEEP entries, which scripts.py sets here (the node's event_retention).
+-- EVENTS_KEEP entries, which scripts.py sets here (the node's event_retention). The same entry, its id and
+-- its JSON, is published on EVENTS_CHANNEL, where the nodes hear it live without reading the stream.
 local EVENTS_KEEP
+local EVENTS_CHANNEL
 -- The seed's ``public`` channel (beats, membership verdicts, election requests) and the channel the
 -- elections listen on (election requests only, so that no node has to hear every beat).
 local PUBLIC_CHANNEL
@@ -90,7 +92,9 @@ local function flush()
     if #due > 0 then variadic('ZADD', P .. 'expiry', due) end
   end
   if #EVENTS > 0 then
-    redis.call('XADD', P .. 'task-events', 'MAXLEN', '~', EVENTS_KEEP, '*', 'e', cjson.encode(EVENTS))
+    local body = cjson.encode(EVENTS)
+    local entry = redis.call('XADD', P .. 'task-events', 'MAXLEN', '~', EVENTS_KEEP, '*', 'e', body)
+    redis.call('PUBLISH', EVENTS_CHANNEL, entry .. ' ' .. body)
   end
 end
 
