@@ -112,6 +112,55 @@ def test_with_every_slot_busy_a_high_priority_task_submitted_last_starts_first(s
     assert api.http.post(f"/api/v1/tasks/{busy[1]['id']}/kill").status_code == 200  # not waited for at stop
 
 
+# -- prefetch --------------------------------------------------------------------------------------------
+
+
+def held_and_running(api: Api, ids: set[str]) -> tuple[int, int]:
+    """Replaying every task event: the most of ``ids`` placed on node-1 and not ended at once, and the most
+    running there at once."""
+    held: set[str] = set()
+    running: set[str] = set()
+    peak_held = peak_running = 0
+    left = set(ids)
+    with Client(api.node.http_url, api.node.token) as client:
+        for event in client.events(10 * multiplier(), since="0-0/0", reconnect=False):
+            task_id, state = getattr(event, "id", None), getattr(event, "state", None)
+            if task_id not in ids or state is None:
+                continue
+            name = state.name if hasattr(state, "name") else str(state)
+            if name == "INQUEUE":
+                assert event.node == "node-1", event
+                held.add(task_id)
+            elif name == "RUNNING":
+                running.add(task_id)
+            elif name in TERMINAL:
+                held.discard(task_id)
+                running.discard(task_id)
+                left.discard(task_id)
+            peak_held, peak_running = max(peak_held, len(held)), max(peak_running, len(running))
+            if not left:
+                return peak_held, peak_running
+    pytest.fail(f"the events of {len(left)} task(s) never ended")
+
+
+@pytest.mark.parametrize(("args", "prefetch"), [((), 1), (("--prefetch", "0"), 0)], ids=["default", "off"])
+def test_a_node_running_short_tasks_takes_one_more_than_its_slots_and_still_runs_one_at_once(
+    start: Callable[..., Api], args: tuple[str, ...], prefetch: int
+) -> None:
+    api = start("--slots", "1", *args)
+    short = {"params": {"delay_s": 0.01}}
+    for task in api.batch([short for _ in range(20)]):  # what the node learns its tasks take
+        api.ended(task["id"])
+
+    def advertised() -> int:
+        nodes = api.http.get("/api/v1/cluster").json()["nodes"]
+        return int(nodes[0]["prefetch"])
+
+    wait_for(lambda: advertised() == prefetch, 10 * multiplier(), f"prefetch {prefetch} in the node's beat")
+    burst = api.batch([short for _ in range(100)])  # over a second: the master reads the node's beat meanwhile
+    assert held_and_running(api, {t["id"] for t in burst}) == (1 + prefetch, 1)
+
+
 # -- labels ----------------------------------------------------------------------------------------------
 
 

@@ -67,6 +67,11 @@ class NodeConfig:
     session_ttl: float = _option(7 * 24 * 3600.0, "seconds a web task center sign-in lasts; signing out ends it")
     priority: int = _option(0, "rank in a master election: higher stands first")
     slots: int = _option(8, "tasks this node runs at once")
+    prefetch: int | None = _option(
+        None,
+        "most tasks this node takes beyond its slots, to start the moment a slot frees, while its tasks are short "
+        "(see shoal.worker.prefetch); default: as many as its slots; 0 never",
+    )
     run_tasks: bool = _option(True, "run tasks here; --no-run-tasks makes a node that only serves the API")
     master_eligible: bool = _option(True, "may stand in master elections")
     task_modules: tuple[str, ...] = _option((), "modules whose @task_type functions this node runs")
@@ -247,7 +252,7 @@ def _coerce(key: str, raw: Any, where: str) -> Any:
             return _items(kind, raw, f"option {key!r} in {where}")
         if kind == "bool":
             return _bool(raw)
-        if kind == "int":
+        if kind in ("int", "int | None"):
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
             return int(raw)
@@ -313,6 +318,8 @@ def _check(c: NodeConfig) -> None:  # noqa: C901 - one flat list of range checks
         raise bad("redis_fsync", "must be always, everysec or no")
     if not 1 <= c.slots <= 10_000:
         raise bad("slots", "must be between 1 and 10000")
+    if c.prefetch is not None and not 0 <= c.prefetch <= 10_000:
+        raise bad("prefetch", "must be between 0 and 10000")
     if not 0.05 <= c.heartbeat_interval <= 60:
         raise bad("heartbeat_interval", "must be between 0.05 and 60 seconds")
     if not 2 <= c.dead_after <= 100:

@@ -327,6 +327,12 @@ class NodeRecord:
     clock_skew: float | None = None  # its wall clock minus the store's, in seconds, as of its last beat
     proxy: str = ""  # its forward proxy's advertised host:port; "" when it runs none
     labels: dict[str, str] = field(default_factory=dict)  # what tasks may require of it (``gpu=1``)
+    prefetch: int = 0  # tasks it takes beyond its slots, queued there to start as slots free
+
+    @property
+    def capacity(self) -> int:
+        """The most tasks the master places on it at once: its slots and its prefetch."""
+        return self.slots + self.prefetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +357,7 @@ class NodeInfo:
     cache: dict[str, int] | None = None  # this node's cache shard: items, bytes, capacity, hits, misses, ...
     clock_skew: float | None = None  # its wall clock minus the store's, in seconds; None until measured
     labels: dict[str, str] = field(default_factory=dict)  # what tasks may require of it (``gpu=1``)
+    prefetch: int = 0  # tasks it takes beyond its slots now (shoal.worker.prefetch)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -149,6 +149,7 @@ class Node:
             types=self.types,
             node=c.name,
             slots=c.slots,
+            prefetch=c.prefetch,
             retry_backoff=c.retry_backoff,
             reconcile_every=RECONCILE_BEATS * c.heartbeat_interval,
             pool=self.pool,
@@ -158,7 +159,8 @@ class Node:
             config=c,
             registry=self.registry,
             types=self.types.names(),
-            load=lambda: len(self.executor.running),
+            load=lambda: self.executor.busy,
+            prefetch=lambda: self.executor.prefetch.current() if c.run_tasks else 0,
             on_declared_dead=self._drop_work,
             on_beat=self._poke_scheduler,
             cache_stats=lambda: self.cache.stats(),
@@ -368,7 +370,7 @@ class Node:
 
     def _metrics(self) -> None:
         running = Gauge("shoal_tasks_running", "Tasks running on this node.", registry=self.metrics)
-        running.set_function(lambda: len(self.executor.running))
+        running.set_function(lambda: self.executor.busy)
         completed = Gauge("shoal_tasks_completed", "Attempts that succeeded on this node.", registry=self.metrics)
         completed.set_function(lambda: self.executor.completed)
         failed = Gauge("shoal_tasks_failed", "Attempts that failed or timed out on this node.", registry=self.metrics)

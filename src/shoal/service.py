@@ -410,6 +410,7 @@ class ClusterService:
                     cache=n.cache,
                     clock_skew=n.clock_skew,
                     labels=n.labels,
+                    prefetch=n.prefetch,
                 )
             )
         return ClusterView(master=master, epoch=epoch, nodes=nodes)

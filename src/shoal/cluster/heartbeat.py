@@ -37,6 +37,7 @@ class Heartbeat:
         registry: NodeRegistry,
         types: list[str],
         load: Callable[[], int],
+        prefetch: Callable[[], int] = lambda: 0,
         on_declared_dead: Callable[[], Awaitable[None]],
         on_beat: Callable[[], None] = lambda: None,
         cache_stats: Callable[[], dict[str, int]] | None = None,
@@ -47,6 +48,7 @@ class Heartbeat:
         self.registry = registry
         self.types = types
         self.load = load
+        self.prefetch = prefetch
         self.on_declared_dead = on_declared_dead
         self.on_beat = on_beat
         self.cache_stats = cache_stats
@@ -90,6 +92,7 @@ class Heartbeat:
             draining=self.draining,
             cache=self.cache_stats() if self.cache_stats is not None else None,
             labels=c.node_labels,
+            prefetch=self.prefetch(),
         )
 
     async def run(self) -> None:

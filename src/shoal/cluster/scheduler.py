@@ -1,5 +1,9 @@
 """The master's scheduler: places pending tasks on the nodes with the most free slots, in batches.
 
+A node's slots here are its capacity (``NodeRecord.capacity``): the tasks it runs at once and those it takes
+beyond them while its tasks are short (its prefetch, shoal.worker.prefetch), so that a slot freed on a node
+is filled at once from its own queue.
+
 Waiting tasks are queued in one pending stream per task type. The scheduler reads only the streams of
 types that some live node runs, and holds at most about TYPE_BACKLOG unplaced tasks of each type in
 memory: tasks of a type no live node runs stay in their stream, however many there are, and never keep a
@@ -365,7 +369,7 @@ class Scheduler:
     async def _publish_roster(self, nodes: list[NodeRecord]) -> None:
         """Let submits place on ``nodes`` themselves while they have room and nothing of the type waits (a
         task then starts without a hop through this scheduler); fetches stay with the cache-owner rule."""
-        roster = [(n.name, n.slots, tuple(n.types)) for n in nodes]
+        roster = [(n.name, n.capacity, tuple(n.types)) for n in nodes]
         if roster == self._roster and time.monotonic() - self._roster_at < ROSTER_RENEW_S:
             return
         skip = ({FETCH} if self.owner_of is not None else set()) | self.limits.limited_types()
@@ -373,13 +377,13 @@ class Scheduler:
         self._roster, self._roster_at = roster, time.monotonic()
 
     def _batch(self, nodes: list[NodeRecord]) -> list[_Pending]:
-        """Each type's first tasks in placing order, up to the slots of the nodes that run it; then in that
+        """Each type's first tasks in placing order, up to the capacity of the nodes that run it; then in that
         order across types (which, for plain tasks, is the order they were queued in)."""
         per_type: list[list[_Pending]] = []
         for task_type, backlog in self.backlogs.items():
-            slots = sum(n.slots for n in nodes if task_type in n.types or ANY_TYPE in n.types)
-            if backlog and slots:
-                take = min(slots, PLACE_BATCH)
+            capacity = sum(n.capacity for n in nodes if task_type in n.types or ANY_TYPE in n.types)
+            if backlog and capacity:
+                take = min(capacity, PLACE_BATCH)
                 if self._special.get(task_type):
                     per_type.append(self._choose(backlog, take, nodes))
                 else:
@@ -451,7 +455,7 @@ class Scheduler:
             batch = await self._place_on_owners(nodes, batch)
         if batch:
             outcome = await self.store.place_many(
-                self.epoch, [(n.name, n.slots, n.types) for n in nodes], [self._offer(p, nodes) for p in batch]
+                self.epoch, [(n.name, n.capacity, n.types) for n in nodes], [self._offer(p, nodes) for p in batch]
             )
             for p, verdict in zip(batch, outcome, strict=True):
                 self._done(p, verdict)
@@ -478,7 +482,7 @@ class Scheduler:
         for owner, group in groups.items():
             node = runs_fetch[owner]
             outcome = await self.store.place_many(
-                self.epoch, [(node.name, node.slots, node.types)], [self._offer(p, [node]) for p in group]
+                self.epoch, [(node.name, node.capacity, node.types)], [self._offer(p, [node]) for p in group]
             )
             for p, verdict in zip(group, outcome, strict=True):
                 # placed on its owner, gone, or held by a limit (which a moment later may have room: offered

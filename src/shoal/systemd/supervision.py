@@ -167,5 +167,5 @@ async def _summary(node: Node) -> str:
         role = "no master yet"
     else:
         role = f"worker of {view.master} (epoch {view.epoch})"
-    work = f"{len(node.executor.running)}/{c.slots} slots busy" if c.run_tasks else "runs no tasks"
+    work = f"{node.executor.busy}/{c.slots} slots busy" if c.run_tasks else "runs no tasks"
     return f"{role}, {nodes}, {work}"

@@ -496,6 +496,9 @@ class NodeOut(BaseModel):
     labels: dict[str, str] = Field(
         default_factory=dict, description="its labels (shoal node --label gpu=1): what tasks may require of it"
     )
+    prefetch: int = Field(
+        0, description="tasks it takes beyond its slots now, to start as slots free (only while its tasks are short)"
+    )
 
 
 class ClusterOut(BaseModel):

@@ -1,4 +1,5 @@
-"""The worker: runs the tasks placed on this node, at most ``slots`` at once, and obeys kill orders.
+"""The worker: runs the tasks placed on this node, at most ``slots`` at once, and obeys kill orders. Tasks
+placed beyond the slots (its prefetch, see shoal.worker.prefetch) wait here for one, in the order placed.
 
 It reads its inbox stream (run and kill orders) with a blocking XREADGROUP, so it wakes the moment the
 master places something. The durable record of what is placed here is the task's state and the node's
@@ -27,6 +28,7 @@ from shoal.worker.limits import attempt_limits, not_applied
 from shoal.worker.loopwatch import LoopWatch
 from shoal.worker.metrics import AttemptMetrics
 from shoal.worker.pool import ChildResult, ProcessPool
+from shoal.worker.prefetch import Prefetch
 from shoal.worker.reconcile import Reconciler
 from shoal.workflows import fill_parents
 
@@ -63,6 +65,7 @@ class Executor:
         node: str,
         slots: int,
         retry_backoff: float,
+        prefetch: int | None = None,
         reconcile_every: float = 5.0,
         pool: ProcessPool | None = None,
         metrics: AttemptMetrics | None = None,
@@ -73,6 +76,8 @@ class Executor:
         self.types = types
         self.node = node
         self.slots = asyncio.Semaphore(slots)
+        #: Tasks to take beyond the slots, as the node's beats say (``prefetch``: the most; None: ``slots``).
+        self.prefetch = Prefetch(slots, slots if prefetch is None else prefetch)
         self.retry_backoff = retry_backoff
         self.running: dict[str, asyncio.Task[None]] = {}
         self.killed: set[str] = set()
@@ -90,6 +95,11 @@ class Executor:
             lambda reports: store.finish_many(node, reports, backoff=retry_backoff)
         )
         self.reconciler = Reconciler(store=store, node=node, worker=self, interval=reconcile_every)
+
+    @property
+    def busy(self) -> int:
+        """Tasks that hold a slot: starting or running (not those queued for one, nor those reporting)."""
+        return self.prefetch.held
 
     def __repr__(self) -> str:
         return f"<Executor {self.node} running={len(self.running)} completed={self.completed} failed={self.failed}>"
@@ -167,9 +177,17 @@ class Executor:
         self._reread = True
 
     async def _run(self, task_id: str) -> None:
+        """Start and run the attempt in a slot, then report its end: a slot is for running work, and the next
+        task may start while the report is on its way (the master places no more here than the capacity)."""
         try:
             async with self.slots:
-                await self._attempt(task_id)
+                self.prefetch.taken(task_id)
+                try:
+                    report = await self._attempt(task_id)
+                finally:
+                    self.prefetch.freed(task_id)
+            if report is not None:
+                await self._report(report)
         except asyncio.CancelledError:
             if task_id not in self.killed and not self._closing:
                 raise
@@ -180,7 +198,8 @@ class Executor:
             self.killed.discard(task_id)
             self.last_progress = time.monotonic()
 
-    async def _attempt(self, task_id: str) -> None:
+    async def _attempt(self, task_id: str) -> Report | None:
+        """Start the task and run one attempt of it: its report, or None when it may not start."""
         tries = 0
 
         def begin() -> Awaitable[Task | None]:
@@ -190,7 +209,7 @@ class Executor:
 
         task = await self._persist("starting", begin)
         if task is None:
-            return  # killed, deleted or re-placed before it could start
+            return None  # killed, deleted or re-placed before it could start
         attempt = task.attempts
         task_type = self.types.get(task.type)
         parents: dict[str, Any] = {}
@@ -221,17 +240,20 @@ class Executor:
             )
         if self.metrics is not None:
             self.metrics.record(task.type, footprint)
-        report = Report(task_id, attempt, outcome, error, result, footprint)
+        return Report(task_id, attempt, outcome, error, result, footprint)
+
+    async def _report(self, report: Report) -> None:
+        """Record the attempt's end (retried until the store takes it)."""
         finish = await self._persist("reporting", lambda: self._finish(report))
-        if outcome is AttemptOutcome.SUCCEEDED:
+        if report.outcome is AttemptOutcome.SUCCEEDED:
             self.completed += 1
         else:
             self.failed += 1
         if finish.verdict == "duplicate":
             log.info(
                 "task %s: attempt %d finished after the task moved on (%s); kept beside it as a late result",
-                task_id,
-                attempt,
+                report.task_id,
+                report.attempt,
                 finish.state,
             )
 
