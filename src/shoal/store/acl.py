@@ -40,9 +40,9 @@ COMMANDS = (
     # streams: the pending streams, node inboxes and the timeline (scheduler, worker, reconcile)
     "xadd", "xack", "xdel", "xlen", "xrange", "xrevrange", "xreadgroup", "xpending", "xclaim", "xautoclaim",
     "xgroup|create", "xgroup|delconsumer", "xinfo|groups", "xinfo|consumers",
-    # the task event stream (shoal.store.task_events): the event hub's reads, and what a resumed watch missed
+    # the task event stream (shoal.store.task_events): the event hub's catching up, and what a resumed watch missed
     "xread", "xinfo|stream",
-    # pub/sub: heartbeats, membership verdicts, election requests
+    # pub/sub: task events as they are added, heartbeats, membership verdicts, election requests
     "publish", "subscribe", "unsubscribe",
     # the server's version in the log; who is connected, and a write pause, for a live backup
     "info", "client|list", "client|pause", "client|unpause",

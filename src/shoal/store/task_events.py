@@ -40,7 +40,7 @@ from shoal.models import TaskEvent, TaskState
 
 #: Entries the stream keeps by default (XADD MAXLEN ~): one per script call that changed tasks.
 EVENT_RETENTION = 100_000
-#: Entries one read of the past (XRANGE) or of new events (XREAD) takes at most.
+#: Entries one read of the past (XRANGE) or of what came while not subscribed (XREAD) takes at most.
 PAGE = 200
 #: The field of an entry that holds its events.
 FIELD = b"e"
