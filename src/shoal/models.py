@@ -8,7 +8,7 @@ that every node agrees on them.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -214,10 +214,16 @@ class Task:
     kwargs: dict[str, Any] | None = None  # a function task's keyword arguments, as submitted (None: none given)
 
     def to_json(self) -> dict[str, Any]:
-        """The task as the REST API shows it (``state`` by name)."""
-        data = asdict(self)
+        """The task as the REST API shows it (``state`` by name). Its fields as they are, not copies (a batch
+        answers a thousand of these), but for the attempts and late results, which become objects too."""
+        data = {name: getattr(self, name) for name in _TASK_FIELDS}
         data["state"] = self.state.name
+        data["history"] = [asdict(attempt) for attempt in self.history]
+        data["late_results"] = [asdict(late) for late in self.late_results]
         return data
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(Task))
 
 
 @dataclass(frozen=True, slots=True)
