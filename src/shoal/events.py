@@ -29,9 +29,9 @@ import orjson
 
 from shoal._utils import cancel_and_wait
 from shoal.event_ids import EventId, after_entry, parse_event_id
-from shoal.models import EventGap, TaskEvent
+from shoal.models import EventGap, TaskEvent, TaskState
 from shoal.store.subscription import Store, Subscription, subscribe
-from shoal.store.task_events import PAGE, Change, TaskEventStream, decode_message, is_after
+from shoal.store.task_events import PAGE, TaskEventStream, change, is_after, split_message
 
 log = logging.getLogger("shoal.events")
 
@@ -42,6 +42,8 @@ WATCH_QUEUE = 1000
 PING_AFTER_S = 1.0
 LOST_AFTER_S = 5.0
 
+#: The states of an event that end a task's waits.
+_ENDS = frozenset({*(s.name for s in TaskState if s.terminal), "DELETED"})
 #: The seed's message kinds on the ``public`` channel (shoal.cluster.heartbeat), plus shoal's verdicts.
 _BEAT, _REQUEST_ELECTION, _VOTE, _MEMBERSHIP = 0, 1, 2, 3
 
@@ -85,7 +87,11 @@ class EventHub:
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
         self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
         self._node_watchers_changed = asyncio.Event()
+        #: Called with every task event; ``on_ended`` with the state and time of each that ends a task, and
+        #: ``on_entry`` once per entry: a node's own listeners, which cost no event made for them.
         self.hooks: list[Callable[[TaskEvent], None]] = []
+        self.on_ended: list[Callable[[TaskState, float], None]] = []
+        self.on_entry: list[Callable[[], None]] = []
         #: Set while the hub hears the stream's channel: waits rely on it.
         self.subscribed = asyncio.Event()
         #: The id of the last entry read; None until the hub has found the stream's end.
@@ -127,9 +133,9 @@ class EventHub:
             return
         while True:
             entries = await self.stream.read(self.last, count=PAGE)
-            for entry, changes in entries:
+            for entry, rows in entries:
                 self.last = entry
-                self._dispatch(changes)
+                self._dispatch(entry, rows)
             if len(entries) < PAGE:
                 return
 
@@ -141,10 +147,10 @@ class EventHub:
             heard[0] = loop.time()
             if message is None:
                 continue
-            entry, changes = decode_message(message[1])
+            entry, rows = split_message(message[1])
             if self.last is None or is_after(entry, self.last):
                 self.last = entry
-                self._dispatch(changes)
+                self._dispatch(entry, rows)
 
     async def _public_while_watched(self, public: str) -> None:
         """Subscribe to ``public`` while a node watch is open, and only then."""
@@ -188,20 +194,33 @@ class EventHub:
             if message is not None:
                 self._dispatch_node(message[1])
 
-    def _dispatch(self, changes: list[Change]) -> None:
-        """The events of one entry of the stream: every task change one script made."""
-        for task_id, event in changes:
-            if event is None or event.state.terminal:  # waiters wait for the end; other changes would only wake them
-                for waiter in self._waiters.get(task_id, ()):
-                    waiter.set()
-            if event is None:  # deleted
+    def _dispatch(self, entry: str, rows: list[Any]) -> None:
+        """The events of one entry of the stream: every task change one script made. An event is made only
+        when a watcher or a hook wants every one; waiters and ``on_ended`` need only a row's id and state."""
+        every = bool(self._watchers or self.hooks)
+        for index, row in enumerate(rows):
+            try:
+                task_id, name = row["id"], row["state"]
+                ends = name in _ENDS
+                if ends:  # waiters wait for the end; other changes would only wake them
+                    for waiter in self._waiters.get(task_id, ()):
+                        waiter.set()
+                    if name != "DELETED":
+                        for ended in self.on_ended:
+                            ended(TaskState[name], float(row["at"]))
+            except (KeyError, TypeError, ValueError):
                 continue
-            _offer(self._watchers, event)
+            made = change(entry, index, row) if every else None
+            if made is None or made[1] is None:  # not wanted, malformed, or a deletion
+                continue
+            _offer(self._watchers, made[1])
             for hook in self.hooks:
                 try:
-                    hook(event)
+                    hook(made[1])
                 except Exception:
                     log.exception("task event hook failed")
+        for entry_hook in self.on_entry:
+            entry_hook()
 
     def _dispatch_node(self, raw: bytes) -> None:
         if not self._node_watchers:

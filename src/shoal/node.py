@@ -249,7 +249,7 @@ class Node:
         self.webhook_ingest = EventIngest(
             store=webhook_store, consumer=c.name, claim_idle_s=c.webhook_claim_idle, on_made=self.webhook_sender.wake
         )
-        self.hub.hooks.append(self._on_task_event)
+        self.hub.on_entry.append(self.leader.poke)
         self._metrics()
 
         if c.run_tasks:
@@ -397,9 +397,6 @@ class Node:
         await self.leader.revoke()
 
     def _poke_scheduler(self) -> None:
-        self.leader.poke()
-
-    def _on_task_event(self, event: object) -> None:
         self.leader.poke()
 
     async def _drop_work(self) -> None:

@@ -97,7 +97,7 @@ class TaskService:
         self._types_read = -math.inf
         self._types_lock = asyncio.Lock()
         self._throughput = Throughput()
-        hub.hooks.append(self._throughput.add)
+        hub.on_ended.append(self._throughput.add)
 
     async def task_types(self) -> builtins.list[str]:
         async with self._types_lock:  # one read for a burst of submits, not one each

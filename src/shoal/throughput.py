@@ -1,8 +1,7 @@
-"""Tasks finished per second over the last minutes, counted from the task events one node sees.
+"""Tasks finished per second over the last minutes, counted from the task events one node hears.
 
-Every node receives every task event on the store's ``events`` channel, so each node can draw the same
-cluster-wide chart without asking the others. The counts start when the node starts and are hints like
-the events they come from (pub/sub may drop a message); the store stays the truth for task states.
+Every node hears every task event (shoal.events), so each node can draw the same cluster-wide chart without
+asking the others. The counts start when the node starts; the store stays the truth for task states.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shoal.models import TaskEvent, TaskState
+from shoal.models import TaskState
 
 #: Seconds of history kept (ten minutes).
 WINDOW_S = 600
@@ -37,17 +36,17 @@ class Throughput:
             self._failed[slot] = 0
         self._last = now
 
-    def add(self, event: TaskEvent) -> None:
-        """Count an event if it ends a task (SUCCEED counts as done, RUNTIME_ERROR as failed)."""
-        if event.state not in (TaskState.SUCCEED, TaskState.RUNTIME_ERROR):
+    def add(self, state: TaskState, at: float) -> None:
+        """Count an event that ends a task at ``at`` (SUCCEED counts as done, RUNTIME_ERROR as failed)."""
+        if state is not TaskState.SUCCEED and state is not TaskState.RUNTIME_ERROR:
             return
         now = int(self._clock())
         self._advance(now)
-        second = int(event.at)
+        second = int(at)
         if not now - self.window_s < second <= now:  # another node's clock or a late event: count it now
             second = now
         slot = second % self.window_s
-        if event.state is TaskState.SUCCEED:
+        if state is TaskState.SUCCEED:
             self._succeeded[slot] += 1
         else:
             self._failed[slot] += 1

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shoal.keys import Keys
-from shoal.models import TaskEvent, TaskSpec, TaskState
+from shoal.models import TaskSpec, TaskState
 from shoal.store import search
 from shoal.store.tasks import TaskStore
 from shoal.testing import wait_for
@@ -171,8 +171,8 @@ def test_throughput_counts_ends_per_second_and_forgets_old_seconds() -> None:
     now = [1000.5]
     rate = Throughput(window_s=10, clock=lambda: now[0])
     for state in (TaskState.SUCCEED, TaskState.SUCCEED, TaskState.RUNTIME_ERROR, TaskState.RUNNING):
-        rate.add(TaskEvent(id="t", state=state, node="n", at=1000.2))
-    rate.add(TaskEvent(id="t", state=TaskState.SUCCEED, node="n", at=999.9))
+        rate.add(state, 1000.2)
+    rate.add(TaskState.SUCCEED, 999.9)
     series = rate.series(3)
     assert series["end"] == 1000 and series["succeeded"] == [0, 1, 2] and series["failed"] == [0, 0, 1]
     now[0] = 1004.0

@@ -61,17 +61,43 @@ def _entry_parts(entry: bytes | str) -> tuple[int, int]:
 Change = tuple[str, TaskEvent | None]
 #: An entry: its id and its events.
 Entry = tuple[str, list[Change]]
+#: An entry as read, its events not made yet: its id and the rows of its JSON array (``change`` makes one).
+RawEntry = tuple[str, list[Any]]
+
+
+def rows_of(body: bytes) -> list[Any]:
+    """The rows of an entry's JSON array; none for a malformed one."""
+    try:
+        rows = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    return rows if isinstance(rows, list) else []
+
+
+def change(entry: str, index: int, row: Any) -> Change | None:
+    """Row ``index`` of entry ``entry`` as a change, with its ``event_id``; None for a malformed row."""
+    try:
+        task_id, name = str(row["id"]), row["state"]
+        state = TaskState.__members__.get(name)
+        if state is None:
+            return (task_id, None) if name == "DELETED" else None
+        return task_id, TaskEvent(id=task_id, state=state, node=row.get("node") or None, at=float(row["at"]),
+                                  type=str(row.get("type") or ""), event_id=f"{entry}/{index}")  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def decode(entry: bytes | str, fields: dict[bytes, bytes]) -> list[Change]:
     """The events of one entry, each with its ``event_id``; a malformed event (or entry) is skipped."""
-    return _decode_body(entry, fields.get(FIELD, b"[]"))
+    entry = _entry_id(entry)
+    made = (change(entry, index, row) for index, row in enumerate(rows_of(fields.get(FIELD, b"[]"))))
+    return [c for c in made if c is not None]
 
 
-def decode_message(message: bytes) -> Entry:
-    """An entry as the channel carries it: its id, and its events."""
+def split_message(message: bytes) -> RawEntry:
+    """An entry as the channel carries it (``b"<entry id> <JSON array>"``): its id and its rows."""
     entry, _, body = message.partition(b" ")
-    return _text(entry), _decode_body(entry, body)
+    return _entry_id(entry), rows_of(body)
 
 
 def is_after(entry: str, last: str) -> bool:
@@ -79,27 +105,10 @@ def is_after(entry: str, last: str) -> bool:
     return _entry_parts(entry) > _entry_parts(last)
 
 
-def _decode_body(entry: bytes | str, body: bytes) -> list[Change]:
+def _entry_id(entry: bytes | str) -> str:
+    """An entry's id as text, "0-0" for a malformed one (its events' ids are then never taken as new)."""
     ms, seq = _entry_parts(entry)
-    try:
-        rows = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return []
-    changes: list[Change] = []
-    for index, row in enumerate(rows if isinstance(rows, list) else ()):
-        try:
-            task_id, name = str(row["id"]), row["state"]
-            state = TaskState.__members__.get(name)
-            if state is None:
-                if name == "DELETED":
-                    changes.append((task_id, None))
-                continue
-            event = TaskEvent(id=task_id, state=state, node=row.get("node") or None, at=float(row["at"]),
-                              type=str(row.get("type") or ""), event_id=f"{ms}-{seq}/{index}")  # fmt: skip
-            changes.append((task_id, event))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-    return changes
+    return f"{ms}-{seq}"
 
 
 class TaskEventStream:
@@ -115,10 +124,14 @@ class TaskEventStream:
         reply: Any = await self.redis.xrevrange(self.key, count=1)
         return _text(reply[0][0]) if reply else "0-0"
 
-    async def read(self, after: str, *, count: int = PAGE) -> list[Entry]:
-        """At most ``count`` entries after entry ``after``."""
+    async def read(self, after: str, *, count: int = PAGE) -> list[RawEntry]:
+        """At most ``count`` entries after entry ``after``, their events not made yet."""
         reply: Any = await self.redis.xread({self.key: after}, count=count)
-        return [(_text(entry), decode(entry, fields)) for _stream, entries in reply or () for entry, fields in entries]
+        return [
+            (_entry_id(entry), rows_of(fields.get(FIELD, b"[]")))
+            for _stream, entries in reply or ()
+            for entry, fields in entries
+        ]
 
     async def after(self, since: EventId, *, count: int = PAGE) -> list[Entry]:
         """At most ``count`` entries from the one ``since`` is in on (inclusive: the caller skips the events up
