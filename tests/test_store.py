@@ -248,6 +248,19 @@ async def test_finish_succeeded_stores_the_result(store: Store) -> None:
     assert (stored.code, stored.node, stored.attempt, stored.duplicates) == ("the code", "n1", 1, 0)
 
 
+async def test_text_of_every_kind_reaches_the_store_and_comes_back_as_it_was(store: Store) -> None:
+    """The hot path's scripts take their arguments as one JSON array: quotes, backslashes, escapes, control
+    characters, text that looks like a number or JSON, and characters beyond ASCII come back unchanged."""
+    odd = 'q"uo\\te \\n \u0000\u0001\t é 漢字 🦈 [1] {"a": 1} 12 -0 1e3 null true '
+    params = {"k": odd, odd: [odd, 1.5, None, True, 2**53]}
+    task_id = (await store.tasks.create([TaskSpec(name=odd, type="echo", target=odd, params=params)]))[0].id
+    attempt = await store.running(task_id)
+    await store.tasks.finish(task_id, "n1", attempt, "succeeded", result=result(task_id, odd * 20))
+    task = await store.tasks.get(task_id)
+    assert (task.name, task.target, task.params, task.state) == (odd, odd, params, TaskState.SUCCEED)
+    assert (await store.tasks.result(task_id)).code == odd * 20
+
+
 async def test_result_before_finish_is_not_found(store: Store) -> None:
     task_id = await store.new()
     with pytest.raises(ResultNotFound):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -32,6 +33,9 @@ _NAMES = (
     *("webhook_add", "webhook_delete", "webhook_ingest", "webhook_claim", "webhook_done", "webhook_replay"),
     *("workflow_kill",),
 )
+#: The scripts that take many arguments per task: ``run`` sends their arguments after the prefix as one JSON
+#: array of strings, which ``unpacked_argv`` (in _lib.lua) makes their ARGV again.
+PACKED = frozenset({"submit", "place", "start", "finish"})
 
 
 class Scripts:
@@ -53,11 +57,25 @@ class Scripts:
             lib = lib.replace(f"{name}\n", f"{name} = {value}\n", 1)
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(
-                f"{lib}\nlocal function main()\n{(folder / f'{name}.lua').read_text()}\nend\n"
+                f"{lib}\nlocal function main()\n{'local ARGV = unpacked_argv()' if name in PACKED else ''}\n"
+                f"{(folder / f'{name}.lua').read_text()}\nend\n"
                 "local reply = main()\nsettle_children()\nflush()\nreturn reply\n"
             )
             for name in _NAMES
         }
 
-    async def run(self, name: str, *args: Any) -> Any:
-        return await self._scripts[name](keys=[], args=list(args))
+    async def run(self, name: str, prefix: str, *args: Any) -> Any:
+        if name in PACKED:
+            return await self._scripts[name](keys=[], args=[prefix, orjson.dumps([_text(a) for a in args])])
+        return await self._scripts[name](keys=[], args=[prefix, *args])
+
+
+def _text(value: Any) -> str:
+    """An argument as redis-py would send it (numbers as their repr), but as text for a JSON array."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    raise TypeError(f"a script argument must be text, bytes or a number, not {type(value).__name__}")
