@@ -5,7 +5,8 @@ stream's channel (shoal.store.task_events). One subscription per node hears the 
 (re)subscribes, it first reads from the stream what was added since the last entry it heard, so that a lost
 connection costs it nothing, and live entries cost no command at all. It feeds three kinds of listeners:
 waiters on one task (``wait``), watchers of every change (``watch``, for SSE and gRPC streams; a watch given
-an event id first reads what followed it from the stream) and hooks (the scheduler's wake-up).
+an event id first reads what followed it from the stream) and hooks (the master's wake-up, once per entry;
+the throughput chart, per task that ended).
 
 Node events come from the ``public`` pub/sub channel, on a subscription of their own for ``watch_nodes``
 (the web task center's live nodes page): heartbeats, membership verdicts and master hand-overs, turned from
