@@ -320,7 +320,8 @@ class TaskService:
                 if task.state.terminal or remaining <= 0:
                     return task, found
                 try:  # events may be lost: look at the store again at least every second
-                    await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+                    async with asyncio.timeout(min(remaining, 1.0)):
+                        await changed.wait()
                 except TimeoutError:
                     pass
 
