@@ -181,6 +181,8 @@ class Executor:
         task may start while the report is on its way (the master places no more here than the capacity)."""
         try:
             async with self.slots:
+                if self._closing:
+                    return  # taken beyond the slots, not started: ``close`` hands it back with the rest
                 self.prefetch.taken(task_id)
                 try:
                     report = await self._attempt(task_id)
