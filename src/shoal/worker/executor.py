@@ -23,6 +23,7 @@ from shoal.models import AttemptOutcome, Footprint, Task, TaskResult
 from shoal.store import redis as store_redis
 from shoal.store.redis import BLOCK_MS
 from shoal.store.tasks import Finish, Order, Report, TaskStore
+from shoal.worker import prefetch
 from shoal.worker.handlers import MAX_ERROR_CHARS, Output, TaskContext, TaskType, TaskTypes
 from shoal.worker.limits import attempt_limits, not_applied
 from shoal.worker.loopwatch import LoopWatch
@@ -180,7 +181,9 @@ class Executor:
         """Start and run the attempt in a slot, then report its end: a slot is for running work, and the next
         task may start while the report is on its way (the master places no more here than the capacity)."""
         try:
-            async with self.slots:
+            if not await self._slot_for(task_id):
+                return
+            try:
                 if self._closing:
                     return  # taken beyond the slots, not started: ``close`` hands it back with the rest
                 self.prefetch.taken(task_id)
@@ -188,6 +191,8 @@ class Executor:
                     report = await self._attempt(task_id)
                 finally:
                     self.prefetch.freed(task_id)
+            finally:
+                self.slots.release()
             if report is not None:
                 await self._report(report)
         except asyncio.CancelledError:
@@ -199,6 +204,23 @@ class Executor:
             self.running.pop(task_id, None)
             self.killed.discard(task_id)
             self.last_progress = time.monotonic()
+
+    async def _slot_for(self, task_id: str) -> bool:
+        """Take a slot; or, after waiting ``prefetch.GIVE_BACK_S`` for one, hand the task back (False)."""
+        try:
+            async with asyncio.timeout(prefetch.GIVE_BACK_S):
+                await self.slots.acquire()
+            return True
+        except TimeoutError:
+            pass
+        reason = f"waited {prefetch.GIVE_BACK_S:g}s for a slot on {self.node}"
+        back = await self._persist(
+            "handing back",
+            lambda: self.store.hand_back(self.node, [task_id], reason, outcome=AttemptOutcome.HANDED_BACK),
+        )
+        if back:
+            log.info("task %s: handed back for re-placement: %s", task_id, reason)
+        return False
 
     async def _attempt(self, task_id: str) -> Report | None:
         """Start the task and run one attempt of it: its report, or None when it may not start."""

@@ -1,7 +1,8 @@
 """How many tasks a node takes beyond its slots: enough that a slot freed by a short task is filled at once,
 from the node's own queue, without waiting for the master to place the next one; none while its tasks are
 long, since a task queued behind long ones would wait while another node might be idle, and would pass
-ahead of a task of higher priority submitted after it.
+ahead of a task of higher priority submitted after it. One that has waited ``GIVE_BACK_S`` for a slot all
+the same is handed back (the executor), and placed again where there is room.
 
 The node estimates how long a slot stays taken (from the start of an attempt's report to the end of its
 result's: what a queued task waits behind) as a running mean of the attempts it ran, or the longest attempt
@@ -18,6 +19,9 @@ import time
 HORIZON_S = 0.05
 #: Weight of the newest attempt in the running mean of how long a slot stays taken.
 WEIGHT = 0.05
+#: A task taken beyond the slots that has waited this long for one is handed back for the master to place
+#: again: the node's tasks turned long before its beat could say so.
+GIVE_BACK_S = 1.0
 
 
 class Prefetch:
