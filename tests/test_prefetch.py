@@ -59,3 +59,25 @@ def test_most_zero_never_takes_any(clock: Clock) -> None:
     p = Prefetch(slots=8, most=0)
     run(p, clock, 0.001, times=10)
     assert p.current() == 0
+
+
+def test_a_killed_attempt_says_nothing_of_how_long_tasks_take(clock: Clock) -> None:
+    p = Prefetch(slots=8, most=8)
+    run(p, clock, 0.002, times=50)
+    p.taken("held for a minute, then killed")
+    clock.now += 60
+    p.freed("held for a minute, then killed", ended=False)
+    assert p.current() == 8
+
+
+def test_it_says_at_once_when_it_goes_from_none_to_some_and_back(clock: Clock) -> None:
+    told: list[int] = []
+    p = Prefetch(slots=8, most=8)
+    p.on_change = lambda: told.append(p.current())
+    assert p.current() == 0
+    run(p, clock, 0.002)  # the first attempt ended: it may take some now
+    assert told == [8]
+    run(p, clock, 0.002, times=10)  # no change from some to some
+    assert told == [8]
+    run(p, clock, 5.0, times=100)
+    assert told == [8, 0]

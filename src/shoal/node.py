@@ -166,6 +166,7 @@ class Node:
             cache_stats=lambda: self.cache.stats(),
             clock=self.clock,
         )
+        self.executor.prefetch.on_change = self.heartbeat.beat_soon  # the master learns of it at once
         self.fence = StoreFence(
             store=self.store,
             node=c.name,

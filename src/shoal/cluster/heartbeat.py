@@ -10,6 +10,7 @@ node first drops whatever it still ran, since the master has already handed thos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -48,6 +49,7 @@ class Heartbeat:
         self.registry = registry
         self.types = types
         self.load = load
+        self._soon = asyncio.Event()
         self.prefetch = prefetch
         self.on_declared_dead = on_declared_dead
         self.on_beat = on_beat
@@ -95,14 +97,21 @@ class Heartbeat:
             prefetch=self.prefetch(),
         )
 
+    def beat_soon(self) -> None:
+        """Beat now rather than at the next interval: what the node tells of itself changed (its prefetch)."""
+        self._soon.set()
+
     async def run(self) -> None:
         interval = self.config.heartbeat_interval
         await asyncio.sleep(random.uniform(0, interval / 4))  # stagger nodes started together
         while True:
             started = time.monotonic()
+            self._soon.clear()
             await self.tick()
             self.last_tick = time.monotonic()
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, interval - (time.monotonic() - started))):
+                    await self._soon.wait()
 
     async def tick(self, timeout: float | None = None) -> None:
         """Beat once, giving the store ``timeout`` seconds (a beat interval by default) to take it. Beats may

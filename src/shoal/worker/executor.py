@@ -187,10 +187,11 @@ class Executor:
                 if self._closing:
                     return  # taken beyond the slots, not started: ``close`` hands it back with the rest
                 self.prefetch.taken(task_id)
+                report = None
                 try:
                     report = await self._attempt(task_id)
                 finally:
-                    self.prefetch.freed(task_id)
+                    self.prefetch.freed(task_id, ended=report is not None)
             finally:
                 self.slots.release()
             if report is not None:

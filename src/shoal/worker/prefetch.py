@@ -14,6 +14,7 @@ slots). It says so in each beat (``NodeRecord.prefetch``), and the master places
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 #: About how long, on average, a task taken beyond the slots may wait here for one.
 HORIZON_S = 0.05
@@ -27,11 +28,14 @@ GIVE_BACK_S = 1.0
 class Prefetch:
     """The prefetch a node with ``slots`` slots advertises, at most ``most`` (0: never)."""
 
-    def __init__(self, slots: int, most: int) -> None:
+    def __init__(self, slots: int, most: int, on_change: Callable[[], None] = lambda: None) -> None:
         self.slots = slots
         self.most = most
+        #: Called when the prefetch goes from none to some or back, so that the node says so at once.
+        self.on_change = on_change
         self.mean_s: float | None = None  # None until an attempt has ended here
         self._held: dict[str, float] = {}  # task id -> monotonic time its slot was taken
+        self._told = 0  # what ``current`` last answered
 
     @property
     def held(self) -> int:
@@ -41,14 +45,22 @@ class Prefetch:
     def taken(self, task_id: str) -> None:
         self._held[task_id] = time.monotonic()
 
-    def freed(self, task_id: str) -> None:
+    def freed(self, task_id: str, *, ended: bool = True) -> None:
+        """The slot of ``task_id`` is free; ``ended``: its attempt ran to an end (a killed one says nothing of
+        how long tasks take)."""
         since = self._held.pop(task_id, None)
-        if since is not None:
+        if since is not None and ended:
             held = time.monotonic() - since
             self.mean_s = held if self.mean_s is None else self.mean_s + WEIGHT * (held - self.mean_s)
+        if (self._advise() > 0) != (self._told > 0):
+            self.on_change()
 
     def current(self) -> int:
         """Tasks to take beyond the slots now: 0 before any attempt has ended (nothing known of the tasks)."""
+        self._told = self._advise()
+        return self._told
+
+    def _advise(self) -> int:
         if not self.most or self.mean_s is None:
             return 0
         longest = time.monotonic() - min(self._held.values()) if self._held else 0.0
