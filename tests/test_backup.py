@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "shoal:shoal:"
 RUN_S = 2.0  # how long the tasks caught RUNNING take
 QUICK = ("--heartbeat-interval", "0.5")  # a dead node is found, and a live one seen beating, sooner
+NO_PREFETCH = ("--prefetch", "0")  # a task submitted while every slot runs waits in the cluster, not on the node
 
 
 def shoal(*args: str, cwd: Path, server: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -121,7 +122,7 @@ def restricted(admin_url: str) -> Iterator[str]:
 def test_a_live_external_store_restored_on_a_new_node_keeps_every_task(
     node_factory: Callable[..., TestNode], redis_url: str, redis_admin_url: str, tmp_path: Path
 ) -> None:
-    old = node_factory("old-1", args=["--slots", "2"])
+    old = node_factory("old-1", args=["--slots", "2", *NO_PREFETCH])
     with Client(old.http_url, old.token) as client:
         ids = populate(client, slots=2)
         before = {role: client.get(i) for role, i in ids.items()}
@@ -166,7 +167,9 @@ def test_an_embedded_store_backed_up_live_and_restored_into_a_new_data_dir(
     def store(*args: str) -> subprocess.CompletedProcess[str]:
         return shoal("store", *args, cwd=tmp_path, server=redis_binary.path)
 
-    node = embedded_node(first, "solo", "--slots", "1", "--shutdown-grace", "0.5", *server, *QUICK).start()
+    node = embedded_node(
+        first, "solo", "--slots", "1", "--shutdown-grace", "0.5", *server, *QUICK, *NO_PREFETCH
+    ).start()
     try:
         with Client(node.http_url, node.token) as client:
             ids = populate(client, slots=1)

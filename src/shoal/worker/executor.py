@@ -214,6 +214,7 @@ class Executor:
             return True
         except TimeoutError:
             pass
+        self.prefetch.on_change()  # its tasks run long: the node says so now, so the task is not placed here again
         reason = f"waited {prefetch.GIVE_BACK_S:g}s for a slot on {self.node}"
         back = await self._persist(
             "handing back",
