@@ -118,7 +118,9 @@ class TestNode:
         """SIGTERM and wait: the node finishes or hands back its tasks and exits."""
         self.proc.signal(signal.SIGTERM)
         code = self.proc.wait(timeout * multiplier())
-        if code is None:
+        if code is None:  # shown with the failing test's output: where the stop hung
+            waited = timeout * multiplier()
+            print(f"{self.name} did not stop within {waited:g}s of SIGTERM; its log ends:\n{self.log()[-4000:]}")
             self.kill()
         return code
 
