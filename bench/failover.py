@@ -41,16 +41,16 @@ class PlacementTap:
 
     async def start(self) -> None:
         newest = await self.nodes.store.xrevrange(f"{PREFIX}task-events", count=1)
-        self._task = asyncio.create_task(self._read(newest[0][0] if newest else b"0-0"))
+        self._task = asyncio.create_task(self._read(newest[0][0] if newest else "0-0"))
 
-    async def _read(self, last: bytes) -> None:
+    async def _read(self, last: Any) -> None:
         stream = f"{PREFIX}task-events"
         while True:
             reply: Any = await self.nodes.store.xread({stream: last}, count=500, block=1000)
             for _key, entries in reply or ():
                 for entry, fields in entries:
                     last = entry
-                    for event in orjson.loads(fields[b"e"]):
+                    for event in orjson.loads(fields["e"]):  # the bench's store client decodes replies
                         if event["state"] == "INQUEUE":
                             self.placed.append((event["id"], event["node"], float(event["at"])))
                             self.changed.set()
