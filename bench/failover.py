@@ -38,6 +38,7 @@ class PlacementTap:
         self.placed: list[tuple[str, str, float]] = []
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         newest = await self.nodes.store.xrevrange(f"{PREFIX}task-events", count=1)
@@ -45,7 +46,7 @@ class PlacementTap:
 
     async def _read(self, last: Any) -> None:
         stream = f"{PREFIX}task-events"
-        while True:
+        while not self._stopped:
             reply: Any = await self.nodes.store.xread({stream: last}, count=500, block=1000)
             for _key, entries in reply or ():
                 for entry, fields in entries:
@@ -74,6 +75,9 @@ class PlacementTap:
                 await asyncio.wait_for(self.changed.wait(), left)
 
     async def stop(self) -> None:
+        """Stop reading. The flag as well as the cancel: on Python 3.11 redis-py can lose a cancel that lands
+        in a blocking read, and the loop would then go on for ever (a hang seen in ``bench/cluster.py``)."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

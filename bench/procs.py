@@ -124,8 +124,11 @@ class Reaper:
         cwd: Path | None = None,
         grace: float = 15.0,
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` as the leader of a new session, output to ``log``, and register it."""
+        """Start ``argv`` as the leader of a new session, output to ``log``, and register it. Refused once a
+        signal is stopping the benchmark: the unwinding may pass through code that would start more."""
         self.install()
+        if self._stopping:
+            raise RuntimeError(f"not starting {name}: the benchmark is stopping")
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 list(argv),
@@ -186,6 +189,7 @@ class Reaper:
 
     def _exit_soon(self, code: int, delay: float = 5.0) -> None:
         time.sleep(delay)
+        self.kill_all()
         self.run_exit_actions()
         os._exit(code)
 
