@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from shoal import validation
+from shoal._utils import cancel_and_wait
 from shoal.config import NodeConfig
 from shoal.errors import InvalidInput
 from shoal.events import EventHub
@@ -120,9 +120,7 @@ class Producer:
 
     async def aclose(self) -> None:
         if self._events is not None:
-            self._events.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._events
+            await cancel_and_wait(self._events)
         self._tasks.close()
         await self._redis.aclose()
 

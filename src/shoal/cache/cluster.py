@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shoal import validation
-from shoal._utils import every
+from shoal._utils import cancel_and_wait, every
 from shoal.cache.membership import Membership
 from shoal.cache.owner import ShardOwner
 from shoal.cache.routing import Io
@@ -194,10 +194,7 @@ class ClusterCache:
         await every(self.interval, self.refresh, log, "cache membership refresh failed")
 
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._background)))
 
     # -- get_or_fill ------------------------------------------------------------------------------
 

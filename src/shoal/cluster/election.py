@@ -111,7 +111,9 @@ class Election:
         self._wake.set()
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen(), name="election listener")
+        listening = asyncio.Event()  # cleared to stop the listener even if its cancel is lost in a store call
+        listening.set()
+        listener = asyncio.create_task(self._listen(listening), name="election listener")
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -119,14 +121,15 @@ class Election:
                 self._wake.clear()
                 await self.tick()
         finally:
+            listening.clear()
             listener.cancel()
 
-    async def _listen(self) -> None:
+    async def _listen(self, listening: asyncio.Event) -> None:
         """Wake at once when a master leaves (the seed's 'request election' message on ``public``)."""
-        while True:
+        while listening.is_set():
             try:
                 async with self.registry.public.election_requests() as messages:
-                    while True:
+                    while listening.is_set():
                         message = await messages.next(timeout=1.0)
                         if message is not None and message.get("kind") == REQUEST_ELECTION:
                             self._wake.set()

@@ -42,6 +42,7 @@ from pydantic import WithJsonSchema
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from shoal._utils import cancel_and_wait
 from shoal.errors import ShoalError
 from shoal.event_ids import EVENT_ID_PATTERN, MAX_EVENT_ID, parse_event_id
 from shoal.models import EventGap, TaskEvent
@@ -125,9 +126,7 @@ class _Subscription:
 
     async def close(self) -> None:
         """Cancel the pumps and wait until they have ended, then unsubscribe the watchers."""
-        for pump in self._pumps:
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(pump) for pump in self._pumps))
         for source in self._sources:
             aclose = getattr(source, "aclose", None)
             if aclose is not None:

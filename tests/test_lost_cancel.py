@@ -1,0 +1,85 @@
+"""Duties that read the store stop although a cancel is lost in a store call.
+
+On Python 3.11, ``asyncio.wait_for`` (which redis-py uses for every command) drops a cancellation that
+arrives just as the call it guards completes. A loop stopped by one cancel would then run on, and a node
+whose leftover task never ends does not exit (``asyncio.run`` waits for it). These drive the duties on a
+real store with a subscription that drops the first cancel, as redis-py can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shoal._utils import cancel_and_wait
+from shoal.cluster.election import Election
+from shoal.cluster.heartbeat import Heartbeat
+from shoal.config import NodeConfig
+from shoal.keys import Keys
+from shoal.store.nodes import NodeRegistry
+from shoal.store.public import Subscription
+from shoal.testing import multiplier
+
+
+class DropsOneCancel:
+    """A subscription whose ``next`` swallows the first cancellation, then behaves."""
+
+    def __init__(self, real: Subscription) -> None:
+        self.real = real
+        self.dropped = 0
+
+    async def next(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return await self.real.next(timeout)
+        except asyncio.CancelledError:
+            if self.dropped:
+                raise
+            self.dropped += 1
+            return None
+
+
+@pytest.fixture
+async def redis(redis_admin_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_admin_url)
+    yield client
+    await client.aclose()
+
+
+async def _nothing(*_: Any) -> None:
+    return None
+
+
+async def test_the_election_listener_ends_with_its_election_though_a_cancel_is_lost(redis: Redis) -> None:
+    registry = NodeRegistry(redis, Keys("lost-cancel"))
+    real_requests = registry.public.election_requests
+    wrapped: list[DropsOneCancel] = []
+
+    @contextlib.asynccontextmanager
+    async def requests() -> AsyncIterator[DropsOneCancel]:
+        async with real_requests() as messages:
+            wrapped.append(DropsOneCancel(messages))
+            yield wrapped[-1]
+
+    registry.public.election_requests = requests  # type: ignore[method-assign]
+    config = NodeConfig(name="n1", heartbeat_interval=0.2, dead_after=5)
+    heartbeat = Heartbeat(config=config, registry=registry, types=["echo"], load=lambda: 0, on_declared_dead=_nothing)
+    election = Election(config=config, registry=registry, heartbeat=heartbeat, on_elected=_nothing, on_deposed=_nothing)
+    running = asyncio.create_task(election.run())
+    deadline = asyncio.get_running_loop().time() + 5 * multiplier()
+    while not wrapped:
+        assert asyncio.get_running_loop().time() < deadline, "the listener never subscribed"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)  # the listener is inside next()
+
+    await cancel_and_wait(running)
+
+    listeners = [t for t in asyncio.all_tasks() if t.get_name() == "election listener"]
+    assert listeners, "the listener task is not found"
+    async with asyncio.timeout(5 * multiplier()):
+        await asyncio.wait(listeners)
+    assert wrapped[0].dropped == 1
