@@ -97,6 +97,9 @@ class EventHub:
         self.subscribed = asyncio.Event()
         #: The id of the last entry read; None until the hub has found the stream's end.
         self.last: str | None = None
+        #: How many task ends this hub has passed on (or may have missed): a waiter that saw it unchanged
+        #: since before its task was stored knows, without reading, that the task has not ended yet.
+        self.ends_heard = 0
         self.closed = False
 
     async def run(self) -> None:
@@ -204,6 +207,7 @@ class EventHub:
                 task_id, name = row["id"], row["state"]
                 ends = name in _ENDS
                 if ends:  # waiters wait for the end; other changes would only wake them
+                    self.ends_heard += 1
                     for waiter in self._waiters.get(task_id, ()):
                         waiter.set()
                     if name != "DELETED":
@@ -231,6 +235,7 @@ class EventHub:
             _offer(self._node_watchers, event)
 
     def _wake_all(self) -> None:
+        self.ends_heard += 1
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.set()

@@ -177,8 +177,9 @@ class Producer:
         """Submit a task and wait for it to end (``options`` as ``submit`` takes them): the task as it stands
         after ``timeout_s`` at most, with its result if it has one."""
         await self._listen()
-        task = await self.submit(type, target, **options)
-        return await self._tasks.wait_result(task.id, timeout_s)
+        spec = _spec({"type": type, "target": target, **options})
+        task, _stored, found = await self._tasks.submit_and_wait(spec, timeout_s)
+        return task, found
 
     async def _listen(self) -> None:
         """Hear the cluster's task events from the first wait on, so that a wait ends as its task does."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from shoal import validation, workflows
 from shoal.batching import Coalescer
 from shoal.cluster.admin import ClusterAdmin
-from shoal.errors import IllegalTransition, InvalidInput, NoLiveNode, NotFound, UnknownTaskType
+from shoal.errors import IllegalTransition, InvalidInput, NoLiveNode, NotFound, ResultNotFound, UnknownTaskType
 from shoal.events import EventHub
 from shoal.limits import FETCH, Limits, host_of
 from shoal.liveness import liveness
@@ -307,18 +307,45 @@ class TaskService:
     async def wait(self, task_id: str, timeout_s: float) -> Task:
         return (await self.wait_result(task_id, timeout_s, result=False))[0]
 
+    async def submit_and_wait(
+        self, spec: TaskSpec, timeout_s: float, *, result: bool = True
+    ) -> tuple[Task, bool, TaskResult | None]:
+        """``submit``, then the task once it has ended or ``timeout_s`` has passed, with its result if asked.
+        The read a wait starts with is left out while this node has heard of no task's end since before the
+        submit: the task stored has not ended either (a round trip to the store less, on the latency path)."""
+        heard = self.hub.ends_heard
+        task, stored = await self.submit(spec)
+        if task.state.terminal:
+            return task, stored, await self._result_if_any(task.id) if result else None
+        task, found = await self._wait_result(task.id, timeout_s, result=result, ends_heard=heard)
+        return task, stored, found
+
+    async def _result_if_any(self, task_id: str) -> TaskResult | None:
+        try:
+            return await self.store.result(task_id)
+        except ResultNotFound:
+            return None
+
     async def wait_result(
         self, task_id: str, timeout_s: float, *, result: bool = True
     ) -> tuple[Task, TaskResult | None]:
         """The task once it has ended or ``timeout_s`` has passed, with its result (read with it) if asked."""
+        return await self._wait_result(task_id, timeout_s, result=result)
+
+    async def _wait_result(
+        self, task_id: str, timeout_s: float, *, result: bool, ends_heard: int | None = None
+    ) -> tuple[Task, TaskResult | None]:
         deadline = time.monotonic() + timeout_s
         with self.hub.waiter(task_id) as changed:
+            unread = ends_heard is not None and ends_heard == self.hub.ends_heard  # see submit_and_wait
             while True:
                 changed.clear()
-                task, found = await self.store.get_with_result(task_id, result=result)
+                if not unread:
+                    task, found = await self.store.get_with_result(task_id, result=result)
+                    if task.state.terminal or deadline - time.monotonic() <= 0:
+                        return task, found
+                unread = False
                 remaining = deadline - time.monotonic()
-                if task.state.terminal or remaining <= 0:
-                    return task, found
                 try:  # events may be lost: look at the store again at least every second
                     async with asyncio.timeout(min(remaining, 1.0)):
                         await changed.wait()

@@ -90,6 +90,13 @@ class TaskAPI(Protocol):
         """As ``wait``, with the task's result read in the same step (None while it has none)."""
         ...
 
+    async def submit_and_wait(
+        self, spec: TaskSpec, timeout_s: float, *, result: bool = True
+    ) -> tuple[Task, bool, TaskResult | None]:
+        """As ``submit``, then ``wait_result``: the task (and whether it was stored now), once it has ended
+        or as it is when ``timeout_s`` runs out, with its result if asked."""
+        ...
+
     def watch(self, since: str | None = None) -> AsyncIterator[TaskEvent | EventGap]:
         """Every task state change from now on, until the caller stops iterating; with ``since`` (an event's
         ``event_id``), first those after it the store still holds, an ``EventGap`` first if some are gone. A

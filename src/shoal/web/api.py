@@ -139,11 +139,11 @@ def build_router(*, tasks: TaskAPI, token: str | TokenCheck) -> APIRouter:
     async def submit(request: Request, wait: WaitQuery = None, result: ResultQuery = None) -> Response:
         wait_s = wait_seconds(wait)
         spec = validation.task_spec(await json_body(request))
+        if wait_s is not None:
+            task, stored, found = await tasks.submit_and_wait(spec, wait_s, result=bool(result))
+            return task_json(task, result, found, status_code=201 if stored else 200)
         task, stored = await tasks.submit(spec)
         status = 201 if stored else 200  # 200: the earlier task of its idempotency key
-        if wait_s is not None and not task.state.terminal:
-            task, found = await tasks.wait_result(task.id, wait_s, result=bool(result))
-            return task_json(task, result, found, status_code=status)
         return await task_answer(tasks, task, result, status_code=status)
 
     @api.post(

@@ -18,8 +18,8 @@ import grpc
 import grpc.aio
 
 from shoal import validation
-from shoal.errors import InvalidInput, ResultNotFound, ShoalError, StoreError, StoreFault
-from shoal.models import EventGap, Task, TaskEvent, TaskResult, TaskSpec
+from shoal.errors import InvalidInput, ShoalError, StoreError, StoreFault
+from shoal.models import EventGap, Task, TaskEvent, TaskSpec
 from shoal.rpc import convert
 from shoal.rpc.convert import pb, pb_grpc
 from shoal.rpc.services._status import INTERNAL_MESSAGE, Context, abort, answer
@@ -69,23 +69,12 @@ class TasksServicer(pb_grpc.TasksServicer):
         async def call() -> pb.Task:
             spec = convert.spec_from_proto(request)
             wait = convert.spec_wait(request)
-            task, _stored = await self._tasks.submit(spec)
             if not wait:
-                return convert.task_to_proto(task)
-            if task.state.terminal:
-                return convert.task_to_proto(task, await self._result_of(task))
-            return convert.task_to_proto(*await self._tasks.wait_result(task.id, wait))
+                return convert.task_to_proto((await self._tasks.submit(spec))[0])
+            task, _stored, found = await self._tasks.submit_and_wait(spec, wait)
+            return convert.task_to_proto(task, found)
 
         return await answer(context, "CreateTask", call)
-
-    async def _result_of(self, task: Task) -> TaskResult | None:
-        """The result of a task that ended with one; None otherwise."""
-        if not task.state.terminal:
-            return None
-        try:
-            return await self._tasks.result(task.id)
-        except ResultNotFound:
-            return None
 
     async def CreateTasks(self, request: pb.CreateTasksRequest, context: Context) -> pb.CreateTasksResponse:
         async def call() -> pb.CreateTasksResponse:
