@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shoal import events
+from shoal._utils import cancel_and_wait
 from shoal.errors import InvalidInput
 from shoal.events import LOST_AFTER_S, EventHub, TaskWatch
 from shoal.models import EventGap, TaskEvent, TaskState
@@ -52,8 +53,7 @@ async def test_a_read_gone_silent_is_made_again_from_where_it_was(redis_admin_ur
             ("t1", TaskState.SUCCEED, "x", f"{entry.decode()}/0")
         ]
     finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await cancel_and_wait(runner)
         await redis.aclose()
         await admin.aclose()
 
@@ -80,8 +80,7 @@ async def running_hub(url: str) -> AsyncIterator[tuple[EventHub, Redis]]:
         yield hub, admin
     finally:
         hub.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await cancel_and_wait(runner)
         await redis.aclose()
         await admin.aclose()
 

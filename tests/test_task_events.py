@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from shoal._utils import cancel_and_wait
 from shoal.errors import InvalidInput
 from shoal.event_ids import EventId, parse_event_id
 from shoal.events import EventHub
@@ -98,8 +99,7 @@ async def test_clusters_of_one_name_on_two_databases_do_not_hear_each_other(redi
         assert on_0.id not in {e.id for e in heard}
         assert [e["id"] for entry in await entries(redis, keys) for e in entry] == [on_0.id]
     finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await cancel_and_wait(runner)
         await other_db.flushdb()
         await other_db.aclose()
 
