@@ -60,6 +60,15 @@ def test_rest_submit_and_get_answer_with_the_result(api: httpx.Client) -> None:
     api.post(f"/api/v1/tasks/{slow.json()['id']}/kill")  # the node stops at once, not after its grace
 
 
+def test_a_repeated_submit_with_wait_answers_the_ended_task_of_its_key_with_its_result(api: httpx.Client) -> None:
+    waiting = {"wait": DONE_S, "result": "true"}
+    first = api.post("/api/v1/tasks", params=waiting, json=echo("once", idempotency_key="k1"))
+    assert first.status_code == 201 and first.json()["state"] == "SUCCEED"
+    again = api.post("/api/v1/tasks", params=waiting, json=echo("twice", idempotency_key="k1"))
+    assert again.status_code == 200, again.text  # the earlier task, answered at once
+    assert again.json()["id"] == first.json()["id"] and again.json()["result"]["code"] == "once"
+
+
 async def test_grpc_create_task_waits_for_its_result(shoal_node: TestNode) -> None:
     async with TasksClient(shoal_node.grpc_addr, shoal_node.token, timeout_s=DONE_S + 30) as client:
         done = await client.stub.CreateTask(pb.TaskSpec(name="a", type="echo", target="hello", wait_s=DONE_S))

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from shoal import validation, workflows
 from shoal.batching import Coalescer
 from shoal.cluster.admin import ClusterAdmin
-from shoal.errors import IllegalTransition, InvalidInput, NoLiveNode, NotFound, ResultNotFound, UnknownTaskType
+from shoal.errors import IllegalTransition, InvalidInput, NoLiveNode, NotFound, UnknownTaskType
 from shoal.events import EventHub
 from shoal.limits import FETCH, Limits, host_of
 from shoal.liveness import liveness
@@ -315,16 +315,9 @@ class TaskService:
         submit: the task stored has not ended either (a round trip to the store less, on the latency path)."""
         heard = self.hub.ends_heard
         task, stored = await self.submit(spec)
-        if task.state.terminal:
-            return task, stored, await self._result_if_any(task.id) if result else None
-        task, found = await self._wait_result(task.id, timeout_s, result=result, ends_heard=heard)
+        unended = None if task.state.terminal else heard  # an earlier task of its idempotency key may have ended
+        task, found = await self._wait_result(task.id, timeout_s, result=result, ends_heard=unended)
         return task, stored, found
-
-    async def _result_if_any(self, task_id: str) -> TaskResult | None:
-        try:
-            return await self.store.result(task_id)
-        except ResultNotFound:
-            return None
 
     async def wait_result(
         self, task_id: str, timeout_s: float, *, result: bool = True
