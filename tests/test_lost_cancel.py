@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from shoal._utils import cancel_and_wait
+from shoal._utils import cancel_and_wait, every
 from shoal.cluster.election import Election
 from shoal.cluster.heartbeat import Heartbeat
 from shoal.config import NodeConfig
@@ -83,3 +84,25 @@ async def test_the_election_listener_ends_with_its_election_though_a_cancel_is_l
     async with asyncio.timeout(5 * multiplier()):
         await asyncio.wait(listeners)
     assert wrapped[0].dropped == 1
+
+
+async def test_a_periodic_duty_ends_though_its_step_lost_the_cancel() -> None:
+    """``every`` (the cache membership refresh, a proxy's access rules): a step that swallows the cancel, as
+    a store call can, does not keep the loop going."""
+    swallowed = 0
+    stepping = asyncio.Event()
+
+    async def step() -> None:
+        nonlocal swallowed
+        stepping.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            swallowed += 1
+
+    duty = asyncio.create_task(every(0, step, logging.getLogger("test"), "step failed"))
+    await stepping.wait()
+    duty.cancel()  # lands in the step, which swallows it
+    async with asyncio.timeout(5 * multiplier()):
+        await asyncio.wait([duty])
+    assert swallowed == 1 and duty.cancelled()

@@ -32,7 +32,9 @@ def is_digits(text: str) -> bool:
 
 async def every(interval: float, step: Callable[[], Awaitable[None]], log: logging.Logger, failed: str) -> None:
     """Run ``step`` every ``interval`` seconds until cancelled. A step that fails is logged as ``failed: error``
-    and the loop goes on: what the last good step read stays in use."""
+    and the loop goes on: what the last good step read stays in use. A cancel the step's store call lost (see
+    ``cancel_and_wait``) still ends the loop: the task's pending cancel count says it was asked to stop."""
+    me = asyncio.current_task()
     while True:
         await asyncio.sleep(interval)
         try:
@@ -41,3 +43,5 @@ async def every(interval: float, step: Callable[[], Awaitable[None]], log: loggi
             raise
         except Exception as exc:
             log.warning("%s: %s", failed, exc)
+        if me is not None and me.cancelling():
+            raise asyncio.CancelledError

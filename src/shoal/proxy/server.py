@@ -20,6 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from shoal._utils import cancel_and_wait
 from shoal.addresses import IPAddress, resolve
 from shoal.cluster.addresses import REFRESH_S, ClusterAddresses
 from shoal.config import NodeConfig, split_addr
@@ -91,9 +92,7 @@ class ProxyServer:
         if self._server is not None:
             self._server.close()
         tasks = [*self._sessions, *self._pending, *([self._refresher] if self._refresher is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
