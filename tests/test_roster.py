@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -84,6 +85,36 @@ async def test_tasks_go_straight_to_the_roster_node_with_most_room_and_the_rest_
     later = await store.create(specs(1))
     assert later[0].state == TaskState.WAITING
     assert await queued(redis, keys) == [created[3].id, later[0].id]
+
+
+async def test_a_task_waited_for_on_a_node_with_room_is_started_there_as_it_is_stored(
+    redis: Redis, keys: Keys, store: TaskStore, epoch: int
+) -> None:
+    await store.publish_roster(epoch, [("a", 2, ["*"]), ("w", 1, ["*"])], [], 30)
+    first, second, other = await store.create(specs(3), near=["w", "w", None])
+    # w had one free slot: the first waited-for task is started there, the second goes where there is room
+    assert [(t.state, t.node, t.attempts) for t in (first, second, other)] == [
+        (TaskState.RUNNING, "w", 1),
+        (TaskState.INQUEUE, "a", 0),
+        (TaskState.INQUEUE, "a", 0),
+    ]
+    started = await store.get(first.id)
+    assert (started.state, started.node, started.attempts, started.started_at) == (
+        TaskState.RUNNING, "w", 1, started.created_at,
+    )  # fmt: skip
+    assert [(a.number, a.node, a.epoch, a.outcome) for a in started.history] == [(1, "w", epoch, None)]
+    assert await inbox_ids(redis, keys, "w") == []  # no run order: the node that waits runs it
+    assert {m.decode() for m in await redis.smembers(keys.assigned("w"))} == {first.id}
+    assert await redis.zscore(keys.state_index("RUNNING"), first.id) is not None
+    assert await redis.zscore(keys.state_index("INQUEUE"), first.id) is None
+    # its events tell the same story as any task's: stored, placed, started
+    entries: Any = await redis.xrange(keys.task_events)
+    states = [row["state"] for _, f in entries for row in orjson.loads(f[b"e"]) if row["id"] == first.id]
+    assert states == ["WAITING", "INQUEUE", "RUNNING"]
+    # and it ends as a task its worker started does
+    finish = await store.finish(first.id, "w", 1, "succeeded", result=None)
+    assert (finish.verdict, finish.state) == ("done", "SUCCEED")
+    assert await redis.smembers(keys.assigned("w")) == set()
 
 
 async def test_a_roster_of_an_earlier_epoch_or_gone_stale_places_nothing(

@@ -30,7 +30,7 @@ import orjson
 
 from shoal._utils import cancel_and_wait
 from shoal.event_ids import EventId, after_entry, parse_event_id
-from shoal.models import EventGap, TaskEvent, TaskState
+from shoal.models import EventGap, Task, TaskEvent, TaskResult, TaskState
 from shoal.store.subscription import Store, Subscription, subscribe
 from shoal.store.task_events import PAGE, TaskEventStream, change, is_after, split_message
 
@@ -76,6 +76,13 @@ def node_event(raw: bytes, now: float) -> NodeEvent | None:
     return None
 
 
+class Waiter(asyncio.Event):
+    """A wait for one task's end: set when the task may have ended; ``ended`` holds the ended task and its
+    result when this node ran it (``EventHub.ended_here``), so that the wait needs no read of its own."""
+
+    ended: tuple[Task, TaskResult | None] | None = None
+
+
 class EventHub:
     """Owns the node's reading of task events. ``run()`` is its loop; listeners may come and go."""
 
@@ -84,7 +91,7 @@ class EventHub:
         self.stream = TaskEventStream(redis, stream)
         self.channel = channel
         self.public = public
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: dict[str, set[Waiter]] = defaultdict(set)
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
         self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
         self._node_watchers_changed = asyncio.Event()
@@ -240,9 +247,20 @@ class EventHub:
             for waiter in waiters:
                 waiter.set()
 
+    def waited(self, task_id: str) -> bool:
+        """Whether a wait on this node is for ``task_id``."""
+        return task_id in self._waiters
+
+    def ended_here(self, task: Task, result: TaskResult | None) -> None:
+        """Hand the waits for ``task`` the task as it ended, with its result: this node ran it and read them
+        back with its report, ahead of the end's event."""
+        for waiter in self._waiters.get(task.id, ()):
+            waiter.ended = (task, result)
+            waiter.set()
+
     @contextlib.contextmanager
-    def waiter(self, task_id: str) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
+    def waiter(self, task_id: str) -> Iterator[Waiter]:
+        event = Waiter()
         self._waiters[task_id].add(event)
         try:
             yield event

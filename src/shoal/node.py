@@ -154,6 +154,7 @@ class Node:
             reconcile_every=RECONCILE_BEATS * c.heartbeat_interval,
             pool=self.pool,
             metrics=AttemptMetrics(self.metrics),
+            waits=self.hub,
         )
         self.heartbeat = Heartbeat(
             config=c,
@@ -219,6 +220,7 @@ class Node:
             alive_within=self.alive_within,
             limits=c.placement_limits(),
             type_requires=c.type_requirements(),
+            worker=self.executor if c.run_tasks else None,
         )
         self.admin = ClusterAdmin(
             name=c.name,

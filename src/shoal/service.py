@@ -62,6 +62,15 @@ class TypeChecks(Protocol):
     def validate(self, name: str, target: str, params: dict[str, Any]) -> None: ...
 
 
+class LocalWorker(Protocol):
+    """The worker of the node a ``TaskService`` serves (``shoal.worker.executor.Executor``)."""
+
+    node: str
+
+    def run_started(self, task: Task) -> None:
+        """Run a task its submit started on this node."""
+
+
 class TaskService:
     """The TaskAPI of one node. Safe for any number of concurrent requests."""
 
@@ -77,8 +86,12 @@ class TaskService:
         limit_state: LimitState | None = None,
         type_requires: Mapping[str, dict[str, str]] | None = None,
         signatures: SignatureStore | None = None,
+        worker: LocalWorker | None = None,
     ) -> None:
         self.store = store
+        #: This node's worker, when it runs tasks: a submit that waits here has its task placed and started here
+        #: when there is room, and run by it at once; its end comes back with the report (``Executor.waits``).
+        self.worker = worker
         self.signatures = signatures or SignatureStore(store.redis, store.keys)
         self._signatures: dict[str, Signature] = {}
         self.limits = limits or Limits()
@@ -89,7 +102,9 @@ class TaskService:
         self.local_types = local_types
         self.alive_within = alive_within
         # Concurrent single submits go to the store together, many per Lua call (see shoal.batching).
-        self._create: Coalescer[TaskSpec, tuple[Task, bool]] = Coalescer(self._create_each, most=SUBMIT_BATCH)
+        self._create: Coalescer[tuple[TaskSpec, str | None], tuple[Task, bool]] = Coalescer(
+            self._create_each, most=SUBMIT_BATCH
+        )
         self._types: set[str] = set()
         self._runners: builtins.list[NodeRecord] = []  # the live nodes that run tasks
         self._live = False  # whether a live node runs tasks
@@ -141,6 +156,11 @@ class TaskService:
                 raise RefusedTask(index, refusal) if batch else refusal
 
     async def submit(self, spec: TaskSpec) -> tuple[Task, bool]:
+        return await self._submit(spec)
+
+    async def _submit(self, spec: TaskSpec, near: str | None = None) -> tuple[Task, bool]:
+        """``submit``; ``near``: this node's name, to have the task placed and started here when there is room
+        (``TaskStore.create``; this node's worker then runs it)."""
         await self._check_types([spec], batch=False)
         self._validate_locally(spec)
         if spec.depends_on or spec.ref is not None:
@@ -151,7 +171,7 @@ class TaskService:
             except RefusedTask as exc:
                 raise exc.error from None
             return created[0], 0 not in created.reused
-        return await self._create(self.with_defaults(spec))
+        return await self._create((self.with_defaults(spec), near))
 
     def with_defaults(self, spec: TaskSpec) -> TaskSpec:
         """The spec with what its type's function asks of its submits (``@shoal.task(timeout_s=...)``) in the
@@ -170,10 +190,15 @@ class TaskService:
         await self._check_types([spec], batch=False)
         self._validate_locally(spec)
 
-    async def _create_each(self, specs: builtins.list[TaskSpec]) -> builtins.list[tuple[Task, bool]]:
+    async def _create_each(
+        self, submits: builtins.list[tuple[TaskSpec, str | None]]
+    ) -> builtins.list[tuple[Task, bool]]:
         """The single submits gathered from one loop turn, stored in one call: each task, and whether it was
         stored now (not the earlier task of its idempotency key)."""
-        created = await self.store.create(specs)
+        created = await self.store.create([spec for spec, _ in submits], near=[near for _, near in submits])
+        for k, task in enumerate(created):
+            if self.worker is not None and task.state is TaskState.RUNNING and k not in created.reused:
+                self.worker.run_started(task)  # started here by its submit (``_submit``'s ``near``)
         return [(task, k not in created.reused) for k, task in enumerate(created)]
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> Created:
@@ -312,9 +337,11 @@ class TaskService:
     ) -> tuple[Task, bool, TaskResult | None]:
         """``submit``, then the task once it has ended or ``timeout_s`` has passed, with its result if asked.
         The read a wait starts with is left out while this node has heard of no task's end since before the
-        submit: the task stored has not ended either (a round trip to the store less, on the latency path)."""
+        submit: the task stored has not ended either (a round trip to the store less, on the latency path).
+        The task goes to this node when it runs tasks and has room, started as it is stored, and its end comes
+        back with the worker's report: one round trip to the store at each end."""
         heard = self.hub.ends_heard
-        task, stored = await self.submit(spec)
+        task, stored = await self._submit(spec, near=self.worker.node if self.worker else None)
         unended = None if task.state.terminal else heard  # an earlier task of its idempotency key may have ended
         task, found = await self._wait_result(task.id, timeout_s, result=result, ends_heard=unended)
         return task, stored, found
@@ -344,6 +371,9 @@ class TaskService:
                         await changed.wait()
                 except TimeoutError:
                     pass
+                if changed.ended is not None:  # this node ran it and read it back as it ended
+                    task, found = changed.ended
+                    return task, found if result else None
 
     def watch(self, since: str | None = None) -> AsyncIterator[TaskEvent | EventGap]:
         return self.hub.watch(since)

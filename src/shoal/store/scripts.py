@@ -4,7 +4,7 @@ Each ``scripts/*.lua`` file is prefixed with ``_lib.lua`` (shared helpers) and r
 which runs it by SHA and reloads it by itself after a Redis restart. Its body runs as a function, after
 which ``settle_children`` settles the workflow children of the tasks that ended in it, and ``flush`` (both in
 ``_lib.lua``) makes the index writes and adds the task events it gathered to the cluster's event stream
-(``shoal.store.task_events``).
+(``shoal.store.task_events``); last, ``read_back`` reads the tasks its caller asked to have back.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Scripts:
             name: redis.register_script(
                 f"{lib}\nlocal function main()\n{'local ARGV = unpacked_argv()' if name in PACKED else ''}\n"
                 f"{(folder / f'{name}.lua').read_text()}\nend\n"
-                "local reply = main()\nsettle_children()\nflush()\nreturn reply\n"
+                "local reply = main()\nsettle_children()\nflush()\nread_back()\nreturn reply\n"
             )
             for name in _NAMES
         }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,10 +46,12 @@ DEFAULT_IDEMPOTENCY_WINDOW_S = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """What finish.lua decided: ``done`` (terminal), ``retry``, ``duplicate`` (a late report) or ``gone``."""
+    """What finish.lua decided: ``done`` (terminal), ``retry``, ``duplicate`` (a late report) or ``gone``;
+    ``ended``: the ended task and its result, for a report whose task was asked back (``finish_many``)."""
 
     verdict: str
     state: str | None = None
+    ended: tuple[Task, TaskResult | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +175,22 @@ class TaskStore:
 
     # -- users' writes ---------------------------------------------------------------------------
 
-    async def create(self, specs: Sequence[TaskSpec], ids: Sequence[str] | None = None) -> Created:
+    async def create(
+        self, specs: Sequence[TaskSpec], ids: Sequence[str] | None = None, near: Sequence[str | None] = ()
+    ) -> Created:
         """Store the tasks, in one atomic call however many there are: each is placed at once on a node of
-        the master's roster that has room (INQUEUE), or queued for the master to place (WAITING). A spec
-        whose idempotency key made a task within the window that still exists gets that task instead, and
-        so does one whose given id (``ids``: a schedule's tick) names a task stored already."""
+        the master's roster that has room (INQUEUE), or queued for the master to place (WAITING). Per task,
+        ``near`` may name the node that submits it and waits for it: placed there, it is started there too
+        (RUNNING, its first attempt open, no run order sent; see submit.lua), for that node to run. A spec whose
+        idempotency key made a task within the window that still exists gets that task instead, and so does
+        one whose given id (``ids``: a schedule's tick) names a task stored already."""
         given = ids is not None
+        near = near or [None] * len(specs)
         ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in specs]
         specs = with_ids(specs, ids)  # a batch's refs (depends_on, argument placeholders) as the ids given here
         most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
         args: builtins.list[Any] = [len(specs), max(1, round(self.idempotency_window_s * 1000))]
-        for task_id, spec, lost in zip(ids, specs, most_lost, strict=True):
+        for task_id, spec, lost, node in zip(ids, specs, most_lost, near, strict=True):
             timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
             params = orjson.dumps(spec.params).decode()
             args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries, lost]
@@ -203,6 +210,7 @@ class TaskStore:
                 "1" if given else "",
                 "" if spec.args is None else orjson.dumps(spec.args).decode(),
                 "" if spec.kwargs is None else orjson.dumps(spec.kwargs).decode(),
+                node or "",
             ]
         workflow = forms_workflow(specs)  # then: per task its parents' ids and on_parent_failure, and a flag
         for spec in specs:
@@ -213,6 +221,7 @@ class TaskStore:
             raise UnknownParent(int(reply[1]), str(reply[2]))
         created = float(reply[0])
         placed_on, priors = reply[2::3], reply[3::3]
+        started_here = [bool(node) and node == wanted for node, wanted in zip(placed_on, near, strict=True)]
 
         def due(spec: TaskSpec) -> float | None:
             after = None if spec.delay_s is None else created + spec.delay_s
@@ -226,13 +235,13 @@ class TaskStore:
                 type=spec.type,
                 target=spec.target,
                 params=spec.params,
-                state=TaskState.INQUEUE if node else TaskState.WAITING,
+                state=TaskState.RUNNING if started else TaskState.INQUEUE if node else TaskState.WAITING,
                 node=node or None,
-                attempts=0,
+                attempts=1 if started else 0,
                 max_retries=spec.max_retries,
                 timeout_s=spec.timeout_s,
                 created_at=created,
-                started_at=None,
+                started_at=created if started else None,
                 finished_at=None,
                 error=None,
                 max_lost_attempts=lost,
@@ -251,7 +260,7 @@ class TaskStore:
                 args=spec.args,
                 kwargs=spec.kwargs,
             )
-            for task_id, spec, lost, node in zip(ids, specs, most_lost, placed_on, strict=True)
+            for task_id, spec, lost, node, started in zip(ids, specs, most_lost, placed_on, started_here, strict=True)
         ]
         if workflow:  # as stored: waiting for parents, or killed at once for one, and in which workflow
             stored = {t.id: t for t in await self.get_many(ids)}
@@ -332,9 +341,8 @@ class TaskStore:
             fields, attempts, late, children, *legacy = await pipe.execute()
         if not fields:
             raise TaskNotFound(task_id)
-        raw = fields.get(b"result") or (legacy[0] if legacy else None)
-        found = _result(task_id, raw, fields, len(late)) if result and raw else None
-        return _task(task_id, fields, attempts, late, children), found
+        task, found = _with_result(task_id, fields, attempts, late, children, legacy[0] if legacy else None)
+        return task, found if result else None
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that still exist, in the order asked for."""
@@ -574,8 +582,11 @@ class TaskStore:
         report = Report(task_id, attempt, outcome, error, result, footprint)
         return (await self.finish_many(node, [report], backoff=backoff))[0]
 
-    async def finish_many(self, node: str, reports: Sequence[Report], *, backoff: float = 1.0) -> builtins.list[Finish]:
-        """Take reports of attempts on ``node`` in one atomic call; per report as ``finish``."""
+    async def finish_many(
+        self, node: str, reports: Sequence[Report], *, backoff: float = 1.0, read_back: Container[str] = ()
+    ) -> builtins.list[Finish]:
+        """Take reports of attempts on ``node`` in one atomic call; per report as ``finish``. A task in
+        ``read_back`` that the call ends comes back with it (``Finish.ended``), as ``get_with_result`` reads it."""
         args: builtins.list[Any] = [node, backoff, self.max_lost_attempts, KEEP_LATE_RESULTS, len(reports)]
         for r in reports:
             outcome, error, payload = str(r.outcome), r.error, b""
@@ -585,9 +596,10 @@ class TaskStore:
                     outcome = "failed"
                     error = f"result is {len(payload)} bytes; the limit is {self.result_max_bytes}"
                     payload = b""
-            args += [r.task_id, r.attempt, outcome, error, payload, _footprint_json(r.footprint)]
+            back = "1" if r.task_id in read_back else ""
+            args += [r.task_id, r.attempt, outcome, error, payload, _footprint_json(r.footprint), back]
         replies: Any = await self.scripts.run("finish", self.keys.prefix, *args)
-        return [Finish(reply[0].decode(), reply[1].decode() if len(reply) > 1 else None) for reply in replies]
+        return [_finish(r.task_id, reply) for r, reply in zip(reports, replies, strict=True)]
 
     # -- streams ---------------------------------------------------------------------------------
 
@@ -850,6 +862,31 @@ def _stored_result(result: TaskResult) -> bytes:
 def _code_of(data: dict[str, Any]) -> str | None:
     """The code of a stored result: kept as such, or read from its value."""
     return value_code(data["value"]) if "value" in data else data.get("code")
+
+
+def _finish(task_id: str, reply: Sequence[Any]) -> Finish:
+    """finish.lua's reply to one report: verdict, state, then the task's hash, closed attempts, late results
+    and children when it was read back."""
+    state = reply[1].decode() if len(reply) > 1 else None
+    if len(reply) < 6:
+        return Finish(reply[0].decode(), state)
+    flat, attempts, late, children = reply[2:6]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Finish(reply[0].decode(), state, _with_result(task_id, fields, attempts, late, children))
+
+
+def _with_result(
+    task_id: str,
+    fields: dict[bytes, bytes],
+    attempts: Sequence[bytes],
+    late: Sequence[bytes],
+    children: Sequence[bytes],
+    legacy_result: bytes | None = None,
+) -> tuple[Task, TaskResult | None]:
+    """A task read whole, and its result if it has one (in its hash; an earlier version kept it apart)."""
+    raw = fields.get(b"result") or legacy_result
+    found = _result(task_id, raw, fields, len(late)) if raw else None
+    return _task(task_id, fields, attempts, late, children), found
 
 
 def _result(task_id: str, raw: bytes, fields: dict[bytes, bytes], duplicates: int) -> TaskResult:

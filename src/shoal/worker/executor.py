@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from shoal._utils import cancel_and_wait
 from shoal.batching import Coalescer
@@ -50,6 +50,16 @@ PROCESS_OUTCOMES = {
 }
 
 
+class LocalWaits(Protocol):
+    """The waits on this node for tasks' ends (the event hub): the worker has an ended task that one of them
+    is for read back with its report and hands it over, so that the wait needs neither the end's event nor
+    a read of its own (a round trip one task at a time)."""
+
+    def waited(self, task_id: str) -> bool: ...
+
+    def ended_here(self, task: Task, result: TaskResult | None) -> None: ...
+
+
 def _noted(error: str, note: str) -> str:
     """An attempt's error with a note on the limits it ran under, on a line of its own ('' and '' give '')."""
     return f"{error}\n{note}" if error and note else error or note
@@ -70,8 +80,10 @@ class Executor:
         reconcile_every: float = 5.0,
         pool: ProcessPool | None = None,
         metrics: AttemptMetrics | None = None,
+        waits: LocalWaits | None = None,
     ) -> None:
         self.store = store
+        self.waits = waits
         self.pool = pool
         self.metrics = metrics
         self.types = types
@@ -93,7 +105,7 @@ class Executor:
         # Starts and reports of attempts go to the store in batches, one call per batch (see shoal.batching).
         self._begin: Coalescer[tuple[str, bool], Task | None] = Coalescer(lambda starts: store.begin_many(node, starts))
         self._finish: Coalescer[Report, Finish] = Coalescer(
-            lambda reports: store.finish_many(node, reports, backoff=retry_backoff)
+            lambda reports: store.finish_many(node, reports, backoff=retry_backoff, read_back=self._waited(reports))
         )
         self.reconciler = Reconciler(store=store, node=node, worker=self, interval=reconcile_every)
 
@@ -155,6 +167,12 @@ class Executor:
         elif op == "kill":
             self.stop(task_id)
 
+    def run_started(self, task: Task) -> None:
+        """Run ``task``, which its submit placed and started on this node (a submit waiting here: submit.lua),
+        as if its run order had come and its start been made."""
+        if task.id not in self.running:
+            self.running[task.id] = asyncio.create_task(self._run(task.id, task), name=f"task {task.id}")
+
     def stop(self, task_id: str) -> None:
         """Cancel a running task without reporting it: it was killed, or the cluster gave it to another node."""
         task = self.running.get(task_id)
@@ -177,9 +195,10 @@ class Executor:
         """Read the inbox's delivered but unacknowledged orders again at the next read."""
         self._reread = True
 
-    async def _run(self, task_id: str) -> None:
+    async def _run(self, task_id: str, started: Task | None = None) -> None:
         """Start and run the attempt in a slot, then report its end: a slot is for running work, and the next
-        task may start while the report is on its way (the master places no more here than the capacity)."""
+        task may start while the report is on its way (the master places no more here than the capacity).
+        ``started``: the task as its submit started it here already."""
         try:
             if not await self._slot_for(task_id):
                 return
@@ -189,7 +208,7 @@ class Executor:
                 self.prefetch.taken(task_id)
                 report = None
                 try:
-                    report = await self._attempt(task_id)
+                    report = await self._attempt(task_id, started)
                 finally:
                     self.prefetch.freed(task_id, ended=report is not None)
             finally:
@@ -224,8 +243,9 @@ class Executor:
             log.info("task %s: handed back for re-placement: %s", task_id, reason)
         return False
 
-    async def _attempt(self, task_id: str) -> Report | None:
-        """Start the task and run one attempt of it: its report, or None when it may not start."""
+    async def _attempt(self, task_id: str, started: Task | None = None) -> Report | None:
+        """Start the task (unless it is ``started`` already) and run one attempt of it: its report, or None when
+        it may not start."""
         tries = 0
 
         def begin() -> Awaitable[Task | None]:
@@ -233,7 +253,7 @@ class Executor:
             tries += 1  # a retry may follow a start whose reply was lost: then the task is already ours
             return self._begin((task_id, tries > 1))
 
-        task = await self._persist("starting", begin)
+        task = started or await self._persist("starting", begin)
         if task is None:
             return None  # killed, deleted or re-placed before it could start
         attempt = task.attempts
@@ -268,9 +288,16 @@ class Executor:
             self.metrics.record(task.type, footprint)
         return Report(task_id, attempt, outcome, error, result, footprint)
 
+    def _waited(self, reports: list[Report]) -> set[str]:
+        """The reported tasks that a wait on this node is for: their reports read them back."""
+        waits = self.waits
+        return set() if waits is None else {r.task_id for r in reports if waits.waited(r.task_id)}
+
     async def _report(self, report: Report) -> None:
         """Record the attempt's end (retried until the store takes it)."""
         finish = await self._persist("reporting", lambda: self._finish(report))
+        if finish.ended is not None and self.waits is not None:
+            self.waits.ended_here(*finish.ended)
         if report.outcome is AttemptOutcome.SUCCEEDED:
             self.completed += 1
         else:

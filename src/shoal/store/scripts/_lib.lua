@@ -107,6 +107,21 @@ local function flush()
   end
 end
 
+-- Tasks a caller wants back as they stand after the step, each {reply entry, id}: read_back, run once the
+-- step is done, appends to the entry the task's hash, closed attempts, late results and children, all that
+-- a read of the task takes (finish.lua: an ended task that a wait on the reporting node is for, which then
+-- needs no read of its own).
+local READ_BACK = {}
+local function read_back()
+  for _, r in ipairs(READ_BACK) do
+    local entry, id = r[1], r[2]
+    entry[#entry + 1] = redis.call('HGETALL', P .. 'task:' .. id)
+    entry[#entry + 1] = redis.call('LRANGE', P .. 'attempts:' .. id, 0, -1)
+    entry[#entry + 1] = redis.call('LRANGE', P .. 'dupes:' .. id, 0, -1)
+    entry[#entry + 1] = redis.call('SMEMBERS', P .. 'children:' .. id)
+  end
+end
+
 -- The name index ('names'): one entry per task, "name in lower case \0 sequence number \0 id", every one at
 -- score 0, so that the tasks whose name starts with a text are one range of it (ZRANGEBYLEX) and their number
 -- one ZLEXCOUNT (store/search.py). Lower case is ASCII's (string.lower), as the search's is.
@@ -315,7 +330,7 @@ local function kill_task(id, state, t, reason)
 end
 
 -- Placement, shared by place.lua (the master's batches) and submit.lua (a task placed as it is stored).
--- A node is {name, free, types (set; '*' = any), placed (ids)}: free is its slots less what is assigned
+-- A node is {name, free, types (set; '*' = any), placed (ids), started (ids)}: free is its slots less what is assigned
 -- to it now, and 0 if since the master looked it was declared dead or rejected, or began to leave (it
 -- hands back what it holds; a task placed on it after that would wait there for ever).
 local function load_node(name, slots, types)
@@ -324,17 +339,18 @@ local function load_node(name, slots, types)
   local free = tonumber(slots) - redis.call('SCARD', P .. 'assigned:' .. name)
   local record = redis.call('HMGET', P .. 'node:' .. name, 'state', 'draining')
   if record[1] == 'dead' or record[1] == 'rejected' or record[2] == '1' then free = 0 end
-  return {name = name, free = free, types = set, placed = {}}
+  return {name = name, free = free, types = set, placed = {}, started = {}}
 end
 
 -- The node with the most free slots that runs ``ttype`` (its index in ``nodes``; nil when none has room),
--- among the indexes ``allowed`` holds when it is given (the nodes whose labels a task requires).
-local function best_for(nodes, ttype, allowed)
+-- among the indexes ``allowed`` holds when it is given (the nodes whose labels a task requires); the node
+-- named ``near`` whenever it is one with room (a submit that waits on that node, which runs it: see submit.lua).
+local function best_for(nodes, ttype, allowed, near)
   local best
   for k, node in ipairs(nodes) do
-    if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not best or node.free > nodes[best].free)
-        and (not allowed or allowed[k]) then
-      best = k
+    if node.free > 0 and (node.types['*'] or node.types[ttype]) and (not allowed or allowed[k]) then
+      if node.name == near then return k end
+      if not best or node.free > nodes[best].free then best = k end
     end
   end
   return best
@@ -342,16 +358,24 @@ end
 
 -- Count a task as placed on ``node`` (its hash written by the caller: state INQUEUE, node, epoch), moving it
 -- out of the index of state ``from`` (nil for a task stored in this script); ``ttype``: the task's type.
-local function placed_on(node, id, seq, from, t, ttype)
-  move_later(id, seq, from, 'INQUEUE')
-  node.placed[#node.placed + 1] = id
+-- ``started``: the task was started there too (its hash RUNNING with its first attempt open; submit.lua), and
+-- needs no run order.
+local function placed_on(node, id, seq, from, t, ttype, started)
+  move_later(id, seq, from, started and 'RUNNING' or 'INQUEUE')
   publish(id, 'INQUEUE', node.name, t, ttype)
+  if started then
+    node.started[#node.started + 1] = id
+    publish(id, 'RUNNING', node.name, t, ttype)
+  else
+    node.placed[#node.placed + 1] = id
+  end
   node.free = node.free - 1
 end
 
--- One run order per node for every task placed on it here.
+-- One run order per node for every task placed on it here and not started.
 local function send_orders(nodes)
   for _, node in ipairs(nodes) do
+    variadic('SADD', P .. 'assigned:' .. node.name, node.started)
     if #node.placed > 0 then
       variadic('SADD', P .. 'assigned:' .. node.name, node.placed)
       redis.call('XADD', P .. 'inbox:' .. node.name, '*', 'op', 'run', 'ids', table.concat(node.placed, ','))

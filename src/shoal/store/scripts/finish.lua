@@ -4,12 +4,14 @@
 -- the latest ones are kept, at most ARGV[5].
 -- ARGV: prefix, node, retry backoff base in seconds, max_lost_attempts for a task stored without one, most late
 -- results kept, report count, then per report: id, attempt, outcome ('succeeded' | 'failed' | 'timed out' |
--- 'crashed' | 'over limit'), error, result JSON ('' when none), footprint JSON ('' when not measured).
+-- 'crashed' | 'over limit'), error, result JSON ('' when none), footprint JSON ('' when not measured), '1' to
+-- have the task back once it has ended (read_back in _lib.lua; '' = not).
 -- A succeeded attempt's result is stored in the task's hash (field 'result'). A failed attempt (any outcome
 -- but 'succeeded') is retried while the task's failures are within its max_retries, after
 -- backoff * 2^(failures - 1) seconds (at most 60); attempts lost or handed back with their node are not
 -- failures. A crashed attempt is also a lost one (see count_lost in _lib.lua).
--- Returns per report {'done', state}, {'retry', due}, {'duplicate', state} or {'gone'}.
+-- Returns per report {'done', state} (then the task, when asked for), {'retry', due}, {'duplicate', state} or
+-- {'gone'}.
 local node, backoff, default_lost, keep_late = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
 -- Whether this very report was taken already: the retry of a report whose reply was lost (the attempt closed
@@ -25,12 +27,19 @@ local function reported_before(id, attempt, outcome, run)
   return false
 end
 
+-- The reply of a report that ended its task ``id`` in ``state``; ``back``: '1' to have the task with it.
+local function ended(id, state, back)
+  local entry = {'done', state}
+  if back == '1' then READ_BACK[#READ_BACK + 1] = {entry, id} end
+  return entry
+end
+
 local t = now()
 local out, done = {}, {}
 for k = 0, tonumber(ARGV[6]) - 1 do
-  local b = 7 + 6 * k
-  local id, attempt, outcome, err, result, footprint =
-    ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local b = 7 + 7 * k
+  local id, attempt, outcome, err, result, footprint, back =
+    ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
   local tkey = P .. 'task:' .. id
   local task = redis.call('HMGET', tkey, 'state', 'node', 'attempts', 'max_retries', 'seq', 'run', 'failures',
     'result_ttl', 'type')
@@ -57,11 +66,11 @@ for k = 0, tonumber(ARGV[6]) - 1 do
       end
       move_later(id, task[5], 'RUNNING', 'SUCCEED', task[8])
       publish(id, 'SUCCEED', node, t, task[9] or '')
-      out[#out + 1] = {'done', 'SUCCEED'}
+      out[#out + 1] = ended(id, 'SUCCEED', back)
     else
       close_attempt(id, outcome, err, t, cost, task[6] or '')
       if LOST[outcome] and count_lost(id, 'RUNNING', node, t, default_lost) then
-        out[#out + 1] = {'done', 'RUNTIME_ERROR'}
+        out[#out + 1] = ended(id, 'RUNTIME_ERROR', back)
       else
         local failures = (tonumber(task[7]) or 0) + 1
         if failures <= tonumber(task[4]) then
@@ -77,7 +86,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
             'failures', failures)
           move_later(id, task[5], 'RUNNING', 'RUNTIME_ERROR', task[8])
           publish(id, 'RUNTIME_ERROR', node, t, task[9] or '')
-          out[#out + 1] = {'done', 'RUNTIME_ERROR'}
+          out[#out + 1] = ended(id, 'RUNTIME_ERROR', back)
         end
       end
     end

@@ -11,7 +11,11 @@
 -- delay_s ('' = none), idempotency key ('' = none), priority ('' = the default), required labels (JSON; '' =
 -- none), concurrency key ('' = none), host (a fetch's; '' = none), schedule ('' = none), tick ('' = none),
 -- '1' if the id was given (a schedule's tick: a task of that id already stored is answered instead), a function
--- task's args (JSON array; '' = none) and kwargs (JSON object; '' = none).
+-- task's args (JSON array; '' = none) and kwargs (JSON object; '' = none), and the node that submits it and
+-- waits for its end there ('' = none).
+-- A task waited for on a node that runs tasks goes to that node whenever it has room, and is started there in
+-- the same step (RUNNING, its first attempt open, no run order): the node runs it as it has the reply, and
+-- its end comes back to the wait with the report (a round trip one task at a time is two calls to the store).
 -- A task with required labels, a concurrency key or a host is never placed here: the master places it,
 -- where its labels and limits are checked.
 -- Returns: the creation time, then per task its sequence number, the node it was placed on ('' = none) and
@@ -137,13 +141,15 @@ local function store_task(b, id, ttype, seq)
   if ARGV[b + 12] ~= '' then due = math.max(due or 0, t + tonumber(ARGV[b + 12])) end  -- both: the later
   local later = due and due > t
   local limited = ARGV[b + 15] ~= '' or ARGV[b + 16] ~= '' or ARGV[b + 17] ~= ''
-  local best = not later and not held and not limited and not queues(ttype) and best_for(placeable(), ttype)
+  local best = not later and not held and not limited and not queues(ttype)
+    and best_for(placeable(), ttype, nil, ARGV[b + 23])
   local node = best and nodes[best]
+  local starts = node and node.name == ARGV[b + 23]
+  local state = (starts and 'RUNNING') or (node and 'INQUEUE') or (held and dep.killed and 'KILLED') or 'WAITING'
   local fields = {
     'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'max_retries', ARGV[b + 6],
-    'max_lost_attempts', ARGV[b + 7], 'state', node and 'INQUEUE' or (held and dep.killed and 'KILLED') or 'WAITING',
-    'node', node and node.name or '',
-    'attempts', 0, 'created_at', fmt(t), 'seq', seq}
+    'max_lost_attempts', ARGV[b + 7], 'state', state, 'node', node and node.name or '',
+    'attempts', starts and 1 or 0, 'created_at', fmt(t), 'seq', seq}
   -- What a task does not ask for is not written (the id is in the key): a small hash stays small.
   local function unless(value, none, name)
     if value ~= none then
@@ -157,6 +163,10 @@ local function store_task(b, id, ttype, seq)
   unless(ARGV[b + 9], '', 'cpu_s_limit')
   unless(ARGV[b + 10], '', 'result_ttl')
   if node then unless(epoch, nil, 'epoch') end
+  if starts then  -- its first attempt, as start.lua opens one
+    unless(fmt(t), nil, 'started_at')
+    unless(cjson.encode({number = 1, node = node.name, epoch = tonumber(epoch)}), nil, 'run')
+  end
   if due then unless(fmt(due), nil, 'run_at') end
   unless(ARGV[b + 12], '', 'delay_s')
   if later then unless(fmt(due), nil, 'due') end
@@ -179,7 +189,7 @@ local function store_task(b, id, ttype, seq)
   publish(id, 'WAITING', '', t, ttype)
   out[#out + 1] = seq
   if node then
-    placed_on(node, id, seq, nil, t, ttype)
+    placed_on(node, id, seq, nil, t, ttype, starts)
     out[#out + 1] = node.name
   elseif held and dep.killed then  -- a parent ended otherwise already: it ends at once
     redis.call('HSET', P .. 'task:' .. id, 'finished_at', fmt(t), 'error', dep.killed)
