@@ -82,24 +82,36 @@ async def test_a_report_reads_back_the_tasks_it_ends_as_a_read_would_find_them(p
     assert (finishes[2].ended, finishes[3].ended) == (None, None)
 
 
-async def test_a_wait_on_the_node_that_runs_the_task_needs_no_read(producer: Producer) -> None:
-    service, store = producer._tasks, _worker_store(producer)
+async def _worker(producer: Producer, store: TaskStore) -> Executor:
+    """A worker of node NODE running echo on the producer's loop, its ends handed to the producer's waits."""
     types = TaskTypes()
 
     async def echo(ctx: TaskContext) -> str:
         return ctx.target
 
     types.add("echo", echo)
-    worker = Executor(store=store, types=types, node=NODE, slots=1, retry_backoff=1.0, waits=service.hub)
+    worker = Executor(store=store, types=types, node=NODE, slots=1, retry_backoff=1.0, waits=producer._tasks.hub)
     await worker.recover()
-    reads: list[str] = []
-    read = service.store.get_with_result
+    return worker
+
+
+def _count_reads(producer: Producer) -> tuple[list[str], Any]:
+    """The ids the service reads a task of (``get_with_result``) from now on, and the uncounted read."""
+    store, reads = producer._tasks.store, list[str]()
+    read = store.get_with_result
 
     async def counted(task_id: str, **options: Any) -> Any:
         reads.append(task_id)
         return await read(task_id, **options)
 
-    service.store.get_with_result = counted  # type: ignore[method-assign]
+    store.get_with_result = counted  # type: ignore[method-assign]
+    return reads, read
+
+
+async def test_a_wait_on_the_node_that_runs_the_task_needs_no_read(producer: Producer) -> None:
+    service, store = producer._tasks, _worker_store(producer)
+    worker = await _worker(producer, store)
+    reads, read = _count_reads(producer)
     runner = asyncio.create_task(worker.run())
     try:
         waiting = asyncio.create_task(service.submit_and_wait(TaskSpec(name="echo", type="echo", target="x"), 30))
@@ -121,25 +133,11 @@ async def test_a_wait_on_the_node_that_runs_the_task_needs_no_read(producer: Pro
 
 async def test_a_waited_submit_runs_on_the_node_that_waits_with_no_order_and_no_read(producer: Producer) -> None:
     service, store = producer._tasks, _worker_store(producer)
-    types = TaskTypes()
-
-    async def echo(ctx: TaskContext) -> str:
-        return ctx.target
-
-    types.add("echo", echo)
-    worker = Executor(store=store, types=types, node=NODE, slots=1, retry_backoff=1.0, waits=service.hub)
-    await worker.recover()
+    worker = await _worker(producer, store)
     service.worker = worker  # as a node that runs tasks has it; its inbox is never read here
     epoch = (await NodeRegistry(store.redis, store.keys).take_lease("master", 30.0)).epoch
     await store.publish_roster(epoch, [(NODE, 1, ["echo"])], [], 30)
-    reads: list[str] = []
-    read = service.store.get_with_result
-
-    async def counted(task_id: str, **options: Any) -> Any:
-        reads.append(task_id)
-        return await read(task_id, **options)
-
-    service.store.get_with_result = counted  # type: ignore[method-assign]
+    reads, _ = _count_reads(producer)
     try:
         async with asyncio.timeout(10 * multiplier()):
             task, stored, found = await service.submit_and_wait(TaskSpec(name="echo", type="echo", target="y"), 30)
