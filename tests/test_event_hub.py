@@ -22,6 +22,7 @@ from shoal.models import EventGap, TaskEvent, TaskState
 from shoal.testing import multiplier
 
 STREAM = CHANNEL = "shoal:hubtest:task-events"
+PROGRESS = "shoal:hubtest:task-progress"
 
 
 async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -62,18 +63,18 @@ def row(task_id: str, state: str = "SUCCEED") -> dict[str, Any]:
     return {"id": task_id, "state": state, "node": "n1", "at": 1.5, "type": "echo"}
 
 
-async def add(admin: Redis, *rows: dict[str, Any]) -> str:
+async def add(admin: Redis, *rows: dict[str, Any], channel: str = CHANNEL) -> str:
     """One entry as a script's flush adds and publishes it; its id."""
     body = orjson.dumps(list(rows))
     entry: bytes = await admin.xadd(STREAM, {"e": body})
-    await admin.publish(CHANNEL, entry + b" " + body)
+    await admin.publish(channel, entry + b" " + body)
     return entry.decode()
 
 
 @contextlib.asynccontextmanager
-async def running_hub(url: str) -> AsyncIterator[tuple[EventHub, Redis]]:
+async def running_hub(url: str, progress: str | None = None) -> AsyncIterator[tuple[EventHub, Redis]]:
     redis, admin = Redis.from_url(url), Redis.from_url(url)
-    hub = EventHub(redis, STREAM, CHANNEL)
+    hub = EventHub(redis, STREAM, CHANNEL, progress=progress)
     runner = asyncio.create_task(hub.run())
     try:
         await until(hub.subscribed.is_set, 10, "the stream read")
@@ -143,3 +144,39 @@ async def test_a_watch_that_falls_behind_reads_what_its_queue_lost_from_the_stor
         got = await take(watch, 39)
         assert [e.id for e in got if isinstance(e, TaskEvent)] == [f"t{n}" for n in range(1, 40)]
         await watch.aclose()
+
+
+async def listeners(admin: Redis, channel: str) -> int:
+    counts: Any = await admin.pubsub_numsub(channel)
+    return int(counts[0][1])
+
+
+async def test_the_progress_channel_is_heard_while_a_watch_is_open_and_a_watch_misses_none_of_it(
+    redis_admin_url: str,
+) -> None:
+    async with running_hub(redis_admin_url, progress=PROGRESS) as (hub, admin):
+        woken: list[None] = []
+        hub.on_entry.append(lambda: woken.append(None))
+        assert await listeners(admin, PROGRESS) == 0
+        await add(admin, row("a", "WAITING"), channel=PROGRESS)  # stored and placed: no listener wants it
+        ended = await add(admin, row("a"))
+        await until(lambda: hub.last == ended, 10, "the end heard")
+        assert len(woken) == 1 and hub.ends_heard == 1
+        # a watch opened: the hub hears the progress channel from then on; what is published while it
+        # subscribes anew (at once here) reaches the watch too, in the stream's order
+        watch = hub.watch()
+        await add(admin, row("b", "WAITING"), channel=PROGRESS)
+        await add(admin, row("b", "RUNNING"), channel=PROGRESS)
+        await add(admin, row("b"))
+        got = await take(watch, 3)
+        assert [(e.id, e.state.name) for e in got if isinstance(e, TaskEvent)] == [
+            ("b", "WAITING"), ("b", "RUNNING"), ("b", "SUCCEED")
+        ]  # fmt: skip
+        assert await listeners(admin, PROGRESS) == 1
+        await add(admin, row("c", "WAITING"), channel=PROGRESS)
+        assert [(e.id, e.state.name) for e in await take(watch, 1) if isinstance(e, TaskEvent)] == [("c", "WAITING")]
+        await watch.aclose()
+        deadline = time.monotonic() + 10 * multiplier()
+        while await listeners(admin, PROGRESS):
+            assert time.monotonic() < deadline, "the progress channel still heard with no watch open"
+            await asyncio.sleep(0.05)

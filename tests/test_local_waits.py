@@ -146,3 +146,28 @@ async def test_a_waited_submit_runs_on_the_node_that_waits_with_no_order_and_no_
     assert (task.state, task.node, stored, found and found.code, reads) == (TaskState.SUCCEED, NODE, True, "y", [])
     assert [(a.number, a.node, a.epoch, a.outcome) for a in task.history] == [(1, NODE, epoch, "succeeded")]
     assert await store.redis.xlen(store.keys.inbox(NODE)) == 0
+
+
+async def test_a_waited_submit_running_here_needs_no_read_though_another_end_was_heard_meanwhile(
+    producer: Producer,
+) -> None:
+    service, store = producer._tasks, _worker_store(producer)
+    worker = await _worker(producer, store)
+    service.worker = worker
+    epoch = (await NodeRegistry(store.redis, store.keys).take_lease("master", 30.0)).epoch
+    await store.publish_roster(epoch, [(NODE, 1, ["echo"])], [], 30)
+    submit = service._submit
+
+    async def submit_as_another_task_ends(spec: TaskSpec, near: str | None = None) -> Any:
+        submitted = await submit(spec, near)
+        service.hub.ends_heard += 1  # as the hub counts an end it hears while the submit is under way
+        return submitted
+
+    service._submit = submit_as_another_task_ends  # type: ignore[method-assign]
+    reads, _ = _count_reads(producer)
+    try:
+        async with asyncio.timeout(10 * multiplier()):
+            task, _stored, found = await service.submit_and_wait(TaskSpec(name="echo", type="echo", target="z"), 30)
+    finally:
+        await worker.close(grace=0)
+    assert (task.state, task.node, found and found.code, reads) == (TaskState.SUCCEED, NODE, "z", [])

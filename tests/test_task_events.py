@@ -69,6 +69,44 @@ async def test_each_script_call_adds_one_entry_with_its_events(redis: Redis) -> 
     assert all(abs(e["at"] - time.time()) < 60 for entry in got for e in entry)  # the store's clock
 
 
+async def test_entries_that_end_no_task_go_to_the_progress_channel_the_others_to_the_events_channel(
+    redis: Redis, redis_admin_url: str
+) -> None:
+    keys = Keys("channels")
+    tasks, nodes = TaskStore(redis, keys, result_max_bytes=4096), NodeRegistry(redis, keys)
+    listener = Redis.from_url(redis_admin_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(keys.task_events_channel, keys.task_progress_channel)
+    try:
+        a, b, c = await tasks.create([spec("a"), spec("b"), spec("c")])
+        epoch = (await nodes.take_lease("master", 30)).epoch
+        assert await tasks.place(epoch, "n1", 4, [a.id, b.id]) == [1, 1]
+        attempt = await tasks.start(a.id, "n1")
+        assert attempt is not None
+        await tasks.finish_many("n1", [Report(a.id, attempt, "succeeded", result=None)])
+        await tasks.kill(b.id)
+        await tasks.delete(c.id)
+        heard: list[tuple[str, list[str]]] = []
+        async with asyncio.timeout(10 * multiplier()):
+            while len(heard) < 6:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    _entry, _, body = message["data"].partition(b" ")
+                    heard.append((message["channel"].decode(), [e["state"] for e in orjson.loads(body)]))
+        progress, ends = keys.task_progress_channel, keys.task_events_channel
+        assert heard == [
+            (progress, ["WAITING", "WAITING", "WAITING"]),  # stored
+            (progress, ["INQUEUE", "INQUEUE"]),  # placed
+            (progress, ["RUNNING"]),  # started
+            (ends, ["SUCCEED"]),  # finished
+            (ends, ["KILLED"]),
+            (ends, ["KILLED", "DELETED"]),  # a task deleted before it ended: killed first
+        ]
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+
+
 async def test_the_stream_is_capped_at_about_event_retention_entries(redis: Redis) -> None:
     keys = Keys("capped")
     tasks = TaskStore(redis, keys, result_max_bytes=4096, event_retention=1000)
@@ -85,7 +123,8 @@ async def test_clusters_of_one_name_on_two_databases_do_not_hear_each_other(redi
     other_db = Redis.from_url(redis_admin_url[:-2] + "/1")
     await other_db.flushdb()
     keys = Keys("same")  # the stream's key is the same name on both: the database keeps them apart
-    hub = EventHub(other_db, keys.task_events, Keys("same", db=1).task_events_channel)
+    on_db1 = Keys("same", db=1)  # a hook wants every change: the hub hears the progress channel too
+    hub = EventHub(other_db, keys.task_events, on_db1.task_events_channel, progress=on_db1.task_progress_channel)
     heard: list[TaskEvent] = []
     hub.hooks.append(heard.append)
     runner = asyncio.create_task(hub.run())

@@ -1,12 +1,15 @@
 """Task state changes from the store's event stream, fanned out inside one node.
 
 Every script that changes tasks adds one entry to the cluster's task event stream and publishes it on the
-stream's channel (shoal.store.task_events). One subscription per node hears the channel; each time it
-(re)subscribes, it first reads from the stream what was added since the last entry it heard, so that a lost
-connection costs it nothing, and live entries cost no command at all. It feeds three kinds of listeners:
-waiters on one task (``wait``), watchers of every change (``watch``, for SSE and gRPC streams; a watch given
-an event id first reads what followed it from the stream) and hooks (the master's wake-up, once per entry;
-the throughput chart, per task that ended).
+stream's channel (shoal.store.task_events), or, when it only moved tasks along (stored, placed, started) and
+ended none, on the progress channel. One subscription per node hears the channel, and the progress channel
+too while a watch or a hook wants every change; each time it (re)subscribes, it first reads from the stream
+what was added since the last entry it heard, so that a lost connection, or a change of channels, costs it
+nothing, and live entries cost no command at all. It feeds three kinds of listeners: waiters on one task
+(``wait``), watchers of every change (``watch``, for SSE and gRPC streams; a watch given an event id first
+reads what followed it from the stream) and hooks (the master's wake-up, once per entry heard; the
+throughput chart, per task that ended). Waiters, the master and the chart need only the ends: a node nobody
+watches wakes once per task, not once per change.
 
 Node events come from the ``public`` pub/sub channel, on a subscription of their own for ``watch_nodes``
 (the web task center's live nodes page): heartbeats, membership verdicts and master hand-overs, turned from
@@ -86,11 +89,18 @@ class Waiter(asyncio.Event):
 class EventHub:
     """Owns the node's reading of task events. ``run()`` is its loop; listeners may come and go."""
 
-    def __init__(self, redis: Store, stream: str, channel: str, public: str | None = None) -> None:
+    def __init__(
+        self, redis: Store, stream: str, channel: str, public: str | None = None, progress: str | None = None
+    ) -> None:
         self.redis = redis
         self.stream = TaskEventStream(redis, stream)
         self.channel = channel
         self.public = public
+        self.progress = progress
+        #: The channels of the subscription in use; set when they are no longer the ones wanted (a first watch
+        #: came or the last one went): the subscription is then made again.
+        self._hearing: list[str] = []
+        self._channels_changed = asyncio.Event()
         self._waiters: dict[str, set[Waiter]] = defaultdict(set)
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
         self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
@@ -116,31 +126,60 @@ class EventHub:
             group.create_task(self._follow(), name="events-stream")
 
     async def _follow(self) -> None:
-        """Hear the stream's channel for ever; a lost subscription is made again, and what was added meanwhile
-        read from the stream."""
+        """Hear the stream's channels for ever; a lost subscription is made again, as is one whose channels
+        are no longer those wanted, and what was added meanwhile read from the stream."""
+        switched = False
         while True:
+            self._hearing = self._wanted()
+            self._channels_changed.clear()
             try:
-                async with subscribe(self.redis, [self.channel]) as subscription:
+                async with subscribe(self.redis, self._hearing) as subscription:
                     heard = [asyncio.get_running_loop().time()]
-                    await self._catch_up()
+                    await self._catch_up(switched)
                     self.subscribed.set()
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._hear(subscription, heard))
                         group.create_task(_keep_alive(subscription, heard))
+                        group.create_task(self._until_channels_change())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+                switched = isinstance(cause, _ChannelsChanged)
+                if switched:
+                    continue
                 log.warning("task event subscription lost (%s); subscribing again", cause or type(cause).__name__)
                 self.subscribed.clear()
                 self._wake_all()  # listeners re-read the store rather than wait on a change they missed
                 await asyncio.sleep(0.5)
 
-    async def _catch_up(self) -> None:
+    def _wanted(self) -> list[str]:
+        """The channel of the entries that end tasks, and the progress channel while some watch or hook wants
+        every change."""
+        if self.progress is not None and (self._watchers or self.hooks):
+            return [self.channel, self.progress]
+        return [self.channel]
+
+    def _watchers_changed(self) -> None:
+        if self._hearing and self._wanted() != self._hearing:
+            self._channels_changed.set()
+
+    async def _until_channels_change(self) -> None:
+        await self._channels_changed.wait()
+        raise _ChannelsChanged
+
+    async def _catch_up(self, switched: bool = False) -> None:
         """Once subscribed: the entries added since the last one heard (the first time, only where the stream
-        ends, since the node wants what comes next)."""
+        ends, since the node wants what comes next). After a change of channels, the newest PAGE of them at
+        most: while the hub heard only the ends, the last one heard may be far behind the progress entries
+        since, which no listener wanted then; what came while the channels changed is a few entries."""
         if self.last is None:
             self.last = await self.stream.last_entry()
+            return
+        if switched:
+            for entry, rows in await self.stream.newest_after(self.last, count=PAGE):
+                self.last = entry
+                self._dispatch(entry, rows)
             return
         while True:
             entries = await self.stream.read(self.last, count=PAGE)
@@ -156,7 +195,7 @@ class EventHub:
         while True:
             message = await subscription.next()
             heard[0] = loop.time()
-            if message is None:
+            if message is None or self._channels_changed.is_set():  # then left to the next catch-up, in order
                 continue
             entry, rows = split_message(message[1])
             if self.last is None or is_after(entry, self.last):
@@ -291,6 +330,10 @@ class EventHub:
                     queue.put_nowait(None)
 
 
+class _ChannelsChanged(Exception):
+    """The hub's subscription is to be made again, on the channels now wanted."""
+
+
 async def _keep_alive(subscription: Subscription, heard: list[float]) -> None:
     """Ping a subscription that has been quiet for PING_AFTER_S (the answer comes to the reader), and give it
     up when nothing at all came for LOST_AFTER_S: a connection cut without a word never ends a blocked read."""
@@ -361,7 +404,8 @@ class TaskWatch:
 
     def __init__(self, hub: EventHub, since: EventId | None) -> None:
         self._hub = hub
-        self._live: Watch[TaskEvent] = Watch(hub._watchers)  # subscribed before the past is read: no gap
+        # subscribed before the past is read: no gap; the hub hears the progress channel from now on
+        self._live: Watch[TaskEvent] = Watch(hub._watchers, on_change=hub._watchers_changed)
         self._since = since
         # the last event given out; at first, the end of what the hub had read (all the queue gets is after it)
         self._last = since or (after_entry(hub.last) if hub.last else None)

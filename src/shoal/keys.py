@@ -76,6 +76,10 @@
     task-events              pubsub   Lua scripts (flush) the same entries as they are added: "<entry id> <JSON>",
                                                           which every node's event hub hears (it reads the stream
                                                           only for what it missed while not subscribed)
+    task-progress            pubsub   Lua scripts (flush) instead of task-events, the entries of the scripts that
+                                                          store, place or start tasks and end none: heard only by
+                                                          nodes with a watch open (waits, the master and the
+                                                          throughput chart need the ends)
     public                   pubsub   every node          heartbeats, membership verdicts, election requests (the
                                                           seed's channel): heard only by nodes whose live nodes
                                                           view is open; may be lost
@@ -193,6 +197,7 @@ class Keys:
         self.epoch = self.prefix + "epoch"
         self.task_events = self.prefix + "task-events"
         self.task_events_channel = self.task_events + channel_suffix(db)
+        self.task_progress_channel = self.prefix + "task-progress" + channel_suffix(db)
         self.public = self.prefix + "public" + channel_suffix(db)
         self.elections = self.prefix + "elections" + channel_suffix(db)
         self.timeline = self.prefix + "timeline"

@@ -133,7 +133,9 @@ class Node:
         self.sessions = SessionStore(self.redis, keys, ttl_s=c.session_ttl)
         self.holds = HostHolds(self.redis, keys)  # hosts that asked fetches to wait (Retry-After)
         self.types = self._task_types()
-        self.hub = EventHub(self.redis, keys.task_events, keys.task_events_channel, keys.public)
+        self.hub = EventHub(
+            self.redis, keys.task_events, keys.task_events_channel, keys.public, keys.task_progress_channel
+        )
         # Workers start on demand (the first process-isolated attempt boots the fork server), from the
         # loop's thread: a worker dies with the thread that started it (PR_SET_PDEATHSIG).
         self.pool = ProcessPool(

@@ -70,6 +70,10 @@ class LocalWorker(Protocol):
     def run_started(self, task: Task) -> None:
         """Run a task its submit started on this node."""
 
+    def runs(self, task_id: str) -> bool:
+        """Whether the task is running here or reporting its end: a wait registered now hears of its end,
+        from the report (read back for it) or from the end's event."""
+
 
 class TaskService:
     """The TaskAPI of one node. Safe for any number of concurrent requests."""
@@ -336,8 +340,9 @@ class TaskService:
         self, spec: TaskSpec, timeout_s: float, *, result: bool = True
     ) -> tuple[Task, bool, TaskResult | None]:
         """``submit``, then the task once it has ended or ``timeout_s`` has passed, with its result if asked.
-        The read a wait starts with is left out while this node has heard of no task's end since before the
-        submit: the task stored has not ended either (a round trip to the store less, on the latency path).
+        The read a wait starts with is left out while this node's worker runs the task, or while this node has
+        heard of no task's end since before the submit: the task has not ended yet (a round trip to the store
+        less, on the latency path).
         The task goes to this node when it runs tasks and has room, started as it is stored, and its end comes
         back with the worker's report: one round trip to the store at each end."""
         heard = self.hub.ends_heard
@@ -357,7 +362,9 @@ class TaskService:
     ) -> tuple[Task, TaskResult | None]:
         deadline = time.monotonic() + timeout_s
         with self.hub.waiter(task_id) as changed:
-            unread = ends_heard is not None and ends_heard == self.hub.ends_heard  # see submit_and_wait
+            unread = ends_heard is not None and (  # see submit_and_wait
+                ends_heard == self.hub.ends_heard or (self.worker is not None and self.worker.runs(task_id))
+            )
             while True:
                 changed.clear()
                 if not unread:

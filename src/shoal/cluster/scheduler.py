@@ -451,6 +451,7 @@ class Scheduler:
         batch = self._batch(nodes)
         if not batch:
             return
+        placed = self.placed
         if self.owner_of is not None:
             batch = await self._place_on_owners(nodes, batch)
         if batch:
@@ -459,6 +460,8 @@ class Scheduler:
             )
             for p, verdict in zip(batch, outcome, strict=True):
                 self._done(p, verdict)
+        if self.placed > placed and any(self.backlogs.values()):
+            self.poke()  # more may fit (no event of a placement wakes this node: they are for watchers only)
         self._readable_changed.set()
 
     async def _place_on_owners(self, nodes: list[NodeRecord], batch: list[_Pending]) -> list[_Pending]:

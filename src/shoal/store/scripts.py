@@ -48,6 +48,7 @@ class Scripts:
         settings = {
             "local EVENTS_KEEP": str(int(event_retention)),
             "local EVENTS_CHANNEL": f"P .. 'task-events{suffix}'",
+            "local PROGRESS_CHANNEL": f"P .. 'task-progress{suffix}'",
             "local PUBLIC_CHANNEL": f"P .. 'public{suffix}'",
             "local ELECTIONS_CHANNEL": f"P .. 'elections{suffix}'",
             "local KEEP_FIRST, KEEP_LAST": f"{KEEP_FIRST_ATTEMPTS}, {KEEP_LAST_ATTEMPTS}",

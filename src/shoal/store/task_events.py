@@ -19,12 +19,15 @@ history; a quiet cluster keeps days of it. A reader that comes back after more t
 events, and is told so (``trimmed_after``).
 
 The script publishes the entry as well, on the channel ``Keys.task_events_channel`` (its name ends in the
-database number: pub/sub ignores database numbers), as ``b"<entry id> <JSON array>"`` (``decode_message``).
+database number: pub/sub ignores database numbers), as ``b"<entry id> <JSON array>"`` (``split_message``);
+the entry of a script that only stored, placed or started tasks, and ended none, goes to
+``Keys.task_progress_channel`` instead, which only nodes with a watch open hear.
 
-Readers: every node's event hub (shoal.events) hears the channel, which feeds waits, SSE and gRPC watches and
-the scheduler's wake-up, and reads the stream (XREAD) only for what was added while it was not subscribed;
-a watch that resumes reads the past with XRANGE. A consumer group may read it too (XREADGROUP): entries are
-never deleted but by the cap, so a group that falls further behind than the cap loses the oldest.
+Readers: every node's event hub (shoal.events) hears the channel (and the progress channel while watched),
+which feeds waits, SSE and gRPC watches, the scheduler's wake-up and the throughput chart, and reads the
+stream (XREAD) only for what was added while it was not subscribed; a watch that resumes reads the past
+with XRANGE. A consumer group may read it too (XREADGROUP): entries are never deleted but by the cap, so a
+group that falls further behind than the cap loses the oldest.
 """
 
 from __future__ import annotations
@@ -132,6 +135,11 @@ class TaskEventStream:
             for _stream, entries in reply or ()
             for entry, fields in entries
         ]
+
+    async def newest_after(self, after: str, *, count: int = PAGE) -> list[RawEntry]:
+        """The newest ``count`` entries after entry ``after`` at most, oldest first, their events not made yet."""
+        reply: Any = await self.redis.xrevrange(self.key, max="+", min=f"({after}", count=count)
+        return [(_entry_id(entry), rows_of(fields.get(FIELD, b"[]"))) for entry, fields in reversed(reply or ())]
 
     async def after(self, since: EventId, *, count: int = PAGE) -> list[Entry]:
         """At most ``count`` entries from the one ``since`` is in on (inclusive: the caller skips the events up

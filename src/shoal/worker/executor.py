@@ -173,6 +173,10 @@ class Executor:
         if task.id not in self.running:
             self.running[task.id] = asyncio.create_task(self._run(task.id, task), name=f"task {task.id}")
 
+    def runs(self, task_id: str) -> bool:
+        """Whether the task is running here or its end is being reported (``shoal.service.LocalWorker``)."""
+        return task_id in self.running
+
     def stop(self, task_id: str) -> None:
         """Cancel a running task without reporting it: it was killed, or the cluster gave it to another node."""
         task = self.running.get(task_id)

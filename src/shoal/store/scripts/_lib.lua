@@ -34,9 +34,15 @@ end
 -- after every script) to the stream 'task-events', as one entry however many tasks changed: field 'e', a JSON
 -- array of {id, state, node, at, type} (store/task_events.py reads it). The stream is capped at about
 -- EVENTS_KEEP entries, which scripts.py sets here (the node's event_retention). The same entry, its id and
--- its JSON, is published on EVENTS_CHANNEL, where the nodes hear it live without reading the stream.
+-- its JSON, is published on EVENTS_CHANNEL, where the nodes hear it live without reading the stream; an
+-- entry of a script that only moves tasks along (stores, places, starts: it sets PROGRESS) and ends none goes
+-- to PROGRESS_CHANNEL instead, which only a node that shows every change (a watch) listens to: waits, the
+-- master's placement and the throughput chart need the ends only, and every node woke for a task's submit,
+-- placement and start as well as for its end.
 local EVENTS_KEEP
 local EVENTS_CHANNEL
+local PROGRESS_CHANNEL
+local PROGRESS = false
 -- The seed's ``public`` channel (beats, membership verdicts, election requests) and the channel the
 -- elections listen on (election requests only, so that no node has to hear every beat).
 local PUBLIC_CHANNEL
@@ -103,7 +109,11 @@ local function flush()
   if #EVENTS > 0 then
     local body = cjson.encode(EVENTS)
     local entry = redis.call('XADD', P .. 'task-events', 'MAXLEN', '~', EVENTS_KEEP, '*', 'e', body)
-    redis.call('PUBLISH', EVENTS_CHANNEL, entry .. ' ' .. body)
+    local channel = PROGRESS and PROGRESS_CHANNEL or EVENTS_CHANNEL
+    for _, e in ipairs(EVENTS) do
+      if TERMINAL[e.state] or e.state == 'DELETED' then channel = EVENTS_CHANNEL end
+    end
+    redis.call('PUBLISH', channel, entry .. ' ' .. body)
   end
 end
 

@@ -4,6 +4,7 @@
 -- Returns per task {'ok', attempt, field1, value1, ...} (the task's hash after the change, so the worker
 -- needs no second read) or {'gone', state} if the task is no longer INQUEUE on this node (killed, deleted,
 -- or re-placed elsewhere).
+PROGRESS = true  -- its events go out on the progress channel unless one ends a task (_lib.lua)
 local node = ARGV[2]
 local t = now()
 local out = {}
