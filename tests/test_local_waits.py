@@ -156,14 +156,14 @@ async def test_a_waited_submit_running_here_needs_no_read_though_another_end_was
     service.worker = worker
     epoch = (await NodeRegistry(store.redis, store.keys).take_lease("master", 30.0)).epoch
     await store.publish_roster(epoch, [(NODE, 1, ["echo"])], [], 30)
-    submit = service._submit
+    submit = service._store_one
 
-    async def submit_as_another_task_ends(spec: TaskSpec, near: str | None = None) -> Any:
+    async def submit_as_another_task_ends(spec: TaskSpec, near: str | None) -> Any:
         submitted = await submit(spec, near)
         service.hub.ends_heard += 1  # as the hub counts an end it hears while the submit is under way
         return submitted
 
-    service._submit = submit_as_another_task_ends  # type: ignore[method-assign]
+    service._store_one = submit_as_another_task_ends  # type: ignore[method-assign]
     reads, _ = _count_reads(producer)
     try:
         async with asyncio.timeout(10 * multiplier()):

@@ -40,9 +40,9 @@ async def _ended_heard(made: Producer, before: int) -> None:
 
 async def test_a_task_that_ends_while_its_submit_is_answered_is_answered_at_once(producer: Producer) -> None:
     service = producer._tasks
-    real_submit = service._submit
+    real_submit = service._store_one
 
-    async def submit_then_end(spec: TaskSpec, near: str | None = None) -> tuple[Task, bool]:
+    async def submit_then_end(spec: TaskSpec, near: str | None) -> tuple[Task, bool]:
         """The submit's answer comes after the task has ended and the node has heard it: as when a task
         ends faster than the answer reaches the caller."""
         task, stored = await real_submit(spec, near)
@@ -51,7 +51,7 @@ async def test_a_task_that_ends_while_its_submit_is_answered_is_answered_at_once
         await _ended_heard(producer, heard)
         return task, stored
 
-    service._submit = submit_then_end  # type: ignore[method-assign]
+    service._store_one = submit_then_end  # type: ignore[method-assign]
     await producer.run("echo", "warm", timeout_s=0.01)  # the hub subscribes
     began = time.monotonic()
     task, stored, _ = await service.submit_and_wait(ECHO, 30)

@@ -11,10 +11,11 @@ import asyncio
 import builtins
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal import validation, workflows
 from shoal.batching import Coalescer
@@ -25,6 +26,7 @@ from shoal.limits import FETCH, Limits, host_of
 from shoal.liveness import liveness
 from shoal.models import (
     DEFAULT_PRIORITY,
+    AttemptOutcome,
     ClusterView,
     EventGap,
     NodeInfo,
@@ -47,6 +49,9 @@ from shoal.throughput import Throughput
 from shoal.validation import RefusedTask
 from shoal.workflows import UnknownParent
 
+if TYPE_CHECKING:
+    from shoal.worker.executor import Ahead
+
 #: Most tasks of a workflow one read shows.
 MAX_WORKFLOW_READ = 2000
 
@@ -54,6 +59,9 @@ MAX_WORKFLOW_READ = 2000
 SUBMIT_BATCH = 500
 #: How long the list of the cluster's task types is trusted before it is read again, in seconds.
 TYPES_TTL = 1.0
+#: How long a waited submit's task may run on the node that takes it before it is stored: one that ends
+#: within this is stored with its end in one store call (``TaskService.submit_and_wait``).
+RUN_AHEAD_S = 0.02
 
 
 class TypeChecks(Protocol):
@@ -66,9 +74,16 @@ class LocalWorker(Protocol):
     """The worker of the node a ``TaskService`` serves (``shoal.worker.executor.Executor``)."""
 
     node: str
+    retry_backoff: float
 
     def run_started(self, task: Task) -> None:
         """Run a task its submit started on this node."""
+
+    def run_ahead(self, task: Task) -> Ahead | None:
+        """Run a task not stored yet, now, if a slot is free (None: not run)."""
+
+    def stop(self, task_id: str) -> None:
+        """Cancel a running task without a report."""
 
     def runs(self, task_id: str) -> bool:
         """Whether the task is running here or reporting its end: a wait registered now hears of its end,
@@ -109,7 +124,9 @@ class TaskService:
         self._create: Coalescer[tuple[TaskSpec, str | None], tuple[Task, bool]] = Coalescer(
             self._create_each, most=SUBMIT_BATCH
         )
+        self._settling: set[asyncio.Task[Any]] = set()  # tasks run ahead, being stored (``_run_ahead``)
         self._types: set[str] = set()
+        self._types_here: set[str] = set()  # what this node runs, while it is a healthy member that runs tasks
         self._runners: builtins.list[NodeRecord] = []  # the live nodes that run tasks
         self._live = False  # whether a live node runs tasks
         self._beating = 0  # live nodes, task runners or not
@@ -139,6 +156,9 @@ class TaskService:
         runners = [n for n in live if n.types]
         self._runners = runners
         self._types = {t for node in runners for t in node.types}
+        here = next((n for n in nodes if self.worker is not None and n.name == self.worker.node), None)
+        healthy = here is not None and here.run_tasks and liveness(here, now, self.alive_within).healthy
+        self._types_here = set(here.types) if here is not None and healthy and not here.draining else set()
         self._beating = len(live)
         self._live = bool(runners)
         self._types_read = time.monotonic()
@@ -167,6 +187,9 @@ class TaskService:
         (``TaskStore.create``; this node's worker then runs it)."""
         await self._check_types([spec], batch=False)
         self._validate_locally(spec)
+        return await self._store_one(spec, near)
+
+    async def _store_one(self, spec: TaskSpec, near: str | None) -> tuple[Task, bool]:
         if spec.depends_on or spec.ref is not None:
             # a task with parents is stored alone: a parent that does not exist refuses the whole store call
             try:
@@ -345,11 +368,87 @@ class TaskService:
         less, on the latency path).
         The task goes to this node when it runs tasks and has room, started as it is stored, and its end comes
         back with the worker's report: one round trip to the store at each end."""
-        heard = self.hub.ends_heard
-        task, stored = await self._submit(spec, near=self.worker.node if self.worker else None)
+        heard, began = self.hub.ends_heard, time.monotonic()
+        await self._check_types([spec], batch=False)
+        self._validate_locally(spec)
+        ran = await self._run_ahead(spec, timeout_s)
+        if ran is not None and ran[0].state.terminal:
+            return ran[0], True, ran[1] if result else None
+        task, stored = (ran[0], True) if ran else await self._store_one(spec, self.worker.node if self.worker else None)
         unended = None if task.state.terminal else heard  # an earlier task of its idempotency key may have ended
-        task, found = await self._wait_result(task.id, timeout_s, result=result, ends_heard=unended)
+        left = max(0.0, timeout_s - (time.monotonic() - began)) if ran else timeout_s
+        task, found = await self._wait_result(task.id, left, result=result, ends_heard=unended)
         return task, stored, found
+
+    def _may_run_ahead(self, spec: TaskSpec) -> bool:
+        """Whether this node may run ``spec`` before storing it: it is a healthy member that runs its type, and
+        the spec is one a submit would start here (no parents, idempotency key, delay, required labels,
+        limit or fetch host), so storing it started here is what the store would have done."""
+        plain = not (
+            spec.depends_on
+            or spec.ref is not None
+            or spec.idempotency_key
+            or spec.run_at is not None
+            or spec.delay_s is not None
+            or spec.requires
+            or spec.concurrency_key
+            or spec.schedule
+            or spec.tick is not None
+        )
+        here = self._types_here
+        return (
+            plain
+            and spec.type != FETCH
+            and spec.type not in self.limits.limited_types()
+            and (spec.type in here or "*" in here)
+        )
+
+    async def _run_ahead(self, spec: TaskSpec, timeout_s: float) -> tuple[Task, TaskResult | None] | None:
+        """Run a waited submit's task here at once, before it is stored, when this node may and has a free
+        slot: one that ends within RUN_AHEAD_S (or ``timeout_s``) and succeeds is stored with its end in one
+        store call, ended (a round trip is then one store call); any other is stored started here and its
+        end reported as any task's. The task as stored then, with its result if it ended; None when it did not
+        run here (the caller stores it as any submit). Storing goes on if the caller gives up."""
+        spec = self.with_defaults(spec)
+        if self.worker is None or not self._may_run_ahead(spec):
+            return None
+        task = self.store.unstored(spec, str(uuid.uuid4()), self.worker.node)
+        ahead = self.worker.run_ahead(task)
+        if ahead is None:
+            return None
+        settling = asyncio.create_task(self._settle_ahead(self.worker, spec, task, ahead, min(RUN_AHEAD_S, timeout_s)))
+        self._settling.add(settling)  # held until done: it goes on if the caller gives up
+        settling.add_done_callback(self._settling.discard)
+        return await asyncio.shield(settling)
+
+    async def _settle_ahead(
+        self, worker: LocalWorker, spec: TaskSpec, task: Task, ahead: Ahead, window: float
+    ) -> tuple[Task, TaskResult | None] | None:
+        began = time.monotonic()
+        try:
+            try:
+                async with asyncio.timeout(window):
+                    report = await asyncio.shield(ahead.ended)
+            except TimeoutError:
+                report = None
+            ran_s = time.monotonic() - began
+            if report is not None and report.outcome is AttemptOutcome.SUCCEEDED:
+                ahead.taken()  # whatever the call says: the worker must not report it as well
+                ended = await self.store.create_ended(
+                    spec, task.id, worker.node, ran_s, report, backoff=worker.retry_backoff
+                )
+                return ended or await self.store.get_with_result(task.id)  # a result too big: failed, may retry
+            if ahead.ended.done() and report is None:
+                ahead.taken()
+                return None  # it did not run after all
+            created = await self.store.create([spec], ids=[task.id], near=[worker.node], ran=[ran_s])
+            ahead.stored()
+            return created[0], None
+        except BaseException:
+            if not ahead.ended.done():
+                worker.stop(task.id)  # running, and not in the store
+            ahead.taken()
+            raise
 
     async def wait_result(
         self, task_id: str, timeout_s: float, *, result: bool = True

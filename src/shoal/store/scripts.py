@@ -36,6 +36,10 @@ _NAMES = (
 #: The scripts that take many arguments per task: ``run`` sends their arguments after the prefix as one JSON
 #: array of strings, which ``unpacked_argv`` (in _lib.lua) makes their ARGV again.
 PACKED = frozenset({"submit", "place", "start", "finish"})
+#: Scripts made of packed ones run one after the other in one atomic step, each on its own arguments
+#: (``run_steps``), their replies in a list: a task that ran on the node that submits it (submit, then finish:
+#: see ``TaskStore.create_ended``) is stored in one call.
+STEPS = {"submit_finish": ("submit", "finish")}
 
 
 class Scripts:
@@ -56,14 +60,28 @@ class Scripts:
         lib = (folder / "_lib.lua").read_text()
         for name, value in settings.items():  # the settings _lib.lua declares without a value
             lib = lib.replace(f"{name}\n", f"{name} = {value}\n", 1)
+        end = "local reply = main()\nsettle_children()\nflush()\nread_back()\nreturn reply\n"
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(
                 f"{lib}\nlocal function main()\n{'local ARGV = unpacked_argv()' if name in PACKED else ''}\n"
-                f"{(folder / f'{name}.lua').read_text()}\nend\n"
-                "local reply = main()\nsettle_children()\nflush()\nread_back()\nreturn reply\n"
+                f"{(folder / f'{name}.lua').read_text()}\nend\n{end}"
             )
             for name in _NAMES
         }
+        for name, steps in STEPS.items():
+            bodies = "".join(
+                f"local function step_{k}(ARGV)\n{(folder / f'{step}.lua').read_text()}\nend\n"
+                for k, step in enumerate(steps, 1)
+            )
+            calls = ", ".join(f"step_{k}(unpacked_argv({k + 1}))" for k in range(1, len(steps) + 1))
+            main = f"local function main()\n  return {{{calls}}}\nend\n"
+            self._scripts[name] = redis.register_script(f"{lib}\n{bodies}{main}{end}")
+
+    async def run_steps(self, name: str, prefix: str, *steps: list[Any]) -> list[Any]:
+        """A script of ``STEPS``, each of its steps on its arguments: their replies, in order."""
+        packed = [orjson.dumps([_text(a) for a in args]) for args in steps]
+        reply: list[Any] = await self._scripts[name](keys=[], args=[prefix, *packed])
+        return reply
 
     async def run(self, name: str, prefix: str, *args: Any) -> Any:
         if name in PACKED:

@@ -6,6 +6,7 @@ Safe to share between all coroutines of a node: it holds only the connection poo
 from __future__ import annotations
 
 import builtins
+import time
 import uuid
 from collections.abc import Callable, Container, Sequence
 from dataclasses import asdict, dataclass
@@ -176,21 +177,53 @@ class TaskStore:
     # -- users' writes ---------------------------------------------------------------------------
 
     async def create(
-        self, specs: Sequence[TaskSpec], ids: Sequence[str] | None = None, near: Sequence[str | None] = ()
+        self,
+        specs: Sequence[TaskSpec],
+        ids: Sequence[str] | None = None,
+        near: Sequence[str | None] = (),
+        ran: Sequence[float | None] = (),
     ) -> Created:
         """Store the tasks, in one atomic call however many there are: each is placed at once on a node of
         the master's roster that has room (INQUEUE), or queued for the master to place (WAITING). Per task,
         ``near`` may name the node that submits it and waits for it: placed there, it is started there too
-        (RUNNING, its first attempt open, no run order sent; see submit.lua), for that node to run. A spec whose
-        idempotency key made a task within the window that still exists gets that task instead, and so does
-        one whose given id (``ids``: a schedule's tick) names a task stored already."""
+        (RUNNING, its first attempt open, no run order sent; see submit.lua), for that node to run; ``ran``, how
+        many seconds that node has run it already (it is then stored started there whatever room the roster
+        gives; see ``create_ended``). A spec whose idempotency key made a task within the window that still
+        exists gets that task instead, and so does one whose given id (``ids``: a schedule's tick) names a task
+        stored already."""
         given = ids is not None
-        near = near or [None] * len(specs)
         ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in specs]
         specs = with_ids(specs, ids)  # a batch's refs (depends_on, argument placeholders) as the ids given here
-        most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
+        near, ran = near or [None] * len(specs), ran or [None] * len(specs)
+        reply = await self._run("submit", *self._submit_args(specs, ids, given, near, ran))
+        if reply[0] == "missing":
+            raise UnknownParent(int(reply[1]), str(reply[2]))
+        return await self._created(specs, ids, near, ran, reply)
+
+    async def create_ended(
+        self, spec: TaskSpec, task_id: str, node: str, ran_s: float, report: Report, *, backoff: float = 1.0
+    ) -> tuple[Task, TaskResult | None] | None:
+        """Store a task that ``node`` ran before storing it, and its attempt's end, in one atomic call: as
+        ``create`` with ``ran`` (stored started on ``node``), then ``finish_many`` of ``report``. The task as it
+        ended, with its result; None when the attempt's end did not end it (a result over the size limit fails
+        the attempt, which may be retried). ``spec`` is a plain one: no parents, no idempotency key."""
+        submit = self._submit_args([spec], [task_id], False, [node], [ran_s])
+        finish = self._finish_args(node, [report], backoff, {task_id})
+        _created, (reply,) = await self.scripts.run_steps("submit_finish", self.keys.prefix, submit, finish)
+        return _finish(task_id, reply).ended
+
+    def _submit_args(
+        self,
+        specs: Sequence[TaskSpec],
+        ids: Sequence[str],
+        given: bool,
+        near: Sequence[str | None],
+        ran: Sequence[float | None],
+    ) -> builtins.list[Any]:
+        """submit.lua's arguments (after the prefix) for ``specs``, their refs resolved to ``ids`` already."""
         args: builtins.list[Any] = [len(specs), max(1, round(self.idempotency_window_s * 1000))]
-        for task_id, spec, lost, node in zip(ids, specs, most_lost, near, strict=True):
+        for task_id, spec, node, ran_s in zip(ids, specs, near, ran, strict=True):
+            lost = self.max_lost_attempts if spec.max_lost_attempts is None else spec.max_lost_attempts
             timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
             params = orjson.dumps(spec.params).decode()
             args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries, lost]
@@ -211,58 +244,35 @@ class TaskStore:
                 "" if spec.args is None else orjson.dumps(spec.args).decode(),
                 "" if spec.kwargs is None else orjson.dumps(spec.kwargs).decode(),
                 node or "",
+                "" if ran_s is None else repr(ran_s),
             ]
-        workflow = forms_workflow(specs)  # then: per task its parents' ids and on_parent_failure, and a flag
+        # then: per task its parents' ids and on_parent_failure, and a flag
         for spec in specs:
             args += [",".join(spec.depends_on), "" if spec.on_parent_failure == "kill" else spec.on_parent_failure]
-        args.append("1" if workflow else "")
-        reply = await self._run("submit", *args)
-        if reply[0] == "missing":
-            raise UnknownParent(int(reply[1]), str(reply[2]))
+        args.append("1" if forms_workflow(specs) else "")
+        return args
+
+    async def _created(
+        self,
+        specs: Sequence[TaskSpec],
+        ids: Sequence[str],
+        near: Sequence[str | None],
+        ran: Sequence[float | None],
+        reply: builtins.list[Any],
+    ) -> Created:
+        """The tasks as submit.lua stored them (its ``reply``), as ``create`` answers."""
         created = float(reply[0])
         placed_on, priors = reply[2::3], reply[3::3]
+        most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
         started_here = [bool(node) and node == wanted for node, wanted in zip(placed_on, near, strict=True)]
 
-        def due(spec: TaskSpec) -> float | None:
-            after = None if spec.delay_s is None else created + spec.delay_s
-            times = [t for t in (spec.run_at, after) if t is not None]
-            return max(times) if times else None
-
         tasks = [
-            Task(
-                id=task_id,
-                name=spec.name,
-                type=spec.type,
-                target=spec.target,
-                params=spec.params,
-                state=TaskState.RUNNING if started else TaskState.INQUEUE if node else TaskState.WAITING,
-                node=node or None,
-                attempts=1 if started else 0,
-                max_retries=spec.max_retries,
-                timeout_s=spec.timeout_s,
-                created_at=created,
-                started_at=created if started else None,
-                finished_at=None,
-                error=None,
-                max_lost_attempts=lost,
-                memory_mb=spec.memory_mb,
-                cpu_s_limit=spec.cpu_s_limit,
-                result_ttl_s=spec.result_ttl_s,
-                run_at=due(spec),
-                delay_s=spec.delay_s,
-                waiting_for=waiting_for(due(spec), created, retry=False),
-                idempotency_key=spec.idempotency_key,
-                priority=spec.priority,
-                requires=spec.requires,
-                concurrency_key=spec.concurrency_key,
-                schedule=spec.schedule,
-                tick=spec.tick,
-                args=spec.args,
-                kwargs=spec.kwargs,
+            _as_stored(task_id, spec, lost, node or None, created - (ran_s or 0.0), started)
+            for task_id, spec, lost, node, started, ran_s in zip(
+                ids, specs, most_lost, placed_on, started_here, ran, strict=True
             )
-            for task_id, spec, lost, node, started in zip(ids, specs, most_lost, placed_on, started_here, strict=True)
         ]
-        if workflow:  # as stored: waiting for parents, or killed at once for one, and in which workflow
+        if forms_workflow(specs):  # as stored: waiting for parents, or killed at once for one, and in which workflow
             stored = {t.id: t for t in await self.get_many(ids)}
             tasks = [stored.get(t.id, t) for t in tasks]
         reused = [k for k, prior in enumerate(priors) if prior]
@@ -273,6 +283,12 @@ class TaskStore:
         answer = Created(tasks)
         answer.reused = frozenset(reused)
         return answer
+
+    def unstored(self, spec: TaskSpec, task_id: str, node: str) -> Task:
+        """The task ``spec`` as ``create`` would answer it stored started on ``node``, without storing it: for
+        a node that runs a task before storing it (``create_ended``)."""
+        lost = self.max_lost_attempts if spec.max_lost_attempts is None else spec.max_lost_attempts
+        return _as_stored(task_id, spec, lost, node, time.time(), started=True)
 
     async def kill(self, task_id: str, reason: str = "killed by user") -> TaskState:
         """Kill a non-terminal task; return the state it was in."""
@@ -587,6 +603,15 @@ class TaskStore:
     ) -> builtins.list[Finish]:
         """Take reports of attempts on ``node`` in one atomic call; per report as ``finish``. A task in
         ``read_back`` that the call ends comes back with it (``Finish.ended``), as ``get_with_result`` reads it."""
+        args = self._finish_args(node, reports, backoff, read_back)
+        replies: Any = await self.scripts.run("finish", self.keys.prefix, *args)
+        return [_finish(r.task_id, reply) for r, reply in zip(reports, replies, strict=True)]
+
+    def _finish_args(
+        self, node: str, reports: Sequence[Report], backoff: float, read_back: Container[str]
+    ) -> builtins.list[Any]:
+        """finish.lua's arguments (after the prefix) for ``reports``; a result over ``result_max_bytes`` is
+        reported as the attempt's failure."""
         args: builtins.list[Any] = [node, backoff, self.max_lost_attempts, KEEP_LATE_RESULTS, len(reports)]
         for r in reports:
             outcome, error, payload = str(r.outcome), r.error, b""
@@ -598,8 +623,7 @@ class TaskStore:
                     payload = b""
             back = "1" if r.task_id in read_back else ""
             args += [r.task_id, r.attempt, outcome, error, payload, _footprint_json(r.footprint), back]
-        replies: Any = await self.scripts.run("finish", self.keys.prefix, *args)
-        return [_finish(r.task_id, reply) for r, reply in zip(reports, replies, strict=True)]
+        return args
 
     # -- streams ---------------------------------------------------------------------------------
 
@@ -785,6 +809,44 @@ def _handed_back(reply: builtins.list[Any]) -> HandedBack:
 
 #: Digits kept of the seconds of a footprint: 0.1 ms is finer than any figure a person reads.
 _SECONDS_DIGITS = 4
+
+
+def _as_stored(task_id: str, spec: TaskSpec, lost: int, node: str | None, created: float, started: bool) -> Task:
+    """A task as submit.lua stores ``spec``: placed on ``node`` (None: queued), started there when ``started``."""
+    after = None if spec.delay_s is None else created + spec.delay_s
+    times = [t for t in (spec.run_at, after) if t is not None]
+    due = max(times) if times else None
+    return Task(
+        id=task_id,
+        name=spec.name,
+        type=spec.type,
+        target=spec.target,
+        params=spec.params,
+        state=TaskState.RUNNING if started else TaskState.INQUEUE if node else TaskState.WAITING,
+        node=node,
+        attempts=1 if started else 0,
+        max_retries=spec.max_retries,
+        timeout_s=spec.timeout_s,
+        created_at=created,
+        started_at=created if started else None,
+        finished_at=None,
+        error=None,
+        max_lost_attempts=lost,
+        memory_mb=spec.memory_mb,
+        cpu_s_limit=spec.cpu_s_limit,
+        result_ttl_s=spec.result_ttl_s,
+        run_at=due,
+        delay_s=spec.delay_s,
+        waiting_for=waiting_for(due, created, retry=False),
+        idempotency_key=spec.idempotency_key,
+        priority=spec.priority,
+        requires=spec.requires,
+        concurrency_key=spec.concurrency_key,
+        schedule=spec.schedule,
+        tick=spec.tick,
+        args=spec.args,
+        kwargs=spec.kwargs,
+    )
 
 
 def _footprint_json(footprint: Footprint | None) -> bytes:

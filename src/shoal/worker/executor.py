@@ -60,6 +60,47 @@ class LocalWaits(Protocol):
     def ended_here(self, task: Task, result: TaskResult | None) -> None: ...
 
 
+class Ahead:
+    """A task run before it is stored (``Executor.run_ahead``): ``ended`` is its attempt's report once it has
+    one (None if it did not run: no slot after all, or the worker stopped it). The submit that ran it says
+    what becomes of the report: ``stored`` (the task is in the store now: the worker reports as for any task)
+    or ``taken`` (the submit stored the task with its end itself, or gave it up)."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[Report | None] = loop.create_future()
+        self._reported: asyncio.Future[bool] = loop.create_future()
+        self.holds_slot = True  # taken for it when it was handed over; given back once, when its run ends
+
+    def stored(self) -> None:
+        if not self._reported.done():
+            self._reported.set_result(True)
+
+    def taken(self) -> None:
+        if not self._reported.done():
+            self._reported.set_result(False)
+
+    async def report(self, report: Report | None) -> bool:
+        """Hand over the attempt's end; whether the worker reports it itself."""
+        if not self.ended.done():
+            self.ended.set_result(report)
+        return report is not None and await self._reported
+
+
+def _take_now(slots: asyncio.Semaphore) -> bool:
+    """Take a slot now or not at all: ``acquire`` returns without suspending while the semaphore is not
+    locked (no slot taken, no one waiting), so it is run to its end here, outside the event loop."""
+    if slots.locked():
+        return False
+    acquiring = slots.acquire()
+    try:
+        acquiring.send(None)
+    except StopIteration:
+        return True
+    acquiring.close()  # cannot happen: it would have had to wait
+    raise RuntimeError("a slot of an unlocked semaphore was not taken at once")
+
+
 def _noted(error: str, note: str) -> str:
     """An attempt's error with a note on the limits it ran under, on a line of its own ('' and '' give '')."""
     return f"{error}\n{note}" if error and note else error or note
@@ -93,6 +134,7 @@ class Executor:
         self.prefetch = Prefetch(slots, slots if prefetch is None else prefetch)
         self.retry_backoff = retry_backoff
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._ahead: dict[str, Ahead] = {}  # run before they are stored (``run_ahead``)
         self.killed: set[str] = set()
         self.executing: set[str] = set()  # ids whose attempt is between its start and its end (not its report)
         self.completed = 0
@@ -173,6 +215,35 @@ class Executor:
         if task.id not in self.running:
             self.running[task.id] = asyncio.create_task(self._run(task.id, task), name=f"task {task.id}")
 
+    def run_ahead(self, task: Task) -> Ahead | None:
+        """Run ``task``, not stored yet, at once in a free slot, as if its submit had started it here: a submit
+        waiting on this node stores it with its end in one call when it ends at once (``TaskService``), and
+        stores it started here otherwise, before this worker reports it. None, and nothing run, when no slot
+        is free now or the worker is stopping."""
+        if self._closing or task.id in self.running or not _take_now(self.slots):
+            return None
+        ahead = self._ahead[task.id] = Ahead()
+        runner = self.running[task.id] = asyncio.create_task(self._run(task.id, task), name=f"task {task.id}")
+        runner.add_done_callback(lambda done: self._ran_ahead(task.id, ahead, done))
+        return ahead
+
+    def _ran_ahead(self, task_id: str, ahead: Ahead, runner: asyncio.Task[None]) -> None:
+        """What ``_run`` leaves behind of a task run ahead, even one cancelled before it began."""
+        self._ahead.pop(task_id, None)
+        self._release(ahead)
+        if not ahead.ended.done():
+            ahead.ended.set_result(None)  # it did not run, or not to its end
+        if self.running.get(task_id) is runner:
+            del self.running[task_id]
+
+    def _release(self, ahead: Ahead | None) -> None:
+        """Give back the slot of an attempt, once (that of a task run ahead was taken when it was handed over)."""
+        if ahead is None:
+            self.slots.release()
+        elif ahead.holds_slot:
+            ahead.holds_slot = False
+            self.slots.release()
+
     def runs(self, task_id: str) -> bool:
         """Whether the task is running here or its end is being reported (``shoal.service.LocalWorker``)."""
         return task_id in self.running
@@ -202,23 +273,26 @@ class Executor:
     async def _run(self, task_id: str, started: Task | None = None) -> None:
         """Start and run the attempt in a slot, then report its end: a slot is for running work, and the next
         task may start while the report is on its way (the master places no more here than the capacity).
-        ``started``: the task as its submit started it here already."""
+        ``started``: the task as its submit started it here already (or will store it: ``run_ahead``)."""
+        ahead = self._ahead.get(task_id)  # its slot taken already
+        report = None
         try:
-            if not await self._slot_for(task_id):
+            if ahead is None and not await self._slot_for(task_id):
                 return
             try:
                 if self._closing:
                     return  # taken beyond the slots, not started: ``close`` hands it back with the rest
                 self.prefetch.taken(task_id)
-                report = None
                 try:
                     report = await self._attempt(task_id, started)
                 finally:
                     self.prefetch.freed(task_id, ended=report is not None)
             finally:
-                self.slots.release()
-            if report is not None:
+                self._release(ahead)
+            if report is not None and (ahead is None or await ahead.report(report)):
                 await self._report(report)
+            elif report is not None:  # stored with its end by its submit
+                self._count(report)
         except asyncio.CancelledError:
             if task_id not in self.killed and not self._closing:
                 raise
@@ -302,10 +376,7 @@ class Executor:
         finish = await self._persist("reporting", lambda: self._finish(report))
         if finish.ended is not None and self.waits is not None:
             self.waits.ended_here(*finish.ended)
-        if report.outcome is AttemptOutcome.SUCCEEDED:
-            self.completed += 1
-        else:
-            self.failed += 1
+        self._count(report)
         if finish.verdict == "duplicate":
             log.info(
                 "task %s: attempt %d finished after the task moved on (%s); kept beside it as a late result",
@@ -313,6 +384,12 @@ class Executor:
                 report.attempt,
                 finish.state,
             )
+
+    def _count(self, report: Report) -> None:
+        if report.outcome is AttemptOutcome.SUCCEEDED:
+            self.completed += 1
+        else:
+            self.failed += 1
 
     async def _execute(
         self, task_type: TaskType | None, task: Task, ctx: TaskContext

@@ -6,8 +6,9 @@ local P = ARGV[1]
 -- The scripts of the hot path (scripts.PACKED) take their arguments after the prefix as one JSON array of
 -- strings (redis-py spends about half a microsecond on each argument it sends, and a batch has tens of
 -- thousands); this makes them the ARGV the script reads, prefix first.
-local function unpacked_argv()
-  local args = cjson.decode(ARGV[2])
+-- A script of steps (scripts.STEPS) has one such array per step: ``at``, its position in ARGV (2 by default).
+local function unpacked_argv(at)
+  local args = cjson.decode(ARGV[at or 2])
   table.insert(args, 1, ARGV[1])
   return args
 end
@@ -57,8 +58,9 @@ local function publish(id, state, node, t, ttype)
     type = ttype}
 end
 
--- Index writes of a batch, made at its end as one variadic ZREM and ZADD per index. Only for a task that
--- changes state once in the script (the batch scripts check each task's state field, written at once).
+-- Index writes of a batch, made at its end as one variadic ZREM and ZADD per index. A task that changes state
+-- more than once in the script (stored and ended in one step: submit_finish) moves once, from its first state
+-- to its last (the batch scripts check each task's state field, written at once).
 local MOVES = {}
 
 -- Tasks that ended in the script, {id, result_ttl}: flush indexes those with a result_ttl in 'expiry' (score:
@@ -81,15 +83,25 @@ end
 
 local function flush()
   if #MOVES > 0 then
-    local rem, add = {}, {}
+    local rem, add, first = {}, {}, {}  -- first: id -> its first move, which takes the last one's state
     for _, m in ipairs(MOVES) do
-      if m[3] then
-        rem[m[3]] = rem[m[3]] or {}
-        table.insert(rem[m[3]], m[1])
+      local moved = first[m[1]]
+      if moved then
+        moved[4] = m[4]
+      else
+        first[m[1]] = m
       end
-      add[m[4]] = add[m[4]] or {}
-      table.insert(add[m[4]], m[2])
-      table.insert(add[m[4]], m[1])
+    end
+    for _, m in ipairs(MOVES) do
+      if first[m[1]] == m and m[3] ~= m[4] then
+        if m[3] then
+          rem[m[3]] = rem[m[3]] or {}
+          table.insert(rem[m[3]], m[1])
+        end
+        add[m[4]] = add[m[4]] or {}
+        table.insert(add[m[4]], m[2])
+        table.insert(add[m[4]], m[1])
+      end
     end
     for state, ids in pairs(rem) do variadic('ZREM', P .. 'index:' .. state, ids) end
     for state, pairs_ in pairs(add) do variadic('ZADD', P .. 'index:' .. state, pairs_) end

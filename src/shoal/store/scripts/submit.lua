@@ -11,11 +11,13 @@
 -- delay_s ('' = none), idempotency key ('' = none), priority ('' = the default), required labels (JSON; '' =
 -- none), concurrency key ('' = none), host (a fetch's; '' = none), schedule ('' = none), tick ('' = none),
 -- '1' if the id was given (a schedule's tick: a task of that id already stored is answered instead), a function
--- task's args (JSON array; '' = none) and kwargs (JSON object; '' = none), and the node that submits it and
--- waits for its end there ('' = none).
+-- task's args (JSON array; '' = none) and kwargs (JSON object; '' = none), the node that submits it and
+-- waits for its end there ('' = none), and how long that node has run it already, in seconds ('' = it has not).
 -- A task waited for on a node that runs tasks goes to that node whenever it has room, and is started there in
 -- the same step (RUNNING, its first attempt open, no run order): the node runs it as it has the reply, and
 -- its end comes back to the wait with the report (a round trip one task at a time is two calls to the store).
+-- A task its node ran before storing it (submit_finish, when it ended at once, or one that runs on) is stored
+-- started there whatever room the roster gives, created and started when the node began it.
 -- A task with required labels, a concurrency key or a host is never placed here: the master places it,
 -- where its labels and limits are checked.
 -- Returns: the creation time, then per task its sequence number, the node it was placed on ('' = none) and
@@ -129,9 +131,17 @@ local nodes  -- the roster's nodes with their free slots, read once some task ma
 local function placeable()
   if not nodes then
     nodes = {}
-    for k, r in ipairs(roster.nodes) do nodes[k] = load_node(r[1], r[2], r[3]) end
+    for k, r in ipairs(epoch and roster.nodes or {}) do nodes[k] = load_node(r[1], r[2], r[3]) end
   end
   return nodes
+end
+-- The node a task already runs on: the roster's entry for it, else one added for the orders (send_orders).
+local function running_on(name)
+  for _, node in ipairs(placeable()) do
+    if node.name == name then return node end
+  end
+  nodes[#nodes + 1] = {name = name, free = 0, types = {}, placed = {}, started = {}}
+  return nodes[#nodes]
 end
 
 -- Store one task, its arguments from ARGV[b] on; adds its sequence number and node to the reply.
@@ -142,15 +152,17 @@ local function store_task(b, id, ttype, seq)
   if ARGV[b + 12] ~= '' then due = math.max(due or 0, t + tonumber(ARGV[b + 12])) end  -- both: the later
   local later = due and due > t
   local limited = ARGV[b + 15] ~= '' or ARGV[b + 16] ~= '' or ARGV[b + 17] ~= ''
-  local best = not later and not held and not limited and not queues(ttype)
+  local ran = tonumber(ARGV[b + 24])
+  local at = t - (ran or 0)  -- when it was taken: for one that ran already, when its node began it
+  local best = not ran and not later and not held and not limited and not queues(ttype)
     and best_for(placeable(), ttype, nil, ARGV[b + 23])
-  local node = best and nodes[best]
+  local node = (ran and running_on(ARGV[b + 23])) or (best and nodes[best])
   local starts = node and node.name == ARGV[b + 23]
   local state = (starts and 'RUNNING') or (node and 'INQUEUE') or (held and dep.killed and 'KILLED') or 'WAITING'
   local fields = {
     'name', ARGV[b + 1], 'type', ttype, 'target', ARGV[b + 3], 'max_retries', ARGV[b + 6],
     'max_lost_attempts', ARGV[b + 7], 'state', state, 'node', node and node.name or '',
-    'attempts', starts and 1 or 0, 'created_at', fmt(t), 'seq', seq}
+    'attempts', starts and 1 or 0, 'created_at', fmt(at), 'seq', seq}
   -- What a task does not ask for is not written (the id is in the key): a small hash stays small.
   local function unless(value, none, name)
     if value ~= none then
@@ -165,7 +177,7 @@ local function store_task(b, id, ttype, seq)
   unless(ARGV[b + 10], '', 'result_ttl')
   if node then unless(epoch, nil, 'epoch') end
   if starts then  -- its first attempt, as start.lua opens one
-    unless(fmt(t), nil, 'started_at')
+    unless(fmt(at), nil, 'started_at')
     unless(cjson.encode({number = 1, node = node.name, epoch = tonumber(epoch)}), nil, 'run')
   end
   if due then unless(fmt(due), nil, 'run_at') end
@@ -187,10 +199,10 @@ local function store_task(b, id, ttype, seq)
   redis.call('HSET', P .. 'task:' .. id, unpack(fields))
   names[#names + 1] = 0
   names[#names + 1] = name_entry(ARGV[b + 1], seq, id)
-  publish(id, 'WAITING', '', t, ttype)
+  publish(id, 'WAITING', '', at, ttype)
   out[#out + 1] = seq
   if node then
-    placed_on(node, id, seq, nil, t, ttype, starts)
+    placed_on(node, id, seq, nil, at, ttype, starts)
     out[#out + 1] = node.name
   elseif held and dep.killed then  -- a parent ended otherwise already: it ends at once
     redis.call('HSET', P .. 'task:' .. id, 'finished_at', fmt(t), 'error', dep.killed)
