@@ -17,9 +17,11 @@ import orjson
 import pytest
 
 from shoal import service as service_module
-from shoal.models import NodeRecord, TaskSpec, TaskState
+from shoal.errors import StoreUnavailable
+from shoal.models import AttemptOutcome, NodeRecord, TaskResult, TaskSpec, TaskState
 from shoal.producer import Producer
 from shoal.store.nodes import NodeRegistry
+from shoal.store.tasks import Report
 from shoal.testing import multiplier
 from shoal.worker.executor import Executor
 from shoal.worker.handlers import TaskContext, TaskTypes
@@ -202,3 +204,58 @@ async def test_a_node_that_is_no_healthy_member_stores_first(
         task, _stored, _found = await placing
     assert calls[0] == "submit" and "submit_finish" not in calls
     assert task.state is TaskState.WAITING and not worker.running
+
+
+async def test_a_task_stopped_while_it_runs_ahead_is_not_stored_and_the_caller_told_so(
+    producer: Producer, worker: Executor
+) -> None:
+    service = producer._tasks
+    ran: list[str] = []
+    run_ahead = worker.run_ahead
+
+    def recorded(task: Any) -> Any:
+        ran.append(task.id)
+        return run_ahead(task)
+
+    worker.run_ahead = recorded  # type: ignore[method-assign]
+    waiting = asyncio.create_task(service.submit_and_wait(TaskSpec(name="slow", type="slow", target="s"), 30))
+    async with asyncio.timeout(10 * multiplier()):
+        while not ran or not worker.executing:
+            await asyncio.sleep(0.001)
+    await worker.drop_all()  # as when the master declares the node dead, within the window
+    with pytest.raises(StoreUnavailable, match="stopped the task before it was stored"):
+        async with asyncio.timeout(10 * multiplier()):
+            await waiting
+    assert (await service.store.counts())["total"] == 0  # not stored, so not run again elsewhere either
+
+
+async def test_a_task_run_ahead_on_a_node_declared_dead_meanwhile_is_stored_for_another(
+    producer: Producer, worker: Executor
+) -> None:
+    service = producer._tasks
+    async with asyncio.timeout(10 * multiplier()):  # the node is a healthy member as far as this one knows
+        await service.submit_and_wait(TaskSpec(name="echo", type="echo", target="warm"), 30)
+    registry = service.registry
+    epoch = (await registry.take_lease("master", 30.0)).epoch
+    await registry.set_state(epoch, NODE, "dead", 1, "silent")  # its verdict, not read here yet (TYPES_TTL)
+    calls = _calls(producer)
+    async with asyncio.timeout(10 * multiplier()):
+        task, stored, _found = await service.submit_and_wait(TaskSpec(name="slow", type="slow", target="d"), 0.2)
+    assert calls == ["submit", "submit"]  # refused for this node, then stored as any submit
+    assert (task.state, task.node, stored) == (TaskState.WAITING, None, True)
+    keys, redis = service.store.keys, service.store.redis
+    assert await redis.smembers(keys.assigned(NODE)) == set()
+    assert not worker.running  # the attempt run ahead was stopped
+
+
+async def test_storing_a_task_that_ran_ahead_again_writes_nothing_twice(producer: Producer, worker: Executor) -> None:
+    store = producer._tasks.store
+    spec = TaskSpec(name="echo", type="echo", target="x")
+    result = TaskResult("t1", "x", NODE, 1, 0.0, {}, 0)
+    report = Report("t1", 1, AttemptOutcome.SUCCEEDED, result=result)
+    first = await store.create_ended(spec, "t1", NODE, 0.001, report)
+    assert first is not None and first[0].state is TaskState.SUCCEED
+    again = await store.create_ended(spec, "t1", NODE, 0.001, report)  # a retry whose first reply was lost
+    assert again is None and await store.get_with_result("t1") == first
+    assert await store.redis.zcard(store.keys.names) == 1
+    assert (await store.counts())["total"] == 1

@@ -101,6 +101,9 @@ class EventHub:
         #: came or the last one went): the subscription is then made again.
         self._hearing: list[str] = []
         self._channels_changed = asyncio.Event()
+        #: Entries heard while the channels change: passed on to the node's own listeners at once, to the
+        #: watches with the catch-up that follows (in the stream's order).
+        self._early: set[str] = set()
         self._waiters: dict[str, set[Waiter]] = defaultdict(set)
         self._watchers: set[asyncio.Queue[TaskEvent | None]] = set()
         self._node_watchers: set[asyncio.Queue[NodeEvent | None]] = set()
@@ -170,24 +173,29 @@ class EventHub:
 
     async def _catch_up(self, switched: bool = False) -> None:
         """Once subscribed: the entries added since the last one heard (the first time, only where the stream
-        ends, since the node wants what comes next). After a change of channels, the newest PAGE of them at
-        most: while the hub heard only the ends, the last one heard may be far behind the progress entries
-        since, which no listener wanted then; what came while the channels changed is a few entries."""
-        if self.last is None:
-            self.last = await self.stream.last_entry()
-            return
-        if switched:
-            for entry, rows in await self.stream.newest_after(self.last, count=PAGE):
-                self.last = entry
-                self._dispatch(entry, rows)
-            return
-        while True:
-            entries = await self.stream.read(self.last, count=PAGE)
-            for entry, rows in entries:
-                self.last = entry
-                self._dispatch(entry, rows)
-            if len(entries) < PAGE:
+        ends, since the node wants what comes next). After a change of channels, or while the hub hears only
+        the ends, the newest PAGE of them at most: the last end heard may be far behind the progress entries
+        since, which no listener wanted then (waiters are woken to read anyway after a lost subscription)."""
+        try:
+            if self.last is None:
+                self.last = await self.stream.last_entry()
                 return
+            if switched or (self.progress is not None and self.progress not in self._hearing):
+                for entry, rows in await self.stream.newest_after(self.last, count=PAGE):
+                    self._caught_up(entry, rows)
+                return
+            while True:
+                entries = await self.stream.read(self.last, count=PAGE)
+                for entry, rows in entries:
+                    self._caught_up(entry, rows)
+                if len(entries) < PAGE:
+                    return
+        finally:
+            self._early.clear()
+
+    def _caught_up(self, entry: str, rows: list[Any]) -> None:
+        self.last = entry
+        self._dispatch(entry, rows, listeners=entry not in self._early)
 
     async def _hear(self, subscription: Subscription, heard: list[float]) -> None:
         """Entries as they are published; those read already while catching up are skipped."""
@@ -195,9 +203,14 @@ class EventHub:
         while True:
             message = await subscription.next()
             heard[0] = loop.time()
-            if message is None or self._channels_changed.is_set():  # then left to the next catch-up, in order
+            if message is None:
                 continue
             entry, rows = split_message(message[1])
+            if self._channels_changed.is_set():  # the watches get it with the catch-up that follows, in order
+                if entry not in self._early and (self.last is None or is_after(entry, self.last)):
+                    self._early.add(entry)
+                    self._dispatch(entry, rows, watchers=False)
+                continue
             if self.last is None or is_after(entry, self.last):
                 self.last = entry
                 self._dispatch(entry, rows)
@@ -244,15 +257,16 @@ class EventHub:
             if message is not None:
                 self._dispatch_node(message[1])
 
-    def _dispatch(self, entry: str, rows: list[Any]) -> None:
-        """The events of one entry of the stream: every task change one script made. An event is made only
-        when a watcher or a hook wants every one; waiters and ``on_ended`` need only a row's id and state."""
-        every = bool(self._watchers or self.hooks)
+    def _dispatch(self, entry: str, rows: list[Any], *, listeners: bool = True, watchers: bool = True) -> None:
+        """The events of one entry of the stream: every task change one script made, to the node's own
+        ``listeners`` (waiters, ``on_ended``, ``on_entry``) and to the ``watchers`` (watches and hooks). An event
+        is made only when a watcher or a hook wants every one; the others need only a row's id and state."""
+        every = watchers and bool(self._watchers or self.hooks)
         for index, row in enumerate(rows):
             try:
                 task_id, name = row["id"], row["state"]
                 ends = name in _ENDS
-                if ends:  # waiters wait for the end; other changes would only wake them
+                if ends and listeners:  # waiters wait for the end; other changes would only wake them
                     self.ends_heard += 1
                     for waiter in self._waiters.get(task_id, ()):
                         waiter.set()
@@ -270,7 +284,7 @@ class EventHub:
                     hook(made[1])
                 except Exception:
                     log.exception("task event hook failed")
-        for entry_hook in self.on_entry:
+        for entry_hook in self.on_entry if listeners else ():
             entry_hook()
 
     def _dispatch_node(self, raw: bytes) -> None:

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shoal import validation, workflows
 from shoal.batching import Coalescer
 from shoal.cluster.admin import ClusterAdmin
-from shoal.errors import IllegalTransition, InvalidInput, NoLiveNode, NotFound, UnknownTaskType
+from shoal.errors import IllegalTransition, InvalidInput, NoLiveNode, NotFound, StoreUnavailable, UnknownTaskType
 from shoal.events import EventHub
 from shoal.limits import FETCH, Limits, host_of
 from shoal.liveness import liveness
@@ -44,7 +45,7 @@ from shoal.store.limits import LimitState
 from shoal.store.nodes import NodeRegistry
 from shoal.store.signatures import SignatureStore
 from shoal.store.stats import StoreStats, read_stats
-from shoal.store.tasks import Created, TaskStore
+from shoal.store.tasks import Created, NotRunnableHere, TaskStore
 from shoal.throughput import Throughput
 from shoal.validation import RefusedTask
 from shoal.workflows import UnknownParent
@@ -62,6 +63,9 @@ TYPES_TTL = 1.0
 #: How long a waited submit's task may run on the node that takes it before it is stored: one that ends
 #: within this is stored with its end in one store call (``TaskService.submit_and_wait``).
 RUN_AHEAD_S = 0.02
+#: How long the store call of a task that ran ahead is made again while the store is unavailable.
+STORE_RETRY_S = 30.0
+T = TypeVar("T")
 
 
 class TypeChecks(Protocol):
@@ -424,31 +428,54 @@ class TaskService:
     async def _settle_ahead(
         self, worker: LocalWorker, spec: TaskSpec, task: Task, ahead: Ahead, window: float
     ) -> tuple[Task, TaskResult | None] | None:
+        """Store a task run ahead as it stands after ``window`` (see ``_run_ahead``)."""
         began = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(window):
+                await asyncio.shield(ahead.ended)
+        report = ahead.ended.result() if ahead.ended.done() else None  # it may have ended as the window closed
+        ran_s = time.monotonic() - began
         try:
-            try:
-                async with asyncio.timeout(window):
-                    report = await asyncio.shield(ahead.ended)
-            except TimeoutError:
-                report = None
-            ran_s = time.monotonic() - began
+            if ahead.ended.done() and report is None:
+                if ahead.began:  # stopped under way (the node stops, or lost the store): it is not run again
+                    raise StoreUnavailable("this node stopped the task before it was stored; submit it again")
+                return None  # it never began: stored as any submit
             if report is not None and report.outcome is AttemptOutcome.SUCCEEDED:
                 ahead.taken()  # whatever the call says: the worker must not report it as well
-                ended = await self.store.create_ended(
-                    spec, task.id, worker.node, ran_s, report, backoff=worker.retry_backoff
+                ended = await self._until_stored(
+                    lambda: self.store.create_ended(
+                        spec, task.id, worker.node, ran_s, report, backoff=worker.retry_backoff
+                    )
                 )
-                return ended or await self.store.get_with_result(task.id)  # a result too big: failed, may retry
-            if ahead.ended.done() and report is None:
-                ahead.taken()
-                return None  # it did not run after all
-            created = await self.store.create([spec], ids=[task.id], near=[worker.node], ran=[ran_s])
+                return ended or await self.store.get_with_result(task.id)  # a result too big (failed), or a retry
+            created = await self._until_stored(
+                lambda: self.store.create([spec], ids=[task.id], near=[worker.node], ran=[ran_s])
+            )
             ahead.stored()
             return created[0], None
+        except NotRunnableHere:  # the master declared this node dead: nothing stored; stored as any submit
+            worker.stop(task.id)
+            ahead.taken()
+            return None
         except BaseException:
             if not ahead.ended.done():
                 worker.stop(task.id)  # running, and not in the store
             ahead.taken()
             raise
+
+    @staticmethod
+    async def _until_stored(call: Callable[[], Awaitable[T]]) -> T:
+        """A store call for a task that ran already, made again while the store is unavailable (it is
+        idempotent: a call whose reply was lost is answered by what it stored), for STORE_RETRY_S at most."""
+        deadline, delay = time.monotonic() + STORE_RETRY_S, 0.05
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
 
     async def wait_result(
         self, task_id: str, timeout_s: float, *, result: bool = True

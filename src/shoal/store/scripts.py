@@ -73,8 +73,8 @@ class Scripts:
                 f"local function step_{k}(ARGV)\n{(folder / f'{step}.lua').read_text()}\nend\n"
                 for k, step in enumerate(steps, 1)
             )
-            calls = ", ".join(f"step_{k}(unpacked_argv({k + 1}))" for k in range(1, len(steps) + 1))
-            main = f"local function main()\n  return {{{calls}}}\nend\n"
+            calls = "".join(f"  out[{k}] = step_{k}(unpacked_argv({k + 1}))\n" for k in range(1, len(steps) + 1))
+            main = f"local function main()\n  local out = {{}}\n{calls}  return out\nend\n"
             self._scripts[name] = redis.register_script(f"{lib}\n{bodies}{main}{end}")
 
     async def run_steps(self, name: str, prefix: str, *steps: list[Any]) -> list[Any]:

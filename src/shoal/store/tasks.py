@@ -128,6 +128,15 @@ class Order:
     ids: builtins.list[str]
 
 
+class NotRunnableHere(Exception):
+    """A task its node ran before storing it was not stored: the master declared that node dead or rejected
+    it (``state``), and hands back its work."""
+
+    def __init__(self, node: str, state: str) -> None:
+        super().__init__(f"node {node} is {state}: it may not hold tasks")
+        self.node, self.state = node, state
+
+
 class Created(builtins.list[Task]):
     """The tasks a submit answers with, in order; ``reused``: the positions that name the earlier task of
     their idempotency key (stored before, or earlier in the same call) instead of a task stored now."""
@@ -198,6 +207,8 @@ class TaskStore:
         reply = await self._run("submit", *self._submit_args(specs, ids, given, near, ran))
         if reply[0] == "missing":
             raise UnknownParent(int(reply[1]), str(reply[2]))
+        if reply[0] == "refused":
+            raise NotRunnableHere(str(near[int(reply[1])]), str(reply[2]))
         return await self._created(specs, ids, near, ran, reply)
 
     async def create_ended(
@@ -206,10 +217,14 @@ class TaskStore:
         """Store a task that ``node`` ran before storing it, and its attempt's end, in one atomic call: as
         ``create`` with ``ran`` (stored started on ``node``), then ``finish_many`` of ``report``. The task as it
         ended, with its result; None when the attempt's end did not end it (a result over the size limit fails
-        the attempt, which may be retried). ``spec`` is a plain one: no parents, no idempotency key."""
-        submit = self._submit_args([spec], [task_id], False, [node], [ran_s])
+        the attempt, which may be retried), or when the task was stored by an earlier call (a retry of one
+        whose reply was lost: nothing is written twice). ``spec`` is a plain one: no parents, no idempotency
+        key. Raises NotRunnableHere, having stored nothing, when the master declared ``node`` dead or rejected it."""
+        submit = self._submit_args([spec], [task_id], True, [node], [ran_s])
         finish = self._finish_args(node, [report], backoff, {task_id})
-        _created, (reply,) = await self.scripts.run_steps("submit_finish", self.keys.prefix, submit, finish)
+        created, (reply,) = await self.scripts.run_steps("submit_finish", self.keys.prefix, submit, finish)
+        if created[0] == b"refused":
+            raise NotRunnableHere(node, created[2].decode())
         return _finish(task_id, reply).ended
 
     def _submit_args(

@@ -38,6 +38,8 @@ log = logging.getLogger("shoal.worker.executor")
 #: Errors that mean the store could not be reached, as opposed to a refused or broken call.
 STORE_DOWN = (*store_redis.STORE_DOWN, OSError)
 T = TypeVar("T")
+#: How long a stopping worker waits for the submits of tasks it ran ahead to store them (or not).
+DECIDE_S = 5.0
 #: Most inbox orders taken at once.
 INBOX_BATCH = 256
 #: How a process-isolated attempt's end reads as an attempt outcome.
@@ -62,15 +64,21 @@ class LocalWaits(Protocol):
 
 class Ahead:
     """A task run before it is stored (``Executor.run_ahead``): ``ended`` is its attempt's report once it has
-    one (None if it did not run: no slot after all, or the worker stopped it). The submit that ran it says
-    what becomes of the report: ``stored`` (the task is in the store now: the worker reports as for any task)
-    or ``taken`` (the submit stored the task with its end itself, or gave it up)."""
+    one (None if it has none: stopped before its end, or ``began`` never); ``began``: its attempt began.
+    The submit that ran it says what becomes of the report: ``stored`` (the task is in the store now: the
+    worker reports as for any task) or ``taken`` (the submit stored the task with its end itself, or gave it
+    up); ``decided`` is done once it has."""
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[Report | None] = loop.create_future()
         self._reported: asyncio.Future[bool] = loop.create_future()
+        self.began = False
         self.holds_slot = True  # taken for it when it was handed over; given back once, when its run ends
+
+    @property
+    def decided(self) -> asyncio.Future[bool]:
+        return self._reported
 
     def stored(self) -> None:
         if not self._reported.done():
@@ -135,6 +143,8 @@ class Executor:
         self.retry_backoff = retry_backoff
         self.running: dict[str, asyncio.Task[None]] = {}
         self._ahead: dict[str, Ahead] = {}  # run before they are stored (``run_ahead``)
+        self._undecided: set[Ahead] = set()  # of those, the ones whose submit has not said yet what is stored
+        self._flushed: set[str] = set()  # running tasks whose report has gone to the store (see ``runs``)
         self.killed: set[str] = set()
         self.executing: set[str] = set()  # ids whose attempt is between its start and its end (not its report)
         self.completed = 0
@@ -223,6 +233,8 @@ class Executor:
         if self._closing or task.id in self.running or not _take_now(self.slots):
             return None
         ahead = self._ahead[task.id] = Ahead()
+        self._undecided.add(ahead)
+        ahead.decided.add_done_callback(lambda _: self._undecided.discard(ahead))
         runner = self.running[task.id] = asyncio.create_task(self._run(task.id, task), name=f"task {task.id}")
         runner.add_done_callback(lambda done: self._ran_ahead(task.id, ahead, done))
         return ahead
@@ -245,8 +257,9 @@ class Executor:
             self.slots.release()
 
     def runs(self, task_id: str) -> bool:
-        """Whether the task is running here or its end is being reported (``shoal.service.LocalWorker``)."""
-        return task_id in self.running
+        """Whether the task is running here and its report has not gone to the store yet: a wait for it
+        registered now is then answered by the report's read-back (``shoal.service.LocalWorker``)."""
+        return task_id in self.running and task_id not in self._flushed
 
     def stop(self, task_id: str) -> None:
         """Cancel a running task without reporting it: it was killed, or the cluster gave it to another node."""
@@ -283,6 +296,8 @@ class Executor:
                 if self._closing:
                     return  # taken beyond the slots, not started: ``close`` hands it back with the rest
                 self.prefetch.taken(task_id)
+                if ahead is not None:
+                    ahead.began = True
                 try:
                     report = await self._attempt(task_id, started)
                 finally:
@@ -300,6 +315,7 @@ class Executor:
             log.exception("task %s: unexpected error in the worker", task_id)
         finally:
             self.running.pop(task_id, None)
+            self._flushed.discard(task_id)
             self.killed.discard(task_id)
             self.last_progress = time.monotonic()
 
@@ -369,6 +385,7 @@ class Executor:
     def _waited(self, reports: list[Report]) -> set[str]:
         """The reported tasks that a wait on this node is for: their reports read them back."""
         waits = self.waits
+        self._flushed.update(r.task_id for r in reports)
         return set() if waits is None else {r.task_id for r in reports if waits.waited(r.task_id)}
 
     async def _report(self, report: Report) -> None:
@@ -484,6 +501,8 @@ class Executor:
             )
             hurry.cancel()
             await asyncio.gather(*(cancel_and_wait(t) for t in pending if not t.done()))
+        if self._undecided:  # tasks run ahead whose submit may be storing them started here: then handed back too
+            await asyncio.wait([a.decided for a in self._undecided], timeout=DECIDE_S)
         handed_back = await self.store.requeue(
             self.node, "node stopped before the task finished", outcome=AttemptOutcome.HANDED_BACK
         )

@@ -17,7 +17,9 @@
 -- the same step (RUNNING, its first attempt open, no run order): the node runs it as it has the reply, and
 -- its end comes back to the wait with the report (a round trip one task at a time is two calls to the store).
 -- A task its node ran before storing it (submit_finish, when it ended at once, or one that runs on) is stored
--- started there whatever room the roster gives, created and started when the node began it.
+-- started there whatever room the roster gives, created and started when the node began it; unless the master
+-- has declared that node dead or rejected it (its work is handed back, so a task stored there would never be
+-- reported): then nothing is stored and the reply is {'refused', index of the task (0-based), the node's state}.
 -- A task with required labels, a concurrency key or a host is never placed here: the master places it,
 -- where its labels and limits are checked.
 -- Returns: the creation time, then per task its sequence number, the node it was placed on ('' = none) and
@@ -40,6 +42,10 @@ local here, alias, parents = {}, {}, {}  -- ids of this call -> index; reused id
 for i = 0, n - 1 do
   local b = 4 + i * stride
   local id, key = ARGV[b], ARGV[b + 13]
+  if ARGV[b + 24] ~= '' then
+    local state = redis.call('HGET', P .. 'node:' .. ARGV[b + 23], 'state')
+    if state == 'dead' or state == 'rejected' then return {'refused', i, state} end
+  end
   here[id] = i
   local prior = key ~= '' and redis.call('GET', P .. 'idem:' .. key)
   if ARGV[b + 20] == '1' and redis.call('EXISTS', P .. 'task:' .. id) == 1 then prior = id end
