@@ -95,6 +95,16 @@ async def _worker(producer: Producer, store: TaskStore) -> Executor:
     return worker
 
 
+async def _starting_here(producer: Producer, store: TaskStore) -> tuple[Executor, int]:
+    """The producer's service given a worker of node NODE, as a node that runs tasks has it (its inbox is
+    never read here), and a roster on which NODE has room: a waited submit starts there. The master's epoch."""
+    worker = await _worker(producer, store)
+    producer._tasks.worker = worker
+    epoch = (await NodeRegistry(store.redis, store.keys).take_lease("master", 30.0)).epoch
+    await store.publish_roster(epoch, [(NODE, 1, ["echo"])], [], 30)
+    return worker, epoch
+
+
 def _count_reads(producer: Producer) -> tuple[list[str], Any]:
     """The ids the service reads a task of (``get_with_result``) from now on, and the uncounted read."""
     store, reads = producer._tasks.store, list[str]()
@@ -133,10 +143,7 @@ async def test_a_wait_on_the_node_that_runs_the_task_needs_no_read(producer: Pro
 
 async def test_a_waited_submit_runs_on_the_node_that_waits_with_no_order_and_no_read(producer: Producer) -> None:
     service, store = producer._tasks, _worker_store(producer)
-    worker = await _worker(producer, store)
-    service.worker = worker  # as a node that runs tasks has it; its inbox is never read here
-    epoch = (await NodeRegistry(store.redis, store.keys).take_lease("master", 30.0)).epoch
-    await store.publish_roster(epoch, [(NODE, 1, ["echo"])], [], 30)
+    worker, epoch = await _starting_here(producer, store)
     reads, _ = _count_reads(producer)
     try:
         async with asyncio.timeout(10 * multiplier()):
@@ -152,10 +159,7 @@ async def test_a_waited_submit_running_here_needs_no_read_though_another_end_was
     producer: Producer,
 ) -> None:
     service, store = producer._tasks, _worker_store(producer)
-    worker = await _worker(producer, store)
-    service.worker = worker
-    epoch = (await NodeRegistry(store.redis, store.keys).take_lease("master", 30.0)).epoch
-    await store.publish_roster(epoch, [(NODE, 1, ["echo"])], [], 30)
+    worker, _epoch = await _starting_here(producer, store)
     submit = service._store_one
 
     async def submit_as_another_task_ends(spec: TaskSpec, near: str | None) -> Any:

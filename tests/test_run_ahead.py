@@ -88,6 +88,18 @@ def _calls(producer: Producer) -> list[str]:
     return names
 
 
+def _ran_ahead(worker: Executor) -> list[str]:
+    """The ids of the tasks ``worker`` is given to run ahead from now on."""
+    ran, run_ahead = list[str](), worker.run_ahead
+
+    def recorded(task: Any) -> Any:
+        ran.append(task.id)
+        return run_ahead(task)
+
+    worker.run_ahead = recorded  # type: ignore[method-assign]
+    return ran
+
+
 async def _entries(producer: Producer) -> list[list[str]]:
     store = producer._tasks.store
     found: Any = await store.redis.xrange(store.keys.task_events)
@@ -154,14 +166,7 @@ async def test_a_caller_that_gives_up_while_its_task_runs_ahead_leaves_it_stored
     producer: Producer, worker: Executor
 ) -> None:
     service = producer._tasks
-    ran: list[str] = []
-    run_ahead = worker.run_ahead
-
-    def recorded(task: Any) -> Any:
-        ran.append(task.id)
-        return run_ahead(task)
-
-    worker.run_ahead = recorded  # type: ignore[method-assign]
+    ran = _ran_ahead(worker)
     waiting = asyncio.create_task(service.submit_and_wait(TaskSpec(name="slow", type="slow", target="w"), 30))
     async with asyncio.timeout(10 * multiplier()):
         while not ran:
@@ -210,14 +215,7 @@ async def test_a_task_stopped_while_it_runs_ahead_is_not_stored_and_the_caller_t
     producer: Producer, worker: Executor
 ) -> None:
     service = producer._tasks
-    ran: list[str] = []
-    run_ahead = worker.run_ahead
-
-    def recorded(task: Any) -> Any:
-        ran.append(task.id)
-        return run_ahead(task)
-
-    worker.run_ahead = recorded  # type: ignore[method-assign]
+    ran = _ran_ahead(worker)
     waiting = asyncio.create_task(service.submit_and_wait(TaskSpec(name="slow", type="slow", target="s"), 30))
     async with asyncio.timeout(10 * multiplier()):
         while not ran or not worker.executing:

@@ -82,6 +82,8 @@ ROSTER_RENEW_S = 0.3
 FETCH = "fetch"
 #: A node's task types: this one means every type.
 ANY_TYPE = "*"
+#: place.lua's verdict for a task no node running its type had room for.
+NO_ROOM = -1
 #: A waiting task gains a priority level for every this many seconds it has waited: a priority 0 task
 #: queued 90 s ago goes before a priority 9 task queued now.
 PRIORITY_AGING_S = 10.0
@@ -451,7 +453,7 @@ class Scheduler:
         batch = self._batch(nodes)
         if not batch:
             return
-        placed = self.placed
+        placed, full = self.placed, False
         if self.owner_of is not None:
             batch = await self._place_on_owners(nodes, batch)
         if batch:
@@ -460,8 +462,11 @@ class Scheduler:
             )
             for p, verdict in zip(batch, outcome, strict=True):
                 self._done(p, verdict)
-        if self.placed > placed and any(self.backlogs.values()):
-            self.poke()  # more may fit (no event of a placement wakes this node: they are for watchers only)
+            full = NO_ROOM in outcome
+        if self.placed > placed and not full and any(self.backlogs.values()):
+            # more may fit (no event of a placement wakes this node: they are for watchers only); once some
+            # task found no room, the next end does
+            self.poke()
         self._readable_changed.set()
 
     async def _place_on_owners(self, nodes: list[NodeRecord], batch: list[_Pending]) -> list[_Pending]:
