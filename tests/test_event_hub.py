@@ -180,3 +180,34 @@ async def test_the_progress_channel_is_heard_while_a_watch_is_open_and_a_watch_m
         while await listeners(admin, PROGRESS):
             assert time.monotonic() < deadline, "the progress channel still heard with no watch open"
             await asyncio.sleep(0.05)
+
+
+async def test_the_hub_stops_though_a_cancel_is_lost_while_it_catches_up(redis_admin_url: str) -> None:
+    """A cancel dropped by a store call while the hub subscribes (as redis-py's ``wait_for`` can) does not leave
+    it hearing the stream for ever: a stopping node waits for it."""
+    redis = Redis.from_url(redis_admin_url)
+    hub = EventHub(redis, STREAM, CHANNEL)
+    catching_up = asyncio.Event()
+    dropped = 0
+    real_catch_up = hub._catch_up
+
+    async def catch_up_dropping_a_cancel(switched: bool = False) -> None:
+        nonlocal dropped
+        catching_up.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            dropped += 1
+        await real_catch_up(switched)
+
+    hub._catch_up = catch_up_dropping_a_cancel  # type: ignore[method-assign]
+    runner = asyncio.create_task(hub.run())
+    try:
+        await catching_up.wait()
+        async with asyncio.timeout(5 * multiplier()):
+            await cancel_and_wait(runner)
+        assert dropped == 1 and runner.done()
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("events-")]
+    finally:
+        runner.cancel()
+        await redis.aclose()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from shoal._utils import cancel_and_wait, every
+from shoal._utils import cancel_and_wait, every, run_together
 from shoal.cluster.election import Election
 from shoal.cluster.heartbeat import Heartbeat
 from shoal.config import NodeConfig
@@ -106,3 +106,37 @@ async def test_a_periodic_duty_ends_though_its_step_lost_the_cancel() -> None:
     async with asyncio.timeout(5 * multiplier()):
         await asyncio.wait([duty])
     assert swallowed == 1 and duty.cancelled()
+
+
+async def test_tasks_run_together_all_end_though_one_drops_its_cancel() -> None:
+    """``run_together`` stops its tasks until they have ended (``asyncio.TaskGroup`` cancels them once), and a
+    caller cancelled again meanwhile, as ``cancel_and_wait`` does, does not leave one running."""
+    dropped = 0
+    started = asyncio.Event()
+
+    async def drops_one_cancel() -> None:
+        nonlocal dropped
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            dropped += 1
+        await asyncio.sleep(10)
+
+    together = asyncio.create_task(run_together(("dropper", drops_one_cancel()), ("sleeper", asyncio.sleep(10))))
+    await started.wait()
+    async with asyncio.timeout(5 * multiplier()):
+        await cancel_and_wait(together, every_s=0.01)
+    assert dropped == 1 and together.cancelled()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() in ("dropper", "sleeper")]
+
+
+async def test_tasks_run_together_end_with_the_first_failure() -> None:
+    async def fails() -> None:
+        await asyncio.sleep(0.01)
+        raise ConnectionError("lost")
+
+    with pytest.raises(ConnectionError, match="lost"):
+        async with asyncio.timeout(5 * multiplier()):
+            await run_together(("fails", fails()), ("sleeper", asyncio.sleep(10)))
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "sleeper"]

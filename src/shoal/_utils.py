@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 
@@ -22,6 +22,39 @@ async def cancel_and_wait(task: asyncio.Task[Any], every_s: float = 0.05) -> Non
     if not task.cancelled():
         with contextlib.suppress(Exception):
             task.result()  # retrieved, so that asyncio does not log it as never retrieved
+
+
+async def run_together(*jobs: tuple[str, Coroutine[Any, Any, None]]) -> None:
+    """Run each named coroutine as a task until one fails (its error is raised) or the caller is cancelled,
+    then stop the others with ``stop_all``. Like ``asyncio.TaskGroup``, except that a group cancels its tasks
+    only once, so one whose cancel a store call dropped (see ``cancel_and_wait``) would run on for ever."""
+    tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        await stop_all(tasks)
+
+
+async def stop_all(tasks: list[asyncio.Task[Any]], every_s: float = 0.05) -> None:
+    """Cancel ``tasks`` and wait until all have ended, cancelling again until they do. Cancels of the caller
+    meanwhile (``cancel_and_wait`` repeats them) do not cut this short: the caller's cancel is raised once
+    every task has ended, not while one still runs."""
+    cancelled = False
+    while not all(task.done() for task in tasks):
+        for task in tasks:
+            task.cancel()
+        try:
+            await asyncio.wait(tasks, timeout=every_s)
+        except asyncio.CancelledError:
+            cancelled = True
+    for task in tasks:
+        if not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()  # retrieved, so that asyncio does not log it as never retrieved
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def is_digits(text: str) -> bool:

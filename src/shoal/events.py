@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from shoal._utils import cancel_and_wait
+from shoal._utils import cancel_and_wait, run_together
 from shoal.event_ids import EventId, after_entry, parse_event_id
 from shoal.models import EventGap, Task, TaskEvent, TaskResult, TaskState
 from shoal.store.subscription import Store, Subscription, subscribe
@@ -123,10 +123,10 @@ class EventHub:
         self.closed = False
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            if self.public:
-                group.create_task(self._public_while_watched(self.public), name="events-public")
-            group.create_task(self._follow(), name="events-stream")
+        jobs = [("events-stream", self._follow())]
+        if self.public:
+            jobs.append(("events-public", self._public_while_watched(self.public)))
+        await run_together(*jobs)
 
     async def _follow(self) -> None:
         """Hear the stream's channels for ever; a lost subscription is made again, as is one whose channels
@@ -140,18 +140,18 @@ class EventHub:
                     heard = [asyncio.get_running_loop().time()]
                     await self._catch_up(switched)
                     self.subscribed.set()
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._hear(subscription, heard))
-                        group.create_task(_keep_alive(subscription, heard))
-                        group.create_task(self._until_channels_change())
+                    await run_together(
+                        ("events-hear", self._hear(subscription, heard)),
+                        ("events-keep-alive", _keep_alive(subscription, heard)),
+                        ("events-channels", self._until_channels_change()),
+                    )
             except asyncio.CancelledError:
                 raise
+            except _ChannelsChanged:
+                switched = True
             except Exception as exc:
-                cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
-                switched = isinstance(cause, _ChannelsChanged)
-                if switched:
-                    continue
-                log.warning("task event subscription lost (%s); subscribing again", cause or type(cause).__name__)
+                switched = False
+                log.warning("task event subscription lost (%s); subscribing again", exc or type(exc).__name__)
                 self.subscribed.clear()
                 self._wake_all()  # listeners re-read the store rather than wait on a change they missed
                 await asyncio.sleep(0.5)
@@ -236,15 +236,15 @@ class EventHub:
         while True:
             try:
                 async with subscribe(self.redis, [public]) as subscription:
-                    async with asyncio.TaskGroup() as group:
-                        heard = [asyncio.get_running_loop().time()]
-                        group.create_task(self._read_public(subscription, heard))
-                        group.create_task(_keep_alive(subscription, heard))
+                    heard = [asyncio.get_running_loop().time()]
+                    await run_together(
+                        ("events-public-read", self._read_public(subscription, heard)),
+                        ("events-public-keep-alive", _keep_alive(subscription, heard)),
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
-                log.warning("node event subscription lost (%s); resubscribing", cause)
+                log.warning("node event subscription lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
 
     async def _read_public(self, subscription: Subscription, heard: list[float]) -> None:
