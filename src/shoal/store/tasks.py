@@ -9,7 +9,7 @@ import builtins
 import time
 import uuid
 from collections.abc import Callable, Container, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +65,8 @@ class Report:
     error: str = ""
     result: TaskResult | None = None
     footprint: Footprint | None = None
+    #: When the attempt began (``time.time()``), for one whose start was not reported: the report starts it.
+    unreported_start: float | None = None
 
 
 class GroupMissing(Exception):
@@ -121,11 +123,13 @@ def _queued(entries: Any) -> builtins.list[Queued]:
 
 @dataclass(frozen=True, slots=True)
 class Order:
-    """One entry of a node's inbox: ``op`` "run" (``ids``: the tasks placed on it) or "kill" (one id)."""
+    """One entry of a node's inbox: ``op`` "run" (``ids``: the tasks placed on it) or "kill" (one id).
+    ``carried``: the tasks of a run order as their submit stored them, when it carries them (submit.lua)."""
 
     entry: bytes
     op: str
     ids: builtins.list[str]
+    carried: dict[str, Task] = field(default_factory=dict)
 
 
 class NotRunnableHere(Exception):
@@ -238,7 +242,7 @@ class TaskStore:
         """submit.lua's arguments (after the prefix) for ``specs``, their refs resolved to ``ids`` already."""
         args: builtins.list[Any] = [len(specs), max(1, round(self.idempotency_window_s * 1000))]
         for task_id, spec, node, ran_s in zip(ids, specs, near, ran, strict=True):
-            lost = self.max_lost_attempts if spec.max_lost_attempts is None else spec.max_lost_attempts
+            lost = self._most_lost(spec)
             timeout = "" if spec.timeout_s is None else repr(spec.timeout_s)
             params = orjson.dumps(spec.params).decode()
             args += [task_id, spec.name, spec.type, spec.target, params, timeout, spec.max_retries, lost]
@@ -278,7 +282,7 @@ class TaskStore:
         """The tasks as submit.lua stored them (its ``reply``), as ``create`` answers."""
         created = float(reply[0])
         placed_on, priors = reply[2::3], reply[3::3]
-        most_lost = [self.max_lost_attempts if s.max_lost_attempts is None else s.max_lost_attempts for s in specs]
+        most_lost = [self._most_lost(spec) for spec in specs]
         started_here = [bool(node) and node == wanted for node, wanted in zip(placed_on, near, strict=True)]
 
         tasks = [
@@ -302,8 +306,11 @@ class TaskStore:
     def unstored(self, spec: TaskSpec, task_id: str, node: str) -> Task:
         """The task ``spec`` as ``create`` would answer it stored started on ``node``, without storing it: for
         a node that runs a task before storing it (``create_ended``)."""
-        lost = self.max_lost_attempts if spec.max_lost_attempts is None else spec.max_lost_attempts
-        return _as_stored(task_id, spec, lost, node, time.time(), started=True)
+        return _as_stored(task_id, spec, self._most_lost(spec), node, time.time(), started=True)
+
+    def _most_lost(self, spec: TaskSpec) -> int:
+        """The task's max_lost_attempts as stored: its own, else the cluster's default."""
+        return self.max_lost_attempts if spec.max_lost_attempts is None else spec.max_lost_attempts
 
     async def kill(self, task_id: str, reason: str = "killed by user") -> TaskState:
         """Kill a non-terminal task; return the state it was in."""
@@ -584,7 +591,7 @@ class TaskStore:
         """Start each (task id, resume) on ``node`` in one atomic call; per task as ``begin``."""
         args: builtins.list[Any] = [node, len(starts)]
         for task_id, resume in starts:
-            args += [task_id, "1" if resume else ""]
+            args += [task_id, "1" if resume else "", ""]
         replies: Any = await self.scripts.run("start", self.keys.prefix, *args)
         tasks: builtins.list[Task | None] = []
         for (task_id, _), reply in zip(starts, replies, strict=True):
@@ -619,7 +626,15 @@ class TaskStore:
         """Take reports of attempts on ``node`` in one atomic call; per report as ``finish``. A task in
         ``read_back`` that the call ends comes back with it (``Finish.ended``), as ``get_with_result`` reads it."""
         args = self._finish_args(node, reports, backoff, read_back)
-        replies: Any = await self.scripts.run("finish", self.keys.prefix, *args)
+        unstarted = [r for r in reports if r.unreported_start is not None]
+        if unstarted:  # started first, in the same step
+            now = time.time()
+            starts: builtins.list[Any] = [node, len(unstarted)]
+            for r in unstarted:
+                starts += [r.task_id, "", max(0.0, now - (r.unreported_start or now))]
+            _, replies = await self.scripts.run_steps("start_finish", self.keys.prefix, starts, args)
+        else:
+            replies = await self.scripts.run("finish", self.keys.prefix, *args)
         return [_finish(r.task_id, reply) for r, reply in zip(reports, replies, strict=True)]
 
     def _finish_args(
@@ -777,7 +792,9 @@ class TaskStore:
         orders = []
         for entry, fields in reply[0][1] if reply else ():
             ids = fields.get(b"ids") or fields.get(b"id") or b""  # an entry deleted unacknowledged has no fields
-            orders.append(Order(entry, fields.get(b"op", b"").decode(), ids.decode().split(",") if ids else []))
+            order_ids = ids.decode().split(",") if ids else []
+            carried = _carried(order_ids, fields[b"tasks"]) if b"tasks" in fields else {}
+            orders.append(Order(entry, fields.get(b"op", b"").decode(), order_ids, carried))
         return orders
 
     async def ack_orders(self, node: str, orders: Sequence[Order]) -> None:
@@ -990,6 +1007,19 @@ def _waiting_for_parents(fields: dict[bytes, bytes]) -> str | None:
         return None
     total = fields[b"deps"].count(b",") + 1
     return f"waiting for {left} of {total} parent{'' if total == 1 else 's'}"
+
+
+def _carried(ids: Sequence[str], raw: bytes) -> dict[str, Task]:
+    """The tasks a run order carries (send_orders in _lib.lua): their hashes as lists of fields and values.
+    None of them if they cannot be read: the worker then reads each as it starts it."""
+    carried = {}
+    try:
+        for task_id, flat in zip(ids, orjson.loads(raw), strict=True):
+            fields = {str(k).encode(): str(v).encode() for k, v in zip(flat[::2], flat[1::2], strict=True)}
+            carried[task_id] = _task(task_id, fields, [])
+    except (ValueError, TypeError, KeyError):  # orjson.JSONDecodeError is a ValueError
+        return {}
+    return carried
 
 
 def _task(

@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from shoal._utils import cancel_and_wait
+from shoal._utils import cancel_and_wait, stop_all
 from shoal.batching import Coalescer
 from shoal.models import AttemptOutcome, Footprint, Task, TaskResult
 from shoal.store import redis as store_redis
@@ -42,6 +43,9 @@ T = TypeVar("T")
 DECIDE_S = 5.0
 #: Most inbox orders taken at once.
 INBOX_BATCH = 256
+#: How long an attempt whose run order carried its task may run before its start is reported: one that ends
+#: sooner has its start and end stored in one call (``Executor._attempt``).
+START_WITH_END_S = 0.02
 #: How a process-isolated attempt's end reads as an attempt outcome.
 PROCESS_OUTCOMES = {
     "returned": AttemptOutcome.SUCCEEDED,
@@ -72,27 +76,23 @@ class Ahead:
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[Report | None] = loop.create_future()
-        self._reported: asyncio.Future[bool] = loop.create_future()
+        self.decided: asyncio.Future[bool] = loop.create_future()  # True: the worker reports it
         self.began = False
         self.holds_slot = True  # taken for it when it was handed over; given back once, when its run ends
 
-    @property
-    def decided(self) -> asyncio.Future[bool]:
-        return self._reported
-
     def stored(self) -> None:
-        if not self._reported.done():
-            self._reported.set_result(True)
+        if not self.decided.done():
+            self.decided.set_result(True)
 
     def taken(self) -> None:
-        if not self._reported.done():
-            self._reported.set_result(False)
+        if not self.decided.done():
+            self.decided.set_result(False)
 
     async def report(self, report: Report | None) -> bool:
         """Hand over the attempt's end; whether the worker reports it itself."""
         if not self.ended.done():
             self.ended.set_result(report)
-        return report is not None and await self._reported
+        return report is not None and await self.decided
 
 
 def _take_now(slots: asyncio.Semaphore) -> bool:
@@ -208,14 +208,15 @@ class Executor:
             self.last_progress = time.monotonic()
             for order in orders:
                 for task_id in order.ids:
-                    self._order(order.op, task_id)
+                    self._order(order.op, task_id, order.carried.get(task_id))
             taken = orders
         with contextlib.suppress(Exception):  # else read again at the next start
             await self.store.ack_orders(self.node, taken)
 
-    def _order(self, op: str, task_id: str) -> None:
+    def _order(self, op: str, task_id: str, carried: Task | None = None) -> None:
         if op == "run" and task_id not in self.running:
-            self.running[task_id] = asyncio.create_task(self._run(task_id), name=f"task {task_id}")
+            runner = self._run(task_id, carried=carried)
+            self.running[task_id] = asyncio.create_task(runner, name=f"task {task_id}")
         elif op == "kill":
             self.stop(task_id)
 
@@ -283,10 +284,11 @@ class Executor:
         """Read the inbox's delivered but unacknowledged orders again at the next read."""
         self._reread = True
 
-    async def _run(self, task_id: str, started: Task | None = None) -> None:
+    async def _run(self, task_id: str, started: Task | None = None, carried: Task | None = None) -> None:
         """Start and run the attempt in a slot, then report its end: a slot is for running work, and the next
         task may start while the report is on its way (the master places no more here than the capacity).
-        ``started``: the task as its submit started it here already (or will store it: ``run_ahead``)."""
+        ``started``: the task as its submit started it here already (or will store it: ``run_ahead``);
+        ``carried``: as its submit stored it, carried by its run order (see ``_attempt``)."""
         ahead = self._ahead.get(task_id)  # its slot taken already
         report = None
         try:
@@ -299,7 +301,7 @@ class Executor:
                 if ahead is not None:
                     ahead.began = True
                 try:
-                    report = await self._attempt(task_id, started)
+                    report = await self._attempt(task_id, started, carried)
                 finally:
                     self.prefetch.freed(task_id, ended=report is not None)
             finally:
@@ -337,9 +339,12 @@ class Executor:
             log.info("task %s: handed back for re-placement: %s", task_id, reason)
         return False
 
-    async def _attempt(self, task_id: str, started: Task | None = None) -> Report | None:
+    async def _attempt(self, task_id: str, started: Task | None = None, carried: Task | None = None) -> Report | None:
         """Start the task (unless it is ``started`` already) and run one attempt of it: its report, or None when
-        it may not start."""
+        it may not start. A task its run order ``carried`` (and that needs no parents' results) runs at once,
+        its start unreported: if it ends within START_WITH_END_S, one call to the store starts and ends it
+        (``Report.unreported_start``); else its start is reported then, and the attempt stopped if the task may
+        no longer start."""
         tries = 0
 
         def begin() -> Awaitable[Task | None]:
@@ -347,7 +352,12 @@ class Executor:
             tries += 1  # a retry may follow a start whose reply was lost: then the task is already ours
             return self._begin((task_id, tries > 1))
 
-        task = started or await self._persist("starting", begin)
+        began: float | None = None
+        if started is None and carried is not None and not carried.depends_on:
+            task: Task | None = replace(carried, attempts=carried.attempts + 1)
+            began = time.time()
+        else:
+            task = started or await self._persist("starting", begin)
         if task is None:
             return None  # killed, deleted or re-placed before it could start
         attempt = task.attempts
@@ -370,7 +380,15 @@ class Executor:
         )
         self.executing.add(task_id)
         try:
-            outcome, error, output, footprint = await self._execute(task_type, task, ctx)
+            execution = self._execute(task_type, task, ctx)
+            if began is None:
+                outcome, error, output, footprint = await execution
+            else:
+                ended = await self._before_start(execution, begin)
+                if ended is None:
+                    return None
+                (outcome, error, output, footprint), reported = ended
+                began = None if reported else began
         finally:
             self.executing.discard(task_id)
         result = None
@@ -380,7 +398,22 @@ class Executor:
             )
         if self.metrics is not None:
             self.metrics.record(task.type, footprint)
-        return Report(task_id, attempt, outcome, error, result, footprint)
+        return Report(task_id, attempt, outcome, error, result, footprint, unreported_start=began)
+
+    async def _before_start(
+        self, execution: Coroutine[Any, Any, T], begin: Callable[[], Awaitable[Task | None]]
+    ) -> tuple[T, bool] | None:
+        """Run an attempt whose start is not reported yet: its outcome, and whether its start was reported
+        (it ran longer than START_WITH_END_S); None, the attempt stopped, if the task may no longer start."""
+        running = asyncio.create_task(execution)
+        try:
+            done, _ = await asyncio.wait([running], timeout=START_WITH_END_S)
+            if not done and await self._persist("starting", begin) is None:
+                return None  # killed, deleted or re-placed meanwhile: stopped in ``finally``
+            return await running, not done
+        finally:
+            if not running.done():
+                await stop_all([running])
 
     def _waited(self, reports: list[Report]) -> set[str]:
         """The reported tasks that a wait on this node is for: their reports read them back."""
