@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from shoal._utils import cancel_and_wait, stop_all
+from shoal._utils import cancel_and_wait
 from shoal.batching import Coalescer
 from shoal.models import AttemptOutcome, Footprint, Task, TaskResult
 from shoal.store import redis as store_redis
@@ -152,7 +152,7 @@ class Executor:
         self.last_progress = time.monotonic()
         self._closing = False
         self._hurry = asyncio.Event()
-        self._stoppers: set[asyncio.Task[None]] = set()
+        self._detached: set[asyncio.Task[Any]] = set()  # tasks of their own (stops, late starts), kept until done
         self._reread = False
         # Starts and reports of attempts go to the store in batches, one call per batch (see shoal.batching).
         self._begin: Coalescer[tuple[str, bool], Task | None] = Coalescer(lambda starts: store.begin_many(node, starts))
@@ -268,9 +268,7 @@ class Executor:
         if task is not None:
             self.killed.add(task_id)
             # Kept until done: one cancel can be lost inside a store call (see cancel_and_wait).
-            stopper = asyncio.create_task(cancel_and_wait(task))
-            self._stoppers.add(stopper)
-            stopper.add_done_callback(self._stoppers.discard)
+            self._detach(cancel_and_wait(task))
 
     def fence(self) -> list[str]:
         """Stop, without a report, every attempt still executing (one that only waits to report its end is
@@ -378,19 +376,17 @@ class Executor:
             kwargs=fill_parents(task.kwargs or {}, parents),
             parents=parents,
         )
+        starting: list[asyncio.Task[Task | None]] = []  # the start's report, once the attempt has run on
         self.executing.add(task_id)
         try:
-            execution = self._execute(task_type, task, ctx)
-            if began is None:
-                outcome, error, output, footprint = await execution
-            else:
-                ended = await self._before_start(execution, begin)
-                if ended is None:
-                    return None
-                (outcome, error, output, footprint), reported = ended
-                began = None if reported else began
+            with self._late_start(task_id, begin, starting) if began is not None else contextlib.nullcontext():
+                outcome, error, output, footprint = await self._execute(task_type, task, ctx)
         finally:
             self.executing.discard(task_id)
+        if starting:
+            if await starting[0] is None:
+                return None  # the task may no longer start here: no report
+            began = None
         result = None
         if output is not None:
             result = TaskResult(
@@ -400,20 +396,42 @@ class Executor:
             self.metrics.record(task.type, footprint)
         return Report(task_id, attempt, outcome, error, result, footprint, unreported_start=began)
 
-    async def _before_start(
-        self, execution: Coroutine[Any, Any, T], begin: Callable[[], Awaitable[Task | None]]
-    ) -> tuple[T, bool] | None:
-        """Run an attempt whose start is not reported yet: its outcome, and whether its start was reported
-        (it ran longer than START_WITH_END_S); None, the attempt stopped, if the task may no longer start."""
-        running = asyncio.create_task(execution)
+    @contextlib.contextmanager
+    def _late_start(
+        self, task_id: str, begin: Callable[[], Awaitable[Task | None]], starting: list[asyncio.Task[Task | None]]
+    ) -> Iterator[None]:
+        """Around an attempt that began unreported: once it has run START_WITH_END_S, report its start (the
+        report's task goes into ``starting``); the attempt is stopped, without a report, if the task may no
+        longer start here (killed, handed back, re-placed)."""
+
+        async def report() -> Task | None:
+            started = await self._persist("starting", begin)
+            if started is None and task_id in self.executing:
+                self.stop(task_id)
+            return started
+
+        late = asyncio.get_running_loop().call_later(START_WITH_END_S, lambda: starting.append(self._detach(report())))
         try:
-            done, _ = await asyncio.wait([running], timeout=START_WITH_END_S)
-            if not done and await self._persist("starting", begin) is None:
-                return None  # killed, deleted or re-placed meanwhile: stopped in ``finally``
-            return await running, not done
+            yield
+        except BaseException:  # stopped: a start on its way would leave the task RUNNING here, run by no one
+            for pending in starting:
+                pending.cancel()
+            raise
         finally:
-            if not running.done():
-                await stop_all([running])
+            late.cancel()
+
+    def _detach(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``work`` as a task of its own, kept until it is done (the loop keeps only weak references). An
+        error no one awaited any more (its attempt was stopped meanwhile) is dropped, not logged as unretrieved."""
+        task = asyncio.create_task(work)
+        self._detached.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._detached.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     def _waited(self, reports: list[Report]) -> set[str]:
         """The reported tasks that a wait on this node is for: their reports read them back."""
