@@ -38,9 +38,8 @@ _NAMES = (
 PACKED = frozenset({"submit", "place", "start", "finish"})
 #: Scripts made of packed ones run one after the other in one atomic step, each on its own arguments
 #: (``run_steps``), their replies in a list: a task that ran on the node that submits it (submit, then finish:
-#: see ``TaskStore.create_ended``) is stored in one call, and so are the start and end of attempts that ended
-#: before their start was reported (start, then finish: see ``TaskStore.finish_many``).
-STEPS = {"submit_finish": ("submit", "finish"), "start_finish": ("start", "finish")}
+#: see ``TaskStore.create_ended``) is stored in one call.
+STEPS = {"submit_finish": ("submit", "finish")}
 
 
 class Scripts:

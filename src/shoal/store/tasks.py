@@ -9,7 +9,7 @@ import builtins
 import time
 import uuid
 from collections.abc import Callable, Container, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,8 +65,6 @@ class Report:
     error: str = ""
     result: TaskResult | None = None
     footprint: Footprint | None = None
-    #: When the attempt began (``time.time()``), for one whose start was not reported: the report starts it.
-    unreported_start: float | None = None
 
 
 class GroupMissing(Exception):
@@ -123,13 +121,11 @@ def _queued(entries: Any) -> builtins.list[Queued]:
 
 @dataclass(frozen=True, slots=True)
 class Order:
-    """One entry of a node's inbox: ``op`` "run" (``ids``: the tasks placed on it) or "kill" (one id).
-    ``carried``: the tasks of a run order as their submit stored them, when it carries them (submit.lua)."""
+    """One entry of a node's inbox: ``op`` "run" (``ids``: the tasks placed on it) or "kill" (one id)."""
 
     entry: bytes
     op: str
     ids: builtins.list[str]
-    carried: dict[str, Task] = field(default_factory=dict)
 
 
 class NotRunnableHere(Exception):
@@ -591,7 +587,7 @@ class TaskStore:
         """Start each (task id, resume) on ``node`` in one atomic call; per task as ``begin``."""
         args: builtins.list[Any] = [node, len(starts)]
         for task_id, resume in starts:
-            args += [task_id, "1" if resume else "", ""]
+            args += [task_id, "1" if resume else ""]
         replies: Any = await self.scripts.run("start", self.keys.prefix, *args)
         tasks: builtins.list[Task | None] = []
         for (task_id, _), reply in zip(starts, replies, strict=True):
@@ -626,15 +622,7 @@ class TaskStore:
         """Take reports of attempts on ``node`` in one atomic call; per report as ``finish``. A task in
         ``read_back`` that the call ends comes back with it (``Finish.ended``), as ``get_with_result`` reads it."""
         args = self._finish_args(node, reports, backoff, read_back)
-        unstarted = [r for r in reports if r.unreported_start is not None]
-        if unstarted:  # started first, in the same step
-            now = time.time()
-            starts: builtins.list[Any] = [node, len(unstarted)]
-            for r in unstarted:
-                starts += [r.task_id, "", max(0.0, now - (r.unreported_start or now))]
-            _, replies = await self.scripts.run_steps("start_finish", self.keys.prefix, starts, args)
-        else:
-            replies = await self.scripts.run("finish", self.keys.prefix, *args)
+        replies: Any = await self.scripts.run("finish", self.keys.prefix, *args)
         return [_finish(r.task_id, reply) for r, reply in zip(reports, replies, strict=True)]
 
     def _finish_args(
@@ -792,9 +780,7 @@ class TaskStore:
         orders = []
         for entry, fields in reply[0][1] if reply else ():
             ids = fields.get(b"ids") or fields.get(b"id") or b""  # an entry deleted unacknowledged has no fields
-            order_ids = ids.decode().split(",") if ids else []
-            carried = _carried(order_ids, fields[b"tasks"]) if b"tasks" in fields else {}
-            orders.append(Order(entry, fields.get(b"op", b"").decode(), order_ids, carried))
+            orders.append(Order(entry, fields.get(b"op", b"").decode(), ids.decode().split(",") if ids else []))
         return orders
 
     async def ack_orders(self, node: str, orders: Sequence[Order]) -> None:
@@ -1007,19 +993,6 @@ def _waiting_for_parents(fields: dict[bytes, bytes]) -> str | None:
         return None
     total = fields[b"deps"].count(b",") + 1
     return f"waiting for {left} of {total} parent{'' if total == 1 else 's'}"
-
-
-def _carried(ids: Sequence[str], raw: bytes) -> dict[str, Task]:
-    """The tasks a run order carries (send_orders in _lib.lua): their hashes as lists of fields and values.
-    None of them if they cannot be read: the worker then reads each as it starts it."""
-    carried = {}
-    try:
-        for task_id, flat in zip(ids, orjson.loads(raw), strict=True):
-            fields = {str(k).encode(): str(v).encode() for k, v in zip(flat[::2], flat[1::2], strict=True)}
-            carried[task_id] = _task(task_id, fields, [])
-    except (ValueError, TypeError, KeyError):  # orjson.JSONDecodeError is a ValueError
-        return {}
-    return carried
 
 
 def _task(

@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from shoal._utils import cancel_and_wait
@@ -43,9 +42,6 @@ T = TypeVar("T")
 DECIDE_S = 5.0
 #: Most inbox orders taken at once.
 INBOX_BATCH = 256
-#: How long an attempt whose run order carried its task may run before its start is reported: one that ends
-#: sooner has its start and end stored in one call (``Executor._attempt``).
-START_WITH_END_S = 0.02
 #: How a process-isolated attempt's end reads as an attempt outcome.
 PROCESS_OUTCOMES = {
     "returned": AttemptOutcome.SUCCEEDED,
@@ -152,7 +148,7 @@ class Executor:
         self.last_progress = time.monotonic()
         self._closing = False
         self._hurry = asyncio.Event()
-        self._detached: set[asyncio.Task[Any]] = set()  # tasks of their own (stops, late starts), kept until done
+        self._stoppers: set[asyncio.Task[None]] = set()
         self._reread = False
         # Starts and reports of attempts go to the store in batches, one call per batch (see shoal.batching).
         self._begin: Coalescer[tuple[str, bool], Task | None] = Coalescer(lambda starts: store.begin_many(node, starts))
@@ -208,15 +204,14 @@ class Executor:
             self.last_progress = time.monotonic()
             for order in orders:
                 for task_id in order.ids:
-                    self._order(order.op, task_id, order.carried.get(task_id))
+                    self._order(order.op, task_id)
             taken = orders
         with contextlib.suppress(Exception):  # else read again at the next start
             await self.store.ack_orders(self.node, taken)
 
-    def _order(self, op: str, task_id: str, carried: Task | None = None) -> None:
+    def _order(self, op: str, task_id: str) -> None:
         if op == "run" and task_id not in self.running:
-            runner = self._run(task_id, carried=carried)
-            self.running[task_id] = asyncio.create_task(runner, name=f"task {task_id}")
+            self.running[task_id] = asyncio.create_task(self._run(task_id), name=f"task {task_id}")
         elif op == "kill":
             self.stop(task_id)
 
@@ -268,7 +263,9 @@ class Executor:
         if task is not None:
             self.killed.add(task_id)
             # Kept until done: one cancel can be lost inside a store call (see cancel_and_wait).
-            self._detach(cancel_and_wait(task))
+            stopper = asyncio.create_task(cancel_and_wait(task))
+            self._stoppers.add(stopper)
+            stopper.add_done_callback(self._stoppers.discard)
 
     def fence(self) -> list[str]:
         """Stop, without a report, every attempt still executing (one that only waits to report its end is
@@ -282,11 +279,10 @@ class Executor:
         """Read the inbox's delivered but unacknowledged orders again at the next read."""
         self._reread = True
 
-    async def _run(self, task_id: str, started: Task | None = None, carried: Task | None = None) -> None:
+    async def _run(self, task_id: str, started: Task | None = None) -> None:
         """Start and run the attempt in a slot, then report its end: a slot is for running work, and the next
         task may start while the report is on its way (the master places no more here than the capacity).
-        ``started``: the task as its submit started it here already (or will store it: ``run_ahead``);
-        ``carried``: as its submit stored it, carried by its run order (see ``_attempt``)."""
+        ``started``: the task as its submit started it here already (or will store it: ``run_ahead``)."""
         ahead = self._ahead.get(task_id)  # its slot taken already
         report = None
         try:
@@ -299,7 +295,7 @@ class Executor:
                 if ahead is not None:
                     ahead.began = True
                 try:
-                    report = await self._attempt(task_id, started, carried)
+                    report = await self._attempt(task_id, started)
                 finally:
                     self.prefetch.freed(task_id, ended=report is not None)
             finally:
@@ -337,12 +333,9 @@ class Executor:
             log.info("task %s: handed back for re-placement: %s", task_id, reason)
         return False
 
-    async def _attempt(self, task_id: str, started: Task | None = None, carried: Task | None = None) -> Report | None:
+    async def _attempt(self, task_id: str, started: Task | None = None) -> Report | None:
         """Start the task (unless it is ``started`` already) and run one attempt of it: its report, or None when
-        it may not start. A task its run order ``carried`` (and that needs no parents' results) runs at once,
-        its start unreported: if it ends within START_WITH_END_S, one call to the store starts and ends it
-        (``Report.unreported_start``); else its start is reported then, and the attempt stopped if the task may
-        no longer start."""
+        it may not start."""
         tries = 0
 
         def begin() -> Awaitable[Task | None]:
@@ -350,12 +343,7 @@ class Executor:
             tries += 1  # a retry may follow a start whose reply was lost: then the task is already ours
             return self._begin((task_id, tries > 1))
 
-        began: float | None = None
-        if started is None and carried is not None and not carried.depends_on:
-            task: Task | None = replace(carried, attempts=carried.attempts + 1)
-            began = time.time()
-        else:
-            task = started or await self._persist("starting", begin)
+        task = started or await self._persist("starting", begin)
         if task is None:
             return None  # killed, deleted or re-placed before it could start
         attempt = task.attempts
@@ -376,17 +364,11 @@ class Executor:
             kwargs=fill_parents(task.kwargs or {}, parents),
             parents=parents,
         )
-        starting: list[asyncio.Task[Task | None]] = []  # the start's report, once the attempt has run on
         self.executing.add(task_id)
         try:
-            with self._late_start(task_id, begin, starting) if began is not None else contextlib.nullcontext():
-                outcome, error, output, footprint = await self._execute(task_type, task, ctx)
+            outcome, error, output, footprint = await self._execute(task_type, task, ctx)
         finally:
             self.executing.discard(task_id)
-        if starting:
-            if await starting[0] is None:
-                return None  # the task may no longer start here: no report
-            began = None
         result = None
         if output is not None:
             result = TaskResult(
@@ -394,44 +376,7 @@ class Executor:
             )
         if self.metrics is not None:
             self.metrics.record(task.type, footprint)
-        return Report(task_id, attempt, outcome, error, result, footprint, unreported_start=began)
-
-    @contextlib.contextmanager
-    def _late_start(
-        self, task_id: str, begin: Callable[[], Awaitable[Task | None]], starting: list[asyncio.Task[Task | None]]
-    ) -> Iterator[None]:
-        """Around an attempt that began unreported: once it has run START_WITH_END_S, report its start (the
-        report's task goes into ``starting``); the attempt is stopped, without a report, if the task may no
-        longer start here (killed, handed back, re-placed)."""
-
-        async def report() -> Task | None:
-            started = await self._persist("starting", begin)
-            if started is None and task_id in self.executing:
-                self.stop(task_id)
-            return started
-
-        late = asyncio.get_running_loop().call_later(START_WITH_END_S, lambda: starting.append(self._detach(report())))
-        try:
-            yield
-        except BaseException:  # stopped: a start on its way would leave the task RUNNING here, run by no one
-            for pending in starting:
-                pending.cancel()
-            raise
-        finally:
-            late.cancel()
-
-    def _detach(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run ``work`` as a task of its own, kept until it is done (the loop keeps only weak references). An
-        error no one awaited any more (its attempt was stopped meanwhile) is dropped, not logged as unretrieved."""
-        task = asyncio.create_task(work)
-        self._detached.add(task)
-        task.add_done_callback(self._forget)
-        return task
-
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._detached.discard(task)
-        if not task.cancelled():
-            task.exception()
+        return Report(task_id, attempt, outcome, error, result, footprint)
 
     def _waited(self, reports: list[Report]) -> set[str]:
         """The reported tasks that a wait on this node is for: their reports read them back."""

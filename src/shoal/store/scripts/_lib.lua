@@ -394,19 +394,13 @@ local function placed_on(node, id, seq, from, t, ttype, started)
   node.free = node.free - 1
 end
 
--- One run order per node for every task placed on it here and not started. An order of tasks stored in this
--- step carries their hashes as written (node.carried, in the order of node.placed: a JSON array of field, value
--- lists), so that the node may run them before it reads or starts them (shoal.worker.executor).
+-- One run order per node for every task placed on it here and not started.
 local function send_orders(nodes)
   for _, node in ipairs(nodes) do
     variadic('SADD', P .. 'assigned:' .. node.name, node.started)
     if #node.placed > 0 then
       variadic('SADD', P .. 'assigned:' .. node.name, node.placed)
-      local order = {'op', 'run', 'ids', table.concat(node.placed, ',')}
-      if node.carried and #node.carried == #node.placed then
-        order[5], order[6] = 'tasks', cjson.encode(node.carried)
-      end
-      redis.call('XADD', P .. 'inbox:' .. node.name, '*', unpack(order))
+      redis.call('XADD', P .. 'inbox:' .. node.name, '*', 'op', 'run', 'ids', table.concat(node.placed, ','))
     end
   end
 end

@@ -1,8 +1,6 @@
 -- A node starts tasks placed on it: INQUEUE -> RUNNING, opening a new attempt of each (its 'run' field; the
--- attempt before, if any, goes to the attempt list), in one step. ARGV: prefix, node, task count, then per task:
--- id, resume ('1': the caller retries a start whose reply it lost, so a task already RUNNING on this node is its
--- own and is returned as it is), and how long ago the attempt began, in seconds ('' = now: a node reports the
--- start of an attempt it began before reporting it with the attempt's end, see start_finish in scripts.py).
+-- attempt before, if any, goes to the attempt list), in one step. ARGV: prefix, node, task count, then per task: id, resume ('1': the caller retries a start whose
+-- reply it lost, so a task already RUNNING on this node is its own and is returned as it is).
 -- Returns per task {'ok', attempt, field1, value1, ...} (the task's hash after the change, so the worker
 -- needs no second read) or {'gone', state} if the task is no longer INQUEUE on this node (killed, deleted,
 -- or re-placed elsewhere).
@@ -11,8 +9,7 @@ local node = ARGV[2]
 local t = now()
 local out = {}
 for k = 0, tonumber(ARGV[3]) - 1 do
-  local id, resume, ago = ARGV[4 + 3 * k], ARGV[5 + 3 * k], tonumber(ARGV[6 + 3 * k])
-  local began = ago and t - ago or t
+  local id, resume = ARGV[4 + 2 * k], ARGV[5 + 2 * k]
   local tkey = P .. 'task:' .. id
   local flat = redis.call('HGETALL', tkey)
   local at = {}  -- field -> position of its value in flat
@@ -33,11 +30,11 @@ for k = 0, tonumber(ARGV[3]) - 1 do
     -- the epoch of the placement that led here, so a history can be checked against the master's terms; its
     -- start time is the task's started_at (made_whole)
     local run = cjson.encode({number = attempt, node = node, epoch = at.epoch and tonumber(flat[at.epoch])})
-    local changed = {state = 'RUNNING', attempts = tostring(attempt), started_at = fmt(began), run = run}
+    local changed = {state = 'RUNNING', attempts = tostring(attempt), started_at = fmt(t), run = run}
     redis.call('HSET', tkey, 'state', changed.state, 'attempts', changed.attempts, 'started_at', changed.started_at,
       'run', run)
     move_later(id, flat[at.seq], 'INQUEUE', 'RUNNING')
-    publish(id, 'RUNNING', node, began, at.type and flat[at.type] or '')
+    publish(id, 'RUNNING', node, t, at.type and flat[at.type] or '')
     for name, value in pairs(changed) do
       if at[name] then
         flat[at[name]] = value

@@ -209,10 +209,6 @@ local function store_task(b, id, ttype, seq)
   out[#out + 1] = seq
   if node then
     placed_on(node, id, seq, nil, at, ttype, starts)
-    if not starts then  -- its hash goes with its run order (send_orders)
-      node.carried = node.carried or {}
-      node.carried[#node.carried + 1] = fields
-    end
     out[#out + 1] = node.name
   elseif held and dep.killed then  -- a parent ended otherwise already: it ends at once
     redis.call('HSET', P .. 'task:' .. id, 'finished_at', fmt(t), 'error', dep.killed)
