@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shoal.errors import InvalidInput, StoreError, StoreUnavailable
 from shoal.store import sentinel
 from shoal.store.client import StoreClient
+from shoal.store.deadlines import TimedConnection, WaitingPool
 from shoal.store.refusals import RefusalsAsDown
 
 #: Seconds a reply may take before the connection is dropped; blocking reads must block for less.
@@ -38,7 +39,6 @@ _SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
 _OPTIONS: dict[str, Any] = {
     "health_check_interval": 30,
     "socket_connect_timeout": 5,
-    "socket_timeout": SOCKET_TIMEOUT,
     "socket_keepalive": True,
 }
 
@@ -82,46 +82,54 @@ def read_password(path: Path) -> str:
 
 
 def connect(
-    url: str, *, name: str = "shoal", max_connections: int = 128, password_file: Path | None = None
+    url: str,
+    *,
+    name: str = "shoal",
+    max_connections: int = 128,
+    password_file: Path | None = None,
+    reply_timeout: float = SOCKET_TIMEOUT,
 ) -> StoreClient:
     """A client for ``url``; a ``redis+sentinel://`` URL follows Sentinel failovers (see shoal.store.sentinel).
 
     Passwords and TLS come from the URL as redis-py reads them (``rediss://``, ``?ssl_cert_reqs=``), or the
-    password from ``password_file`` (so that it is in no URL: a mounted secret).
+    password from ``password_file`` (so that it is in no URL: a mounted secret). A send or a reply that takes
+    longer than ``reply_timeout`` seconds fails, as does a wait as long for a free connection
+    (shoal.store.deadlines).
     """
     check_url(url, password_file=password_file)
     password = read_password(password_file) if password_file is not None else None
     if urlsplit(url).scheme == sentinel.SCHEME:
-        built = sentinel.connect_sentinel(url, name=name, max_connections=max_connections, options=_OPTIONS,
+        built = sentinel.connect_sentinel(url, name=name, max_connections=max_connections,
+                                          options={**_OPTIONS, "socket_timeout": reply_timeout},
                                           password=password)  # fmt: skip
         built.auto_close_connection_pool = False  # its pool passes to the client below, which closes it
         return cast(_SentinelClient, _SentinelClient.from_pool(built.connection_pool))
-    # A blocking pool makes a burst of requests wait for a connection instead of failing.
-    # Built as BlockingConnectionPool.from_url does (what the URL says wins), but with shoal's connection
+    # A waiting pool makes a burst of requests wait for a connection instead of failing.
+    # Built as ConnectionPool.from_url does (what the URL says wins), but with shoal's connection
     # classes, which from_url would replace by the URL's.
-    options: dict[str, Any] = {"client_name": name, "max_connections": max_connections, "timeout": SOCKET_TIMEOUT,
-                               **_OPTIONS, **parse_url(url)}  # fmt: skip
+    options: dict[str, Any] = {"client_name": name, "max_connections": max_connections, **_OPTIONS,
+                               "socket_timeout": reply_timeout, "timeout": reply_timeout, **parse_url(url)}  # fmt: skip
     if password is not None:
         options["password"] = password
     options["connection_class"] = _CONNECTIONS[options.get("connection_class", Connection)]
     if options["connection_class"] is _UnixConnection:
         options.pop("socket_keepalive")  # a TCP option: a Unix socket connection refuses it
-    return cast(StoreClient, StoreClient.from_pool(BlockingConnectionPool(**options)))  # closing it closes the pool
+    return cast(StoreClient, StoreClient.from_pool(WaitingPool(**options)))  # closing it closes the pool
 
 
 class _SentinelClient(StoreClient, sentinel.SentinelRedis):  # type: ignore[misc]  # redis-py's own mixins disagree
     """A StoreClient of the master the sentinels name; closing it closes the connections to them too."""
 
 
-class _Connection(RefusalsAsDown, Connection):
+class _Connection(RefusalsAsDown, TimedConnection, Connection):
     pass
 
 
-class _SSLConnection(RefusalsAsDown, SSLConnection):
+class _SSLConnection(RefusalsAsDown, TimedConnection, SSLConnection):
     pass
 
 
-class _UnixConnection(RefusalsAsDown, UnixDomainSocketConnection):
+class _UnixConnection(RefusalsAsDown, TimedConnection, UnixDomainSocketConnection):
     pass
 
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal._utils import cancel_and_wait, is_digits
 from shoal.errors import InvalidInput
+from shoal.store.deadlines import TimedConnection, WaitingPool
 from shoal.store.refusals import RefusalsAsDown
 
 log = logging.getLogger("shoal.store.sentinel")
@@ -106,8 +107,8 @@ def _address(item: str) -> tuple[str, int]:
     return host, int(port) if port else DEFAULT_PORT
 
 
-class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Sentinel discovery with BlockingConnectionPool's bound: a burst of requests waits up to ``timeout``
+class BlockingSentinelPool(SentinelConnectionPool, WaitingPool):
+    """Sentinel discovery with WaitingPool's bound: a burst of requests waits up to ``timeout``
     for a free connection instead of failing, exactly as with a plain URL.
 
     redis-py asks the sentinels only when it opens a connection, so pooled connections would go on
@@ -130,7 +131,7 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         if now - self._checked_at >= CHECK_EVERY and (self._check is None or self._check.done()):
             self._checked_at = now
             self._check = asyncio.create_task(self._check_master(), name="sentinel master check")
-        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        return await super().get_connection(*args, **kwargs)
 
     async def stop_checking(self) -> None:
         """No more looks (the client is closing); one under way is cancelled."""
@@ -153,7 +154,7 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         await self.disconnect(inuse_connections=True)
 
 
-class SentinelStoreConnection(RefusalsAsDown, SentinelManagedConnection):
+class SentinelStoreConnection(RefusalsAsDown, TimedConnection, SentinelManagedConnection):
     """A connection to the master the sentinels name; READONLY and NOREPLICAS read as a lost store."""
 
 
