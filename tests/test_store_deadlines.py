@@ -113,6 +113,23 @@ async def test_a_send_the_store_does_not_take_fails_the_call(client: StoreClient
     assert await client.ping()
 
 
+async def test_a_stuck_call_whose_connection_is_closed_under_it_still_fails(
+    client: StoreClient, proxy: FreezingProxy
+) -> None:
+    """As when the sentinels name a new master: every connection is closed, busy ones included, and one whose
+    unsent bytes keep its socket open must not leave its call waiting for ever."""
+    await client.ping()
+    proxy.freeze()
+    stuck = asyncio.create_task(client.set("shoal:deadline", b"x" * (64 << 20)))
+    await asyncio.sleep(0.1)
+    await client.connection_pool.disconnect(inuse_connections=True)
+    async with asyncio.timeout(20 * multiplier()):
+        with pytest.raises(StoreUnavailable):
+            await stuck
+    proxy.thaw()
+    assert await client.ping()
+
+
 async def test_a_burst_waits_for_a_connection_and_opens_no_more_than_allowed(
     redis_url: str, redis_admin_url: str
 ) -> None:

@@ -14,6 +14,7 @@ is free.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from typing import Any
@@ -27,30 +28,61 @@ WATCH_EVERY = 0.5
 #: the background (redis-py does so when a release is cancelled) after its turn was passed on.
 OPEN_MARGIN = 2
 
+log = logging.getLogger("shoal.store.deadlines")
+
+
+class _Busy:
+    """One connection's calls under way: when the first began, how many (a health check's ping runs inside a
+    send), the stream it had then, and whether the watch cut it."""
+
+    __slots__ = ("since", "depth", "writer", "cut")
+
+    def __init__(self, writer: Any) -> None:
+        self.since = time.monotonic()
+        self.depth = 1
+        self.writer = writer
+        self.cut = False
+
 
 class _Watch:
-    """The busy connections of one event loop, and when each began; while any is busy, a look every
-    ``WATCH_EVERY`` seconds, on that loop, cuts those past their timeout."""
+    """The busy connections of one event loop; while any is busy, a look every ``WATCH_EVERY`` seconds, on that
+    loop, cuts those past their timeout."""
 
     def __init__(self) -> None:
-        self.busy: dict[TimedConnection, float] = {}
+        self.busy: dict[TimedConnection, _Busy] = {}
         self._looking = False
 
     def begin(self, connection: TimedConnection) -> None:
-        self.busy[connection] = time.monotonic()
+        busy = self.busy.get(connection)
+        if busy is not None:
+            busy.depth += 1
+            return
+        self.busy[connection] = _Busy(getattr(connection, "_writer", None))
         if not self._looking:
             self._looking = True
             asyncio.get_running_loop().call_later(WATCH_EVERY, self._look)
 
+    def end(self, connection: TimedConnection) -> bool:
+        """The call is over; whether the watch cut its connection meanwhile."""
+        busy = self.busy[connection]
+        busy.depth -= 1
+        if busy.depth == 0:
+            del self.busy[connection]
+        return busy.cut
+
     def _look(self) -> None:
         now = time.monotonic()
-        for connection, since in list(self.busy.items()):
-            if connection.reply_timeout is not None and now - since > connection.reply_timeout:
-                del self.busy[connection]
-                connection.cut()
-        self._looking = bool(self.busy)
-        if self._looking:
-            asyncio.get_running_loop().call_later(WATCH_EVERY, self._look)
+        try:
+            for connection, busy in list(self.busy.items()):
+                timeout = connection.reply_timeout
+                if not busy.cut and timeout is not None and now - busy.since > timeout:
+                    busy.cut = connection.cut(busy.writer)
+        except Exception:  # a look that fails must not end the watch
+            log.exception("the watch on the store's connections failed to cut one")
+        finally:
+            self._looking = bool(self.busy)
+            if self._looking:
+                asyncio.get_running_loop().call_later(WATCH_EVERY, self._look)
 
 
 _watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
@@ -74,7 +106,10 @@ class TimedConnection:
         try:
             await super().send_packed_command(command, check_health)  # type: ignore[misc]
         finally:
-            watch.busy.pop(self, None)
+            cut = watch.end(self)
+        if cut:  # the bytes may not have left: a send cut short has failed (asyncio's drain does not say so)
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise RedisConnectionError(f"Timeout writing to {self._host_error()}")  # type: ignore[attr-defined]
 
     async def read_response(self, disable_decoding: bool = False, timeout: float | None = None, **kwargs: Any) -> Any:
         watch = self._watch() if timeout is None else None
@@ -82,27 +117,33 @@ class TimedConnection:
             return await super().read_response(disable_decoding, timeout, **kwargs)  # type: ignore[misc]
         watch.begin(self)
         try:
-            return await super().read_response(disable_decoding, timeout, **kwargs)  # type: ignore[misc]
+            reply = await super().read_response(disable_decoding, timeout, **kwargs)  # type: ignore[misc]
         finally:
-            watch.busy.pop(self, None)
+            cut = watch.end(self)
+        if cut:  # the reply came as it was cut: it stands, and the connection is not lent again as it is
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+        return reply
 
     def _watch(self) -> _Watch | None:
-        """The running loop's watch; None when this connection is not to be timed now (no bound, or timed by
-        the call it is inside: a health check's ping inside a send)."""
+        """The running loop's watch; None when this connection has no bound."""
         if self.reply_timeout is None:
             return None
         loop = asyncio.get_running_loop()
         watch = _watches.get(loop)
         if watch is None:
             watch = _watches[loop] = _Watch()
-        return None if self in watch.busy else watch
+        return watch
 
-    def cut(self) -> None:
-        """Close the connection under the call waiting on it, which then fails as if the store had closed it
-        (and redis-py disconnects it as after any such failure)."""
-        writer = getattr(self, "_writer", None)  # redis-py's stream writer, None while not connected
-        if writer is not None:
-            writer.transport.abort()
+    def cut(self, writer: Any) -> bool:
+        """Close the connection under the call waiting on it, which then fails as if the store had closed it;
+        ``writer``: its stream when the call began, for a connection that redis-py disconnected meanwhile
+        (its stream gone, its socket open while unsent bytes wait). False when there is nothing to close yet
+        (a connection being opened): the next look tries again."""
+        writer = getattr(self, "_writer", None) or writer  # redis-py's stream writer, None while not connected
+        if writer is None:
+            return False
+        writer.transport.abort()
+        return True
 
 
 class WaitingPool(ConnectionPool):

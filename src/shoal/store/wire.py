@@ -49,8 +49,10 @@ class Wire:
     async def __aexit__(self, *exc: object) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            await conn.disconnect()
-            await self.redis.connection_pool.release(conn)
+            try:
+                await conn.disconnect()
+            finally:  # its turn in the pool comes back even if the disconnect fails
+                await self.redis.connection_pool.release(conn)
 
     async def call(self, commands: Sequence[Sequence[bytes]], timeout: float = SOCKET_TIMEOUT) -> list[Any]:
         """Send the commands at once and return their replies in order; an error reply raises StoreFault (a
