@@ -72,17 +72,16 @@ class _Watch:
 
     def _look(self) -> None:
         now = time.monotonic()
-        try:
-            for connection, busy in list(self.busy.items()):
-                timeout = connection.reply_timeout
-                if not busy.cut and timeout is not None and now - busy.since > timeout:
+        for connection, busy in list(self.busy.items()):
+            timeout = connection.reply_timeout
+            if not busy.cut and timeout is not None and now - busy.since > timeout:
+                try:
                     busy.cut = connection.cut(busy.writer)
-        except Exception:  # a look that fails must not end the watch
-            log.exception("the watch on the store's connections failed to cut one")
-        finally:
-            self._looking = bool(self.busy)
-            if self._looking:
-                asyncio.get_running_loop().call_later(WATCH_EVERY, self._look)
+                except Exception:  # one that cannot be cut must not spare the others, nor end the watch
+                    log.exception("the watch on the store's connections failed to cut one")
+        self._looking = bool(self.busy)
+        if self._looking:
+            asyncio.get_running_loop().call_later(WATCH_EVERY, self._look)
 
 
 _watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()

@@ -35,7 +35,7 @@ SCHEME = "redis+sentinel"
 DEFAULT_PORT = 26379
 #: A sentinel answers from memory: one that takes longer is skipped for the next one in the URL.
 SENTINEL_TIMEOUT = 1.0
-#: Seconds between two looks at where the sentinels say the master is (see BlockingSentinelPool).
+#: Seconds between two looks at where the sentinels say the master is (see WaitingSentinelPool).
 CHECK_EVERY = 0.5
 #: Query parameters the URL may carry.
 PARAMETERS = ("sentinel_username", "sentinel_password")
@@ -107,7 +107,7 @@ def _address(item: str) -> tuple[str, int]:
     return host, int(port) if port else DEFAULT_PORT
 
 
-class BlockingSentinelPool(SentinelConnectionPool, WaitingPool):
+class WaitingSentinelPool(SentinelConnectionPool, WaitingPool):
     """Sentinel discovery with WaitingPool's bound: a burst of requests waits up to ``timeout``
     for a free connection instead of failing, exactly as with a plain URL.
 
@@ -163,7 +163,7 @@ class SentinelRedis(Redis):
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         pool = self.connection_pool
-        if isinstance(pool, BlockingSentinelPool):
+        if isinstance(pool, WaitingSentinelPool):
             await pool.stop_checking()
         await super().aclose(close_connection_pool)
         if isinstance(pool, SentinelConnectionPool):
@@ -195,7 +195,7 @@ def connect_sentinel(
     client: Redis = sentinel.master_for(
         u.service,
         redis_class=SentinelRedis,
-        connection_pool_class=BlockingSentinelPool,
+        connection_pool_class=WaitingSentinelPool,
         connection_class=SentinelStoreConnection,
         max_connections=max_connections,
         timeout=options["socket_timeout"],
