@@ -19,7 +19,7 @@ from shoal.errors import InvalidInput
 from shoal.event_ids import EventId, parse_event_id
 from shoal.events import EventHub
 from shoal.keys import Keys
-from shoal.models import TaskEvent, TaskSpec
+from shoal.models import TaskEvent, TaskSpec, TaskState
 from shoal.store.nodes import NodeRegistry
 from shoal.store.tasks import Report, TaskStore
 from shoal.testing import multiplier
@@ -102,6 +102,39 @@ async def test_entries_that_end_no_task_go_to_the_progress_channel_the_others_to
             (ends, ["KILLED"]),
             (ends, ["KILLED", "DELETED"]),  # a task deleted before it ended: killed first
         ]
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+
+
+async def test_a_retry_and_a_start_in_one_call_are_one_entry_retry_first_on_the_events_channel(
+    redis: Redis, redis_admin_url: str
+) -> None:
+    keys = Keys("ends-starts")
+    tasks, nodes = TaskStore(redis, keys, result_max_bytes=4096), NodeRegistry(redis, keys)
+    listener = Redis.from_url(redis_admin_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(keys.task_events_channel, keys.task_progress_channel)
+    try:
+        a, b = await tasks.create([TaskSpec(name="a", type="echo", target="x", max_retries=1), spec("b")])
+        epoch = (await nodes.take_lease("master", 30)).epoch
+        assert await tasks.place(epoch, "n1", 4, [a.id, b.id]) == [1, 1]
+        assert await tasks.start(a.id, "n1") == 1
+        report = Report(a.id, 1, "failed", "ValueError: once")
+        ended, begun = await tasks.finish_and_begin("n1", [report], [(b.id, False)])
+        assert [f.verdict for f in ended] == ["retry"]
+        assert len(begun) == 1 and begun[0] is not None and begun[0].state is TaskState.RUNNING
+        heard: list[tuple[str, list[str]]] = []
+        async with asyncio.timeout(10 * multiplier()):
+            while len(heard) < 4:  # stored, placed, started, then the call of both
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    _entry, _, body = message["data"].partition(b" ")
+                    heard.append((message["channel"].decode(), [e["state"] for e in orjson.loads(body)]))
+        # a retry's WAITING is for every node (the master places it again), as when it is reported alone:
+        # the start beside it does not make the entry one for the progress channel only
+        assert heard[-1] == (keys.task_events_channel, ["WAITING", "RUNNING"])
+        assert (await tasks.get(a.id)).state is TaskState.WAITING
     finally:
         await pubsub.aclose()
         await listener.aclose()

@@ -29,11 +29,15 @@ class Coalescer(Generic[In, Out]):
         self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, item: In) -> Out:
+        return await self.put(item)
+
+    def put(self, item: In) -> asyncio.Future[Out]:
+        """Queue ``item`` now, behind those queued before it (the store takes them in that order); its answer."""
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return future
 
     async def _flush(self) -> None:
         while self._queue:

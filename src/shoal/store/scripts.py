@@ -38,8 +38,9 @@ _NAMES = (
 PACKED = frozenset({"submit", "place", "start", "finish"})
 #: Scripts made of packed ones run one after the other in one atomic step, each on its own arguments
 #: (``run_steps``), their replies in a list: a task that ran on the node that submits it (submit, then finish:
-#: see ``TaskStore.create_ended``) is stored in one call.
-STEPS = {"submit_finish": ("submit", "finish")}
+#: see ``TaskStore.create_ended``) is stored in one call; a node's reports of ended attempts and its starts of
+#: the next go in one call, ends first (``TaskStore.finish_and_begin``).
+STEPS = {"submit_finish": ("submit", "finish"), "finish_start": ("finish", "start")}
 
 
 class Scripts:

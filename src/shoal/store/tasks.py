@@ -585,16 +585,28 @@ class TaskStore:
 
     async def begin_many(self, node: str, starts: Sequence[tuple[str, bool]]) -> builtins.list[Task | None]:
         """Start each (task id, resume) on ``node`` in one atomic call; per task as ``begin``."""
-        args: builtins.list[Any] = [node, len(starts)]
-        for task_id, resume in starts:
-            args += [task_id, "1" if resume else ""]
-        replies: Any = await self.scripts.run("start", self.keys.prefix, *args)
-        tasks: builtins.list[Task | None] = []
-        for (task_id, _), reply in zip(starts, replies, strict=True):
-            flat = reply[2:]
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            tasks.append(_task(task_id, fields, []) if reply[0] == b"ok" else None)
-        return tasks
+        return _begun(starts, await self.scripts.run("start", self.keys.prefix, *_start_args(node, starts)))
+
+    async def finish_and_begin(
+        self,
+        node: str,
+        reports: Sequence[Report],
+        starts: Sequence[tuple[str, bool]],
+        *,
+        backoff: float = 1.0,
+        read_back: Container[str] = (),
+    ) -> tuple[builtins.list[Finish], builtins.list[Task | None]]:
+        """``finish_many`` of ``reports``, then ``begin_many`` of ``starts``, in one atomic call: a node that
+        frees a slot and starts the next task in it never shows more tasks running than its slots."""
+        if not starts:
+            return await self.finish_many(node, reports, backoff=backoff, read_back=read_back), []
+        if not reports:
+            return [], await self.begin_many(node, starts)
+        finish = self._finish_args(node, reports, backoff, read_back)
+        ended, started = await self.scripts.run_steps(
+            "finish_start", self.keys.prefix, finish, _start_args(node, starts)
+        )
+        return [_finish(r.task_id, reply) for r, reply in zip(reports, ended, strict=True)], _begun(starts, started)
 
     async def finish(
         self,
@@ -942,6 +954,24 @@ def _stored_result(result: TaskResult) -> bytes:
 def _code_of(data: dict[str, Any]) -> str | None:
     """The code of a stored result: kept as such, or read from its value."""
     return value_code(data["value"]) if "value" in data else data.get("code")
+
+
+def _start_args(node: str, starts: Sequence[tuple[str, bool]]) -> builtins.list[Any]:
+    """start.lua's arguments (after the prefix) for the (task id, resume) pairs of ``starts``."""
+    args: builtins.list[Any] = [node, len(starts)]
+    for task_id, resume in starts:
+        args += [task_id, "1" if resume else ""]
+    return args
+
+
+def _begun(starts: Sequence[tuple[str, bool]], replies: Any) -> builtins.list[Task | None]:
+    """The tasks start.lua started, as they now are; None for each it could not (no longer this node's)."""
+    tasks: builtins.list[Task | None] = []
+    for (task_id, _), reply in zip(starts, replies, strict=True):
+        flat = reply[2:]
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        tasks.append(_task(task_id, fields, []) if reply[0] == b"ok" else None)
+    return tasks
 
 
 def _finish(task_id: str, reply: Sequence[Any]) -> Finish:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from shoal._utils import cancel_and_wait
 from shoal.batching import Coalescer
@@ -38,6 +38,8 @@ log = logging.getLogger("shoal.worker.executor")
 #: Errors that mean the store could not be reached, as opposed to a refused or broken call.
 STORE_DOWN = (*store_redis.STORE_DOWN, OSError)
 T = TypeVar("T")
+#: A start of an attempt for the store: the task's id, and whether it retries a start whose reply was lost.
+Start = tuple[str, bool]
 #: How long a stopping worker waits for the submits of tasks it ran ahead to store them (or not).
 DECIDE_S = 5.0
 #: Most inbox orders taken at once.
@@ -150,11 +152,9 @@ class Executor:
         self._hurry = asyncio.Event()
         self._stoppers: set[asyncio.Task[None]] = set()
         self._reread = False
-        # Starts and reports of attempts go to the store in batches, one call per batch (see shoal.batching).
-        self._begin: Coalescer[tuple[str, bool], Task | None] = Coalescer(lambda starts: store.begin_many(node, starts))
-        self._finish: Coalescer[Report, Finish] = Coalescer(
-            lambda reports: store.finish_many(node, reports, backoff=retry_backoff, read_back=self._waited(reports))
-        )
+        # Starts and reports of attempts go to the store in batches, one call per batch (see shoal.batching),
+        # reports first: a start queued after the report of the attempt whose slot it took never overtakes it.
+        self._calls: Coalescer[Report | Start, Finish | Task | None] = Coalescer(self._send)
         self.reconciler = Reconciler(store=store, node=node, worker=self, interval=reconcile_every)
 
     @property
@@ -282,12 +282,15 @@ class Executor:
     async def _run(self, task_id: str, started: Task | None = None) -> None:
         """Start and run the attempt in a slot, then report its end: a slot is for running work, and the next
         task may start while the report is on its way (the master places no more here than the capacity).
+        The report is queued before the slot is given back, so the next start reaches the store after it
+        (``_send``): the store never shows more tasks running here than the slots.
         ``started``: the task as its submit started it here already (or will store it: ``run_ahead``)."""
         ahead = self._ahead.get(task_id)  # its slot taken already
         report = None
         try:
             if ahead is None and not await self._slot_for(task_id):
                 return
+            reported: asyncio.Future[Finish | Task | None] | None = None
             try:
                 if self._closing:
                     return  # taken beyond the slots, not started: ``close`` hands it back with the rest
@@ -298,10 +301,12 @@ class Executor:
                     report = await self._attempt(task_id, started)
                 finally:
                     self.prefetch.freed(task_id, ended=report is not None)
+                if report is not None and (ahead is None or await ahead.report(report)):
+                    reported = self._calls.put(report)  # queued while the slot is held: ahead of the next start
             finally:
                 self._release(ahead)
-            if report is not None and (ahead is None or await ahead.report(report)):
-                await self._report(report)
+            if reported is not None and report is not None:
+                await self._report(report, reported)
             elif report is not None:  # stored with its end by its submit
                 self._count(report)
         except asyncio.CancelledError:
@@ -338,12 +343,12 @@ class Executor:
         it may not start."""
         tries = 0
 
-        def begin() -> Awaitable[Task | None]:
+        def begin() -> Awaitable[Finish | Task | None]:
             nonlocal tries
             tries += 1  # a retry may follow a start whose reply was lost: then the task is already ours
-            return self._begin((task_id, tries > 1))
+            return self._calls((task_id, tries > 1))
 
-        task = started or await self._persist("starting", begin)
+        task = started or cast(Task | None, await self._persist("starting", begin))
         if task is None:
             return None  # killed, deleted or re-placed before it could start
         attempt = task.attempts
@@ -378,15 +383,22 @@ class Executor:
             self.metrics.record(task.type, footprint)
         return Report(task_id, attempt, outcome, error, result, footprint)
 
-    def _waited(self, reports: list[Report]) -> set[str]:
-        """The reported tasks that a wait on this node is for: their reports read them back."""
-        waits = self.waits
+    async def _send(self, calls: list[Report | Start]) -> list[Finish | Task | None]:
+        """One batch of reports and starts, in one store call; their answers in the order of ``calls``."""
+        reports = [c for c in calls if isinstance(c, Report)]
+        starts = [c for c in calls if not isinstance(c, Report)]
         self._flushed.update(r.task_id for r in reports)
-        return set() if waits is None else {r.task_id for r in reports if waits.waited(r.task_id)}
+        waits = self.waits  # the reported tasks that a wait on this node is for: their reports read them back
+        read_back = set() if waits is None else {r.task_id for r in reports if waits.waited(r.task_id)}
+        ended, begun = await self.store.finish_and_begin(
+            self.node, reports, starts, backoff=self.retry_backoff, read_back=read_back
+        )
+        answers = iter(ended), iter(begun)
+        return [next(answers[0]) if isinstance(c, Report) else next(answers[1]) for c in calls]
 
-    async def _report(self, report: Report) -> None:
-        """Record the attempt's end (retried until the store takes it)."""
-        finish = await self._persist("reporting", lambda: self._finish(report))
+    async def _report(self, report: Report, sent: Awaitable[Finish | Task | None]) -> None:
+        """Record the attempt's end: ``sent``, its report queued already, and again until the store takes it."""
+        finish = cast(Finish, await self._persist("reporting", lambda: self._calls(report), first=sent))
         if finish.ended is not None and self.waits is not None:
             self.waits.ended_here(*finish.ended)
         self._count(report)
@@ -452,8 +464,9 @@ class Executor:
         footprint = Footprint(wall_s=time.monotonic() - started, loop_blocked_s=watch.blocked_s or None)
         return outcome, _noted(error, not_applied(task, task_type.name)), output, footprint
 
-    async def _persist(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Make a store call until it gets through: a task must not be stranded by a Redis restart.
+    async def _persist(self, what: str, call: Callable[[], Awaitable[T]], first: Awaitable[T] | None = None) -> T:
+        """Make a store call until it gets through: a task must not be stranded by a Redis restart. ``first``:
+        the call made already, awaited before any other.
 
         Only connection errors are retried; the scripts are atomic, so a call either happened or not (a
         report whose reply was lost comes back as a duplicate of itself, which is recorded and harmless).
@@ -461,8 +474,9 @@ class Executor:
         delay = 0.1
         while True:
             try:
-                return await call()
+                return await (call() if first is None else first)
             except STORE_DOWN as exc:
+                first = None
                 if self._closing:
                     raise
                 log.warning("%s a task failed: %s; retrying in %.1fs", what, exc, delay)

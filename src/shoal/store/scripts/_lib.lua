@@ -43,7 +43,7 @@ end
 local EVENTS_KEEP
 local EVENTS_CHANNEL
 local PROGRESS_CHANNEL
-local PROGRESS = false
+local PROGRESS = nil  -- a script of steps (scripts.STEPS) is progress only if each of its steps is
 -- The seed's ``public`` channel (beats, membership verdicts, election requests) and the channel the
 -- elections listen on (election requests only, so that no node has to hear every beat).
 local PUBLIC_CHANNEL

@@ -13,7 +13,7 @@
 -- Returns per report {'done', state} (then the task, when asked for), {'retry', due}, {'duplicate', state} or
 -- {'gone'}.
 local node, backoff, default_lost, keep_late = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-PROGRESS = false  -- a retry's WAITING is for every node too (after a submit in the same step: submit_finish)
+PROGRESS = false  -- a retry's WAITING is for every node too, whatever a step before or after it moves
 
 -- Whether this very report was taken already: the retry of a report whose reply was lost (the attempt closed
 -- with this outcome on this node, or a late report of it kept), which is no late result of its own.

@@ -15,7 +15,8 @@
 -- was placed on, 0 if it is gone (no longer WAITING: killed, deleted or placed already, or waiting out a
 -- retry's backoff), -1 if no node running its type has room (a task is then not read: it may be gone too),
 -- or, for a task a limit holds back, that limit as kind .. ':' .. name ('c:fetch:example.org').
-PROGRESS = true  -- its events go out on the progress channel unless one ends a task (_lib.lua)
+-- its events go out on the progress channel unless one ends a task, or a step beside it says not (_lib.lua)
+if PROGRESS == nil then PROGRESS = true end
 local cur = stale(ARGV[2])
 if cur then return {'stale', cur} end
 local epoch = ARGV[2]

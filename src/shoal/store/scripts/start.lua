@@ -4,7 +4,8 @@
 -- Returns per task {'ok', attempt, field1, value1, ...} (the task's hash after the change, so the worker
 -- needs no second read) or {'gone', state} if the task is no longer INQUEUE on this node (killed, deleted,
 -- or re-placed elsewhere).
-PROGRESS = true  -- its events go out on the progress channel unless one ends a task (_lib.lua)
+-- its events go out on the progress channel unless one ends a task, or a step beside it says not (_lib.lua)
+if PROGRESS == nil then PROGRESS = true end
 local node = ARGV[2]
 local t = now()
 local out = {}

@@ -24,7 +24,8 @@
 -- where its labels and limits are checked.
 -- Returns: the creation time, then per task its sequence number, the node it was placed on ('' = none) and
 -- the id of the earlier task of its idempotency key ('' = stored now; then the other two are '').
-PROGRESS = true  -- its events go out on the progress channel unless one ends a task (_lib.lua)
+-- its events go out on the progress channel unless one ends a task, or a step beside it says not (_lib.lua)
+if PROGRESS == nil then PROGRESS = true end
 local t = now()
 local n, window = tonumber(ARGV[2]), ARGV[3]
 
