@@ -1,5 +1,6 @@
-"""The hot path's batching: calls made in one loop turn leave as one batch, calls made while a batch is in
-flight leave together as soon as it is back, and each caller gets its own answer or the batch's error."""
+"""The hot path's batching: calls made in one loop turn (and by callers they wake) leave as one batch, calls
+made while a batch is in flight leave together as soon as it is back, and each caller gets its own answer or
+the batch's error."""
 
 from __future__ import annotations
 
@@ -72,3 +73,20 @@ async def test_a_cancelled_caller_leaves_the_others_their_answers() -> None:
     assert await kept == 20
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_a_caller_woken_as_an_item_is_queued_has_its_item_in_the_same_batch() -> None:
+    store = Recorder()
+    call = Coalescer(store.send)
+    freed = asyncio.Event()  # as a slot given back once a report is queued: the next task's start follows
+
+    async def next_in_slot() -> int:
+        await freed.wait()
+        return await call(2)
+
+    waiter = asyncio.ensure_future(next_in_slot())
+    await asyncio.sleep(0)
+    first = call.put(1)
+    freed.set()
+    assert await first == 10 and await waiter == 20
+    assert store.batches == [[1, 2]]

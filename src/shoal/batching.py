@@ -1,8 +1,10 @@
 """Calls made close together go to the store as one: the batching of shoal's hot path.
 
-A caller awaits its own item's answer; the items queued while no batch is in flight leave together at the
-loop's next turn, and those queued while one is in flight leave together as soon as it is back. An idle node
-so sends each call at once (no timer, no added latency), and a busy one sends few, large calls.
+A caller awaits its own item's answer; the items queued while no batch is in flight leave together once
+the loop has run the callers that were ready (one turn: so that a caller woken by another's item, such as
+the next task in the slot a report frees, has its item in the same batch), and those queued while one is in
+flight leave together as soon as it is back. An idle node so sends each call at once (no timer, no added
+latency), and a busy one sends few, large calls.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Coalescer(Generic[In, Out]):
         return future
 
     async def _flush(self) -> None:
+        await asyncio.sleep(0)  # one turn: what the callers woken meanwhile queue leaves in this batch too
         while self._queue:
             batch, self._queue = self._queue[: self._most], self._queue[self._most :]
             try:
