@@ -69,6 +69,18 @@ async def test_each_script_call_adds_one_entry_with_its_events(redis: Redis) -> 
     assert all(abs(e["at"] - time.time()) < 60 for entry in got for e in entry)  # the store's clock
 
 
+async def published(pubsub: Any, count: int) -> list[tuple[str, list[str]]]:
+    """The next ``count`` entries published on the channels ``pubsub`` listens to: (channel, their states)."""
+    heard: list[tuple[str, list[str]]] = []
+    async with asyncio.timeout(10 * multiplier()):
+        while len(heard) < count:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None:
+                _entry, _, body = message["data"].partition(b" ")
+                heard.append((message["channel"].decode(), [e["state"] for e in orjson.loads(body)]))
+    return heard
+
+
 async def test_entries_that_end_no_task_go_to_the_progress_channel_the_others_to_the_events_channel(
     redis: Redis, redis_admin_url: str
 ) -> None:
@@ -86,13 +98,7 @@ async def test_entries_that_end_no_task_go_to_the_progress_channel_the_others_to
         await tasks.finish_many("n1", [Report(a.id, attempt, "succeeded", result=None)])
         await tasks.kill(b.id)
         await tasks.delete(c.id)
-        heard: list[tuple[str, list[str]]] = []
-        async with asyncio.timeout(10 * multiplier()):
-            while len(heard) < 6:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None:
-                    _entry, _, body = message["data"].partition(b" ")
-                    heard.append((message["channel"].decode(), [e["state"] for e in orjson.loads(body)]))
+        heard = await published(pubsub, 6)
         progress, ends = keys.task_progress_channel, keys.task_events_channel
         assert heard == [
             (progress, ["WAITING", "WAITING", "WAITING"]),  # stored
@@ -124,13 +130,7 @@ async def test_a_retry_and_a_start_in_one_call_are_one_entry_retry_first_on_the_
         ended, begun = await tasks.finish_and_begin("n1", [report], [(b.id, False)])
         assert [f.verdict for f in ended] == ["retry"]
         assert len(begun) == 1 and begun[0] is not None and begun[0].state is TaskState.RUNNING
-        heard: list[tuple[str, list[str]]] = []
-        async with asyncio.timeout(10 * multiplier()):
-            while len(heard) < 4:  # stored, placed, started, then the call of both
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None:
-                    _entry, _, body = message["data"].partition(b" ")
-                    heard.append((message["channel"].decode(), [e["state"] for e in orjson.loads(body)]))
+        heard = await published(pubsub, 4)  # stored, placed, started, then the call of both
         # a retry's WAITING is for every node (the master places it again), as when it is reported alone:
         # the start beside it does not make the entry one for the progress channel only
         assert heard[-1] == (keys.task_events_channel, ["WAITING", "RUNNING"])
