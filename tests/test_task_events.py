@@ -4,6 +4,7 @@ database, and event ids as clients send them back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from shoal._utils import cancel_and_wait
 from shoal.errors import InvalidInput
@@ -69,7 +71,20 @@ async def test_each_script_call_adds_one_entry_with_its_events(redis: Redis) -> 
     assert all(abs(e["at"] - time.time()) < 60 for entry in got for e in entry)  # the store's clock
 
 
-async def published(pubsub: Any, count: int) -> list[tuple[str, list[str]]]:
+@contextlib.asynccontextmanager
+async def listening(redis_admin_url: str, keys: Keys) -> AsyncIterator[PubSub]:
+    """A subscriber to the cluster's events and progress channels, on a connection of its own."""
+    listener = Redis.from_url(redis_admin_url)
+    pubsub = listener.pubsub()
+    try:
+        await pubsub.subscribe(keys.task_events_channel, keys.task_progress_channel)
+        yield pubsub
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+
+
+async def published(pubsub: PubSub, count: int) -> list[tuple[str, list[str]]]:
     """The next ``count`` entries published on the channels ``pubsub`` listens to: (channel, their states)."""
     heard: list[tuple[str, list[str]]] = []
     async with asyncio.timeout(10 * multiplier()):
@@ -86,10 +101,7 @@ async def test_entries_that_end_no_task_go_to_the_progress_channel_the_others_to
 ) -> None:
     keys = Keys("channels")
     tasks, nodes = TaskStore(redis, keys, result_max_bytes=4096), NodeRegistry(redis, keys)
-    listener = Redis.from_url(redis_admin_url)
-    pubsub = listener.pubsub()
-    await pubsub.subscribe(keys.task_events_channel, keys.task_progress_channel)
-    try:
+    async with listening(redis_admin_url, keys) as pubsub:
         a, b, c = await tasks.create([spec("a"), spec("b"), spec("c")])
         epoch = (await nodes.take_lease("master", 30)).epoch
         assert await tasks.place(epoch, "n1", 4, [a.id, b.id]) == [1, 1]
@@ -108,9 +120,6 @@ async def test_entries_that_end_no_task_go_to_the_progress_channel_the_others_to
             (ends, ["KILLED"]),
             (ends, ["KILLED", "DELETED"]),  # a task deleted before it ended: killed first
         ]
-    finally:
-        await pubsub.aclose()
-        await listener.aclose()
 
 
 async def test_a_retry_and_a_start_in_one_call_are_one_entry_retry_first_on_the_events_channel(
@@ -118,10 +127,7 @@ async def test_a_retry_and_a_start_in_one_call_are_one_entry_retry_first_on_the_
 ) -> None:
     keys = Keys("ends-starts")
     tasks, nodes = TaskStore(redis, keys, result_max_bytes=4096), NodeRegistry(redis, keys)
-    listener = Redis.from_url(redis_admin_url)
-    pubsub = listener.pubsub()
-    await pubsub.subscribe(keys.task_events_channel, keys.task_progress_channel)
-    try:
+    async with listening(redis_admin_url, keys) as pubsub:
         a, b = await tasks.create([TaskSpec(name="a", type="echo", target="x", max_retries=1), spec("b")])
         epoch = (await nodes.take_lease("master", 30)).epoch
         assert await tasks.place(epoch, "n1", 4, [a.id, b.id]) == [1, 1]
@@ -135,9 +141,6 @@ async def test_a_retry_and_a_start_in_one_call_are_one_entry_retry_first_on_the_
         # the start beside it does not make the entry one for the progress channel only
         assert heard[-1] == (keys.task_events_channel, ["WAITING", "RUNNING"])
         assert (await tasks.get(a.id)).state is TaskState.WAITING
-    finally:
-        await pubsub.aclose()
-        await listener.aclose()
 
 
 async def test_the_stream_is_capped_at_about_event_retention_entries(redis: Redis) -> None:
