@@ -9,7 +9,7 @@ import builtins
 import time
 import uuid
 from collections.abc import Callable, Container, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from shoal.models import (
     TaskResult,
     TaskSpec,
     TaskState,
+    record_dict,
     value_code,
 )
 from shoal.store.scripts import Scripts
@@ -883,7 +884,7 @@ def _footprint_json(footprint: Footprint | None) -> bytes:
     """The measured fields only, so an attempt record stays small; b'' when nothing was measured."""
     if footprint is None:
         return b""
-    fields = {k: v for k, v in asdict(footprint).items() if v is not None}
+    fields = {k: v for k, v in record_dict(footprint).items() if v is not None}
     for key in ("wall_s", "cpu_s", "loop_blocked_s"):
         if key in fields:
             fields[key] = round(float(fields[key]), _SECONDS_DIGITS)
