@@ -22,6 +22,7 @@ from shoal.client import Client
 from shoal.errors import InvalidInput
 from shoal.rpc.client import TasksClient, pb
 from shoal.testing import TestNode, multiplier, wait_for
+from shoal.worker.prefetch import PER_SLOT
 
 pytestmark = pytest.mark.e2e
 
@@ -143,12 +144,12 @@ def held_and_running(api: Api, ids: set[str]) -> tuple[int, int]:
     pytest.fail(f"the events of {len(left)} task(s) never ended")
 
 
-@pytest.mark.parametrize(("args", "prefetch"), [((), 1), (("--prefetch", "0"), 0)], ids=["default", "off"])
-def test_a_node_running_short_tasks_takes_one_more_than_its_slots_and_still_runs_one_at_once(
+@pytest.mark.parametrize(("args", "prefetch"), [((), PER_SLOT), (("--prefetch", "0"), 0)], ids=["default", "off"])
+def test_a_node_running_short_tasks_takes_its_prefetch_beyond_its_slots_and_still_runs_one_at_once(
     start: Callable[..., Api], args: tuple[str, ...], prefetch: int
 ) -> None:
     api = start("--slots", "1", *args)
-    short = {"params": {"delay_s": 0.01}}
+    short = {"params": {"delay_s": 0.002}}
     for task in api.batch([short for _ in range(20)]):  # what the node learns its tasks take
         api.ended(task["id"])
 
@@ -157,7 +158,7 @@ def test_a_node_running_short_tasks_takes_one_more_than_its_slots_and_still_runs
         return int(nodes[0]["prefetch"])
 
     wait_for(lambda: advertised() == prefetch, 10 * multiplier(), f"prefetch {prefetch} in the node's beat")
-    burst = api.batch([short for _ in range(100)])  # over a second: the master reads the node's beat meanwhile
+    burst = api.batch([short for _ in range(300)])  # over a second: the master reads the node's beat meanwhile
     assert held_and_running(api, {t["id"] for t in burst}) == (1 + prefetch, 1)
 
 

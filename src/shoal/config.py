@@ -70,7 +70,7 @@ class NodeConfig:
     prefetch: int | None = _option(
         None,
         "most tasks this node takes beyond its slots, to start the moment a slot frees, while its tasks are short "
-        "(see shoal.worker.prefetch); default: as many as its slots; 0 never",
+        "(see shoal.worker.prefetch); default: 4 per slot; 0 never",
     )
     run_tasks: bool = _option(True, "run tasks here; --no-run-tasks makes a node that only serves the API")
     master_eligible: bool = _option(True, "may stand in master elections")

@@ -29,7 +29,7 @@ from shoal.worker.limits import attempt_limits, not_applied
 from shoal.worker.loopwatch import LoopWatch
 from shoal.worker.metrics import AttemptMetrics
 from shoal.worker.pool import ChildResult, ProcessPool
-from shoal.worker.prefetch import Prefetch
+from shoal.worker.prefetch import PER_SLOT, Prefetch
 from shoal.worker.reconcile import Reconciler
 from shoal.workflows import fill_parents
 
@@ -136,8 +136,8 @@ class Executor:
         self.types = types
         self.node = node
         self.slots = asyncio.Semaphore(slots)
-        #: Tasks to take beyond the slots, as the node's beats say (``prefetch``: the most; None: ``slots``).
-        self.prefetch = Prefetch(slots, slots if prefetch is None else prefetch)
+        #: Tasks to take beyond the slots, as the node's beats say (``prefetch``: the most; None: per slot).
+        self.prefetch = Prefetch(slots, PER_SLOT * slots if prefetch is None else prefetch)
         self.retry_backoff = retry_backoff
         self.running: dict[str, asyncio.Task[None]] = {}
         self._ahead: dict[str, Ahead] = {}  # run before they are stored (``run_ahead``)

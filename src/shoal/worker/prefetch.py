@@ -20,6 +20,11 @@ from collections.abc import Callable
 HORIZON_S = 0.05
 #: Weight of the newest attempt in the running mean of how long a slot stays taken.
 WEIGHT = 0.05
+#: The most a node takes beyond its slots unless told (``--prefetch``), per slot: a short task's slot frees
+#: again before the master has seen its end and placed the next one (the end's event, a placement, the run
+#: order: a few milliseconds), so with one per slot a third of the slots of a node running short tasks stood
+#: empty while the next wave was on its way.
+PER_SLOT = 4
 #: A task taken beyond the slots that has waited this long for one is handed back for the master to place
 #: again: the node's tasks turned long before its beat could say so.
 GIVE_BACK_S = 1.0
