@@ -231,3 +231,45 @@ async def test_a_fetch_held_by_its_hosts_limit_waits_for_its_owner_however_soon_
     finally:
         task.cancel()
     assert [node for _, node in await term.states(ids)] == ["owner"] * 3
+
+
+async def test_a_master_whose_nodes_are_full_offers_about_as_many_tasks_as_ends_freed_slots(redis: Redis) -> None:
+    """Every end pokes the master: offering the nodes' whole capacity each time would build, send and answer
+    for tens of tasks per slot freed. Room freed without an end (a task handed back) is still filled."""
+    term = Term(redis)
+    ends = [0]
+    scheduler = await term.begin(record("worker", ("echo",), 40))
+    scheduler.ends_heard = lambda: ends[0]
+    ids = [t.id for t in await term.store.create([TaskSpec(name="e", type="echo", target="x")] * 200)]
+    offered: list[int] = []
+    place_many = term.store.place_many
+
+    async def counted(epoch: int, nodes: Any, tasks: Any) -> Any:
+        offered.append(len(tasks))
+        return await place_many(epoch, nodes, tasks)
+
+    term.store.place_many = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(scheduler.run())
+    try:
+
+        async def placed(n: int) -> bool:
+            return [s for s, _ in await term.states(ids)].count("INQUEUE") == n
+
+        await until(lambda: placed(40), 10, "the worker's 40 slots to be filled")
+        await until(lambda: asyncio.sleep(0, len(offered) >= 2), 10, "a placement that finds no room")
+        assert offered[:2] == [40, 40]  # all it may take, then every node full
+        first = ids[0]
+        await term.store.hand_back("worker", [first], "test")  # a slot frees, and no end tells of it
+        ends[0] += 3  # three ends heard meanwhile (of tasks elsewhere)
+        scheduler.poke()
+        await until(lambda: placed(40), 10, "the freed slot to be filled again")
+        await until(lambda: asyncio.sleep(0, len(offered) >= 3), 10, "the next placement")
+        assert offered[2] == scheduler_module.MIN_OFFER
+        ends[0] += 100
+        before = len(offered)
+        await term.store.hand_back("worker", [ids[1]], "test")
+        scheduler.poke()
+        await until(lambda: asyncio.sleep(0, len(offered) > before), 10, "a placement after many ends")
+        assert offered[before] == 40  # many ends: as many as the node may take
+    finally:
+        task.cancel()

@@ -205,6 +205,7 @@ class Node:
             retention_s=c.retention,
             on_expired=self._expired.inc,
             limits=c.placement_limits(),
+            ends_heard=lambda: self.hub.ends_heard,
         )
         self.peer = Peer(
             name=c.name,

@@ -48,8 +48,10 @@ class LeaderRole:
         retention_s: float = 0.0,
         on_expired: Callable[[int], None] = lambda n: None,
         limits: Limits | None = None,
+        ends_heard: Callable[[], int] = lambda: 0,
     ) -> None:
         self.limits = limits
+        self.ends_heard = ends_heard
         self.store = store
         self.registry = registry
         self.prober = prober
@@ -81,6 +83,7 @@ class LeaderRole:
             may_write=self.may_write,
             owner_of=self.owner_of,
             limits=self.limits,
+            ends_heard=self.ends_heard,
         )
         self.detector = Detector(
             registry=self.registry,

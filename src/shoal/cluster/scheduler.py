@@ -71,6 +71,10 @@ STRAY_EVERY_S = 1.0
 PROMOTE_EVERY_S = 0.25
 #: Most tasks offered to place.lua in one call.
 PLACE_BATCH = 500
+#: Fewest tasks of a type offered once a placement found no room for it (then about as many as the ends heard
+#: since may have freed, see ``Scheduler._offer_size``): room also comes without an end (a node joins, its
+#: prefetch grows, tasks are handed back), and these find it; a call that places all it offers lifts the cap.
+MIN_OFFER = 16
 #: Seconds the list of schedulable nodes is trusted (place.lua counts their free slots fresh each time,
 #: and refuses nodes declared dead or rejected since).
 NODES_TTL = 0.5
@@ -136,8 +140,12 @@ class Scheduler:
         may_write: Callable[[], bool] = lambda: True,
         owner_of: Callable[[str], str] | None = None,
         limits: Limits | None = None,
+        ends_heard: Callable[[], int] = lambda: 0,
     ) -> None:
         self.may_write = may_write
+        #: How many task ends this node has heard so far (``EventHub.ends_heard``): each may have freed a slot.
+        self.ends_heard = ends_heard
+        self._full_at: dict[str, int] = {}  # type -> ends_heard when a placement last found no room for it
         self.limits = limits or Limits()
         self.owner_of = owner_of
         self.store = store
@@ -389,9 +397,21 @@ class Scheduler:
                 if self._special.get(task_type):
                     per_type.append(self._choose(backlog, take, nodes))
                 else:
+                    take = min(take, self._offer_size(task_type))
                     per_type.append([p for _, p in zip(range(take), backlog.values(), strict=False)])
         merged = heapq.merge(*per_type, key=_rank)
         return [p for _, p in zip(range(PLACE_BATCH), merged, strict=False)]
+
+    def _offer_size(self, task_type: str) -> int:
+        """How many tasks of a type with only plain ones to offer: all that fit, or, once a placement found no
+        room for them (no node that runs the type had a free slot), about as many as the ends heard since may
+        have freed (at least MIN_OFFER). Offering the nodes' whole capacity each time one slot freed made the
+        master build, send and answer for several tasks per one placed. (A type with labelled or limited tasks
+        is offered in full: one of them finding no room says nothing of the others.)"""
+        full_at = self._full_at.get(task_type)
+        if full_at is None:
+            return PLACE_BATCH
+        return max(MIN_OFFER, self.ends_heard() - full_at)
 
     def _choose(self, backlog: OrderedDict[str, _Pending], take: int, nodes: list[NodeRecord]) -> list[_Pending]:
         """Up to ``take`` tasks of a type that has prioritised, labelled or limited ones, in placing order:
@@ -453,7 +473,7 @@ class Scheduler:
         batch = self._batch(nodes)
         if not batch:
             return
-        placed, full = self.placed, False
+        placed, full, heard = self.placed, False, self.ends_heard()  # ends heard from now on may free slots
         if self.owner_of is not None:
             batch = await self._place_on_owners(nodes, batch)
         if batch:
@@ -463,6 +483,13 @@ class Scheduler:
             for p, verdict in zip(batch, outcome, strict=True):
                 self._done(p, verdict)
             full = NO_ROOM in outcome
+            offered = {p.type for p in batch}
+            no_room = {p.type for p, verdict in zip(batch, outcome, strict=True) if verdict == NO_ROOM}
+            for task_type in offered:
+                if task_type in no_room:
+                    self._full_at[task_type] = heard
+                else:
+                    self._full_at.pop(task_type, None)
         if self.placed > placed and not full and any(self.backlogs.values()):
             # more may fit (no event of a placement wakes this node: they are for watchers only); once some
             # task found no room, the next end does

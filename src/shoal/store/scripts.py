@@ -10,7 +10,7 @@ which ``settle_children`` settles the workflow children of the tasks that ended 
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -90,13 +90,12 @@ class Scripts:
         return await self._scripts[name](keys=[], args=[prefix, *args])
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     """An argument as redis-py would send it (numbers as their repr), but as text for a JSON array. The exact
     types are tried first: a batch of a thousand tasks has tens of thousands of arguments."""
-    kind = type(value)
-    if kind is str:
-        return cast(str, value)
-    if kind is int or kind is float:
+    if type(value) is str:
+        return value
+    if type(value) is int or type(value) is float:
         return repr(value)
     if isinstance(value, str):
         return value
