@@ -258,8 +258,7 @@ async def test_a_master_whose_nodes_are_full_offers_about_as_many_tasks_as_ends_
         await until(lambda: placed(40), 10, "the worker's 40 slots to be filled")
         await until(lambda: asyncio.sleep(0, len(offered) >= 2), 10, "a placement that finds no room")
         assert offered[:2] == [40, 40]  # all it may take, then every node full
-        first = ids[0]
-        await term.store.hand_back("worker", [first], "test")  # a slot frees, and no end tells of it
+        await term.store.hand_back("worker", [ids[0]], "test")  # a slot frees, and no end tells of it
         ends[0] += 3  # three ends heard meanwhile (of tasks elsewhere)
         scheduler.poke()
         await until(lambda: placed(40), 10, "the freed slot to be filled again")

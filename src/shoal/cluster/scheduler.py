@@ -482,10 +482,9 @@ class Scheduler:
             )
             for p, verdict in zip(batch, outcome, strict=True):
                 self._done(p, verdict)
-            full = NO_ROOM in outcome
-            offered = {p.type for p in batch}
             no_room = {p.type for p, verdict in zip(batch, outcome, strict=True) if verdict == NO_ROOM}
-            for task_type in offered:
+            full = bool(no_room)
+            for task_type in {p.type for p in batch}:
                 if task_type in no_room:
                     self._full_at[task_type] = heard
                 else:
