@@ -255,20 +255,23 @@ async def test_a_master_whose_nodes_are_full_offers_about_as_many_tasks_as_ends_
         async def placed(n: int) -> bool:
             return [s for s, _ in await term.states(ids)].count("INQUEUE") == n
 
+        async def offers(n: int) -> bool:
+            return len(offered) >= n
+
         await until(lambda: placed(40), 10, "the worker's 40 slots to be filled")
-        await until(lambda: asyncio.sleep(0, len(offered) >= 2), 10, "a placement that finds no room")
+        await until(lambda: offers(2), 10, "a placement that finds no room")
         assert offered[:2] == [40, 40]  # all it may take, then every node full
         await term.store.hand_back("worker", [ids[0]], "test")  # a slot frees, and no end tells of it
         ends[0] += 3  # three ends heard meanwhile (of tasks elsewhere)
         scheduler.poke()
         await until(lambda: placed(40), 10, "the freed slot to be filled again")
-        await until(lambda: asyncio.sleep(0, len(offered) >= 3), 10, "the next placement")
+        await until(lambda: offers(3), 10, "the next placement")
         assert offered[2] == scheduler_module.MIN_OFFER
         ends[0] += 100
         before = len(offered)
         await term.store.hand_back("worker", [ids[1]], "test")
         scheduler.poke()
-        await until(lambda: asyncio.sleep(0, len(offered) > before), 10, "a placement after many ends")
+        await until(lambda: offers(before + 1), 10, "a placement after many ends")
         assert offered[before] == 40  # many ends: as many as the node may take
     finally:
         task.cancel()

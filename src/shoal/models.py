@@ -216,14 +216,11 @@ class Task:
     def to_json(self) -> dict[str, Any]:
         """The task as the REST API shows it (``state`` by name). Its fields as they are, not copies (a batch
         answers a thousand of these), but for the attempts and late results, which become objects too."""
-        data = {name: getattr(self, name) for name in _TASK_FIELDS}
+        data = record_dict(self)
         data["state"] = self.state.name
         data["history"] = [record_dict(attempt) for attempt in self.history]
         data["late_results"] = [record_dict(late) for late in self.late_results]
         return data
-
-
-_TASK_FIELDS = tuple(f.name for f in fields(Task))
 
 
 def record_dict(record: Any) -> dict[str, Any]:
