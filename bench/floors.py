@@ -37,6 +37,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_ticks, ticks_to_s, usable_cores
 from bench.procs import free_port
 from bench.redis_server import RedisServer
 from bench.report import write_json
@@ -58,10 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time of process ``pid`` so far (all its threads)."""
+    ticks = cpu_ticks(pid)
+    if ticks is None:
+        raise RuntimeError(f"process {pid} is gone")
+    return ticks_to_s(ticks[1])
 
 
 def _serve_echo(port: int, ready: Any) -> None:
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
-        spend = budget(json.loads(args.source.read_text()), os.cpu_count() or 1)
+        spend = budget(json.loads(args.source.read_text()), usable_cores())
     except (OSError, ValueError, KeyError) as exc:
         print(f"bench/floors.py: no usable bench/run.py figures in {args.source}: {exc}", file=sys.stderr)
         return 2
