@@ -1,8 +1,8 @@
 """What a task may cost at the best peer's rate, against what its transport alone costs: ``bench/floors.py``.
 
-A script, not a test (figures depend on the machine; nothing asserts on them). Two of the throughput goals
-in the README (gRPC ``CreateTask`` with 64 in flight at 1x the best peer, a producer one task at a time at
-0.8x) are a budget: on a machine of C cores, all processes together may spend at most C / rate of CPU per
+A script, not a test (figures depend on the machine; nothing asserts on them). Two of shoal's throughput
+goals (gRPC ``CreateTask`` with 64 in flight at 1x the best peer, a producer one task at a time at 0.8x of
+it) are a budget: on a machine of C cores, all processes together may spend at most C / rate of CPU per
 task, and a sequential producer at most 1 / rate of wall time per submit. This prints that budget, from the
 best peer of the last ``bench/run.py`` run (``--from``), beside three floors measured here:
 
