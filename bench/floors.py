@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 from bench.machine import cpu_ticks, ticks_to_s, usable_cores
 from bench.procs import free_port
 from bench.redis_server import RedisServer
-from bench.report import write_json
+from bench.report import best_peer, figure, write_json
 
 DEFAULT_FROM = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "floors.json"
@@ -169,23 +169,21 @@ async def producer_floor(url: str, redis_pid: int, submits: int) -> dict[str, fl
 
 def budget(run: dict[str, Any], cores: int) -> dict[str, Any]:
     """The best peer's end-to-end rate in ``run``, and what a task may cost at 1x and 0.8x of it."""
-    peers = {
-        name: fig["per_s"]
-        for name, results in run["results"].items()
-        if name != "shoal"
-        for workload, fig in results.items()
-        if workload.startswith("throughput/") and fig.get("per_s")
-    }
-    best = max(peers, key=peers.__getitem__)
-    rate = peers[best]
-    batch = run["results"].get("shoal", {}).get("throughput/batch", {}).get("cpu_ms_per_task_by_process", {})
+    results = run["results"]
+    peers = tuple(name for name in results if name != "shoal")
+    rate = best_peer(results, peers, "throughput", "per_s", higher=True)
+    if rate is None:
+        raise ValueError("the run has no peer's end-to-end throughput")
+    best = next(p for p in peers if (figure(results, (p, None), "throughput", "per_s") or {}).get("per_s") == rate)
+    batch = figure(results, ("shoal", "batch"), "throughput", "per_s") if "shoal" in results else None
+    by_process = (batch or {}).get("cpu_ms_per_task_by_process", {})
     return {
         "peer": best,
         "peer_per_s": rate,
         "cpu_us_per_task_at_1x": cores / rate * 1e6,
         "cpu_us_per_task_at_0.8x": cores / (0.8 * rate) * 1e6,
         "wall_us_per_submit_at_0.8x": 1 / (0.8 * rate) * 1e6,
-        "bulk_us_per_task": {k: v * 1000 for k, v in batch.items() if k in ("nodes", "redis")},
+        "bulk_us_per_task": {k: v * 1000 for k, v in by_process.items() if k in ("nodes", "redis")},
         "run_at": run.get("generated_at", "?"),
     }
 
